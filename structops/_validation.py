@@ -1,0 +1,106 @@
+"""Validation of user input shared by every public entry point.
+
+Every check raises :class:`ValueError` or :class:`TypeError` whose message names the
+argument, shows what it got and says what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(a, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+    """Return ``a`` as a float32/float64 array, casting integers, rejecting other dtypes.
+
+    With ``dtype`` given, a floating array of another precision is an error (nothing is
+    silently up- or down-cast); integer input is cast to ``dtype``.
+    """
+    arr = np.asarray(a)
+    kind = arr.dtype.kind
+    if kind in "iu":
+        arr = arr.astype(dtype if dtype is not None else np.float64)
+    elif arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"`{name}` must be a real float32 or float64 array, got dtype {arr.dtype}.")
+    if dtype is not None and arr.dtype != np.dtype(dtype):
+        raise TypeError(
+            f"`{name}` has dtype {arr.dtype} but the computation runs in "
+            f"{np.dtype(dtype)} (the dtype of `theta`); pass both in the same precision, "
+            f"e.g. `{name}.astype(np.{np.dtype(dtype)})`."
+        )
+    return arr
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` if ``arr`` holds NaN or Inf, naming the first bad index."""
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        where = tuple(int(i) for i in bad) if arr.ndim > 1 else int(bad[0])
+        raise ValueError(f"`{name}` must be finite, but {name}[{where}] = {arr[tuple(bad)]!r}.")
+
+
+def check_theta(theta, nparams: int, name: str = "theta") -> np.ndarray:
+    """Validate a parameter vector: real float, 1-D (or flattenable), length ``nparams``, finite."""
+    arr = as_float_array(theta, name)
+    if arr.ndim != 1:
+        if arr.size == nparams and arr.ndim > 1:
+            arr = arr.reshape(-1)
+        else:
+            raise ValueError(
+                f"`{name}` must be a vector of length {nparams}, got an array of shape {arr.shape}."
+            )
+    if arr.shape[0] != nparams:
+        raise ValueError(f"`{name}` must have length nparams = {nparams}, got length {arr.shape[0]}.")
+    check_finite(arr, name)
+    return arr
+
+
+def check_batch(x, example_shape: Sequence[int], dtype: np.dtype, name: str = "X") -> np.ndarray:
+    """Validate a batch of examples and return it as an ``(n, prod(example_shape))`` array.
+
+    Accepts ``(n, *example_shape)`` or ``(n, prod(example_shape))``.
+    """
+    arr = as_float_array(x, name, dtype=dtype)
+    example_shape = tuple(int(s) for s in example_shape)
+    size = int(np.prod(example_shape))
+    if arr.ndim >= 1 and (arr.shape[1:] == example_shape or (arr.ndim == 2 and arr.shape[1] == size)):
+        return arr.reshape(arr.shape[0], size)
+    expected = f"(n, {', '.join(map(str, example_shape))})"
+    if len(example_shape) > 1:
+        expected += f" or (n, {size})"
+    raise ValueError(
+        f"`{name}` must hold examples along its first axis with shape {expected}, got shape {arr.shape}."
+    )
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as an int, raising if it is not an integer ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_int_tuple(value, name: str, ndim: int | None = None, minimum: int = 1) -> tuple[int, ...]:
+    """Return ``value`` (an int or a sequence of ints) as a tuple, each entry ``>= minimum``."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if ndim is None:
+            raise TypeError(f"`{name}` must be a sequence of integers, got {value!r}.")
+        value = (value,) * ndim
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"`{name}` must be an integer or a sequence of integers, got {value!r}.") from None
+    if ndim is not None and len(items) != ndim:
+        raise ValueError(f"`{name}` must have {ndim} entries (one per axis), got {value!r}.")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+            raise TypeError(f"`{name}` must hold integers, got {value!r}.")
+        if item < minimum:
+            raise ValueError(f"every entry of `{name}` must be >= {minimum}, got {value!r}.")
+    return tuple(int(i) for i in items)

@@ -1,0 +1,21 @@
+"""Kernel families: one module per family, all honouring :class:`ParametricKernel`'s contract."""
+
+from ._base import KernelJacobian, KernelOperator, ParametricKernel
+from .antisymmetric import Antisymmetric
+from .dense import Dense
+from .diagonal import Diagonal
+from .linear import LinearKernel
+from .mmatrix import MMatrix
+from .reparam import Softplus
+
+__all__ = [
+    "ParametricKernel",
+    "KernelOperator",
+    "KernelJacobian",
+    "LinearKernel",
+    "Dense",
+    "Diagonal",
+    "Antisymmetric",
+    "MMatrix",
+    "Softplus",
+]

@@ -50,9 +50,7 @@ def check_theta(theta, nparams: int, name: str = "theta") -> np.ndarray:
         if arr.size == nparams and arr.ndim > 1:
             arr = arr.reshape(-1)
         else:
-            raise ValueError(
-                f"`{name}` must be a vector of length {nparams}, got an array of shape {arr.shape}."
-            )
+            raise ValueError(f"`{name}` must be a vector of length {nparams}, got an array of shape {arr.shape}.")
     if arr.shape[0] != nparams:
         raise ValueError(f"`{name}` must have length nparams = {nparams}, got length {arr.shape[0]}.")
     check_finite(arr, name)
@@ -72,9 +70,7 @@ def check_batch(x, example_shape: Sequence[int], dtype: np.dtype, name: str = "X
     expected = f"(n, {', '.join(map(str, example_shape))})"
     if len(example_shape) > 1:
         expected += f" or (n, {size})"
-    raise ValueError(
-        f"`{name}` must hold examples along its first axis with shape {expected}, got shape {arr.shape}."
-    )
+    raise ValueError(f"`{name}` must hold examples along its first axis with shape {expected}, got shape {arr.shape}.")
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:

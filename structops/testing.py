@@ -30,7 +30,7 @@ __all__ = [
 
 
 def default_rtol(dtype, size: int = 1) -> float:
-    r"""Relative tolerance for a computation with ``size`` terms in ``dtype``: :math:`100\,\varepsilon \log_2(2 + size)`.
+    r"""Relative tolerance for ``size`` terms in ``dtype``: :math:`100\,\varepsilon \log_2(2 + size)`.
 
     Summation (pairwise or blocked, as in numpy, BLAS and the FFT) loses about
     :math:`\varepsilon \log_2 n` relative accuracy; the factor 100 covers the operator's
@@ -114,7 +114,7 @@ def adjoint_test(
 
 @dataclass
 class TaylorResult:
-    """Table and verdict of a Taylor (derivative) test.
+    r"""Table and verdict of a Taylor (derivative) test.
 
     Attributes
     ----------
@@ -358,9 +358,7 @@ def check_kernel(
                 Jref = _dense_jacobian(kernel, data.astype(np.float64), transpose)
                 ej = np.eye(kernel.nparams, dtype=dtype)
                 tag = "(T)" if transpose else ""
-                report.add(
-                    f"jac{tag} @ I == from Q", _relerr(np.stack([J.matvec(c) for c in ej], 1), Jref), tol
-                )
+                report.add(f"jac{tag} @ I == from Q", _relerr(np.stack([J.matvec(c) for c in ej], 1), Jref), tol)
                 w = rng.standard_normal(J.shape[0]).astype(dtype)
                 report.add(f"jac{tag}.H @ w == from Q", _relerr(J.rmatvec(w), Jref.T @ w), tol)
     else:

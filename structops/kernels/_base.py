@@ -80,9 +80,7 @@ class ParametricKernel(abc.ABC):
         return self._apply(v, x, transpose)
 
     @abc.abstractmethod
-    def _vjp(
-        self, theta: np.ndarray, x: np.ndarray, w: np.ndarray, transpose: bool, per_example: bool
-    ) -> np.ndarray:
+    def _vjp(self, theta: np.ndarray, x: np.ndarray, w: np.ndarray, transpose: bool, per_example: bool) -> np.ndarray:
         """Return ``J^T w`` (shape ``(p,)``) or per-example rows (shape ``(n, p)``)."""
 
     def _check_constraints(self, theta: np.ndarray) -> None:
@@ -110,9 +108,7 @@ class ParametricKernel(abc.ABC):
     def Q(self) -> sp.csc_array:
         r"""Sparse :math:`Q` with :math:`\operatorname{vec}(K(\theta)) = Q\theta + q` (column-major ``vec``)."""
         if not self.linear:
-            raise TypeError(
-                f"{self!r} is not affine in theta, so it has no matrix Q with vec(K) = Q theta + q."
-            )
+            raise TypeError(f"{self!r} is not affine in theta, so it has no matrix Q with vec(K) = Q theta + q.")
         return self._build_Q()
 
     @property
@@ -209,9 +205,7 @@ class ParametricKernel(abc.ABC):
 def _real_apply(fn, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Apply a real linear map ``fn`` to ``x``, splitting complex input into real and imaginary parts."""
     if np.iscomplexobj(x):
-        return fn(np.ascontiguousarray(x.real, dtype=dtype)) + 1j * fn(
-            np.ascontiguousarray(x.imag, dtype=dtype)
-        )
+        return fn(np.ascontiguousarray(x.real, dtype=dtype)) + 1j * fn(np.ascontiguousarray(x.imag, dtype=dtype))
     if x.dtype != dtype:
         # scipy's solvers may hand a float64 vector to a float32 operator: compute in the
         # wider precision instead of silently truncating the input.
@@ -230,9 +224,7 @@ class KernelOperator(pylops.LinearOperator):
         self.kernel = kernel
         self.theta = theta
         self.transposed = transpose
-        dims, dimsd = (
-            (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
-        )
+        dims, dimsd = (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
         super().__init__(
             dtype=theta.dtype, dims=dims, dimsd=dimsd, name=type(kernel).__name__ + ("ᵀ" if transpose else "")
         )
@@ -313,7 +305,5 @@ class KernelJacobian(pylops.LinearOperator):
         """
         w = np.asarray(w)
         if w.size != self.shape[0]:
-            raise ValueError(
-                f"`w` must have {self.shape[0]} entries (n * prod(out_shape)), got shape {w.shape}."
-            )
+            raise ValueError(f"`w` must have {self.shape[0]} entries (n * prod(out_shape)), got shape {w.shape}.")
         return self._grad(w.astype(self.dtype, copy=False) if w.dtype.kind in "iu" else w, per_example=True)

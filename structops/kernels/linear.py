@@ -184,8 +184,7 @@ class LinearKernel(PatternKernel):
             Qs = sp.csr_array(Qd.astype(np.float64))
         if Qs.shape[0] != rows * cols:
             raise ValueError(
-                f"`Q` must have rows * cols = {rows * cols} rows for shape {(rows, cols)}, "
-                f"got shape {Qs.shape}."
+                f"`Q` must have rows * cols = {rows * cols} rows for shape {(rows, cols)}, got shape {Qs.shape}."
             )
         Qs.sum_duplicates()
         qvec = None

@@ -8,6 +8,7 @@ every family offers ``matrix``, ``Q``, ``op`` (a pylops ``LinearOperator``), the
 from . import testing
 from .kernels import (
     Antisymmetric,
+    Conv,
     Dense,
     Diagonal,
     KernelJacobian,
@@ -30,6 +31,7 @@ __all__ = [
     "Antisymmetric",
     "MMatrix",
     "Softplus",
+    "Conv",
     "testing",
     "__version__",
 ]

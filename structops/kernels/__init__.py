@@ -2,6 +2,7 @@
 
 from ._base import KernelJacobian, KernelOperator, ParametricKernel
 from .antisymmetric import Antisymmetric
+from .conv import Conv
 from .dense import Dense
 from .diagonal import Diagonal
 from .linear import LinearKernel
@@ -18,4 +19,5 @@ __all__ = [
     "Antisymmetric",
     "MMatrix",
     "Softplus",
+    "Conv",
 ]

@@ -83,6 +83,14 @@ class ParametricKernel(abc.ABC):
     def _vjp(self, theta: np.ndarray, x: np.ndarray, w: np.ndarray, transpose: bool, per_example: bool) -> np.ndarray:
         """Return ``J^T w`` (shape ``(p,)``) or per-example rows (shape ``(n, p)``)."""
 
+    def _prepare(self, theta: np.ndarray):
+        """Precompute what depends only on ``theta`` (e.g. a spectrum); used by :meth:`op`."""
+        return theta
+
+    def _apply_prepared(self, state, x: np.ndarray, transpose: bool) -> np.ndarray:
+        """``_apply`` from the state :meth:`_prepare` returned."""
+        return self._apply(state, x, transpose)
+
     def _check_constraints(self, theta: np.ndarray) -> None:
         """Raise ``ValueError`` when ``theta`` violates a constraint of the family."""
 
@@ -224,14 +232,14 @@ class KernelOperator(pylops.LinearOperator):
         self.kernel = kernel
         self.theta = theta
         self.transposed = transpose
+        self._state = kernel._prepare(theta)
         dims, dimsd = (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
         super().__init__(
             dtype=theta.dtype, dims=dims, dimsd=dimsd, name=type(kernel).__name__ + ("ᵀ" if transpose else "")
         )
 
     def _rows(self, x: np.ndarray, transpose: bool) -> np.ndarray:
-        theta = self.theta.astype(x.dtype, copy=False)
-        return self.kernel._apply(theta, np.ascontiguousarray(x), transpose)
+        return self.kernel._apply_prepared(self._state, np.ascontiguousarray(x), transpose)
 
     def _matvec(self, x):
         return _real_apply(lambda z: self._rows(z.reshape(1, -1), self.transposed).ravel(), x, self.dtype)
@@ -246,7 +254,13 @@ class KernelOperator(pylops.LinearOperator):
         return _real_apply(lambda z: self._rows(z.T, not self.transposed).T, X, self.dtype)
 
     def _adjoint(self) -> KernelOperator:
-        return KernelOperator(self.kernel, self.theta, not self.transposed)
+        adj = object.__new__(KernelOperator)
+        adj.__dict__.update(self.__dict__)
+        adj.transposed = not self.transposed
+        adj._dims, adj._dimsd = self.dimsd, self.dims
+        adj._shape = (self.shape[1], self.shape[0])
+        adj.name = type(self.kernel).__name__ + ("" if self.transposed else "ᵀ")
+        return adj
 
     _transpose = _adjoint
 
@@ -287,7 +301,7 @@ class KernelJacobian(pylops.LinearOperator):
         return _real_apply(lambda z: self._grad(z, per_example=False), w, self.dtype)
 
     def _grad(self, w: np.ndarray, per_example: bool) -> np.ndarray:
-        w = np.ascontiguousarray(w).reshape(self.nexamples, -1)
+        w = np.ascontiguousarray(w).reshape(self.nexamples, int(np.prod(self.dimsd[1:])))
         theta, x = self.theta, self.x
         if w.dtype != theta.dtype:
             theta, x = theta.astype(w.dtype), x.astype(w.dtype)

@@ -1,0 +1,272 @@
+r"""Multi-channel convolutions in 1, 2 and 3 dimensions as a parametric kernel family."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.fft as sfft
+import scipy.sparse as sp
+
+from .._validation import check_int_tuple, check_positive_int, check_theta
+from . import _conv_core as core
+from ._base import ParametricKernel
+
+METHODS = ("auto", "direct", "fft")
+
+
+class Conv(ParametricKernel):
+    r"""Multi-channel convolution :math:`K(\theta)` with a boundary condition and a stride.
+
+    Output channel :math:`o` is :math:`z_o = \sum_c K^{oc}(\theta^{oc})\,x_c` (the seed's block
+    operator of convolutions), each block the seed's discrete convolution
+
+    .. math::
+        z_i = \sum_j \theta_j\, x_{i + c - j}, \qquad c = s /\!/ 2 \text{ per axis},
+
+    sampled at :math:`0, s_t, 2s_t, \dots` on each axis for stride :math:`s_t`.
+
+    Parameters
+    ----------
+    grid : int or sequence of int
+        Shape of one image (1, 2 or 3 axes: signals, images, videos).
+    stencil : int or sequence of int
+        Stencil shape, same number of axes; odd or even sizes.
+    bc : {"zero", "periodic", "reflect", "replicate", "valid"}
+        Boundary condition: ``"zero"`` (Toeplitz/BTTB), ``"periodic"`` (circulant/BCCB,
+        diagonalised by the FFT), ``"reflect"`` (mirror about the edge sample, as numpy's and
+        PyTorch's ``reflect``), ``"replicate"`` (repeat the edge sample) -- all with output on
+        the same grid -- or ``"valid"`` (no padding: output ``grid - stencil + 1`` per axis).
+    in_channels, out_channels : int
+        Channel counts.
+    stride : int or sequence of int
+        Output sampling step per axis.
+    method : {"auto", "direct", "fft"}
+        Direct stencil sums or FFTs; ``"auto"`` picks by a cost model (``self.method``).
+
+    Attributes
+    ----------
+    nparams : int
+        ``out_channels * in_channels * prod(stencil)``.
+    in_shape, out_shape : tuple of int
+        ``(in_channels, *grid)`` and ``(out_channels, *grid_out)``.
+
+    Notes
+    -----
+    :math:`\theta` is the array of shape ``(out_channels, in_channels, *stencil)``
+    (PyTorch's weight layout) flattened in C-order; examples are ``(in_channels, *grid)``
+    flattened in C-order, and rows/columns of :meth:`matrix` follow that order.
+
+    Every boundary condition is a valid convolution on a padded grid,
+    :math:`K = S\,C_\theta\,P_{bc}`; the adjoint :math:`K^\top = P_{bc}^\top C_\theta^\top S^\top`
+    is a correlation followed by folding the padding back (for periodic: the conjugate
+    spectrum, :math:`K^\top y = \mathrm{real}(F^{-1}(\bar\lambda \odot F y))`). The Jacobian
+    with respect to :math:`\theta` is the convolution with the roles of stencil and signal
+    exchanged; its adjoint is the correlation of the output cotangent with the padded input,
+    summed over examples: the seed's :math:`\mathrm{real}(Q^\top F((F^*Y^\top)\odot(FW^\top))e_n)`.
+
+    **PyTorch.** With ``w = theta_to_torch(theta)`` (``θ`` flipped on the spatial axes),
+    ``K(θ) x`` equals ``torch.nn.functional.conv{1,2,3}d(x, w, padding="same")`` for
+    ``bc="zero"`` and stride 1 (any stencil size), and for odd stencils
+    ``conv(F.pad(x, s//2, mode="circular"), w)`` for ``"periodic"``, ``mode="reflect"`` and
+    ``mode="replicate"`` likewise; ``"valid"`` is ``padding=0``. Strides match torch's
+    ``stride=`` for odd stencils. To use torch's weights and convention directly, pass
+    ``theta_from_torch(weight)``.
+
+    Examples
+    --------
+    The seed's 4×4 Toeplitz matrix for a stencil :math:`(\theta_1, \theta_2, \theta_3)`:
+
+    >>> Conv(4, 3).matrix(np.array([1.0, 2.0, 3.0]))
+    array([[2., 1., 0., 0.],
+           [3., 2., 1., 0.],
+           [0., 3., 2., 1.],
+           [0., 0., 3., 2.]])
+    >>> Conv(4, 3, bc="periodic").matrix(np.array([1.0, 2.0, 3.0]))
+    array([[2., 1., 0., 3.],
+           [3., 2., 1., 0.],
+           [0., 3., 2., 1.],
+           [1., 0., 3., 2.]])
+    """
+
+    def __init__(
+        self,
+        grid: int | Sequence[int],
+        stencil: int | Sequence[int],
+        *,
+        bc: str = "zero",
+        in_channels: int = 1,
+        out_channels: int = 1,
+        stride: int | Sequence[int] = 1,
+        method: str = "auto",
+    ) -> None:
+        grid = check_int_tuple(grid if not isinstance(grid, (int, np.integer)) else (grid,), "grid")
+        if not 1 <= len(grid) <= 3:
+            raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
+        stencil = check_int_tuple(stencil, "stencil", ndim=len(grid))
+        stride = check_int_tuple(stride, "stride", ndim=len(grid))
+        if bc not in core.BOUNDARY_CONDITIONS:
+            raise ValueError(f"`bc` must be one of {core.BOUNDARY_CONDITIONS!r}, got {bc!r}.")
+        if method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS!r}, got {method!r}.")
+        cin = check_positive_int(in_channels, "in_channels")
+        cout = check_positive_int(out_channels, "out_channels")
+        for axis, (g, s) in enumerate(zip(grid, stencil)):
+            if bc == "valid" and s > g:
+                raise ValueError(
+                    f"`stencil` {stencil!r} is larger than `grid` {grid!r} on axis {axis}: "
+                    "bc='valid' needs stencil <= grid."
+                )
+            if bc == "reflect" and max(s - 1 - s // 2, s // 2) > g - 1:
+                raise ValueError(
+                    f"`stencil` {stencil!r} is too large for bc='reflect' on `grid` {grid!r} (axis {axis}): "
+                    "reflect padding needs stencil // 2 <= grid - 1."
+                )
+        self.geometry = core.ConvGeometry(grid, stencil, stride, bc, cin, cout)
+        self.grid, self.stencil, self.stride, self.bc = grid, stencil, stride, bc
+        self.in_channels, self.out_channels = cin, cout
+        self.method = self._choose_method() if method == "auto" else method
+        super().__init__(cout * cin * int(np.prod(stencil)), (cin, *grid), (cout, *self.geometry.out_grid))
+
+    def __repr__(self) -> str:
+        return (
+            f"Conv(grid={self.grid}, stencil={self.stencil}, bc={self.bc!r}, in_channels={self.in_channels}, "
+            f"out_channels={self.out_channels}, stride={self.stride}, method={self.method!r})"
+        )
+
+    # --------------------------------------------------------------- cost model
+    def _choose_method(self) -> str:
+        """Pick direct sums or FFTs by comparing operation counts per example."""
+        geo = self.geometry
+        direct = geo.cin * geo.cout * np.prod(geo.stencil) * np.prod(geo.out_grid)
+        L = np.prod(core.fft_shape(geo))
+        # real FFTs of the inputs and outputs, plus the per-frequency channel mixing
+        fft = 2.5 * (geo.cin + geo.cout) * L * np.log2(max(L, 2)) + 2.0 * geo.cin * geo.cout * L
+        if geo.bc != "periodic":
+            fft += (geo.cin + geo.cout) * np.prod(geo.padded)  # padding and cropping
+        return "fft" if fft < direct else "direct"
+
+    # ------------------------------------------------------------------- hooks
+    def _stencil(self, theta: np.ndarray) -> np.ndarray:
+        return theta.reshape(self.out_channels, self.in_channels, *self.stencil)
+
+    def _prepare(self, theta):
+        stencil = self._stencil(theta)
+        spec = core.spectrum(stencil, self.geometry) if self.method == "fft" else None
+        return stencil, spec
+
+    def _apply(self, theta, x, transpose):
+        return self._apply_prepared(self._prepare(theta), x, transpose)
+
+    def _apply_prepared(self, state, x, transpose):
+        stencil, spec = state
+        geo = self.geometry
+        n = x.shape[0]
+        if transpose:
+            y = x.reshape((n, *self.out_shape))
+            if self.method == "fft":
+                xp = core.fft_adjoint(spec, y, geo)
+                out = xp if geo.bc == "periodic" else core.pad_adjoint(xp, geo)
+            else:
+                out = core.pad_adjoint(core.direct_adjoint(stencil, y, geo), geo)
+            return out.reshape(n, -1).astype(x.dtype, copy=False)
+        xs = x.reshape((n, *self.in_shape))
+        if self.method == "fft":
+            z = core.fft_forward(spec, xs if geo.bc == "periodic" else core.pad(xs, geo), geo)
+        else:
+            z = core.direct_forward(stencil, core.pad(xs, geo), geo)
+        return z.reshape(n, -1).astype(x.dtype, copy=False)
+
+    def _vjp(self, theta, x, w, transpose, per_example):
+        # <w, K(θ)^T y> = <K(θ) w, y>: the transposed map swaps the roles of data and cotangent
+        if transpose:
+            x, w = w, x
+        geo = self.geometry
+        n = x.shape[0]
+        xs = x.reshape((n, *self.in_shape))
+        ws = w.reshape((n, *self.out_shape))
+        if self.method == "fft":
+            g = core.fft_gradient(xs if geo.bc == "periodic" else core.pad(xs, geo), ws, geo, per_example)
+        else:
+            g = core.direct_gradient(core.pad(xs, geo), ws, geo, per_example)
+        return g.reshape(n, -1) if per_example else g.reshape(-1)
+
+    def _build_Q(self):
+        geo = self.geometry
+        rows, cols = self.shape
+        S, M, N = int(np.prod(self.stencil)), int(np.prod(geo.out_grid)), int(np.prod(self.grid))
+        self._check_dense_size(M * S * geo.cin * geo.cout, "Q")
+        # for every output position i and stencil offset j: the grid index read (or -1)
+        out_idx = np.indices(geo.out_grid).reshape(self.geometry.ndim, -1)  # (d, M)
+        j_idx = np.indices(self.stencil).reshape(self.geometry.ndim, -1)  # (d, S)
+        src = np.zeros((M, S), dtype=np.int64)
+        valid = np.ones((M, S), dtype=bool)
+        for a, (s, st, idx, g) in enumerate(zip(self.stencil, self.stride, geo.maps, self.grid)):
+            pos = st * out_idx[a][:, None] + (s - 1 - j_idx[a][None, :])
+            sa = idx[pos]
+            valid &= sa >= 0
+            src = src * g + np.where(sa >= 0, sa, 0)
+        m_i, s_j = np.nonzero(valid)
+        src = src[m_i, s_j]
+        o, c = np.meshgrid(np.arange(geo.cout), np.arange(geo.cin), indexing="ij")
+        o, c = o.reshape(-1, 1), c.reshape(-1, 1)
+        row = o * M + m_i[None, :]
+        col = c * N + src[None, :]
+        param = (o * geo.cin + c) * S + s_j[None, :]
+        lin = (row + col.astype(np.int64) * rows).ravel()
+        data = np.ones(lin.size)
+        return sp.csc_array(sp.coo_array((data, (lin, param.ravel())), shape=(rows * cols, self.nparams)))
+
+    # -------------------------------------------------------------- spectra
+    def _require_periodic(self, what: str) -> None:
+        if self.bc != "periodic" or any(st != 1 for st in self.stride):
+            raise ValueError(
+                f"`{what}` needs bc='periodic' and stride 1 (a circulant operator); this is {self!r}."
+            )
+
+    def symbol(self, theta) -> np.ndarray:
+        r"""Per-frequency ``out_channels × in_channels`` blocks of a periodic convolution.
+
+        Returns
+        -------
+        numpy.ndarray, complex, shape ``(*grid, out_channels, in_channels)``
+            :math:`\hat K(\xi)` with :math:`\widehat{(Kx)}_o(\xi) = \sum_c \hat K_{oc}(\xi)\hat x_c(\xi)`,
+            the ``fftn`` over the grid of the first columns of the blocks; computed from the
+            stencil in :math:`O(N \log N)`, without building ``K``.
+        """
+        self._require_periodic("symbol")
+        theta = self._theta(theta)
+        cols = core.first_columns(self._stencil(theta), self.geometry)
+        spec = sfft.fftn(cols, axes=tuple(range(2, 2 + len(self.grid))))
+        return np.moveaxis(spec, (0, 1), (-2, -1))
+
+    def eigvals(self, theta) -> np.ndarray:
+        r"""Eigenvalues :math:`\lambda = F(K(\theta)u_1)` of a single-channel periodic convolution.
+
+        Returns
+        -------
+        numpy.ndarray, complex, shape ``grid``
+            ``fftn`` of the first column over the grid; :math:`K = F^{-1}\operatorname{diag}(\lambda)F`,
+            so ``K y = real(ifftn(λ * fftn(y)))`` and ``K.T y = real(ifftn(conj(λ) * fftn(y)))``.
+        """
+        if self.in_channels != 1 or self.out_channels != 1:
+            raise ValueError(
+                f"`eigvals` needs in_channels = out_channels = 1, got {self.in_channels} and "
+                f"{self.out_channels}; use `symbol` for the per-frequency blocks."
+            )
+        return self.symbol(theta)[..., 0, 0]
+
+    # -------------------------------------------------------------- PyTorch
+    def theta_from_torch(self, weight) -> np.ndarray:
+        """θ from a PyTorch weight of shape ``(out_channels, in_channels, *stencil)`` (flip the spatial axes)."""
+        w = np.asarray(weight.detach().cpu().numpy() if hasattr(weight, "detach") else weight)
+        expected = (self.out_channels, self.in_channels, *self.stencil)
+        if w.shape != expected:
+            raise ValueError(f"`weight` must have shape {expected}, got {w.shape}.")
+        axes = tuple(range(2, w.ndim))
+        return check_theta(np.flip(w, axis=axes).reshape(-1), self.nparams, "weight")
+
+    def theta_to_torch(self, theta) -> np.ndarray:
+        """The PyTorch weight (shape ``(out_channels, in_channels, *stencil)``) computing the same map."""
+        stencil = self._stencil(self._theta(theta))
+        return np.ascontiguousarray(np.flip(stencil, axis=tuple(range(2, stencil.ndim))))

@@ -288,3 +288,14 @@ def test_property_drop_pool_matches_loops_and_passes_dot_test(setup, seed):
     X = rng.standard_normal((2, channels, *grid)).astype(dtype)
     np.testing.assert_allclose(pool.apply(X), loop_pool(X, grid, window), rtol=tol(dtype, 2000), atol=tol(dtype))
     assert adjoint_test(pool, rng=rng).passed
+
+
+@pytest.mark.parametrize("window", [(1, 1), (2, 1), (1, 3)])
+def test_input_is_never_modified(window, rng):
+    pool = AvgPool((4, 6), window, channels=2)
+    X = rng.standard_normal((3, 2, 4, 6))
+    X.flags.writeable = False
+    Y = pool.apply(X)
+    Y[...] = 0.0  # the output owns its memory
+    (w0, w1) = window
+    np.testing.assert_allclose(pool.apply(X), X.reshape(3, 2, 4 // w0, w0, 6 // w1, w1).mean(axis=(3, 5)), rtol=1e-15)

@@ -72,8 +72,8 @@ class AvgPool(pylops.LinearOperator):
 
     The adjoint of averaging is nearest-neighbour upsampling scaled by :math:`1/|w|`.
     :math:`A A^\top = I / |w|`, so :math:`|w|^{1/2} A^\top` has orthonormal columns.
-    Both directions are one reshape and one reduction (or broadcast), vectorised over
-    examples, channels and windows.
+    Both directions are vectorised over examples, channels and windows: the forward map
+    adds the ``w_k`` strided slabs of one axis at a time, the adjoint is one broadcast.
 
     Examples
     --------
@@ -121,9 +121,8 @@ class AvgPool(pylops.LinearOperator):
         self._kept = tuple(go * w for go, w in zip(self.grid_out, self.window))
         self._crops = self._kept != self.grid
         self._scale = 1.0 / float(np.prod(self.window))
-        # (n, C, go_1, w_1, go_2, w_2, ...): the window axes sit at 3, 5, ...
+        # (n, C, go_1, w_1, go_2, w_2, ...): every output cell next to its window
         self._split = (self.channels, *(s for pair in zip(self.grid_out, self.window) for s in pair))
-        self._window_axes = tuple(3 + 2 * k for k in range(ndim))
         self._expand = (self.channels, *(s for go in self.grid_out for s in (go, 1)))
         self.in_shape = (self.channels, *self.grid)
         self.out_shape = (self.channels, *self.grid_out)
@@ -135,17 +134,35 @@ class AvgPool(pylops.LinearOperator):
 
     # ----------------------------------------------------------- row kernels
     def _pool_rows(self, x: np.ndarray) -> np.ndarray:
-        """Average every window of each row of ``x`` (shape ``(n, prod(in_shape))``)."""
+        """Average every window of each row of ``x`` (shape ``(n, prod(in_shape))``).
+
+        One axis at a time, last first: view the axis as ``(go, w)`` and add the ``w``
+        strided slabs. Each pass shrinks the data by ``w`` and streams through memory,
+        unlike a reduction over several small non-adjacent axes.
+        """
         n = x.shape[0]
-        x = x.reshape(n, *self.in_shape)
-        if self._crops:
-            x = x[(slice(None), slice(None), *(slice(0, k) for k in self._kept))]
-        y = x.reshape(n, *self._split).sum(axis=self._window_axes)
+        shape = [n * self.channels, *self.grid]
+        owned = False
+        for k in range(len(self.grid), 0, -1):
+            before, rest = int(np.prod(shape[:k])), int(np.prod(shape[k + 1 :]))
+            go, w = self.grid_out[k - 1], self.window[k - 1]
+            view = x.reshape(before, shape[k], rest)[:, : go * w].reshape(before, go, w, rest)
+            if w == 1:
+                x = view[:, :, 0]
+            else:
+                x = view[:, :, 0] + view[:, :, 1]
+                for r in range(2, w):
+                    x += view[:, :, r]
+                owned = True
+            shape[k] = go
+        y = x.reshape(n, self.shape[0])
+        if not owned:  # all windows are 1: never scale the caller's array in place
+            y = y.copy()
         if y.dtype.kind in "fc":
-            y *= y.dtype.type(self._scale)  # in place, and float32 stays float32
+            y *= y.dtype.type(self._scale)  # float32 stays float32
         else:
             y = y * self._scale
-        return y.reshape(n, self.shape[0])
+        return y
 
     def _spread_rows(self, y: np.ndarray) -> np.ndarray:
         """The adjoint on rows: copy each output cell over its window, times ``1/|w|``."""

@@ -40,7 +40,7 @@ def check_finite(arr: np.ndarray, name: str) -> None:
     if not finite.all():
         bad = np.argwhere(~finite)[0]
         where = tuple(int(i) for i in bad) if arr.ndim > 1 else int(bad[0])
-        raise ValueError(f"`{name}` must be finite, but {name}[{where}] = {arr[tuple(bad)]!r}.")
+        raise ValueError(f"`{name}` must be finite, but {name}[{where}] = {arr[tuple(bad)].item()!r}.")
 
 
 def check_theta(theta, nparams: int, name: str = "theta") -> np.ndarray:

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._validation import as_float_array
 from .kernels._base import ParametricKernel
 
 __all__ = [
+    "QUADRATIC_ORDER",
+    "TAYLOR_REGIMES",
     "AdjointTestError",
     "AdjointResult",
     "TaylorResult",
@@ -35,9 +38,28 @@ def default_rtol(dtype, size: int = 1) -> float:
     Summation (pairwise or blocked, as in numpy, BLAS and the FFT) loses about
     :math:`\varepsilon \log_2 n` relative accuracy; the factor 100 covers the operator's
     own rounding. A wrong adjoint or Jacobian is off by :math:`O(1)`, far above it.
+
+    Parameters
+    ----------
+    dtype : numpy dtype
+        Floating or complex dtype (its real precision is used); integer dtypes count as float64.
+    size : int, optional
+        Number of terms summed (e.g. the larger dimension of an operator).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> default_rtol(np.float64) < 1e-13 < default_rtol(np.float32) < 1e-4
+    True
+    >>> default_rtol(np.complex64) == default_rtol(np.float32)
+    True
     """
-    eps = float(np.finfo(np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.float64).eps)
-    return 100.0 * eps * float(np.log2(2.0 + size))
+    dt = np.dtype(dtype)
+    eps = float(np.finfo(dt if dt.kind in "fc" else np.float64).eps)
+    return 100.0 * eps * float(np.log2(2.0 + max(int(size), 0)))
 
 
 class AdjointTestError(AssertionError):
@@ -48,8 +70,8 @@ class AdjointTestError(AssertionError):
 class AdjointResult:
     """Outcome of a dot test: both inner products, their relative gap and the tolerance."""
 
-    lhs: float
-    rhs: float
+    lhs: float | complex
+    rhs: float | complex
     error: float
     rtol: float
 
@@ -59,9 +81,17 @@ class AdjointResult:
         return bool(self.error <= self.rtol)
 
 
-def _real_dtype(op) -> np.dtype:
-    dt = np.dtype(getattr(op, "dtype", np.float64))
-    return dt if dt.kind == "f" else np.dtype(np.float64)
+def _test_dtype(op) -> np.dtype:
+    """The dtype of the random vectors of a dot test: the operator's, float64 for integers."""
+    dt = getattr(op, "dtype", None)
+    dt = np.dtype(np.float64 if dt is None else dt)
+    return dt if dt.kind in "fc" else np.dtype(np.float64)
+
+
+def _random(rng: np.random.Generator, n: int, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind == "c":
+        return (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(dtype)
+    return rng.standard_normal(n).astype(dtype)
 
 
 def adjoint_test(
@@ -82,27 +112,43 @@ def adjoint_test(
         :math:`\|Au\|\|v\| + \|u\|\|A^H v\|`; default :func:`default_rtol` of the
         operator's dtype and size.
     rng : numpy.random.Generator or int, optional
-        Source of the random vectors ``u`` and ``v`` (drawn in the operator's dtype).
+        Source of the random vectors ``u`` and ``v`` (drawn in the operator's dtype; complex
+        operators get complex vectors).
     raise_on_failure : bool, optional
         Raise :class:`AdjointTestError` (with both numbers) when the test fails.
 
     Returns
     -------
     AdjointResult
+        ``lhs`` :math:`= v^H (A u)`, ``rhs`` :math:`= (A^H v)^H u`, the relative gap ``error``
+        and the tolerance ``rtol``.
+
+    Raises
+    ------
+    AdjointTestError
+        If the gap exceeds ``rtol`` and ``raise_on_failure`` is True.
+
+    Examples
+    --------
+    >>> import pylops
+    >>> adjoint_test(pylops.MatrixMult(np.arange(6.0).reshape(2, 3)), rng=0).passed
+    True
     """
     rng = np.random.default_rng(rng)
     m, n = op.shape
-    dtype = _real_dtype(op)
-    u = rng.standard_normal(n).astype(dtype)
-    v = rng.standard_normal(m).astype(dtype)
-    au = np.asarray(op.matvec(u), dtype=np.float64).ravel()
-    ahv = np.asarray(op.rmatvec(v), dtype=np.float64).ravel()
-    lhs = float(np.dot(au, v.astype(np.float64)))
-    rhs = float(np.dot(u.astype(np.float64), ahv))
+    dtype = _test_dtype(op)
+    u = _random(rng, n, dtype)
+    v = _random(rng, m, dtype)
+    wide = np.complex128 if dtype.kind == "c" else np.float64
+    au = np.asarray(op.matvec(u)).astype(wide, copy=False).ravel()
+    ahv = np.asarray(op.rmatvec(v)).astype(wide, copy=False).ravel()
+    lhs = np.vdot(v.astype(wide), au)
+    rhs = np.vdot(ahv, u.astype(wide))
+    lhs, rhs = (complex(lhs), complex(rhs)) if dtype.kind == "c" else (float(lhs.real), float(rhs.real))
     scale = float(np.linalg.norm(au) * np.linalg.norm(v) + np.linalg.norm(u) * np.linalg.norm(ahv))
     error = abs(lhs - rhs) / scale if scale > 0 else abs(lhs - rhs)
     tol = default_rtol(dtype, max(m, n)) if rtol is None else float(rtol)
-    result = AdjointResult(lhs, rhs, error, tol)
+    result = AdjointResult(lhs, rhs, float(error), tol)
     if raise_on_failure and not result.passed:
         raise AdjointTestError(
             f"adjoint test failed for {getattr(op, 'name', None) or type(op).__name__} "
@@ -121,12 +167,16 @@ class TaylorResult:
     h, E0, E1 : numpy.ndarray
         Step sizes and the two remainders at each step.
     order0, order1 : numpy.ndarray
-        Observed orders :math:`\\log(E(h_k)/E(h_{k+1})) / \\log(h_k/h_{k+1})` between steps.
+        Observed orders :math:`\log(E(h_k)/E(h_{k+1})) / \log(h_k/h_{k+1})` between steps.
     floor : numpy.ndarray
         Round-off level at each step; remainders below it carry no information.
     regime : str
         ``"quadratic"`` (E1 falls as O(h²)), ``"roundoff"`` (E1 sits at round-off: ``f``
         is linear in θ along ``v``) or ``"failed"``.
+    passed : bool
+        Whether the regime is ``"quadratic"`` or ``"roundoff"``.
+    message : str
+        How the verdict was reached.
     """
 
     h: np.ndarray
@@ -140,13 +190,19 @@ class TaylorResult:
     message: str = ""
 
     def __str__(self) -> str:
-        lines = [f"{'h':>10} {'E0':>11} {'E1':>11} {'order0':>7} {'order1':>7}"]
+        lines = [f"{'h':>10} {'E0':>11} {'E1':>11} {'order0':>7} {'order1':>7} {'floor':>10}"]
         for k, h in enumerate(self.h):
             o0 = f"{self.order0[k - 1]:7.2f}" if k else " " * 7
             o1 = f"{self.order1[k - 1]:7.2f}" if k else " " * 7
-            lines.append(f"{h:10.3e} {self.E0[k]:11.3e} {self.E1[k]:11.3e} {o0} {o1}")
+            lines.append(f"{h:10.3e} {self.E0[k]:11.3e} {self.E1[k]:11.3e} {o0} {o1} {self.floor[k]:10.2e}")
         lines.append(f"regime: {self.regime}; passed: {self.passed}. {self.message}")
         return "\n".join(lines)
+
+
+#: Observed order of E1 (median over the smallest informative steps) needed for "quadratic".
+QUADRATIC_ORDER = 1.75
+#: Number of the smallest informative step pairs the verdict on E1 looks at.
+TAIL_PAIRS = 3
 
 
 def taylor_test(
@@ -174,77 +230,146 @@ def taylor_test(
     f : callable
         ``theta -> array``, the function to check.
     jvp : callable or LinearOperator
-        The claimed derivative at ``theta``: ``jvp(v)`` (or ``jvp @ v``) returns :math:`Jv`.
+        The claimed derivative at ``theta``: ``jvp(v)`` (or ``jvp.matvec(v)``) returns :math:`Jv`.
     theta : array_like
-        Point of expansion.
+        Point of expansion (real; float32 stays float32).
     v : array_like, optional
-        Direction; default a random vector of the same norm as ``theta`` (or unit norm).
+        Direction, same size as ``theta``; default a random vector of the norm of ``theta``
+        (unit norm when ``theta`` is zero).
     h0, nsteps, factor : optional
-        First step, number of steps and the ratio between consecutive steps.
+        First step (``> 0``), number of steps (``>= 2``) and the ratio between consecutive
+        steps (in ``(0, 1)``).
     rng : numpy.random.Generator or int, optional
         Source of the random direction.
     rtol_roundoff : float, optional
         Round-off level relative to :math:`\|f(\theta)\| + \|f(\theta + hv)\| + h\|Jv\|`;
-        default ``10 * default_rtol(dtype)``.
+        default ``default_rtol(dtype, f.size)``, several hundred units of round-off.
 
     Returns
     -------
     TaylorResult
-        The table, the observed orders and the verdict. The test passes when :math:`E_0`
-        falls at least linearly and :math:`E_1` either falls quadratically (median observed
-        order over the steps above round-off at least 1.75) or sits at round-off (models
-        linear in θ). The decision uses every step, never a single one.
+        The table, the observed orders and the verdict.
+
+    Raises
+    ------
+    TypeError
+        If ``theta`` or ``v`` is not real.
+    ValueError
+        If ``v`` does not match ``theta``, or ``h0``, ``nsteps`` or ``factor`` is out of range.
+
+    Notes
+    -----
+    A step pair is *informative* when :math:`E_1` is above the round-off floor at both steps.
+    The verdict is ``"quadratic"`` when the median observed order of :math:`E_1` over the
+    (up to ``TAIL_PAIRS``) *smallest* informative pairs is at least ``QUADRATIC_ORDER``: the
+    Taylor expansion is an asymptotic statement, and a derivative wrong by a small relative
+    amount :math:`\delta` only shows at :math:`h \lesssim \delta`, where :math:`E_1 \approx
+    \delta h \|Jv\|` falls as O(h). With fewer than two informative pairs and :math:`E_1` at
+    the floor at the smallest step the verdict is ``"roundoff"`` (``f`` is linear in θ along
+    ``v``). :math:`E_0` must also fall at least linearly (median order >= 0.8).
+
+    Examples
+    --------
+    >>> t0 = np.array([0.3, -1.2])
+    >>> taylor_test(np.sin, lambda v: np.cos(t0) * v, t0, rng=0).regime
+    'quadratic'
+    >>> taylor_test(lambda t: 3 * t, lambda v: 3 * v, t0, rng=0).regime
+    'roundoff'
+    >>> taylor_test(np.sin, lambda v: 1.01 * np.cos(t0) * v, t0, rng=0).passed
+    False
     """
-    theta = np.asarray(theta)
-    dtype = theta.dtype if theta.dtype.kind == "f" else np.dtype(np.float64)
-    theta = theta.astype(dtype)
+    theta = as_float_array(theta, "theta")
+    dtype = theta.dtype
+    if not (np.isfinite(h0) and h0 > 0):
+        raise ValueError(f"`h0` must be a positive step, got {h0!r}.")
+    if int(nsteps) != nsteps or nsteps < 2:
+        raise ValueError(f"`nsteps` must be an integer >= 2, got {nsteps!r}.")
+    if not 0 < factor < 1:
+        raise ValueError(f"`factor` must lie in (0, 1), got {factor!r}.")
+    nsteps = int(nsteps)
     rng = np.random.default_rng(rng)
     if v is None:
         v = rng.standard_normal(theta.shape)
         v *= (np.linalg.norm(theta) or 1.0) / (np.linalg.norm(v) or 1.0)
-    v = np.asarray(v).astype(dtype)
+    v = np.asarray(v)
+    if v.dtype.kind == "c":
+        raise TypeError(f"`v` must be real, got dtype {v.dtype}.")
+    if v.size != theta.size:
+        raise ValueError(f"`v` must have the size of theta ({theta.size}), got shape {v.shape}.")
+    v = v.reshape(theta.shape).astype(dtype)
     apply_j = jvp.matvec if hasattr(jvp, "matvec") else jvp
     f0 = np.asarray(f(theta), dtype=np.float64).ravel()
     jv = np.asarray(apply_j(v), dtype=np.float64).ravel()
-    rtol = 10 * default_rtol(dtype, f0.size) if rtol_roundoff is None else float(rtol_roundoff)
+    rtol = default_rtol(dtype, f0.size) if rtol_roundoff is None else float(rtol_roundoff)
     hs = h0 * factor ** np.arange(nsteps)
     E0, E1, floor = np.empty(nsteps), np.empty(nsteps), np.empty(nsteps)
-    for k, h in enumerate(hs):
-        fk = np.asarray(f((theta + dtype.type(h) * v).astype(dtype)), dtype=np.float64).ravel()
-        d = fk - f0
-        E0[k] = np.linalg.norm(d)
-        E1[k] = np.linalg.norm(d - h * jv)
-        floor[k] = rtol * (np.linalg.norm(f0) + np.linalg.norm(fk) + h * np.linalg.norm(jv))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k, h in enumerate(hs):
+            fk = np.asarray(f((theta + dtype.type(h) * v).astype(dtype)), dtype=np.float64).ravel()
+            d = fk - f0
+            E0[k] = np.linalg.norm(d)
+            E1[k] = np.linalg.norm(d - h * jv)
+            floor[k] = rtol * (np.linalg.norm(f0) + np.linalg.norm(fk) + h * np.linalg.norm(jv))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         step = np.log(1.0 / factor)
         order0 = np.log(E0[:-1] / E0[1:]) / step
         order1 = np.log(E1[:-1] / E1[1:]) / step
-    informative0 = (E0[:-1] > floor[:-1]) & (E0[1:] > floor[1:])
-    informative1 = (E1[:-1] > floor[:-1]) & (E1[1:] > floor[1:])
-    ok0 = not informative0.any() or float(np.median(order0[informative0])) >= 0.8
-    if informative1.sum() >= 2:
-        med = float(np.median(order1[informative1]))
-        regime = "quadratic" if med >= 1.75 else "failed"
-        message = f"median order of E1 above round-off: {med:.2f} (want >= 1.75)."
-    elif E1[-1] <= floor[-1]:
+    finite = np.isfinite(E0) & np.isfinite(E1) & np.isfinite(floor)
+    usable = finite[:-1] & finite[1:]
+    informative0 = usable & (E0[:-1] > floor[:-1]) & (E0[1:] > floor[1:])
+    informative1 = usable & (E1[:-1] > floor[:-1]) & (E1[1:] > floor[1:])
+    pairs = np.flatnonzero(informative1)
+    if not (np.isfinite(f0).all() and np.isfinite(jv).all()):
+        regime, message = "failed", "f(theta) or J v is not finite."
+    elif pairs.size >= 2:
+        tail = order1[pairs[-TAIL_PAIRS:]]
+        med = float(np.median(tail))
+        regime = "quadratic" if med >= QUADRATIC_ORDER else "failed"
+        message = (
+            f"median order of E1 over the {tail.size} smallest steps above round-off: {med:.2f} "
+            f"(want >= {QUADRATIC_ORDER})."
+        )
+    elif finite[-1] and E1[-1] <= floor[-1]:
         regime, message = "roundoff", "E1 at round-off: f is linear in theta along v."
     else:
         regime, message = "failed", "E1 neither falls as O(h^2) nor sits at round-off."
-    if not ok0:
-        regime = "failed"
-        message += f" E0 does not fall as O(h) (median order {np.median(order0[informative0]):.2f})."
+    if informative0.any():
+        med0 = float(np.median(order0[informative0]))
+        if med0 < 0.8:
+            regime = "failed"
+            message += f" E0 does not fall as O(h) (median order {med0:.2f})."
     return TaylorResult(hs, E0, E1, order0, order1, floor, regime, regime != "failed", message)
+
+
+#: Notes that mark the rows of Taylor tests in a :class:`KernelReport` (their regime).
+TAYLOR_REGIMES = ("quadratic", "roundoff", "failed")
 
 
 @dataclass
 class CheckResult:
-    """One row of a :class:`KernelReport`."""
+    """One row of a :class:`KernelReport`: a check, its error, its tolerance and the verdict.
+
+    For Taylor rows ``error`` is the smallest remainder :math:`E_1`, ``tol`` the round-off
+    floor at that step and ``note`` the regime.
+    """
 
     check: str
     error: float
     tol: float
     passed: bool
     note: str = ""
+
+    @property
+    def is_taylor(self) -> bool:
+        """Whether this row is a Taylor test (its error is not measured against ``tol``)."""
+        return self.check.startswith("taylor") and self.note in TAYLOR_REGIMES
+
+    @property
+    def ratio(self) -> float:
+        """``error / tol`` (0 for an exact zero error, inf for a nonzero error at zero tolerance)."""
+        if self.tol > 0:
+            return self.error / self.tol
+        return 0.0 if self.error == 0 else float("inf")
 
 
 @dataclass
@@ -260,6 +385,18 @@ class KernelReport:
         """Whether every check passed."""
         return all(r.passed for r in self.results)
 
+    @property
+    def failures(self) -> list[CheckResult]:
+        """The checks that failed."""
+        return [r for r in self.results if not r.passed]
+
+    def worst(self) -> CheckResult | None:
+        """The first failed check, else the non-Taylor check with the largest ``error / tol``."""
+        if self.failures:
+            return self.failures[0]
+        rows = [r for r in self.results if not r.is_taylor and r.tol > 0] or self.results
+        return max(rows, key=lambda r: r.ratio) if rows else None
+
     def add(self, check: str, error: float, tol: float, note: str = "", passed: bool | None = None) -> None:
         """Record one check (passes when ``error <= tol`` unless ``passed`` is given)."""
         ok = bool(error <= tol) if passed is None else bool(passed)
@@ -269,13 +406,15 @@ class KernelReport:
         lines = [f"{self.kernel} [{self.dtype}]"]
         for r in self.results:
             status = "ok" if r.passed else "FAIL"
-            lines.append(f"  {r.check:<28} {r.error:10.2e} (tol {r.tol:8.1e}) {status} {r.note}")
+            lines.append(f"  {r.check:<30} {r.error:10.2e} (tol {r.tol:8.1e}) {status:<4} {r.note}".rstrip())
         return "\n".join(lines)
 
 
 def _relerr(a, b) -> float:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf")
     scale = max(np.linalg.norm(b), np.linalg.norm(a))
     return float(np.linalg.norm(a - b) / scale) if scale > 0 else float(np.linalg.norm(a - b))
 
@@ -304,40 +443,69 @@ def check_kernel(
     r"""Run every check of the kernel contract on one family.
 
     Checks dense agreement of ``op`` (and its adjoint), ``Q`` (and ``q``), ``apply`` (both
-    directions) and ``jac`` (against a Jacobian assembled from ``Q``); adjoint tests of
-    ``op`` and of ``jac`` in both directions; Taylor tests of ``jac``; per-example gradients
-    summing to the reduced one. Dense checks are skipped for families whose matrices exceed
-    a few million entries.
+    directions) and ``jac`` (against a Jacobian assembled from ``Q`` for affine families;
+    for all families, ``J @ I`` against ``(J.H @ I).T``); adjoint tests of ``op`` and of
+    ``jac`` in both directions; Taylor tests of ``jac``; per-example gradients summing to the
+    reduced one with shape ``(n, p)``; dtype preservation of every output. Dense checks are
+    skipped for families whose matrices exceed a few million entries.
 
     Parameters
     ----------
     kernel : ParametricKernel
+        The family to check.
     theta : array_like, optional
         Point of the checks; default ``kernel.random_theta(rng, dtype)``.
     nexamples : int, optional
-        Batch size of the ``apply``/``jac`` checks.
+        Batch size of the ``apply``/``jac`` checks (0 is allowed).
     dtype : numpy dtype, optional
         float32 or float64.
     rng : numpy.random.Generator or int, optional
+        Source of ``theta``, the examples and the random vectors.
 
     Returns
     -------
     KernelReport
         One row per check; ``report.passed`` is the verdict.
+
+    Raises
+    ------
+    TypeError
+        If ``kernel`` is not a :class:`~structops.ParametricKernel` or ``dtype`` is not
+        float32/float64.
+    ValueError
+        If ``nexamples`` is negative.
+
+    Examples
+    --------
+    >>> from structops import MMatrix
+    >>> report = check_kernel(MMatrix(3), dtype=np.float32)
+    >>> report.passed, report.dtype
+    (True, 'float32')
     """
-    rng = np.random.default_rng(rng)
+    if not isinstance(kernel, ParametricKernel):
+        raise TypeError(f"`kernel` must be a ParametricKernel, got {kernel!r}.")
     dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"`dtype` must be float32 or float64, got {dtype!r}.")
+    if isinstance(nexamples, bool) or int(nexamples) != nexamples or nexamples < 0:
+        raise ValueError(f"`nexamples` must be an integer >= 0, got {nexamples!r}.")
+    nexamples = int(nexamples)
+    rng = np.random.default_rng(rng)
     theta = kernel.random_theta(rng, dtype) if theta is None else np.asarray(theta, dtype=dtype)
     report = KernelReport(repr(kernel), dtype.name)
     m, N = kernel.shape
-    tol = default_rtol(dtype, max(m, N, kernel.nparams))
+    p = kernel.nparams
+    tol = default_rtol(dtype, max(m, N, p))
     dense_ok = m * N <= _DENSE_CHECK_LIMIT
     x = rng.standard_normal((nexamples, *kernel.in_shape)).astype(dtype)
     y = rng.standard_normal((nexamples, *kernel.out_shape)).astype(dtype)
     op = kernel.op(theta)
+    dtypes_ok = []
 
     if dense_ok:
-        M = kernel.matrix(theta).astype(np.float64)
+        M = kernel.matrix(theta)
+        dtypes_ok.append(M.dtype == dtype)
+        M = M.astype(np.float64)
         report.add("op @ I == matrix", _relerr(op.matmat(np.eye(N, dtype=dtype)), M), tol)
         report.add("op.H @ I == matrix.T", _relerr(op.H.matmat(np.eye(m, dtype=dtype)), M.T), tol)
         if kernel.linear:
@@ -345,32 +513,39 @@ def check_kernel(
             if kernel.q is not None:
                 vecK = vecK + kernel.q
             report.add("mat(Q theta + q) == matrix", _relerr(vecK.reshape((m, N), order="F"), M), tol)
-        x2, y2 = x.reshape(nexamples, -1), y.reshape(nexamples, -1)
-        report.add("apply == X M^T", _relerr(kernel.apply(theta, x).reshape(nexamples, -1), x2 @ M.T), tol)
+        x2, y2 = x.reshape(nexamples, N), y.reshape(nexamples, m)
+        report.add("apply == X M^T", _relerr(kernel.apply(theta, x).reshape(nexamples, m), x2 @ M.T), tol)
         report.add(
             "apply(T) == Y M",
-            _relerr(kernel.apply(theta, y, transpose=True).reshape(nexamples, -1), y2 @ M),
+            _relerr(kernel.apply(theta, y, transpose=True).reshape(nexamples, N), y2 @ M),
             tol,
         )
-        if kernel.linear and kernel.nparams:
-            for transpose, data in ((False, x2), (True, y2)):
-                J = kernel.jac(theta, data, transpose=transpose)
+        for transpose, data in ((False, x2), (True, y2)):
+            J = kernel.jac(theta, data, transpose=transpose)
+            if not p or J.shape[0] * p > _DENSE_CHECK_LIMIT:
+                continue
+            tag = "(T)" if transpose else ""
+            ej = np.eye(p, dtype=dtype)
+            Jd = np.stack([J.matvec(c) for c in ej], 1)
+            JHd = np.stack([J.rmatvec(c) for c in np.eye(J.shape[0], dtype=dtype)], 0) if J.shape[0] else Jd
+            report.add(f"jac{tag} @ I == (jac.H @ I)^T", _relerr(Jd, JHd), tol)
+            if kernel.linear:
                 Jref = _dense_jacobian(kernel, data.astype(np.float64), transpose)
-                ej = np.eye(kernel.nparams, dtype=dtype)
-                tag = "(T)" if transpose else ""
-                report.add(f"jac{tag} @ I == from Q", _relerr(np.stack([J.matvec(c) for c in ej], 1), Jref), tol)
+                report.add(f"jac{tag} @ I == from Q", _relerr(Jd, Jref), tol)
                 w = rng.standard_normal(J.shape[0]).astype(dtype)
                 report.add(f"jac{tag}.H @ w == from Q", _relerr(J.rmatvec(w), Jref.T @ w), tol)
     else:
         report.add("dense checks", 0.0, 0.0, note=f"skipped: {m}x{N} too large")
 
     report.add("adjoint op", adjoint_test(op, rng=rng, raise_on_failure=False).error, tol)
+    dtypes_ok.append(op.matvec(np.ones(N, dtype=dtype)).dtype == dtype)
+    dtypes_ok.append(op.rmatvec(np.ones(m, dtype=dtype)).dtype == dtype)
     for transpose, data in ((False, x), (True, y)):
         tag = "(T)" if transpose else ""
         J = kernel.jac(theta, data, transpose=transpose)
         res = adjoint_test(J, rng=rng, raise_on_failure=False)
         report.add(f"adjoint jac{tag}", res.error, res.rtol)
-        if kernel.nparams:
+        if p:
             v = kernel.random_theta(rng, dtype) - kernel.random_theta(rng, dtype)
             tt = taylor_test(
                 lambda t, d=data, tr=transpose: kernel.apply(t, d, transpose=tr),
@@ -380,22 +555,19 @@ def check_kernel(
                 h0=0.25,
                 nsteps=8,
             )
-            report.add(
-                f"taylor jac{tag}",
-                float(tt.E1.min()),
-                float(tt.floor.min()),
-                note=tt.regime,
-                passed=tt.passed,
-            )
-            w = rng.standard_normal(J.shape[0]).astype(dtype)
-            per = J.per_example(w)
-            shape_ok = per.shape == (nexamples, kernel.nparams) and per.dtype == dtype
-            report.add(
-                f"per-example sum{tag}",
-                _relerr(per.sum(0), J.rmatvec(w)),
-                tol,
-                passed=shape_ok and _relerr(per.sum(0), J.rmatvec(w)) <= tol,
-            )
+            k = int(np.argmin(tt.E1))
+            report.add(f"taylor jac{tag}", float(tt.E1[k]), float(tt.floor[k]), note=tt.regime, passed=tt.passed)
+        w = rng.standard_normal(J.shape[0]).astype(dtype)
+        per = J.per_example(w)
+        reduced = J.rmatvec(w)
+        dtypes_ok += [J.matvec(np.ones(p, dtype=dtype)).dtype == dtype, reduced.dtype == dtype, per.dtype == dtype]
+        shape_ok = per.shape == (nexamples, p) and reduced.shape == (p,)
+        err = _relerr(per.sum(0), reduced)
+        report.add(f"per-example sum{tag}", err, tol, passed=shape_ok and err <= tol)
     out = kernel.apply(theta, x)
-    report.add("dtype preserved", 0.0 if out.dtype == dtype else 1.0, 0.0)
+    out_t = kernel.apply(theta, y, transpose=True)
+    shapes_ok = out.shape == (nexamples, *kernel.out_shape) and out_t.shape == (nexamples, *kernel.in_shape)
+    dtypes_ok += [out.dtype == dtype, out_t.dtype == dtype]
+    report.add("output shapes", 0.0 if shapes_ok else 1.0, 0.0)
+    report.add("dtype preserved", float(len(dtypes_ok) - sum(map(bool, dtypes_ok))), 0.0)
     return report

@@ -54,7 +54,7 @@ class Dense(PatternKernel):
         left, right = (x, w) if transpose else (w, x)
         if per_example:
             # row i: vec(left_i right_i^T), column-major
-            return (right[:, :, None] * left[:, None, :]).reshape(x.shape[0], -1)
+            return (right[:, :, None] * left[:, None, :]).reshape(x.shape[0], self.nparams)
         return (left.T @ right).ravel(order="F")
 
     def _build_Q(self):

@@ -174,6 +174,8 @@ class LinearKernel(PatternKernel):
     def __init__(self, Q, shape, q=None) -> None:
         rows, cols = check_int_tuple(shape, "shape", ndim=2)
         if sp.issparse(Q):
+            if Q.dtype.kind not in "biuf":
+                raise TypeError(f"`Q` must be a real sparse matrix, got dtype {Q.dtype}.")
             Qs = sp.csr_array(Q, dtype=np.float64)
             check_finite(Qs.data, "Q")
         else:

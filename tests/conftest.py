@@ -1,0 +1,45 @@
+"""Shared fixtures: a seeded generator, the dtypes under test, and tolerances from eps."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from structops.testing import default_rtol
+
+DTYPES = (np.float32, np.float64)
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A generator seeded from the test's id: reproducible, different per test case."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(params=DTYPES, ids=lambda d: np.dtype(d).name)
+def dtype(request) -> np.dtype:
+    """float32 and float64."""
+    return np.dtype(request.param)
+
+
+def rtol_for(dtype, size: int = 1) -> float:
+    """Tolerance for comparisons of results in ``dtype`` summing ``size`` terms."""
+    return default_rtol(dtype, size)
+
+
+def assert_close(actual, desired, dtype, size: int = 1) -> None:
+    """Relative agreement in the Frobenius norm with a tolerance derived from eps of ``dtype``."""
+    actual = np.asarray(actual, dtype=np.complex128 if np.iscomplexobj(actual) else np.float64)
+    desired = np.asarray(desired, dtype=np.complex128 if np.iscomplexobj(desired) else np.float64)
+    assert actual.shape == desired.shape, (actual.shape, desired.shape)
+    scale = max(np.linalg.norm(desired), np.linalg.norm(actual), np.finfo(np.float64).tiny)
+    err = np.linalg.norm(actual - desired) / scale
+    assert err <= rtol_for(dtype, size), f"relative error {err:.3e} > {rtol_for(dtype, size):.3e}"
+
+
+@pytest.fixture
+def close():
+    """``close(actual, desired, dtype, size)`` asserts agreement to eps-derived tolerance."""
+    return assert_close

@@ -8,6 +8,8 @@ every family offers ``matrix``, ``Q``, ``op`` (a pylops ``LinearOperator``), the
 from . import testing
 from .kernels import (
     Antisymmetric,
+    AvgPool,
+    Chain,
     Conv,
     Dense,
     Diagonal,
@@ -32,6 +34,8 @@ __all__ = [
     "MMatrix",
     "Softplus",
     "Conv",
+    "AvgPool",
+    "Chain",
     "testing",
     "__version__",
 ]

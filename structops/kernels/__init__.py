@@ -2,11 +2,13 @@
 
 from ._base import KernelJacobian, KernelOperator, ParametricKernel
 from .antisymmetric import Antisymmetric
+from .compose import Chain, LinearMap
 from .conv import Conv
 from .dense import Dense
 from .diagonal import Diagonal
 from .linear import LinearKernel
 from .mmatrix import MMatrix
+from .pooling import AvgPool
 from .reparam import Softplus
 
 __all__ = [
@@ -20,4 +22,7 @@ __all__ = [
     "MMatrix",
     "Softplus",
     "Conv",
+    "AvgPool",
+    "Chain",
+    "LinearMap",
 ]

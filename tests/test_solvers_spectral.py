@@ -150,9 +150,7 @@ def test_singular_symbol_raises_and_pseudo_inverse_matches_pinv(case, dtype):
     rcond = 1e-4 if dtype == np.float32 else 1e-10
     rng = np.random.default_rng(0)
     check_operator(inverse(kernel, theta, rcond=rcond), np.linalg.pinv(M, rcond=rcond), dtype, rng)
-    check_operator(
-        inverse(kernel, theta, normal=True, rcond=rcond), np.linalg.pinv(M.T @ M, rcond=rcond), dtype, rng
-    )
+    check_operator(inverse(kernel, theta, normal=True, rcond=rcond), np.linalg.pinv(M.T @ M, rcond=rcond), dtype, rng)
     # alpha > 0 regularises: no error
     check_operator(
         inverse(kernel, theta, alpha=0.5, normal=True), dense_inverse(M.T @ M + 0.5 * np.eye(M.shape[0])), dtype, rng
@@ -180,7 +178,9 @@ def test_rank_deficient_rectangular_raises():
     with pytest.raises(np.linalg.LinAlgError, match="singular value"):
         inverse(kernel, theta)
     M = kernel.matrix(theta)
-    check_operator(inverse(kernel, theta, rcond=1e-10), np.linalg.pinv(M, rcond=1e-10), np.float64, np.random.default_rng(1))
+    check_operator(
+        inverse(kernel, theta, rcond=1e-10), np.linalg.pinv(M, rcond=1e-10), np.float64, np.random.default_rng(1)
+    )
 
 
 @pytest.mark.parametrize(

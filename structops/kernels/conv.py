@@ -162,6 +162,8 @@ class Conv(ParametricKernel):
         stencil, spec = state
         geo = self.geometry
         n = x.shape[0]
+        if n == 0:  # an empty batch: nothing to transform (reshape(0, -1) is ambiguous)
+            return np.zeros((0, self.shape[1] if transpose else self.shape[0]), dtype=x.dtype)
         if transpose:
             y = x.reshape((n, *self.out_shape))
             if self.method == "fft":
@@ -195,6 +197,8 @@ class Conv(ParametricKernel):
         geo = self.geometry
         rows, cols = self.shape
         S, M, N = int(np.prod(self.stencil)), int(np.prod(geo.out_grid)), int(np.prod(self.grid))
+        # Q is sparse, but its only use is vec(K) = Q theta, a dense vector of rows * cols entries
+        self._check_dense_size(rows * cols, "Q (whose product Q @ theta is the dense vec(K))")
         self._check_dense_size(M * S * geo.cin * geo.cout, "Q")
         # for every output position i and stencil offset j: the grid index read (or -1)
         out_idx = np.indices(geo.out_grid).reshape(self.geometry.ndim, -1)  # (d, M)

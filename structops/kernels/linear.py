@@ -176,14 +176,15 @@ class LinearKernel(PatternKernel):
         if sp.issparse(Q):
             if Q.dtype.kind not in "biuf":
                 raise TypeError(f"`Q` must be a real sparse matrix, got dtype {Q.dtype}.")
-            Qs = sp.csr_array(Q, dtype=np.float64)
+            # CSC: memory O(nnz + p); CSR would hold rows * cols + 1 row pointers
+            Qs = sp.csc_array(Q, dtype=np.float64)
             check_finite(Qs.data, "Q")
         else:
             Qd = as_float_array(Q, "Q")
             if Qd.ndim != 2:
                 raise ValueError(f"`Q` must be 2-D with shape (rows * cols, p), got shape {Qd.shape}.")
             check_finite(Qd, "Q")
-            Qs = sp.csr_array(Qd.astype(np.float64))
+            Qs = sp.csc_array(Qd.astype(np.float64))
         if Qs.shape[0] != rows * cols:
             raise ValueError(
                 f"`Q` must have rows * cols = {rows * cols} rows for shape {(rows, cols)}, got shape {Qs.shape}."
@@ -202,14 +203,14 @@ class LinearKernel(PatternKernel):
         super().__init__(Qs.shape[1], (cols,), (rows,))
 
     def _build_pattern(self) -> Pattern:
-        Q = self._Q_user
-        nz = np.diff(Q.indptr) > 0
+        Q = self._Q_user.tocoo()  # O(nnz): never an array over all rows * cols entries of K
+        lin = np.unique(Q.row.astype(np.int64))
         if self._q_user is not None:
-            nz |= self._q_user != 0
-        lin = np.flatnonzero(nz)
+            lin = np.union1d(lin, np.flatnonzero(self._q_user))
+        QR = sp.csr_array((Q.data, (np.searchsorted(lin, Q.row), Q.col)), shape=(lin.size, Q.shape[1]))
         rows = self.shape[0]
         qR = None if self._q_user is None else self._q_user[lin]
-        return Pattern(lin % rows, lin // rows, sp.csr_array(Q[lin]), qR)
+        return Pattern(lin % rows, lin // rows, QR, qR)
 
     def _build_Q(self):
         return sp.csc_array(self._Q_user)

@@ -67,7 +67,7 @@ class MMatrix(PatternKernel):
             k = int(np.argmin(theta))
             raise ValueError(
                 f"`theta` must be >= 0 for {self!r} (an M-matrix needs nonnegative couplings), "
-                f"got theta[{k}] = {theta[k]!r}; reparametrise with structops.Softplus(MMatrix(n)) "
+                f"got theta[{k}] = {theta[k].item()!r}; reparametrise with structops.Softplus(MMatrix(n)) "
                 "or optimise with bounds=kernel.bounds."
             )
 

@@ -253,6 +253,7 @@ class Conv(ParametricKernel):
             ``fftn`` of the first column over the grid; :math:`K = F^{-1}\operatorname{diag}(\lambda)F`,
             so ``K y = real(ifftn(λ * fftn(y)))`` and ``K.T y = real(ifftn(conj(λ) * fftn(y)))``.
         """
+        self._require_periodic("eigvals")
         if self.in_channels != 1 or self.out_channels != 1:
             raise ValueError(
                 f"`eigvals` needs in_channels = out_channels = 1, got {self.in_channels} and "

@@ -1,0 +1,130 @@
+"""Checkpoints: everything a training run needs to resume, in one ``.npz``, written atomically.
+
+A checkpoint holds the parameters ``theta, b, W, c``, the optimiser state, the training
+configuration (JSON), the state of the random generator (JSON), the number of finished
+epochs and the per-epoch metrics. It is written to a temporary file in the destination
+folder, flushed to disk and moved into place with :func:`os.replace`, so an interrupted
+write (crash, Ctrl-C) leaves the previous checkpoint untouched. Loading checks the format
+tag, the zip CRCs and every required entry, and raises :class:`CheckpointError` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .model import Params
+
+__all__ = ["FORMAT", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"]
+
+#: Format tag stored in every checkpoint.
+FORMAT = "structops-train-checkpoint/1"
+_PARAMS = ("theta", "bias", "W", "c")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupted or not a structops checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    """The content of a checkpoint.
+
+    Attributes
+    ----------
+    params : Params
+    config : dict
+        The training configuration (JSON-compatible).
+    epoch : int
+        Number of finished epochs.
+    rng_state : dict
+        ``numpy.random.Generator.bit_generator.state`` after the last finished epoch.
+    optimizer_state : dict of str to numpy.ndarray
+    history : dict of str to numpy.ndarray
+        Per-epoch metrics, one array per column.
+    """
+
+    params: Params
+    config: dict
+    epoch: int
+    rng_state: dict
+    optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(FORMAT),
+        "config": np.array(json.dumps(ckpt.config, sort_keys=True)),
+        "epoch": np.array(int(ckpt.epoch)),
+        "rng_state": np.array(json.dumps(ckpt.rng_state)),
+    }
+    for name in _PARAMS:
+        arrays[f"params/{name}"] = np.asarray(getattr(ckpt.params, name))
+    for key, val in ckpt.optimizer_state.items():
+        arrays[f"optimizer/{key}"] = np.asarray(val)
+    for key, val in ckpt.history.items():
+        arrays[f"history/{key}"] = np.asarray(val)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    CheckpointError
+        If the file does not exist, is truncated or corrupted (bad zip structure or CRC), is
+        not a structops checkpoint, or lacks an entry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {key: f[key] for key in f.files}  # reads (and CRC-checks) every member
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is truncated or corrupted and cannot be read ({type(exc).__name__}: {exc})."
+        ) from exc
+    fmt = str(data.get("format", ""))
+    if fmt != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a structops checkpoint: format tag {fmt!r}, expected {FORMAT!r}.")
+    missing = [k for k in ("config", "epoch", "rng_state", *(f"params/{n}" for n in _PARAMS)) if k not in data]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks the entries {missing!r}.")
+    try:
+        config = json.loads(str(data["config"]))
+        rng_state = json.loads(str(data["rng_state"]))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds an unreadable configuration: {exc}.") from exc
+    params = Params(*(np.array(data[f"params/{n}"]) for n in _PARAMS))
+    opt = {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("optimizer/")}
+    hist = {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("history/")}
+    return Checkpoint(params, config, int(data["epoch"]), rng_state, opt, hist)

@@ -1,0 +1,392 @@
+r"""The seed's single parametric layer followed by a linear softmax classifier.
+
+.. math::
+    A = K(\theta)\,y_i + b, \qquad Z = \sigma(A), \qquad S = Z W + c, \qquad
+    E = \frac{1}{n}\sum_{i=1}^n \Bigl(\log\sum_k e^{S_{ik}} - S_{i, y_i}\Bigr)
+      + \frac{\alpha_\theta}{2}\|\theta\|^2 + \frac{\alpha_W}{2}\|W\|_F^2,
+
+the seed's :math:`E(\sigma(YK(\theta) + b)W, C)` with examples as rows. The gradient with
+respect to :math:`\theta` is the chain rule through the family's Jacobian,
+:math:`\nabla_\theta E = J_\theta^\top \bigl(\sigma'(A) \odot (G_S W^\top)\bigr)` with
+:math:`G_S = (\operatorname{softmax}(S) - C)/n`, computed by ``kernel.jac(theta, Y).H`` --
+the same code for every family, no automatic differentiation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse.linalg as spla
+
+from .._validation import FLOAT_DTYPES
+from ..kernels._base import ParametricKernel
+
+__all__ = ["ACTIVATIONS", "BIAS_MODES", "Params", "LayerClassifier"]
+
+#: Supported activations :math:`\sigma`.
+ACTIVATIONS = ("relu", "tanh", "identity")
+#: Supported layouts of the layer bias :math:`b`.
+BIAS_MODES = ("channel", "scalar")
+
+
+@dataclass
+class Params:
+    r"""Parameters of a :class:`LayerClassifier`.
+
+    Attributes
+    ----------
+    theta : numpy.ndarray, shape (p,)
+        Parameters of the kernel family :math:`K(\theta)`.
+    bias : numpy.ndarray, shape (nbias,)
+        Layer bias :math:`b` (one per output channel, or one scalar).
+    W : numpy.ndarray, shape (nfeatures, nclasses)
+        Classifier weights.
+    c : numpy.ndarray, shape (nclasses,)
+        Classifier bias.
+    """
+
+    theta: np.ndarray
+    bias: np.ndarray
+    W: np.ndarray
+    c: np.ndarray
+
+    def ravel(self) -> np.ndarray:
+        """All parameters in one vector ``[theta, bias, vec_C(W), c]`` (``W`` in C order)."""
+        return np.concatenate([self.theta.ravel(), self.bias.ravel(), self.W.ravel(), self.c.ravel()])
+
+    def copy(self) -> Params:
+        """A deep copy."""
+        return Params(self.theta.copy(), self.bias.copy(), self.W.copy(), self.c.copy())
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The floating dtype of the parameters."""
+        return self.theta.dtype
+
+
+def _softmax(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row softmax and log-sum-exp of ``S``, shifted by the row maximum (no overflow)."""
+    smax = S.max(axis=1, keepdims=True)
+    E = np.exp(S - smax)
+    tot = E.sum(axis=1, keepdims=True)
+    return E / tot, (np.log(tot) + smax)[:, 0]
+
+
+class LayerClassifier:
+    r"""One parametric layer :math:`Z = \sigma(K(\theta)y + b)` and a softmax classifier :math:`ZW + c`.
+
+    Parameters
+    ----------
+    kernel : ParametricKernel
+        Any family of the library; examples have shape ``kernel.in_shape`` (batches may be
+        given as ``(n, *in_shape)`` or flattened ``(n, prod(in_shape))``).
+    nclasses : int
+        Number of classes.
+    activation : {"relu", "tanh", "identity"}, optional
+        The element-wise :math:`\sigma`.
+    bias : {"channel", "scalar"}, optional
+        Layout of :math:`b`. ``"channel"``: one bias per entry of the first axis of
+        ``kernel.out_shape``, shared over the other axes -- one per output channel for a
+        ``Conv`` output ``(channels, *grid)``, one per feature for a matrix family's
+        ``(rows,)``. ``"scalar"``: the seed's single :math:`b \in \mathbb{R}`.
+    reg_theta, reg_W : float, optional
+        Tikhonov weights :math:`\alpha_\theta, \alpha_W \ge 0`.
+
+    Notes
+    -----
+    The layer output :math:`Z` of each example (shape ``kernel.out_shape``, e.g. several
+    channels) is flattened in C order to ``nfeatures = prod(out_shape)`` entries before
+    :math:`W`. Everything runs in the dtype of the parameters (float32 or float64).
+
+    Gradient (with :math:`P = \operatorname{softmax}(S)`, :math:`C` the one-hot labels):
+
+    .. math::
+        G_S = (P - C)/n,\quad \nabla_W E = Z^\top G_S + \alpha_W W,\quad \nabla_c E = G_S^\top \mathbf 1,
+        \quad G_A = \sigma'(A) \odot (G_S W^\top),\quad
+        \nabla_b E = \textstyle\sum_{\text{examples, grid}} G_A,\quad
+        \nabla_\theta E = J_\theta^\top G_A + \alpha_\theta\theta.
+
+    Examples
+    --------
+    >>> from structops import Diagonal
+    >>> model = LayerClassifier(Diagonal(4), nclasses=3)
+    >>> X = np.arange(8.0).reshape(2, 4); y = np.array([0, 2])
+    >>> params = model.init_params(X, rng=0)
+    >>> model.forward(params, X).shape, model.nparams
+    ((2, 3), 23)
+    """
+
+    def __init__(
+        self,
+        kernel: ParametricKernel,
+        nclasses: int,
+        *,
+        activation: str = "relu",
+        bias: str = "channel",
+        reg_theta: float = 0.0,
+        reg_W: float = 0.0,
+    ) -> None:
+        if not isinstance(kernel, ParametricKernel):
+            raise TypeError(f"`kernel` must be a ParametricKernel, got {kernel!r}.")
+        if isinstance(nclasses, bool) or not isinstance(nclasses, (int, np.integer)) or nclasses < 2:
+            raise ValueError(f"`nclasses` must be an integer >= 2, got {nclasses!r}.")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
+        if bias not in BIAS_MODES:
+            raise ValueError(f"`bias` must be one of {BIAS_MODES}, got {bias!r}.")
+        for name, val in (("reg_theta", reg_theta), ("reg_W", reg_W)):
+            if not np.isfinite(val) or val < 0:
+                raise ValueError(f"`{name}` must be a finite number >= 0, got {val!r}.")
+        self.kernel = kernel
+        self.nclasses = int(nclasses)
+        self.activation = activation
+        self.bias_mode = bias
+        self.reg_theta = float(reg_theta)
+        self.reg_W = float(reg_W)
+        self.nfeatures = int(np.prod(kernel.out_shape))
+        self.nbias = kernel.out_shape[0] if bias == "channel" and kernel.out_shape else 1
+        self.sizes = (kernel.nparams, self.nbias, self.nfeatures * self.nclasses, self.nclasses)
+        self.nparams = int(sum(self.sizes))
+
+    def __repr__(self) -> str:
+        return (
+            f"LayerClassifier({self.kernel!r}, nclasses={self.nclasses}, activation={self.activation!r}, "
+            f"bias={self.bias_mode!r}, reg_theta={self.reg_theta}, reg_W={self.reg_W})"
+        )
+
+    # ------------------------------------------------------------ parameters
+    def unpack(self, vec: np.ndarray) -> Params:
+        """Split a vector ``[theta, bias, vec_C(W), c]`` into :class:`Params` (views, no copy)."""
+        vec = np.asarray(vec)
+        if vec.ndim != 1 or vec.shape[0] != self.nparams:
+            raise ValueError(f"`vec` must be a vector of length {self.nparams}, got shape {vec.shape}.")
+        parts = np.split(vec, np.cumsum(self.sizes)[:-1])
+        return Params(parts[0], parts[1], parts[2].reshape(self.nfeatures, self.nclasses), parts[3])
+
+    def _params(self, params) -> Params:
+        if isinstance(params, Params):
+            p = params
+        else:
+            p = self.unpack(np.asarray(params))
+        if p.theta.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"`params` must be float32 or float64, got {p.theta.dtype}.")
+        shapes = ((self.kernel.nparams,), (self.nbias,), (self.nfeatures, self.nclasses), (self.nclasses,))
+        for name, arr, shape in zip(("theta", "bias", "W", "c"), (p.theta, p.bias, p.W, p.c), shapes):
+            if arr.shape != shape or arr.dtype != p.theta.dtype:
+                raise ValueError(
+                    f"`params.{name}` must have shape {shape} and dtype {p.theta.dtype}, "
+                    f"got shape {arr.shape} and dtype {arr.dtype}."
+                )
+        return p
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Bounds on the parameter vector from ``kernel.bounds`` (None if unconstrained)."""
+        kb = self.kernel.bounds
+        if kb is None:
+            return None
+        lo = np.full(self.nparams, -np.inf)
+        hi = np.full(self.nparams, np.inf)
+        lo[: self.kernel.nparams], hi[: self.kernel.nparams] = kb
+        return lo, hi
+
+    def init_params(self, X, rng: np.random.Generator | int | None = None, dtype=None) -> Params:
+        r"""Random initial parameters, scaled to the data.
+
+        ``theta`` is drawn by ``kernel.random_theta``; for families homogeneous in
+        :math:`\theta` (affine with no offset ``q``) it is rescaled so that the
+        pre-activations :math:`K(\theta)y_i` of (up to 256 of) the examples ``X`` have unit
+        root-mean-square, which keeps every family in the active range of :math:`\sigma`.
+        ``W`` is normal with variance ``1 / nfeatures``; the biases start at zero.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, *in_shape)
+            Training examples (only used for the scale).
+        rng : numpy.random.Generator or int, optional
+        dtype : float32 or float64, optional
+            Default: the dtype of ``X`` (float64 for integer input).
+        """
+        rng = np.random.default_rng(rng)
+        X = np.asarray(X)
+        dt = np.dtype(dtype) if dtype is not None else (X.dtype if X.dtype in FLOAT_DTYPES else np.dtype(np.float64))
+        if dt not in FLOAT_DTYPES:
+            raise TypeError(f"`dtype` must be float32 or float64, got {dtype!r}.")
+        theta = self.kernel.random_theta(rng, dt)
+        if self.kernel.linear and self.kernel.q is None and X.shape[0]:
+            sample = X[:256].reshape(min(X.shape[0], 256), -1).astype(dt)
+            rms = float(np.sqrt(np.mean(self.kernel.apply(theta, sample).astype(np.float64) ** 2)))
+            if rms > 0 and np.isfinite(rms):
+                theta = (theta / rms).astype(dt)
+        W = (rng.standard_normal((self.nfeatures, self.nclasses)) / np.sqrt(self.nfeatures)).astype(dt)
+        return Params(theta, np.zeros(self.nbias, dt), W, np.zeros(self.nclasses, dt))
+
+    # --------------------------------------------------------------- forward
+    def _batch(self, X, dtype: np.dtype) -> np.ndarray:
+        X = np.asarray(X)
+        if X.dtype.kind in "iu":
+            X = X.astype(dtype)
+        if X.dtype != dtype:
+            raise TypeError(
+                f"`X` has dtype {X.dtype} but the parameters are {dtype}; pass both in the same precision."
+            )
+        if X.ndim < 1 or X.size != X.shape[0] * self.kernel.shape[1]:
+            raise ValueError(
+                f"`X` must hold examples of shape {self.kernel.in_shape} along its first axis, got shape {X.shape}."
+            )
+        return X.reshape(X.shape[0], self.kernel.shape[1])
+
+    def _preactivation(self, p: Params, X: np.ndarray) -> np.ndarray:
+        """``A = K(θ) x_i + b`` of shape ``(n, nbias, rest)``."""
+        A = self.kernel.apply(p.theta, X).reshape(X.shape[0], self.nbias, -1)
+        return A + p.bias[None, :, None]
+
+    def _sigma(self, A: np.ndarray) -> np.ndarray:
+        if self.activation == "relu":
+            return np.maximum(A, 0)
+        if self.activation == "tanh":
+            return np.tanh(A)
+        return A
+
+    def _dsigma(self, A: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        if self.activation == "relu":
+            return (A > 0).astype(A.dtype)
+        if self.activation == "tanh":
+            return 1 - Z * Z
+        return np.ones_like(A)
+
+    def features(self, params, X) -> np.ndarray:
+        r"""The layer output :math:`Z = \sigma(K(\theta)y_i + b)`, flattened to ``(n, nfeatures)``."""
+        p = self._params(params)
+        X = self._batch(X, p.dtype)
+        return self._sigma(self._preactivation(p, X)).reshape(X.shape[0], -1)
+
+    def forward(self, params, X) -> np.ndarray:
+        """Class scores (logits) :math:`S = ZW + c`, shape ``(n, nclasses)``."""
+        p = self._params(params)
+        return self.features(p, X) @ p.W + p.c
+
+    def predict(self, params, X) -> np.ndarray:
+        """Predicted classes, shape ``(n,)``."""
+        return np.argmax(self.forward(params, X), axis=1)
+
+    def accuracy(self, params, X, y) -> float:
+        """Fraction of examples whose predicted class is ``y``."""
+        y = self._labels(y, np.asarray(X).shape[0])
+        return float(np.mean(self.predict(params, X) == y)) if y.size else float("nan")
+
+    def _labels(self, y, n: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape != (n,) or y.dtype.kind not in "iu":
+            raise ValueError(f"`y` must be {n} integer class labels (shape ({n},)), got shape {y.shape} of {y.dtype}.")
+        if n and (y.min() < 0 or y.max() >= self.nclasses):
+            raise ValueError(f"`y` must hold classes in 0..{self.nclasses - 1}, got range {y.min()}..{y.max()}.")
+        return y.astype(np.int64)
+
+    # ------------------------------------------------------------ objective
+    def _regulariser(self, p: Params) -> float:
+        dt = p.dtype.type
+        return dt(0.5 * self.reg_theta) * (p.theta @ p.theta) + dt(0.5 * self.reg_W) * np.sum(p.W * p.W)
+
+    def loss(self, params, X, y) -> float:
+        """The objective :math:`E` (mean cross-entropy plus Tikhonov terms), in the parameters' dtype."""
+        return self.loss_and_gradient(params, X, y, need_gradient=False)[0]
+
+    def gradient(self, params, X, y) -> Params:
+        r"""The gradient of :math:`E` with respect to :math:`(\theta, b, W, c)`."""
+        return self.loss_and_gradient(params, X, y)[1]
+
+    def loss_and_gradient(self, params, X, y, need_gradient: bool = True) -> tuple[float, Params | None]:
+        """The objective and (unless ``need_gradient`` is False) its gradient, sharing the forward pass.
+
+        Parameters
+        ----------
+        params : Params or numpy.ndarray
+            Parameters (or the packed vector ``Params.ravel()``).
+        X : array_like, shape (n, *in_shape) or (n, prod(in_shape))
+            Examples, same dtype as the parameters.
+        y : array_like of int, shape (n,)
+            Class labels.
+
+        Returns
+        -------
+        loss : numpy floating scalar
+            NaN or Inf when the parameters overflow (callers check it; no warning is raised).
+        grad : Params or None
+        """
+        p = self._params(params)
+        X = self._batch(X, p.dtype)
+        n = X.shape[0]
+        y = self._labels(y, n)
+        dt = p.dtype.type
+        with np.errstate(over="ignore", invalid="ignore"):
+            A = self._preactivation(p, X)
+            Z = self._sigma(A)
+            Zf = Z.reshape(n, -1)
+            S = Zf @ p.W + p.c
+            P, lse = _softmax(S)
+            data_term = (lse - S[np.arange(n), y]).sum() / dt(max(n, 1))
+            loss = dt(data_term + self._regulariser(p))
+            if not need_gradient:
+                return loss, None
+            GS = P
+            GS[np.arange(n), y] -= 1
+            GS /= dt(max(n, 1))
+            gW = Zf.T @ GS + dt(self.reg_W) * p.W
+            gc = GS.sum(axis=0)
+            GA = (GS @ p.W.T).reshape(A.shape) * self._dsigma(A, Z)
+            gb = GA.sum(axis=(0, 2))
+            J = self.kernel.jac(p.theta, X)
+            gtheta = J.rmatvec(GA.ravel()) + dt(self.reg_theta) * p.theta
+        return loss, Params(gtheta.astype(p.dtype, copy=False), gb, gW, gc)
+
+    # --------------------------------------------------------- Gauss-Newton
+    def gauss_newton(self, params, X, y, damping: float = 0.0) -> spla.LinearOperator:
+        r"""The Gauss--Newton matrix :math:`J_S^\top H J_S + R + \lambda I` as a scipy ``LinearOperator``.
+
+        :math:`J_S` is the Jacobian of the logits :math:`S` with respect to all parameters
+        ``[theta, bias, vec_C(W), c]``, built from ``kernel.jac`` (forward and adjoint);
+        :math:`H = \operatorname{blockdiag}_i(\operatorname{diag}(p_i) - p_i p_i^\top)/n` is the
+        Hessian of the mean cross-entropy in :math:`S`; :math:`R` the Tikhonov terms and
+        :math:`\lambda` = ``damping``. It is symmetric positive semi-definite (definite for
+        :math:`\lambda > 0`), so ``scipy.sparse.linalg.cg`` or ``minres`` solve with it.
+
+        Notes
+        -----
+        .. math::
+            J_S v = \bigl(\sigma'(A) \odot (J_\theta v_\theta + v_b)\bigr) W + Z v_W + \mathbf 1 v_c^\top,
+
+        and :math:`J_S^\top` is the chain rule of :meth:`loss_and_gradient` with
+        :math:`G_S` replaced by the given matrix.
+        """
+        p = self._params(params)
+        X = self._batch(X, p.dtype)
+        n = X.shape[0]
+        self._labels(y, n)
+        dt = p.dtype
+        A = self._preactivation(p, X)
+        Z = self._sigma(A)
+        D = self._dsigma(A, Z)
+        Zf = Z.reshape(n, -1)
+        P, _ = _softmax(Zf @ p.W + p.c)
+        J = self.kernel.jac(p.theta, X)
+        scale = dt.type(1.0 / max(n, 1))
+        lam = float(damping)
+
+        def matvec(v):
+            v = np.asarray(v).ravel().astype(dt, copy=False)
+            q = self.unpack(v)
+            dA = J.matvec(q.theta).reshape(A.shape) + q.bias[None, :, None]
+            dZ = (D * dA).reshape(n, -1)
+            dS = dZ @ p.W + Zf @ q.W + q.c
+            HdS = (P * dS - P * np.sum(P * dS, axis=1, keepdims=True)) * scale
+            GA = (HdS @ p.W.T).reshape(A.shape) * D
+            out = Params(
+                J.rmatvec(GA.ravel()).astype(dt, copy=False) + dt.type(self.reg_theta) * q.theta,
+                GA.sum(axis=(0, 2)),
+                Zf.T @ HdS + dt.type(self.reg_W) * q.W,
+                HdS.sum(axis=0),
+            ).ravel()
+            return out + dt.type(lam) * v
+
+        return spla.LinearOperator((self.nparams, self.nparams), matvec=matvec, rmatvec=matvec, dtype=dt)

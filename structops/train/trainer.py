@@ -1,0 +1,451 @@
+r"""The training loop: configuration, kernel construction, epochs, checkpoints, metrics.
+
+:func:`train` builds the family named in a :class:`TrainConfig`, the
+:class:`~structops.train.model.LayerClassifier` on top of it and an optimiser, and runs
+epochs. After every epoch it evaluates the full training objective and both accuracies,
+stops with :class:`~structops.train.optimizers.TrainingDiverged` when the loss is NaN/Inf
+(keeping the last good parameters and checkpoint) and, given an output folder, writes the
+checkpoint atomically and the metrics file. One seeded generator drives the initialisation
+and the mini-batch shuffles, and its state is checkpointed, so a resumed run continues
+exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import kernels
+from .._validation import check_int_tuple
+from ..kernels._base import ParametricKernel
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .data import Dataset, load_digits, load_mnist
+from .model import LayerClassifier
+from .optimizers import Optimizer, Problem, TrainingDiverged, make_optimizer
+
+__all__ = [
+    "KERNELS",
+    "TrainConfig",
+    "TrainResult",
+    "build_kernel",
+    "locally_connected",
+    "load_data",
+    "train",
+    "CHECKPOINT_NAME",
+    "METRICS_NAME",
+]
+
+#: Families ``structops train --kernel`` accepts.
+KERNELS = ("dense", "diagonal", "antisymmetric", "mmatrix", "linear", "conv")
+#: File names written into ``out``.
+CHECKPOINT_NAME = "checkpoint.npz"
+METRICS_NAME = "metrics.csv"
+_HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "test_acc", "seconds")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the checkpoint as JSON).
+
+    Attributes
+    ----------
+    kernel : str
+        One of :data:`KERNELS`.
+    channels : int
+        Output channels of ``conv`` and ``linear``.
+    stencil : int or list of int
+        Stencil shape of ``conv`` / ``linear`` (an int is used on every axis).
+    bc : str
+        Boundary condition of ``conv``.
+    stride : int or list of int
+        Stride of ``conv``.
+    pool : int or list of int or None
+        Average-pooling window after the layer (``Chain(AvgPool(...), K)``); None for none.
+    hidden : int or None
+        Rows of ``dense`` (default: as many as input pixels, a square layer).
+    activation, bias, reg_theta, reg_W
+        See :class:`~structops.train.model.LayerClassifier`.
+    optimizer : str
+        ``lbfgs``, ``sgd``, ``adam`` or ``gnk``.
+    epochs : int
+        Total number of epochs (a resumed run continues up to it).
+    iters, lr, batch_size
+        Iterations per epoch (L-BFGS, GNK), step size and batch size (SGD, Adam); None keeps
+        the optimiser's default.
+    dtype : str
+        ``float64`` or ``float32``.
+    data : str or None
+        None for the shipped digits, else a folder with the MNIST IDX files.
+    limit : int or None
+        Keep only the first ``limit`` training and test examples.
+    seed : int
+        Seed of the initialisation and of the mini-batch order (the digits split is fixed).
+    """
+
+    kernel: str = "conv"
+    channels: int = 8
+    stencil: int | list[int] = 3
+    bc: str = "zero"
+    stride: int | list[int] = 1
+    pool: int | list[int] | None = None
+    hidden: int | None = None
+    activation: str = "relu"
+    bias: str = "channel"
+    reg_theta: float = 1e-3
+    reg_W: float = 1e-3
+    optimizer: str = "lbfgs"
+    epochs: int = 6
+    iters: int | None = 25
+    lr: float | None = None
+    batch_size: int = 64
+    dtype: str = "float64"
+    data: str | None = None
+    limit: int | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        """A JSON-compatible dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training configuration keys {unknown!r}; known: {sorted(names)!r}.")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes
+    ----------
+    model : LayerClassifier
+    params : Params
+    history : dict of str to list
+        Per-epoch ``epoch, loss, train_acc, test_acc, seconds`` (``seconds``: wall time of the
+        epoch's optimisation).
+    config : TrainConfig
+    seconds : float
+        Wall time of this call (not counting earlier runs that were resumed).
+    checkpoint : pathlib.Path or None
+    outputs : list of pathlib.Path
+        Every file written into ``out``.
+    """
+
+    model: LayerClassifier
+    params: object
+    history: dict[str, list]
+    config: TrainConfig
+    seconds: float
+    checkpoint: Path | None = None
+    outputs: list[Path] = field(default_factory=list)
+
+    @property
+    def train_acc(self) -> float:
+        """Training accuracy after the last epoch."""
+        return float(self.history["train_acc"][-1]) if self.history["train_acc"] else float("nan")
+
+    @property
+    def test_acc(self) -> float:
+        """Test accuracy after the last epoch."""
+        return float(self.history["test_acc"][-1]) if self.history["test_acc"] else float("nan")
+
+
+def locally_connected(image_shape, stencil, out_channels: int = 1) -> kernels.LinearKernel:
+    r"""A locally connected layer as a :class:`~structops.LinearKernel` (an untied convolution).
+
+    Like a zero-boundary convolution, output pixel :math:`i` of channel :math:`o` combines the
+    input pixels of a ``stencil`` neighbourhood of :math:`i` in every input channel, but every
+    output pixel has its own weights: ``vec(K) = Q θ`` with one parameter per (output channel,
+    output pixel, input channel, stencil tap inside the grid). It sits between ``Conv``
+    (weights shared across pixels) and ``Dense`` (every pixel connected).
+
+    Parameters
+    ----------
+    image_shape : sequence of int
+        ``(in_channels, *grid)``.
+    stencil : int or sequence of int
+    out_channels : int, optional
+
+    Examples
+    --------
+    >>> k = locally_connected((1, 8, 8), 3)
+    >>> k.shape, k.nparams
+    ((64, 64), 484)
+    """
+    cin, *grid = check_int_tuple(image_shape, "image_shape")
+    grid = tuple(grid)
+    stencil = check_int_tuple(stencil, "stencil", ndim=len(grid))
+    cout = int(out_channels)
+    G = int(np.prod(grid))
+    rows_n, cols_n = cout * G, cin * G
+    pix = np.stack(np.unravel_index(np.arange(G), grid), axis=1)  # (G, ndim)
+    taps = np.stack(np.unravel_index(np.arange(int(np.prod(stencil))), stencil), axis=1)  # (S, ndim)
+    centre = np.array([s // 2 for s in stencil])
+    src = pix[:, None, :] + centre - taps[None, :, :]  # convolution: x_{i + c - j}
+    inside = np.all((src >= 0) & (src < np.array(grid)), axis=2)  # (G, S)
+    gi, sj = np.nonzero(inside)
+    src_lin = np.ravel_multi_index(tuple(src[gi, sj].T), grid)
+    o = np.repeat(np.arange(cout), gi.size * cin)
+    c = np.tile(np.repeat(np.arange(cin), gi.size), cout)
+    g = np.tile(gi, cout * cin)
+    s = np.tile(src_lin, cout * cin)
+    rows = o * G + g
+    cols = c * G + s
+    p = rows.size
+    Q = sp.csr_array((np.ones(p), (rows + cols * rows_n, np.arange(p))), shape=(rows_n * cols_n, p))
+    return kernels.LinearKernel(Q, (rows_n, cols_n))
+
+
+def _pool(kernel: ParametricKernel, window, image_shape) -> ParametricKernel:
+    try:
+        from ..kernels.compose import Chain
+        from ..kernels.pooling import AvgPool
+    except ImportError as exc:  # pragma: no cover - pooling ships with structops
+        raise ValueError(f"`pool` needs structops.AvgPool, which this installation lacks ({exc}).") from exc
+    out = kernel.out_shape
+    if len(out) >= 2:
+        channels, grid = out[0], out[1:]
+    elif out[0] == int(np.prod(image_shape)):
+        channels, grid = image_shape[0], tuple(image_shape[1:])
+    else:
+        raise ValueError(
+            f"`pool` needs a layer whose output is an image; {kernel!r} returns vectors of length {out[0]} "
+            f"that are not images of shape {tuple(image_shape)}."
+        )
+    window = check_int_tuple(window, "pool", ndim=len(grid))
+    return Chain(AvgPool(grid, window, channels=channels), kernel)
+
+
+def build_kernel(config: TrainConfig, image_shape) -> ParametricKernel:
+    """The family a :class:`TrainConfig` names, for examples of shape ``image_shape = (C, *grid)``.
+
+    Square families (``diagonal``, ``antisymmetric``, ``mmatrix``) and ``dense`` by default
+    map ``prod(image_shape)`` pixels to as many features; ``conv`` maps
+    ``(C, *grid)`` to ``(channels, *grid_out)``; ``linear`` is :func:`locally_connected`.
+    With ``pool`` the family is ``Chain(AvgPool(grid_out, pool, channels), K)``.
+    """
+    image_shape = tuple(int(s) for s in image_shape)
+    N = int(np.prod(image_shape))
+    name = config.kernel
+    if name == "dense":
+        kernel: ParametricKernel = kernels.Dense(config.hidden or N, N)
+    elif name == "diagonal":
+        kernel = kernels.Diagonal(N)
+    elif name == "antisymmetric":
+        kernel = kernels.Antisymmetric(N)
+    elif name == "mmatrix":
+        kernel = kernels.MMatrix(N)
+    elif name == "linear":
+        kernel = locally_connected(image_shape, config.stencil, config.channels)
+    elif name == "conv":
+        kernel = kernels.Conv(
+            image_shape[1:],
+            config.stencil,
+            bc=config.bc,
+            in_channels=image_shape[0],
+            out_channels=config.channels,
+            stride=config.stride,
+        )
+    else:
+        raise ValueError(f"`kernel` must be one of {KERNELS}, got {name!r}.")
+    if config.pool is not None:
+        kernel = _pool(kernel, config.pool, image_shape)
+    return kernel
+
+
+def load_data(config: TrainConfig) -> Dataset:
+    """The data set of a configuration: the shipped digits, or MNIST IDX files from ``config.data``."""
+    if config.data is None:
+        data = load_digits(dtype=config.dtype)
+        return data.subset(config.limit, config.limit) if config.limit is not None else data
+    return load_mnist(config.data, dtype=config.dtype, limit=config.limit)
+
+
+def _resolve_checkpoint(path) -> Path:
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def _write_metrics(path: Path, history: dict[str, list]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(_HISTORY_COLUMNS)
+        for row in zip(*(history[c] for c in _HISTORY_COLUMNS)):
+            writer.writerow([int(row[0]), *(f"{v:.10g}" for v in row[1:])])
+    os.replace(tmp, path)
+
+
+def _progress(total: int, enabled: bool):
+    """A tqdm bar on stderr, or None when disabled or tqdm is not installed."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in the [train] extra
+        return None
+    return tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr, leave=True)
+
+
+def train(
+    config: TrainConfig | None = None,
+    data: Dataset | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    progress: bool = False,
+    plots: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train the layer a configuration describes.
+
+    Parameters
+    ----------
+    config : TrainConfig, optional
+        Default ``TrainConfig()`` (multi-channel ``Conv`` on the digits with L-BFGS). With
+        ``resume`` the checkpoint's configuration is used and only ``config.epochs`` (the
+        total to reach) is taken from this argument.
+    data : Dataset, optional
+        Default :func:`load_data` of the configuration.
+    out : path-like, optional
+        Folder for ``checkpoint.npz`` (after every epoch), ``metrics.csv`` and the PNG plots.
+    resume : path-like, optional
+        A checkpoint file, or a folder holding ``checkpoint.npz``, to continue from.
+    progress : bool, optional
+        Show a tqdm progress bar on stderr.
+    plots : bool, optional
+        Write the PNG plots into ``out`` at the end.
+    log : callable, optional
+        Receives one line per message (e.g. ``print``).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainingDiverged
+        When the loss becomes NaN/Inf; the checkpoint of the last good epoch stays in ``out``.
+    CheckpointError
+        When ``resume`` points at a missing or corrupted checkpoint.
+    """
+    say = log or (lambda _msg: None)
+    config = TrainConfig() if config is None else config
+    ckpt = None
+    if resume is not None:
+        ckpt = load_checkpoint(_resolve_checkpoint(resume))
+        config = dataclasses.replace(TrainConfig.from_dict(ckpt.config), epochs=config.epochs)
+    data = load_data(config) if data is None else data
+    dtype = np.dtype(config.dtype)
+    kernel = build_kernel(config, data.image_shape)
+    model = LayerClassifier(
+        kernel,
+        data.nclasses,
+        activation=config.activation,
+        bias=config.bias,
+        reg_theta=config.reg_theta,
+        reg_W=config.reg_W,
+    )
+    Xtr = data.x_train.reshape(data.x_train.shape[0], -1).astype(dtype, copy=False)
+    Xte = data.x_test.reshape(data.x_test.shape[0], -1).astype(dtype, copy=False)
+    problem = Problem(model, Xtr, data.y_train)
+    optimizer: Optimizer = make_optimizer(
+        config.optimizer, lr=config.lr, batch_size=config.batch_size, iters=config.iters
+    )
+    rng = np.random.default_rng(config.seed)
+    history: dict[str, list] = {c: [] for c in _HISTORY_COLUMNS}
+    if ckpt is not None:
+        params = model._params(ckpt.params)
+        rng.bit_generator.state = ckpt.rng_state
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        history = {c: [float(v) for v in ckpt.history.get(c, [])] for c in _HISTORY_COLUMNS}
+        start = ckpt.epoch
+        say(f"resuming from epoch {start} of {config.epochs}")
+    else:
+        params = model.init_params(Xtr, rng, dtype)
+        start = 0
+    out_dir = Path(out) if out is not None else None
+    ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
+    outputs: list[Path] = []
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    x = params.ravel()
+    t_start = time.perf_counter()
+    per_epoch = optimizer.iterations_per_epoch(problem)
+    bar = _progress(max(config.epochs - start, 0) * per_epoch, progress)
+    try:
+        for epoch in range(start, config.epochs):
+            if bar is not None:
+                bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
+
+            def tick(loss, bar=bar):
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+            t0 = time.perf_counter()
+            try:
+                x_new = optimizer.run_epoch(problem, x, rng, tick)
+                loss = problem.loss(x_new)
+                if not np.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training diverged: the training loss is {loss!r} after epoch {epoch + 1}."
+                    )
+            except TrainingDiverged as exc:
+                kept = (
+                    f"; the last good checkpoint (epoch {epoch}) is kept at {ckpt_path}"
+                    if ckpt_path is not None and ckpt_path.exists()
+                    else ""
+                )
+                raise TrainingDiverged(f"{exc} (epoch {epoch + 1} of {config.epochs}){kept}.") from exc
+            seconds = time.perf_counter() - t0
+            x = x_new
+            train_acc = model.accuracy(x, Xtr, data.y_train)
+            test_acc = model.accuracy(x, Xte, data.y_test)
+            for col, val in zip(_HISTORY_COLUMNS, (epoch + 1, loss, train_acc, test_acc, seconds)):
+                history[col].append(float(val))
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4f}", train=f"{train_acc:.3f}", test=f"{test_acc:.3f}")
+            else:
+                say(
+                    f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, train acc {train_acc:.4f}, "
+                    f"test acc {test_acc:.4f} ({seconds:.1f} s)"
+                )
+            if out_dir is not None:
+                state = Checkpoint(
+                    model.unpack(x).copy(),
+                    config.to_dict(),
+                    epoch + 1,
+                    rng.bit_generator.state,
+                    optimizer.state_dict(),
+                    {c: np.asarray(v) for c, v in history.items()},
+                )
+                save_checkpoint(ckpt_path, state)
+                _write_metrics(out_dir / METRICS_NAME, history)
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t_start
+    params = model.unpack(x).copy()
+    if out_dir is not None:
+        if ckpt_path.exists():
+            outputs += [ckpt_path, out_dir / METRICS_NAME]
+        if plots and history["epoch"]:
+            from .plots import write_plots
+
+            outputs += write_plots(out_dir, model, params, history)
+    return TrainResult(model, params, history, config, elapsed, ckpt_path, outputs)

@@ -274,4 +274,5 @@ class Conv(ParametricKernel):
     def theta_to_torch(self, theta) -> np.ndarray:
         """The PyTorch weight (shape ``(out_channels, in_channels, *stencil)``) computing the same map."""
         stencil = self._stencil(self._theta(theta))
-        return np.ascontiguousarray(np.flip(stencil, axis=tuple(range(2, stencil.ndim))))
+        # copy(): a flip over size-1 axes keeps negative strides, which torch.tensor rejects
+        return np.flip(stencil, axis=tuple(range(2, stencil.ndim))).copy()

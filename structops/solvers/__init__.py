@@ -1,15 +1,40 @@
-"""Solvers and spectral tools: exact FFT solves, circulant preconditioners, learning stencils from data."""
+r"""Solvers and spectral tools for structured operators.
+
+* exact :math:`O(N\log N)` inverses of periodic convolutions (:func:`inverse`, :func:`implicit_step`)
+  and their spectra (:func:`spectral_norm`, :func:`cond`, :func:`eigvals`, estimates for other kernels);
+* circulant preconditioners for zero-boundary convolutions (:func:`circulant_preconditioner`,
+  :func:`strang_preconditioner`, :func:`chan_preconditioner`, :func:`circulant_eigvals`);
+* learning a stencil (or any affine family's parameters) from examples (:func:`learn_stencil`).
+
+Every operator returned is a pylops ``LinearOperator`` with its adjoint, usable as it is with
+``scipy.sparse.linalg`` (``cg``, ``minres``, ``gmres``, ``lsqr``, ``lsmr``, ``svds``) and pylops' solvers.
+"""
 
 from ._fourier import FourierMultiplier
+from .learn import LearnResult, learn_stencil
+from .preconditioners import (
+    KINDS,
+    chan_preconditioner,
+    circulant_eigvals,
+    circulant_preconditioner,
+    strang_preconditioner,
+)
 from .spectral import SINGULAR_FACTOR, cond, eigvals, implicit_step, inverse, is_circulant, spectral_norm
 
 __all__ = [
+    "KINDS",
     "SINGULAR_FACTOR",
     "FourierMultiplier",
+    "LearnResult",
+    "chan_preconditioner",
+    "circulant_eigvals",
+    "circulant_preconditioner",
     "cond",
     "eigvals",
     "implicit_step",
     "inverse",
     "is_circulant",
+    "learn_stencil",
     "spectral_norm",
+    "strang_preconditioner",
 ]

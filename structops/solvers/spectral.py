@@ -250,11 +250,16 @@ def inverse(
     alpha = _real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = _check_rcond(rcond)
     theta, S = _symbol_half(kernel, theta)
+    return _inverse_from_symbol(S, kernel.grid, theta.dtype, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)")
+
+
+def _inverse_from_symbol(
+    S: np.ndarray, grid: tuple[int, ...], dtype, *, alpha: float, normal: bool, rcond: float | None, name: str
+) -> FourierMultiplier:
+    """The multiplier of ``(S + αI)^-1``, ``(S^H S + αI)^-1`` or ``S^+`` from a half symbol ``S``."""
     cout, cin = S.shape[-2:]
-    grid = kernel.grid
-    a = S.real.dtype.type(alpha)
     if normal:
-        return _normal_inverse(S, 1.0, a, rcond, grid, theta.dtype, f"KᵀK + {alpha:g}·I")
+        return _normal_inverse(S, 1.0, alpha, rcond, grid, dtype, f"{name}ᵀ{name} + {alpha:g}·I")
     if cout != cin:
         if alpha != 0:
             raise ValueError(
@@ -263,13 +268,13 @@ def inverse(
             )
         sv = _singular_values(S)
         if rcond is None:
-            _check_conditioned(sv, "K(θ)", grid, scalar=False)
+            _check_conditioned(sv, name, grid, scalar=False)
         blocks = _pinv_blocks(S, 0.0 if rcond is None else rcond * float(sv.max(initial=0.0)))
-        return FourierMultiplier(blocks, grid, dtype=theta.dtype, name="K⁺")
-    shifted = S + a * np.eye(cin, dtype=S.dtype) if alpha != 0 else S
-    what = "K(θ)" if alpha == 0 else f"K(θ) + {alpha:g}·I"
+        return FourierMultiplier(blocks, grid, dtype=dtype, name=f"{name}⁺")
+    shifted = S + S.real.dtype.type(alpha) * np.eye(cin, dtype=S.dtype) if alpha != 0 else S
+    what = name if alpha == 0 else f"{name} + {alpha:g}·I"
     blocks = _invert(shifted, _singular_values(shifted), rcond, what, grid)
-    return FourierMultiplier(blocks, grid, dtype=theta.dtype, name=f"({what})⁻¹")
+    return FourierMultiplier(blocks, grid, dtype=dtype, name=f"({what})⁻¹")
 
 
 def _normal_inverse(S, h, beta, rcond, grid, dtype, what) -> FourierMultiplier:

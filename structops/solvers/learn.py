@@ -108,7 +108,8 @@ def learn_stencil(
     conlim : float, optional
         Condition-number limit of the solver; default :math:`1/(100\,\varepsilon)`.
     maxiter : int, optional
-        Iteration limit; default the solver's (``2p`` for lsqr, ``min(rows, p)`` for lsmr).
+        Iteration limit; default :math:`2p + 20` (in exact arithmetic both converge in
+        :math:`p` steps; rounding needs a few more).
     theta0 : array_like, optional
         Parameters at which the Jacobian and offset are evaluated (any feasible point gives
         the same affine model); default zero, or ``kernel.random_theta(0)`` if zero violates a
@@ -135,8 +136,9 @@ def learn_stencil(
     the data minus the family's offset (zero for linear families). Without noise and with
     enough examples for :math:`J` to have full column rank, the fit is exact; with noise
     :math:`e`, :math:`\|\hat\theta - \theta\| \le \|e\| / \sigma_{\min}(J)` (for ``damp = 0``).
-    scipy's ``lsqr``/``lsmr`` iterate in float64 even for a float32 operator; the result is
-    cast back to the dtype of ``X``.
+    scipy's ``lsqr``/``lsmr`` iterate in float64 even for a float32 operator (the Jacobian's
+    products then run in float64 too, as every structops operator computes in the wider of
+    its own and its input's precision); the result is cast back to the dtype of ``X``.
 
     Examples
     --------
@@ -166,7 +168,7 @@ def learn_stencil(
     atol = 100 * eps if atol is None else _real_scalar(atol, "atol", minimum=0.0)
     btol = 100 * eps if btol is None else _real_scalar(btol, "btol", minimum=0.0)
     conlim = 1.0 / (100 * eps) if conlim is None else _real_scalar(conlim, "conlim", minimum=0.0)
-    maxiter = None if maxiter is None else check_positive_int(maxiter, "maxiter")
+    maxiter = 2 * kernel.nparams + 20 if maxiter is None else check_positive_int(maxiter, "maxiter")
     x_shape, y_shape = (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
     x = check_batch(X, x_shape, dtype, "X")
     y = check_batch(Y, y_shape, dtype, "Y")
@@ -183,7 +185,9 @@ def learn_stencil(
 
     J = kernel.jac(theta0, x, transpose=transpose)
     offset = kernel.apply(theta0, x, transpose=transpose).ravel() - J.matvec(theta0)
-    b = y.ravel() - offset
+    # scipy iterates in float64 whatever the operator's dtype (lsmr overflows casting its
+    # 1e100 sentinels to float32): hand it float64 data explicitly
+    b = (y.ravel() - offset).astype(np.float64)
     if solver == "lsqr":
         out = spla.lsqr(J, b, damp=damp, atol=atol, btol=btol, conlim=conlim, iter_lim=maxiter)
     else:

@@ -1,0 +1,141 @@
+"""Learning parameters of affine families from examples with lsqr/lsmr on the Jacobian."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import structops
+from structops.solvers import LearnResult, learn_stencil
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request) -> np.dtype:
+    return np.dtype(request.param)
+
+
+def affine_kernel() -> structops.LinearKernel:
+    """A 4×3 family with an offset q: 2 parameters spread over several entries."""
+    rng = np.random.default_rng(7)
+    Q = sp.random(12, 2, density=0.6, random_state=rng, format="csr") + sp.csr_array(
+        (np.ones(2), ([0, 5], [0, 1])), shape=(12, 2)
+    )
+    return structops.LinearKernel(Q, (4, 3), q=rng.standard_normal(12))
+
+
+def chain_kernel():
+    pooling = pytest.importorskip("structops.kernels.pooling")
+    compose = pytest.importorskip("structops.kernels.compose")
+    conv = structops.Conv((8, 8), (3, 3), bc="reflect", in_channels=2, out_channels=2)
+    return compose.Chain(pooling.AvgPool((8, 8), 2, channels=2), conv)
+
+
+KERNELS = {
+    "conv-zero-1d": lambda: structops.Conv(16, 5),
+    "conv-periodic-2d": lambda: structops.Conv((8, 7), (3, 3), bc="periodic"),
+    "conv-reflect-2d-even": lambda: structops.Conv((8, 8), (4, 2), bc="reflect"),
+    "conv-replicate-channels": lambda: structops.Conv((9, 6), (3, 3), bc="replicate", in_channels=2, out_channels=3),
+    "conv-valid-stride": lambda: structops.Conv((11, 10), (3, 3), bc="valid", stride=2, in_channels=2),
+    "conv-zero-3d-stride": lambda: structops.Conv((6, 5, 4), (3, 3, 1), stride=(2, 1, 1), out_channels=2),
+    "dense": lambda: structops.Dense(5, 4),
+    "diagonal": lambda: structops.Diagonal(6),
+    "antisymmetric": lambda: structops.Antisymmetric(5),
+    "mmatrix": lambda: structops.MMatrix(4),
+    "linear-affine": affine_kernel,
+    "chain-avgpool-conv": chain_kernel,
+}
+
+
+def examples(kernel, n, dtype, rng):
+    return rng.standard_normal((n, *kernel.in_shape)).astype(dtype)
+
+
+def dense_jacobian(kernel, X) -> np.ndarray:
+    J = kernel.jac(np.zeros(kernel.nparams), X.astype(np.float64))
+    return J.matmat(np.eye(kernel.nparams))
+
+
+@pytest.mark.parametrize("name", list(KERNELS))
+@pytest.mark.parametrize("solver", ["lsqr", "lsmr"])
+def test_noise_free_data_recover_theta_exactly(name, solver, dtype, rng):
+    kernel = KERNELS[name]()
+    theta = kernel.random_theta(rng).astype(np.float64)
+    n = max(3, int(np.ceil(2 * kernel.nparams / kernel.shape[0])))
+    X = examples(kernel, n, dtype, rng)
+    Y = kernel.apply(theta.astype(dtype), X)
+    fit = learn_stencil(kernel, X, Y, solver=solver)
+    assert isinstance(fit, LearnResult)
+    assert fit.converged and fit.solver == solver
+    assert fit.theta.dtype == dtype and fit.theta.shape == (kernel.nparams,)
+    condJ = np.linalg.cond(dense_jacobian(kernel, X))
+    tol = 1000 * np.finfo(dtype).eps * condJ
+    assert np.linalg.norm(fit.theta - theta) <= tol * np.linalg.norm(theta)
+    assert fit.relative_residual <= 1000 * np.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("name", ["conv-zero-1d", "conv-replicate-channels", "dense", "linear-affine"])
+def test_noisy_data_stay_within_the_least_squares_bound(name, rng):
+    kernel = KERNELS[name]()
+    theta = kernel.random_theta(rng)
+    X = examples(kernel, max(4, 4 * kernel.nparams // kernel.shape[0]), np.float64, rng)
+    Y = kernel.apply(theta, X)
+    noise = 1e-3 * rng.standard_normal(Y.shape)
+    fit = learn_stencil(kernel, X, Y + noise)
+    J = dense_jacobian(kernel, X)
+    smin = np.linalg.svd(J, compute_uv=False).min()
+    # ||θ̂ - θ|| = ||J⁺ e|| <= ||e|| / σ_min(J)
+    assert np.linalg.norm(fit.theta - theta) <= np.linalg.norm(noise) / smin * (1 + 1e-6)
+    # and it is the dense least-squares solution
+    offset = kernel.apply(np.zeros(kernel.nparams), X).ravel()
+    ref = np.linalg.lstsq(J, (Y + noise).ravel() - offset, rcond=None)[0]
+    np.testing.assert_allclose(fit.theta, ref, rtol=0, atol=1e-8 * np.linalg.norm(ref))
+
+
+@pytest.mark.parametrize("solver", ["lsqr", "lsmr"])
+def test_damping_is_tikhonov(solver, rng):
+    kernel = structops.Conv((10, 10), (3, 3), bc="periodic")
+    theta = rng.standard_normal(9)
+    X = rng.standard_normal((2, 1, 10, 10))
+    Y = kernel.apply(theta, X) + 0.1 * rng.standard_normal((2, 1, 10, 10))
+    fit = learn_stencil(kernel, X, Y, damp=3.0, solver=solver)
+    J = dense_jacobian(kernel, X)
+    ref = np.linalg.solve(J.T @ J + 9.0 * np.eye(9), J.T @ Y.ravel())
+    np.testing.assert_allclose(fit.theta, ref, rtol=1e-9, atol=1e-12)
+    assert np.linalg.norm(fit.theta) < np.linalg.norm(learn_stencil(kernel, X, Y).theta)
+
+
+def test_transposed_model_is_learned(rng):
+    kernel = structops.Conv((8, 8), (3, 3), in_channels=2, out_channels=3, stride=2)
+    theta = rng.standard_normal(kernel.nparams)
+    Yin = rng.standard_normal((6, *kernel.out_shape))
+    Xout = kernel.apply(theta, Yin, transpose=True)
+    fit = learn_stencil(kernel, Yin, Xout, transpose=True)
+    np.testing.assert_allclose(fit.theta, theta, atol=1e-9)
+
+
+def test_learn_validation(rng):
+    kernel = structops.Conv(8, 3)
+    X = rng.standard_normal((2, 1, 8))
+    Y = kernel.apply(np.ones(3), X)
+    with pytest.raises(TypeError, match="not affine"):
+        learn_stencil(structops.Softplus(structops.MMatrix(3)), rng.standard_normal((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"`solver` must be one of \('lsqr', 'lsmr'\), got 'cg'"):
+        learn_stencil(kernel, X, Y, solver="cg")
+    with pytest.raises(ValueError, match="`damp` must be >= 0"):
+        learn_stencil(kernel, X, Y, damp=-1.0)
+    with pytest.raises(ValueError, match="`Y` must hold examples"):
+        learn_stencil(kernel, X, Y[:, :, :5])
+    with pytest.raises(ValueError, match="same number of examples, got 2 and 1"):
+        learn_stencil(kernel, X, Y[:1])
+    with pytest.raises(TypeError, match="`Y` has dtype float64 but the computation runs in float32"):
+        learn_stencil(kernel, X.astype(np.float32), Y)
+    with pytest.raises(TypeError, match="`kernel` must be a structops ParametricKernel"):
+        learn_stencil(np.eye(3), X, Y)

@@ -74,9 +74,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=None, help="rows of dense (default: square)")
     _common(p)
     p.add_argument("--out", metavar="DIR", default=None, help="write checkpoint, metrics.csv and PNG plots here")
-    p.add_argument(
-        "--resume", metavar="PATH", default=None, help="continue from a checkpoint (file or --out folder)"
-    )
+    p.add_argument("--resume", metavar="PATH", default=None, help="continue from a checkpoint (file or --out folder)")
     p.set_defaults(func=_cmd_train)
     return p
 
@@ -185,8 +183,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         data = load_data(base)
     except (IDXError, ValueError, TypeError) as exc:
         return _fail(str(exc))
-    budget = f"{base.epochs} epochs x {base.iters} iterations" if base.optimizer in ("lbfgs", "gnk") else (
-        f"{base.epochs} epochs of batches of {base.batch_size}"
+    budget = (
+        f"{base.epochs} epochs x {base.iters} iterations"
+        if base.optimizer in ("lbfgs", "gnk")
+        else (f"{base.epochs} epochs of batches of {base.batch_size}")
     )
     print(f"data: {data.name}, {data.x_train.shape[0]} train / {data.x_test.shape[0]} test; optimizer "
           f"{base.optimizer}, {budget}, {base.dtype}, seed {base.seed}")  # fmt: skip

@@ -227,9 +227,7 @@ class LayerClassifier:
         if X.dtype.kind in "iu":
             X = X.astype(dtype)
         if X.dtype != dtype:
-            raise TypeError(
-                f"`X` has dtype {X.dtype} but the parameters are {dtype}; pass both in the same precision."
-            )
+            raise TypeError(f"`X` has dtype {X.dtype} but the parameters are {dtype}; pass both in the same precision.")
         if X.ndim < 1 or X.size != X.shape[0] * self.kernel.shape[1]:
             raise ValueError(
                 f"`X` must hold examples of shape {self.kernel.in_shape} along its first axis, got shape {X.shape}."

@@ -230,8 +230,9 @@ class SGD(_MiniBatch):
         self.velocity: np.ndarray | None = None
 
     def _step(self, x, grad):
-        if self.velocity is None:
+        if self.velocity is None or self.velocity.shape != x.shape:
             self.velocity = np.zeros_like(x)
+        self.velocity = self.velocity.astype(x.dtype, copy=False)
         self.velocity = x.dtype.type(self.momentum) * self.velocity + grad
         return x - x.dtype.type(self.lr) * self.velocity
 
@@ -271,8 +272,9 @@ class Adam(_MiniBatch):
 
     def _step(self, x, grad):
         dt = x.dtype.type
-        if self.m is None or self.v is None:
-            self.m, self.v = np.zeros_like(x), np.zeros_like(x)
+        if self.m is None or self.v is None or self.m.shape != x.shape:
+            self.m, self.v, self.t = np.zeros_like(x), np.zeros_like(x), 0
+        self.m, self.v = self.m.astype(x.dtype, copy=False), self.v.astype(x.dtype, copy=False)
         self.t += 1
         self.m = dt(self.beta1) * self.m + dt(1 - self.beta1) * grad
         self.v = dt(self.beta2) * self.v + dt(1 - self.beta2) * grad * grad
@@ -368,9 +370,7 @@ class GaussNewtonKrylov(Optimizer):
             self.damping = float(state["damping"])
 
 
-def make_optimizer(
-    name: str, *, lr: float | None = None, batch_size: int = 64, iters: int | None = None
-) -> Optimizer:
+def make_optimizer(name: str, *, lr: float | None = None, batch_size: int = 64, iters: int | None = None) -> Optimizer:
     """An optimiser by name (``"lbfgs"``, ``"sgd"``, ``"adam"``, ``"gnk"``) with its defaults.
 
     ``lr`` applies to SGD/Adam, ``batch_size`` to SGD/Adam, ``iters`` (iterations per epoch)

@@ -402,16 +402,14 @@ def train(
                 x_new = optimizer.run_epoch(problem, x, rng, tick)
                 loss = problem.loss(x_new)
                 if not np.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training diverged: the training loss is {loss!r} after epoch {epoch + 1}."
-                    )
+                    raise TrainingDiverged(f"training diverged: the training loss is {loss!r} after epoch {epoch + 1}.")
             except TrainingDiverged as exc:
                 kept = (
                     f"; the last good checkpoint (epoch {epoch}) is kept at {ckpt_path}"
                     if ckpt_path is not None and ckpt_path.exists()
                     else ""
                 )
-                raise TrainingDiverged(f"{exc} (epoch {epoch + 1} of {config.epochs}){kept}.") from exc
+                raise TrainingDiverged(f"{exc} Stopped in epoch {epoch + 1} of {config.epochs}{kept}.") from exc
             seconds = time.perf_counter() - t0
             x = x_new
             train_acc = model.accuracy(x, Xtr, data.y_train)

@@ -44,7 +44,19 @@ def check_finite(arr: np.ndarray, name: str) -> None:
 
 
 def check_theta(theta, nparams: int, name: str = "theta") -> np.ndarray:
-    """Validate a parameter vector: real float, 1-D (or flattenable), length ``nparams``, finite."""
+    """Validate a parameter vector: real float, 1-D (or flattenable), length ``nparams``, finite.
+
+    Integers are cast to float64; float32 and float64 are kept as they are.
+
+    Examples
+    --------
+    >>> check_theta([1, 2], 2)
+    array([1., 2.])
+    >>> check_theta([1.0, float("nan")], 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: `theta` must be finite, but theta[1] = nan.
+    """
     arr = as_float_array(theta, name)
     if arr.ndim != 1:
         if arr.size == nparams and arr.ndim > 1:
@@ -60,7 +72,17 @@ def check_theta(theta, nparams: int, name: str = "theta") -> np.ndarray:
 def check_batch(x, example_shape: Sequence[int], dtype: np.dtype, name: str = "X") -> np.ndarray:
     """Validate a batch of examples and return it as an ``(n, prod(example_shape))`` array.
 
-    Accepts ``(n, *example_shape)`` or ``(n, prod(example_shape))``.
+    Accepts ``(n, *example_shape)`` or ``(n, prod(example_shape))``; the dtype must be
+    ``dtype`` (integers are cast to it).
+
+    Examples
+    --------
+    >>> check_batch(np.zeros((5, 2, 3)), (2, 3), np.float64).shape
+    (5, 6)
+    >>> check_batch(np.zeros((5, 4), np.float32), (3,), np.float32)
+    Traceback (most recent call last):
+    ...
+    ValueError: `X` must hold examples along its first axis with shape (n, 3), got shape (5, 4).
     """
     arr = as_float_array(x, name, dtype=dtype)
     example_shape = tuple(int(s) for s in example_shape)

@@ -44,6 +44,16 @@ class Conv(ParametricKernel):
     method : {"auto", "direct", "fft"}
         Direct stencil sums or FFTs; ``"auto"`` picks by a cost model (``self.method``).
 
+    Raises
+    ------
+    ValueError
+        If ``grid`` does not have 1, 2 or 3 axes, ``stencil`` or ``stride`` has another
+        number of axes, a size or stride is below 1, ``bc`` or ``method`` is unknown, or the
+        stencil is larger than the grid where ``bc`` cannot take it (``"valid"``: stencil
+        ``<=`` grid; ``"reflect"``: ``stencil // 2 <= grid - 1``, one mirror image).
+    TypeError
+        If a size, a stride or a channel count is not an integer.
+
     Attributes
     ----------
     nparams : int
@@ -56,6 +66,10 @@ class Conv(ParametricKernel):
     :math:`\theta` is the array of shape ``(out_channels, in_channels, *stencil)``
     (PyTorch's weight layout) flattened in C-order; examples are ``(in_channels, *grid)``
     flattened in C-order, and rows/columns of :meth:`matrix` follow that order.
+
+    Nothing of size :math:`N^2` is ever built by :meth:`apply`, :meth:`op` or :meth:`jac`;
+    :meth:`matrix` and :attr:`Q` (whose product :math:`Q\theta` is the dense
+    :math:`\operatorname{vec}(K)`) raise ``MemoryError`` for sizes whose dense form would not fit.
 
     Every boundary condition is a valid convolution on a padded grid,
     :math:`K = S\,C_\theta\,P_{bc}`; the adjoint :math:`K^\top = P_{bc}^\top C_\theta^\top S^\top`
@@ -231,12 +245,29 @@ class Conv(ParametricKernel):
     def symbol(self, theta) -> np.ndarray:
         r"""Per-frequency ``out_channels × in_channels`` blocks of a periodic convolution.
 
+        Parameters
+        ----------
+        theta : array_like, shape (p,)
+            The stencils, shape ``(out_channels, in_channels, *stencil)`` flattened.
+
         Returns
         -------
         numpy.ndarray, complex, shape ``(*grid, out_channels, in_channels)``
             :math:`\hat K(\xi)` with :math:`\widehat{(Kx)}_o(\xi) = \sum_c \hat K_{oc}(\xi)\hat x_c(\xi)`,
             the ``fftn`` over the grid of the first columns of the blocks; computed from the
-            stencil in :math:`O(N \log N)`, without building ``K``.
+            stencil in :math:`O(N \log N)`, without building ``K``. Stencils larger than the
+            grid wrap around (their entries add up).
+
+        Raises
+        ------
+        ValueError
+            If ``bc`` is not ``"periodic"`` or a stride is not 1 (the operator is not
+            block circulant), or ``theta`` is invalid.
+
+        Notes
+        -----
+        The singular values of the blocks, over all frequencies, are the singular values of
+        :math:`K(\theta)`; for the adjoint take the conjugate transposes of the blocks.
         """
         self._require_periodic("symbol")
         theta = self._theta(theta)
@@ -247,11 +278,33 @@ class Conv(ParametricKernel):
     def eigvals(self, theta) -> np.ndarray:
         r"""Eigenvalues :math:`\lambda = F(K(\theta)u_1)` of a single-channel periodic convolution.
 
+        Parameters
+        ----------
+        theta : array_like, shape (p,)
+            The stencil, flattened.
+
         Returns
         -------
         numpy.ndarray, complex, shape ``grid``
             ``fftn`` of the first column over the grid; :math:`K = F^{-1}\operatorname{diag}(\lambda)F`,
             so ``K y = real(ifftn(λ * fftn(y)))`` and ``K.T y = real(ifftn(conj(λ) * fftn(y)))``.
+            Any stencil size (larger than the grid: it wraps), in :math:`O(N \log N)`.
+
+        Raises
+        ------
+        ValueError
+            If ``bc`` is not ``"periodic"``, a stride is not 1, or there is more than one
+            channel (use :meth:`symbol`).
+
+        Examples
+        --------
+        The seed's circulant example: the eigenvalues of the 4×4 matrix, from the stencil alone.
+
+        >>> k = Conv(4, 3, bc="periodic")
+        >>> theta = np.array([1.0, 2.0, 3.0])
+        >>> lam = k.eigvals(theta)
+        >>> bool(np.allclose(np.sort_complex(lam), np.sort_complex(np.linalg.eigvals(k.matrix(theta)))))
+        True
         """
         self._require_periodic("eigvals")
         if self.in_channels != 1 or self.out_channels != 1:
@@ -263,7 +316,26 @@ class Conv(ParametricKernel):
 
     # -------------------------------------------------------------- PyTorch
     def theta_from_torch(self, weight) -> np.ndarray:
-        """θ from a PyTorch weight of shape ``(out_channels, in_channels, *stencil)`` (flip the spatial axes)."""
+        """θ from a PyTorch weight of shape ``(out_channels, in_channels, *stencil)`` (flip the spatial axes).
+
+        Parameters
+        ----------
+        weight : torch.Tensor or array_like
+            A ``conv{1,2,3}d`` weight; tensors are detached and copied to the CPU.
+
+        Returns
+        -------
+        numpy.ndarray, shape (p,)
+            ``θ`` such that :meth:`apply` computes torch's cross-correlation with ``weight``
+            (``padding="same"`` for ``bc="zero"``; see the class notes for the others).
+
+        Raises
+        ------
+        ValueError
+            If ``weight`` has another shape or non-finite entries.
+        TypeError
+            If ``weight`` is not float32 or float64.
+        """
         w = np.asarray(weight.detach().cpu().numpy() if hasattr(weight, "detach") else weight)
         expected = (self.out_channels, self.in_channels, *self.stencil)
         if w.shape != expected:
@@ -272,7 +344,24 @@ class Conv(ParametricKernel):
         return check_theta(np.flip(w, axis=axes).reshape(-1), self.nparams, "weight")
 
     def theta_to_torch(self, theta) -> np.ndarray:
-        """The PyTorch weight (shape ``(out_channels, in_channels, *stencil)``) computing the same map."""
+        """The PyTorch weight (shape ``(out_channels, in_channels, *stencil)``) computing the same map.
+
+        Parameters
+        ----------
+        theta : array_like, shape (p,)
+
+        Returns
+        -------
+        numpy.ndarray, shape ``(out_channels, in_channels, *stencil)``
+            ``θ`` flipped on the spatial axes, C-contiguous (``torch.from_numpy`` accepts it).
+
+        Examples
+        --------
+        >>> Conv(6, 3, out_channels=2).theta_to_torch(np.arange(6.0))
+        array([[[2., 1., 0.]],
+        <BLANKLINE>
+               [[5., 4., 3.]]])
+        """
         stencil = self._stencil(self._theta(theta))
         # copy(): a flip over size-1 axes keeps negative strides, which torch.tensor rejects
         return np.flip(stencil, axis=tuple(range(2, stencil.ndim))).copy()

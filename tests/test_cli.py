@@ -32,7 +32,7 @@ def table_rows(out: str) -> list[str]:
 def test_check_quick_prints_a_table_and_returns_0(capsys):
     start = time.perf_counter()
     assert cli.main(["check", "--quick"]) == 0
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 60  # generous: CI machines are shared; typically well under 10 s
     out = capsys.readouterr().out
     header = out.splitlines()[0]
     positions = [header.index(c) for c in COLUMNS]

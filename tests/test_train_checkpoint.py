@@ -37,9 +37,9 @@ def _config(optimizer, epochs, **kw):
 )
 def test_resume_gives_identical_parameters_to_an_uninterrupted_run(optimizer, extra, small, tmp_path):
     straight = train(_config(optimizer, 4, **extra), small)
-    first = train(_config(optimizer, 2, **extra), small, out=tmp_path / "run")
+    first = train(_config(optimizer, 2, **extra), small, out=tmp_path / "run", plots=False)
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME).epoch == 2
-    resumed = train(_config(optimizer, 4, **extra), small, out=tmp_path / "run", resume=tmp_path / "run")
+    resumed = train(_config(optimizer, 4, **extra), small, out=tmp_path / "run", resume=tmp_path / "run", plots=False)
     assert resumed.history["epoch"] == [1.0, 2.0, 3.0, 4.0]
     for name in ("theta", "bias", "W", "c"):
         a, b = getattr(straight.params, name), getattr(resumed.params, name)
@@ -125,14 +125,14 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
     cfg = _config("sgd", 2, kernel="dense", activation="identity", lr=1e-3)
-    train(cfg, small, out=tmp_path)
+    train(cfg, small, out=tmp_path, plots=False)
     before = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     # continue the run with an absurd step size: the next epoch blows up
     edited = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     edited.config["lr"] = 1e12
     save_checkpoint(tmp_path / CHECKPOINT_NAME, edited)
     with pytest.raises(TrainingDiverged, match=r"diverged.*epoch \d of 5.*last good checkpoint") as info:
-        train(_config("sgd", 5), small, out=tmp_path, resume=tmp_path)
+        train(_config("sgd", 5), small, out=tmp_path, resume=tmp_path, plots=False)
     m = re.search(r"epoch (\d) of 5.*last good checkpoint \(epoch (\d)\)", str(info.value))
     bad_epoch, kept = int(m.group(1)), int(m.group(2))
     assert kept == bad_epoch - 1 >= 2

@@ -197,7 +197,9 @@ class LayerClassifier:
         :math:`\theta` (affine with no offset ``q``) it is rescaled so that the
         pre-activations :math:`K(\theta)y_i` of (up to 256 of) the examples ``X`` have unit
         root-mean-square, which keeps every family in the active range of :math:`\sigma`.
-        ``W`` is normal with variance ``1 / nfeatures``; the biases start at zero.
+        ``W`` is normal with variance ``1 / nfeatures``; ``c`` starts at zero and ``b`` at zero,
+        or at 0.1 for ReLU so that pre-activations of blank image regions (exactly zero, where
+        ReLU has its kink) start in the active part.
 
         Parameters
         ----------
@@ -219,7 +221,8 @@ class LayerClassifier:
             if rms > 0 and np.isfinite(rms):
                 theta = (theta / rms).astype(dt)
         W = (rng.standard_normal((self.nfeatures, self.nclasses)) / np.sqrt(self.nfeatures)).astype(dt)
-        return Params(theta, np.zeros(self.nbias, dt), W, np.zeros(self.nclasses, dt))
+        b0 = 0.1 if self.activation == "relu" else 0.0
+        return Params(theta, np.full(self.nbias, b0, dt), W, np.zeros(self.nclasses, dt))
 
     # --------------------------------------------------------------- forward
     def _batch(self, X, dtype: np.dtype) -> np.ndarray:

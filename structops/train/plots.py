@@ -42,8 +42,11 @@ def plot_curves(history: dict, path: str | Path) -> Path:
     ax2.plot(ep, 100 * np.asarray(history["test_acc"]), "s-", label="test")
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     ax2.legend()
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)

@@ -5,7 +5,7 @@ every family offers ``matrix``, ``Q``, ``op`` (a pylops ``LinearOperator``), the
 ``apply`` and the Jacobian ``jac``. See :mod:`structops.testing` for the dot and Taylor tests.
 """
 
-from . import testing
+from . import solvers, testing, train
 from .kernels import (
     Antisymmetric,
     AvgPool,
@@ -37,5 +37,7 @@ __all__ = [
     "AvgPool",
     "Chain",
     "testing",
+    "solvers",
+    "train",
     "__version__",
 ]

@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--quick", action="store_true", help="one size per family")
     check.add_argument("--verbose", "-v", action="store_true", help="print every check of every family")
     check.set_defaults(func=_cmd_check)
+    from .train.cli import register as _register_train
+
+    _register_train(sub)
     return parser
 
 

@@ -358,7 +358,8 @@ def main(argv=None):
         versions += f", pylops {pylops.__version__}"
     accel = getattr(core, "accelerator", lambda: "numpy")()
     print(
-        f"structops {getattr(structops, '__version__', '?')} ({accel}); {versions}; {platform.processor() or platform.machine()}, "
+        f"structops {getattr(structops, '__version__', '?')} ({accel}); {versions}; "
+        f"{platform.processor() or platform.machine()}, "
         f"{args.threads} threads; memcpy {rates['memcpy'] / 1e9:.1f} GB/s; GEMM "
         + ", ".join(f"{dt} {rates[dt] / 1e9:.0f} GFLOP/s" for dt in rates if dt != "memcpy")
         + f"; median of {args.repeat}."
@@ -373,7 +374,10 @@ def main(argv=None):
     for r in rows:
         print_row(r)
     if any(r["scaled"] for r in rows):
-        print(f"\n`*` pylops timed on {args.pylops_subset} examples and scaled to n; periodic rows use pylops' zero boundary.")
+        print(
+            f"\n`*` pylops timed on {args.pylops_subset} examples and scaled to n; "
+            "periodic rows use pylops' zero boundary."
+        )
     return rows
 
 

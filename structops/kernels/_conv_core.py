@@ -198,26 +198,55 @@ def spectrum(theta: np.ndarray, geo: ConvGeometry) -> np.ndarray:
 
 
 def _contract(spec: np.ndarray, data: np.ndarray, conj: bool) -> np.ndarray:
-    """Per-frequency block product: ``spec[o, c, f] data[n, c, f]`` (or its adjoint)."""
+    """Per-frequency block product ``spec[o, c, f] data[n, c, f]`` -> ``(n, o, f)``.
+
+    With ``conj``, the adjoint: ``conj(spec[o, c, f]) data[n, o, f]`` -> ``(n, c, f)``.
+    ``data`` is a temporary of the caller and may be overwritten.
+    """
+    cout, cin = spec.shape[:2]
+    if cout == 1 and cin == 1:  # one multiply in place
+        data *= spec[0, 0].conj() if conj else spec[0, 0]
+        return data
+    blocks = spec.transpose(2, 0, 1)  # (f, o, c)
     if conj:
-        return np.einsum("ocf,nof->ncf", spec.conj(), data)
-    return np.einsum("ocf,ncf->nof", spec, data)
+        blocks = blocks.conj().transpose(0, 2, 1)  # (f, c, o)
+    # one small matrix product per frequency, batched over frequencies, with the examples
+    # as the columns: (f, o, c) @ (f, c, n) -> (f, o, n)
+    out = np.matmul(blocks, data.transpose(2, 1, 0))
+    return out.transpose(2, 1, 0)
+
+
+def _first_output(geo: ConvGeometry) -> tuple[int, ...]:
+    """Index of the first output on the FFT grid, per axis.
+
+    Periodic: the circular convolution on the grid is the output (stencil centred by
+    :func:`first_columns`). Zero: the linear convolution ``f = theta * x`` of the unpadded
+    grid (no wrap-around since the transform length is at least ``grid + stencil - 1``) with
+    ``z_i = f[i + s//2]``. Otherwise the padded grid, with ``z_i = f[i + s - 1]``.
+    """
+    if geo.bc == "periodic":
+        return tuple(0 for _ in geo.grid)
+    if geo.bc == "zero":
+        return tuple(s // 2 for s in geo.stencil)
+    return tuple(s - 1 for s in geo.stencil)
 
 
 def _outputs(geo: ConvGeometry) -> tuple[slice, ...]:
-    """Where the strided valid outputs sit on the FFT grid."""
-    if geo.bc == "periodic":
-        # circular convolution on the grid gives the 'same' output directly
-        return tuple(slice(0, st * (m - 1) + 1, st) for st, m in zip(geo.stride, geo.out_grid))
-    return tuple(slice(s - 1, s - 1 + st * (m - 1) + 1, st) for s, st, m in zip(geo.stencil, geo.stride, geo.out_grid))
+    """Where the strided outputs sit on the FFT grid."""
+    return tuple(slice(f, f + st * (m - 1) + 1, st) for f, st, m in zip(_first_output(geo), geo.stride, geo.out_grid))
+
+
+def _fft_input(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """The array transformed for input ``x``: ``x`` itself for periodic and zero, else ``P_bc x``."""
+    return x if geo.bc in ("periodic", "zero") else pad(x, geo)
 
 
 def fft_forward(spec: np.ndarray, x: np.ndarray, geo: ConvGeometry, workers: int = -1) -> np.ndarray:
-    """``S C_theta P x`` through the FFT (``x`` unpadded for periodic, padded otherwise)."""
+    """``S C_theta P x`` through the FFT for unpadded ``x`` of shape ``(n, cin, *grid)``."""
     L = fft_shape(geo)
     axes = tuple(range(2, 2 + geo.ndim))
     n = x.shape[0]
-    xf = sfft.rfftn(x, s=L, axes=axes, workers=workers)
+    xf = sfft.rfftn(_fft_input(x, geo), s=L, axes=axes, workers=workers)
     half = xf.shape[2:]
     zf = _contract(spec.reshape(geo.cout, geo.cin, -1), xf.reshape(n, geo.cin, -1), conj=False)
     z = sfft.irfftn(zf.reshape(n, geo.cout, *half), s=L, axes=axes, workers=workers)
@@ -232,7 +261,7 @@ def _upsample(y: np.ndarray, geo: ConvGeometry, channels: int) -> np.ndarray:
 
 
 def fft_adjoint(spec: np.ndarray, y: np.ndarray, geo: ConvGeometry, workers: int = -1) -> np.ndarray:
-    """``C_theta^T S^T y`` through the FFT, on the padded grid (the grid for periodic)."""
+    """``P^T C_theta^T S^T y`` through the FFT; returns ``(n, cin, *grid)``."""
     L = fft_shape(geo)
     axes = tuple(range(2, 2 + geo.ndim))
     n = y.shape[0]
@@ -240,8 +269,9 @@ def fft_adjoint(spec: np.ndarray, y: np.ndarray, geo: ConvGeometry, workers: int
     half = yf.shape[2:]
     xf = _contract(spec.reshape(geo.cout, geo.cin, -1), yf.reshape(n, geo.cout, -1), conj=True)
     xp = sfft.irfftn(xf.reshape(n, geo.cin, *half), s=L, axes=axes, workers=workers)
-    size = geo.grid if geo.bc == "periodic" else geo.padded
-    return np.ascontiguousarray(xp[(slice(None), slice(None), *(slice(0, g) for g in size))])
+    if geo.bc in ("periodic", "zero"):  # correlation without wrap-around on the grid
+        return np.ascontiguousarray(xp[(slice(None), slice(None), *(slice(0, g) for g in geo.grid))])
+    return pad_adjoint(xp[(slice(None), slice(None), *(slice(0, g) for g in geo.padded))], geo)
 
 
 def fft_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example: bool, workers: int = -1) -> np.ndarray:
@@ -249,13 +279,18 @@ def fft_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example: b
     L = fft_shape(geo)
     axes = tuple(range(2, 2 + geo.ndim))
     n = x.shape[0]
-    xf = sfft.rfftn(x, s=L, axes=axes, workers=workers).reshape(n, geo.cin, -1)
+    xf = sfft.rfftn(_fft_input(x, geo), s=L, axes=axes, workers=workers).reshape(n, geo.cin, -1)
     wf = sfft.rfftn(_upsample(w, geo, geo.cout), axes=axes, workers=workers).reshape(n, geo.cout, -1)
-    half = tuple(L[:-1]) + (L[-1] // 2 + 1,)
+    half = (*L[:-1], L[-1] // 2 + 1)
+    np.conjugate(xf, out=xf)
     if per_example:
-        gf = np.einsum("nof,ncf->nocf", wf, xf.conj()).reshape(n * geo.cout * geo.cin, *half)
+        gf = (wf[:, :, None, :] * xf[:, None, :, :]).reshape(n * geo.cout * geo.cin, *half)
+    elif geo.cout == 1 and geo.cin == 1:
+        gf = np.einsum("nf,nf->f", wf[:, 0], xf[:, 0]).reshape(1, *half)
     else:
-        gf = np.einsum("nof,ncf->ocf", wf, xf.conj()).reshape(geo.cout * geo.cin, *half)
+        # per frequency: (o, n) @ (n, c), batched over frequencies
+        gf = np.matmul(wf.transpose(2, 1, 0), xf.transpose(2, 0, 1)).transpose(1, 2, 0)
+        gf = gf.reshape(geo.cout * geo.cin, *half)
     corr = sfft.irfftn(gf, s=L, axes=tuple(range(1, 1 + geo.ndim)), workers=workers)
     if geo.bc == "periodic":
         idx = np.ix_(*(np.mod(np.arange(s) - s // 2, g) for s, g in zip(geo.stencil, geo.grid)))
@@ -264,3 +299,141 @@ def fft_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example: b
     g = corr[(slice(None), *idx)]
     lead = (n,) if per_example else ()
     return np.ascontiguousarray(g).reshape((*lead, geo.cout, geo.cin, *geo.stencil)).astype(x.dtype, copy=False)
+
+
+# ------------------------------------------------------------ flat-shift direct method
+try:  # optional accelerator: ``pip install structops[fast]``
+    from . import _conv_numba as _nb
+except ImportError:  # pragma: no cover - exercised when numba is absent
+    _nb = None
+
+#: Threads for the FFTs (``scipy.fft`` workers) and the numba kernels; None: all cores.
+_THREADS: int | None = None
+
+
+def set_num_threads(threads: int | None) -> None:
+    """Set the threads used by the FFT and numba paths (None: every core)."""
+    global _THREADS
+    _THREADS = None if threads is None else int(threads)
+    if _nb is not None:
+        import numba
+
+        numba.set_num_threads(min(_THREADS or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
+
+
+def workers() -> int:
+    """``scipy.fft`` workers: the configured thread count, else every core."""
+    return _THREADS or -1
+
+
+def accelerator() -> str:
+    """Which direct-method backend is active: ``"numba <version>"`` or ``"numpy"``."""
+    if _nb is None:
+        return "numpy"
+    import numba
+
+    return f"numba {numba.__version__}"
+
+
+def have_numba() -> bool:
+    return _nb is not None
+
+
+@dataclass(frozen=True)
+class FlatPlan:
+    """Index maps of the flattened padded grid (see :mod:`._conv_numba`)."""
+
+    src: np.ndarray  # (Lp,) flat grid index feeding each padded position, -1 for a zero
+    shifts: np.ndarray  # (S,) flat shift of stencil offset j (C-order over the stencil)
+    outidx: np.ndarray  # (M,) flat padded index P(i) of each output, C-order
+    width: int  # P(i_last) + 1: the flat range the sums run over
+
+
+_PLANS: dict[ConvGeometry, FlatPlan] = {}
+
+
+def flat_plan(geo: ConvGeometry) -> FlatPlan:
+    """The :class:`FlatPlan` of ``geo`` (cached per geometry)."""
+    plan = _PLANS.get(geo)
+    if plan is not None:
+        return plan
+    pstr = np.array([int(np.prod(geo.padded[a + 1 :])) for a in range(geo.ndim)], dtype=np.int64)
+    gstr = [int(np.prod(geo.grid[a + 1 :])) for a in range(geo.ndim)]
+    src = np.zeros(geo.padded, dtype=np.int64)
+    bad = np.zeros(geo.padded, dtype=bool)
+    for a, idx in enumerate(geo.maps):
+        shape = [1] * geo.ndim
+        shape[a] = -1
+        ia = idx.reshape(shape)
+        src = src + np.where(ia >= 0, ia, 0) * gstr[a]
+        bad = bad | (ia < 0)
+    src = np.where(bad, -1, src).reshape(-1)
+    jj = np.indices(geo.stencil).reshape(geo.ndim, -1)
+    shifts = ((np.array(geo.stencil)[:, None] - 1 - jj) * pstr[:, None]).sum(0)
+    ii = np.indices(geo.out_grid).reshape(geo.ndim, -1)
+    outidx = ((ii * np.array(geo.stride)[:, None]) * pstr[:, None]).sum(0)
+    width = int(outidx[-1]) + 1 if outidx.size else 0
+    plan = FlatPlan(src, shifts.astype(np.int64), outidx.astype(np.int64), width)
+    if len(_PLANS) > 256:
+        _PLANS.clear()
+    _PLANS[geo] = plan
+    return plan
+
+
+#: Bytes of one tile's working set (padded input and output rows), a fraction of L2.
+TILE_BYTES = 512 * 1024
+
+
+def _tile(geo: ConvGeometry, dtype) -> int:
+    """Length of the flat range processed at once so that one tile stays in cache."""
+    plan = flat_plan(geo)
+    reach = int(plan.shifts.max()) if plan.shifts.size else 0
+    per = TILE_BYTES // np.dtype(dtype).itemsize
+    tile = per // (geo.cin + geo.cout) - reach
+    return int(max(64, min(max(plan.width, 1), tile)))
+
+
+def numba_forward(theta: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """``K x`` for unpadded ``x`` of shape ``(n, cin, *grid)``; returns ``(n, cout, *out_grid)``."""
+    plan = flat_plan(geo)
+    n = x.shape[0]
+    out = np.empty((n, geo.cout, int(np.prod(geo.out_grid))), dtype=x.dtype)
+    _nb.forward(
+        np.ascontiguousarray(theta, dtype=x.dtype).reshape(geo.cout, geo.cin, -1),
+        np.ascontiguousarray(x).reshape(n, geo.cin, -1),
+        plan.src, plan.shifts, plan.outidx, plan.width, _tile(geo, out.dtype), out,
+    )  # fmt: skip
+    return out
+
+
+def numba_adjoint(theta: np.ndarray, y: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """``K^T y`` for ``y`` of shape ``(n, cout, *out_grid)``; returns ``(n, cin, prod(grid))``."""
+    plan = flat_plan(geo)
+    n = y.shape[0]
+    out = np.empty((n, geo.cin, int(np.prod(geo.grid))), dtype=y.dtype)
+    _nb.adjoint(
+        np.ascontiguousarray(theta, dtype=y.dtype).reshape(geo.cout, geo.cin, -1),
+        np.ascontiguousarray(y).reshape(n, geo.cout, -1),
+        plan.src, plan.shifts, plan.outidx, plan.width, _tile(geo, out.dtype), out,
+    )  # fmt: skip
+    return out
+
+
+def numba_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example: bool) -> np.ndarray:
+    """Stencil gradient ``(cout, cin, S)`` (or ``(n, cout, cin, S)``) of ``<w, K(θ) x>``."""
+    plan = flat_plan(geo)
+    n = x.shape[0]
+    S = int(np.prod(geo.stencil))
+    if per_example:
+        blocks = n
+    else:
+        import numba
+
+        blocks = max(1, min(n, 4 * numba.get_num_threads()))
+    g = np.empty((blocks, geo.cout, geo.cin, S), dtype=x.dtype)
+    _nb.gradient(
+        np.ascontiguousarray(x).reshape(n, geo.cin, -1),
+        np.ascontiguousarray(w, dtype=x.dtype).reshape(n, geo.cout, -1),
+        plan.src, plan.shifts, plan.outidx, plan.width, _tile(geo, g.dtype), g,
+    )  # fmt: skip
+    return g if per_example else g.sum(0)

@@ -399,7 +399,7 @@ def numba_forward(theta: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.nda
     n = x.shape[0]
     out = np.empty((n, geo.cout, int(np.prod(geo.out_grid))), dtype=x.dtype)
     _nb.forward(
-        np.ascontiguousarray(theta, dtype=x.dtype).reshape(geo.cout, geo.cin, -1),
+        np.ascontiguousarray(theta, dtype=x.dtype).reshape(geo.cout, -1),
         np.ascontiguousarray(x).reshape(n, geo.cin, -1),
         plan.src, plan.shifts, plan.outidx, plan.width, _tile(geo, out.dtype), out,
     )  # fmt: skip
@@ -430,10 +430,11 @@ def numba_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example:
         import numba
 
         blocks = max(1, min(n, 4 * numba.get_num_threads()))
-    g = np.empty((blocks, geo.cout, geo.cin, S), dtype=x.dtype)
+    g = np.empty((blocks, geo.cout, geo.cin * S), dtype=x.dtype)
     _nb.gradient(
         np.ascontiguousarray(x).reshape(n, geo.cin, -1),
         np.ascontiguousarray(w, dtype=x.dtype).reshape(n, geo.cout, -1),
         plan.src, plan.shifts, plan.outidx, plan.width, _tile(geo, g.dtype), g,
     )  # fmt: skip
+    g = g.reshape(blocks, geo.cout, geo.cin, S)
     return g if per_example else g.sum(0)

@@ -333,9 +333,12 @@ def main(argv=None):
         parser.error(f"--cases {args.cases!r} matches none of {list(CASES)}")
     dtypes = [np.float64, np.float32] if args.dtype == "both" else [np.dtype(args.dtype).type]
 
-    from threadpoolctl import threadpool_limits
+    try:
+        from threadpoolctl import threadpool_limits
 
-    threadpool_limits(args.threads)
+        threadpool_limits(args.threads)
+    except ImportError:
+        print("threadpoolctl not installed: BLAS uses its default thread count", file=sys.stderr)
     if hasattr(core, "set_num_threads"):
         core.set_num_threads(args.threads)
     if not args.no_torch:

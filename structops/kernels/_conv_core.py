@@ -20,6 +20,7 @@ kept).
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -307,6 +308,10 @@ try:  # optional accelerator: ``pip install structops[fast]``
 except ImportError:  # pragma: no cover - exercised when numba is absent
     _nb = None
 
+#: Whether the direct method runs the numba kernels (when numba is installed). Set the
+#: environment variable ``STRUCTOPS_NUMBA=0`` or call :func:`set_accelerator` to use numpy.
+_USE_NUMBA: bool = os.environ.get("STRUCTOPS_NUMBA", "1").strip().lower() not in ("0", "false", "no", "off")
+
 #: Threads for the FFTs (``scipy.fft`` workers) and the numba kernels; None: all cores.
 _THREADS: int | None = None
 
@@ -326,9 +331,19 @@ def workers() -> int:
     return _THREADS or -1
 
 
+def set_accelerator(name: str) -> None:
+    """Choose the direct-method backend: ``"numba"`` (if installed) or ``"numpy"``."""
+    global _USE_NUMBA
+    if name not in ("numba", "numpy"):
+        raise ValueError(f"`name` must be 'numba' or 'numpy', got {name!r}.")
+    if name == "numba" and _nb is None:
+        raise ImportError("numba is not installed: `pip install structops[fast]`.")
+    _USE_NUMBA = name == "numba"
+
+
 def accelerator() -> str:
     """Which direct-method backend is active: ``"numba <version>"`` or ``"numpy"``."""
-    if _nb is None:
+    if not have_numba():
         return "numpy"
     import numba
 
@@ -336,7 +351,8 @@ def accelerator() -> str:
 
 
 def have_numba() -> bool:
-    return _nb is not None
+    """Whether the direct method runs the numba kernels."""
+    return _nb is not None and _USE_NUMBA
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,59 @@
+"""The numba direct method and the pure-numpy direct method are the same operator."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import structops
+from structops.kernels import _conv_core as core
+from structops.testing import default_rtol
+
+pytest.importorskip("numba")
+
+CASES = [
+    ((9,), (3,), "zero", 1, 1, 1),
+    ((10,), (4,), "periodic", 2, 3, 2),
+    ((7, 6), (3, 2), "reflect", 2, 2, (1, 2)),
+    ((8, 5), (5, 5), "replicate", 1, 3, 1),
+    ((6, 7), (3, 3), "valid", 3, 2, 2),
+    ((4, 5, 3), (3, 2, 3), "zero", 2, 1, 1),
+    ((4, 3, 5), (2, 3, 3), "periodic", 1, 2, (2, 1, 1)),
+]
+
+
+@pytest.fixture
+def numpy_backend():
+    yield
+    core.set_accelerator("numba")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[2]}")
+def test_numba_and_numpy_direct_paths_agree(case, dtype, numpy_backend):
+    grid, stencil, bc, cin, cout, stride = case
+    k = structops.Conv(grid, stencil, bc=bc, in_channels=cin, out_channels=cout, stride=stride, method="direct")
+    rng = np.random.default_rng(7)
+    theta = rng.standard_normal(k.nparams).astype(dtype)
+    x = rng.standard_normal((5, *k.in_shape)).astype(dtype)
+    y = rng.standard_normal((5, *k.out_shape)).astype(dtype)
+    results = {}
+    for backend in ("numba", "numpy"):
+        core.set_accelerator(backend)
+        assert core.accelerator().startswith(backend)
+        J = k.jac(theta, x)
+        results[backend] = (
+            k.apply(theta, x),
+            k.apply(theta, y, transpose=True),
+            J.rmatvec(y.ravel()),
+            J.per_example(y),
+        )
+    tol = default_rtol(dtype, k.shape[0] * k.shape[1])
+    for a, b in itertools.zip_longest(results["numba"], results["numpy"]):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+
+
+def test_set_accelerator_rejects_unknown_names():
+    with pytest.raises(ValueError, match="name"):
+        core.set_accelerator("cuda")

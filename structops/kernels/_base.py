@@ -91,6 +91,22 @@ class ParametricKernel(abc.ABC):
         """``_apply`` from the state :meth:`_prepare` returned."""
         return self._apply(state, x, transpose)
 
+    def _prepare_data(self, x: np.ndarray, transpose: bool):
+        """Precompute what depends only on the data ``x`` (e.g. its spectrum); used by :meth:`jac`.
+
+        The state is built once per :class:`KernelJacobian` (on its first product) and handed
+        to :meth:`_jvp_prepared` and :meth:`_vjp_prepared`; the default is ``x`` itself.
+        """
+        return x
+
+    def _jvp_prepared(self, theta: np.ndarray, state, v: np.ndarray, transpose: bool) -> np.ndarray:
+        """``_jvp`` from the state :meth:`_prepare_data` returned."""
+        return self._jvp(theta, state, v, transpose)
+
+    def _vjp_prepared(self, theta: np.ndarray, state, w: np.ndarray, transpose: bool, per_example: bool) -> np.ndarray:
+        """``_vjp`` from the state :meth:`_prepare_data` returned."""
+        return self._vjp(theta, state, w, transpose, per_example)
+
     def _check_constraints(self, theta: np.ndarray) -> None:
         """Raise ``ValueError`` when ``theta`` violates a constraint of the family."""
 
@@ -276,6 +292,10 @@ class KernelJacobian(pylops.LinearOperator):
     C-order from ``(n, *out_shape)``). ``J @ v`` is the directional derivative in direction
     ``v``; ``J.H @ w`` the gradient summed over the examples (the seed's
     :math:`J_\theta(YK(\theta))^\top W`); :meth:`per_example` gives one gradient per example.
+
+    What depends only on ``X`` (the family's ``_prepare_data``, e.g. the FFT of the padded
+    examples) is computed on the first product and reused by every later ``matvec``,
+    ``rmatvec`` and :meth:`per_example`.
     """
 
     def __init__(self, kernel: ParametricKernel, theta: np.ndarray, x: np.ndarray, transpose: bool) -> None:
@@ -284,6 +304,7 @@ class KernelJacobian(pylops.LinearOperator):
         self.x = x
         self.transposed = transpose
         self.nexamples = x.shape[0]
+        self._data = None
         _, y_shape = kernel._io_shapes(transpose)
         super().__init__(
             dtype=theta.dtype,
@@ -292,23 +313,35 @@ class KernelJacobian(pylops.LinearOperator):
             name=f"J[{type(kernel).__name__}]",
         )
 
+    @property
+    def _state(self):
+        """The kernel's data state for ``x`` (built once, on first use)."""
+        if self._data is None:
+            self._data = (self.kernel._prepare_data(self.x, self.transposed),)
+        return self._data[0]
+
     def _matvec(self, v):
-        return _real_apply(
-            lambda z: self.kernel._jvp(self.theta, self.x, z.ravel(), self.transposed).ravel(), v, self.dtype
-        )
+        return _real_apply(self._jvp, v, self.dtype)
+
+    def _jvp(self, v: np.ndarray) -> np.ndarray:
+        v = v.ravel()
+        if v.dtype != self.dtype:  # a wider vector: compute from the raw data in its precision
+            theta, x = self.theta.astype(v.dtype), self.x.astype(v.dtype)
+            return self.kernel._jvp(theta, x, v, self.transposed).ravel()
+        return self.kernel._jvp_prepared(self.theta, self._state, v, self.transposed).ravel()
 
     def _rmatvec(self, w):
         return _real_apply(lambda z: self._grad(z, per_example=False), w, self.dtype)
 
     def _grad(self, w: np.ndarray, per_example: bool) -> np.ndarray:
         w = np.ascontiguousarray(w).reshape(self.nexamples, int(np.prod(self.dimsd[1:])))
-        theta, x = self.theta, self.x
-        if w.dtype != theta.dtype:
-            theta, x = theta.astype(w.dtype), x.astype(w.dtype)
         if self.nexamples == 0:
             shape = (0, self.kernel.nparams) if per_example else (self.kernel.nparams,)
             return np.zeros(shape, dtype=w.dtype)
-        return self.kernel._vjp(theta, x, w, self.transposed, per_example)
+        if w.dtype != self.theta.dtype:  # a wider cotangent: compute from the raw data in its precision
+            theta, x = self.theta.astype(w.dtype), self.x.astype(w.dtype)
+            return self.kernel._vjp(theta, x, w, self.transposed, per_example)
+        return self.kernel._vjp_prepared(self.theta, self._state, w, self.transposed, per_example)
 
     def per_example(self, w) -> np.ndarray:
         """Per-example gradients: row ``i`` is ``J_i^T w_i``; shape ``(n, p)``, summing to ``J.H @ w``.

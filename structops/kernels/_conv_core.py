@@ -242,16 +242,47 @@ def _fft_input(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     return x if geo.bc in ("periodic", "zero") else pad(x, geo)
 
 
+def _axes(geo: ConvGeometry) -> tuple[int, ...]:
+    return tuple(range(2, 2 + geo.ndim))
+
+
+def input_spectrum(x: np.ndarray, geo: ConvGeometry, workers: int = -1) -> np.ndarray:
+    """Half-spectrum of the (padded) input ``x`` of shape ``(n, cin, *grid)``: ``(n, cin, F)``."""
+    xf = sfft.rfftn(_fft_input(x, geo), s=fft_shape(geo), axes=_axes(geo), workers=workers)
+    return xf.reshape(x.shape[0], geo.cin, -1)
+
+
+def output_spectrum(y: np.ndarray, geo: ConvGeometry, workers: int = -1) -> np.ndarray:
+    """Half-spectrum of ``S^T y`` for ``y`` of shape ``(n, cout, *out_grid)``: ``(n, cout, F)``."""
+    yf = sfft.rfftn(_upsample(y, geo, geo.cout), axes=_axes(geo), workers=workers)
+    return yf.reshape(y.shape[0], geo.cout, -1)
+
+
+def _half(geo: ConvGeometry) -> tuple[int, ...]:
+    L = fft_shape(geo)
+    return (*L[:-1], L[-1] // 2 + 1)
+
+
+def fft_forward_spectrum(
+    spec: np.ndarray, xf: np.ndarray, geo: ConvGeometry, workers: int = -1, overwrite: bool = False
+) -> np.ndarray:
+    """``S C_theta P x`` from the input spectrum ``xf`` (:func:`input_spectrum`).
+
+    ``xf`` is overwritten only with ``overwrite`` (a temporary of the caller).
+    """
+    n = xf.shape[0]
+    if not overwrite and geo.cin * geo.cout == 1:
+        xf = xf * spec.reshape(1, 1, -1)
+        zf = xf
+    else:
+        zf = _contract(spec.reshape(geo.cout, geo.cin, -1), xf, conj=False)
+    z = sfft.irfftn(zf.reshape(n, geo.cout, *_half(geo)), s=fft_shape(geo), axes=_axes(geo), workers=workers)
+    return np.ascontiguousarray(z[(slice(None), slice(None), *_outputs(geo))])
+
+
 def fft_forward(spec: np.ndarray, x: np.ndarray, geo: ConvGeometry, workers: int = -1) -> np.ndarray:
     """``S C_theta P x`` through the FFT for unpadded ``x`` of shape ``(n, cin, *grid)``."""
-    L = fft_shape(geo)
-    axes = tuple(range(2, 2 + geo.ndim))
-    n = x.shape[0]
-    xf = sfft.rfftn(_fft_input(x, geo), s=L, axes=axes, workers=workers)
-    half = xf.shape[2:]
-    zf = _contract(spec.reshape(geo.cout, geo.cin, -1), xf.reshape(n, geo.cin, -1), conj=False)
-    z = sfft.irfftn(zf.reshape(n, geo.cout, *half), s=L, axes=axes, workers=workers)
-    return np.ascontiguousarray(z[(slice(None), slice(None), *_outputs(geo))])
+    return fft_forward_spectrum(spec, input_spectrum(x, geo, workers), geo, workers, overwrite=True)
 
 
 def _upsample(y: np.ndarray, geo: ConvGeometry, channels: int) -> np.ndarray:
@@ -261,45 +292,81 @@ def _upsample(y: np.ndarray, geo: ConvGeometry, channels: int) -> np.ndarray:
     return up
 
 
-def fft_adjoint(spec: np.ndarray, y: np.ndarray, geo: ConvGeometry, workers: int = -1) -> np.ndarray:
-    """``P^T C_theta^T S^T y`` through the FFT; returns ``(n, cin, *grid)``."""
+def fft_adjoint_spectrum(
+    spec: np.ndarray, yf: np.ndarray, geo: ConvGeometry, workers: int = -1, overwrite: bool = False
+) -> np.ndarray:
+    """``P^T C_theta^T S^T y`` from ``yf`` (:func:`output_spectrum`); returns ``(n, cin, *grid)``."""
     L = fft_shape(geo)
-    axes = tuple(range(2, 2 + geo.ndim))
-    n = y.shape[0]
-    yf = sfft.rfftn(_upsample(y, geo, geo.cout), axes=axes, workers=workers)
-    half = yf.shape[2:]
-    xf = _contract(spec.reshape(geo.cout, geo.cin, -1), yf.reshape(n, geo.cout, -1), conj=True)
-    xp = sfft.irfftn(xf.reshape(n, geo.cin, *half), s=L, axes=axes, workers=workers)
+    n = yf.shape[0]
+    if not overwrite and geo.cin * geo.cout == 1:
+        xf = yf * spec.reshape(1, 1, -1).conj()
+    else:
+        xf = _contract(spec.reshape(geo.cout, geo.cin, -1), yf, conj=True)
+    xp = sfft.irfftn(xf.reshape(n, geo.cin, *_half(geo)), s=L, axes=_axes(geo), workers=workers)
     if geo.bc in ("periodic", "zero"):  # correlation without wrap-around on the grid
         return np.ascontiguousarray(xp[(slice(None), slice(None), *(slice(0, g) for g in geo.grid))])
     return pad_adjoint(xp[(slice(None), slice(None), *(slice(0, g) for g in geo.padded))], geo)
 
 
-def fft_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example: bool, workers: int = -1) -> np.ndarray:
-    """``d<w, S C_theta P x>/d theta`` through the FFT (cross-correlation of ``w`` and ``x``)."""
-    L = fft_shape(geo)
-    axes = tuple(range(2, 2 + geo.ndim))
-    n = x.shape[0]
-    xf = sfft.rfftn(_fft_input(x, geo), s=L, axes=axes, workers=workers).reshape(n, geo.cin, -1)
-    wf = sfft.rfftn(_upsample(w, geo, geo.cout), axes=axes, workers=workers).reshape(n, geo.cout, -1)
-    half = (*L[:-1], L[-1] // 2 + 1)
-    np.conjugate(xf, out=xf)
+def fft_adjoint(spec: np.ndarray, y: np.ndarray, geo: ConvGeometry, workers: int = -1) -> np.ndarray:
+    """``P^T C_theta^T S^T y`` through the FFT; returns ``(n, cin, *grid)``."""
+    return fft_adjoint_spectrum(spec, output_spectrum(y, geo, workers), geo, workers, overwrite=True)
+
+
+def fft_gradient_spectra(
+    xf: np.ndarray,
+    wf: np.ndarray,
+    geo: ConvGeometry,
+    per_example: bool,
+    dtype,
+    workers: int = -1,
+    scratch: str | None = None,
+) -> np.ndarray:
+    r"""``d<w, S C_theta P x>/d theta`` from the spectra of ``x`` and ``S^T w``.
+
+    The cross-correlation :math:`\sum_n \hat w_n \overline{\hat x_n}` per frequency (contracted
+    over the examples before the single inverse transform unless ``per_example``).
+    ``scratch`` (``"x"``, ``"w"`` or None) names the spectrum that may be overwritten: the
+    conjugation then happens in place instead of in a copy.
+    """
+    n = xf.shape[0]
+    half = _half(geo)
+    flip = False  # True: the product below is conj(w) x, whose conjugate is w conj(x)
+    if scratch == "x":
+        xc = np.conjugate(xf, out=xf)
+    elif scratch == "w":
+        xc, wf, flip = xf, np.conjugate(wf, out=wf), True
+    else:
+        xc = xf.conj()
     if per_example:
-        gf = (wf[:, :, None, :] * xf[:, None, :, :]).reshape(n * geo.cout * geo.cin, *half)
+        gf = (wf[:, :, None, :] * xc[:, None, :, :]).reshape(n * geo.cout * geo.cin, *half)
     elif geo.cout == 1 and geo.cin == 1:
-        gf = np.einsum("nf,nf->f", wf[:, 0], xf[:, 0]).reshape(1, *half)
+        # sum over the examples of the product per frequency (in place in the scratch
+        # spectrum: numpy's complex einsum is 2-3x slower than multiply + sum)
+        prod = xc if scratch == "x" else wf if scratch == "w" else None
+        prod = np.multiply(wf, xc, out=prod)
+        gf = prod.sum(axis=0).reshape(1, *half)
     else:
         # per frequency: (o, n) @ (n, c), batched over frequencies
-        gf = np.matmul(wf.transpose(2, 1, 0), xf.transpose(2, 0, 1)).transpose(1, 2, 0)
+        gf = np.matmul(wf.transpose(2, 1, 0), xc.transpose(2, 0, 1)).transpose(1, 2, 0)
         gf = gf.reshape(geo.cout * geo.cin, *half)
-    corr = sfft.irfftn(gf, s=L, axes=tuple(range(1, 1 + geo.ndim)), workers=workers)
+    if flip:
+        np.conjugate(gf, out=gf)
+    corr = sfft.irfftn(gf, s=fft_shape(geo), axes=tuple(range(1, 1 + geo.ndim)), workers=workers)
     if geo.bc == "periodic":
         idx = np.ix_(*(np.mod(np.arange(s) - s // 2, g) for s, g in zip(geo.stencil, geo.grid)))
     else:
         idx = np.ix_(*(np.arange(s) for s in geo.stencil))
     g = corr[(slice(None), *idx)]
     lead = (n,) if per_example else ()
-    return np.ascontiguousarray(g).reshape((*lead, geo.cout, geo.cin, *geo.stencil)).astype(x.dtype, copy=False)
+    return np.ascontiguousarray(g).reshape((*lead, geo.cout, geo.cin, *geo.stencil)).astype(dtype, copy=False)
+
+
+def fft_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example: bool, workers: int = -1) -> np.ndarray:
+    """``d<w, S C_theta P x>/d theta`` through the FFT (cross-correlation of ``w`` and ``x``)."""
+    xf = input_spectrum(x, geo, workers)
+    wf = output_spectrum(w, geo, workers)
+    return fft_gradient_spectra(xf, wf, geo, per_example, x.dtype, workers, scratch="x")
 
 
 # ------------------------------------------------------------ flat-shift direct method

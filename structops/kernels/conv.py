@@ -214,16 +214,52 @@ class Conv(ParametricKernel):
         return z.reshape(n, -1).astype(x.dtype, copy=False)
 
     def _vjp(self, theta, x, w, transpose, per_example):
+        return self._vjp_prepared(theta, self._prepare_data(x, transpose), w, transpose, per_example)
+
+    def _prepare_data(self, x, transpose):
+        # FFT: the half-spectrum of the data, on the input side (padded x) or, for the
+        # transposed map, on the output side (S^T x); the direct method keeps x itself
+        if self.method != "fft" or x.shape[0] == 0:
+            return x
+        n = x.shape[0]
+        geo = self.geometry
+        if transpose:
+            return core.output_spectrum(x.reshape((n, *self.out_shape)), geo, workers=core.workers())
+        return core.input_spectrum(x.reshape((n, *self.in_shape)), geo, workers=core.workers())
+
+    def _jvp_prepared(self, theta, state, v, transpose):
+        if self.method != "fft" or state.shape[0] == 0:  # no spectrum: state is x itself
+            return self._jvp(theta, state, v, transpose)
+        # J v = K(v) x: the spectrum of v against the cached spectrum of x
+        geo = self.geometry
+        n = state.shape[0]
+        spec = core.spectrum(self._stencil(v), geo)
+        if transpose:
+            out = core.fft_adjoint_spectrum(spec, state, geo, workers=core.workers())
+        else:
+            out = core.fft_forward_spectrum(spec, state, geo, workers=core.workers())
+        return out.reshape(n, -1).astype(v.dtype, copy=False)
+
+    def _vjp_prepared(self, theta, state, w, transpose, per_example):
+        geo = self.geometry
+        if self.method == "fft" and state.shape[0] > 0:
+            n = state.shape[0]
+            if transpose:
+                # <w, K(θ)^T y> = <K(θ) w, y>: w is the input, the cached y the cotangent
+                wf = core.input_spectrum(w.reshape((n, *self.in_shape)), geo, workers=core.workers())
+                g = core.fft_gradient_spectra(wf, state, geo, per_example, w.dtype, core.workers(), scratch="x")
+            else:
+                wf = core.output_spectrum(w.reshape((n, *self.out_shape)), geo, workers=core.workers())
+                g = core.fft_gradient_spectra(state, wf, geo, per_example, w.dtype, core.workers(), scratch="w")
+            return g.reshape(n, -1) if per_example else g.reshape(-1)
+        x = state
         # <w, K(θ)^T y> = <K(θ) w, y>: the transposed map swaps the roles of data and cotangent
         if transpose:
             x, w = w, x
-        geo = self.geometry
         n = x.shape[0]
         xs = x.reshape((n, *self.in_shape))
         ws = w.reshape((n, *self.out_shape))
-        if self.method == "fft":
-            g = core.fft_gradient(xs, ws, geo, per_example, workers=core.workers())
-        elif core.have_numba():
+        if core.have_numba():
             g = core.numba_gradient(xs, ws, geo, per_example)
         else:
             g = core.direct_gradient(core.pad(xs, geo), ws, geo, per_example)

@@ -83,13 +83,19 @@ def builtin_kernels(quick: bool = False) -> list[kernels.ParametricKernel]:
         ]
     fams.append(kernels.Softplus(kernels.MMatrix(4)))
     fams.append(kernels.Dense(2, 9))
-    conv = getattr(kernels, "Conv", None)
-    if conv is not None:
-        fams.append(conv((8,), (3,)))
-        fams.append(conv((5, 6), (3, 3), bc="periodic"))
-        if not quick:
-            fams.append(conv((6, 5), (3, 3), in_channels=2, out_channels=3))
-            fams.append(conv((7,), (3,), bc="reflect"))
+    Conv = kernels.Conv
+    fams += [Conv((8,), (3,)), Conv((5, 6), (3, 3), bc="periodic")]
+    fams.append(kernels.Chain(kernels.AvgPool((6, 4), 2, channels=2), Conv((6, 4), 3, out_channels=2)))
+    if not quick:
+        fams += [
+            Conv((6, 5), (3, 3), in_channels=2, out_channels=3),
+            Conv((7,), (3,), bc="reflect"),
+            Conv((9, 7), (4, 3), bc="replicate", stride=(2, 1), in_channels=2, out_channels=2),
+            Conv((8, 8), (5, 5), bc="valid", stride=2),
+            Conv((4, 5, 3), (3, 2, 3), bc="periodic", in_channels=2, out_channels=1),
+            Conv((10, 9), (7, 7), bc="zero", method="fft"),
+            kernels.Chain(kernels.AvgPool((8,), 4, channels=3), Conv((8,), 5, bc="periodic", out_channels=3)),
+        ]
     return fams
 
 
@@ -99,7 +105,12 @@ def _label(kernel: kernels.ParametricKernel) -> str:
         return f"LinearKernel(nnz(Q)={kernel.Q.nnz}{', q' if kernel.q is not None else ''})"
     if type(kernel).__name__ == "Conv":
         k = kernel
-        return f"Conv({k.grid}, {k.stencil}, {k.bc}, {k.in_channels}->{k.out_channels} ch)"  # type: ignore[attr-defined]
+        stride = f", stride {k.stride}" if any(st != 1 for st in k.stride) else ""  # type: ignore[attr-defined]
+        return (
+            f"Conv({k.grid}, {k.stencil}, {k.bc}, {k.in_channels}->{k.out_channels} ch{stride}, {k.method})"  # type: ignore[attr-defined]
+        )
+    if isinstance(kernel, kernels.Chain):
+        return f"AvgPool∘{_label(kernel.kernel)}"
     return repr(kernel)
 
 

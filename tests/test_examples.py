@@ -1,0 +1,34 @@
+"""The quick-start and training examples run end to end (CI runs every example)."""
+
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str, cwd: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_quickstart_prints_the_seed_matrices_and_passing_checks(tmp_path):
+    out = _run("quickstart.py", cwd=tmp_path)
+    assert "[[ 3. -1. -2.]" in out  # the seed's M-matrix for theta = 1..6
+    assert "regime: roundoff; passed: True" in out
+    assert "FAIL" not in out
+    assert "gmres info: 0" in out
+
+
+def test_training_example_checks_the_gradient_and_learns(tmp_path):
+    out = _run("train_digits.py", "--quick", cwd=tmp_path)
+    assert "Taylor test of the objective: quadratic" in out
+    accuracy = float(re.search(r"GNK test accuracy: ([0-9.]+)%", out).group(1))
+    assert accuracy > 50.0  # ten classes: chance is 10 %
+    losses = [float(v) for v in re.search(r"Gauss-Newton-Krylov losses: (.*)", out).group(1).split()]
+    assert all(b < a for a, b in itertools.pairwise(losses))

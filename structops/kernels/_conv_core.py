@@ -430,6 +430,21 @@ class FlatPlan:
     shifts: np.ndarray  # (S,) flat shift of stencil offset j (C-order over the stencil)
     outidx: np.ndarray  # (M,) flat padded index P(i) of each output, C-order
     width: int  # P(i_last) + 1: the flat range the sums run over
+    runs: np.ndarray  # (3, R) runs of src: padded start, grid start (-1: zeros), length
+    outruns: np.ndarray  # (3, R') runs of outidx: output start, padded start, length
+    injective: bool  # every grid point feeds exactly one padded position (zero, valid)
+
+
+def _runs(idx: np.ndarray) -> np.ndarray:
+    """Maximal runs ``(start, idx[start], length)`` of consecutive indices (or of ``-1``)."""
+    size = idx.size
+    brk = np.ones(size, dtype=bool)
+    if size > 1:
+        prev, cur = idx[:-1], idx[1:]
+        brk[1:] = ~(((cur == prev + 1) & (prev >= 0)) | ((cur < 0) & (prev < 0)))
+    starts = np.flatnonzero(brk)
+    lengths = np.diff(np.append(starts, size))
+    return np.ascontiguousarray(np.stack([starts, idx[starts], lengths]).astype(np.int64))
 
 
 _PLANS: dict[ConvGeometry, FlatPlan] = {}
@@ -454,9 +469,10 @@ def flat_plan(geo: ConvGeometry) -> FlatPlan:
     jj = np.indices(geo.stencil).reshape(geo.ndim, -1)
     shifts = ((np.array(geo.stencil)[:, None] - 1 - jj) * pstr[:, None]).sum(0)
     ii = np.indices(geo.out_grid).reshape(geo.ndim, -1)
-    outidx = ((ii * np.array(geo.stride)[:, None]) * pstr[:, None]).sum(0)
+    outidx = ((ii * np.array(geo.stride)[:, None]) * pstr[:, None]).sum(0).astype(np.int64)
     width = int(outidx[-1]) + 1 if outidx.size else 0
-    plan = FlatPlan(src, shifts.astype(np.int64), outidx.astype(np.int64), width)
+    counts = np.bincount(src[src >= 0], minlength=int(np.prod(geo.grid)))
+    plan = FlatPlan(src, shifts.astype(np.int64), outidx, width, _runs(src), _runs(outidx), bool(np.all(counts == 1)))
     if len(_PLANS) > 256:
         _PLANS.clear()
     _PLANS[geo] = plan
@@ -476,6 +492,13 @@ def _tile(geo: ConvGeometry, dtype) -> int:
     return int(max(64, min(max(plan.width, 1), tile)))
 
 
+def _blocks(n: int) -> int:
+    """Contiguous blocks of examples run in parallel: four per numba thread (at most ``n``)."""
+    import numba
+
+    return min(n, 4 * numba.get_num_threads())
+
+
 def numba_forward(theta: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """``K x`` for unpadded ``x`` of shape ``(n, cin, *grid)``; returns ``(n, cout, *out_grid)``."""
     plan = flat_plan(geo)
@@ -484,7 +507,7 @@ def numba_forward(theta: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.nda
     _nb.forward(
         np.ascontiguousarray(theta, dtype=x.dtype).reshape(geo.cout, -1),
         np.ascontiguousarray(x).reshape(n, geo.cin, -1),
-        plan.src, plan.shifts, plan.outidx, plan.width, _tile(geo, out.dtype), out,
+        plan.runs, plan.outruns, plan.shifts, plan.width, _tile(geo, out.dtype), _blocks(n), out,
     )  # fmt: skip
     return out
 
@@ -494,10 +517,13 @@ def numba_adjoint(theta: np.ndarray, y: np.ndarray, geo: ConvGeometry) -> np.nda
     plan = flat_plan(geo)
     n = y.shape[0]
     out = np.empty((n, geo.cin, int(np.prod(geo.grid))), dtype=y.dtype)
+    S = int(np.prod(geo.stencil))
+    # the transposed stencil, (cin, cout * S): column o * S + j
+    theta_t = np.ascontiguousarray(np.asarray(theta, dtype=y.dtype).reshape(geo.cout, geo.cin, S).transpose(1, 0, 2))
     _nb.adjoint(
-        np.ascontiguousarray(theta, dtype=y.dtype).reshape(geo.cout, geo.cin, -1),
+        theta_t.reshape(geo.cin, geo.cout * S),
         np.ascontiguousarray(y).reshape(n, geo.cout, -1),
-        plan.src, plan.shifts, plan.outidx, plan.width, _tile(geo, out.dtype), out,
+        plan.runs, plan.outruns, plan.shifts, plan.width, _tile(geo, out.dtype), plan.injective, _blocks(n), out,
     )  # fmt: skip
     return out
 
@@ -507,17 +533,12 @@ def numba_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example:
     plan = flat_plan(geo)
     n = x.shape[0]
     S = int(np.prod(geo.stencil))
-    if per_example:
-        blocks = n
-    else:
-        import numba
-
-        blocks = max(1, min(n, 4 * numba.get_num_threads()))
+    blocks = n if per_example else max(1, _blocks(n))
     g = np.empty((blocks, geo.cout, geo.cin * S), dtype=x.dtype)
     _nb.gradient(
         np.ascontiguousarray(x).reshape(n, geo.cin, -1),
         np.ascontiguousarray(w, dtype=x.dtype).reshape(n, geo.cout, -1),
-        plan.src, plan.shifts, plan.outidx, plan.width, _tile(geo, g.dtype), g,
+        plan.runs, plan.outruns, plan.shifts, plan.width, _tile(geo, g.dtype), g,
     )  # fmt: skip
     g = g.reshape(blocks, geo.cout, geo.cin, S)
     return g if per_example else g.sum(0)

@@ -8,8 +8,6 @@ their own and their input's precision), so nothing is silently truncated.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pylops
 import pytest
@@ -21,17 +19,6 @@ from pylops.optimization.basic import lsqr as pylops_lsqr
 import structops
 from structops.solvers import inverse, spectral_norm
 
-
-@pytest.fixture
-def rng(request) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
-
-
-@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
-def dtype(request) -> np.dtype:
-    return np.dtype(request.param)
-
-
 #: Solvers that return float64 for a float32 operator (scipy 1.17, pylops 2.8).
 UPCASTING = {"minres", "lsqr", "lsmr", "pylops.lsqr"}
 
@@ -40,13 +27,6 @@ def linear_kernel() -> structops.LinearKernel:
     rng = np.random.default_rng(3)
     Q = sp.random(49, 10, density=0.3, random_state=rng, format="csr")
     return structops.LinearKernel(Q, (7, 7), q=np.eye(7).ravel())
-
-
-def chain():
-    pooling = pytest.importorskip("structops.kernels.pooling")
-    compose = pytest.importorskip("structops.kernels.compose")
-    conv = structops.Conv((8, 6), (3, 3), bc="zero", in_channels=2, out_channels=3)
-    return compose.Chain(pooling.AvgPool((8, 6), 2, channels=3), conv)
 
 
 FAMILIES = {
@@ -65,7 +45,10 @@ FAMILIES = {
     "conv-replicate-3d": lambda: structops.Conv((4, 3, 5), (3, 3, 3), bc="replicate"),
     "conv-valid-stride": lambda: structops.Conv((9, 8), (3, 3), bc="valid", in_channels=2, out_channels=3, stride=2),
     "conv-zero-stride-channels": lambda: structops.Conv(16, 4, in_channels=3, out_channels=2, stride=2),
-    "chain-avgpool-conv": chain,
+    "chain-avgpool-conv": lambda: structops.Chain(
+        structops.AvgPool((8, 6), 2, channels=3),
+        structops.Conv((8, 6), (3, 3), bc="zero", in_channels=2, out_channels=3),
+    ),
 }
 
 

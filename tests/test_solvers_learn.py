@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 import structops
 from structops.solvers import LearnResult, learn_stencil
-
-
-@pytest.fixture
-def rng(request) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
-
-
-@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
-def dtype(request) -> np.dtype:
-    return np.dtype(request.param)
 
 
 def affine_kernel() -> structops.LinearKernel:
@@ -29,13 +17,6 @@ def affine_kernel() -> structops.LinearKernel:
         (np.ones(2), ([0, 5], [0, 1])), shape=(12, 2)
     )
     return structops.LinearKernel(Q, (4, 3), q=rng.standard_normal(12))
-
-
-def chain_kernel():
-    pooling = pytest.importorskip("structops.kernels.pooling")
-    compose = pytest.importorskip("structops.kernels.compose")
-    conv = structops.Conv((8, 8), (3, 3), bc="reflect", in_channels=2, out_channels=2)
-    return compose.Chain(pooling.AvgPool((8, 8), 2, channels=2), conv)
 
 
 KERNELS = {
@@ -50,7 +31,10 @@ KERNELS = {
     "antisymmetric": lambda: structops.Antisymmetric(5),
     "mmatrix": lambda: structops.MMatrix(4),
     "linear-affine": affine_kernel,
-    "chain-avgpool-conv": chain_kernel,
+    "chain-avgpool-conv": lambda: structops.Chain(
+        structops.AvgPool((8, 8), 2, channels=2),
+        structops.Conv((8, 8), (3, 3), bc="reflect", in_channels=2, out_channels=2),
+    ),
 }
 
 

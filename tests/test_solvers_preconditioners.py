@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import zlib
 
 import numpy as np
 import pylops
@@ -18,16 +17,6 @@ from structops.solvers import (
     strang_preconditioner,
 )
 from structops.testing import adjoint_test, default_rtol
-
-
-@pytest.fixture
-def rng(request) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
-
-
-@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
-def dtype(request) -> np.dtype:
-    return np.dtype(request.param)
 
 
 # ---------------------------------------------------------- textbook references

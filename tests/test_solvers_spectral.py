@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -11,16 +10,6 @@ import pytest
 import structops
 from structops.solvers import cond, eigvals, implicit_step, inverse, spectral_norm
 from structops.testing import adjoint_test, default_rtol
-
-
-@pytest.fixture
-def rng(request) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
-
-
-@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
-def dtype(request) -> np.dtype:
-    return np.dtype(request.param)
 
 
 class Case(NamedTuple):

@@ -23,23 +23,8 @@ import pylops
 import scipy.sparse.linalg as spla
 
 import structops
+from structops.data import gaussian_stencil, phantom
 from structops.solvers import circulant_preconditioner
-
-
-def gaussian_stencil(size: int, sigma: float) -> np.ndarray:
-    r = np.arange(size) - size // 2
-    g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def phantom(n: int) -> np.ndarray:
-    """Piecewise-constant test image: a disc, a square and a bar on a background."""
-    yy, xx = np.mgrid[0:n, 0:n] / n
-    img = 0.1 * np.ones((n, n))
-    img[(xx - 0.35) ** 2 + (yy - 0.4) ** 2 < 0.2**2] = 0.8
-    img[(np.abs(xx - 0.7) < 0.12) & (np.abs(yy - 0.65) < 0.12)] = 0.5
-    img[(np.abs(xx - 0.5) < 0.4) & (np.abs(yy - 0.88) < 0.03)] = 1.0
-    return img
 
 
 def main(argv=None) -> None:
@@ -60,7 +45,7 @@ def main(argv=None) -> None:
     theta = gaussian_stencil(args.stencil, args.sigma).ravel().astype(dtype)
     T = kernel.op(theta)
     rng = np.random.default_rng(0)
-    x_true = phantom(n).ravel().astype(dtype)
+    x_true = phantom(n, ring=False).ravel().astype(dtype)
     y = T @ x_true
     y = (y + args.noise * np.linalg.norm(y) / np.sqrt(y.size) * rng.standard_normal(y.size)).astype(dtype)
     A = T.H @ T + args.alpha * pylops.Identity(n * n, dtype=dtype)

@@ -36,25 +36,8 @@ import scipy.sparse.linalg as spla
 from pylops.optimization.basic import cgls
 
 import structops
+from structops.data import gaussian_stencil, phantom
 from structops.solvers import circulant_preconditioner, cond, inverse
-
-
-def phantom(n: int) -> np.ndarray:
-    """Piecewise-constant test image: a disc, a square, a bar and a small ring."""
-    yy, xx = np.mgrid[0:n, 0:n] / n
-    img = 0.1 * np.ones((n, n))
-    img[(xx - 0.35) ** 2 + (yy - 0.4) ** 2 < 0.2**2] = 0.8
-    img[(np.abs(xx - 0.7) < 0.12) & (np.abs(yy - 0.65) < 0.12)] = 0.5
-    img[(np.abs(xx - 0.5) < 0.4) & (np.abs(yy - 0.88) < 0.03)] = 1.0
-    r2 = (xx - 0.75) ** 2 + (yy - 0.2) ** 2
-    img[(r2 < 0.1**2) & (r2 > 0.06**2)] = 0.9
-    return img
-
-
-def gaussian_stencil(size: int, sigma: float) -> np.ndarray:
-    r = np.arange(size) - size // 2
-    g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
-    return g / g.sum()
 
 
 def rel_error(x: np.ndarray, ref: np.ndarray) -> float:

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse.linalg as spla
 
 import structops
+from structops.data import gaussian_stencil
 from structops.solvers import (
     chan_preconditioner,
     circulant_eigvals,
@@ -142,12 +143,6 @@ def test_preconditioner_operators_match_dense_inverses(grid, stencil, kind, dtyp
     )
 
 
-def gaussian(size: int, sigma: float) -> np.ndarray:
-    r = np.arange(size) - size // 2
-    g = np.exp(-(r**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def cg_count(A, b, **kwargs):
     count = [0]
 
@@ -163,7 +158,7 @@ def cg_count(A, b, **kwargs):
 def test_preconditioned_cg_on_toeplitz_normal_equations_needs_fewer_iterations(kind, rng):
     n, alpha = 300, 1e-4
     kernel = structops.Conv(n, 9)
-    theta = gaussian(9, 1.5)
+    theta = gaussian_stencil(9, 1.5, ndim=1)
     T = kernel.op(theta)
     A = T.H @ T + alpha * pylops.Identity(n)
     b = T.H @ rng.standard_normal(n)
@@ -181,7 +176,7 @@ def test_preconditioned_cg_on_toeplitz_normal_equations_needs_fewer_iterations(k
 def test_preconditioned_solvers_on_a_2d_bttb_system(rng, dtype):
     grid, alpha = (40, 40), 1e-3
     kernel = structops.Conv(grid, (5, 5))
-    theta = np.outer(gaussian(5, 1.0), gaussian(5, 1.0)).ravel().astype(dtype)
+    theta = np.outer(gaussian_stencil(5, 1.0, ndim=1), gaussian_stencil(5, 1.0, ndim=1)).ravel().astype(dtype)
     T = kernel.op(theta)
     N = T.shape[1]
     A = T.H @ T + alpha * pylops.Identity(N, dtype=dtype)

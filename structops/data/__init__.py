@@ -9,6 +9,9 @@
     Creative Commons Attribution 4.0 (CC BY 4.0). Generated once with
     ``np.savez_compressed("digits.npz", images=d.images.astype(np.uint8),
     labels=d.target.astype(np.uint8))`` from ``d = sklearn.datasets.load_digits()``.
+
+Synthetic deblurring problems (:mod:`structops.data.synthetic`): :func:`phantom`, a
+piecewise-constant test image, and :func:`gaussian_stencil`, a normalised Gaussian blur.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["data_path"]
+from .synthetic import gaussian_stencil, phantom
+
+__all__ = ["data_path", "gaussian_stencil", "phantom"]
 
 
 def data_path(name: str) -> Path:

@@ -116,14 +116,18 @@ def test_Q_of_pooled_kernel_stays_sparse():
     assert chain.outer.tosparse().nnz == 256
 
 
+def jacobian_at_random_data(chain: Chain, n: int, transpose: bool, dtype, rng):
+    """θ, ``n`` random examples (inputs, or outputs if ``transpose``), the chain's dense Jacobian there, and A."""
+    theta = chain.kernel.random_theta(rng, dtype)
+    data = rng.standard_normal((n, *(chain.out_shape if transpose else chain.in_shape))).astype(dtype)
+    return theta, data, dense_jacobian(chain.jac(theta, data, transpose=transpose)), outer_matrix(chain)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("chain", [c for _, c in CHAINS], ids=CHAIN_IDS)
 def test_jacobian_is_block_diagonal_outer_times_inner_jacobian(chain, dtype, rng):
     n = 3
-    theta = chain.kernel.random_theta(rng, dtype)
-    X = rng.standard_normal((n, *chain.in_shape)).astype(dtype)
-    J = dense_jacobian(chain.jac(theta, X))
-    A = outer_matrix(chain)
+    theta, X, J, A = jacobian_at_random_data(chain, n, False, dtype, rng)
     blocks = pylops.BlockDiag([pylops.MatrixMult(A)] * n).todense()  # I_n ⊗ A
     ref = blocks @ dense_jacobian(chain.kernel.jac(theta, X))
     assert J.shape == (n * chain.shape[0], chain.nparams)
@@ -149,10 +153,7 @@ def test_jacobian_is_block_diagonal_outer_times_inner_jacobian(chain, dtype, rng
 def test_transposed_jacobian_is_inner_transposed_jacobian_at_pulled_back_data(chain, dtype, rng):
     # theta -> K(theta)^T A^T y_i: the inner family's transposed Jacobian at the data A^T y_i
     n = 2
-    theta = chain.kernel.random_theta(rng, dtype)
-    Y = rng.standard_normal((n, *chain.out_shape)).astype(dtype)
-    J = dense_jacobian(chain.jac(theta, Y, transpose=True))
-    A = outer_matrix(chain)
+    theta, Y, J, A = jacobian_at_random_data(chain, n, True, dtype, rng)
     pulled = Y.reshape(n, -1).astype(np.float64) @ A  # rows A^T y_i
     ref = dense_jacobian(chain.kernel.jac(theta.astype(np.float64), pulled, transpose=True))
     assert J.shape == (n * chain.shape[1], chain.nparams)

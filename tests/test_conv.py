@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import tracemalloc
-from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -24,6 +23,8 @@ import scipy.signal as signal
 from structops import Conv
 from structops.kernels._base import MAX_DENSE_ENTRIES
 from structops.testing import default_rtol
+
+from ._helpers import ConvCase as Case
 
 BCS = ("zero", "periodic", "reflect", "replicate", "valid")
 METHODS = ("direct", "fft")
@@ -86,28 +87,6 @@ def reference_jacobian(k: Conv, data: np.ndarray, transpose: bool) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------ cases
-class Case(NamedTuple):
-    grid: tuple[int, ...]
-    stencil: tuple[int, ...]
-    cin: int
-    cout: int
-    stride: tuple[int, ...]
-
-    def kernel(self, bc: str, method: str = "auto") -> Conv:
-        return Conv(
-            self.grid,
-            self.stencil,
-            bc=bc,
-            in_channels=self.cin,
-            out_channels=self.cout,
-            stride=self.stride,
-            method=method,
-        )
-
-    def reference(self, theta, bc: str) -> np.ndarray:
-        return reference_matrix(theta, self.grid, self.stencil, bc, self.cin, self.cout, self.stride)
-
-
 # every stencil fits its grid, so every bc accepts every case
 CASES = {
     "1d-odd": Case((7,), (3,), 1, 1, (1,)),
@@ -148,7 +127,7 @@ def assert_rel(actual, desired, rtol: float) -> None:
 def test_every_path_equals_entrywise_reference(case, bc, method, dtype, rng):
     k = case.kernel(bc, method)
     theta = rng.standard_normal(k.nparams).astype(dtype)
-    R = case.reference(theta, bc)
+    R = reference_matrix(theta, case.grid, case.stencil, bc, case.cin, case.cout, case.stride)
     m, N = R.shape
     assert k.shape == (m, N)
     assert k.in_shape == (case.cin, *case.grid)

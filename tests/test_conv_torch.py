@@ -9,13 +9,13 @@ vjp and against ``conv_transpose``; the stencil gradient against autograd's weig
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import pytest
 
 from structops import Conv
 from structops.testing import default_rtol
+
+from ._helpers import ConvCase as Case
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -24,14 +24,6 @@ BCS = ("zero", "periodic", "reflect", "replicate", "valid")
 TORCH_MODE = {"zero": "constant", "periodic": "circular", "reflect": "reflect", "replicate": "replicate"}
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-
-class Case(NamedTuple):
-    grid: tuple[int, ...]
-    stencil: tuple[int, ...]
-    cin: int
-    cout: int
-    stride: tuple[int, ...]
 
 
 CASES = {
@@ -74,7 +66,7 @@ def case(request) -> Case:
 
 @pytest.mark.parametrize("bc", BCS)
 def test_forward_adjoint_and_gradient_equal_torch(case, bc, dtype, rng):
-    k = Conv(case.grid, case.stencil, bc=bc, in_channels=case.cin, out_channels=case.cout, stride=case.stride)
+    k = case.kernel(bc)
     theta = rng.standard_normal(k.nparams).astype(dtype)
     X = rng.standard_normal((3, *k.in_shape)).astype(dtype)
     Y = rng.standard_normal((3, *k.out_shape)).astype(dtype)
@@ -99,7 +91,7 @@ def test_forward_adjoint_and_gradient_equal_torch(case, bc, dtype, rng):
 @pytest.mark.parametrize("bc", ["zero", "valid"])
 def test_adjoint_equals_conv_transpose(case, bc, dtype, rng):
     # conv_transpose is the adjoint of the valid convolution on the padded grid; zero padding crops back
-    k = Conv(case.grid, case.stencil, bc=bc, in_channels=case.cin, out_channels=case.cout, stride=case.stride)
+    k = case.kernel(bc)
     theta = rng.standard_normal(k.nparams).astype(dtype)
     Y = rng.standard_normal((2, *k.out_shape)).astype(dtype)
     w = torch.tensor(k.theta_to_torch(theta))

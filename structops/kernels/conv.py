@@ -296,9 +296,7 @@ class Conv(ParametricKernel):
     # -------------------------------------------------------------- spectra
     def _require_periodic(self, what: str) -> None:
         if self.bc != "periodic" or any(st != 1 for st in self.stride):
-            raise ValueError(
-                f"`{what}` needs bc='periodic' and stride 1 (a circulant operator); this is {self!r}."
-            )
+            raise ValueError(f"`{what}` needs bc='periodic' and stride 1 (a circulant operator); this is {self!r}.")
 
     def symbol(self, theta) -> np.ndarray:
         r"""Per-frequency ``out_channels × in_channels`` blocks of a periodic convolution.

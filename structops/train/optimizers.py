@@ -14,6 +14,7 @@ step, so every iterate is feasible.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -89,18 +90,18 @@ def _diverged(where: str, value: float) -> TrainingDiverged:
     )
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """Base class: an optimiser that runs one epoch at a time and can save its state."""
 
     name = "optimizer"
 
+    @abc.abstractmethod
     def run_epoch(self, problem: Problem, x: np.ndarray, rng: np.random.Generator, callback: Callback | None = None):
         """One epoch from ``x``; returns the new parameter vector (same dtype as ``x``)."""
-        raise NotImplementedError  # pragma: no cover
 
+    @abc.abstractmethod
     def iterations_per_epoch(self, problem: Problem) -> int:
         """Number of ``callback`` calls in one epoch (for progress bars)."""
-        raise NotImplementedError  # pragma: no cover
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The state carried between epochs (empty for stateless methods)."""
@@ -189,8 +190,9 @@ class _MiniBatch(Optimizer):
     def iterations_per_epoch(self, problem: Problem) -> int:
         return -(-problem.X.shape[0] // self.batch_size)
 
+    @abc.abstractmethod
     def _step(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        raise NotImplementedError  # pragma: no cover
+        """One update of ``x`` from the mini-batch gradient ``grad``."""
 
     def run_epoch(self, problem, x, rng, callback=None):
         perm = rng.permutation(problem.X.shape[0])

@@ -106,9 +106,7 @@ def _label(kernel: kernels.ParametricKernel) -> str:
     if type(kernel).__name__ == "Conv":
         k = kernel
         stride = f", stride {k.stride}" if any(st != 1 for st in k.stride) else ""  # type: ignore[attr-defined]
-        return (
-            f"Conv({k.grid}, {k.stencil}, {k.bc}, {k.in_channels}->{k.out_channels} ch{stride}, {k.method})"  # type: ignore[attr-defined]
-        )
+        return f"Conv({k.grid}, {k.stencil}, {k.bc}, {k.in_channels}->{k.out_channels} ch{stride}, {k.method})"  # type: ignore[attr-defined]
     if isinstance(kernel, kernels.Chain):
         return f"AvgPool∘{_label(kernel.kernel)}"
     return repr(kernel)

@@ -125,6 +125,116 @@ def _sweep(arow, xp, theta_o, shifts, S, m0, m1):  # pragma: no cover - compiled
             arow[m] += t0 * x0[m]
 
 
+@nb.njit(**_INLINE)
+def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compiled
+    """``acc[o + r, m0:m1] += sum_k theta[o + r, k] xp[k // S, m0 + shifts[k % S] : ...]``, r < 4.
+
+    Register blocking: four output rows at once, eight (then 4, 1) terms per sweep, so every
+    loaded input vector feeds four multiply-adds and every output row is loaded and stored
+    once per eight terms.
+    """
+    K = theta.shape[1]
+    n = m1 - m0
+    r0, r1, r2, r3 = acc[o, m0:m1], acc[o + 1, m0:m1], acc[o + 2, m0:m1], acc[o + 3, m0:m1]
+    th0, th1, th2, th3 = theta[o], theta[o + 1], theta[o + 2], theta[o + 3]
+    k = 0
+    while k + 8 <= K:
+        a0 = m0 + shifts[k % S]
+        x0 = xp[k // S, a0 : a0 + n]
+        a1 = m0 + shifts[(k + 1) % S]
+        x1 = xp[(k + 1) // S, a1 : a1 + n]
+        a2 = m0 + shifts[(k + 2) % S]
+        x2 = xp[(k + 2) // S, a2 : a2 + n]
+        a3 = m0 + shifts[(k + 3) % S]
+        x3 = xp[(k + 3) // S, a3 : a3 + n]
+        a4 = m0 + shifts[(k + 4) % S]
+        x4 = xp[(k + 4) // S, a4 : a4 + n]
+        a5 = m0 + shifts[(k + 5) % S]
+        x5 = xp[(k + 5) // S, a5 : a5 + n]
+        a6 = m0 + shifts[(k + 6) % S]
+        x6 = xp[(k + 6) // S, a6 : a6 + n]
+        a7 = m0 + shifts[(k + 7) % S]
+        x7 = xp[(k + 7) // S, a7 : a7 + n]
+        u00, u01, u02, u03, u04, u05, u06, u07 = (
+            th0[k + 0],
+            th0[k + 1],
+            th0[k + 2],
+            th0[k + 3],
+            th0[k + 4],
+            th0[k + 5],
+            th0[k + 6],
+            th0[k + 7],
+        )
+        u10, u11, u12, u13, u14, u15, u16, u17 = (
+            th1[k + 0],
+            th1[k + 1],
+            th1[k + 2],
+            th1[k + 3],
+            th1[k + 4],
+            th1[k + 5],
+            th1[k + 6],
+            th1[k + 7],
+        )
+        u20, u21, u22, u23, u24, u25, u26, u27 = (
+            th2[k + 0],
+            th2[k + 1],
+            th2[k + 2],
+            th2[k + 3],
+            th2[k + 4],
+            th2[k + 5],
+            th2[k + 6],
+            th2[k + 7],
+        )
+        u30, u31, u32, u33, u34, u35, u36, u37 = (
+            th3[k + 0],
+            th3[k + 1],
+            th3[k + 2],
+            th3[k + 3],
+            th3[k + 4],
+            th3[k + 5],
+            th3[k + 6],
+            th3[k + 7],
+        )
+        for m in range(n):
+            v0, v1, v2, v3, v4, v5, v6, v7 = x0[m], x1[m], x2[m], x3[m], x4[m], x5[m], x6[m], x7[m]
+            r0[m] += ((u00 * v0 + u01 * v1) + (u02 * v2 + u03 * v3)) + ((u04 * v4 + u05 * v5) + (u06 * v6 + u07 * v7))
+            r1[m] += ((u10 * v0 + u11 * v1) + (u12 * v2 + u13 * v3)) + ((u14 * v4 + u15 * v5) + (u16 * v6 + u17 * v7))
+            r2[m] += ((u20 * v0 + u21 * v1) + (u22 * v2 + u23 * v3)) + ((u24 * v4 + u25 * v5) + (u26 * v6 + u27 * v7))
+            r3[m] += ((u30 * v0 + u31 * v1) + (u32 * v2 + u33 * v3)) + ((u34 * v4 + u35 * v5) + (u36 * v6 + u37 * v7))
+        k += 8
+    while k + 4 <= K:
+        a0 = m0 + shifts[k % S]
+        a1 = m0 + shifts[(k + 1) % S]
+        a2 = m0 + shifts[(k + 2) % S]
+        a3 = m0 + shifts[(k + 3) % S]
+        x0 = xp[k // S, a0 : a0 + n]
+        x1 = xp[(k + 1) // S, a1 : a1 + n]
+        x2 = xp[(k + 2) // S, a2 : a2 + n]
+        x3 = xp[(k + 3) // S, a3 : a3 + n]
+        u00, u01, u02, u03 = th0[k], th0[k + 1], th0[k + 2], th0[k + 3]
+        u10, u11, u12, u13 = th1[k], th1[k + 1], th1[k + 2], th1[k + 3]
+        u20, u21, u22, u23 = th2[k], th2[k + 1], th2[k + 2], th2[k + 3]
+        u30, u31, u32, u33 = th3[k], th3[k + 1], th3[k + 2], th3[k + 3]
+        for m in range(n):
+            v0, v1, v2, v3 = x0[m], x1[m], x2[m], x3[m]
+            r0[m] += (u00 * v0 + u01 * v1) + (u02 * v2 + u03 * v3)
+            r1[m] += (u10 * v0 + u11 * v1) + (u12 * v2 + u13 * v3)
+            r2[m] += (u20 * v0 + u21 * v1) + (u22 * v2 + u23 * v3)
+            r3[m] += (u30 * v0 + u31 * v1) + (u32 * v2 + u33 * v3)
+        k += 4
+    while k < K:
+        a0 = m0 + shifts[k % S]
+        x0 = xp[k // S, a0 : a0 + n]
+        u00, u10, u20, u30 = th0[k], th1[k], th2[k], th3[k]
+        for m in range(n):
+            v0 = x0[m]
+            r0[m] += u00 * v0
+            r1[m] += u10 * v0
+            r2[m] += u20 * v0
+            r3[m] += u30 * v0
+        k += 1
+
+
 @nb.njit(**_OPTS)
 def forward(theta, x, runs, outruns, shifts, width, tile, blocks, out):  # pragma: no cover - compiled
     """``out[e, o, i] = sum_{c,j} theta[o, c, j] xp_e[c, outidx[i] + shifts[j]]``."""
@@ -143,8 +253,13 @@ def forward(theta, x, runs, outruns, shifts, width, tile, blocks, out):  # pragm
             acc[:] = 0
             for m0 in range(0, width, tile):
                 m1 = min(m0 + tile, width)
-                for o in range(cout):
+                o = 0
+                while o + 4 <= cout:
+                    _sweep4(acc, o, xp, theta, shifts, S, m0, m1)
+                    o += 4
+                while o < cout:
                     _sweep(acc[o, m0:m1], xp, theta[o], shifts, S, m0, m1)
+                    o += 1
             for o in range(cout):
                 for r in range(oi.shape[0]):
                     i0, p0, ln = oi[r], op[r], ol[r]
@@ -172,10 +287,14 @@ def adjoint(theta, y, runs, outruns, shifts, width, tile, injective, blocks, out
                     yw[o, p0 : p0 + ln] = y[e, o, i0 : i0 + ln]
             for m0 in range(0, Lp, tile):
                 m1 = min(m0 + tile, Lp)
-                for c in range(cin):
-                    xrow = xp[c, m0:m1]
-                    xrow[:] = 0
-                    _sweep(xrow, yw, theta[c], rev, S, m0, m1)
+                xp[:, m0:m1] = 0
+                c = 0
+                while c + 4 <= cin:
+                    _sweep4(xp, c, yw, theta, rev, S, m0, m1)
+                    c += 4
+                while c < cin:
+                    _sweep(xp[c, m0:m1], yw, theta[c], rev, S, m0, m1)
+                    c += 1
             for c in range(cin):
                 _fold(out[e, c], xp[c], rq, rs, rl, injective)
 

@@ -155,7 +155,7 @@ class Conv(ParametricKernel):
         Estimated nanoseconds per example (float64, one thread; float32 and more threads
         scale both alike)::
 
-            direct = 0.16 cin cout S W + 0.6 (cin + cout) Lp
+            direct = 0.09 cin cout S W + 0.6 (cin + cout) Lp
             fft    = a (cin + cout) L log2 L + 2 cin cout L + 0.6 (cin + cout) Lp
 
         with ``S = prod(stencil)``, ``Lp`` the padded grid, ``W`` the flat range of the
@@ -171,7 +171,7 @@ class Conv(ParametricKernel):
         L = float(np.prod(core.fft_shape(geo)))
         cin, cout = geo.cin, geo.cout
         move = 0.6 * (cin + cout) * Lp
-        per_fma = 0.16 if core.have_numba() else (1.0 if cin * cout == 1 else 0.3)
+        per_fma = 0.09 if core.have_numba() else (1.0 if cin * cout == 1 else 0.3)
         direct = per_fma * cin * cout * S * width + move
         a = 0.35 if geo.ndim == 1 else 0.75
         fft = a * (cin + cout) * L * np.log2(max(L, 2.0)) + 2.0 * cin * cout * L + move

@@ -57,7 +57,8 @@ def _fold(dst, xprow, rq, rs, rl, injective):  # pragma: no cover - compiled
         for r in range(rq.shape[0]):
             q0, s0, ln = rq[r], rs[r], rl[r]
             if s0 >= 0:
-                dst[s0 : s0 + ln] += xprow[q0 : q0 + ln]
+                for t in range(ln):
+                    dst[s0 + t] += xprow[q0 + t]
 
 
 @nb.njit(**_INLINE)

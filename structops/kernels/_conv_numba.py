@@ -38,7 +38,14 @@ def _gather(dst, srcrow, rq, rs, rl):  # pragma: no cover - compiled
     """``dst[q] = srcrow[src[q]]`` (0 where ``src[q] = -1``) from the runs of ``src``."""
     for r in range(rq.shape[0]):
         q0, s0, ln = rq[r], rs[r], rl[r]
-        if s0 < 0:
+        if ln <= 8:  # short runs (wrapped margins): scalar copies beat a slice's set-up
+            if s0 < 0:
+                for t in range(ln):
+                    dst[q0 + t] = 0
+            else:
+                for t in range(ln):
+                    dst[q0 + t] = srcrow[s0 + t]
+        elif s0 < 0:
             dst[q0 : q0 + ln] = 0
         else:
             dst[q0 : q0 + ln] = srcrow[s0 : s0 + ln]

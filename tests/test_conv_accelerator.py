@@ -19,6 +19,10 @@ CASES = [
     ((6, 7), (3, 3), "valid", 3, 2, 2),
     ((4, 5, 3), (3, 2, 3), "zero", 2, 1, 1),
     ((4, 3, 5), (2, 3, 3), "periodic", 1, 2, (2, 1, 1)),
+    # four or more channels: the register-blocked kernels and their leftover channels
+    ((9, 8), (3, 3), "zero", 5, 9, 1),
+    ((6, 7), (3, 2), "reflect", 9, 4, (2, 1)),
+    ((11,), (4,), "periodic", 8, 8, 1),
 ]
 
 

@@ -320,14 +320,17 @@ class KernelJacobian(pylops.LinearOperator):
             self._data = (self.kernel._prepare_data(self.x, self.transposed),)
         return self._data[0]
 
+    def _widened(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """``theta`` and the raw data in a wider precision (the cached state is in ``self.dtype``)."""
+        return self.theta.astype(dtype), self.x.astype(dtype)
+
     def _matvec(self, v):
         return _real_apply(self._jvp, v, self.dtype)
 
     def _jvp(self, v: np.ndarray) -> np.ndarray:
         v = v.ravel()
-        if v.dtype != self.dtype:  # a wider vector: compute from the raw data in its precision
-            theta, x = self.theta.astype(v.dtype), self.x.astype(v.dtype)
-            return self.kernel._jvp(theta, x, v, self.transposed).ravel()
+        if v.dtype != self.dtype:
+            return self.kernel._jvp(*self._widened(v.dtype), v, self.transposed).ravel()
         return self.kernel._jvp_prepared(self.theta, self._state, v, self.transposed).ravel()
 
     def _rmatvec(self, w):
@@ -338,9 +341,8 @@ class KernelJacobian(pylops.LinearOperator):
         if self.nexamples == 0:
             shape = (0, self.kernel.nparams) if per_example else (self.kernel.nparams,)
             return np.zeros(shape, dtype=w.dtype)
-        if w.dtype != self.theta.dtype:  # a wider cotangent: compute from the raw data in its precision
-            theta, x = self.theta.astype(w.dtype), self.x.astype(w.dtype)
-            return self.kernel._vjp(theta, x, w, self.transposed, per_example)
+        if w.dtype != self.dtype:
+            return self.kernel._vjp(*self._widened(w.dtype), w, self.transposed, per_example)
         return self.kernel._vjp_prepared(self.theta, self._state, w, self.transposed, per_example)
 
     def per_example(self, w) -> np.ndarray:

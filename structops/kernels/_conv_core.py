@@ -362,13 +362,6 @@ def fft_gradient_spectra(
     return np.ascontiguousarray(g).reshape((*lead, geo.cout, geo.cin, *geo.stencil)).astype(dtype, copy=False)
 
 
-def fft_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example: bool, workers: int = -1) -> np.ndarray:
-    """``d<w, S C_theta P x>/d theta`` through the FFT (cross-correlation of ``w`` and ``x``)."""
-    xf = input_spectrum(x, geo, workers)
-    wf = output_spectrum(w, geo, workers)
-    return fft_gradient_spectra(xf, wf, geo, per_example, x.dtype, workers, scratch="x")
-
-
 # ------------------------------------------------------------ flat-shift direct method
 try:  # optional accelerator: ``pip install structops[fast]``
     from . import _conv_numba as _nb

@@ -280,7 +280,7 @@ def run_case(name, cfg, dtype, args, rates, rows):
                 case=name,
                 dtype=np.dtype(dtype).name,
                 op=op,
-                method=k.method,
+                method=k.jac_method if op.startswith("Jᵀ") else k.method,
                 ours=t_ours,
                 torch_std=t_std,
                 torch_best=t_best,

@@ -443,6 +443,34 @@ def test_auto_method_is_one_of_the_two():
     assert Conv((128, 128), 15).method in METHODS
 
 
+def test_auto_method_is_chosen_separately_for_the_jacobian():
+    # a built Jacobian transforms one side only: the FFT wins at a 15x15 stencil on 128x128,
+    # a 3x3 stencil stays direct, and an explicit method sets both
+    assert Conv((128, 128), 15).jac_method == "fft"
+    assert Conv((28, 28), 3, in_channels=8, out_channels=8).jac_method == "direct"
+    assert Conv(4096, 7).jac_method == "direct"
+    for method in METHODS:
+        k = Conv((128, 128), 15, method=method)
+        assert (k.method, k.jac_method) == (method, method)
+
+
+@pytest.mark.parametrize("bc", ["zero", "periodic", "reflect", "valid"])
+def test_jacobian_with_its_own_method_matches_the_direct_one(bc, rng):
+    # an operator on direct sums with an FFT Jacobian (and the reverse) is the same map
+    mixed = Conv((9, 8), (5, 4), bc=bc, in_channels=2, out_channels=3, stride=(1, 2))
+    mixed.method, mixed.jac_method = "direct", "fft"
+    ref = Conv((9, 8), (5, 4), bc=bc, in_channels=2, out_channels=3, stride=(1, 2), method="direct")
+    theta = rng.standard_normal(ref.nparams)
+    X = rng.standard_normal((4, ref.shape[1]))
+    W = rng.standard_normal((4, ref.shape[0]))
+    v = rng.standard_normal(ref.nparams)
+    for transpose, data, cot in ((False, X, W), (True, W, X)):
+        J, Jref = mixed.jac(theta, data, transpose), ref.jac(theta, data, transpose)
+        assert_rel(J.matvec(v), Jref.matvec(v), 1e-12)
+        assert_rel(J.rmatvec(cot.ravel()), Jref.rmatvec(cot.ravel()), 1e-12)
+        assert_rel(J.per_example(cot), Jref.per_example(cot), 1e-12)
+
+
 def test_unknown_method_is_rejected():
     with pytest.raises(ValueError, match=r"`method` must be one of .*'direct'.*'fft'.*got 'gpu'"):
         Conv(8, 3, method="gpu")

@@ -42,7 +42,11 @@ class Conv(ParametricKernel):
     stride : int or sequence of int
         Output sampling step per axis.
     method : {"auto", "direct", "fft"}
-        Direct stencil sums or FFTs; ``"auto"`` picks by a cost model (``self.method``).
+        Direct stencil sums or FFTs. ``"auto"`` picks by a cost model, separately for the
+        operator (``self.method``) and for the Jacobian (``self.jac_method``): a Jacobian
+        caches the spectrum of its data once, so each of its products costs one transform
+        fewer than an operator product, and the FFT pays for it at smaller stencils. An
+        explicit ``"direct"`` or ``"fft"`` sets both.
 
     Raises
     ------
@@ -139,7 +143,8 @@ class Conv(ParametricKernel):
         self.geometry = core.ConvGeometry(grid, stencil, stride, bc, cin, cout)
         self.grid, self.stencil, self.stride, self.bc = grid, stencil, stride, bc
         self.in_channels, self.out_channels = cin, cout
-        self.method = self._choose_method() if method == "auto" else method
+        self.method = self._choose_method("op") if method == "auto" else method
+        self.jac_method = self._choose_method("jac") if method == "auto" else method
         super().__init__(cout * cin * int(np.prod(stencil)), (cin, *grid), (cout, *self.geometry.out_grid))
 
     def __repr__(self) -> str:
@@ -149,20 +154,24 @@ class Conv(ParametricKernel):
         )
 
     # --------------------------------------------------------------- cost model
-    def _choose_method(self) -> str:
+    def _choose_method(self, use: str) -> str:
         """Pick direct sums or FFTs with a cost model calibrated on measured times.
 
         Estimated nanoseconds per example (float64, one thread; float32 and more threads
         scale both alike)::
 
             direct = 0.09 cin cout S W + 0.6 (cin + cout) Lp
-            fft    = a (cin + cout) L log2 L + 2 cin cout L + 0.6 (cin + cout) Lp
+            fft    = a (cin + cout) L log2 L + 2 cin cout L + 0.6 (cin + cout) Lp   (use="op")
+            fft    = a cout L log2 L + 2 cin cout L + 0.6 (cin + cout) Lp           (use="jac")
 
         with ``S = prod(stencil)``, ``Lp`` the padded grid, ``W`` the flat range of the
         direct sums (about ``prod(out_grid)``), ``L`` the transform size and ``a`` = 0.35 in
-        1D, 0.75 in 2D/3D (pocketfft per point). Without numba the direct sums run through
-        numpy (one GEMM over channels per stencil offset), costing about 1 ns per
-        multiply-add in the single-channel case, 0.3 ns otherwise.
+        1D, 0.75 in 2D/3D (pocketfft per point). An operator product transforms its input
+        and its output; a product of a built Jacobian (``J v`` or ``J^T w``) only one side,
+        the spectrum of its data being cached, and the transform of the stencil gradient is
+        shared by all examples. Without numba the direct sums run through numpy (one GEMM
+        over channels per stencil offset), costing about 1 ns per multiply-add in the
+        single-channel case, 0.3 ns otherwise.
         """
         geo = self.geometry
         S = float(np.prod(geo.stencil))
@@ -174,7 +183,8 @@ class Conv(ParametricKernel):
         per_fma = 0.09 if core.have_numba() else (1.0 if cin * cout == 1 else 0.3)
         direct = per_fma * cin * cout * S * width + move
         a = 0.35 if geo.ndim == 1 else 0.75
-        fft = a * (cin + cout) * L * np.log2(max(L, 2.0)) + 2.0 * cin * cout * L + move
+        transformed = cin + cout if use == "op" else cout
+        fft = a * transformed * L * np.log2(max(L, 2.0)) + 2.0 * cin * cout * L + move
         return "fft" if fft < direct else "direct"
 
     # ------------------------------------------------------------------- hooks
@@ -219,7 +229,7 @@ class Conv(ParametricKernel):
     def _prepare_data(self, x, transpose):
         # FFT: the half-spectrum of the data, on the input side (padded x) or, for the
         # transposed map, on the output side (S^T x); the direct method keeps x itself
-        if self.method != "fft" or x.shape[0] == 0:
+        if self.jac_method != "fft" or x.shape[0] == 0:
             return x
         n = x.shape[0]
         geo = self.geometry
@@ -228,7 +238,7 @@ class Conv(ParametricKernel):
         return core.input_spectrum(x.reshape((n, *self.in_shape)), geo, workers=core.workers())
 
     def _jvp_prepared(self, theta, state, v, transpose):
-        if self.method != "fft" or state.shape[0] == 0:  # no spectrum: state is x itself
+        if self.jac_method != "fft" or state.shape[0] == 0:  # no spectrum: state is x itself
             return self._jvp(theta, state, v, transpose)
         # J v = K(v) x: the spectrum of v against the cached spectrum of x
         geo = self.geometry
@@ -242,7 +252,7 @@ class Conv(ParametricKernel):
 
     def _vjp_prepared(self, theta, state, w, transpose, per_example):
         geo = self.geometry
-        if self.method == "fft" and state.shape[0] > 0:
+        if self.jac_method == "fft" and state.shape[0] > 0:
             n = state.shape[0]
             if transpose:
                 # <w, K(θ)^T y> = <K(θ) w, y>: w is the input, the cached y the cotangent

@@ -19,6 +19,9 @@ from .kernels import (
     MMatrix,
     ParametricKernel,
     Softplus,
+    accelerator,
+    set_accelerator,
+    set_num_threads,
 )
 
 __version__ = "0.1.0"
@@ -36,6 +39,9 @@ __all__ = [
     "Conv",
     "AvgPool",
     "Chain",
+    "set_num_threads",
+    "set_accelerator",
+    "accelerator",
     "testing",
     "solvers",
     "train",

@@ -61,3 +61,21 @@ def test_numba_and_numpy_direct_paths_agree(case, dtype, numpy_backend):
 def test_set_accelerator_rejects_unknown_names():
     with pytest.raises(ValueError, match="name"):
         core.set_accelerator("cuda")
+
+
+def test_thread_count_is_public_validated_and_changes_no_result(rng):
+    k = structops.Conv((20, 18), (5, 5), in_channels=2, out_channels=3)
+    theta = k.random_theta(rng)
+    X = rng.standard_normal((7, k.shape[1]))
+    ref = k.apply(theta, X)
+    try:
+        structops.set_num_threads(1)
+        assert core.workers() == 1
+        np.testing.assert_allclose(k.apply(theta, X), ref, rtol=1e-13, atol=1e-13)
+        for bad in (0, -2, 1.5, "2"):
+            with pytest.raises((ValueError, TypeError), match="threads"):
+                structops.set_num_threads(bad)
+    finally:
+        structops.set_num_threads(None)
+    assert core.workers() == -1
+    assert structops.accelerator() == core.accelerator()

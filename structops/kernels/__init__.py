@@ -1,6 +1,7 @@
 """Kernel families: one module per family, all honouring :class:`ParametricKernel`'s contract."""
 
 from ._base import KernelJacobian, KernelOperator, ParametricKernel
+from ._conv_core import accelerator, set_accelerator, set_num_threads
 from .antisymmetric import Antisymmetric
 from .compose import Chain, LinearMap
 from .conv import Conv
@@ -25,4 +26,7 @@ __all__ = [
     "AvgPool",
     "Chain",
     "LinearMap",
+    "set_num_threads",
+    "set_accelerator",
+    "accelerator",
 ]

@@ -377,9 +377,18 @@ _THREADS: int | None = None
 
 
 def set_num_threads(threads: int | None) -> None:
-    """Set the threads used by the FFT and numba paths (None: every core)."""
+    """Set the threads of the convolutions' FFTs (``scipy.fft`` workers) and numba kernels.
+
+    ``None`` (the default): every core. Under MPI with several ranks per machine, give each
+    rank its share (:func:`structops.distributed.threads_per_rank`): oversubscribed cores
+    make every collective wait for a descheduled rank.
+    """
     global _THREADS
-    _THREADS = None if threads is None else int(threads)
+    if threads is not None:
+        from .._validation import check_positive_int
+
+        threads = check_positive_int(threads, "threads")
+    _THREADS = threads
     if _nb is not None:
         import numba
 

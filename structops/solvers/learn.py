@@ -27,7 +27,7 @@ from .._validation import as_float_array, check_batch, check_positive_int
 from ..kernels._base import ParametricKernel
 from .spectral import _real_scalar
 
-__all__ = ["SOLVERS", "LearnResult", "learn_stencil"]
+__all__ = ["SOLVERS", "LearnResult", "learn_stencil", "least_squares_problem"]
 
 #: The least-squares solvers :func:`learn_stencil` accepts.
 SOLVERS = ("lsqr", "lsmr")
@@ -153,41 +153,18 @@ def learn_stencil(
     >>> fit.converged, bool(np.allclose(fit.theta, theta, atol=1e-10))
     (True, True)
     """
-    if not isinstance(kernel, ParametricKernel):
-        raise TypeError(f"`kernel` must be a structops ParametricKernel, got {kernel!r}.")
-    if not kernel.linear:
-        raise TypeError(
-            f"`kernel` {kernel!r} is not affine in theta, so fitting it is not a linear least-squares problem; "
-            "use a nonlinear optimiser (e.g. scipy.optimize.least_squares with kernel.jac)."
-        )
     if solver not in SOLVERS:
         raise ValueError(f"`solver` must be one of {SOLVERS!r}, got {solver!r}.")
     damp = _real_scalar(damp, "damp", minimum=0.0)
-    dtype = as_float_array(X, "X").dtype
+    J, b, dtype = least_squares_problem(kernel, X, Y, transpose=transpose, theta0=theta0)
     eps = float(np.finfo(dtype).eps)
     atol = 100 * eps if atol is None else _real_scalar(atol, "atol", minimum=0.0)
     btol = 100 * eps if btol is None else _real_scalar(btol, "btol", minimum=0.0)
     conlim = 1.0 / (100 * eps) if conlim is None else _real_scalar(conlim, "conlim", minimum=0.0)
     maxiter = 2 * kernel.nparams + 20 if maxiter is None else check_positive_int(maxiter, "maxiter")
-    x_shape, y_shape = (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
-    x = check_batch(X, x_shape, dtype, "X")
-    y = check_batch(Y, y_shape, dtype, "Y")
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"`X` and `Y` must hold the same number of examples, got {x.shape[0]} and {y.shape[0]}.")
-
-    if theta0 is None:
-        theta0 = np.zeros(kernel.nparams, dtype=dtype)
-        try:
-            kernel._theta(theta0)
-        except ValueError:
-            theta0 = kernel.random_theta(0, dtype=dtype)
-    theta0 = kernel._theta(as_float_array(theta0, "theta0", dtype=dtype), "theta0")
-
-    J = kernel.jac(theta0, x, transpose=transpose)
-    offset = kernel.apply(theta0, x, transpose=transpose).ravel() - J.matvec(theta0)
     # scipy iterates in float64 whatever the operator's dtype (lsmr overflows casting its
     # 1e100 sentinels to float32): hand it float64 data explicitly
-    b = (y.ravel() - offset).astype(np.float64)
+    b = b.astype(np.float64)
     if solver == "lsqr":
         out = spla.lsqr(J, b, damp=damp, atol=atol, btol=btol, conlim=conlim, iter_lim=maxiter)
     else:
@@ -205,3 +182,39 @@ def learn_stencil(
         relative_residual=residual / bnorm if bnorm else 0.0,
         converged=istop in _CONVERGED,
     )
+
+
+def least_squares_problem(kernel: ParametricKernel, X, Y, *, transpose: bool = False, theta0=None):
+    r"""The linear least-squares problem :math:`\min_\theta \|J\theta - b\|` of fitting ``kernel`` to ``(X, Y)``.
+
+    Validates the arguments as :func:`learn_stencil` documents and returns ``(J, b, dtype)``:
+    the Jacobian at ``theta0`` (a :class:`~structops.kernels.KernelJacobian`), the right-hand
+    side :math:`b = \operatorname{vec}(Y) - (K(\theta_0)x_i - J\theta_0)_i` in ``dtype`` (that
+    of ``X``). Shared with :func:`structops.distributed.learn_stencil`, where each rank holds
+    its own examples.
+    """
+    if not isinstance(kernel, ParametricKernel):
+        raise TypeError(f"`kernel` must be a structops ParametricKernel, got {kernel!r}.")
+    if not kernel.linear:
+        raise TypeError(
+            f"`kernel` {kernel!r} is not affine in theta, so fitting it is not a linear least-squares problem; "
+            "use a nonlinear optimiser (e.g. scipy.optimize.least_squares with kernel.jac)."
+        )
+    dtype = as_float_array(X, "X").dtype
+    x_shape, y_shape = (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
+    x = check_batch(X, x_shape, dtype, "X")
+    y = check_batch(Y, y_shape, dtype, "Y")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"`X` and `Y` must hold the same number of examples, got {x.shape[0]} and {y.shape[0]}.")
+
+    if theta0 is None:
+        theta0 = np.zeros(kernel.nparams, dtype=dtype)
+        try:
+            kernel._theta(theta0)
+        except ValueError:
+            theta0 = kernel.random_theta(0, dtype=dtype)
+    theta0 = kernel._theta(as_float_array(theta0, "theta0", dtype=dtype), "theta0")
+
+    J = kernel.jac(theta0, x, transpose=transpose)
+    offset = kernel.apply(theta0, x, transpose=transpose).ravel() - J.matvec(theta0)
+    return J, y.ravel() - offset, dtype

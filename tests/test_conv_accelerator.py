@@ -39,8 +39,11 @@ def test_numba_and_numpy_direct_paths_agree(case, dtype, numpy_backend):
     k = structops.Conv(grid, stencil, bc=bc, in_channels=cin, out_channels=cout, stride=stride, method="direct")
     rng = np.random.default_rng(7)
     theta = rng.standard_normal(k.nparams).astype(dtype)
-    x = rng.standard_normal((5, *k.in_shape)).astype(dtype)
-    y = rng.standard_normal((5, *k.out_shape)).astype(dtype)
+    # 29 examples: several per parallel block, so the gradient kernel sweeps groups of
+    # examples laid end to end (and an uneven last group)
+    x = rng.standard_normal((29, *k.in_shape)).astype(dtype)
+    y = rng.standard_normal((29, *k.out_shape)).astype(dtype)
+    assert core._group(k.geometry, dtype) >= 4
     results = {}
     for backend in ("numba", "numpy"):
         core.set_accelerator(backend)

@@ -485,13 +485,26 @@ def flat_plan(geo: ConvGeometry) -> FlatPlan:
 TILE_BYTES = 512 * 1024
 
 
-def _tile(geo: ConvGeometry, dtype) -> int:
-    """Length of the flat range processed at once so that one tile stays in cache."""
+def _capacity(geo: ConvGeometry, dtype) -> int:
+    """Flat positions of padded input and output rows that fit in :data:`TILE_BYTES`."""
     plan = flat_plan(geo)
     reach = int(plan.shifts.max()) if plan.shifts.size else 0
-    per = TILE_BYTES // np.dtype(dtype).itemsize
-    tile = per // (geo.cin + geo.cout) - reach
-    return int(max(64, min(max(plan.width, 1), tile)))
+    return TILE_BYTES // np.dtype(dtype).itemsize // (geo.cin + geo.cout) - reach
+
+
+def _tile(geo: ConvGeometry, dtype) -> int:
+    """Length of the flat range processed at once so that one tile stays in cache."""
+    return int(max(64, min(max(flat_plan(geo).width, 1), _capacity(geo, dtype))))
+
+
+def _group(geo: ConvGeometry, dtype) -> int:
+    """Examples the gradient kernel sweeps at once: as many padded grids as fit a tile.
+
+    Only when at least four fit (small images: about 10 % faster for 8 -> 8 channels on
+    28×28, 20 % for 16 -> 16 on 16×16); with fewer it measured neutral or slower.
+    """
+    group = _capacity(geo, dtype) // max(int(np.prod(geo.padded)), 1)
+    return group if group >= 4 else 1
 
 
 def _blocks(n: int) -> int:
@@ -537,10 +550,12 @@ def numba_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example:
     S = int(np.prod(geo.stencil))
     blocks = n if per_example else max(1, _blocks(n))
     g = np.empty((blocks, geo.cout, geo.cin * S), dtype=x.dtype)
+    group = 1 if per_example else _group(geo, g.dtype)
+    tile = _tile(geo, g.dtype) if group == 1 else max(64, _capacity(geo, g.dtype))
     _nb.gradient(
         np.ascontiguousarray(x).reshape(n, geo.cin, -1),
         np.ascontiguousarray(w, dtype=x.dtype).reshape(n, geo.cout, -1),
-        plan.runs, plan.outruns, plan.shifts, plan.width, _tile(geo, g.dtype), g,
+        plan.runs, plan.outruns, plan.shifts, plan.width, tile, group, g,
     )  # fmt: skip
     g = g.reshape(blocks, geo.cout, geo.cin, S)
     return g if per_example else g.sum(0)

@@ -15,6 +15,17 @@ from ._base import ParametricKernel
 METHODS = ("auto", "direct", "fft")
 
 
+class _ConvData:
+    """What a :class:`Conv` Jacobian keeps of its data: ``x``, and its spectrum once computed."""
+
+    __slots__ = ("products", "spectrum", "x")
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        self.spectrum: np.ndarray | None = None
+        self.products = 0
+
+
 class Conv(ParametricKernel):
     r"""Multi-channel convolution :math:`K(\theta)` with a boundary condition and a stride.
 
@@ -227,42 +238,57 @@ class Conv(ParametricKernel):
         return self._vjp_prepared(theta, self._prepare_data(x, transpose), w, transpose, per_example)
 
     def _prepare_data(self, x, transpose):
-        # FFT: the half-spectrum of the data, on the input side (padded x) or, for the
-        # transposed map, on the output side (S^T x); the direct method keeps x itself
+        return _ConvData(x)
+
+    def _data_spectrum(self, state: _ConvData, transpose: bool):
+        """The half-spectrum of the Jacobian's data (None: use the direct sums).
+
+        Computed once and kept: on the input side (``x``) or, for the transposed map, on the
+        output side (``S^T x``). An operator on direct sums already found a product with two
+        transforms dearer, so its Jacobian's first product (often the only one: a gradient)
+        stays direct and the data are transformed once the Jacobian is used again.
+        """
+        x = state.x
         if self.jac_method != "fft" or x.shape[0] == 0:
-            return x
-        n = x.shape[0]
-        geo = self.geometry
-        if transpose:
-            return core.output_spectrum(x.reshape((n, *self.out_shape)), geo, workers=core.workers())
-        return core.input_spectrum(x.reshape((n, *self.in_shape)), geo, workers=core.workers())
+            return None
+        if state.spectrum is None:
+            state.products += 1
+            if self.method != "fft" and state.products == 1:
+                return None
+            n, geo = x.shape[0], self.geometry
+            if transpose:
+                state.spectrum = core.output_spectrum(x.reshape((n, *self.out_shape)), geo, workers=core.workers())
+            else:
+                state.spectrum = core.input_spectrum(x.reshape((n, *self.in_shape)), geo, workers=core.workers())
+        return state.spectrum
 
     def _jvp_prepared(self, theta, state, v, transpose):
-        if self.jac_method != "fft" or state.shape[0] == 0:  # no spectrum: state is x itself
-            return self._jvp(theta, state, v, transpose)
+        xf = self._data_spectrum(state, transpose)
+        if xf is None:
+            return self._jvp(theta, state.x, v, transpose)
         # J v = K(v) x: the spectrum of v against the cached spectrum of x
         geo = self.geometry
-        n = state.shape[0]
         spec = core.spectrum(self._stencil(v), geo)
         if transpose:
-            out = core.fft_adjoint_spectrum(spec, state, geo, workers=core.workers())
+            out = core.fft_adjoint_spectrum(spec, xf, geo, workers=core.workers())
         else:
-            out = core.fft_forward_spectrum(spec, state, geo, workers=core.workers())
-        return out.reshape(n, -1).astype(v.dtype, copy=False)
+            out = core.fft_forward_spectrum(spec, xf, geo, workers=core.workers())
+        return out.reshape(xf.shape[0], -1).astype(v.dtype, copy=False)
 
     def _vjp_prepared(self, theta, state, w, transpose, per_example):
         geo = self.geometry
-        if self.jac_method == "fft" and state.shape[0] > 0:
-            n = state.shape[0]
+        xf = self._data_spectrum(state, transpose)
+        if xf is not None:
+            n = xf.shape[0]
             if transpose:
                 # <w, K(θ)^T y> = <K(θ) w, y>: w is the input, the cached y the cotangent
                 wf = core.input_spectrum(w.reshape((n, *self.in_shape)), geo, workers=core.workers())
-                g = core.fft_gradient_spectra(wf, state, geo, per_example, w.dtype, core.workers(), scratch="x")
+                g = core.fft_gradient_spectra(wf, xf, geo, per_example, w.dtype, core.workers(), scratch="x")
             else:
                 wf = core.output_spectrum(w.reshape((n, *self.out_shape)), geo, workers=core.workers())
-                g = core.fft_gradient_spectra(state, wf, geo, per_example, w.dtype, core.workers(), scratch="w")
+                g = core.fft_gradient_spectra(xf, wf, geo, per_example, w.dtype, core.workers(), scratch="w")
             return g.reshape(n, -1) if per_example else g.reshape(-1)
-        x = state
+        x = state.x
         # <w, K(θ)^T y> = <K(θ) w, y>: the transposed map swaps the roles of data and cotangent
         if transpose:
             x, w = w, x

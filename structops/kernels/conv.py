@@ -55,9 +55,11 @@ class Conv(ParametricKernel):
     method : {"auto", "direct", "fft"}
         Direct stencil sums or FFTs. ``"auto"`` picks by a cost model, separately for the
         operator (``self.method``) and for the Jacobian (``self.jac_method``): a Jacobian
-        caches the spectrum of its data once, so each of its products costs one transform
-        fewer than an operator product, and the FFT pays for it at smaller stencils. An
-        explicit ``"direct"`` or ``"fft"`` sets both.
+        caches the spectrum of its data, so each of its products costs one transform fewer
+        than an operator product, and the FFT pays for it at smaller stencils. (When the
+        operator is direct and the Jacobian FFT, a Jacobian's first product stays direct and
+        the data are transformed once it is reused, so a one-off gradient never costs two
+        transforms.) An explicit ``"direct"`` or ``"fft"`` sets both.
 
     Raises
     ------

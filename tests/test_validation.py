@@ -90,6 +90,29 @@ def test_X_wrong_shape(kernel, transpose):
                 call(theta, X, transpose=transpose)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_X_not_finite(kernel, bad, transpose, dtype):
+    # NaN/Inf anywhere in the batch (first, middle or last entry, contiguous or not)
+    theta = theta_for(kernel, dtype)
+    size = kernel.shape[0] if transpose else kernel.shape[1]
+    for where in (0, 7 * size // 2 if size > 1 else 3, -1):
+        X = np.ones((7, size), dtype=dtype)
+        X.reshape(-1)[where] = bad
+        i, j = np.unravel_index(where % X.size, X.shape)
+        for arr in (X, np.asfortranarray(X)):
+            for call in (kernel.apply, kernel.jac):
+                with pytest.raises(ValueError, match=re.escape(f"`X` must be finite, but X[{i}, {j}] = {bad!r}")):
+                    call(theta, arr, transpose=transpose)
+
+
+def test_large_finite_X_is_accepted(dtype):
+    # entries whose sum overflows are still finite: the fast check falls back to the exact scan
+    big = np.finfo(dtype).max / 2
+    out = Diagonal(3000).apply(np.ones(3000, dtype), np.full((2, 3000), big, dtype=dtype))
+    assert np.isfinite(out).all()
+
+
 def test_X_float64_with_theta_float32(kernel):
     theta = theta_for(kernel, np.float32)
     X = np.ones((2, kernel.shape[1]))

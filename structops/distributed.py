@@ -306,7 +306,9 @@ def learn_stencil(
     _, pylops_mpi = _mpi()
     comm = _comm(base_comm)
     damp = _real_scalar(damp, "damp", minimum=0.0)
-    J, b, dtype = least_squares_problem(kernel, X_local, Y_local, transpose=transpose, theta0=theta0)
+    J, b, dtype = least_squares_problem(kernel, X_local, Y_local, transpose=transpose, theta0=theta0, allow_empty=True)
+    if comm.allreduce(J.shape[0]) == 0:
+        raise ValueError("`X_local` and `Y_local` hold no examples on any rank: there is nothing to fit theta to.")
     niter = 2 * kernel.nparams + 20 if niter is None else check_positive_int(niter, "niter")
     Op = pylops_mpi.MPIVStack([J], base_comm=comm, dtype=dtype)
     bd = scatter(b.astype(dtype, copy=False), comm)

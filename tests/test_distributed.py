@@ -115,6 +115,8 @@ def test_learn_stencil_rejects_what_the_serial_solver_rejects(rng):
         D.learn_stencil(k, X, X, damp=-1.0)
     with pytest.raises(ValueError, match="`niter`"):
         D.learn_stencil(k, X, X, niter=0)
+    with pytest.raises(ValueError, match="no examples on any rank"):
+        D.learn_stencil(k, X[:0], X[:0])
 
 
 def _mpiexec() -> str | None:

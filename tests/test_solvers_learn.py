@@ -123,3 +123,11 @@ def test_learn_validation(rng):
         learn_stencil(kernel, X.astype(np.float32), Y)
     with pytest.raises(TypeError, match="`kernel` must be a structops ParametricKernel"):
         learn_stencil(np.eye(3), X, Y)
+
+
+def test_learn_stencil_needs_examples():
+    from structops import Conv
+    from structops.solvers import learn_stencil
+
+    with pytest.raises(ValueError, match="hold no examples"):
+        learn_stencil(Conv(8, 3), np.zeros((0, 8)), np.zeros((0, 8)))

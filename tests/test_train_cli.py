@@ -61,6 +61,34 @@ def test_train_reports_clear_errors(tmp_path, capsys):
     assert "`pool` needs a layer whose output is an image" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "-1"], "`epochs` must be an integer >= 1, got -1"),
+        (["--epochs", "0"], "`epochs` must be an integer >= 1, got 0"),
+        (["--batch-size", "0"], "`batch_size` must be an integer >= 1"),
+        (["--iters", "0"], "`iters` must be an integer >= 1"),
+        (["--limit", "0"], "`limit` must be an integer >= 1"),
+        (["--channels", "0"], "`channels` must be an integer >= 1"),
+        (["--lr", "-0.1"], "`lr` must be a finite number > 0"),
+        (["--reg-theta", "nan"], "`reg_theta` must be a finite number >= 0, got nan"),
+        (["--reg-w", "-1"], "`reg_W` must be a finite number >= 0"),
+    ],
+)
+def test_train_rejects_bad_numbers_before_training(args, message, capsys):
+    assert main(["train", *args, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_config_validates_python_callers_too():
+    from structops.train import TrainConfig
+
+    with pytest.raises(ValueError, match="`dtype` must be 'float64' or 'float32'"):
+        TrainConfig(dtype="float16")
+    with pytest.raises(TypeError, match="`epochs` must be an integer"):
+        TrainConfig(epochs=2.5)
+
+
 def test_compare_prints_a_table(capsys):
     argv = ["compare", "--epochs", "1", "--iters", "4", "--limit", "150", "--families", "dense", "mmatrix", "conv"]
     assert main(argv) == 0

@@ -184,14 +184,16 @@ def learn_stencil(
     )
 
 
-def least_squares_problem(kernel: ParametricKernel, X, Y, *, transpose: bool = False, theta0=None):
+def least_squares_problem(
+    kernel: ParametricKernel, X, Y, *, transpose: bool = False, theta0=None, allow_empty: bool = False
+):
     r"""The linear least-squares problem :math:`\min_\theta \|J\theta - b\|` of fitting ``kernel`` to ``(X, Y)``.
 
     Validates the arguments as :func:`learn_stencil` documents and returns ``(J, b, dtype)``:
     the Jacobian at ``theta0`` (a :class:`~structops.kernels.KernelJacobian`), the right-hand
     side :math:`b = \operatorname{vec}(Y) - (K(\theta_0)x_i - J\theta_0)_i` in ``dtype`` (that
     of ``X``). Shared with :func:`structops.distributed.learn_stencil`, where each rank holds
-    its own examples.
+    its own examples (and may hold none: ``allow_empty``).
     """
     if not isinstance(kernel, ParametricKernel):
         raise TypeError(f"`kernel` must be a structops ParametricKernel, got {kernel!r}.")
@@ -206,6 +208,8 @@ def least_squares_problem(kernel: ParametricKernel, X, Y, *, transpose: bool = F
     y = check_batch(Y, y_shape, dtype, "Y")
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"`X` and `Y` must hold the same number of examples, got {x.shape[0]} and {y.shape[0]}.")
+    if x.shape[0] == 0 and not allow_empty:
+        raise ValueError("`X` and `Y` hold no examples: there is nothing to fit theta to.")
 
     if theta0 is None:
         theta0 = np.zeros(kernel.nparams, dtype=dtype)

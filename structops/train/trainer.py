@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import kernels
-from .._validation import check_int_tuple
+from .._validation import check_int_tuple, check_positive_int
 from ..kernels._base import ParametricKernel
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import Dataset, load_digits, load_mnist
@@ -111,6 +111,23 @@ class TrainConfig:
     data: str | None = None
     limit: int | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "epochs", "batch_size"):
+            check_positive_int(getattr(self, name), name)
+        for name in ("hidden", "iters", "limit"):
+            if getattr(self, name) is not None:
+                check_positive_int(getattr(self, name), name)
+        for name in ("reg_theta", "reg_W"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float, np.floating)) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
+        if self.lr is not None and not (
+            isinstance(self.lr, (int, float, np.floating)) and np.isfinite(self.lr) and self.lr > 0
+        ):
+            raise ValueError(f"`lr` must be a finite number > 0, got {self.lr!r}.")
+        if self.dtype not in ("float64", "float32"):
+            raise ValueError(f"`dtype` must be 'float64' or 'float32', got {self.dtype!r}.")
 
     def to_dict(self) -> dict:
         """A JSON-compatible dict."""

@@ -500,7 +500,7 @@ def _tile(geo: ConvGeometry, dtype) -> int:
 def _group(geo: ConvGeometry, dtype) -> int:
     """Examples the gradient kernel sweeps at once: as many padded grids as fit a tile.
 
-    Only when at least four fit (small images: about 10 % faster for 8 -> 8 channels on
+    Only when at least four fit (small images: 0-10 % faster for 8 -> 8 channels on
     28×28, 20 % for 16 -> 16 on 16×16); with fewer it measured neutral or slower.
     """
     group = _capacity(geo, dtype) // max(int(np.prod(geo.padded)), 1)

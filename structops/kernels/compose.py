@@ -234,6 +234,27 @@ class Chain(ParametricKernel):
             return self.kernel._vjp(theta, self._outer(x, True), w, True, per_example)
         return self.kernel._vjp(theta, x, self._outer(w, True), False, per_example)
 
+    # the inner family's cached states pass through: what depends only on theta (e.g. its
+    # spectrum) once per operator, what depends only on the data (e.g. the spectrum of the
+    # examples, and A^T x for the transposed map) once per Jacobian
+    def _prepare(self, theta):
+        return self.kernel._prepare(theta)
+
+    def _apply_prepared(self, state, x, transpose):
+        if transpose:
+            return self.kernel._apply_prepared(state, self._outer(x, True), True)
+        return self._outer(self.kernel._apply_prepared(state, x, False), False)
+
+    def _prepare_data(self, x, transpose):
+        return self.kernel._prepare_data(self._outer(x, True) if transpose else x, transpose)
+
+    def _jvp_prepared(self, theta, state, v, transpose):
+        y = self.kernel._jvp_prepared(theta, state, v, transpose)
+        return y if transpose else self._outer(y, False)
+
+    def _vjp_prepared(self, theta, state, w, transpose, per_example):
+        return self.kernel._vjp_prepared(theta, state, w if transpose else self._outer(w, True), transpose, per_example)
+
     def _dense(self, theta):
         inner = self.kernel._dense(theta)  # (m_K, N)
         return np.ascontiguousarray(self._outer(np.ascontiguousarray(inner.T), False).T)

@@ -9,7 +9,7 @@ import pylops
 import pytest
 import scipy.sparse as sp
 
-from structops.kernels import Antisymmetric, Conv, Dense, Diagonal, LinearKernel, MMatrix, ParametricKernel, Softplus
+from structops.kernels import Antisymmetric, Dense, Diagonal, LinearKernel, MMatrix, ParametricKernel, Softplus
 from structops.kernels.compose import Chain, LinearMap
 from structops.kernels.pooling import AvgPool
 from structops.testing import check_kernel, default_rtol
@@ -261,42 +261,3 @@ def test_pooled_conv_matches_torch(rng):
     weight = torch.tensor(theta.reshape(3, 2, 3, 3)[:, :, ::-1, ::-1].copy())  # K(θ) is torch's conv with flipped θ
     ref = torch.nn.functional.avg_pool2d(torch.nn.functional.conv2d(torch.tensor(X), weight, padding=1), 2)
     np.testing.assert_allclose(chain.apply(theta, X), ref.numpy(), rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("transpose", [False, True])
-def test_chain_jacobian_reuses_the_inner_cached_spectrum(transpose, monkeypatch, rng):
-    # AvgPool ∘ Conv with an FFT Jacobian: the spectrum of the examples is computed once per
-    # Jacobian, and the cached products equal the uncached ones
-    from structops.kernels import _conv_core as core
-
-    conv = Conv((8, 6), (3, 3), bc="periodic", out_channels=2, method="fft")
-    chain = Chain(AvgPool((8, 6), 2, channels=2), conv)
-    theta = rng.standard_normal(chain.nparams)
-    rows_in, rows_out = chain.shape if transpose else chain.shape[::-1]
-    X = rng.standard_normal((5, rows_in))
-    W = rng.standard_normal((5, rows_out))
-    v = rng.standard_normal(chain.nparams)
-    calls = {"n": 0}
-    for name in ("input_spectrum", "output_spectrum"):
-        real = getattr(core, name)
-
-        def counted(*args, _real=real, **kwargs):
-            calls["n"] += 1
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(core, name, counted)
-    J = chain.jac(theta, X, transpose=transpose)
-    first = (J.matvec(v), J.rmatvec(W.ravel()), J.per_example(W))
-    n_first = calls["n"]
-    again = (J.matvec(v), J.rmatvec(W.ravel()), J.per_example(W))
-    # the data spectrum once, then one transform of w per gradient (J v transforms v's stencil)
-    assert n_first == 3
-    assert calls["n"] - n_first == 2
-    ref = (
-        chain._jvp(theta, X, v, transpose).ravel(),
-        chain._vjp(theta, X, W, transpose, False),
-        chain._vjp(theta, X, W, transpose, True),
-    )
-    for a, b, c in zip(first, again, ref):
-        np.testing.assert_allclose(a.ravel(), c.ravel(), rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(b.ravel(), c.ravel(), rtol=1e-12, atol=1e-12)

@@ -1,0 +1,79 @@
+"""Wrapper families (Chain, Softplus) reuse the cached states of the family they wrap.
+
+A convolution with an FFT Jacobian transforms its examples once per Jacobian; wrapped in a
+pooling ``Chain`` or a ``Softplus`` reparametrisation it must still do so (not once per
+product), and the cached products must equal the uncached hooks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from structops import AvgPool, Chain, Conv, Softplus
+from structops.kernels import _conv_core as core
+from structops.testing import check_kernel
+
+
+def _conv():
+    return Conv((8, 6), (3, 3), bc="periodic", out_channels=2, method="fft")
+
+
+WRAPPERS = {
+    "chain": lambda: Chain(AvgPool((8, 6), 2, channels=2), _conv()),
+    "softplus": lambda: Softplus(_conv()),
+}
+
+
+@pytest.fixture
+def transforms(monkeypatch):
+    """Counts the batched transforms of examples or cotangents (not of stencils)."""
+    calls = {"n": 0}
+    for name in ("input_spectrum", "output_spectrum"):
+        real = getattr(core, name)
+
+        def counted(*args, _real=real, **kwargs):
+            calls["n"] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(core, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+def test_wrapped_jacobian_transforms_its_data_once(wrapper, transpose, transforms, rng):
+    k = WRAPPERS[wrapper]()
+    theta = rng.standard_normal(k.nparams)
+    rows_in, rows_out = k.shape if transpose else k.shape[::-1]
+    X = rng.standard_normal((5, rows_in))
+    W = rng.standard_normal((5, rows_out))
+    v = rng.standard_normal(k.nparams)
+    J = k.jac(theta, X, transpose=transpose)
+    first = (J.matvec(v), J.rmatvec(W.ravel()), J.per_example(W))
+    n_first = transforms["n"]
+    again = (J.matvec(v), J.rmatvec(W.ravel()), J.per_example(W))
+    # the data once, then one transform of w per gradient (J v transforms the stencil v)
+    assert (n_first, transforms["n"] - n_first) == (3, 2)
+    ref = (
+        k._jvp(theta, X, v, transpose).ravel(),
+        k._vjp(theta, X, W, transpose, False),
+        k._vjp(theta, X, W, transpose, True),
+    )
+    for a, b, c in zip(first, again, ref):
+        np.testing.assert_allclose(a.ravel(), c.ravel(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(b.ravel(), c.ravel(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+def test_wrapped_operator_uses_the_inner_spectrum(wrapper, rng):
+    k = WRAPPERS[wrapper]()
+    theta = rng.standard_normal(k.nparams)
+    X = rng.standard_normal((3, k.shape[1]))
+    np.testing.assert_allclose(k.op(theta).matmat(X.T).T, k.apply(theta, X).reshape(3, -1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+def test_wrapped_fft_convolutions_pass_check_kernel(wrapper, dtype):
+    report = check_kernel(WRAPPERS[wrapper](), dtype=dtype, rng=0)
+    assert report.passed, str(report)

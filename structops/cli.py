@@ -95,6 +95,7 @@ def builtin_kernels(quick: bool = False) -> list[kernels.ParametricKernel]:
             Conv((4, 5, 3), (3, 2, 3), bc="periodic", in_channels=2, out_channels=1),
             Conv((10, 9), (7, 7), bc="zero", method="fft"),
             kernels.Chain(kernels.AvgPool((8,), 4, channels=3), Conv((8,), 5, bc="periodic", out_channels=3)),
+            kernels.Softplus(Conv((6, 6), (3, 3), bc="zero", method="fft")),  # a nonnegative stencil
         ]
     return fams
 
@@ -109,6 +110,8 @@ def _label(kernel: kernels.ParametricKernel) -> str:
         return f"Conv({k.grid}, {k.stencil}, {k.bc}, {k.in_channels}->{k.out_channels} ch{stride}, {k.method})"  # type: ignore[attr-defined]
     if isinstance(kernel, kernels.Chain):
         return f"AvgPool∘{_label(kernel.kernel)}"
+    if isinstance(kernel, kernels.Softplus):
+        return f"Softplus({_label(kernel.kernel)})"
     return repr(kernel)
 
 

@@ -65,8 +65,11 @@ def check_finite_fast(arr: np.ndarray, name: str) -> None:
 _ROW = 1024
 
 
-def check_theta(theta, nparams: int, name: str = "theta") -> np.ndarray:
-    """Validate a parameter vector: real float, 1-D (or flattenable), length ``nparams``, finite.
+def check_theta(theta, nparams: int, name: str = "theta", shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Validate a parameter vector: real float, length ``nparams``, finite.
+
+    1-D, or of the family's natural ``shape`` (flattened C-order, e.g. a convolution's weight
+    array); any other shape is an error, never silently reshaped.
 
     Integers are cast to float64; float32 and float64 are kept as they are.
 
@@ -81,10 +84,14 @@ def check_theta(theta, nparams: int, name: str = "theta") -> np.ndarray:
     """
     arr = as_float_array(theta, name)
     if arr.ndim != 1:
-        if arr.size == nparams and arr.ndim > 1:
-            arr = arr.reshape(-1)
-        else:
-            raise ValueError(f"`{name}` must be a vector of length {nparams}, got an array of shape {arr.shape}.")
+        natural = shape is not None and len(shape) > 1 and arr.shape == tuple(shape)
+        if not natural:
+            hint = f" or an array of shape {tuple(shape)}" if shape is not None and len(shape) > 1 else ""
+            raise ValueError(
+                f"`{name}` must be a vector of length {nparams}{hint}, got an array of shape {arr.shape} "
+                "(flatten it yourself in the family's documented order: nothing is reshaped silently)."
+            )
+        arr = arr.reshape(-1)
     if arr.shape[0] != nparams:
         raise ValueError(f"`{name}` must have length nparams = {nparams}, got length {arr.shape[0]}.")
     check_finite(arr, name)

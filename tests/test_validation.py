@@ -58,9 +58,21 @@ def test_theta_2d_wrong_size(kernel):
             call()
 
 
-def test_theta_2d_right_size_is_flattened():
-    k = Dense(2, 2)
-    np.testing.assert_array_equal(k.matrix(np.arange(4.0).reshape(2, 2)), k.matrix(np.arange(4.0)))
+def test_theta_2d_of_the_right_size_is_not_reshaped_silently():
+    # a matrix for Dense would be read in the wrong order (theta is vec(K), column-major)
+    with pytest.raises(ValueError, match=r"`theta` must be a vector of length 4, got an array of shape \(2, 2\)"):
+        Dense(2, 2).matrix(np.arange(4.0).reshape(2, 2))
+
+
+def test_conv_theta_may_be_its_weight_array():
+    from structops import Conv
+
+    k = Conv((5, 4), (3, 2), in_channels=2, out_channels=3)
+    assert k.theta_shape == (3, 2, 3, 2)
+    w = np.arange(36.0).reshape(k.theta_shape)
+    np.testing.assert_array_equal(k.matrix(w), k.matrix(w.ravel()))
+    with pytest.raises(ValueError, match=r"or an array of shape \(3, 2, 3, 2\)"):
+        k.matrix(w.reshape(6, 6))
 
 
 @pytest.mark.parametrize("bad_dtype", [np.complex128, np.complex64, np.float16, bool, object])
@@ -251,3 +263,42 @@ def test_matrix_refuses_huge_dense(monkeypatch):
         k.matrix(np.zeros(16))
     # apply never densifies
     assert k.apply(np.zeros(16), np.ones((1, 4))).shape == (1, 4)
+
+
+def test_operator_and_jacobian_copy_theta():
+    # an in-place update of the caller's theta (as an optimiser does) changes neither
+    from structops import Conv
+
+    for method in ("direct", "fft"):
+        k = Conv((6, 5), (3, 3), method=method)
+        theta = np.arange(9.0)
+        X = np.ones((2, 30))
+        op, J = k.op(theta), k.jac(theta, X)
+        before = (op @ X[0], J.rmatvec(np.ones(60)), op.todense())
+        theta *= -3.0
+        np.testing.assert_array_equal(op @ X[0], before[0])
+        np.testing.assert_array_equal(J.rmatvec(np.ones(60)), before[1])
+        np.testing.assert_array_equal(op.todense(), before[2])
+
+
+@pytest.mark.parametrize("bad", ["no", 0, 1, None])
+def test_transpose_must_be_a_bool(bad):
+    k = Diagonal(2)
+    for call in (k.apply, k.jac):
+        with pytest.raises(TypeError, match=r"`transpose` must be True or False"):
+            call(np.ones(2), np.ones((1, 2)), transpose=bad)
+
+
+@pytest.mark.parametrize("bad_dtype", [bool, np.float16, np.complex128])
+def test_per_example_w_bad_dtype(bad_dtype):
+    J = Diagonal(2).jac(np.ones(2), np.ones((3, 2)))
+    with pytest.raises(TypeError, match="`w` must be a real float32 or float64 array"):
+        J.per_example(np.ones((3, 2), dtype=bad_dtype))
+
+
+def test_per_example_w_not_finite():
+    J = Diagonal(2).jac(np.ones(2), np.ones((3, 2)))
+    w = np.ones((3, 2))
+    w[1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"`w` must be finite, but w\[1, 0\] = inf"):
+        J.per_example(w)

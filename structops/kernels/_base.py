@@ -25,7 +25,7 @@ import numpy as np
 import pylops
 import scipy.sparse as sp
 
-from .._validation import check_batch, check_theta
+from .._validation import as_float_array, check_batch, check_finite_fast, check_theta
 
 #: Largest number of entries :meth:`ParametricKernel.matrix` builds (8 GiB in float64).
 MAX_DENSE_ENTRIES = 2**30
@@ -124,6 +124,11 @@ class ParametricKernel(abc.ABC):
 
     # ------------------------------------------------------------ properties
     @property
+    def theta_shape(self) -> tuple[int, ...]:
+        """Shape in which ``theta`` may also be passed (flattened C-order); ``(nparams,)`` by default."""
+        return (self.nparams,)
+
+    @property
     def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Lower and upper bounds on ``theta`` (arrays of length ``p``), or None if unconstrained."""
         return None
@@ -152,7 +157,7 @@ class ParametricKernel(abc.ABC):
 
     # ------------------------------------------------------------- contract
     def _theta(self, theta, name: str = "theta") -> np.ndarray:
-        theta = check_theta(theta, self.nparams, name)
+        theta = check_theta(theta, self.nparams, name, self.theta_shape)
         self._check_constraints(theta)
         return theta
 
@@ -181,8 +186,12 @@ class ParametricKernel(abc.ABC):
         return self._dense(theta)
 
     def op(self, theta) -> KernelOperator:
-        """Return ``K(theta)`` as a pylops ``LinearOperator`` with a structured adjoint."""
-        return KernelOperator(self, self._theta(theta))
+        """Return ``K(theta)`` as a pylops ``LinearOperator`` with a structured adjoint.
+
+        ``theta`` is copied: changing the caller's array afterwards (e.g. an optimiser's
+        in-place update) does not change the operator.
+        """
+        return KernelOperator(self, self._theta(theta).copy())
 
     def apply(self, theta, X, transpose: bool = False) -> np.ndarray:
         """Apply ``K(theta)`` (or its transpose) to every example of a batch.
@@ -201,10 +210,11 @@ class ParametricKernel(abc.ABC):
         numpy.ndarray, shape (n, *out_shape)
             ``K(theta) x_i`` for each example (``(n, *in_shape)`` with ``transpose``).
         """
+        transpose = _check_flag(transpose, "transpose")
         theta = self._theta(theta)
         x_shape, y_shape = self._io_shapes(transpose)
         x = check_batch(X, x_shape, theta.dtype)
-        y = self._apply(theta, x, bool(transpose))
+        y = self._apply(theta, x, transpose)
         return y.reshape((x.shape[0], *y_shape))
 
     def jac(self, theta, X, transpose: bool = False) -> KernelJacobian:
@@ -216,14 +226,27 @@ class ParametricKernel(abc.ABC):
             pylops ``LinearOperator`` of shape ``(n * prod(out_shape), p)``: ``J @ v`` is the
             directional derivative, ``J.H @ w`` the gradient summed over the examples and
             ``J.per_example(w)`` the per-example gradients, shape ``(n, p)``.
+
+        Notes
+        -----
+        ``theta`` is copied; the batch ``X`` is not (it can be large): the Jacobian reads it,
+        or caches what it derives from it, so do not modify ``X`` in place while ``J`` is in use.
         """
-        theta = self._theta(theta)
+        transpose = _check_flag(transpose, "transpose")
+        theta = self._theta(theta).copy()
         x_shape, _ = self._io_shapes(transpose)
         x = check_batch(X, x_shape, theta.dtype)
-        return KernelJacobian(self, theta, x, bool(transpose))
+        return KernelJacobian(self, theta, x, transpose)
 
     def _io_shapes(self, transpose: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return (self.out_shape, self.in_shape) if transpose else (self.in_shape, self.out_shape)
+
+
+def _check_flag(value, name: str) -> bool:
+    """``value`` as a bool; anything but True/False (e.g. the string ``"no"``) is an error."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
 
 
 def _real_apply(fn, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -353,6 +376,10 @@ class KernelJacobian(pylops.LinearOperator):
         w : array_like, shape (n * prod(out_shape),) or (n, *out_shape)
         """
         w = np.asarray(w)
+        if w.dtype.kind in "iu":
+            w = w.astype(self.dtype)
+        w = as_float_array(w, "w")
         if w.size != self.shape[0]:
             raise ValueError(f"`w` must have {self.shape[0]} entries (n * prod(out_shape)), got shape {w.shape}.")
-        return self._grad(w.astype(self.dtype, copy=False) if w.dtype.kind in "iu" else w, per_example=True)
+        check_finite_fast(w, "w")
+        return self._grad(w, per_example=True)

@@ -166,6 +166,11 @@ class Conv(ParametricKernel):
             f"out_channels={self.out_channels}, stride={self.stride}, method={self.method!r})"
         )
 
+    @property
+    def theta_shape(self) -> tuple[int, ...]:
+        """``(out_channels, in_channels, *stencil)``: ``theta`` may be passed as this array."""
+        return (self.out_channels, self.in_channels, *self.stencil)
+
     # --------------------------------------------------------------- cost model
     def _choose_method(self, use: str) -> str:
         """Pick direct sums or FFTs with a cost model calibrated on measured times.

@@ -299,3 +299,9 @@ def test_input_is_never_modified(window, rng):
     Y[...] = 0.0  # the output owns its memory
     (w0, w1) = window
     np.testing.assert_allclose(pool.apply(X), X.reshape(3, 2, 4 // w0, w0, 6 // w1, w1).mean(axis=(3, 5)), rtol=1e-15)
+
+
+@pytest.mark.parametrize("bad", [int, np.int32, bool, np.float16, complex])
+def test_pooling_dtype_must_be_float32_or_float64(bad):
+    with pytest.raises(TypeError, match="`dtype` must be float32 or float64"):
+        AvgPool((4, 4), 2, dtype=bad)

@@ -131,3 +131,32 @@ def test_learn_stencil_needs_examples():
 
     with pytest.raises(ValueError, match="hold no examples"):
         learn_stencil(Conv(8, 3), np.zeros((0, 8)), np.zeros((0, 8)))
+
+
+@pytest.mark.parametrize("damp", [0.0, 0.5])
+def test_bounded_family_is_fitted_within_its_bounds(damp, rng):
+    # an M-matrix needs theta >= 0: the unconstrained least-squares fit of noisy data with a
+    # zero coupling goes negative, the bounded one stays feasible and matches a reference
+    from scipy.optimize import lsq_linear
+
+    from structops import MMatrix
+    from structops.solvers import learn_stencil
+
+    k = MMatrix(3)
+    theta = np.array([1.0, 0.0, 2.0, 0.0, 0.5, 3.0])
+    X = rng.standard_normal((6, 3))
+    Y = k.apply(theta, X).reshape(6, -1) + 0.3 * rng.standard_normal((6, 3))
+    fit = learn_stencil(k, X, Y, damp=damp)
+    assert fit.converged
+    assert (fit.theta >= 0).all()
+    # reference: the dense Jacobian from Q, with the damping rows stacked below
+    A = k.jac(np.zeros(6), X).todense()
+    rhs = Y.ravel()
+    if damp:
+        A, rhs = np.vstack([A, damp * np.eye(6)]), np.concatenate([rhs, np.zeros(6)])
+    ref = lsq_linear(A, rhs, bounds=(0, np.inf), method="bvls").x
+    np.testing.assert_allclose(fit.theta, ref, atol=1e-6)
+    free = np.linalg.lstsq(A, rhs, rcond=None)[0]
+    # lsq_linear exactly when the unconstrained fit leaves the bounds (it does without damping)
+    assert fit.solver == ("lsq_linear" if (free < 0).any() else "lsqr")
+    assert damp or (free < 0).any(), "the data should push the unconstrained fit out of the bounds"

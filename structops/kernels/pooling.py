@@ -126,6 +126,8 @@ class AvgPool(pylops.LinearOperator):
         self._expand = (self.channels, *(s for go in self.grid_out for s in (go, 1)))
         self.in_shape = (self.channels, *self.grid)
         self.out_shape = (self.channels, *self.grid_out)
+        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"`dtype` must be float32 or float64 (averages are not integers), got {np.dtype(dtype)}.")
         super().__init__(dtype=np.dtype(dtype), dims=self.in_shape, dimsd=self.out_shape, name=name)
 
     def __repr__(self) -> str:

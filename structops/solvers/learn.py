@@ -99,7 +99,11 @@ def learn_stencil(
         Tikhonov damping :math:`d \ge 0`: minimise :math:`\|J\theta - b\|^2 + d^2\|\theta\|^2`.
     solver : {"lsqr", "lsmr"}
         ``scipy.sparse.linalg.lsqr`` or ``lsmr`` (the latter's residual :math:`\|J^\top r\|`
-        decreases monotonically, so early stopping is safer with noise).
+        decreases monotonically, so early stopping is safer with noise). For families with
+        bounds (``kernel.bounds``, e.g. ``MMatrix``: :math:`\theta \ge 0`) whose unconstrained
+        fit leaves them, the fit is redone within the bounds by ``scipy.optimize.lsq_linear``
+        (``solver="lsq_linear"`` in the result, its ``status`` as ``istop``): the fitted
+        parameters always satisfy the constraint.
     transpose : bool, optional
         Fit :math:`y_i \approx K(\theta)^\top x_i` instead.
     atol, btol : float, optional
@@ -171,6 +175,8 @@ def learn_stencil(
         out = spla.lsmr(J, b, damp=damp, atol=atol, btol=btol, conlim=conlim, maxiter=maxiter)
     theta = np.asarray(out[0]).astype(dtype, copy=False)
     istop, itn = int(out[1]), int(out[2])
+    if kernel.bounds is not None and not _within(theta, kernel.bounds):
+        return _bounded_fit(kernel, J, b, damp, atol, maxiter, dtype)
     residual = float(np.linalg.norm(J.matvec(theta) - b))
     bnorm = float(np.linalg.norm(b))
     return LearnResult(
@@ -222,3 +228,39 @@ def least_squares_problem(
     J = kernel.jac(theta0, x, transpose=transpose)
     offset = kernel.apply(theta0, x, transpose=transpose).ravel() - J.matvec(theta0)
     return J, y.ravel() - offset, dtype
+
+
+def _within(theta: np.ndarray, bounds) -> bool:
+    lower, upper = bounds
+    return bool(np.all(theta >= lower) and np.all(theta <= upper))
+
+
+def _bounded_fit(kernel: ParametricKernel, J, b: np.ndarray, damp: float, tol: float, maxiter: int, dtype):
+    r"""Least squares within the family's bounds (e.g. ``MMatrix``: theta >= 0).
+
+    ``scipy.optimize.lsq_linear`` (trust-region reflective, matrix-free lsmr steps) on
+    :math:`[J; dI]\theta \approx [b; 0]`.
+    """
+    import pylops
+    from scipy.optimize import lsq_linear
+
+    lower, upper = (np.asarray(v, dtype=np.float64) for v in kernel.bounds)
+    A = J if damp == 0 else pylops.VStack([J, damp * pylops.Identity(kernel.nparams, dtype=J.dtype)])
+    rhs = b if damp == 0 else np.concatenate([b, np.zeros(kernel.nparams)])
+    tol = max(tol, 1e-15)
+    A = spla.aslinearoperator(A)  # lsq_linear recognises scipy's operators only
+    out = lsq_linear(
+        A, rhs, bounds=(lower, upper), method="trf", lsq_solver="lsmr", lsmr_tol=tol, tol=tol, max_iter=maxiter
+    )
+    theta = np.clip(out.x, lower, upper).astype(dtype, copy=False)
+    residual = float(np.linalg.norm(J.matvec(theta) - b))
+    bnorm = float(np.linalg.norm(b))
+    return LearnResult(
+        theta=theta,
+        solver="lsq_linear",
+        istop=int(out.status),
+        itn=int(out.nit),
+        residual_norm=residual,
+        relative_residual=residual / bnorm if bnorm else 0.0,
+        converged=out.status > 0,
+    )

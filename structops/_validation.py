@@ -13,11 +13,12 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def as_float_array(a, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+def as_float_array(a, name: str, dtype: np.dtype | None = None, source: str = "theta") -> np.ndarray:
     """Return ``a`` as a float32/float64 array, casting integers, rejecting other dtypes.
 
     With ``dtype`` given, a floating array of another precision is an error (nothing is
-    silently up- or down-cast); integer input is cast to ``dtype``.
+    silently up- or down-cast; ``source`` names the argument that set the precision); integer
+    input is cast to ``dtype``.
     """
     arr = np.asarray(a)
     kind = arr.dtype.kind
@@ -28,7 +29,7 @@ def as_float_array(a, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     if dtype is not None and arr.dtype != np.dtype(dtype):
         raise TypeError(
             f"`{name}` has dtype {arr.dtype} but the computation runs in "
-            f"{np.dtype(dtype)} (the dtype of `theta`); pass both in the same precision, "
+            f"{np.dtype(dtype)} (the dtype of `{source}`); pass both in the same precision, "
             f"e.g. `{name}.astype(np.{np.dtype(dtype)})`."
         )
     return arr
@@ -98,7 +99,7 @@ def check_theta(theta, nparams: int, name: str = "theta", shape: tuple[int, ...]
     return arr
 
 
-def check_batch(x, example_shape: Sequence[int], dtype: np.dtype, name: str = "X") -> np.ndarray:
+def check_batch(x, example_shape: Sequence[int], dtype: np.dtype, name: str = "X", source: str = "theta") -> np.ndarray:
     """Validate a batch of examples and return it as an ``(n, prod(example_shape))`` array.
 
     Accepts ``(n, *example_shape)`` or ``(n, prod(example_shape))``; the dtype must be
@@ -113,7 +114,7 @@ def check_batch(x, example_shape: Sequence[int], dtype: np.dtype, name: str = "X
     ...
     ValueError: `X` must hold examples along its first axis with shape (n, 3), got shape (5, 4).
     """
-    arr = as_float_array(x, name, dtype=dtype)
+    arr = as_float_array(x, name, dtype=dtype, source=source)
     example_shape = tuple(int(s) for s in example_shape)
     size = int(np.prod(example_shape))
     if arr.ndim >= 1 and (arr.shape[1:] == example_shape or (arr.ndim == 2 and arr.shape[1] == size)):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import as_float_array
+from ._validation import as_float_array, check_finite
 from .kernels._base import ParametricKernel
 
 __all__ = [
@@ -257,7 +257,8 @@ def taylor_test(
     TypeError
         If ``theta`` or ``v`` is not real.
     ValueError
-        If ``v`` does not match ``theta``, or ``h0``, ``nsteps`` or ``factor`` is out of range.
+        If ``theta`` or ``v`` holds NaN/Inf, ``v`` is zero or does not match ``theta``, or ``h0``,
+        ``nsteps`` or ``factor`` is out of range.
 
     Notes
     -----
@@ -281,6 +282,7 @@ def taylor_test(
     False
     """
     theta = as_float_array(theta, "theta")
+    check_finite(theta, "theta")
     dtype = theta.dtype
     if not (np.isfinite(h0) and h0 > 0):
         raise ValueError(f"`h0` must be a positive step, got {h0!r}.")
@@ -298,6 +300,9 @@ def taylor_test(
         raise TypeError(f"`v` must be real, got dtype {v.dtype}.")
     if v.size != theta.size:
         raise ValueError(f"`v` must have the size of theta ({theta.size}), got shape {v.shape}.")
+    check_finite(as_float_array(v, "v"), "v")
+    if not np.any(v):
+        raise ValueError("`v` is zero: every Jacobian passes a Taylor test along it; pass a nonzero direction.")
     v = v.reshape(theta.shape).astype(dtype)
     apply_j = jvp.matvec if hasattr(jvp, "matvec") else jvp
     f0 = np.asarray(f(theta), dtype=np.float64).ravel()

@@ -160,3 +160,13 @@ def test_bounded_family_is_fitted_within_its_bounds(damp, rng):
     # lsq_linear exactly when the unconstrained fit leaves the bounds (it does without damping)
     assert fit.solver == ("lsq_linear" if (free < 0).any() else "lsqr")
     assert damp or (free < 0).any(), "the data should push the unconstrained fit out of the bounds"
+
+
+def test_learn_stencil_names_X_as_the_source_of_the_precision():
+    from structops import Conv
+    from structops.solvers import learn_stencil
+
+    X = np.ones((2, 8))
+    message = r"`Y` has dtype float32 but the computation runs in float64 \(the dtype of `X`\)"
+    with pytest.raises(TypeError, match=message):
+        learn_stencil(Conv(8, 3), X, X.astype(np.float32))

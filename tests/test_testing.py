@@ -298,3 +298,13 @@ def test_report_worst_skips_taylor_rows():
     assert report.worst().check == "c" and not report.passed
     assert CheckResult("x", 0.0, 0.0, True).ratio == 0.0
     assert CheckResult("x", 1.0, 0.0, False).ratio == np.inf
+
+
+def test_taylor_test_refuses_directions_that_prove_nothing():
+    t0 = np.array([0.3, -1.2])
+    with pytest.raises(ValueError, match="`v` is zero"):
+        taylor_test(np.sin, lambda v: 0 * v, t0, v=np.zeros(2))
+    with pytest.raises(ValueError, match=r"`v` must be finite, but v\[1\] = nan"):
+        taylor_test(np.sin, lambda v: np.cos(t0) * v, t0, v=np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match=r"`theta` must be finite, but theta\[0\] = inf"):
+        taylor_test(np.sin, lambda v: v, np.array([np.inf, 1.0]))

@@ -113,3 +113,16 @@ def test_register_adds_both_subcommands():
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--stencil", "0"])
     assert np.isscalar(parser.parse_args(["train"]).stencil)
+
+
+def test_train_refuses_an_unwritable_out_folder_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["train", "--out", str(blocker / "sub"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "`--out`" in err and "is not a folder structops can write to" in err
+
+
+def test_compare_reports_bad_numbers_without_a_traceback(capsys):
+    assert main(["compare", "--epochs", "0"]) == 2
+    assert "`epochs` must be an integer >= 1, got 0" in capsys.readouterr().err

@@ -211,7 +211,7 @@ def least_squares_problem(
     dtype = as_float_array(X, "X").dtype
     x_shape, y_shape = (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
     x = check_batch(X, x_shape, dtype, "X")
-    y = check_batch(Y, y_shape, dtype, "Y")
+    y = check_batch(Y, y_shape, dtype, "Y", source="X")
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"`X` and `Y` must hold the same number of examples, got {x.shape[0]} and {y.shape[0]}.")
     if x.shape[0] == 0 and not allow_empty:

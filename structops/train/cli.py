@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -126,6 +128,16 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _writable_folder(path: str) -> None:
+    """Create ``path`` if needed and check that files can be written in it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".structops-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise ValueError(f"`--out` {path!r} is not a folder structops can write to: {exc.strerror or exc}.") from None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     say = (lambda _m: None) if args.quiet else print
@@ -141,6 +153,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             out = args.out
         data = load_data(config)
         kernel = build_kernel(config, data.image_shape)
+        if out is not None:  # before training, not after: a folder we cannot write is an error now
+            _writable_folder(out)
     except (CheckpointError, IDXError, ValueError, TypeError) as exc:
         return _fail(str(exc))
     nclass_params = int(np.prod(kernel.out_shape)) * data.nclasses + data.nclasses
@@ -178,8 +192,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         chosen = tuple(f for f in COMPARE_FAMILIES if f[0].split()[0] in args.families)
         if not chosen:
             return _fail(f"--families {args.families!r} matches none of {[f[0] for f in COMPARE_FAMILIES]!r}")
-    base = _config(args)
     try:
+        base = _config(args)
         data = load_data(base)
     except (IDXError, ValueError, TypeError) as exc:
         return _fail(str(exc))

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 from ._validation import as_float_array, check_finite
 from .kernels._base import ParametricKernel
@@ -135,6 +137,8 @@ def adjoint_test(
     True
     """
     rng = np.random.default_rng(rng)
+    if isinstance(op, np.ndarray) or sp.issparse(op):  # a matrix: test it as the operator it is
+        op = spla.aslinearoperator(op)
     m, n = op.shape
     dtype = _test_dtype(op)
     u = _random(rng, n, dtype)

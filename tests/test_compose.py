@@ -261,3 +261,13 @@ def test_pooled_conv_matches_torch(rng):
     weight = torch.tensor(theta.reshape(3, 2, 3, 3)[:, :, ::-1, ::-1].copy())  # K(θ) is torch's conv with flipped θ
     ref = torch.nn.functional.avg_pool2d(torch.nn.functional.conv2d(torch.tensor(X), weight, padding=1), 2)
     np.testing.assert_allclose(chain.apply(theta, X), ref.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_chain_outer_must_be_finite(bad):
+    A = np.ones((2, 4))
+    A[1, 2] = bad
+    with pytest.raises(ValueError, match=r"`outer` must be finite, but outer\[1, 2\]"):
+        Chain(A, Diagonal(4))
+    with pytest.raises(ValueError, match=r"`outer.data` must be finite"):
+        Chain(sp.csr_array(A), Diagonal(4))

@@ -611,3 +611,13 @@ def test_property_taylor(family, size, seed):
     res = taylor_test(lambda t: k.apply(t, X), k.jac(theta, X), theta, v, h0=0.25)
     assert res.passed, str(res)
     assert res.regime == ("roundoff" if k.linear else "quadratic"), str(res)
+
+
+def test_operator_takes_sparse_columns():
+    import scipy.sparse as sp
+
+    from structops import Conv
+
+    k = Conv((4, 4), 3)
+    theta = np.arange(9.0)
+    np.testing.assert_allclose(k.op(theta) @ sp.eye_array(16, format="csr"), k.matrix(theta), atol=1e-14)

@@ -308,3 +308,11 @@ def test_taylor_test_refuses_directions_that_prove_nothing():
         taylor_test(np.sin, lambda v: np.cos(t0) * v, t0, v=np.array([1.0, np.nan]))
     with pytest.raises(ValueError, match=r"`theta` must be finite, but theta\[0\] = inf"):
         taylor_test(np.sin, lambda v: v, np.array([np.inf, 1.0]))
+
+
+def test_adjoint_test_takes_plain_matrices():
+    import scipy.sparse as sp
+
+    A = np.arange(6.0).reshape(2, 3)
+    assert adjoint_test(A, rng=0).passed
+    assert adjoint_test(sp.csr_array(A), rng=0).passed

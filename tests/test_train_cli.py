@@ -126,3 +126,9 @@ def test_train_refuses_an_unwritable_out_folder_before_training(tmp_path, capsys
 def test_compare_reports_bad_numbers_without_a_traceback(capsys):
     assert main(["compare", "--epochs", "0"]) == 2
     assert "`epochs` must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_stencil_flag_rejects_empty_parts(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--stencil", "3x", "--quiet"])
+    assert "expected an integer or integers like 3,3 or 3x3, got '3x'" in capsys.readouterr().err

@@ -287,9 +287,11 @@ class KernelOperator(pylops.LinearOperator):
         return _real_apply(lambda z: self._rows(z.reshape(1, -1), not self.transposed).ravel(), x, self.dtype)
 
     def _matmat(self, X):
+        X = X.toarray() if sp.issparse(X) else X  # the products are dense anyway
         return _real_apply(lambda z: self._rows(z.T, self.transposed).T, X, self.dtype)
 
     def _rmatmat(self, X):
+        X = X.toarray() if sp.issparse(X) else X
         return _real_apply(lambda z: self._rows(z.T, not self.transposed).T, X, self.dtype)
 
     def _adjoint(self) -> KernelOperator:

@@ -9,7 +9,7 @@ import pylops
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .._validation import as_float_array
+from .._validation import as_float_array, check_finite
 from ._base import ParametricKernel
 
 __all__ = ["Chain", "LinearMap"]
@@ -57,6 +57,9 @@ class _OperatorMap:
                 A = as_float_array(A, "outer")
                 if A.ndim != 2:
                     raise ValueError(f"`outer` given as an array must be 2-D, got shape {A.shape}.")
+                check_finite(A, "outer")
+            elif sp.issparse(A):
+                check_finite(np.asarray(A.data), "outer.data")
             self.in_shape = (int(A.shape[1]),)
             self.out_shape = (int(A.shape[0]),)
         self.A = A

@@ -31,7 +31,7 @@ def _int_tuple(text: str) -> int | list[int]:
     """``"3"`` -> 3, ``"3,5"`` or ``"3x5"`` -> [3, 5]."""
     parts = text.replace("x", ",").split(",")
     try:
-        vals = [int(p) for p in parts if p.strip()]
+        vals = [int(p) for p in parts]  # an empty part ("3x", "3,,3") is an error too
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer or integers like 3,3 or 3x3, got {text!r}") from None
     if not vals or min(vals) < 1:

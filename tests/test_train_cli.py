@@ -132,3 +132,14 @@ def test_stencil_flag_rejects_empty_parts(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--stencil", "3x", "--quiet"])
     assert "expected an integer or integers like 3,3 or 3x3, got '3x'" in capsys.readouterr().err
+
+
+def test_resume_refuses_options_that_conflict_with_the_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--kernel", "diagonal", "--epochs", "1", "--limit", "200", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--dtype", "float32", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "these options conflict with it: --dtype 'float32' (saved: 'float64')" in err
+    # options equal to the saved ones (or left at their defaults) are fine
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--kernel", "diagonal", "--quiet"]) == 0

@@ -128,6 +128,22 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _check_resume_flags(asked: TrainConfig, saved: TrainConfig) -> None:
+    """A resumed run keeps its saved configuration: options set to something else are an error."""
+    conflicts = [
+        f"--{name.lower().replace('_', '-')} {getattr(asked, name)!r} (saved: {getattr(saved, name)!r})"
+        for name in (f.name for f in dataclasses.fields(TrainConfig))
+        if name != "epochs"
+        and getattr(asked, name) != getattr(_DEFAULT, name)
+        and getattr(asked, name) != getattr(saved, name)
+    ]
+    if conflicts:
+        raise ValueError(
+            "--resume continues the saved run with its own configuration (only --epochs may change); "
+            f"these options conflict with it: {', '.join(conflicts)}. Drop them, or start a new run."
+        )
+
+
 def _writable_folder(path: str) -> None:
     """Create ``path`` if needed and check that files can be written in it."""
     try:
@@ -145,6 +161,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             saved = load_checkpoint(_resolve_checkpoint(args.resume)).config
             config = TrainConfig.from_dict(saved)
+            _check_resume_flags(_config(args), config)
             if args.epochs is not None:
                 config = dataclasses.replace(config, epochs=args.epochs)
             out = args.out if args.out is not None else str(_resolve_checkpoint(args.resume).parent)

@@ -218,9 +218,7 @@ class Chain(ParametricKernel):
 
     # ------------------------------------------------------------------ hooks
     def _apply(self, theta, x, transpose):
-        if transpose:
-            return self.kernel._apply(theta, self._outer(x, True), True)
-        return self._outer(self.kernel._apply(theta, x, False), False)
+        return self._apply_prepared(self._prepare(theta), x, transpose)
 
     def _apply_linear(self, v, x, transpose):
         if transpose:
@@ -228,14 +226,10 @@ class Chain(ParametricKernel):
         return self._outer(self.kernel._apply_linear(v, x, False), False)
 
     def _jvp(self, theta, x, v, transpose):
-        if transpose:
-            return self.kernel._jvp(theta, self._outer(x, True), v, True)
-        return self._outer(self.kernel._jvp(theta, x, v, False), False)
+        return self._jvp_prepared(theta, self._prepare_data(x, transpose), v, transpose)
 
     def _vjp(self, theta, x, w, transpose, per_example):
-        if transpose:
-            return self.kernel._vjp(theta, self._outer(x, True), w, True, per_example)
-        return self.kernel._vjp(theta, x, self._outer(w, True), False, per_example)
+        return self._vjp_prepared(theta, self._prepare_data(x, transpose), w, transpose, per_example)
 
     # the inner family's cached states pass through: what depends only on theta (e.g. its
     # spectrum) once per operator, what depends only on the data (e.g. the spectrum of the

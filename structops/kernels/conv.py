@@ -18,12 +18,12 @@ METHODS = ("auto", "direct", "fft")
 class _ConvData:
     """What a :class:`Conv` Jacobian keeps of its data: ``x``, and its spectrum once computed."""
 
-    __slots__ = ("products", "spectrum", "x")
+    __slots__ = ("spectrum", "used", "x")
 
     def __init__(self, x: np.ndarray) -> None:
         self.x = x
         self.spectrum: np.ndarray | None = None
-        self.products = 0
+        self.used = False  # whether a product already ran (on the direct sums)
 
 
 class Conv(ParametricKernel):
@@ -259,8 +259,8 @@ class Conv(ParametricKernel):
         if self.jac_method != "fft" or x.shape[0] == 0:
             return None
         if state.spectrum is None:
-            state.products += 1
-            if self.method != "fft" and state.products == 1:
+            if self.method != "fft" and not state.used:
+                state.used = True
                 return None
             n, geo = x.shape[0], self.geometry
             if transpose:

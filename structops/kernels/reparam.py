@@ -70,30 +70,33 @@ class Softplus(ParametricKernel):
     # the wrapped family's cached states pass through (e.g. a convolution's spectra), when it
     # has any: a family without data state keeps the plain hooks above, so a subclass that
     # overrides only _jvp/_vjp (as the test doubles of structops.testing do) is still used
+    def _passes(self, hook: str) -> bool:
+        """Whether the wrapped family overrides ``hook`` (has a state of that kind to pass)."""
+        return getattr(type(self.kernel), hook) is not getattr(ParametricKernel, hook)
+
     def _prepare(self, theta):
-        if type(self.kernel)._prepare is ParametricKernel._prepare:
-            return theta
+        if not self._passes("_prepare"):
+            return super()._prepare(theta)
         return self.kernel._prepare(_softplus(theta))
 
     def _apply_prepared(self, state, x, transpose):
-        if type(self.kernel)._prepare is ParametricKernel._prepare:
-            return self._apply(state, x, transpose)
+        if not self._passes("_prepare"):
+            return super()._apply_prepared(state, x, transpose)
         return self.kernel._apply_prepared(state, x, transpose)
 
-    def _passes_data_state(self) -> bool:
-        return type(self.kernel)._prepare_data is not ParametricKernel._prepare_data
-
     def _prepare_data(self, x, transpose):
-        return self.kernel._prepare_data(x, transpose) if self._passes_data_state() else x
+        if not self._passes("_prepare_data"):
+            return super()._prepare_data(x, transpose)
+        return self.kernel._prepare_data(x, transpose)
 
     def _jvp_prepared(self, theta, state, v, transpose):
-        if not self._passes_data_state():
-            return self._jvp(theta, state, v, transpose)
+        if not self._passes("_prepare_data"):
+            return super()._jvp_prepared(theta, state, v, transpose)
         return self.kernel._jvp_prepared(_softplus(theta), state, _sigmoid(theta) * v, transpose)
 
     def _vjp_prepared(self, theta, state, w, transpose, per_example):
-        if not self._passes_data_state():
-            return self._vjp(theta, state, w, transpose, per_example)
+        if not self._passes("_prepare_data"):
+            return super()._vjp_prepared(theta, state, w, transpose, per_example)
         return self.kernel._vjp_prepared(_softplus(theta), state, w, transpose, per_example) * _sigmoid(theta)
 
     def _dense(self, theta):

@@ -177,6 +177,11 @@ def learn_stencil(
     istop, itn = int(out[1]), int(out[2])
     if kernel.bounds is not None and not _within(theta, kernel.bounds):
         return _bounded_fit(kernel, J, b, damp, atol, maxiter, dtype)
+    return _result(J, b, theta, solver, istop, itn, converged=istop in _CONVERGED)
+
+
+def _result(J, b: np.ndarray, theta: np.ndarray, solver: str, istop: int, itn: int, converged: bool) -> LearnResult:
+    """The :class:`LearnResult` of ``theta``, with its misfit ``||J theta - b||`` and its ratio to ``||b||``."""
     residual = float(np.linalg.norm(J.matvec(theta) - b))
     bnorm = float(np.linalg.norm(b))
     return LearnResult(
@@ -186,7 +191,7 @@ def learn_stencil(
         itn=itn,
         residual_norm=residual,
         relative_residual=residual / bnorm if bnorm else 0.0,
-        converged=istop in _CONVERGED,
+        converged=converged,
     )
 
 
@@ -253,14 +258,4 @@ def _bounded_fit(kernel: ParametricKernel, J, b: np.ndarray, damp: float, tol: f
         A, rhs, bounds=(lower, upper), method="trf", lsq_solver="lsmr", lsmr_tol=tol, tol=tol, max_iter=maxiter
     )
     theta = np.clip(out.x, lower, upper).astype(dtype, copy=False)
-    residual = float(np.linalg.norm(J.matvec(theta) - b))
-    bnorm = float(np.linalg.norm(b))
-    return LearnResult(
-        theta=theta,
-        solver="lsq_linear",
-        istop=int(out.status),
-        itn=int(out.nit),
-        residual_norm=residual,
-        relative_residual=residual / bnorm if bnorm else 0.0,
-        converged=out.status > 0,
-    )
+    return _result(J, b, theta, "lsq_linear", int(out.status), int(out.nit), converged=out.status > 0)

@@ -49,7 +49,7 @@ import pylops
 
 from ._validation import as_float_array, check_positive_int
 from .kernels._base import ParametricKernel
-from .solvers.learn import least_squares_problem
+from .solvers.learn import _within, least_squares_problem
 from .solvers.spectral import _real_scalar
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -301,7 +301,9 @@ def learn_stencil(
     ------
     TypeError, ValueError
         As :func:`structops.solvers.learn_stencil` (on the rank whose examples are wrong;
-        the others then wait in the next collective call, as with any MPI program).
+        the others then wait in the next collective call, as with any MPI program). Also
+        ``ValueError`` on every rank when a family with bounds (``MMatrix``) is fitted
+        outside them: unlike the serial solver, there is no bounded solver to redo the fit.
     """
     _, pylops_mpi = _mpi()
     comm = _comm(base_comm)
@@ -320,6 +322,13 @@ def learn_stencil(
     # pylops-mpi's cgls squares damp itself: (J^T J + d^2 I) theta = J^T b, as scipy's lsqr
     x, _, itn, _, _, _ = pylops_mpi.cgls(Op, bd, x0=x0, niter=niter, damp=damp, tol=tol)
     theta = np.array(x.local_array, dtype=dtype)
+    if kernel.bounds is not None and not _within(theta, kernel.bounds):
+        # the same theta on every rank, so every rank raises
+        raise ValueError(
+            f"the least-squares fit leaves the bounds of {kernel!r} (e.g. theta >= 0) and pylops-mpi has no "
+            "bounded solver: fit structops.Softplus(kernel) with a gradient-based optimiser on "
+            "distributed.jacobian, or gather the examples and use structops.solvers.learn_stencil."
+        )
     r = Op.matvec(broadcast(theta, comm)) - bd
     residual = float(r.norm())
     bnorm = float(bd.norm())

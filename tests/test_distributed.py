@@ -153,3 +153,19 @@ def test_distributed_deblur_example_learns_the_blur_and_deblurs():
     blurred, restored = map(float, re.search(r"blurred (\S+), deblurred (\S+)", out).groups())
     assert stencil < 0.1
     assert restored < 0.9 * blurred
+
+
+def test_learn_stencil_refuses_a_fit_outside_the_bounds(rng):
+    # the serial solver redoes such a fit within the bounds; the distributed one says it cannot
+    from structops import MMatrix
+
+    k = MMatrix(3)
+    theta = np.array([1.0, 0.0, 2.0, 0.0, 0.5, 3.0])
+    X = rng.standard_normal((6, 3))
+    Y = k.apply(theta, X).reshape(6, -1) + 0.3 * rng.standard_normal((6, 3))
+    serial = learn_stencil(k, X, Y)
+    assert serial.solver == "lsq_linear"  # the unconstrained fit left the bounds
+    with pytest.raises(ValueError, match="leaves the bounds of MMatrix"):
+        D.learn_stencil(k, X, Y)
+    feasible = D.learn_stencil(k, X, k.apply(theta + 1.0, X).reshape(6, -1))
+    np.testing.assert_allclose(feasible.theta, theta + 1.0, atol=1e-8)

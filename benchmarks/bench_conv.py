@@ -47,7 +47,7 @@ import time
 import numpy as np
 
 import structops
-from structops.kernels import _conv_core as core
+from structops.kernels.conv import _core as core
 
 CASES = {
     "A-zero": dict(n=512, grid=(28, 28), cin=8, cout=8, stencil=(3, 3), bc="zero"),
@@ -358,8 +358,7 @@ def main(argv=None):
         threadpool_limits(args.threads)
     except ImportError:
         print("threadpoolctl not installed: BLAS uses its default thread count", file=sys.stderr)
-    if hasattr(core, "set_num_threads"):
-        core.set_num_threads(args.threads)
+    structops.set_num_threads(args.threads)
     if not args.no_torch:
         import torch
 

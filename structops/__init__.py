@@ -5,10 +5,11 @@ every family offers ``matrix``, ``Q``, ``op`` (a pylops ``LinearOperator``), the
 ``apply`` and the Jacobian ``jac``. See :mod:`structops.testing` for the dot and Taylor tests.
 """
 
-from . import solvers, testing, train
+from . import solvers, testing
 from .kernels import (
     Antisymmetric,
     AvgPool,
+    BatchOperator,
     Chain,
     Conv,
     Dense,
@@ -16,6 +17,7 @@ from .kernels import (
     KernelJacobian,
     KernelOperator,
     LinearKernel,
+    LinearReparam,
     MMatrix,
     ParametricKernel,
     Softplus,
@@ -26,11 +28,23 @@ from .kernels import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # structops.train (checkpoints, data loaders, optimisers, plots) is imported on first use:
+    # `import structops` stays light for users who only want the operators.
+    if name == "train":
+        import importlib
+
+        return importlib.import_module(".train", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "ParametricKernel",
     "KernelOperator",
     "KernelJacobian",
+    "BatchOperator",
     "LinearKernel",
+    "LinearReparam",
     "Dense",
     "Diagonal",
     "Antisymmetric",

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._backend import total
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -53,22 +55,9 @@ def check_finite_fast(arr: np.ndarray, name: str) -> None:
     """
     flat = np.ravel(arr)
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(_total(flat)):
+        if np.isfinite(total(flat)):
             return
     check_finite(arr, name)
-
-
-def _total(flat: np.ndarray) -> float:
-    """The sum of ``flat``: on numba's threads when the numba kernels are on, else numpy's.
-
-    Not a BLAS product with ones: OpenBLAS's threads keep spinning after the call and then
-    compete with numba's for the cores (a 5 ms convolution took 16 ms after such a scan).
-    """
-    from .kernels import _conv_core as core
-
-    if core.have_numba() and flat.size >= 4096:
-        return float(core._nb.total(flat))
-    return float(flat.sum())
 
 
 def check_theta(theta, nparams: int, name: str = "theta", shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -129,6 +118,28 @@ def check_batch(x, example_shape: Sequence[int], dtype: np.dtype, name: str = "X
     if len(example_shape) > 1:
         expected += f" or (n, {size})"
     raise ValueError(f"`{name}` must hold examples along its first axis with shape {expected}, got shape {arr.shape}.")
+
+
+def check_real_scalar(value, name: str, *, minimum: float | None = None) -> float:
+    """Return ``value`` as a finite float, ``>= minimum`` when given.
+
+    Examples
+    --------
+    >>> check_real_scalar(2, "alpha", minimum=0.0)
+    2.0
+    >>> check_real_scalar(-1.0, "alpha", minimum=0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `alpha` must be >= 0.0, got -1.0.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
+    return value
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:

@@ -45,12 +45,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pylops
 
-from ._validation import as_float_array, check_positive_int
-from .kernels._base import ParametricKernel
-from .solvers.learn import _within, least_squares_problem
-from .solvers.spectral import _real_scalar
+from ._validation import as_float_array, check_positive_int, check_real_scalar
+from .kernels import BatchOperator
+from .kernels._base import ParametricKernel, as_kernel
+from .solvers.learn import least_squares_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     import pylops_mpi
@@ -163,32 +162,6 @@ def broadcast(theta, base_comm=None) -> pylops_mpi.DistributedArray:
     return out
 
 
-class BatchOperator(pylops.LinearOperator):
-    r""":math:`I_n \otimes K(\theta)`: the operator applied to ``n`` examples at once.
-
-    A pylops ``LinearOperator`` of shape ``(n * rows, n * cols)`` acting on the examples
-    flattened C-order from ``(n, *in_shape)`` (``out_shape`` with ``transpose``), batched
-    through :meth:`ParametricKernel.apply`'s prepared state (no loop over examples).
-    """
-
-    def __init__(self, kernel: ParametricKernel, theta, n: int, transpose: bool = False) -> None:
-        if not isinstance(kernel, ParametricKernel):
-            raise TypeError(f"`kernel` must be a structops ParametricKernel, got {kernel!r}.")
-        n = _count(n, "n")
-        self.op = kernel.op(theta)
-        if transpose:
-            self.op = self.op.H
-        rows, cols = self.op.shape
-        self.n, self._rows, self._cols = n, rows, cols
-        super().__init__(dtype=self.op.dtype, shape=(n * rows, n * cols), name=f"Batch[{type(kernel).__name__}]")
-
-    def _matvec(self, x):
-        return self.op.matmat(x.reshape(self.n, self._cols).T).T.ravel()
-
-    def _rmatvec(self, y):
-        return self.op.rmatmat(y.reshape(self.n, self._rows).T).T.ravel()
-
-
 def operator(kernel: ParametricKernel, theta, n_local: int, *, transpose: bool = False, base_comm=None):
     r""":math:`I_n \otimes K(\theta)` over a batch split across ranks: a ``pylops_mpi.MPIBlockDiag``.
 
@@ -224,8 +197,7 @@ def jacobian(kernel: ParametricKernel, theta, X_local, *, transpose: bool = Fals
     base_comm : mpi4py.MPI.Comm, optional
     """
     _, pylops_mpi = _mpi()
-    if not isinstance(kernel, ParametricKernel):
-        raise TypeError(f"`kernel` must be a structops ParametricKernel, got {kernel!r}.")
+    kernel = as_kernel(kernel)
     J = kernel.jac(theta, X_local, transpose=transpose)
     return pylops_mpi.MPIVStack([J], base_comm=_comm(base_comm), dtype=J.dtype)
 
@@ -307,7 +279,7 @@ def learn_stencil(
     """
     _, pylops_mpi = _mpi()
     comm = _comm(base_comm)
-    damp = _real_scalar(damp, "damp", minimum=0.0)
+    damp = check_real_scalar(damp, "damp", minimum=0.0)
     J, b, dtype = least_squares_problem(kernel, X_local, Y_local, transpose=transpose, theta0=theta0, allow_empty=True)
     if comm.allreduce(J.shape[0]) == 0:
         raise ValueError("`X_local` and `Y_local` hold no examples on any rank: there is nothing to fit theta to.")
@@ -317,12 +289,12 @@ def learn_stencil(
     if tol is None:
         g = Op.rmatvec(bd).local_array
         tol = float((100 * np.finfo(dtype).eps * np.linalg.norm(g)) ** 2)
-    tol = _real_scalar(tol, "tol", minimum=0.0)
+    tol = check_real_scalar(tol, "tol", minimum=0.0)
     x0 = broadcast(np.zeros(kernel.nparams, dtype=dtype), comm)
     # pylops-mpi's cgls squares damp itself: (J^T J + d^2 I) theta = J^T b, as scipy's lsqr
     x, _, itn, _, _, _ = pylops_mpi.cgls(Op, bd, x0=x0, niter=niter, damp=damp, tol=tol)
     theta = np.array(x.local_array, dtype=dtype)
-    if kernel.bounds is not None and not _within(theta, kernel.bounds):
+    if not kernel.is_feasible(theta):
         # the same theta on every rank, so every rank raises
         raise ValueError(
             f"the least-squares fit leaves the bounds of {kernel!r} (e.g. theta >= 0) and pylops-mpi has no "

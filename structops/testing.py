@@ -1,7 +1,7 @@
 r"""Checks users run on their own operators and kernel families.
 
 * :func:`adjoint_test` -- the dot test :math:`\langle Au, v\rangle = \langle u, A^H v\rangle`;
-* :func:`taylor_test` -- the derivative check of the seed:
+* :func:`taylor_test` -- the derivative check of the lecture notes:
   :math:`E_0(h) = \|f(\theta+hv) - f(\theta)\| = O(h)` and
   :math:`E_1(h) = \|f(\theta+hv) - f(\theta) - hJv\| = O(h^2)`;
 * :func:`check_kernel` -- every check of the kernel contract on one family.

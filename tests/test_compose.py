@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from structops.kernels import Antisymmetric, Dense, Diagonal, LinearKernel, MMatrix, ParametricKernel, Softplus
 from structops.kernels.compose import Chain, LinearMap
-from structops.kernels.pooling import AvgPool
+from structops.kernels.conv.pooling import AvgPool
 from structops.testing import check_kernel, default_rtol
 
 DTYPES = [np.float32, np.float64]
@@ -226,7 +226,7 @@ def test_bad_arguments():
         Chain(AvgPool(6, 2), Diagonal(4))
     with pytest.raises(ValueError, match=r"shape \(2, 4, 4\) but `kernel`"):
         Chain(AvgPool((4, 4), 2, channels=2), _Shaped((4, 2, 4)))
-    with pytest.raises(TypeError, match="`kernel` must be a ParametricKernel"):
+    with pytest.raises(TypeError, match="`kernel` must be a structops kernel family"):
         Chain(AvgPool(6, 2), np.eye(6))
     with pytest.raises(TypeError, match=r"kernel family Dense\(6, 6\); pass `outer.op\(theta\)`"):
         Chain(Dense(6, 6), Diagonal(6))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import structops
-from structops.kernels import _conv_core as core
+from structops import _backend
+from structops.kernels.conv import _core as core
 from structops.testing import default_rtol
 
 pytest.importorskip("numba")
@@ -29,7 +30,7 @@ CASES = [
 @pytest.fixture
 def numpy_backend():
     yield
-    core.set_accelerator("numba")
+    _backend.set_accelerator("numba")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -46,8 +47,8 @@ def test_numba_and_numpy_direct_paths_agree(case, dtype, numpy_backend):
     assert core._group(k.geometry, dtype) >= 4
     results = {}
     for backend in ("numba", "numpy"):
-        core.set_accelerator(backend)
-        assert core.accelerator().startswith(backend)
+        _backend.set_accelerator(backend)
+        assert _backend.accelerator().startswith(backend)
         J = k.jac(theta, x)
         results[backend] = (
             k.apply(theta, x),
@@ -63,7 +64,7 @@ def test_numba_and_numpy_direct_paths_agree(case, dtype, numpy_backend):
 
 def test_set_accelerator_rejects_unknown_names():
     with pytest.raises(ValueError, match="name"):
-        core.set_accelerator("cuda")
+        _backend.set_accelerator("cuda")
 
 
 def test_thread_count_is_public_validated_and_changes_no_result(rng):
@@ -73,12 +74,12 @@ def test_thread_count_is_public_validated_and_changes_no_result(rng):
     ref = k.apply(theta, X)
     try:
         structops.set_num_threads(1)
-        assert core.workers() == 1
+        assert _backend.workers() == 1
         np.testing.assert_allclose(k.apply(theta, X), ref, rtol=1e-13, atol=1e-13)
         for bad in (0, -2, 1.5, "2"):
             with pytest.raises((ValueError, TypeError), match="threads"):
                 structops.set_num_threads(bad)
     finally:
         structops.set_num_threads(None)
-    assert core.workers() == -1
-    assert structops.accelerator() == core.accelerator()
+    assert _backend.workers() == -1
+    assert structops.accelerator() == _backend.accelerator()

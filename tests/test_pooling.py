@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from structops.kernels.pooling import AvgPool
+from structops.kernels.conv.pooling import AvgPool
 from structops.testing import adjoint_test, default_rtol
 
 DTYPES = [np.float32, np.float64]

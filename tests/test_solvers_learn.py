@@ -121,7 +121,7 @@ def test_learn_validation(rng):
         learn_stencil(kernel, X, Y[:1])
     with pytest.raises(TypeError, match="`Y` has dtype float64 but the computation runs in float32"):
         learn_stencil(kernel, X.astype(np.float32), Y)
-    with pytest.raises(TypeError, match="`kernel` must be a structops ParametricKernel"):
+    with pytest.raises(TypeError, match="`kernel` must be a structops kernel family"):
         learn_stencil(np.eye(3), X, Y)
 
 

@@ -234,7 +234,7 @@ def test_preconditioner_validation():
     kernel = structops.Conv(8, 3)
     with pytest.raises(ValueError, match=r"`kind` must be one of \('strang', 'chan'\), got 'optimal'"):
         circulant_preconditioner(kernel, np.ones(3), kind="optimal")
-    with pytest.raises(TypeError, match="`kernel` must be a structops ParametricKernel"):
+    with pytest.raises(TypeError, match="`kernel` must be a structops kernel family"):
         circulant_eigvals("conv", np.ones(3))
     with pytest.raises(ValueError, match="`alpha` must be >= 0"):
         circulant_preconditioner(kernel, np.ones(3), alpha=-1.0, normal=True)

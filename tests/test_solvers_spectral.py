@@ -201,7 +201,7 @@ def test_inverse_needs_a_periodic_conv(kernel):
 
 
 def test_inverse_rejects_non_kernels_and_bad_steps():
-    with pytest.raises(TypeError, match="`kernel` must be a structops ParametricKernel"):
+    with pytest.raises(TypeError, match="`kernel` must be a structops kernel family"):
         inverse(np.eye(3), np.ones(3))
     kernel = structops.Conv(6, 3, bc="periodic")
     with pytest.raises(ValueError, match="`h` must be >= 0"):

@@ -1,31 +1,39 @@
-"""Kernel families: one module per family, all honouring :class:`ParametricKernel`'s contract."""
+"""Kernel families: one module per family, all honouring :class:`ParametricKernel`'s contract.
 
-from ._base import KernelJacobian, KernelOperator, ParametricKernel
-from ._conv_core import accelerator, set_accelerator, set_num_threads
+The contract lives in :mod:`._base`, the pylops operators it hands out in :mod:`.operators`;
+the convolution families and their engine have a folder of their own, :mod:`.conv`.
+"""
+
+from .._backend import accelerator, set_accelerator, set_num_threads
+from ._base import ParametricKernel, as_kernel
 from .antisymmetric import Antisymmetric
 from .compose import Chain, LinearMap
-from .conv import Conv
+from .conv import AvgPool, Conv
 from .dense import Dense
 from .diagonal import Diagonal
 from .linear import LinearKernel
 from .mmatrix import MMatrix
-from .pooling import AvgPool
-from .reparam import Softplus
+from .operators import BatchOperator, KernelJacobian, KernelOperator
+from .reparam import LinearReparam, Reparametrized, Softplus
 
 __all__ = [
     "ParametricKernel",
     "KernelOperator",
     "KernelJacobian",
+    "BatchOperator",
     "LinearKernel",
     "Dense",
     "Diagonal",
     "Antisymmetric",
     "MMatrix",
     "Softplus",
+    "Reparametrized",
+    "LinearReparam",
     "Conv",
     "AvgPool",
     "Chain",
     "LinearMap",
+    "as_kernel",
     "set_num_threads",
     "set_accelerator",
     "accelerator",

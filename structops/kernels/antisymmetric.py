@@ -13,7 +13,7 @@ class Antisymmetric(PatternKernel):
     r"""Antisymmetric family :math:`K(\theta) = U(\theta) - U(\theta)^\top`.
 
     :math:`\theta \in \mathbb{R}^{n(n-1)/2}` fills the strict upper triangle :math:`U` row by
-    row. For :math:`n = 3` this is the seed's example
+    row. For :math:`n = 3` this is the lecture notes' example
 
     .. math::
         K(\theta) = \begin{pmatrix} 0 & \theta_1 & \theta_2 \\ -\theta_1 & 0 & \theta_3 \\

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .._validation import as_float_array, check_finite
-from ._base import ParametricKernel
+from ._base import ParametricKernel, as_kernel
 
 __all__ = ["Chain", "LinearMap"]
 
@@ -168,7 +168,7 @@ class Chain(ParametricKernel):
     Examples
     --------
     >>> from structops.kernels import Diagonal
-    >>> from structops.kernels.pooling import AvgPool
+    >>> from structops.kernels import AvgPool
     >>> chain = Chain(AvgPool(4, 2), Diagonal(4))
     >>> chain.matrix(np.array([1.0, 2.0, 3.0, 4.0]))
     array([[0.5, 1. , 0. , 0. ],
@@ -176,8 +176,7 @@ class Chain(ParametricKernel):
     """
 
     def __init__(self, outer, kernel: ParametricKernel) -> None:
-        if not isinstance(kernel, ParametricKernel):
-            raise TypeError(f"`kernel` must be a ParametricKernel, got {kernel!r}.")
+        kernel = as_kernel(kernel)
         outer = _as_map(outer)
         a_in = tuple(int(s) for s in outer.in_shape)
         a_out = tuple(int(s) for s in outer.out_shape)
@@ -217,43 +216,32 @@ class Chain(ParametricKernel):
         self.kernel._check_constraints(theta)
 
     # ------------------------------------------------------------------ hooks
-    def _apply(self, theta, x, transpose):
-        return self._apply_prepared(self._prepare(theta), x, transpose)
-
-    def _apply_linear(self, v, x, transpose):
-        if transpose:
-            return self.kernel._apply_linear(v, self._outer(x, True), True)
-        return self._outer(self.kernel._apply_linear(v, x, False), False)
-
-    def _jvp(self, theta, x, v, transpose):
-        return self._jvp_prepared(theta, self._prepare_data(x, transpose), v, transpose)
-
-    def _vjp(self, theta, x, w, transpose, per_example):
-        return self._vjp_prepared(theta, self._prepare_data(x, transpose), w, transpose, per_example)
-
-    # the inner family's cached states pass through: what depends only on theta (e.g. its
-    # spectrum) once per operator, what depends only on the data (e.g. the spectrum of the
-    # examples, and A^T x for the transposed map) once per Jacobian
+    # plain delegation: the inner family's states pass through (what depends only on theta,
+    # e.g. its spectrum, once per operator; what depends only on the data, e.g. the spectrum of
+    # the examples and A^T y for the transposed map, once per Jacobian)
     def _prepare(self, theta):
         return self.kernel._prepare(theta)
 
-    def _apply_prepared(self, state, x, transpose):
+    def _state_dtype(self, state):
+        return self.kernel._state_dtype(state)
+
+    def _apply(self, state, x, transpose):
         if transpose:
-            return self.kernel._apply_prepared(state, self._outer(x, True), True)
-        return self._outer(self.kernel._apply_prepared(state, x, False), False)
+            return self.kernel._apply(state, self._outer(x, True), True)
+        return self._outer(self.kernel._apply(state, x, False), False)
 
     def _prepare_data(self, x, transpose):
         return self.kernel._prepare_data(self._outer(x, True) if transpose else x, transpose)
 
-    def _jvp_prepared(self, theta, state, v, transpose):
-        y = self.kernel._jvp_prepared(theta, state, v, transpose)
+    def _jvp(self, state, data, v, transpose):
+        y = self.kernel._jvp(state, data, v, transpose)
         return y if transpose else self._outer(y, False)
 
-    def _vjp_prepared(self, theta, state, w, transpose, per_example):
-        return self.kernel._vjp_prepared(theta, state, w if transpose else self._outer(w, True), transpose, per_example)
+    def _vjp(self, state, data, w, transpose, per_example):
+        return self.kernel._vjp(state, data, w if transpose else self._outer(w, True), transpose, per_example)
 
-    def _dense(self, theta):
-        inner = self.kernel._dense(theta)  # (m_K, N)
+    def _dense(self, state):
+        inner = self.kernel._dense(state)  # (m_K, N)
         return np.ascontiguousarray(self._outer(np.ascontiguousarray(inner.T), False).T)
 
     # ---------------------------------------------------------------- Q and q

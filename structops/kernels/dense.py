@@ -13,7 +13,7 @@ class Dense(PatternKernel):
     r"""Dense family :math:`K(\theta) = \operatorname{mat}(\theta) \in \mathbb{R}^{rows \times cols}`.
 
     :math:`\theta` is :math:`K` stacked column by column (``vec`` is column-major), so
-    :math:`Q = I` and :math:`p = rows \cdot cols`: the seed's MNIST layer
+    :math:`Q = I` and :math:`p = rows \cdot cols`: the lecture notes' MNIST layer
     ``Dense(784, 784)`` has 614,656 unknowns. Nothing is built at construction.
 
     Parameters
@@ -50,11 +50,11 @@ class Dense(PatternKernel):
     def _assemble(self, theta, offset=True):
         return theta.reshape((self.rows, self.cols), order="F")
 
-    def _vjp(self, theta, x, w, transpose, per_example):
-        left, right = (x, w) if transpose else (w, x)
+    def _vjp(self, state, data, w, transpose, per_example):
+        left, right = (data, w) if transpose else (w, data)
         if per_example:
             # row i: vec(left_i right_i^T), column-major
-            return (right[:, :, None] * left[:, None, :]).reshape(x.shape[0], self.nparams)
+            return (right[:, :, None] * left[:, None, :]).reshape(w.shape[0], self.nparams)
         return (left.T @ right).ravel(order="F")
 
     def _build_Q(self):

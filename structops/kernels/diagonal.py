@@ -44,10 +44,21 @@ class Diagonal(PatternKernel):
         idx = np.arange(self.n)
         return Pattern(idx, idx, sp.eye_array(self.n, format="csr"), None)
 
-    def _apply(self, theta, x, transpose):
-        return x * theta
+    # the state is theta itself: K x = theta * x needs nothing assembled
+    def _prepare(self, theta):
+        return theta
 
-    _apply_linear = _apply
+    def _state_dtype(self, state):
+        return state.dtype
 
-    def _vjp(self, theta, x, w, transpose, per_example):
-        return w * x if per_example else np.einsum("ij,ij->j", w, x)
+    def _apply(self, state, x, transpose):
+        return x * state
+
+    def _jvp(self, state, data, v, transpose):
+        return data * v
+
+    def _dense(self, state):
+        return np.diag(state)
+
+    def _vjp(self, state, data, w, transpose, per_example):
+        return w * data if per_example else np.einsum("ij,ij->j", w, data)

@@ -42,7 +42,7 @@ class PatternKernel(ParametricKernel):
     With :math:`K_{r_l c_l} = (Q_R\theta + q_R)_l`, the forward map is
     :math:`y_i = K x_i`; the Jacobian is :math:`Jv = (\operatorname{mat}(Qv)\,x_i)_i` and its
     adjoint :math:`J^\top W = Q_R^\top g` with :math:`g_l = \sum_i w_{i,r_l} x_{i,c_l}`, the
-    seed's :math:`Q^\top w` restricted to the pattern.
+    lecture notes' :math:`Q^\top w` restricted to the pattern.
     """
 
     @cached_property
@@ -86,19 +86,26 @@ class PatternKernel(ParametricKernel):
             return np.ascontiguousarray((Kt.T @ x.T).T)
         return x @ Kt
 
-    def _apply(self, theta, x, transpose):
-        return self._product(self._assemble(theta), x, transpose)
+    # the state is K(theta) itself, assembled once per operator
+    def _prepare(self, theta):
+        return self._assemble(theta)
 
-    def _apply_linear(self, v, x, transpose):
-        return self._product(self._assemble(v, offset=False), x, transpose)
+    def _state_dtype(self, state):
+        return state.dtype
 
-    def _dense(self, theta):
-        K = self._assemble(theta)
-        return K.toarray() if sp.issparse(K) else K
+    def _apply(self, state, x, transpose):
+        return self._product(state, x, transpose)
 
-    def _vjp(self, theta, x, w, transpose, per_example):
+    def _jvp(self, state, data, v, transpose):
+        return self._product(self._assemble(v, offset=False), data, transpose)
+
+    def _dense(self, state):
+        return state.toarray() if sp.issparse(state) else state
+
+    def _vjp(self, state, data, w, transpose, per_example):
         pat = self._pattern
-        QR = self._QR_by_dtype[theta.dtype.type]
+        QR = self._QR_by_dtype[w.dtype.type]
+        x = data
         # d<w, y>/dK[r, c] = sum_i left[i, r] * right[i, c]
         left, right = (x, w) if transpose else (w, x)
         if per_example:
@@ -107,7 +114,7 @@ class PatternKernel(ParametricKernel):
         if self._is_dense:
             g = (left.T @ right)[pat.rows, pat.cols]
         else:
-            g = np.empty(pat.rows.size, dtype=theta.dtype)
+            g = np.empty(pat.rows.size, dtype=w.dtype)
             step = max(1, _GATHER_CHUNK // max(1, x.shape[0]))
             for s in range(0, pat.rows.size, step):
                 r, c = pat.rows[s : s + step], pat.cols[s : s + step]
@@ -138,7 +145,7 @@ class LinearKernel(PatternKernel):
     r"""Generic affine family :math:`\operatorname{vec}(K(\theta)) = Q\theta + q`.
 
     Any user-defined sparsity pattern: the columns of :math:`Q` say where each parameter
-    enters :math:`K`. ``vec`` stacks columns (column-major), as in the seed.
+    enters :math:`K`. ``vec`` stacks columns (column-major), as in the lecture notes.
 
     Parameters
     ----------
@@ -157,7 +164,7 @@ class LinearKernel(PatternKernel):
 
     Notes
     -----
-    The Jacobian follows the seed: :math:`J_\theta(K(\theta)x)v = \operatorname{mat}(Qv)\,x`
+    The Jacobian follows the lecture notes: :math:`J_\theta(K(\theta)x)v = \operatorname{mat}(Qv)\,x`
     and the adjoint contracts the outer products :math:`w x^\top` with :math:`Q^\top`.
 
     Examples

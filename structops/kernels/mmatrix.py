@@ -14,14 +14,14 @@ class MMatrix(PatternKernel):
 
     :math:`p = n(n-1)`. Row :math:`i` holds the off-diagonal entries :math:`-\theta_k`
     in column order (skipping the diagonal), and its diagonal entry is the sum of those
-    :math:`\theta_k`. For :math:`n = 3` this is the seed's layout
+    :math:`\theta_k`. For :math:`n = 3` this is the lecture notes' layout
 
     .. math::
         K(\theta) = \begin{pmatrix} \theta_1+\theta_2 & -\theta_1 & -\theta_2 \\
         -\theta_3 & \theta_3+\theta_4 & -\theta_4 \\ -\theta_5 & -\theta_6 & \theta_5+\theta_6
         \end{pmatrix}
 
-    with the seed's :math:`9 \times 6` matrix ``Q``.
+    with the lecture notes' :math:`9 \times 6` matrix ``Q``.
 
     Parameters
     ----------

@@ -1,10 +1,27 @@
-r"""Reparametrised families :math:`K(g(\varphi))`, e.g. positivity through softplus."""
+r"""Reparametrised families :math:`\varphi \mapsto K(g(\varphi))`: positivity, shared or structured stencils.
+
+A reparametrisation keeps an inner family :math:`K(\theta)` and changes its parameter through a
+smooth map :math:`\theta = g(\varphi)`. The chain rule gives the Jacobian,
+
+.. math::
+    J_\varphi = J_\theta\, Dg(\varphi), \qquad J_\varphi^\top w = Dg(\varphi)^\top J_\theta^\top w,
+
+so a reparametrised family needs only :math:`g`, :math:`Dg\,v` and :math:`Dg^\top u`; the inner
+family's prepared states pass through unchanged. :class:`Softplus` makes
+:math:`\theta = \log(1 + e^\varphi) > 0`; :class:`LinearReparam` makes :math:`\theta = P\varphi`
+(tied or symmetric stencils, depthwise blocks), and stays affine.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import abc
 
-from ._base import ParametricKernel
+import numpy as np
+import scipy.sparse as sp
+
+from ._base import ParametricKernel, as_kernel
+
+__all__ = ["LinearReparam", "Reparametrized", "Softplus"]
 
 
 def _softplus(phi: np.ndarray) -> np.ndarray:
@@ -15,7 +32,69 @@ def _sigmoid(phi: np.ndarray) -> np.ndarray:
     return (0.5 * (1 + np.tanh(0.5 * phi))).astype(phi.dtype, copy=False)
 
 
-class Softplus(ParametricKernel):
+class Reparametrized(ParametricKernel):
+    r"""Base of the families :math:`\varphi \mapsto K(g(\varphi))` of an inner family ``kernel``.
+
+    Subclasses implement :meth:`to_theta` (:math:`g`), :meth:`_push` (:math:`Dg(\varphi)v`)
+    and :meth:`_pull` (:math:`Dg(\varphi)^\top u`, for ``u`` of shape ``(p_inner,)`` or
+    ``(n, p_inner)``). The state is ``(phi, inner state at g(phi))``.
+
+    Parameters
+    ----------
+    kernel : ParametricKernel
+        The inner family.
+    nparams : int
+        Number of parameters :math:`\varphi`.
+    """
+
+    linear = False
+
+    def __init__(self, kernel: ParametricKernel, nparams: int) -> None:
+        self.kernel = as_kernel(kernel)
+        super().__init__(nparams, kernel.in_shape, kernel.out_shape)
+
+    @abc.abstractmethod
+    def _map(self, phi: np.ndarray) -> np.ndarray:
+        r""":math:`g(\varphi)` on a validated ``phi``, in its dtype."""
+
+    @abc.abstractmethod
+    def _push(self, phi: np.ndarray, v: np.ndarray) -> np.ndarray:
+        r""":math:`Dg(\varphi)\,v`."""
+
+    @abc.abstractmethod
+    def _pull(self, phi: np.ndarray, u: np.ndarray) -> np.ndarray:
+        r""":math:`Dg(\varphi)^\top u` for ``u`` of shape ``(p_inner,)`` or, row by row, ``(n, p_inner)``."""
+
+    def to_theta(self, phi) -> np.ndarray:
+        r"""The parameter :math:`\theta = g(\varphi)` of the inner family."""
+        return self._map(self.validate_theta(phi, "phi"))
+
+    # ------------------------------------------------------------------ hooks
+    def _prepare(self, phi):
+        return phi, self.kernel._prepare(self._map(phi))
+
+    def _state_dtype(self, state):
+        return self.kernel._state_dtype(state[1])
+
+    def _apply(self, state, x, transpose):
+        return self.kernel._apply(state[1], x, transpose)
+
+    def _prepare_data(self, x, transpose):
+        return self.kernel._prepare_data(x, transpose)
+
+    def _jvp(self, state, data, v, transpose):
+        phi, inner = state
+        return self.kernel._jvp(inner, data, self._push(phi, v), transpose)
+
+    def _vjp(self, state, data, w, transpose, per_example):
+        phi, inner = state
+        return self._pull(phi, self.kernel._vjp(inner, data, w, transpose, per_example))
+
+    def _dense(self, state):
+        return self.kernel._dense(state[1])
+
+
+class Softplus(Reparametrized):
     r"""The family :math:`\varphi \mapsto K(\operatorname{softplus}(\varphi))` of an affine family ``K``.
 
     Turns a constraint :math:`\theta \ge 0` (as in :class:`MMatrix`) into an unconstrained
@@ -27,12 +106,17 @@ class Softplus(ParametricKernel):
     kernel : ParametricKernel
         An affine family (``kernel.linear`` is True).
 
+    Raises
+    ------
+    TypeError
+        If ``kernel`` is not an affine kernel family.
+
     Notes
     -----
     The model is no longer linear in its parameter, so it has no ``Q``. The Jacobian is the
     chain rule :math:`J_\varphi = J_\theta\,\operatorname{diag}(\sigma(\varphi))` with the
     logistic :math:`\sigma = \operatorname{softplus}'`; its Taylor remainder falls as
-    :math:`O(h^2)`.
+    :math:`O(h^2)`. The inner family's cached states (e.g. a convolution's spectra) pass through.
 
     Examples
     --------
@@ -43,61 +127,74 @@ class Softplus(ParametricKernel):
            [-0.6931,  0.6931]])
     """
 
-    linear = False
-
     def __init__(self, kernel: ParametricKernel) -> None:
-        if not isinstance(kernel, ParametricKernel) or not kernel.linear:
-            raise TypeError(f"`kernel` must be an affine ParametricKernel, got {kernel!r}.")
-        self.kernel = kernel
-        super().__init__(kernel.nparams, kernel.in_shape, kernel.out_shape)
+        if not as_kernel(kernel).linear:
+            raise TypeError(f"`kernel` must be an affine kernel family (kernel.linear is True), got {kernel!r}.")
+        super().__init__(kernel, kernel.nparams)
 
     def __repr__(self) -> str:
         return f"Softplus({self.kernel!r})"
 
-    def to_theta(self, phi) -> np.ndarray:
-        """The parameter ``θ = softplus(φ)`` of the wrapped family."""
-        return _softplus(self._theta(phi, "phi"))
+    def _map(self, phi):
+        return _softplus(phi)
 
-    def _apply(self, theta, x, transpose):
-        return self.kernel._apply(_softplus(theta), x, transpose)
+    def _push(self, phi, v):
+        return _sigmoid(phi) * v
 
-    def _jvp(self, theta, x, v, transpose):
-        return self.kernel._jvp(_softplus(theta), x, _sigmoid(theta) * v, transpose)
+    def _pull(self, phi, u):
+        return u * _sigmoid(phi)
 
-    def _vjp(self, theta, x, w, transpose, per_example):
-        return self.kernel._vjp(_softplus(theta), x, w, transpose, per_example) * _sigmoid(theta)
 
-    # the wrapped family's cached states pass through (e.g. a convolution's spectra), when it
-    # has any: a family without data state keeps the plain hooks above, so a subclass that
-    # overrides only _jvp/_vjp (as the test doubles of structops.testing do) is still used
-    def _passes(self, hook: str) -> bool:
-        """Whether the wrapped family overrides ``hook`` (has a state of that kind to pass)."""
-        return getattr(type(self.kernel), hook) is not getattr(ParametricKernel, hook)
+class LinearReparam(Reparametrized):
+    r"""The family :math:`\varphi \mapsto K(P\varphi)` for a fixed sparse matrix :math:`P`.
 
-    def _prepare(self, theta):
-        if not self._passes("_prepare"):
-            return super()._prepare(theta)
-        return self.kernel._prepare(_softplus(theta))
+    Ties or structures the parameters of an inner family: a symmetric stencil is a full stencil
+    :math:`P\varphi` with mirrored taps equal, a depthwise convolution a full multi-channel
+    stencil with the off-diagonal channel blocks zero. If ``K`` is affine so is the result,
+    with :math:`Q = Q_K P` and the inner family's :math:`q`.
 
-    def _apply_prepared(self, state, x, transpose):
-        if not self._passes("_prepare"):
-            return super()._apply_prepared(state, x, transpose)
-        return self.kernel._apply_prepared(state, x, transpose)
+    Parameters
+    ----------
+    kernel : ParametricKernel
+        The inner family :math:`K(\theta)`, :math:`\theta \in \mathbb{R}^{p_K}`.
+    P : scipy.sparse matrix or array_like, shape (p_K, p)
+        The parameter map.
 
-    def _prepare_data(self, x, transpose):
-        if not self._passes("_prepare_data"):
-            return super()._prepare_data(x, transpose)
-        return self.kernel._prepare_data(x, transpose)
+    Raises
+    ------
+    ValueError
+        If ``P`` does not have ``kernel.nparams`` rows.
+    """
 
-    def _jvp_prepared(self, theta, state, v, transpose):
-        if not self._passes("_prepare_data"):
-            return super()._jvp_prepared(theta, state, v, transpose)
-        return self.kernel._jvp_prepared(_softplus(theta), state, _sigmoid(theta) * v, transpose)
+    def __init__(self, kernel: ParametricKernel, P) -> None:
+        P = sp.csr_array(P, dtype=np.float64)
+        if P.shape[0] != kernel.nparams:
+            raise ValueError(f"`P` must have kernel.nparams = {kernel.nparams} rows, got shape {P.shape}.")
+        self.P = P
+        self._P_by_dtype = {dt: P.astype(dt) for dt in (np.float32, np.float64)}
+        self.linear = kernel.linear
+        super().__init__(kernel, P.shape[1])
 
-    def _vjp_prepared(self, theta, state, w, transpose, per_example):
-        if not self._passes("_prepare_data"):
-            return super()._vjp_prepared(theta, state, w, transpose, per_example)
-        return self.kernel._vjp_prepared(_softplus(theta), state, w, transpose, per_example) * _sigmoid(theta)
+    def __repr__(self) -> str:
+        return f"LinearReparam({self.kernel!r}, P={self.P.shape})"
 
-    def _dense(self, theta):
-        return self.kernel._dense(_softplus(theta))
+    def _matrix(self, dtype: np.dtype) -> sp.csr_array:
+        return self._P_by_dtype[np.dtype(dtype).type]
+
+    def _map(self, phi):
+        return self._matrix(phi.dtype) @ phi
+
+    def _push(self, phi, v):
+        return self._matrix(v.dtype) @ v
+
+    def _pull(self, phi, u):
+        Pt = self._matrix(u.dtype).T
+        return Pt @ u if u.ndim == 1 else np.asarray((Pt @ u.T).T)
+
+    def _build_Q(self):
+        return sp.csc_array(self.kernel.Q @ self.P)
+
+    @property
+    def q(self) -> np.ndarray | None:
+        """The inner family's constant part."""
+        return self.kernel.q

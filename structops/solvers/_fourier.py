@@ -15,10 +15,9 @@ real FFT is stored and applied (``rfftn``/``irfftn``).
 from __future__ import annotations
 
 import numpy as np
-import pylops
 import scipy.fft as sfft
 
-from ..kernels._base import _real_apply
+from ..kernels.operators import ColumnBatched, real_apply
 
 
 def half_spectrum(full: np.ndarray, ndim: int) -> np.ndarray:
@@ -28,7 +27,7 @@ def half_spectrum(full: np.ndarray, ndim: int) -> np.ndarray:
     return np.ascontiguousarray(full[index])
 
 
-class FourierMultiplier(pylops.LinearOperator):
+class FourierMultiplier(ColumnBatched):
     r"""Real BCCB operator :math:`x \mapsto F^{-1}\big(B(\xi)\hat x(\xi)\big)_\xi` from its per-frequency blocks.
 
     Parameters
@@ -85,17 +84,8 @@ class FourierMultiplier(pylops.LinearOperator):
         Y = sfft.irfftn(Yf, s=self.grid, axes=self._axes)
         return Y.reshape(cout * int(np.prod(self.grid)), k)
 
-    def _matvec(self, x):
-        return _real_apply(lambda z: self._cols(z.reshape(-1, 1), False).ravel(), x, self.dtype)
-
-    def _matmat(self, X):
-        return _real_apply(lambda z: self._cols(z, False), X, self.dtype)
-
-    def _rmatvec(self, x):
-        return _real_apply(lambda z: self._cols(z.reshape(-1, 1), True).ravel(), x, self.dtype)
-
-    def _rmatmat(self, X):
-        return _real_apply(lambda z: self._cols(z, True), X, self.dtype)
+    def _columns(self, X, adjoint):
+        return real_apply(lambda z: self._cols(z, adjoint), X, self.dtype)
 
     def _adjoint(self) -> FourierMultiplier:
         name = None if self.name is None else f"({self.name})ᵀ"

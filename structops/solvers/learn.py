@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from .._validation import as_float_array, check_batch, check_positive_int
-from ..kernels._base import ParametricKernel
-from .spectral import _real_scalar
+from .._validation import as_float_array, check_batch, check_positive_int, check_real_scalar
+from ..kernels._base import ParametricKernel, as_kernel
 
 __all__ = ["SOLVERS", "LearnResult", "learn_stencil", "least_squares_problem"]
 
@@ -159,12 +158,12 @@ def learn_stencil(
     """
     if solver not in SOLVERS:
         raise ValueError(f"`solver` must be one of {SOLVERS!r}, got {solver!r}.")
-    damp = _real_scalar(damp, "damp", minimum=0.0)
+    damp = check_real_scalar(damp, "damp", minimum=0.0)
     J, b, dtype = least_squares_problem(kernel, X, Y, transpose=transpose, theta0=theta0)
     eps = float(np.finfo(dtype).eps)
-    atol = 100 * eps if atol is None else _real_scalar(atol, "atol", minimum=0.0)
-    btol = 100 * eps if btol is None else _real_scalar(btol, "btol", minimum=0.0)
-    conlim = 1.0 / (100 * eps) if conlim is None else _real_scalar(conlim, "conlim", minimum=0.0)
+    atol = 100 * eps if atol is None else check_real_scalar(atol, "atol", minimum=0.0)
+    btol = 100 * eps if btol is None else check_real_scalar(btol, "btol", minimum=0.0)
+    conlim = 1.0 / (100 * eps) if conlim is None else check_real_scalar(conlim, "conlim", minimum=0.0)
     maxiter = 2 * kernel.nparams + 20 if maxiter is None else check_positive_int(maxiter, "maxiter")
     # scipy iterates in float64 whatever the operator's dtype (lsmr overflows casting its
     # 1e100 sentinels to float32): hand it float64 data explicitly
@@ -175,7 +174,7 @@ def learn_stencil(
         out = spla.lsmr(J, b, damp=damp, atol=atol, btol=btol, conlim=conlim, maxiter=maxiter)
     theta = np.asarray(out[0]).astype(dtype, copy=False)
     istop, itn = int(out[1]), int(out[2])
-    if kernel.bounds is not None and not _within(theta, kernel.bounds):
+    if not kernel.is_feasible(theta):
         return _bounded_fit(kernel, J, b, damp, atol, maxiter, dtype)
     return _result(J, b, theta, solver, istop, itn, converged=istop in _CONVERGED)
 
@@ -206,8 +205,7 @@ def least_squares_problem(
     of ``X``). Shared with :func:`structops.distributed.learn_stencil`, where each rank holds
     its own examples (and may hold none: ``allow_empty``).
     """
-    if not isinstance(kernel, ParametricKernel):
-        raise TypeError(f"`kernel` must be a structops ParametricKernel, got {kernel!r}.")
+    kernel = as_kernel(kernel)
     if not kernel.linear:
         raise TypeError(
             f"`kernel` {kernel!r} is not affine in theta, so fitting it is not a linear least-squares problem; "
@@ -225,19 +223,14 @@ def least_squares_problem(
     if theta0 is None:
         theta0 = np.zeros(kernel.nparams, dtype=dtype)
         try:
-            kernel._theta(theta0)
+            kernel.validate_theta(theta0)
         except ValueError:
             theta0 = kernel.random_theta(0, dtype=dtype)
-    theta0 = kernel._theta(as_float_array(theta0, "theta0", dtype=dtype), "theta0")
+    theta0 = kernel.validate_theta(as_float_array(theta0, "theta0", dtype=dtype), "theta0")
 
     J = kernel.jac(theta0, x, transpose=transpose)
     offset = kernel.apply(theta0, x, transpose=transpose).ravel() - J.matvec(theta0)
     return J, y.ravel() - offset, dtype
-
-
-def _within(theta: np.ndarray, bounds) -> bool:
-    lower, upper = bounds
-    return bool(np.all(theta >= lower) and np.all(theta <= upper))
 
 
 def _bounded_fit(kernel: ParametricKernel, J, b: np.ndarray, damp: float, tol: float, maxiter: int, dtype):

@@ -27,10 +27,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-from ..kernels._base import ParametricKernel
+from .._validation import check_real_scalar
+from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.conv import Conv
 from ._fourier import FourierMultiplier, half_spectrum
-from .spectral import _check_rcond, _inverse_from_symbol, _real_scalar
+from .spectral import check_rcond, inverse_from_symbol
 
 __all__ = [
     "KINDS",
@@ -45,8 +46,7 @@ KINDS = ("strang", "chan")
 
 
 def _require_toeplitz(kernel, func: str) -> Conv:
-    if not isinstance(kernel, ParametricKernel):
-        raise TypeError(f"`kernel` must be a structops ParametricKernel (a structops.Conv), got {kernel!r}.")
+    as_kernel(kernel)
     if not (
         isinstance(kernel, Conv)
         and kernel.bc == "zero"
@@ -117,7 +117,7 @@ def circulant_eigvals(kernel: ParametricKernel, theta, kind: str = "strang") -> 
     kernel = _require_toeplitz(kernel, "circulant_eigvals")
     if kind not in KINDS:
         raise ValueError(f"`kind` must be one of {KINDS!r}, got {kind!r}.")
-    theta = kernel._theta(theta)
+    theta = kernel.validate_theta(theta)
     stencil = theta.reshape(kernel.stencil).astype(np.float64)
     first = np.zeros(kernel.grid)
     positions, weight = zip(*(_axis_weights(kind, s, n) for s, n in zip(kernel.stencil, kernel.grid)))
@@ -196,12 +196,12 @@ def circulant_preconditioner(
     True
     """
     kernel = _require_toeplitz(kernel, "circulant_preconditioner")
-    alpha = _real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
-    rcond = _check_rcond(rcond)
+    alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
+    rcond = check_rcond(rcond)
     lam = circulant_eigvals(kernel, theta, kind)
     S = half_spectrum(lam, len(kernel.grid))[..., None, None]
     try:
-        return _inverse_from_symbol(S, kernel.grid, lam.real.dtype, alpha=alpha, normal=normal, rcond=rcond, name="C")
+        return inverse_from_symbol(S, kernel.grid, lam.real.dtype, alpha=alpha, normal=normal, rcond=rcond, name="C")
     except np.linalg.LinAlgError as err:
         label = "Strang's" if kind == "strang" else "T. Chan's"
         raise np.linalg.LinAlgError(f"{label} circulant approximation C of {kernel!r}: {err}") from None

@@ -17,12 +17,13 @@ numbers and eigenvalues then follow from small per-frequency problems in
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from .._validation import check_positive_int
-from ..kernels._base import ParametricKernel
-from ..kernels.conv import Conv
+from .._validation import check_positive_int, check_real_scalar
+from ..kernels._base import ParametricKernel, as_kernel
 from ._fourier import FourierMultiplier, half_spectrum
 
 __all__ = [
@@ -44,14 +45,14 @@ _WHICH = ("LM", "SM", "LR", "SR", "LI", "SI")
 
 
 # ----------------------------------------------------------------- validation
-def _check_kernel(kernel) -> ParametricKernel:
-    if not isinstance(kernel, ParametricKernel):
-        raise TypeError(f"`kernel` must be a structops ParametricKernel (e.g. structops.Conv), got {kernel!r}.")
-    return kernel
+_check_kernel = as_kernel
 
 
 def is_circulant(kernel) -> bool:
-    """Whether ``kernel`` is a periodic :class:`structops.Conv` with stride 1 (BCCB, diagonalised by the FFT).
+    """Whether ``kernel`` is block circulant (``kernel.circulant``): diagonalised by the FFT.
+
+    True for the periodic stride-1 convolution families (:class:`structops.Conv` and the
+    families built on it); their ``symbol(theta)`` gives the per-frequency blocks.
 
     Examples
     --------
@@ -59,14 +60,15 @@ def is_circulant(kernel) -> bool:
     >>> is_circulant(structops.Conv(8, 3, bc="periodic")), is_circulant(structops.Conv(8, 3))
     (True, False)
     """
-    return isinstance(kernel, Conv) and kernel.bc == "periodic" and all(s == 1 for s in kernel.stride)
+    return isinstance(kernel, ParametricKernel) and bool(kernel.circulant)
 
 
-def _require_circulant(kernel, func: str) -> Conv:
-    _check_kernel(kernel)
+def _require_circulant(kernel, func: str) -> Any:
+    """``kernel`` if it is block circulant (it then has ``symbol``, ``grid`` and channel counts)."""
+    as_kernel(kernel)
     if not is_circulant(kernel):
         raise ValueError(
-            f"`{func}` needs a periodic convolution, structops.Conv(..., bc='periodic', stride=1) "
+            f"`{func}` needs a periodic convolution, e.g. structops.Conv(..., bc='periodic', stride=1) "
             f"(block-circulant, diagonalised by the FFT), got `kernel` = {kernel!r}; for other kernels use "
             "scipy.sparse.linalg's iterative solvers on kernel.op(theta) (see structops.solvers.circulant_"
             "preconditioner for zero boundaries)."
@@ -74,21 +76,10 @@ def _require_circulant(kernel, func: str) -> Conv:
     return kernel
 
 
-def _real_scalar(value, name: str, *, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, got {value!r}.")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
-    return value
-
-
-def _check_rcond(rcond) -> float | None:
+def check_rcond(rcond) -> float | None:
     if rcond is None:
         return None
-    rcond = _real_scalar(rcond, "rcond", minimum=0.0)
+    rcond = check_real_scalar(rcond, "rcond", minimum=0.0)
     if rcond >= 1.0:
         raise ValueError(f"`rcond` must be None or a relative cutoff in [0, 1), got {rcond!r}.")
     return rcond
@@ -153,8 +144,8 @@ def _invert(blocks: np.ndarray, sv: np.ndarray, rcond: float | None, what: str, 
     return _inverse_blocks(blocks)
 
 
-def _symbol_half(kernel: Conv, theta) -> tuple[np.ndarray, np.ndarray]:
-    theta = kernel._theta(theta)
+def _symbol_half(kernel: Any, theta) -> tuple[np.ndarray, np.ndarray]:
+    theta = kernel.validate_theta(theta)
     return theta, half_spectrum(kernel.symbol(theta), len(kernel.grid))
 
 
@@ -247,13 +238,13 @@ def inverse(
     True
     """
     kernel = _require_circulant(kernel, "inverse")
-    alpha = _real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
-    rcond = _check_rcond(rcond)
+    alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
+    rcond = check_rcond(rcond)
     theta, S = _symbol_half(kernel, theta)
-    return _inverse_from_symbol(S, kernel.grid, theta.dtype, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)")
+    return inverse_from_symbol(S, kernel.grid, theta.dtype, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)")
 
 
-def _inverse_from_symbol(
+def inverse_from_symbol(
     S: np.ndarray, grid: tuple[int, ...], dtype, *, alpha: float, normal: bool, rcond: float | None, name: str
 ) -> FourierMultiplier:
     """The multiplier of ``(S + αI)^-1``, ``(S^H S + αI)^-1`` or ``S^+`` from a half symbol ``S``."""
@@ -336,7 +327,7 @@ def implicit_step(kernel: ParametricKernel, theta, h: float) -> FourierMultiplie
     True
     """
     kernel = _require_circulant(kernel, "implicit_step")
-    h = _real_scalar(h, "h", minimum=0.0)
+    h = check_real_scalar(h, "h", minimum=0.0)
     theta, S = _symbol_half(kernel, theta)
     return _normal_inverse(S, h, 1.0, None, kernel.grid, theta.dtype, f"{h:g}·KᵀK + I")
 
@@ -377,11 +368,11 @@ def spectral_norm(kernel: ParametricKernel, theta, *, tol: float = 0.0) -> float
     4.0
     """
     _check_kernel(kernel)
-    tol = _real_scalar(tol, "tol", minimum=0.0)
+    tol = check_real_scalar(tol, "tol", minimum=0.0)
     if is_circulant(kernel):
         _, S = _symbol_half(kernel, theta)
         return float(_singular_values(S).max(initial=0.0))
-    theta = kernel._theta(theta)
+    theta = kernel.validate_theta(theta)
     if _dense_fallback(kernel, 1):
         return float(np.linalg.norm(kernel.matrix(theta), 2)) if kernel.shape[0] * kernel.shape[1] else 0.0
     s = spla.svds(kernel.op(theta), k=1, tol=tol, return_singular_vectors=False, random_state=0)
@@ -425,13 +416,13 @@ def cond(kernel: ParametricKernel, theta, *, tol: float = 0.0) -> float:
     3.0
     """
     _check_kernel(kernel)
-    tol = _real_scalar(tol, "tol", minimum=0.0)
+    tol = check_real_scalar(tol, "tol", minimum=0.0)
     if is_circulant(kernel):
         _, S = _symbol_half(kernel, theta)
         sv = _singular_values(S)
         smax, smin = float(sv.max()), float(sv.min())
         return np.inf if smin == 0 else smax / smin
-    theta = kernel._theta(theta)
+    theta = kernel.validate_theta(theta)
     if _dense_fallback(kernel, 2):
         return float(np.linalg.cond(kernel.matrix(theta)))
     op = kernel.op(theta)
@@ -489,7 +480,7 @@ def eigvals(kernel: ParametricKernel, theta, *, k: int | None = None, which: str
             return kernel.eigvals(theta)
         return np.linalg.eigvals(kernel.symbol(theta))
     k = 6 if k is None else check_positive_int(k, "k")
-    theta = kernel._theta(theta)
+    theta = kernel.validate_theta(theta)
     n = kernel.shape[0]
     if k >= n - 1:
         ev = np.linalg.eigvals(kernel.matrix(theta))

@@ -1,4 +1,4 @@
-r"""Training the seed's parametric layer :math:`E(\sigma(YK(\theta) + b)W, C)` for any kernel family.
+r"""Training the lecture notes' parametric layer :math:`E(\sigma(YK(\theta) + b)W, C)` for any kernel family.
 
 * :mod:`~structops.train.model` -- :class:`LayerClassifier` (forward, loss, gradient through
   ``kernel.jac``, Gauss--Newton operator) and :class:`Params`;

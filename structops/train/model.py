@@ -1,11 +1,11 @@
-r"""The seed's single parametric layer followed by a linear softmax classifier.
+r"""The lecture notes' single parametric layer followed by a linear softmax classifier.
 
 .. math::
     A = K(\theta)\,y_i + b, \qquad Z = \sigma(A), \qquad S = Z W + c, \qquad
     E = \frac{1}{n}\sum_{i=1}^n \Bigl(\log\sum_k e^{S_{ik}} - S_{i, y_i}\Bigr)
       + \frac{\alpha_\theta}{2}\|\theta\|^2 + \frac{\alpha_W}{2}\|W\|_F^2,
 
-the seed's :math:`E(\sigma(YK(\theta) + b)W, C)` with examples as rows. The gradient with
+the lecture notes' :math:`E(\sigma(YK(\theta) + b)W, C)` with examples as rows. The gradient with
 respect to :math:`\theta` is the chain rule through the family's Jacobian,
 :math:`\nabla_\theta E = J_\theta^\top \bigl(\sigma'(A) \odot (G_S W^\top)\bigr)` with
 :math:`G_S = (\operatorname{softmax}(S) - C)/n`, computed by ``kernel.jac(theta, Y).H`` --
@@ -89,7 +89,7 @@ class LayerClassifier:
         Layout of :math:`b`. ``"channel"``: one bias per entry of the first axis of
         ``kernel.out_shape``, shared over the other axes -- one per output channel for a
         ``Conv`` output ``(channels, *grid)``, one per feature for a matrix family's
-        ``(rows,)``. ``"scalar"``: the seed's single :math:`b \in \mathbb{R}`.
+        ``(rows,)``. ``"scalar"``: the lecture notes' single :math:`b \in \mathbb{R}`.
     reg_theta, reg_W : float, optional
         Tikhonov weights :math:`\alpha_\theta, \alpha_W \ge 0`.
 

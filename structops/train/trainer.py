@@ -229,8 +229,8 @@ def locally_connected(image_shape, stencil, out_channels: int = 1) -> kernels.Li
 
 def _pool(kernel: ParametricKernel, window, image_shape) -> ParametricKernel:
     try:
+        from ..kernels import AvgPool
         from ..kernels.compose import Chain
-        from ..kernels.pooling import AvgPool
     except ImportError as exc:  # pragma: no cover - pooling ships with structops
         raise ValueError(f"`pool` needs structops.AvgPool, which this installation lacks ({exc}).") from exc
     out = kernel.out_shape

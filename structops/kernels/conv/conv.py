@@ -3,34 +3,32 @@ r"""Multi-channel convolutions in 1, 2 and 3 dimensions as a parametric kernel f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.fft as sfft
 import scipy.sparse as sp
 
-from .._validation import check_int_tuple, check_positive_int, check_theta
-from . import _conv_core as core
-from ._base import ParametricKernel
+from ..._backend import have_numba, workers
+from ..._validation import check_int_tuple, check_positive_int, check_theta
+from .._base import ParametricKernel
+from . import _core as core
 
 METHODS = ("auto", "direct", "fft")
 
 
-class _ConvData:
-    """What a :class:`Conv` Jacobian keeps of its data: ``x``, and its spectrum once computed."""
+class _ConvData(NamedTuple):
+    """What a :class:`Conv` Jacobian keeps of its data: ``x``, and its spectrum for an FFT Jacobian."""
 
-    __slots__ = ("spectrum", "used", "x")
-
-    def __init__(self, x: np.ndarray) -> None:
-        self.x = x
-        self.spectrum: np.ndarray | None = None
-        self.used = False  # whether a product already ran (on the direct sums)
+    x: np.ndarray
+    spectrum: np.ndarray | None
 
 
 class Conv(ParametricKernel):
     r"""Multi-channel convolution :math:`K(\theta)` with a boundary condition and a stride.
 
-    Output channel :math:`o` is :math:`z_o = \sum_c K^{oc}(\theta^{oc})\,x_c` (the seed's block
-    operator of convolutions), each block the seed's discrete convolution
+    Output channel :math:`o` is :math:`z_o = \sum_c K^{oc}(\theta^{oc})\,x_c` (the lecture notes' block
+    operator of convolutions), each block the lecture notes' discrete convolution
 
     .. math::
         z_i = \sum_j \theta_j\, x_{i + c - j}, \qquad c = s /\!/ 2 \text{ per axis},
@@ -53,13 +51,15 @@ class Conv(ParametricKernel):
     stride : int or sequence of int
         Output sampling step per axis.
     method : {"auto", "direct", "fft"}
-        Direct stencil sums or FFTs. ``"auto"`` picks by a cost model, separately for the
-        operator (``self.method``) and for the Jacobian (``self.jac_method``): a Jacobian
-        caches the spectrum of its data, so each of its products costs one transform fewer
-        than an operator product, and the FFT pays for it at smaller stencils. (When the
-        operator is direct and the Jacobian FFT, a Jacobian's first product stays direct and
-        the data are transformed once it is reused, so a one-off gradient never costs two
-        transforms.) An explicit ``"direct"`` or ``"fft"`` sets both.
+        Direct stencil sums or FFTs for the operator (``self.method``); ``"auto"`` picks by a
+        cost model (see :meth:`_choose_method`).
+    jac_method : {"auto", "direct", "fft"}, optional
+        The same for the Jacobians (``self.jac_method``); default: as ``method``. The method
+        of a Jacobian is fixed when it is built: an FFT Jacobian transforms its data once, at
+        :meth:`jac`, and each later product transforms only the other side, so ``"fft"`` pays
+        for Jacobians used for many products (a Krylov fit of a large stencil); ``"auto"``
+        prices a Jacobian used for one gradient, which costs the same transforms as an
+        operator product.
 
     Raises
     ------
@@ -94,7 +94,7 @@ class Conv(ParametricKernel):
     spectrum, :math:`K^\top y = \mathrm{real}(F^{-1}(\bar\lambda \odot F y))`). The Jacobian
     with respect to :math:`\theta` is the convolution with the roles of stencil and signal
     exchanged; its adjoint is the correlation of the output cotangent with the padded input,
-    summed over examples: the seed's :math:`\mathrm{real}(Q^\top F((F^*Y^\top)\odot(FW^\top))e_n)`.
+    summed over examples: the lecture notes' :math:`\mathrm{real}(Q^\top F((F^*Y^\top)\odot(FW^\top))e_n)`.
 
     **PyTorch.** With ``w = theta_to_torch(theta)`` (``θ`` flipped on the spatial axes),
     ``K(θ) x`` equals ``torch.nn.functional.conv{1,2,3}d(x, w, padding="same")`` for
@@ -106,7 +106,7 @@ class Conv(ParametricKernel):
 
     Examples
     --------
-    The seed's 4×4 Toeplitz matrix for a stencil :math:`(\theta_1, \theta_2, \theta_3)`:
+    The lecture notes' 4×4 Toeplitz matrix for a stencil :math:`(\theta_1, \theta_2, \theta_3)`:
 
     >>> Conv(4, 3).matrix(np.array([1.0, 2.0, 3.0]))
     array([[2., 1., 0., 0.],
@@ -130,6 +130,7 @@ class Conv(ParametricKernel):
         out_channels: int = 1,
         stride: int | Sequence[int] = 1,
         method: str = "auto",
+        jac_method: str | None = None,
     ) -> None:
         grid = check_int_tuple(grid if not isinstance(grid, (int, np.integer)) else (grid,), "grid")
         if not 1 <= len(grid) <= 3:
@@ -140,6 +141,9 @@ class Conv(ParametricKernel):
             raise ValueError(f"`bc` must be one of {core.BOUNDARY_CONDITIONS!r}, got {bc!r}.")
         if method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS!r}, got {method!r}.")
+        jac_method = method if jac_method is None else jac_method
+        if jac_method not in METHODS:
+            raise ValueError(f"`jac_method` must be one of {METHODS!r}, got {jac_method!r}.")
         cin = check_positive_int(in_channels, "in_channels")
         cout = check_positive_int(out_channels, "out_channels")
         for axis, (g, s) in enumerate(zip(grid, stencil)):
@@ -156,8 +160,8 @@ class Conv(ParametricKernel):
         self.geometry = core.ConvGeometry(grid, stencil, stride, bc, cin, cout)
         self.grid, self.stencil, self.stride, self.bc = grid, stencil, stride, bc
         self.in_channels, self.out_channels = cin, cout
-        self.method = self._choose_method("op") if method == "auto" else method
-        self.jac_method = self._choose_method("jac") if method == "auto" else method
+        self.method = self._choose_method() if method == "auto" else method
+        self.jac_method = self._choose_method() if jac_method == "auto" else jac_method
         super().__init__(cout * cin * int(np.prod(stencil)), (cin, *grid), (cout, *self.geometry.out_grid))
 
     def __repr__(self) -> str:
@@ -172,22 +176,21 @@ class Conv(ParametricKernel):
         return (self.out_channels, self.in_channels, *self.stencil)
 
     # --------------------------------------------------------------- cost model
-    def _choose_method(self, use: str) -> str:
+    def _choose_method(self) -> str:
         """Pick direct sums or FFTs with a cost model calibrated on measured times.
 
         Estimated nanoseconds per example (float64, one thread; float32 and more threads
         scale both alike)::
 
             direct = 0.09 cin cout S W + 0.6 (cin + cout) Lp
-            fft    = a (cin + cout) L log2 L + 2 cin cout L + 0.6 (cin + cout) Lp   (use="op")
-            fft    = a cout L log2 L + 2 cin cout L + 0.6 (cin + cout) Lp           (use="jac")
+            fft    = a (cin + cout) L log2 L + 2 cin cout L + 0.6 (cin + cout) Lp
 
         with ``S = prod(stencil)``, ``Lp`` the padded grid, ``W`` the flat range of the
         direct sums (about ``prod(out_grid)``), ``L`` the transform size and ``a`` = 0.35 in
         1D, 0.75 in 2D/3D (pocketfft per point). An operator product transforms its input
-        and its output; a product of a built Jacobian (``J v`` or ``J^T w``) only one side,
-        the spectrum of its data being cached, and the transform of the stencil gradient is
-        shared by all examples. Without numba the direct sums run through numpy (one GEMM
+        and its output; a gradient ``J^T w`` transforms the data and the cotangent (the
+        transform of the stencil gradient is shared by all examples), the same count. Without
+        numba the direct sums run through numpy (one GEMM
         over channels per stencil offset), costing about 1 ns per multiply-add in the
         single-channel case, 0.3 ns otherwise.
         """
@@ -198,11 +201,10 @@ class Conv(ParametricKernel):
         L = float(np.prod(core.fft_shape(geo)))
         cin, cout = geo.cin, geo.cout
         move = 0.6 * (cin + cout) * Lp
-        per_fma = 0.09 if core.have_numba() else (1.0 if cin * cout == 1 else 0.3)
+        per_fma = 0.09 if have_numba() else (1.0 if cin * cout == 1 else 0.3)
         direct = per_fma * cin * cout * S * width + move
         a = 0.35 if geo.ndim == 1 else 0.75
-        transformed = cin + cout if use == "op" else cout
-        fft = a * transformed * L * np.log2(max(L, 2.0)) + 2.0 * cin * cout * L + move
+        fft = a * (cin + cout) * L * np.log2(max(L, 2.0)) + 2.0 * cin * cout * L + move
         return "fft" if fft < direct else "direct"
 
     # ------------------------------------------------------------------- hooks
@@ -214,10 +216,10 @@ class Conv(ParametricKernel):
         spec = core.spectrum(stencil, self.geometry) if self.method == "fft" else None
         return stencil, spec
 
-    def _apply(self, theta, x, transpose):
-        return self._apply_prepared(self._prepare(theta), x, transpose)
+    def _state_dtype(self, state):
+        return state[0].dtype
 
-    def _apply_prepared(self, state, x, transpose):
+    def _apply(self, state, x, transpose):
         stencil, spec = state
         geo = self.geometry
         n = x.shape[0]
@@ -225,84 +227,66 @@ class Conv(ParametricKernel):
             return np.zeros((0, self.shape[1] if transpose else self.shape[0]), dtype=x.dtype)
         if transpose:
             y = x.reshape((n, *self.out_shape))
-            if self.method == "fft":
-                out = core.fft_adjoint(spec, y, geo, workers=core.workers())
-            elif core.have_numba():
+            if spec is not None:
+                out = core.fft_adjoint(spec, y, geo, workers=workers())
+            elif have_numba():
                 out = core.numba_adjoint(stencil, y, geo)
             else:
                 out = core.pad_adjoint(core.direct_adjoint(stencil, y, geo), geo)
             return out.reshape(n, -1).astype(x.dtype, copy=False)
         xs = x.reshape((n, *self.in_shape))
-        if self.method == "fft":
-            z = core.fft_forward(spec, xs, geo, workers=core.workers())
-        elif core.have_numba():
+        if spec is not None:
+            z = core.fft_forward(spec, xs, geo, workers=workers())
+        elif have_numba():
             z = core.numba_forward(stencil, xs, geo)
         else:
             z = core.direct_forward(stencil, core.pad(xs, geo), geo)
         return z.reshape(n, -1).astype(x.dtype, copy=False)
 
-    def _vjp(self, theta, x, w, transpose, per_example):
-        return self._vjp_prepared(theta, self._prepare_data(x, transpose), w, transpose, per_example)
-
     def _prepare_data(self, x, transpose):
-        return _ConvData(x)
+        """The data, and for an FFT Jacobian their half-spectrum (input side, or output side for ``K^T``)."""
+        n, geo = x.shape[0], self.geometry
+        if self.jac_method != "fft" or n == 0:
+            return _ConvData(x, None)
+        if transpose:
+            return _ConvData(x, core.output_spectrum(x.reshape((n, *self.out_shape)), geo, workers=workers()))
+        return _ConvData(x, core.input_spectrum(x.reshape((n, *self.in_shape)), geo, workers=workers()))
 
-    def _data_spectrum(self, state: _ConvData, transpose: bool):
-        """The half-spectrum of the Jacobian's data (None: use the direct sums).
-
-        Computed once and kept: on the input side (``x``) or, for the transposed map, on the
-        output side (``S^T x``). An operator on direct sums already found a product with two
-        transforms dearer, so its Jacobian's first product (often the only one: a gradient)
-        stays direct and the data are transformed once the Jacobian is used again.
-        """
-        x = state.x
-        if self.jac_method != "fft" or x.shape[0] == 0:
-            return None
-        if state.spectrum is None:
-            if self.method != "fft" and not state.used:
-                state.used = True
-                return None
-            n, geo = x.shape[0], self.geometry
-            if transpose:
-                state.spectrum = core.output_spectrum(x.reshape((n, *self.out_shape)), geo, workers=core.workers())
-            else:
-                state.spectrum = core.input_spectrum(x.reshape((n, *self.in_shape)), geo, workers=core.workers())
-        return state.spectrum
-
-    def _jvp_prepared(self, theta, state, v, transpose):
-        xf = self._data_spectrum(state, transpose)
-        if xf is None:
-            return self._jvp(theta, state.x, v, transpose)
+    def _jvp(self, state, data, v, transpose):
+        xf = data.spectrum
+        if xf is None:  # J v = K(v) x by direct sums
+            stencil = self._stencil(v)
+            return self._apply((stencil, None), data.x, transpose)
         # J v = K(v) x: the spectrum of v against the cached spectrum of x
         geo = self.geometry
         spec = core.spectrum(self._stencil(v), geo)
         if transpose:
-            out = core.fft_adjoint_spectrum(spec, xf, geo, workers=core.workers())
+            out = core.fft_adjoint_spectrum(spec, xf, geo, workers=workers())
         else:
-            out = core.fft_forward_spectrum(spec, xf, geo, workers=core.workers())
+            out = core.fft_forward_spectrum(spec, xf, geo, workers=workers())
         return out.reshape(xf.shape[0], -1).astype(v.dtype, copy=False)
 
-    def _vjp_prepared(self, theta, state, w, transpose, per_example):
+    def _vjp(self, state, data, w, transpose, per_example):
         geo = self.geometry
-        xf = self._data_spectrum(state, transpose)
+        xf = data.spectrum
         if xf is not None:
             n = xf.shape[0]
             if transpose:
                 # <w, K(θ)^T y> = <K(θ) w, y>: w is the input, the cached y the cotangent
-                wf = core.input_spectrum(w.reshape((n, *self.in_shape)), geo, workers=core.workers())
-                g = core.fft_gradient_spectra(wf, xf, geo, per_example, w.dtype, core.workers(), scratch="x")
+                wf = core.input_spectrum(w.reshape((n, *self.in_shape)), geo, workers=workers())
+                g = core.fft_gradient_spectra(wf, xf, geo, per_example, w.dtype, workers(), scratch="x")
             else:
-                wf = core.output_spectrum(w.reshape((n, *self.out_shape)), geo, workers=core.workers())
-                g = core.fft_gradient_spectra(xf, wf, geo, per_example, w.dtype, core.workers(), scratch="w")
+                wf = core.output_spectrum(w.reshape((n, *self.out_shape)), geo, workers=workers())
+                g = core.fft_gradient_spectra(xf, wf, geo, per_example, w.dtype, workers(), scratch="w")
             return g.reshape(n, -1) if per_example else g.reshape(-1)
-        x = state.x
+        x = data.x
         # <w, K(θ)^T y> = <K(θ) w, y>: the transposed map swaps the roles of data and cotangent
         if transpose:
             x, w = w, x
         n = x.shape[0]
         xs = x.reshape((n, *self.in_shape))
         ws = w.reshape((n, *self.out_shape))
-        if core.have_numba():
+        if have_numba():
             g = core.numba_gradient(xs, ws, geo, per_example)
         else:
             g = core.direct_gradient(core.pad(xs, geo), ws, geo, per_example)
@@ -337,8 +321,13 @@ class Conv(ParametricKernel):
         return sp.csc_array(sp.coo_array((data, (lin, param.ravel())), shape=(rows * cols, self.nparams)))
 
     # -------------------------------------------------------------- spectra
+    @property
+    def circulant(self) -> bool:
+        """True for ``bc="periodic"`` with stride 1: block circulant, see :meth:`symbol`."""
+        return self.bc == "periodic" and all(st == 1 for st in self.stride)
+
     def _require_periodic(self, what: str) -> None:
-        if self.bc != "periodic" or any(st != 1 for st in self.stride):
+        if not self.circulant:
             raise ValueError(f"`{what}` needs bc='periodic' and stride 1 (a circulant operator); this is {self!r}.")
 
     def symbol(self, theta) -> np.ndarray:
@@ -369,7 +358,7 @@ class Conv(ParametricKernel):
         :math:`K(\theta)`; for the adjoint take the conjugate transposes of the blocks.
         """
         self._require_periodic("symbol")
-        theta = self._theta(theta)
+        theta = self.validate_theta(theta)
         cols = core.first_columns(self._stencil(theta), self.geometry)
         spec = sfft.fftn(cols, axes=tuple(range(2, 2 + len(self.grid))))
         return np.moveaxis(spec, (0, 1), (-2, -1))
@@ -397,7 +386,7 @@ class Conv(ParametricKernel):
 
         Examples
         --------
-        The seed's circulant example: the eigenvalues of the 4×4 matrix, from the stencil alone.
+        The lecture notes' circulant example: the eigenvalues of the 4×4 matrix, from the stencil alone.
 
         >>> k = Conv(4, 3, bc="periodic")
         >>> theta = np.array([1.0, 2.0, 3.0])
@@ -461,6 +450,6 @@ class Conv(ParametricKernel):
         <BLANKLINE>
                [[5., 4., 3.]]])
         """
-        stencil = self._stencil(self._theta(theta))
+        stencil = self._stencil(self.validate_theta(theta))
         # copy(): a flip over size-1 axes keeps negative strides, which torch.tensor rejects
         return np.flip(stencil, axis=tuple(range(2, stencil.ndim))).copy()

@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pylops
 import scipy.sparse as sp
 
-from .._validation import as_float_array, check_batch, check_int_tuple, check_positive_int
-from ._base import MAX_DENSE_ENTRIES, ParametricKernel
+from ..._validation import as_float_array, check_batch, check_int_tuple, check_positive_int
+from .._base import MAX_DENSE_ENTRIES, ParametricKernel
+from ..operators import ColumnBatched
 
 __all__ = ["AvgPool"]
 
 _REMAINDERS = ("error", "drop")
 
 
-class AvgPool(pylops.LinearOperator):
+class AvgPool(ColumnBatched):
     r"""Average pooling over non-overlapping windows, channel by channel.
 
     Every channel of a ``grid``-shaped example is cut into windows of shape ``window``
@@ -181,19 +181,8 @@ class AvgPool(pylops.LinearOperator):
         return self._spread_rows(x) if transpose else self._pool_rows(x)
 
     # ------------------------------------------------------------ pylops API
-    def _matvec(self, x):
-        return self._pool_rows(np.asarray(x).reshape(1, -1)).ravel()
-
-    def _rmatvec(self, y):
-        return self._spread_rows(np.asarray(y).reshape(1, -1)).ravel()
-
-    def _matmat(self, X):
-        X = X.toarray() if sp.issparse(X) else np.asarray(X)
-        return self._pool_rows(np.ascontiguousarray(X.T)).T
-
-    def _rmatmat(self, Y):
-        Y = Y.toarray() if sp.issparse(Y) else np.asarray(Y)
-        return self._spread_rows(np.ascontiguousarray(Y.T)).T
+    def _columns(self, X, adjoint):
+        return self._rows(np.ascontiguousarray(np.asarray(X).T), adjoint).T
 
     # ----------------------------------------------------- kernel-style API
     def apply(self, X, transpose: bool = False) -> np.ndarray:
@@ -272,7 +261,7 @@ class AvgPool(pylops.LinearOperator):
     def __matmul__(self, other):
         """``pool @ kernel`` is the family :class:`~structops.kernels.Chain` ``(pool, kernel)``."""
         if isinstance(other, ParametricKernel):
-            from .compose import Chain
+            from ..compose import Chain
 
             return Chain(self, other)
         return super().__matmul__(other)

@@ -19,12 +19,17 @@ kept).
 
 from __future__ import annotations
 
+import functools
 import itertools
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
+
+try:  # optional accelerator: ``pip install structops[fast]``; switched by structops._backend
+    from . import _numba as _nb
+except ImportError:  # pragma: no cover - exercised when numba is absent
+    _nb = None
 
 BOUNDARY_CONDITIONS = ("zero", "periodic", "reflect", "replicate", "valid")
 _NP_PAD_MODE = {"periodic": "wrap", "reflect": "reflect", "replicate": "edge"}
@@ -363,67 +368,6 @@ def fft_gradient_spectra(
 
 
 # ------------------------------------------------------------ flat-shift direct method
-try:  # optional accelerator: ``pip install structops[fast]``
-    from . import _conv_numba as _nb
-except ImportError:  # pragma: no cover - exercised when numba is absent
-    _nb = None
-
-#: Whether the direct method runs the numba kernels (when numba is installed). Set the
-#: environment variable ``STRUCTOPS_NUMBA=0`` or call :func:`set_accelerator` to use numpy.
-_USE_NUMBA: bool = os.environ.get("STRUCTOPS_NUMBA", "1").strip().lower() not in ("0", "false", "no", "off")
-
-#: Threads for the FFTs (``scipy.fft`` workers) and the numba kernels; None: all cores.
-_THREADS: int | None = None
-
-
-def set_num_threads(threads: int | None) -> None:
-    """Set the threads of the convolutions' FFTs (``scipy.fft`` workers) and numba kernels.
-
-    ``None`` (the default): every core. Under MPI with several ranks per machine, give each
-    rank its share (:func:`structops.distributed.threads_per_rank`): oversubscribed cores
-    make every collective wait for a descheduled rank.
-    """
-    global _THREADS
-    if threads is not None:
-        from .._validation import check_positive_int
-
-        threads = check_positive_int(threads, "threads")
-    _THREADS = threads
-    if _nb is not None:
-        import numba
-
-        numba.set_num_threads(min(_THREADS or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
-
-
-def workers() -> int:
-    """``scipy.fft`` workers: the configured thread count, else every core."""
-    return _THREADS or -1
-
-
-def set_accelerator(name: str) -> None:
-    """Choose the direct-method backend: ``"numba"`` (if installed) or ``"numpy"``."""
-    global _USE_NUMBA
-    if name not in ("numba", "numpy"):
-        raise ValueError(f"`name` must be 'numba' or 'numpy', got {name!r}.")
-    if name == "numba" and _nb is None:
-        raise ImportError("numba is not installed: `pip install structops[fast]`.")
-    _USE_NUMBA = name == "numba"
-
-
-def accelerator() -> str:
-    """Which direct-method backend is active: ``"numba <version>"`` or ``"numpy"``."""
-    if not have_numba():
-        return "numpy"
-    import numba
-
-    return f"numba {numba.__version__}"
-
-
-def have_numba() -> bool:
-    """Whether the direct method runs the numba kernels."""
-    return _nb is not None and _USE_NUMBA
-
-
 @dataclass(frozen=True)
 class FlatPlan:
     """Index maps of the flattened padded grid (see :mod:`._conv_numba`)."""
@@ -449,14 +393,9 @@ def _runs(idx: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.stack([starts, idx[starts], lengths]).astype(np.int64))
 
 
-_PLANS: dict[ConvGeometry, FlatPlan] = {}
-
-
+@functools.lru_cache(maxsize=256)
 def flat_plan(geo: ConvGeometry) -> FlatPlan:
-    """The :class:`FlatPlan` of ``geo`` (cached per geometry)."""
-    plan = _PLANS.get(geo)
-    if plan is not None:
-        return plan
+    """The :class:`FlatPlan` of ``geo`` (a bounded LRU cache per geometry)."""
     pstr = np.array([int(np.prod(geo.padded[a + 1 :])) for a in range(geo.ndim)], dtype=np.int64)
     gstr = [int(np.prod(geo.grid[a + 1 :])) for a in range(geo.ndim)]
     src = np.zeros(geo.padded, dtype=np.int64)
@@ -475,9 +414,6 @@ def flat_plan(geo: ConvGeometry) -> FlatPlan:
     width = int(outidx[-1]) + 1 if outidx.size else 0
     counts = np.bincount(src[src >= 0], minlength=int(np.prod(geo.grid)))
     plan = FlatPlan(src, shifts.astype(np.int64), outidx, width, _runs(src), _runs(outidx), bool(np.all(counts == 1)))
-    if len(_PLANS) > 256:
-        _PLANS.clear()
-    _PLANS[geo] = plan
     return plan
 
 

@@ -647,16 +647,3 @@ def gradient(x, w, runs, outruns, shifts, width, tile, group, g):  # pragma: no 
                 while o < cout:
                     _dots(g[b, o], ww[o, m0:m1], xp, shifts, S, m0, m1, zero)
                     o += 1
-
-
-@nb.njit(parallel=True, fastmath={"reassoc", "nsz", "arcp", "contract"}, cache=True, nogil=True)
-def total(a):  # pragma: no cover - compiled
-    """Sum of a 1-D array on numba's threads (input validation's NaN/Inf scan).
-
-    Reassociation lets LLVM vectorise; unlike full ``fastmath`` these flags keep NaN and Inf
-    semantics, so a NaN or Inf entry makes the sum NaN or Inf.
-    """
-    s = 0.0
-    for i in nb.prange(a.shape[0]):
-        s += a[i]
-    return s

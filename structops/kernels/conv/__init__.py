@@ -1,0 +1,13 @@
+"""Convolution families and their engine.
+
+* :class:`Conv` -- multi-channel convolutions in 1, 2 and 3 dimensions, every boundary
+  condition, stride (:mod:`.conv`);
+* :class:`AvgPool` -- average pooling, the fixed map composed after a convolution (:mod:`.pooling`);
+* the engine: :mod:`._core` (padding, direct sums, FFTs) and :mod:`._numba` (the compiled
+  direct kernels, when numba is installed).
+"""
+
+from .conv import Conv
+from .pooling import AvgPool
+
+__all__ = ["AvgPool", "Conv"]

@@ -1,0 +1,89 @@
+r"""Convolution families whose stencil is a function of their parameters: :math:`K(\varphi) = C(w(\varphi))`.
+
+The cheaper convolution models of the lecture notes (Lars Ruthotto, *Numerical Methods for
+Deep Learning*, "Parametric Models": symmetric, separable, M-matrix stencils) are all a
+:class:`~structops.Conv` :math:`C(w)` whose full stencil :math:`w = w(\varphi)` is built from
+fewer parameters. :class:`ConvBased` gives such a family the convolution's geometry and
+spectral tools (``grid``, ``stencil``, ``bc``, ``circulant``, ``symbol``, ``eigvals``,
+``weights``, ``theta_to_torch``), so solvers treat it as the convolution it is; it is mixed
+into a :class:`~structops.kernels.Reparametrized` (or :class:`~structops.kernels.LinearReparam`)
+whose inner family is that :class:`~structops.Conv`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .conv import Conv
+
+__all__ = ["ConvBased"]
+
+
+class ConvBased:
+    """Mixin: the convolution view of a reparametrised :class:`~structops.Conv` (``self.kernel``)."""
+
+    kernel: Conv
+
+    if TYPE_CHECKING:  # provided by the Reparametrized family the mixin is combined with
+
+        def _map(self, phi: np.ndarray) -> np.ndarray: ...
+
+        def validate_theta(self, theta, name: str = "theta") -> np.ndarray: ...
+
+    @property
+    def conv(self) -> Conv:
+        """The underlying convolution :math:`C(w)`."""
+        return self.kernel
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Shape of one image."""
+        return self.kernel.grid
+
+    @property
+    def stencil(self) -> tuple[int, ...]:
+        """Shape of one stencil."""
+        return self.kernel.stencil
+
+    @property
+    def bc(self) -> str:
+        """The boundary condition."""
+        return self.kernel.bc
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        """Output sampling step per axis."""
+        return self.kernel.stride
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels."""
+        return self.kernel.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels."""
+        return self.kernel.out_channels
+
+    @property
+    def circulant(self) -> bool:
+        """Whether the convolution is block circulant (periodic, stride 1): see :meth:`symbol`."""
+        return self.kernel.circulant
+
+    def weights(self, theta) -> np.ndarray:
+        """The full stencil :math:`w(\\varphi)`, shape ``(out_channels, in_channels, *stencil)``."""
+        return self._map(self.validate_theta(theta)).reshape(self.kernel.theta_shape)
+
+    def symbol(self, theta) -> np.ndarray:
+        """Per-frequency blocks of the periodic convolution (see :meth:`structops.Conv.symbol`)."""
+        return self.kernel.symbol(self.weights(theta).ravel())
+
+    def eigvals(self, theta) -> np.ndarray:
+        """Eigenvalues of the single-channel periodic convolution (see :meth:`structops.Conv.eigvals`)."""
+        return self.kernel.eigvals(self.weights(theta).ravel())
+
+    def theta_to_torch(self, theta) -> np.ndarray:
+        """The PyTorch weight computing the same map (see :meth:`structops.Conv.theta_to_torch`)."""
+        return self.kernel.theta_to_torch(self.weights(theta).ravel())

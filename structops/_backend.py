@@ -100,7 +100,8 @@ def set_num_threads(threads: int | None, *, blas_threads: int | None = None) -> 
     if _NUMBA_INSTALLED:
         import numba
 
-        numba.set_num_threads(min(_THREADS or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
+        most = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        numba.set_num_threads(min(_THREADS or most, most))
 
 
 def num_threads() -> int | None:

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ._validation import as_float_array, check_finite
-from .kernels._base import ParametricKernel
+from .kernels._base import ParametricKernel, as_kernel
 
 __all__ = [
     "QUADRATIC_ORDER",
@@ -146,9 +146,10 @@ def adjoint_test(
     wide = np.complex128 if dtype.kind == "c" else np.float64
     au = np.asarray(op.matvec(u)).astype(wide, copy=False).ravel()
     ahv = np.asarray(op.rmatvec(v)).astype(wide, copy=False).ravel()
-    lhs = np.vdot(v.astype(wide), au)
-    rhs = np.vdot(ahv, u.astype(wide))
-    lhs, rhs = (complex(lhs), complex(rhs)) if dtype.kind == "c" else (float(lhs.real), float(rhs.real))
+    dots = np.vdot(v.astype(wide), au), np.vdot(ahv, u.astype(wide))
+    lhs: float | complex
+    rhs: float | complex
+    lhs, rhs = (complex(dots[0]), complex(dots[1])) if dtype.kind == "c" else (float(dots[0].real), float(dots[1].real))
     scale = float(np.linalg.norm(au) * np.linalg.norm(v) + np.linalg.norm(u) * np.linalg.norm(ahv))
     error = abs(lhs - rhs) / scale if scale > 0 else abs(lhs - rhs)
     tol = default_rtol(dtype, max(m, n)) if rtol is None else float(rtol)
@@ -522,98 +523,144 @@ def check_kernel(
     >>> report.passed, report.dtype
     (True, 'float32')
     """
-    if not isinstance(kernel, ParametricKernel):
-        raise TypeError(f"`kernel` must be a ParametricKernel, got {kernel!r}.")
+    as_kernel(kernel)
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"`dtype` must be float32 or float64, got {dtype!r}.")
     if isinstance(nexamples, bool) or int(nexamples) != nexamples or nexamples < 0:
         raise ValueError(f"`nexamples` must be an integer >= 0, got {nexamples!r}.")
     nexamples = int(nexamples)
-    rng = np.random.default_rng(rng)
-    theta = kernel.random_theta(rng, dtype) if theta is None else np.asarray(theta, dtype=dtype)
-    report = KernelReport(repr(kernel), dtype.name)
+    gen = np.random.default_rng(rng)
+    theta = kernel.random_theta(gen, dtype) if theta is None else np.asarray(theta, dtype=dtype)
     m, N = kernel.shape
-    p = kernel.nparams
-    tol = default_rtol(dtype, max(m, N, p))
-    dense_ok = m * N <= _DENSE_CHECK_LIMIT
-    x = rng.standard_normal((nexamples, *kernel.in_shape)).astype(dtype)
-    y = rng.standard_normal((nexamples, *kernel.out_shape)).astype(dtype)
+    ctx = _Check(
+        kernel=kernel,
+        theta=theta,
+        dtype=dtype,
+        rng=gen,
+        tol=default_rtol(dtype, max(m, N, kernel.nparams)),
+        x=gen.standard_normal((nexamples, *kernel.in_shape)).astype(dtype),
+        y=gen.standard_normal((nexamples, *kernel.out_shape)).astype(dtype),
+        report=KernelReport(repr(kernel), dtype.name),
+    )
     op = kernel.op(theta)
-    dtypes_ok = []
-    h0 = 0.25
-
-    if dense_ok:
-        M = kernel.matrix(theta)
-        dtypes_ok.append(M.dtype == dtype)
-        M = M.astype(np.float64)
-        report.add("op @ I == matrix", _relerr(op.matmat(np.eye(N, dtype=dtype)), M), tol)
-        report.add("op.H @ I == matrix.T", _relerr(op.H.matmat(np.eye(m, dtype=dtype)), M.T), tol)
-        if kernel.linear:
-            vecK = kernel.Q @ theta.astype(np.float64)
-            if kernel.q is not None:
-                vecK = vecK + kernel.q
-            report.add("mat(Q theta + q) == matrix", _relerr(vecK.reshape((m, N), order="F"), M), tol)
-        x2, y2 = x.reshape(nexamples, N), y.reshape(nexamples, m)
-        report.add("apply == X M^T", _relerr(kernel.apply(theta, x).reshape(nexamples, m), x2 @ M.T), tol)
-        report.add(
-            "apply(T) == Y M",
-            _relerr(kernel.apply(theta, y, transpose=True).reshape(nexamples, N), y2 @ M),
-            tol,
-        )
-        for transpose, data in ((False, x2), (True, y2)):
-            J = kernel.jac(theta, data, transpose=transpose)
-            if not p or J.shape[0] * p > _DENSE_CHECK_LIMIT:
-                continue
-            tag = "(T)" if transpose else ""
-            Jd = np.stack([J.matvec(_unit(p, j, dtype)) for j in range(p)], 1)
-            if J.shape[0] <= _DENSE_JAC_ROWS:  # one rmatvec per output entry: small batches only
-                JHd = np.stack([J.rmatvec(c) for c in np.eye(J.shape[0], dtype=dtype)], 0) if J.shape[0] else Jd
-                report.add(f"jac{tag} @ I == (jac.H @ I)^T", _relerr(Jd, JHd), tol)
-            if kernel.linear:
-                Jref = _dense_jacobian(kernel, data.astype(np.float64), transpose)
-                report.add(f"jac{tag} @ I == from Q", _relerr(Jd, Jref), tol)
-                w = rng.standard_normal(J.shape[0]).astype(dtype)
-                report.add(f"jac{tag}.H @ w == from Q", _relerr(J.rmatvec(w), Jref.T @ w), tol)
+    if m * N <= _DENSE_CHECK_LIMIT:
+        _check_dense(ctx, op)
     else:
-        report.add("dense checks", 0.0, 0.0, note=f"skipped: {m}x{N} too large")
+        ctx.report.add("dense checks", 0.0, 0.0, note=f"skipped: {m}x{N} too large")
+    _check_operator(ctx, op)
+    for transpose, data in ((False, ctx.x), (True, ctx.y)):
+        _check_jacobian(ctx, data, transpose)
+    _check_outputs(ctx)
+    return ctx.report
 
-    report.add("adjoint op", adjoint_test(op, rng=rng, raise_on_failure=False).error, tol)
-    dtypes_ok.append(op.matvec(np.ones(N, dtype=dtype)).dtype == dtype)
-    dtypes_ok.append(op.rmatvec(np.ones(m, dtype=dtype)).dtype == dtype)
-    for transpose, data in ((False, x), (True, y)):
-        tag = "(T)" if transpose else ""
-        J = kernel.jac(theta, data, transpose=transpose)
-        res = adjoint_test(J, rng=rng, raise_on_failure=False)
-        report.add(f"adjoint jac{tag}", res.error, res.rtol)
-        if p:
-            v = _feasible_direction(
-                kernel, theta, kernel.random_theta(rng, dtype) - kernel.random_theta(rng, dtype), h0
-            )
-            tt = taylor_test(
-                lambda t, d=data, tr=transpose: kernel.apply(t, d, transpose=tr),
-                J,
-                theta,
-                v,
-                h0=h0,
-                nsteps=8,
-            )
-            k = int(np.argmin(tt.E1))
-            report.add(f"taylor jac{tag}", float(tt.E1[k]), float(tt.floor[k]), note=tt.regime, passed=tt.passed)
-        w = rng.standard_normal(J.shape[0]).astype(dtype)
-        per = J.per_example(w)
-        reduced = J.rmatvec(w)
-        dtypes_ok += [J.matvec(np.ones(p, dtype=dtype)).dtype == dtype, reduced.dtype == dtype, per.dtype == dtype]
-        shape_ok = per.shape == (nexamples, p) and reduced.shape == (p,)
-        # relative to the size of the summands: per-example gradients may cancel in the sum
-        scale = max(float(np.linalg.norm(np.abs(per.astype(np.float64)).sum(0))), float(np.linalg.norm(reduced)))
-        diff = float(np.linalg.norm(per.sum(0, dtype=np.float64) - reduced))
-        err = diff / scale if scale > 0 else diff
-        report.add(f"per-example sum{tag}", err, tol, passed=shape_ok and err <= tol)
-    out = kernel.apply(theta, x)
-    out_t = kernel.apply(theta, y, transpose=True)
-    shapes_ok = out.shape == (nexamples, *kernel.out_shape) and out_t.shape == (nexamples, *kernel.in_shape)
-    dtypes_ok += [out.dtype == dtype, out_t.dtype == dtype]
-    report.add("output shapes", 0.0 if shapes_ok else 1.0, 0.0)
-    report.add("dtype preserved", float(len(dtypes_ok) - sum(map(bool, dtypes_ok))), 0.0)
-    return report
+
+@dataclass
+class _Check:
+    """What the checks of :func:`check_kernel` share: the point, the batches and the report."""
+
+    kernel: ParametricKernel
+    theta: np.ndarray
+    dtype: np.dtype
+    rng: np.random.Generator
+    tol: float
+    x: np.ndarray
+    y: np.ndarray
+    report: KernelReport
+    dtypes_ok: list[bool] = field(default_factory=list)
+
+    #: Size of the first Taylor step.
+    h0: float = 0.25
+
+
+def _check_dense(ctx: _Check, op) -> None:
+    """``op``, ``Q``/``q``, ``apply`` and (affine families) ``jac`` against the dense matrix."""
+    kernel, theta, dtype, tol, report = ctx.kernel, ctx.theta, ctx.dtype, ctx.tol, ctx.report
+    m, N = kernel.shape
+    n = ctx.x.shape[0]
+    M = kernel.matrix(theta)
+    ctx.dtypes_ok.append(M.dtype == dtype)
+    M = M.astype(np.float64)
+    report.add("op @ I == matrix", _relerr(op.matmat(np.eye(N, dtype=dtype)), M), tol)
+    report.add("op.H @ I == matrix.T", _relerr(op.H.matmat(np.eye(m, dtype=dtype)), M.T), tol)
+    if kernel.linear:
+        vecK = kernel.Q @ theta.astype(np.float64)
+        if kernel.q is not None:
+            vecK = vecK + kernel.q
+        report.add("mat(Q theta + q) == matrix", _relerr(vecK.reshape((m, N), order="F"), M), tol)
+    x2, y2 = ctx.x.reshape(n, N), ctx.y.reshape(n, m)
+    report.add("apply == X M^T", _relerr(kernel.apply(theta, ctx.x).reshape(n, m), x2 @ M.T), tol)
+    report.add("apply(T) == Y M", _relerr(kernel.apply(theta, ctx.y, transpose=True).reshape(n, N), y2 @ M), tol)
+    for transpose, data in ((False, x2), (True, y2)):
+        _check_dense_jacobian(ctx, data, transpose)
+
+
+def _check_dense_jacobian(ctx: _Check, data: np.ndarray, transpose: bool) -> None:
+    """``J @ I`` against ``(J.H @ I)^T`` and, for affine families, against the Jacobian from ``Q``."""
+    kernel, dtype, tol, p = ctx.kernel, ctx.dtype, ctx.tol, ctx.kernel.nparams
+    J = kernel.jac(ctx.theta, data, transpose=transpose)
+    if not p or J.shape[0] * p > _DENSE_CHECK_LIMIT:
+        return
+    tag = "(T)" if transpose else ""
+    Jd = np.stack([J.matvec(_unit(p, j, dtype)) for j in range(p)], 1)
+    if J.shape[0] <= _DENSE_JAC_ROWS:  # one rmatvec per output entry: small batches only
+        JHd = np.stack([J.rmatvec(c) for c in np.eye(J.shape[0], dtype=dtype)], 0) if J.shape[0] else Jd
+        ctx.report.add(f"jac{tag} @ I == (jac.H @ I)^T", _relerr(Jd, JHd), tol)
+    if kernel.linear:
+        Jref = _dense_jacobian(kernel, data.astype(np.float64), transpose)
+        ctx.report.add(f"jac{tag} @ I == from Q", _relerr(Jd, Jref), tol)
+        w = ctx.rng.standard_normal(J.shape[0]).astype(dtype)
+        ctx.report.add(f"jac{tag}.H @ w == from Q", _relerr(J.rmatvec(w), Jref.T @ w), tol)
+
+
+def _check_operator(ctx: _Check, op) -> None:
+    """The adjoint test of ``op``; its products keep the dtype."""
+    m, N = ctx.kernel.shape
+    ctx.report.add("adjoint op", adjoint_test(op, rng=ctx.rng, raise_on_failure=False).error, ctx.tol)
+    ctx.dtypes_ok.append(op.matvec(np.ones(N, dtype=ctx.dtype)).dtype == ctx.dtype)
+    ctx.dtypes_ok.append(op.rmatvec(np.ones(m, dtype=ctx.dtype)).dtype == ctx.dtype)
+
+
+def _check_jacobian(ctx: _Check, data: np.ndarray, transpose: bool) -> None:
+    """Adjoint and Taylor tests of ``jac``, per-example gradients, and products that repeat bitwise."""
+    kernel, theta, dtype, p = ctx.kernel, ctx.theta, ctx.dtype, ctx.kernel.nparams
+    tag = "(T)" if transpose else ""
+    J = kernel.jac(theta, data, transpose=transpose)
+    res = adjoint_test(J, rng=ctx.rng, raise_on_failure=False)
+    ctx.report.add(f"adjoint jac{tag}", res.error, res.rtol)
+    if p:
+        step = kernel.random_theta(ctx.rng, dtype) - kernel.random_theta(ctx.rng, dtype)
+        v = _feasible_direction(kernel, theta, step, ctx.h0)
+
+        def model(t: np.ndarray) -> np.ndarray:
+            return kernel.apply(t, data, transpose=transpose)
+
+        tt = taylor_test(model, J, theta, v, h0=ctx.h0, nsteps=8)
+        k = int(np.argmin(tt.E1))
+        ctx.report.add(f"taylor jac{tag}", float(tt.E1[k]), float(tt.floor[k]), note=tt.regime, passed=tt.passed)
+    w = ctx.rng.standard_normal(J.shape[0]).astype(dtype)
+    per = J.per_example(w)
+    reduced = J.rmatvec(w)
+    forward = J.matvec(np.ones(p, dtype=dtype))
+    ctx.dtypes_ok += [forward.dtype == dtype, reduced.dtype == dtype, per.dtype == dtype]
+    shape_ok = per.shape == (data.shape[0], p) and reduced.shape == (p,)
+    # relative to the size of the summands: per-example gradients may cancel in the sum
+    scale = max(float(np.linalg.norm(np.abs(per.astype(np.float64)).sum(0))), float(np.linalg.norm(reduced)))
+    diff = float(np.linalg.norm(per.sum(0, dtype=np.float64) - reduced))
+    err = diff / scale if scale > 0 else diff
+    ctx.report.add(f"per-example sum{tag}", err, ctx.tol, passed=shape_ok and err <= ctx.tol)
+    # a built Jacobian is a fixed operator: every product repeats bitwise
+    again = (J.rmatvec(w), J.matvec(np.ones(p, dtype=dtype)), J.per_example(w))
+    same = all(np.array_equal(a, b) for a, b in zip((reduced, forward, per), again))
+    ctx.report.add(f"jac{tag} products repeat", 0.0 if same else 1.0, 0.0)
+
+
+def _check_outputs(ctx: _Check) -> None:
+    """Output shapes of ``apply`` (both directions) and the dtype verdict of every check."""
+    kernel, n = ctx.kernel, ctx.x.shape[0]
+    out = kernel.apply(ctx.theta, ctx.x)
+    out_t = kernel.apply(ctx.theta, ctx.y, transpose=True)
+    shapes_ok = out.shape == (n, *kernel.out_shape) and out_t.shape == (n, *kernel.in_shape)
+    ctx.dtypes_ok += [out.dtype == ctx.dtype, out_t.dtype == ctx.dtype]
+    ctx.report.add("output shapes", 0.0 if shapes_ok else 1.0, 0.0)
+    ctx.report.add("dtype preserved", float(len(ctx.dtypes_ok) - sum(map(bool, ctx.dtypes_ok))), 0.0)

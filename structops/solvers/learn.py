@@ -242,7 +242,10 @@ def _bounded_fit(kernel: ParametricKernel, J, b: np.ndarray, damp: float, tol: f
     import pylops
     from scipy.optimize import lsq_linear
 
-    lower, upper = (np.asarray(v, dtype=np.float64) for v in kernel.bounds)
+    bounds = kernel.bounds
+    if bounds is None:  # pragma: no cover - only called for bounded families
+        raise TypeError(f"{kernel!r} has no bounds to fit within.")
+    lower, upper = (np.asarray(v, dtype=np.float64) for v in bounds)
     A = J if damp == 0 else pylops.VStack([J, damp * pylops.Identity(kernel.nparams, dtype=J.dtype)])
     rhs = b if damp == 0 else np.concatenate([b, np.zeros(kernel.nparams)])
     tol = max(tol, 1e-15)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
@@ -29,10 +30,15 @@ import scipy.fft as sfft
 try:  # optional accelerator: ``pip install structops[fast]``; switched by structops._backend
     from . import _numba as _nb
 except ImportError:  # pragma: no cover - exercised when numba is absent
-    _nb = None
+    _nb = None  # type: ignore[assignment]
 
 BOUNDARY_CONDITIONS = ("zero", "periodic", "reflect", "replicate", "valid")
 _NP_PAD_MODE = {"periodic": "wrap", "reflect": "reflect", "replicate": "edge"}
+
+
+def _lead(n: int, rest) -> tuple[Any, ...]:
+    """The index ``(:, ..., :, *rest)`` with ``n`` leading full slices (Python 3.10 syntax)."""
+    return (slice(None),) * n + tuple(rest)
 
 
 def source_index(bc: str, g: int, left: int, right: int) -> np.ndarray:
@@ -102,9 +108,9 @@ def pad(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     widths = ((0, 0), (0, 0), *geo.pads)
     if geo.bc == "zero":
         xp = np.zeros(x.shape[:2] + geo.padded, dtype=x.dtype)
-        xp[(slice(None), slice(None), *(slice(lft, lft + g) for g, (lft, _) in zip(geo.grid, geo.pads)))] = x
+        xp[_lead(2, (slice(lft, lft + g) for g, (lft, _) in zip(geo.grid, geo.pads)))] = x
         return xp
-    return np.pad(x, widths, mode=_NP_PAD_MODE[geo.bc])
+    return np.pad(x, widths, mode=_NP_PAD_MODE[geo.bc])  # type: ignore[call-overload]
 
 
 def pad_adjoint(xp: np.ndarray, geo: ConvGeometry) -> np.ndarray:
@@ -114,12 +120,13 @@ def pad_adjoint(xp: np.ndarray, geo: ConvGeometry) -> np.ndarray:
         if lft == 0 and rgt == 0:
             continue
         ax = axis + 2
-        core = [slice(None)] * out.ndim
+        core: list[slice | int] = [slice(None)] * out.ndim
         core[ax] = slice(lft, lft + g)
         folded = out[tuple(core)].copy()
         if geo.bc != "zero":
             for k in itertools.chain(range(lft), range(lft + g, lft + g + rgt)):
-                src, dst = [slice(None)] * out.ndim, [slice(None)] * out.ndim
+                src: list[slice | int] = [slice(None)] * out.ndim
+                dst: list[slice | int] = [slice(None)] * out.ndim
                 src[ax], dst[ax] = k, int(idx[k])
                 folded[tuple(dst)] += out[tuple(src)]
         out = folded
@@ -142,7 +149,7 @@ def direct_forward(theta: np.ndarray, xp: np.ndarray, geo: ConvGeometry) -> np.n
     z = np.zeros((xp.shape[0], geo.cout, *geo.out_grid), dtype=np.result_type(theta, xp))
     lead = (slice(None), slice(None))
     for j in geo.offsets():
-        z += _mix(theta[(slice(None), slice(None), *j)], xp[lead + geo.window(j)])
+        z += _mix(theta[_lead(2, j)], xp[lead + geo.window(j)])
     return z
 
 
@@ -151,7 +158,7 @@ def direct_adjoint(theta: np.ndarray, y: np.ndarray, geo: ConvGeometry) -> np.nd
     xp = np.zeros((y.shape[0], geo.cin, *geo.padded), dtype=np.result_type(theta, y))
     lead = (slice(None), slice(None))
     for j in geo.offsets():
-        xp[lead + geo.window(j)] += _mix(theta[(slice(None), slice(None), *j)].T, y)
+        xp[lead + geo.window(j)] += _mix(theta[_lead(2, j)].T, y)
     return xp
 
 
@@ -165,10 +172,10 @@ def direct_gradient(xp: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_exampl
     for j in geo.offsets():
         win = np.ascontiguousarray(xp[lead + geo.window(j)]).reshape(n, geo.cin, -1)
         if per_example:
-            g[(slice(None), slice(None), slice(None), *j)] = np.matmul(wf, win.transpose(0, 2, 1))
+            g[_lead(3, j)] = np.matmul(wf, win.transpose(0, 2, 1))
         else:
             # contract examples and grid at once: (cout, n*M) @ (n*M, cin)
-            g[(slice(None), slice(None), *j)] = np.tensordot(wf, win, axes=([0, 2], [0, 2]))
+            g[_lead(2, j)] = np.tensordot(wf, win, axes=([0, 2], [0, 2]))
     return g
 
 
@@ -188,9 +195,9 @@ def first_columns(theta: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     cols = np.zeros((geo.cout, geo.cin, *geo.grid), dtype=theta.dtype)
     idx = np.ix_(*(np.mod(np.arange(s) - s // 2, g) for s, g in zip(geo.stencil, geo.grid)))
     if all(s <= g for s, g in zip(geo.stencil, geo.grid)):
-        cols[(slice(None), slice(None), *idx)] = theta
+        cols[_lead(2, idx)] = theta
     else:
-        np.add.at(cols, (slice(None), slice(None), *idx), theta)
+        np.add.at(cols, _lead(2, idx), theta)
     return cols
 
 
@@ -282,7 +289,7 @@ def fft_forward_spectrum(
     else:
         zf = _contract(spec.reshape(geo.cout, geo.cin, -1), xf, conj=False)
     z = sfft.irfftn(zf.reshape(n, geo.cout, *_half(geo)), s=fft_shape(geo), axes=_axes(geo), workers=workers)
-    return np.ascontiguousarray(z[(slice(None), slice(None), *_outputs(geo))])
+    return np.ascontiguousarray(z[_lead(2, _outputs(geo))])
 
 
 def fft_forward(spec: np.ndarray, x: np.ndarray, geo: ConvGeometry, workers: int = -1) -> np.ndarray:
@@ -293,7 +300,7 @@ def fft_forward(spec: np.ndarray, x: np.ndarray, geo: ConvGeometry, workers: int
 def _upsample(y: np.ndarray, geo: ConvGeometry, channels: int) -> np.ndarray:
     L = fft_shape(geo)
     up = np.zeros((y.shape[0], channels, *L), dtype=y.dtype)
-    up[(slice(None), slice(None), *_outputs(geo))] = y
+    up[_lead(2, _outputs(geo))] = y
     return up
 
 
@@ -309,8 +316,8 @@ def fft_adjoint_spectrum(
         xf = _contract(spec.reshape(geo.cout, geo.cin, -1), yf, conj=True)
     xp = sfft.irfftn(xf.reshape(n, geo.cin, *_half(geo)), s=L, axes=_axes(geo), workers=workers)
     if geo.bc in ("periodic", "zero"):  # correlation without wrap-around on the grid
-        return np.ascontiguousarray(xp[(slice(None), slice(None), *(slice(0, g) for g in geo.grid))])
-    return pad_adjoint(xp[(slice(None), slice(None), *(slice(0, g) for g in geo.padded))], geo)
+        return np.ascontiguousarray(xp[_lead(2, (slice(0, g) for g in geo.grid))])
+    return pad_adjoint(xp[_lead(2, (slice(0, g) for g in geo.padded))], geo)
 
 
 def fft_adjoint(spec: np.ndarray, y: np.ndarray, geo: ConvGeometry, workers: int = -1) -> np.ndarray:
@@ -362,7 +369,7 @@ def fft_gradient_spectra(
         idx = np.ix_(*(np.mod(np.arange(s) - s // 2, g) for s, g in zip(geo.stencil, geo.grid)))
     else:
         idx = np.ix_(*(np.arange(s) for s in geo.stencil))
-    g = corr[(slice(None), *idx)]
+    g = corr[_lead(1, idx)]
     lead = (n,) if per_example else ()
     return np.ascontiguousarray(g).reshape((*lead, geo.cout, geo.cin, *geo.stencil)).astype(dtype, copy=False)
 

@@ -30,7 +30,7 @@ class ConvBased:
 
         def _map(self, phi: np.ndarray) -> np.ndarray: ...
 
-        def validate_theta(self, theta, name: str = "theta") -> np.ndarray: ...
+        def validate_theta(self, theta, name: str = "theta") -> np.ndarray: ...  # noqa: D102
 
     @property
     def conv(self) -> Conv:
@@ -73,7 +73,7 @@ class ConvBased:
         return self.kernel.circulant
 
     def weights(self, theta) -> np.ndarray:
-        """The full stencil :math:`w(\\varphi)`, shape ``(out_channels, in_channels, *stencil)``."""
+        r"""The full stencil :math:`w(\varphi)`, shape ``(out_channels, in_channels, *stencil)``."""
         return self._map(self.validate_theta(theta)).reshape(self.kernel.theta_shape)
 
     def symbol(self, theta) -> np.ndarray:

@@ -174,7 +174,8 @@ class AvgPool(ColumnBatched):
         if not self._crops:
             return z.reshape(n, self.shape[1])
         out = np.zeros((n, *self.in_shape), dtype=z.dtype)
-        out[(slice(None), slice(None), *(slice(0, k) for k in self._kept))] = z.reshape(n, self.channels, *self._kept)
+        kept = (slice(None), slice(None), *(slice(0, k) for k in self._kept))
+        out[kept] = z.reshape(n, self.channels, *self._kept)
         return out.reshape(n, self.shape[1])
 
     def _rows(self, x: np.ndarray, transpose: bool) -> np.ndarray:

@@ -9,6 +9,7 @@ import pytest
 
 import structops
 from structops.solvers import cond, eigvals, implicit_step, inverse, spectral_norm
+from structops.solvers.spectral import EstimateWarning, SpectralEstimate
 from structops.testing import adjoint_test, default_rtol
 
 
@@ -282,3 +283,130 @@ def test_eigvals_validation():
         eigvals(structops.Dense(3, 3), np.ones(9), which="XX")
     with pytest.raises(ValueError, match="`k` must be None"):
         eigvals(structops.Conv(4, 3, bc="periodic"), np.ones(3), k=2)
+
+
+# ------------------------------------------- bounded estimates for kernels without a symbol
+def gaussian_blur(n: int) -> tuple[structops.Conv, np.ndarray]:
+    """The README's zero-boundary 9×9 Gaussian blur (σ = 2) on an n×n grid: severely ill-conditioned."""
+    from structops.data import gaussian_stencil
+
+    return structops.Conv((n, n), (9, 9), bc="zero"), gaussian_stencil(9, 2.0).ravel()
+
+
+def test_cond_of_a_small_zero_boundary_blur_matches_numpy():
+    kernel, theta = gaussian_blur(16)
+    M = kernel.matrix(theta)
+    expected = np.linalg.cond(M)  # about 2.26e7
+    assert cond(kernel, theta) == pytest.approx(expected, rel=1e-6)
+    est = cond(kernel, theta, full_output=True)
+    assert isinstance(est, SpectralEstimate)
+    assert est.exact and est.converged and est.method == "dense" and est.iterations == 0
+    assert est.lower == est.value == est.upper == pytest.approx(expected, rel=1e-6)
+    assert spectral_norm(kernel, theta) == pytest.approx(np.linalg.norm(M, 2), rel=1e-12)
+
+
+def test_iterative_estimates_of_a_blur_bracket_the_dense_truth():
+    kernel, theta = gaussian_blur(32)  # N = 1024, forced onto the iterative path
+    s = np.linalg.svd(kernel.matrix(theta), compute_uv=False)
+    norm = spectral_norm(kernel, theta, dense_limit=0, full_output=True)
+    assert not norm.exact and norm.converged and norm.method == "golub-kahan-lanczos"
+    assert 1 <= norm.iterations <= 200
+    assert norm.value == pytest.approx(s[0], rel=1e-6)
+    assert norm.lower <= s[0] <= norm.upper
+    # σ_min of a blur does not converge in 200 steps: a warning, a guaranteed lower bound, no error
+    with pytest.warns(EstimateWarning, match=r"cond: the Lanczos estimate .* maxiter=200 .*lies in \["):
+        est = cond(kernel, theta, dense_limit=0, full_output=True)
+    assert not est.converged and est.iterations == 200
+    assert est.lower <= s[0] / s[-1] <= est.upper
+    assert est.value == pytest.approx(est.lower, rel=1e-9)  # not converged: σ̃_max/σ̃_min is the lower bound
+
+
+def test_iterative_cond_converges_for_a_well_conditioned_operator(rng):
+    kernel = structops.Conv((32, 32), (3, 3))
+    theta = rng.standard_normal(9)
+    theta[4] += 10.0  # a dominant centre
+    expected = np.linalg.cond(kernel.matrix(theta))
+    est = cond(kernel, theta, dense_limit=0, full_output=True)
+    assert est.converged and est.iterations <= 200
+    assert est.value == pytest.approx(expected, rel=1e-6)
+    assert est.lower <= expected <= est.upper < np.inf
+
+
+@pytest.mark.parametrize("kernel", [structops.Dense(40, 60), structops.Dense(60, 40)], ids=repr)
+def test_iterative_estimates_of_rectangular_operators_exhaust_the_krylov_space(kernel, rng):
+    theta = rng.standard_normal(kernel.nparams)
+    M = kernel.matrix(theta)
+    est = cond(kernel, theta, dense_limit=0, full_output=True)
+    assert est.converged and est.iterations == 40  # min(shape) steps: the Ritz values are the singular values
+    assert est.value == pytest.approx(np.linalg.cond(M), rel=1e-10)
+    assert est.lower <= np.linalg.cond(M) * (1 + 1e-12) and np.linalg.cond(M) <= est.upper * (1 + 1e-12)
+    assert spectral_norm(kernel, theta, dense_limit=0) == pytest.approx(np.linalg.norm(M, 2), rel=1e-10)
+
+
+def test_iterative_cond_of_a_rank_deficient_operator_is_huge_not_an_error():
+    kernel = structops.Dense(30, 30)
+    theta = np.outer(np.arange(1.0, 31.0), np.ones(30)).ravel()  # rank 1
+    est = cond(kernel, theta, dense_limit=0, full_output=True)
+    assert est.converged and est.upper == np.inf and est.lower > 1e12
+
+
+@pytest.mark.parametrize("func", [spectral_norm, cond], ids=lambda f: f.__name__)
+def test_non_convergence_warns_with_bounds_instead_of_an_arpack_error(func):
+    kernel, theta = gaussian_blur(32)
+    with pytest.warns(EstimateWarning, match=rf"{func.__name__}: .*maxiter=2 steps; the true value lies in \["):
+        value = func(kernel, theta, dense_limit=0, maxiter=2)
+    assert isinstance(value, float) and np.isfinite(value)
+    with pytest.warns(EstimateWarning):
+        est = func(kernel, theta, dense_limit=0, maxiter=2, full_output=True)
+    assert (est.iterations, est.converged, est.exact) == (2, False, False)
+    assert est.lower <= est.value <= est.upper
+    truth = np.linalg.svd(kernel.matrix(theta), compute_uv=False)
+    truth = truth[0] if func is spectral_norm else truth[0] / truth[-1]
+    assert est.lower <= truth <= est.upper
+
+
+def test_iterative_estimates_keep_float32():
+    kernel, theta = gaussian_blur(32)
+    est = spectral_norm(kernel, theta.astype(np.float32), dense_limit=0, full_output=True)
+    assert est.converged
+    assert est.value == pytest.approx(np.linalg.norm(kernel.matrix(theta), 2), rel=1e-5)
+
+
+def test_eigvals_stops_at_maxiter_with_a_warning():
+    kernel, theta = gaussian_blur(32)
+    with pytest.warns(EstimateWarning, match=r"eigvals: ARPACK found \d+ of the k=4 eigenvalues"):
+        ev = eigvals(kernel, theta, k=4, dense_limit=0, maxiter=1)
+    assert ev.shape[0] < 4
+    top = np.sort(np.abs(np.linalg.eigvals(kernel.matrix(theta))))[::-1]
+    assert all(np.min(np.abs(top - abs(lam))) <= 1e-6 for lam in ev)
+    with pytest.raises(ValueError, match=r"`k` must be < N - 1 = 1023 .*raise `dense_limit`"):
+        eigvals(kernel, theta, k=1023, dense_limit=0)
+
+
+def test_symbol_estimates_are_exact_with_full_output():
+    kernel = structops.Conv(16, 3, bc="periodic")
+    theta = np.array([-1.0, 4.0, -1.0])
+    est = cond(kernel, theta, full_output=True)
+    assert est == SpectralEstimate(3.0, 3.0, 3.0, True, "symbol", 0)
+    assert spectral_norm(kernel, theta, full_output=True).value == 6.0
+    with pytest.raises(AttributeError):
+        est.value = 1.0  # frozen
+
+
+@pytest.mark.parametrize("func", [spectral_norm, cond, eigvals], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"maxiter": 0}, ValueError, "`maxiter` must be an integer >= 1, got 0"),
+        ({"maxiter": 2.5}, TypeError, "`maxiter` must be an integer, got 2.5"),
+        ({"tol": -1e-3}, ValueError, "`tol` must be >= 0"),
+        ({"tol": 1.0}, ValueError, r"`tol` must be a relative accuracy in \[0, 1\), got 1.0"),
+        ({"tol": np.nan}, ValueError, "`tol` must be finite"),
+        ({"tol": "1e-6"}, TypeError, "`tol` must be a real number"),
+        ({"dense_limit": -1}, ValueError, "`dense_limit` must be an integer >= 0"),
+    ],
+)
+def test_estimates_validate_their_options(func, kwargs, error, match):
+    kernel = structops.Conv((6, 6), (3, 3))
+    with pytest.raises(error, match=match):
+        func(kernel, np.ones(9), **kwargs)

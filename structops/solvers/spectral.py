@@ -17,6 +17,8 @@ numbers and eigenvalues then follow from small per-frequency problems in
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -332,33 +334,243 @@ def implicit_step(kernel: ParametricKernel, theta, h: float) -> FourierMultiplie
     return _normal_inverse(S, h, 1.0, None, kernel.grid, theta.dtype, f"{h:g}·KᵀK + I")
 
 
-def _dense_fallback(kernel: ParametricKernel, k_needed: int) -> bool:
-    """svds/eigs need ``k < min(shape) - 1``; tiny operators go through the dense matrix instead."""
-    return min(kernel.shape) <= k_needed + 1
+# ------------------------------------------------------------- estimates
+#: Largest ``max(kernel.shape)`` for which the estimates build the dense matrix (``kernel.matrix``)
+#: and call LAPACK (``numpy.linalg.svd``/``eigvals``): 2048² float64 is 32 MiB and an SVD of a
+#: few seconds on two cores. Larger operators go through the iterative methods.
+_DENSE_LIMIT = 2048
+#: Default number of Golub--Kahan--Lanczos steps (one product with K and one with Kᵀ each); the
+#: bases kept for full reorthogonalisation take ``maxiter · (m + n)`` numbers.
+_MAXITER = 200
+#: Default relative accuracy of the iterative estimates.
+_TOL = 1e-6
+#: Default number of ARPACK restarts (Arnoldi update iterations) in :func:`eigvals`.
+_EIGS_MAXITER = 100
+#: Probability that one probabilistic bound of a :class:`SpectralEstimate` fails (over the start vector).
+_FAILURE_PROBABILITY = 1e-6
 
 
-def spectral_norm(kernel: ParametricKernel, theta, *, tol: float = 0.0) -> float:
+class EstimateWarning(UserWarning):
+    """An iterative spectral estimate stopped at ``maxiter`` before reaching ``tol``.
+
+    The message gives the estimate and the bounds it is known to lie within; pass
+    ``full_output=True`` to get them as a :class:`SpectralEstimate`.
+    """
+
+
+@dataclass(frozen=True)
+class SpectralEstimate:
+    r"""A spectral quantity with the interval it is known to lie in.
+
+    Attributes
+    ----------
+    value : float
+        The estimate: what :func:`spectral_norm` / :func:`cond` return without ``full_output``.
+    lower, upper : float
+        Bounds, ``lower <= true value <= upper`` (``upper`` may be ``inf``). Exact results:
+        ``lower == value == upper``. Iterative results: see Notes of :func:`cond`.
+    exact : bool
+        True when computed exactly, up to round-off: from the symbol (periodic ``Conv``) or
+        by dense LAPACK on ``kernel.matrix(theta)``.
+    method : str
+        ``"symbol"``, ``"dense"`` or ``"golub-kahan-lanczos"``.
+    iterations : int
+        Lanczos steps taken (each one product with :math:`K` and one with :math:`K^\top`); 0 if exact.
+    converged : bool
+        False when an iterative estimate stopped at ``maxiter`` before reaching ``tol`` (an
+        :class:`EstimateWarning` was then emitted).
+    """
+
+    value: float
+    lower: float
+    upper: float
+    exact: bool
+    method: str
+    iterations: int
+    converged: bool = True
+
+
+def _exact(value: float, method: str) -> SpectralEstimate:
+    return SpectralEstimate(value, value, value, True, method, 0)
+
+
+def _check_estimate_options(maxiter, tol, dense_limit) -> tuple[int, float, int]:
+    """Validated ``maxiter`` (>= 1), ``tol`` (in [0, 1)) and ``dense_limit`` (>= 0)."""
+    maxiter = check_positive_int(maxiter, "maxiter")
+    tol = check_real_scalar(tol, "tol", minimum=0.0)
+    if tol >= 1.0:
+        raise ValueError(f"`tol` must be a relative accuracy in [0, 1), got {tol!r}.")
+    dense_limit = check_positive_int(dense_limit, "dense_limit", minimum=0)
+    return maxiter, tol, dense_limit
+
+
+def _dense_fallback(kernel: ParametricKernel, k_needed: int, dense_limit: int) -> bool:
+    """Whether an estimate uses the dense matrix: ``max(shape) <= dense_limit``, or too small for ARPACK.
+
+    ``eigs`` needs ``k < N - 1``.
+    """
+    return max(kernel.shape) <= dense_limit or min(kernel.shape) <= k_needed + 1
+
+
+def _kw_epsilon(k: int, n: int) -> float:
+    r"""The relative gap :math:`\varepsilon` of Kuczyński--Woźniakowski's bound after ``k`` Lanczos steps.
+
+    For a symmetric positive semidefinite :math:`B` and a start vector uniform on the unit
+    sphere, the largest Ritz value satisfies
+    :math:`P(\theta_1 < (1 - \varepsilon)\lambda_1) \le 1.648\sqrt n\, e^{-\sqrt\varepsilon(2k - 1)}`
+    (SIAM J. Matrix Anal. Appl. 13 (1992), Theorem 4.2); solved for the failure probability
+    ``_FAILURE_PROBABILITY``.
+    """
+    root = np.log(1.648 * np.sqrt(n) / _FAILURE_PROBABILITY) / (2 * k - 1)
+    return float(root * root)
+
+
+def _golub_kahan(op, *, maxiter: int, tol: float, need_min: bool) -> tuple[SpectralEstimate, SpectralEstimate]:
+    r"""Largest and smallest singular values of ``op`` (tall or wide) by Golub--Kahan--Lanczos bidiagonalisation.
+
+    Runs at most ``maxiter`` steps with full reorthogonalisation from a seeded Gaussian start
+    vector, stopping once the largest (and, with ``need_min``, the smallest) Ritz value has a
+    residual ``<= tol`` relative to itself, or once the Krylov space is invariant. Returns the
+    estimates of :math:`\sigma_{\max}` and :math:`\sigma_{\min}` (the ``min(shape)``-th) with
+    the bounds described in :func:`cond`.
+    """
+    m, n = op.shape
+    if m < n:  # the same singular values; Ritz values of a tall operator lie within [σ_min, σ_max]
+        op, m, n = op.H, n, m
+    work = np.result_type(op.dtype, np.float64)
+    eps = float(np.finfo(op.dtype if np.issubdtype(op.dtype, np.inexact) else np.float64).eps)
+    tol = max(tol, 10.0 * eps)
+    kmax = min(maxiter, n)
+    U = np.zeros((kmax, m), dtype=work)
+    V = np.zeros((kmax + 1, n), dtype=work)
+    alpha = np.zeros(kmax)
+    beta = np.zeros(kmax + 1)
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(n)
+    if np.iscomplexobj(V):
+        v = v + 1j * rng.standard_normal(n)
+    V[0] = v / np.linalg.norm(v)
+
+    def ritz(k: int, defect: float, uniform: bool = False):
+        B = np.diag(alpha[:k]) + np.diag(beta[1:k], 1)
+        P, s, _ = np.linalg.svd(B)
+        return s, np.full(k, defect) if uniform else np.abs(defect * P[k - 1, :])
+
+    def done(s, r) -> tuple[bool, bool]:
+        top = r[0] <= tol * s[0]
+        bottom = r[-1] <= tol * s[-1] or s[-1] <= n * eps * s[0]
+        return bool(top), bool(bottom)
+
+    scale, k, invariant, defect, rank_deficient = 0.0, 0, False, 0.0, False
+    s, r = np.zeros(1), np.zeros(1)
+    for j in range(kmax):
+        k = j + 1
+        u = np.asarray(op.matvec(V[j]), dtype=work).ravel()
+        if j:
+            u -= beta[j] * U[j - 1]
+            u -= U[:j].T @ (U[:j].conj() @ u)
+        alpha[j] = np.linalg.norm(u)
+        scale = max(scale, alpha[j], beta[j])
+        if alpha[j] <= n * eps * scale:  # K v_j lies in span(u_1..u_{j-1}): K is numerically rank deficient
+            # then K V_k = U_{k-1} B_k[:-1] + alpha_j u e_kᵀ and Kᵀ U_{k-1} = V_k B_k[:-1]ᵀ: invariant up to alpha_j
+            invariant, rank_deficient, defect = True, True, alpha[j]
+            alpha[j] = 0.0
+            break
+        U[j] = u / alpha[j]
+        w = np.asarray(op.rmatvec(U[j]), dtype=work).ravel() - alpha[j] * V[j]
+        w -= V[:k].T @ (V[:k].conj() @ w)
+        beta[k] = np.linalg.norm(w)
+        if k == n or beta[k] <= n * eps * scale:  # span(v_1..v_k) is invariant under KᵀK
+            invariant, defect = True, beta[k]
+            break
+        V[k] = w / beta[k]
+        if k % 10 == 0 and k < kmax:
+            s, r = ritz(k, beta[k])
+            top, bottom = done(s, r)
+            if top and (bottom or not need_min):
+                break
+    if not invariant:
+        defect = beta[k]
+    s, r = ritz(k, defect, uniform=rank_deficient)
+    top, bottom = done(s, r)
+    slack = np.sqrt(n) * eps * s[0]  # round-off of the computed Ritz values, relative to ||K||
+    method = "golub-kahan-lanczos"
+    if invariant:  # the Ritz values are singular values of K (all distinct ones the start vector sees)
+        max_up, min_low = s[0] + r[0] + slack, max(s[-1] - r[-1] - slack, 0.0)
+        top = bottom = True
+    else:
+        eps_kw = _kw_epsilon(k, n)
+        max_up = s[0] / np.sqrt(1.0 - eps_kw) + slack if eps_kw < 1 else np.inf
+        floor = (s[-1] ** 2 - eps_kw * max_up**2) / (1.0 - eps_kw) if eps_kw < 1 else -1.0
+        min_low = max(np.sqrt(floor) - slack, 0.0) if floor > 0 else 0.0
+    smax = SpectralEstimate(float(s[0]), float(max(s[0] - slack, 0.0)), float(max_up), False, method, k, top)
+    smin = SpectralEstimate(float(s[-1]), float(min_low), float(s[-1] + slack), False, method, k, bottom)
+    return smax, smin
+
+
+def _not_converged(what: str, est: SpectralEstimate, maxiter: int, tol: float) -> None:
+    warnings.warn(
+        f"{what}: the Lanczos estimate {est.value:.6e} did not reach tol={tol:g} in maxiter={maxiter} steps; "
+        f"the true value lies in [{est.lower:.6e}, {est.upper:.6e}] (see `full_output=True` and the Notes of "
+        "structops.solvers.cond for what the bounds guarantee). Raise `maxiter` for a tighter estimate.",
+        EstimateWarning,
+        stacklevel=3,
+    )
+
+
+def spectral_norm(
+    kernel: ParametricKernel,
+    theta,
+    *,
+    tol: float = _TOL,
+    maxiter: int = _MAXITER,
+    dense_limit: int = _DENSE_LIMIT,
+    full_output: bool = False,
+) -> float | SpectralEstimate:
     r"""Spectral norm :math:`\|K(\theta)\|_2 = \sigma_{\max}(K(\theta))`.
 
     Parameters
     ----------
     kernel : ParametricKernel
-        Any kernel family. Periodic stride-1 ``Conv``: exact from the symbol; otherwise an
-        estimate by ``scipy.sparse.linalg.svds`` (ARPACK) on ``kernel.op(theta)``.
+        Any kernel family. Periodic stride-1 ``Conv``: exact from the symbol. Otherwise the
+        dense ``numpy.linalg.svd`` of ``kernel.matrix(theta)`` when
+        ``max(kernel.shape) <= dense_limit``, else Golub--Kahan--Lanczos on ``kernel.op(theta)``.
     theta : array_like, shape (p,)
         Parameters.
     tol : float, optional
-        Relative accuracy passed to ``svds`` (0: machine precision). Unused when exact.
+        Relative accuracy of the iterative estimate (default 1e-6): it stops once the Ritz
+        triplet's residual is below ``tol`` times the estimate. In ``[0, 1)``; 0 means round-off.
+    maxiter : int, optional
+        Most Lanczos steps (default 200), each one product with :math:`K` and one with
+        :math:`K^\top`; memory ``maxiter · (m + n)`` numbers. 200 steps of a 256×256 image take
+        seconds.
+    dense_limit : int, optional
+        Largest ``max(kernel.shape)`` computed densely (default 2048); 0 forces the iterative path.
+    full_output : bool, optional
+        Return a :class:`SpectralEstimate` (value, bounds, method, iterations) instead of a float.
 
     Returns
     -------
-    float
+    float or SpectralEstimate
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``maxiter`` is not an integer >= 1, ``tol`` not a real in ``[0, 1)``, or
+        ``dense_limit`` not an integer >= 0.
+
+    Warns
+    -----
+    EstimateWarning
+        If the iterative estimate did not reach ``tol`` within ``maxiter`` steps; the best
+        estimate is returned and the message gives its bounds.
 
     Notes
     -----
     For a periodic convolution :math:`\|K\|_2 = \max_\xi \sigma_{\max}(\hat K(\xi))`
-    (:math:`\max_\xi|\lambda(\xi)|` for one channel), in :math:`O(N\log N)`. Operators
-    with ``min(shape) <= 2`` use the dense matrix (ARPACK needs ``k < min(shape)``).
+    (:math:`\max_\xi|\lambda(\xi)|` for one channel), in :math:`O(N\log N)`. The iterative
+    bounds are those of :func:`cond`'s Notes: the Ritz value is a lower bound, the upper bound
+    holds with probability at least :math:`1 - 10^{-6}`.
 
     Examples
     --------
@@ -366,20 +578,35 @@ def spectral_norm(kernel: ParametricKernel, theta, *, tol: float = 0.0) -> float
     >>> k = structops.Conv(16, 3, bc="periodic")
     >>> float(spectral_norm(k, np.array([-1.0, 2.0, -1.0])))  # max |2 - 2 cos ξ| = 4
     4.0
+    >>> est = spectral_norm(structops.Conv(64, 3), np.array([-1.0, 2.0, -1.0]), dense_limit=0, full_output=True)
+    >>> est.method, bool(est.lower <= 2 - 2 * np.cos(64 * np.pi / 65) <= est.upper)
+    ('golub-kahan-lanczos', True)
     """
     _check_kernel(kernel)
-    tol = check_real_scalar(tol, "tol", minimum=0.0)
+    maxiter, tol, dense_limit = _check_estimate_options(maxiter, tol, dense_limit)
     if is_circulant(kernel):
         _, S = _symbol_half(kernel, theta)
-        return float(_singular_values(S).max(initial=0.0))
+        value = float(_singular_values(S).max(initial=0.0))
+        return _exact(value, "symbol") if full_output else value
     theta = kernel.validate_theta(theta)
-    if _dense_fallback(kernel, 1):
-        return float(np.linalg.norm(kernel.matrix(theta), 2)) if kernel.shape[0] * kernel.shape[1] else 0.0
-    s = spla.svds(kernel.op(theta), k=1, tol=tol, return_singular_vectors=False, random_state=0)
-    return float(s[0])
+    if min(kernel.shape) == 0 or _dense_fallback(kernel, 0, dense_limit):
+        value = float(np.linalg.norm(kernel.matrix(theta), 2)) if min(kernel.shape) else 0.0
+        return _exact(value, "dense") if full_output else value
+    est, _ = _golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=False)
+    if not est.converged:
+        _not_converged("spectral_norm", est, maxiter, tol)
+    return est if full_output else est.value
 
 
-def cond(kernel: ParametricKernel, theta, *, tol: float = 0.0) -> float:
+def cond(
+    kernel: ParametricKernel,
+    theta,
+    *,
+    tol: float = _TOL,
+    maxiter: int = _MAXITER,
+    dense_limit: int = _DENSE_LIMIT,
+    full_output: bool = False,
+) -> float | SpectralEstimate:
     r"""2-norm condition number :math:`\sigma_{\max}/\sigma_{\min}` of :math:`K(\theta)`.
 
     As ``numpy.linalg.cond(kernel.matrix(theta))``: the ratio of the largest to the smallest of
@@ -388,24 +615,69 @@ def cond(kernel: ParametricKernel, theta, *, tol: float = 0.0) -> float:
     Parameters
     ----------
     kernel : ParametricKernel
-        Periodic stride-1 ``Conv``: exact from the symbol. Otherwise estimated with
-        ``scipy.sparse.linalg.svds`` (``which="LM"`` and ``which="SM"``) on
-        ``kernel.op(theta)``, or the dense matrix when ``min(shape) <= 3``. ARPACK's smallest
-        singular value converges slowly for ill-conditioned operators: treat it as an estimate.
+        Periodic stride-1 ``Conv``: exact from the symbol. Otherwise ``numpy.linalg.svd`` of
+        ``kernel.matrix(theta)`` when ``max(kernel.shape) <= dense_limit``, else an estimate
+        with bounds by Golub--Kahan--Lanczos on ``kernel.op(theta)`` (see Notes).
     theta : array_like, shape (p,)
         Parameters.
     tol : float, optional
-        Relative accuracy passed to ``svds`` (0: machine precision).
+        Relative accuracy of the iterative estimates of :math:`\sigma_{\max}` and
+        :math:`\sigma_{\min}` (default 1e-6), in ``[0, 1)``.
+    maxiter : int, optional
+        Most Lanczos steps (default 200). The smallest singular value of an ill-conditioned
+        operator (a blur) does not converge in any affordable number: the estimate then stops
+        here, with a warning and bounds.
+    dense_limit : int, optional
+        Largest ``max(kernel.shape)`` computed densely (default 2048); 0 forces the iterative path.
+    full_output : bool, optional
+        Return a :class:`SpectralEstimate` instead of a float.
 
     Returns
     -------
-    float
+    float or SpectralEstimate
+        Exact, or the iterative estimate :math:`\tilde\sigma_{\max}/\tilde\sigma_{\min}`; not
+        converged, it is the lower bound (but for the round-off allowance).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``maxiter``, ``tol`` or ``dense_limit`` are invalid (see :func:`spectral_norm`).
+
+    Warns
+    -----
+    EstimateWarning
+        If the iterative estimate did not reach ``tol`` within ``maxiter`` steps.
 
     Notes
     -----
     Periodic: the singular values of :math:`K` are the union over frequencies of those of
     the blocks :math:`\hat K(\xi)`, so
     :math:`\kappa(K) = \max_\xi \sigma_{\max}(\hat K(\xi)) / \min_\xi \sigma_{\min}(\hat K(\xi))`.
+
+    Iterative: :math:`k` steps of Golub--Kahan--Lanczos bidiagonalisation with full
+    reorthogonalisation, from a seeded Gaussian start vector :math:`v_1`, on :math:`K` (or
+    :math:`K^\top` if wide, so that :math:`m \ge n`) give :math:`K V_k = U_k B_k` with
+    orthonormal :math:`V_k`. The singular values of the bidiagonal :math:`B_k` (Ritz values)
+    are those of :math:`K V_k`, so they lie in :math:`[\sigma_{\min}, \sigma_{\max}]`:
+
+    * ``lower`` of :math:`\sigma_{\max}` = :math:`\tilde\sigma_{\max}` and ``upper`` of
+      :math:`\sigma_{\min}` = :math:`\tilde\sigma_{\min}` -- guaranteed (up to a round-off
+      allowance :math:`\sqrt n\,\varepsilon\,\tilde\sigma_{\max}`);
+    * ``upper`` of :math:`\sigma_{\max}` = :math:`\tilde\sigma_{\max}/\sqrt{1-\epsilon_k}` and
+      ``lower`` of :math:`\sigma_{\min}` =
+      :math:`\sqrt{(\tilde\sigma_{\min}^2 - \epsilon_k \sigma_{\max,\rm up}^2)/(1 - \epsilon_k)}`
+      (0 when negative: the usual case for an ill-conditioned :math:`K`) -- probabilistic:
+      Kuczyński and Woźniakowski's bound for Lanczos on :math:`K^\top K` (and on
+      :math:`cI - K^\top K`) with a random start, :math:`\epsilon_k` chosen so that each fails
+      with probability at most :math:`10^{-6}`;
+    * when the Krylov space becomes invariant (at most :math:`n` steps), the Ritz values are
+      singular values and the bounds are the residual bounds :math:`\tilde\sigma \pm r`.
+
+    So ``lower`` of :math:`\kappa` = :math:`\tilde\sigma_{\max}/\tilde\sigma_{\min}` is
+    guaranteed and ``upper`` = :math:`\sigma_{\max,\rm up}/\sigma_{\min,\rm low}` (often
+    ``inf``) holds with probability at least :math:`1 - 2\cdot10^{-6}`. Convergence is judged
+    by the residual :math:`r = |\beta_{k+1} p_k|` of each Ritz triplet,
+    :math:`\|K^\top\tilde u - \tilde\sigma\tilde v\| = r`, :math:`K\tilde v = \tilde\sigma\tilde u`.
 
     Examples
     --------
@@ -414,25 +686,51 @@ def cond(kernel: ParametricKernel, theta, *, tol: float = 0.0) -> float:
     >>> theta = np.array([-1.0, 4.0, -1.0])  # eigenvalues 4 - 2 cos ξ, in [2, 6]
     >>> round(cond(k, theta), 12)
     3.0
+    >>> est = cond(structops.Conv(64, 3), theta, dense_limit=0, full_output=True)
+    >>> est.converged, bool(est.lower <= np.linalg.cond(structops.Conv(64, 3).matrix(theta)) <= est.upper)
+    (True, True)
     """
     _check_kernel(kernel)
-    tol = check_real_scalar(tol, "tol", minimum=0.0)
+    maxiter, tol, dense_limit = _check_estimate_options(maxiter, tol, dense_limit)
     if is_circulant(kernel):
         _, S = _symbol_half(kernel, theta)
         sv = _singular_values(S)
         smax, smin = float(sv.max()), float(sv.min())
-        return np.inf if smin == 0 else smax / smin
+        value = np.inf if smin == 0 else smax / smin
+        return _exact(value, "symbol") if full_output else value
     theta = kernel.validate_theta(theta)
-    if _dense_fallback(kernel, 2):
-        return float(np.linalg.cond(kernel.matrix(theta)))
-    op = kernel.op(theta)
-    smax = spla.svds(op, k=1, which="LM", tol=tol, return_singular_vectors=False, random_state=0)[0]
-    smin = spla.svds(op, k=1, which="SM", tol=tol, return_singular_vectors=False, random_state=0)[0]
-    return np.inf if smin == 0 else float(smax / smin)
+    if _dense_fallback(kernel, 0, dense_limit):
+        value = float(np.linalg.cond(kernel.matrix(theta)))
+        return _exact(value, "dense") if full_output else value
+    big, small = _golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=True)
+    value = np.inf if small.value == 0 else big.value / small.value
+    lower = np.inf if small.upper == 0 else big.lower / small.upper
+    upper = np.inf if small.lower == 0 else big.upper / small.lower
+    est = SpectralEstimate(
+        float(value),
+        float(min(lower, value)),
+        float(max(upper, value)),
+        False,
+        big.method,
+        big.iterations,
+        big.converged and small.converged,
+    )
+    if not est.converged:
+        _not_converged("cond", est, maxiter, tol)
+    return est if full_output else est.value
 
 
-def eigvals(kernel: ParametricKernel, theta, *, k: int | None = None, which: str = "LM") -> np.ndarray:
-    r"""Eigenvalues of a square :math:`K(\theta)`: all of them exactly (periodic ``Conv``), or ``k`` by ARPACK.
+def eigvals(
+    kernel: ParametricKernel,
+    theta,
+    *,
+    k: int | None = None,
+    which: str = "LM",
+    tol: float = _TOL,
+    maxiter: int = _EIGS_MAXITER,
+    dense_limit: int = _DENSE_LIMIT,
+) -> np.ndarray:
+    r"""Eigenvalues of a square :math:`K(\theta)`: all of them exactly (periodic ``Conv``), or ``k`` of them.
 
     Parameters
     ----------
@@ -442,11 +740,19 @@ def eigvals(kernel: ParametricKernel, theta, *, k: int | None = None, which: str
         Parameters.
     k : int, optional
         Periodic ``Conv``: must be None (every eigenvalue is returned). Otherwise the number
-        of eigenvalues ``scipy.sparse.linalg.eigs`` computes (default 6); when
-        ``k >= N - 1`` (ARPACK's limit) the dense eigenvalues are sorted instead.
+        of eigenvalues (default 6): from ``numpy.linalg.eigvals`` of ``kernel.matrix(theta)``
+        when ``N <= dense_limit`` or ``k >= N - 1`` (ARPACK's limit), else from
+        ``scipy.sparse.linalg.eigs`` (ARPACK) on ``kernel.op(theta)``.
     which : {"LM", "SM", "LR", "SR", "LI", "SI"}, optional
         Which ``k`` eigenvalues (``eigs``' convention: largest/smallest magnitude, real or
         imaginary part); ignored for periodic ``Conv``.
+    tol : float, optional
+        Relative accuracy passed to ``eigs`` (default 1e-6), in ``[0, 1)``; 0 means round-off.
+    maxiter : int, optional
+        Most ARPACK restarts (Arnoldi update iterations, default 100), each about
+        ``max(2k + 1, 20)`` products with :math:`K`.
+    dense_limit : int, optional
+        Largest ``N`` computed densely (default 2048); 0 forces ARPACK when ``k < N - 1``.
 
     Returns
     -------
@@ -454,12 +760,21 @@ def eigvals(kernel: ParametricKernel, theta, *, k: int | None = None, which: str
         Periodic ``Conv`` with one channel: shape ``grid``, :math:`\lambda(\xi)`
         (``kernel.eigvals(theta)``); with ``c`` channels: shape ``(*grid, c)``, the
         eigenvalues of each block :math:`\hat K(\xi)`. Otherwise shape ``(k,)``, ordered as
-        ``which`` asks (first = most extreme).
+        ``which`` asks (first = most extreme); fewer than ``k`` (those that converged) if ARPACK
+        stopped at ``maxiter``.
 
     Raises
     ------
     ValueError
-        If ``K`` is not square, ``which`` is unknown, or ``k`` is given for a periodic ``Conv``.
+        If ``K`` is not square, ``which`` is unknown, ``k`` is given for a periodic ``Conv``,
+        ``k >= N - 1`` with ``N > dense_limit`` (every eigenvalue of a large operator), or
+        ``tol``/``maxiter``/``dense_limit`` are invalid.
+
+    Warns
+    -----
+    EstimateWarning
+        If ARPACK did not converge within ``maxiter`` restarts; the converged eigenvalues are
+        returned.
 
     Examples
     --------
@@ -473,6 +788,7 @@ def eigvals(kernel: ParametricKernel, theta, *, k: int | None = None, which: str
         raise ValueError(f"`eigvals` needs a square K(θ), got `kernel` {kernel!r} of shape {kernel.shape}.")
     if which not in _WHICH:
         raise ValueError(f"`which` must be one of {_WHICH!r}, got {which!r}.")
+    maxiter, tol, dense_limit = _check_estimate_options(maxiter, tol, dense_limit)
     if is_circulant(kernel):
         if k is not None:
             raise ValueError(f"`k` must be None for a periodic Conv (all eigenvalues are exact), got {k!r}.")
@@ -482,11 +798,27 @@ def eigvals(kernel: ParametricKernel, theta, *, k: int | None = None, which: str
     k = 6 if k is None else check_positive_int(k, "k")
     theta = kernel.validate_theta(theta)
     n = kernel.shape[0]
-    if k >= n - 1:
-        ev = np.linalg.eigvals(kernel.matrix(theta))
+
+    def order(ev: np.ndarray) -> np.ndarray:
         key = {"LM": -np.abs(ev), "SM": np.abs(ev), "LR": -ev.real, "SR": ev.real, "LI": -ev.imag, "SI": ev.imag}
-        return ev[np.argsort(key[which], kind="stable")][:k]
+        return ev[np.argsort(key[which], kind="stable")]
+
+    if n <= dense_limit:
+        return order(np.linalg.eigvals(kernel.matrix(theta)))[:k]
+    if _dense_fallback(kernel, k, 0):
+        raise ValueError(
+            f"`k` must be < N - 1 = {n - 1} for ARPACK on this {n}×{n} operator, got k={k!r}; every eigenvalue "
+            f"needs the dense matrix: raise `dense_limit` to {n} (it takes {8 * n * n / 2**30:.1f} GiB and O(N³) time)."
+        )
     v0 = np.random.default_rng(0).standard_normal(n).astype(theta.dtype)
-    ev = spla.eigs(kernel.op(theta), k=k, which=which, return_eigenvectors=False, v0=v0)
-    key = {"LM": -np.abs(ev), "SM": np.abs(ev), "LR": -ev.real, "SR": ev.real, "LI": -ev.imag, "SI": ev.imag}
-    return ev[np.argsort(key[which], kind="stable")]
+    try:
+        ev = spla.eigs(kernel.op(theta), k=k, which=which, tol=tol, maxiter=maxiter, return_eigenvectors=False, v0=v0)
+    except spla.ArpackNoConvergence as err:
+        ev = np.asarray(err.eigenvalues)
+        warnings.warn(
+            f"eigvals: ARPACK found {ev.size} of the k={k} eigenvalues (which={which!r}) to tol={tol:g} in "
+            f"maxiter={maxiter} restarts; returning those. Raise `maxiter` or `tol` for more.",
+            EstimateWarning,
+            stacklevel=2,
+        )
+    return order(ev)

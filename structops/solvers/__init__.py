@@ -19,12 +19,24 @@ from .preconditioners import (
     circulant_preconditioner,
     strang_preconditioner,
 )
-from .spectral import SINGULAR_FACTOR, cond, eigvals, implicit_step, inverse, is_circulant, spectral_norm
+from .spectral import (
+    SINGULAR_FACTOR,
+    EstimateWarning,
+    SpectralEstimate,
+    cond,
+    eigvals,
+    implicit_step,
+    inverse,
+    is_circulant,
+    spectral_norm,
+)
 
 __all__ = [
     "KINDS",
     "SINGULAR_FACTOR",
+    "EstimateWarning",
     "FourierMultiplier",
+    "SpectralEstimate",
     "LearnResult",
     "chan_preconditioner",
     "circulant_eigvals",

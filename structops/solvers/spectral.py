@@ -11,8 +11,10 @@ numbers and eigenvalues then follow from small per-frequency problems in
   or the pseudo-inverse :math:`K^+`, as pylops operators with their adjoints;
 * :func:`implicit_step` -- :math:`(h K^\top K + I)^{-1}`, one implicit (backward Euler) step
   of the gradient flow :math:`\dot x = -K^\top K x`;
-* :func:`spectral_norm`, :func:`cond`, :func:`eigvals` -- exact for periodic ``Conv``,
-  estimated with ``scipy.sparse.linalg.svds``/``eigs`` on ``kernel.op(theta)`` otherwise.
+* :func:`spectral_norm`, :func:`cond`, :func:`eigvals` -- exact for periodic ``Conv``; for
+  other kernels dense linear algebra up to ``dense_limit`` unknowns, else a bounded
+  Golub-Kahan-Lanczos estimate (``maxiter`` steps) that reports its bounds
+  (:class:`SpectralEstimate`, :class:`EstimateWarning`) and never runs unbounded.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from ._fourier import FourierMultiplier, half_spectrum
 
 __all__ = [
     "SINGULAR_FACTOR",
+    "EstimateWarning",
     "FourierMultiplier",
+    "SpectralEstimate",
     "cond",
     "eigvals",
     "implicit_step",
@@ -239,11 +243,11 @@ def inverse(
     >>> np.allclose(inverse(k, lap, rcond=1e-10).todense(), np.linalg.pinv(k.matrix(lap), rcond=1e-10))
     True
     """
-    kernel = _require_circulant(kernel, "inverse")
+    circ = _require_circulant(kernel, "inverse")
     alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = check_rcond(rcond)
-    theta, S = _symbol_half(kernel, theta)
-    return inverse_from_symbol(S, kernel.grid, theta.dtype, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)")
+    theta, S = _symbol_half(circ, theta)
+    return inverse_from_symbol(S, circ.grid, theta.dtype, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)")
 
 
 def inverse_from_symbol(
@@ -328,10 +332,10 @@ def implicit_step(kernel: ParametricKernel, theta, h: float) -> FourierMultiplie
     >>> np.allclose(step.todense(), np.linalg.inv(0.1 * M.T @ M + np.eye(16)))
     True
     """
-    kernel = _require_circulant(kernel, "implicit_step")
+    circ = _require_circulant(kernel, "implicit_step")
     h = check_real_scalar(h, "h", minimum=0.0)
-    theta, S = _symbol_half(kernel, theta)
-    return _normal_inverse(S, h, 1.0, None, kernel.grid, theta.dtype, f"{h:g}·KᵀK + I")
+    theta, S = _symbol_half(circ, theta)
+    return _normal_inverse(S, h, 1.0, None, circ.grid, theta.dtype, f"{h:g}·KᵀK + I")
 
 
 # ------------------------------------------------------------- estimates
@@ -792,9 +796,10 @@ def eigvals(
     if is_circulant(kernel):
         if k is not None:
             raise ValueError(f"`k` must be None for a periodic Conv (all eigenvalues are exact), got {k!r}.")
-        if kernel.in_channels == 1:
-            return kernel.eigvals(theta)
-        return np.linalg.eigvals(kernel.symbol(theta))
+        circ = _require_circulant(kernel, "eigvals")
+        if circ.in_channels == 1:
+            return circ.eigvals(theta)
+        return np.linalg.eigvals(circ.symbol(theta))
     k = 6 if k is None else check_positive_int(k, "k")
     theta = kernel.validate_theta(theta)
     n = kernel.shape[0]

@@ -14,7 +14,9 @@ from .diagonal import Diagonal
 from .linear import LinearKernel
 from .mmatrix import MMatrix
 from .operators import BatchOperator, KernelJacobian, KernelOperator
+from .patterns import Banded, Sparse
 from .reparam import LinearReparam, Reparametrized, Softplus
+from .wavelet import Wavelet
 
 __all__ = [
     "ParametricKernel",
@@ -33,6 +35,9 @@ __all__ = [
     "AvgPool",
     "Chain",
     "LinearMap",
+    "Sparse",
+    "Banded",
+    "Wavelet",
     "as_kernel",
     "set_num_threads",
     "set_accelerator",

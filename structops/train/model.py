@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from .._validation import FLOAT_DTYPES
+from .._validation import FLOAT_DTYPES, check_positive_int
 from ..kernels._base import ParametricKernel
 
 __all__ = ["ACTIVATIONS", "BIAS_MODES", "Params", "LayerClassifier"]
@@ -65,12 +65,14 @@ class Params:
         return self.theta.dtype
 
 
-def _softmax(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row softmax and log-sum-exp of ``S``, shifted by the row maximum (no overflow)."""
+def _softmax_inplace(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row softmax of ``S`` written over ``S``, and the row log-sum-exp (shifted by the row maximum: no overflow)."""
     smax = S.max(axis=1, keepdims=True)
-    E = np.exp(S - smax)
-    tot = E.sum(axis=1, keepdims=True)
-    return E / tot, (np.log(tot) + smax)[:, 0]
+    S -= smax
+    np.exp(S, out=S)
+    tot = S.sum(axis=1, keepdims=True)
+    S /= tot
+    return S, (np.log(tot) + smax)[:, 0]
 
 
 class LayerClassifier:
@@ -164,7 +166,16 @@ class LayerClassifier:
         parts = np.split(vec, np.cumsum(self.sizes)[:-1])
         return Params(parts[0], parts[1], parts[2].reshape(self.nfeatures, self.nclasses), parts[3])
 
-    def _params(self, params) -> Params:
+    def as_params(self, params) -> Params:
+        """``params`` as :class:`Params`, checked against the model's shapes (a packed vector is unpacked to views).
+
+        Raises
+        ------
+        TypeError
+            If the parameters are not float32 or float64.
+        ValueError
+            If a part has the wrong shape or a dtype other than that of ``theta``.
+        """
         if isinstance(params, Params):
             p = params
         else:
@@ -237,35 +248,54 @@ class LayerClassifier:
             )
         return X.reshape(X.shape[0], self.kernel.shape[1])
 
-    def _preactivation(self, p: Params, X: np.ndarray) -> np.ndarray:
-        """``A = K(θ) x_i + b`` of shape ``(n, nbias, rest)``."""
-        A = self.kernel.apply(p.theta, X).reshape(X.shape[0], self.nbias, -1)
-        return A + p.bias[None, :, None]
+    def _activations(self, p: Params, X: np.ndarray) -> np.ndarray:
+        r"""The layer output :math:`Z = \sigma(K(\theta)x_i + b)`, shape ``(n, nbias, rest)``.
 
-    def _sigma(self, A: np.ndarray) -> np.ndarray:
+        One buffer: the kernel's output receives the bias and the activation in place, and
+        :math:`A` is not kept -- :math:`\sigma'(A)` is read off :math:`Z` (:meth:`_dsigma_times`).
+        """
+        A = self.kernel.apply(p.theta, X)
+        if not A.flags.writeable or not A.flags.c_contiguous or np.may_share_memory(A, X):
+            A = np.array(A, dtype=p.dtype, order="C")  # e.g. a family that returns its input
+        Z = A.reshape(X.shape[0], self.nbias, -1)
+        Z += p.bias[None, :, None]
         if self.activation == "relu":
-            return np.maximum(A, 0)
-        if self.activation == "tanh":
-            return np.tanh(A)
-        return A
+            np.maximum(Z, 0, out=Z)
+        elif self.activation == "tanh":
+            np.tanh(Z, out=Z)
+        return Z
 
-    def _dsigma(self, A: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    def _dsigma_times(self, G: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        r"""``G`` times :math:`\sigma'(A)` in place, with :math:`\sigma'` expressed through :math:`Z = \sigma(A)`.
+
+        ReLU: :math:`\sigma'(A) = [Z > 0]` (0 at the kink); tanh: :math:`1 - Z^2`; identity: 1.
+        """
         if self.activation == "relu":
-            return (A > 0).astype(A.dtype)
+            G *= Z > 0
+        elif self.activation == "tanh":
+            G *= 1 - Z * Z
+        return G
+
+    def _dsigma(self, Z: np.ndarray) -> np.ndarray | None:
+        r""":math:`\sigma'(A)` as an array in the dtype of ``Z`` (None for the identity)."""
+        if self.activation == "relu":
+            return (Z > 0).astype(Z.dtype)
         if self.activation == "tanh":
             return 1 - Z * Z
-        return np.ones_like(A)
+        return None
 
     def features(self, params, X) -> np.ndarray:
         r"""The layer output :math:`Z = \sigma(K(\theta)y_i + b)`, flattened to ``(n, nfeatures)``."""
-        p = self._params(params)
+        p = self.as_params(params)
         X = self._batch(X, p.dtype)
-        return self._sigma(self._preactivation(p, X)).reshape(X.shape[0], -1)
+        return self._activations(p, X).reshape(X.shape[0], -1)
 
     def forward(self, params, X) -> np.ndarray:
         """Class scores (logits) :math:`S = ZW + c`, shape ``(n, nclasses)``."""
-        p = self._params(params)
-        return self.features(p, X) @ p.W + p.c
+        p = self.as_params(params)
+        S = self.features(p, X) @ p.W
+        S += p.c
+        return S
 
     def predict(self, params, X) -> np.ndarray:
         """Predicted classes, shape ``(n,)``."""
@@ -276,22 +306,55 @@ class LayerClassifier:
         y = self._labels(y, np.asarray(X).shape[0])
         return float(np.mean(self.predict(params, X) == y)) if y.size else float("nan")
 
+    def evaluate(self, params, X, y, *, chunk: int = 1024) -> tuple[float, float]:
+        """The objective :math:`E` and the accuracy on ``(X, y)`` from one forward pass.
+
+        The examples are processed ``chunk`` at a time, so the memory held is that of one
+        chunk's layer output, whatever the number of examples.
+
+        Returns
+        -------
+        loss : float
+            As :meth:`loss` (NaN or Inf when the parameters overflow).
+        accuracy : float
+            As :meth:`accuracy` (NaN for no examples).
+        """
+        p = self.as_params(params)
+        X = self._batch(X, p.dtype)
+        n = X.shape[0]
+        y = self._labels(y, n)
+        check_positive_int(chunk, "chunk")
+        data_sum, correct = 0.0, 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, n, chunk):
+                Xc, yc = X[start : start + chunk], y[start : start + chunk]
+                S = self._activations(p, Xc).reshape(Xc.shape[0], -1) @ p.W
+                S += p.c
+                correct += int(np.count_nonzero(np.argmax(S, axis=1) == yc))
+                rows = np.arange(Xc.shape[0])
+                Sy = S[rows, yc]
+                _, lse = _softmax_inplace(S)
+                data_sum += float(np.sum(lse - Sy, dtype=np.float64))
+            loss = data_sum / max(n, 1) + float(self._regulariser(p))
+        return loss, (correct / n if n else float("nan"))
+
     def _labels(self, y, n: int) -> np.ndarray:
         y = np.asarray(y)
         if y.shape != (n,) or y.dtype.kind not in "iu":
             raise ValueError(f"`y` must be {n} integer class labels (shape ({n},)), got shape {y.shape} of {y.dtype}.")
         if n and (y.min() < 0 or y.max() >= self.nclasses):
             raise ValueError(f"`y` must hold classes in 0..{self.nclasses - 1}, got range {y.min()}..{y.max()}.")
-        return y.astype(np.int64)
+        return y.astype(np.int64, copy=False)
 
     # ------------------------------------------------------------ objective
-    def _regulariser(self, p: Params) -> float:
+    def _regulariser(self, p: Params):
         dt = p.dtype.type
-        return dt(0.5 * self.reg_theta) * (p.theta @ p.theta) + dt(0.5 * self.reg_W) * np.sum(p.W * p.W)
+        w = p.W.ravel()
+        return dt(0.5 * self.reg_theta) * (p.theta @ p.theta) + dt(0.5 * self.reg_W) * (w @ w)
 
     def loss(self, params, X, y) -> float:
         """The objective :math:`E` (mean cross-entropy plus Tikhonov terms), in the parameters' dtype."""
-        return self.loss_and_gradient(params, X, y, need_gradient=False)[0]
+        return self.loss_and_gradient_vector(params, X, y, need_gradient=False)[0]
 
     def gradient(self, params, X, y) -> Params:
         r"""The gradient of :math:`E` with respect to :math:`(\theta, b, W, c)`."""
@@ -314,32 +377,50 @@ class LayerClassifier:
         loss : numpy floating scalar
             NaN or Inf when the parameters overflow (callers check it; no warning is raised).
         grad : Params or None
+            Views into one packed vector (see :meth:`loss_and_gradient_vector`).
         """
-        p = self._params(params)
+        loss, g = self.loss_and_gradient_vector(params, X, y, need_gradient)
+        return loss, (None if g is None else self.unpack(g))
+
+    def loss_and_gradient_vector(self, params, X, y, need_gradient: bool = True) -> tuple[float, np.ndarray | None]:
+        """As :meth:`loss_and_gradient`, with the gradient packed like ``Params.ravel()``.
+
+        What the optimisers call: the parts of the gradient are written straight into one
+        vector of the parameters' dtype, without concatenating copies. Everything runs in the
+        parameters' dtype (float32 stays float32).
+        """
+        p = self.as_params(params)
         X = self._batch(X, p.dtype)
         n = X.shape[0]
         y = self._labels(y, n)
         dt = p.dtype.type
+        rows = np.arange(n)
         with np.errstate(over="ignore", invalid="ignore"):
-            A = self._preactivation(p, X)
-            Z = self._sigma(A)
+            Z = self._activations(p, X)
             Zf = Z.reshape(n, -1)
-            S = Zf @ p.W + p.c
-            P, lse = _softmax(S)
-            data_term = (lse - S[np.arange(n), y]).sum() / dt(max(n, 1))
+            S = Zf @ p.W
+            S += p.c
+            Sy = S[rows, y]
+            P, lse = _softmax_inplace(S)  # S is P from here on
+            data_term = (lse - Sy).sum(dtype=p.dtype) / dt(max(n, 1))
             loss = dt(data_term + self._regulariser(p))
             if not need_gradient:
                 return loss, None
+            grad = np.empty(self.nparams, dtype=p.dtype)
+            g = self.unpack(grad)
             GS = P
-            GS[np.arange(n), y] -= 1
-            GS /= dt(max(n, 1))
-            gW = Zf.T @ GS + dt(self.reg_W) * p.W
-            gc = GS.sum(axis=0)
-            GA = (GS @ p.W.T).reshape(A.shape) * self._dsigma(A, Z)
-            gb = GA.sum(axis=(0, 2))
-            J = self.kernel.jac(p.theta, X)
-            gtheta = J.rmatvec(GA.ravel()) + dt(self.reg_theta) * p.theta
-        return loss, Params(gtheta.astype(p.dtype, copy=False), gb, gW, gc)
+            GS[rows, y] -= 1
+            GS *= dt(1.0 / max(n, 1))
+            np.matmul(Zf.T, GS, out=g.W)
+            if self.reg_W:
+                g.W += dt(self.reg_W) * p.W
+            GS.sum(axis=0, out=g.c)
+            GA = self._dsigma_times((GS @ p.W.T).reshape(Z.shape), Z)
+            GA.sum(axis=(0, 2), out=g.bias)
+            g.theta[...] = self.kernel.jac(p.theta, X).rmatvec(GA.reshape(-1))
+            if self.reg_theta:
+                g.theta += dt(self.reg_theta) * p.theta
+        return loss, grad
 
     # --------------------------------------------------------- Gauss-Newton
     def gauss_newton(self, params, X, y, damping: float = 0.0) -> spla.LinearOperator:
@@ -360,34 +441,47 @@ class LayerClassifier:
         and :math:`J_S^\top` is the chain rule of :meth:`loss_and_gradient` with
         :math:`G_S` replaced by the given matrix.
         """
-        p = self._params(params)
+        p = self.as_params(params)
         X = self._batch(X, p.dtype)
         n = X.shape[0]
         self._labels(y, n)
         dt = p.dtype
-        A = self._preactivation(p, X)
-        Z = self._sigma(A)
-        D = self._dsigma(A, Z)
+        Z = self._activations(p, X)
+        D = self._dsigma(Z)  # built once: every product below reuses it, as it reuses J
         Zf = Z.reshape(n, -1)
-        P, _ = _softmax(Zf @ p.W + p.c)
+        S = Zf @ p.W
+        S += p.c
+        P, _ = _softmax_inplace(S)
         J = self.kernel.jac(p.theta, X)
         scale = dt.type(1.0 / max(n, 1))
-        lam = float(damping)
+        lam = dt.type(damping)
+        reg_theta, reg_W = dt.type(self.reg_theta), dt.type(self.reg_W)
 
         def matvec(v):
             v = np.asarray(v).ravel().astype(dt, copy=False)
             q = self.unpack(v)
-            dA = J.matvec(q.theta).reshape(A.shape) + q.bias[None, :, None]
-            dZ = (D * dA).reshape(n, -1)
-            dS = dZ @ p.W + Zf @ q.W + q.c
-            HdS = (P * dS - P * np.sum(P * dS, axis=1, keepdims=True)) * scale
-            GA = (HdS @ p.W.T).reshape(A.shape) * D
-            out = Params(
-                J.rmatvec(GA.ravel()).astype(dt, copy=False) + dt.type(self.reg_theta) * q.theta,
-                GA.sum(axis=(0, 2)),
-                Zf.T @ HdS + dt.type(self.reg_W) * q.W,
-                HdS.sum(axis=0),
-            ).ravel()
-            return out + dt.type(lam) * v
+            dA = J.matvec(q.theta).reshape(Z.shape)
+            dA += q.bias[None, :, None]
+            if D is not None:
+                dA *= D
+            dS = dA.reshape(n, -1) @ p.W
+            dS += Zf @ q.W
+            dS += q.c
+            dS *= P
+            HdS = dS - P * np.sum(dS, axis=1, keepdims=True)
+            HdS *= scale
+            GA = (HdS @ p.W.T).reshape(Z.shape)
+            if D is not None:
+                GA *= D
+            out = np.empty(self.nparams, dtype=dt)
+            o = self.unpack(out)
+            o.theta[...] = J.rmatvec(GA.reshape(-1))
+            o.theta += reg_theta * q.theta
+            GA.sum(axis=(0, 2), out=o.bias)
+            np.matmul(Zf.T, HdS, out=o.W)
+            o.W += reg_W * q.W
+            HdS.sum(axis=0, out=o.c)
+            out += lam * v
+            return out
 
         return spla.LinearOperator((self.nparams, self.nparams), matvec=matvec, rmatvec=matvec, dtype=dt)

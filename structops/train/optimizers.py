@@ -26,6 +26,7 @@ from .model import LayerClassifier
 
 __all__ = [
     "OPTIMIZERS",
+    "SCHEDULES",
     "TrainingDiverged",
     "Problem",
     "Optimizer",
@@ -65,10 +66,10 @@ class Problem:
         return self.X.dtype
 
     def loss_grad(self, x: np.ndarray, idx: np.ndarray | None = None) -> tuple[float, np.ndarray]:
-        """Objective and gradient (packed) at ``x`` on all examples or on the rows ``idx``."""
+        """Objective and gradient (packed, dtype of ``x``) at ``x`` on all examples or on the rows ``idx``."""
         X, y = (self.X, self.y) if idx is None else (self.X[idx], self.y[idx])
-        loss, grad = self.model.loss_and_gradient(x, X, y)
-        return float(loss), grad.ravel()
+        loss, grad = self.model.loss_and_gradient_vector(x, X, y)
+        return float(loss), grad
 
     def loss(self, x: np.ndarray) -> float:
         """Objective on all examples."""
@@ -77,7 +78,7 @@ class Problem:
     def project(self, x: np.ndarray) -> np.ndarray:
         """Project ``x`` onto the model's bounds (identity when unconstrained)."""
         b = self.model.bounds()
-        return x if b is None else np.clip(x, b[0].astype(x.dtype), b[1].astype(x.dtype))
+        return x if b is None else np.clip(x, b[0].astype(x.dtype, copy=False), b[1].astype(x.dtype, copy=False))
 
 
 Callback = Callable[[float], None]
@@ -147,6 +148,9 @@ class LBFGS(Optimizer):
     def __init__(self, iters: int = 50, memory: int = 10) -> None:
         self.iters = _check_iters(iters, "iters")
         self.memory = _check_iters(memory, "memory")
+        #: Iterations and objective evaluations of each epoch run by this object.
+        self.nit_history: list[int] = []
+        self.nfev_history: list[int] = []
 
     def iterations_per_epoch(self, problem: Problem) -> int:  # noqa: D102
         return self.iters
@@ -156,11 +160,12 @@ class LBFGS(Optimizer):
         bounds = problem.model.bounds()
 
         def fun(z):
-            loss, grad = problem.loss_grad(z.astype(dtype))
+            # scipy iterates in float64: one cast of the vector each way for a float32 model, none for float64
+            loss, grad = problem.loss_grad(z.astype(dtype, copy=False))
             if not np.isfinite(loss):
                 # L-BFGS-B backtracks from an infinite value; a NaN gradient would poison it.
                 return np.inf, np.zeros_like(z)
-            return loss, grad.astype(np.float64)
+            return loss, grad.astype(np.float64, copy=False)
 
         def step(intermediate_result):
             if callback is not None:
@@ -168,42 +173,78 @@ class LBFGS(Optimizer):
 
         res = sopt.minimize(
             fun,
-            x.astype(np.float64),
+            x.astype(np.float64, copy=False),
             jac=True,
             method="L-BFGS-B",
             bounds=None if bounds is None else sopt.Bounds(*bounds),
             callback=step,
             options={"maxiter": self.iters, "maxcor": self.memory},
         )
+        self.nit_history.append(int(res.nit))
+        self.nfev_history.append(int(res.nfev))
         if not np.isfinite(res.fun):
             raise _diverged("in an L-BFGS epoch", float(res.fun))
-        return problem.project(res.x.astype(dtype))
+        return problem.project(res.x.astype(dtype, copy=False))
+
+
+#: Learning-rate schedules of the mini-batch methods (:class:`SGD`, :class:`Adam`).
+SCHEDULES = ("constant", "cosine")
 
 
 class _MiniBatch(Optimizer):
-    """Shared loop of the mini-batch methods: a seeded shuffle, one step per batch."""
+    r"""Shared loop of the mini-batch methods: a seeded shuffle, one step per batch.
 
-    def __init__(self, lr: float, batch_size: int) -> None:
+    The step size of epoch :math:`e` (counted from 0, carried in the state) is ``lr`` for
+    ``schedule="constant"`` and :math:`\eta_e = \tfrac{\eta}{2}(1 + \cos(\pi e / E))` for
+    ``"cosine"`` over :math:`E` = ``epochs`` (PyTorch's ``CosineAnnealingLR`` stepped once
+    per epoch, with ``eta_min=0`` and ``T_max=epochs``).
+    """
+
+    def __init__(self, lr: float, batch_size: int, schedule: str = "constant", epochs: int | None = None) -> None:
         self.lr = _check_positive(lr, "lr")
         self.batch_size = _check_iters(batch_size, "batch_size")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}.")
+        if schedule != "constant" and epochs is None:
+            raise ValueError(f"`schedule={schedule!r}` needs `epochs`, the length of the schedule.")
+        self.schedule = schedule
+        self.epochs = None if epochs is None else _check_iters(epochs, "epochs")
+        self.epoch = 0
 
     def iterations_per_epoch(self, problem: Problem) -> int:
         return -(-problem.X.shape[0] // self.batch_size)
 
+    def lr_at(self, epoch: int) -> float:
+        """The step size of epoch ``epoch`` (from 0) under the schedule."""
+        if self.schedule == "cosine":
+            assert self.epochs is not None  # checked in __init__
+            return self.lr * 0.5 * (1.0 + np.cos(np.pi * min(epoch, self.epochs) / self.epochs))
+        return self.lr
+
     @abc.abstractmethod
-    def _step(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        """One update of ``x`` from the mini-batch gradient ``grad``."""
+    def _step(self, x: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        """Update ``x`` in place from the mini-batch gradient ``grad`` (which it may overwrite)."""
 
     def run_epoch(self, problem, x, rng, callback=None):
         perm = rng.permutation(problem.X.shape[0])
+        lr = self.lr_at(self.epoch)
+        x = np.array(x, copy=True)  # updated in place below; the caller's vector stays as it was
         for start in range(0, perm.size, self.batch_size):
             loss, grad = problem.loss_grad(x, perm[start : start + self.batch_size])
             if not (np.isfinite(loss) and np.all(np.isfinite(grad))):
                 raise _diverged(f"at mini-batch {start // self.batch_size} of a {self.name} epoch", loss)
-            x = problem.project(self._step(x, grad.astype(x.dtype)))
+            self._step(x, grad, lr)
+            x = problem.project(x)
             if callback is not None:
                 callback(loss)
+        self.epoch += 1
         return x
+
+    def state_dict(self):
+        return {"epoch": np.array(self.epoch)}
+
+    def load_state_dict(self, state):
+        self.epoch = int(state["epoch"]) if "epoch" in state else 0
 
 
 class SGD(_MiniBatch):
@@ -216,32 +257,51 @@ class SGD(_MiniBatch):
     Parameters
     ----------
     lr : float, optional
-        Step size :math:`\eta`.
+        Step size :math:`\eta` (of the first epoch under a schedule).
     momentum : float, optional
         :math:`\mu \in [0, 1)`.
     batch_size : int, optional
+    schedule : {"constant", "cosine"}, optional
+        Step size per epoch, see :class:`_MiniBatch`.
+    epochs : int, optional
+        Length of the schedule (needed for ``"cosine"``).
     """
 
     name = "sgd"
 
-    def __init__(self, lr: float = 0.1, momentum: float = 0.9, batch_size: int = 64) -> None:
-        super().__init__(lr, batch_size)
+    def __init__(
+        self,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        batch_size: int = 64,
+        schedule: str = "constant",
+        epochs: int | None = None,
+    ) -> None:
+        super().__init__(lr, batch_size, schedule, epochs)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"`momentum` must lie in [0, 1), got {momentum!r}.")
         self.momentum = float(momentum)
         self.velocity: np.ndarray | None = None
 
-    def _step(self, x, grad):
-        if self.velocity is None or self.velocity.shape != x.shape:
-            self.velocity = np.zeros_like(x)
-        self.velocity = self.velocity.astype(x.dtype, copy=False)
-        self.velocity = x.dtype.type(self.momentum) * self.velocity + grad
-        return x - x.dtype.type(self.lr) * self.velocity
+    def _step(self, x, grad, lr):
+        if self.velocity is None or self.velocity.shape != x.shape or self.velocity.dtype != x.dtype:
+            self.velocity = np.zeros_like(x) if self.velocity is None else self.velocity.astype(x.dtype)
+        dt = x.dtype.type
+        v = self.velocity
+        v *= dt(self.momentum)
+        v += grad
+        grad[...] = v
+        grad *= dt(lr)
+        x -= grad
 
     def state_dict(self):  # noqa: D102
-        return {} if self.velocity is None else {"velocity": self.velocity.copy()}
+        state = super().state_dict()
+        if self.velocity is not None:
+            state["velocity"] = self.velocity.copy()
+        return state
 
     def load_state_dict(self, state):  # noqa: D102
+        super().load_state_dict(state)
         self.velocity = None if "velocity" not in state else np.array(state["velocity"])
 
 
@@ -252,18 +312,31 @@ class Adam(_MiniBatch):
         m \leftarrow \beta_1 m + (1-\beta_1) g,\quad v \leftarrow \beta_2 v + (1-\beta_2) g^2,\quad
         x \leftarrow P\Bigl(x - \eta\,\frac{m/(1-\beta_1^t)}{\sqrt{v/(1-\beta_2^t)} + \epsilon}\Bigr).
 
+    The update runs in place in the dtype of the parameters (PyTorch's ``Adam`` formula).
+
     Parameters
     ----------
     lr, beta1, beta2, eps : float, optional
     batch_size : int, optional
+    schedule : {"constant", "cosine"}, optional
+        Step size :math:`\eta` per epoch, see :class:`_MiniBatch`.
+    epochs : int, optional
+        Length of the schedule (needed for ``"cosine"``).
     """
 
     name = "adam"
 
     def __init__(
-        self, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, batch_size: int = 64
+        self,
+        lr: float = 0.01,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        batch_size: int = 64,
+        schedule: str = "constant",
+        epochs: int | None = None,
     ) -> None:
-        super().__init__(lr, batch_size)
+        super().__init__(lr, batch_size, schedule, epochs)
         for nm, val in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= val < 1.0:
                 raise ValueError(f"`{nm}` must lie in [0, 1), got {val!r}.")
@@ -272,25 +345,37 @@ class Adam(_MiniBatch):
         self.v: np.ndarray | None = None
         self.t = 0
 
-    def _step(self, x, grad):
+    def _step(self, x, grad, lr):
         dt = x.dtype.type
         if self.m is None or self.v is None or self.m.shape != x.shape:
             self.m, self.v, self.t = np.zeros_like(x), np.zeros_like(x), 0
-        self.m, self.v = self.m.astype(x.dtype, copy=False), self.v.astype(x.dtype, copy=False)
+        if self.m.dtype != x.dtype:
+            self.m, self.v = self.m.astype(x.dtype), self.v.astype(x.dtype)
         self.t += 1
-        self.m = dt(self.beta1) * self.m + dt(1 - self.beta1) * grad
-        self.v = dt(self.beta2) * self.v + dt(1 - self.beta2) * grad * grad
-        mhat = self.m / dt(1 - self.beta1**self.t)
-        vhat = self.v / dt(1 - self.beta2**self.t)
-        return x - dt(self.lr) * mhat / (np.sqrt(vhat) + dt(self.eps))
+        m, v = self.m, self.v
+        m *= dt(self.beta1)
+        m += dt(1 - self.beta1) * grad
+        v *= dt(self.beta2)
+        grad *= grad
+        grad *= dt(1 - self.beta2)
+        v += grad
+        # x -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), with grad as the buffer
+        np.sqrt(v, out=grad)
+        grad *= dt(1.0 / np.sqrt(1 - self.beta2**self.t))
+        grad += dt(self.eps)
+        np.divide(m, grad, out=grad)
+        grad *= dt(lr / (1 - self.beta1**self.t))
+        x -= grad
 
     def state_dict(self):  # noqa: D102
-        if self.m is None:
-            return {}
-        return {"m": self.m.copy(), "v": self.v.copy(), "t": np.array(self.t)}
+        state = super().state_dict()
+        if self.m is not None:
+            state.update({"m": self.m.copy(), "v": self.v.copy(), "t": np.array(self.t)})
+        return state
 
     def load_state_dict(self, state):  # noqa: D102
-        if not state:
+        super().load_state_dict(state)
+        if "m" not in state:
             self.m = self.v = None
             self.t = 0
             return
@@ -372,18 +457,29 @@ class GaussNewtonKrylov(Optimizer):
             self.damping = float(state["damping"])
 
 
-def make_optimizer(name: str, *, lr: float | None = None, batch_size: int = 64, iters: int | None = None) -> Optimizer:
+def make_optimizer(
+    name: str,
+    *,
+    lr: float | None = None,
+    batch_size: int = 64,
+    iters: int | None = None,
+    schedule: str = "constant",
+    epochs: int | None = None,
+) -> Optimizer:
     """An optimiser by name (``"lbfgs"``, ``"sgd"``, ``"adam"``, ``"gnk"``) with its defaults.
 
-    ``lr`` applies to SGD/Adam, ``batch_size`` to SGD/Adam, ``iters`` (iterations per epoch)
-    to L-BFGS and GNK; None keeps each method's default.
+    ``lr``, ``batch_size``, ``schedule`` and ``epochs`` (the length of the schedule) apply to
+    SGD/Adam, ``iters`` (iterations per epoch) to L-BFGS and GNK; None keeps each method's
+    default.
     """
     if name == "lbfgs":
         return LBFGS() if iters is None else LBFGS(iters=iters)
     if name == "gnk":
         return GaussNewtonKrylov() if iters is None else GaussNewtonKrylov(iters=iters)
-    if name == "sgd":
-        return SGD(batch_size=batch_size) if lr is None else SGD(lr=lr, batch_size=batch_size)
-    if name == "adam":
-        return Adam(batch_size=batch_size) if lr is None else Adam(lr=lr, batch_size=batch_size)
+    if name in ("sgd", "adam"):
+        cls = SGD if name == "sgd" else Adam
+        kwargs: dict = {"batch_size": batch_size, "schedule": schedule, "epochs": epochs}
+        if lr is not None:
+            kwargs["lr"] = lr
+        return cls(**kwargs)
     raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, got {name!r}.")

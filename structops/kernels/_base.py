@@ -295,17 +295,29 @@ class ParametricKernel(abc.ABC):
         return (self.out_shape, self.in_shape) if transpose else (self.in_shape, self.out_shape)
 
     # ------------------------------------------------------- operator algebra
-    def __matmul__(self, other):
-        raise TypeError(
+    # A family is a map theta -> K(theta), not an operator or an array: products with
+    # operators and arrays fail with a message that says what to write instead.
+    def _not_an_operator(self) -> TypeError:
+        return TypeError(
             f"{self!r} is a kernel family (a map theta -> K(theta)), not an operator: compose the operator "
-            "`kernel.op(theta) @ other`, or chain a fixed map after the family with structops.Chain(outer, kernel)."
+            "`kernel.op(theta)` at a fixed theta (e.g. `A @ kernel.op(theta)`), or use structops.Chain(A, kernel) "
+            "for the family theta -> A K(theta)."
         )
 
+    def __matmul__(self, other):
+        raise self._not_an_operator()
+
     def __rmatmul__(self, other):
-        raise TypeError(
-            f"{self!r} is a kernel family (a map theta -> K(theta)), not an operator: use `other @ kernel.op(theta)` "
-            "for a fixed theta, or structops.Chain(other, kernel) for the family theta -> other K(theta)."
-        )
+        raise self._not_an_operator()
+
+    @property
+    def ndim(self) -> int:
+        """Not defined: a family is not an array (pylops' ``A @ kernel`` asks for it; see :meth:`op`)."""
+        raise self._not_an_operator()
+
+    def reshape(self, *shape):
+        """Not defined: a family is not an array (pylops' ``A @ kernel`` asks for it; see :meth:`op`)."""
+        raise self._not_an_operator()
 
 
 def _is_single_example(X, example_shape: tuple[int, ...]) -> bool:

@@ -202,3 +202,87 @@ def test_validation_errors_name_the_argument(rng):
         model.loss(p, np.ones((2, 4), np.float32), np.array([0, 1]))
     with pytest.raises(ValueError, match="`vec`"):
         model.unpack(np.ones(3))
+
+
+class _DtypeSpy:
+    """Wraps a kernel's ``apply`` and ``jac`` to record the dtypes they are called with."""
+
+    def __init__(self, kernel):
+        self.seen: list[np.dtype] = []
+        apply, jac = kernel.apply, kernel.jac
+
+        def spy_apply(theta, X, *a, **k):
+            self.seen += [np.asarray(theta).dtype, np.asarray(X).dtype]
+            return apply(theta, X, *a, **k)
+
+        def spy_jac(theta, X, *a, **k):
+            self.seen += [np.asarray(theta).dtype, np.asarray(X).dtype]
+            return jac(theta, X, *a, **k)
+
+        kernel.apply, kernel.jac = spy_apply, spy_jac
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "identity"])
+def test_float32_objective_runs_in_float32_throughout(activation, rng):
+    """No float64 round trip: the kernel sees float32, the packed gradient and evaluation are float32."""
+    model, X, y, p = _problem(CASES[5], np.float32, rng, activation=activation)
+    spy = _DtypeSpy(model.kernel)
+    x = p.ravel()
+    loss, g = model.loss_and_gradient_vector(x, X, y)
+    assert g.dtype == np.float32 and g.shape == (model.nparams,)
+    assert np.asarray(loss).dtype == np.float32
+    assert spy.seen and all(dt == np.float32 for dt in spy.seen)
+    # the packed vector is exactly what loss_and_gradient returns as Params
+    np.testing.assert_array_equal(g, model.gradient(x, X, y).ravel())
+
+
+def test_objective_leaves_its_inputs_untouched(rng):
+    """The in-place forward/backward never writes into the caller's parameters or examples."""
+    for case in (CASES[1], CASES[5]):
+        model, X, y, p = _problem(case, np.float64, rng, activation="relu")
+        x = p.ravel()
+        x0, X0 = x.copy(), X.copy()
+        model.loss_and_gradient_vector(x, X, y)
+        model.evaluate(x, X, y)
+        model.gauss_newton(x, X, y, 1e-2).matvec(np.ones(model.nparams))
+        np.testing.assert_array_equal(x, x0)
+        np.testing.assert_array_equal(X, X0)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1024])
+def test_evaluate_is_loss_and_accuracy_in_one_pass(chunk, rng):
+    model, X, y, p = _problem(CASES[5], np.float64, rng, activation="relu", n=7)
+    loss, acc = model.evaluate(p, X, y, chunk=chunk)
+    assert loss == pytest.approx(float(model.loss(p, X, y)), rel=1e-12)
+    assert acc == model.accuracy(p, X, y)
+
+
+def test_relu_gradient_of_pooled_conv_matches_central_differences(rng):
+    """The fused ReLU derivative (read off Z) through Chain(AvgPool, Conv): every entry against finite differences."""
+    from structops import AvgPool
+    from structops.kernels.compose import Chain
+
+    kernel = Chain(AvgPool((4, 4), 2, channels=2), Conv((4, 4), 3, out_channels=2))
+    model = LayerClassifier(kernel, 3, activation="relu", reg_theta=0.1, reg_W=0.2)
+    X = rng.standard_normal((5, 1, 4, 4))
+    y = rng.integers(0, 3, 5)
+    x0 = model.init_params(X, rng).ravel()
+    g = model.loss_and_gradient_vector(x0, X, y)[1]
+    h = 1e-6
+    fd = np.empty_like(x0)
+    for k in range(x0.size):
+        e = np.zeros_like(x0)
+        e[k] = h
+        fd[k] = (model.loss(x0 + e, X, y) - model.loss(x0 - e, X, y)) / (2 * h)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_as_params_checks_shapes_and_dtypes(rng):
+    model, _X, _y, p = _problem(CASES[0], np.float64, rng)
+    assert model.as_params(p) is p
+    q = model.as_params(p.ravel())
+    np.testing.assert_array_equal(q.W, p.W)
+    with pytest.raises(ValueError, match=r"params\.bias"):
+        model.as_params(Params(p.theta, p.bias[:-1] if p.bias.size > 1 else np.zeros(2), p.W, p.c))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        model.as_params(Params(p.theta.astype(np.float16), p.bias, p.W, p.c))

@@ -131,3 +131,72 @@ def test_optimizer_validation():
         LBFGS(iters=0)
     with pytest.raises(ValueError, match="damping"):
         GaussNewtonKrylov(damping=0)
+
+
+def test_adam_in_place_update_matches_torch_adam():
+    """Three Adam steps from the same gradients as torch.optim.Adam (same formula, float64)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(11)
+    grads = [rng.standard_normal(11) for _ in range(3)]
+    opt = Adam(lr=0.05)
+    xt = torch.tensor(x.copy(), requires_grad=True)
+    topt = torch.optim.Adam([xt], lr=0.05)
+    for g in grads:
+        opt._step(x, g.copy(), opt.lr)
+        xt.grad = torch.tensor(g)
+        topt.step()
+    np.testing.assert_allclose(x, xt.detach().numpy(), rtol=1e-13, atol=1e-15)
+
+
+def test_cosine_schedule_matches_torch_cosine_annealing():
+    torch = pytest.importorskip("torch")
+    opt = make_optimizer("adam", lr=0.02, schedule="cosine", epochs=7)
+    p = torch.nn.Parameter(torch.zeros(1))
+    topt = torch.optim.SGD([p], lr=0.02)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=7)
+    for epoch in range(7):
+        assert opt.lr_at(epoch) == pytest.approx(topt.param_groups[0]["lr"], rel=1e-12)
+        topt.step()
+        sched.step()
+    assert make_optimizer("sgd", lr=0.3).lr_at(5) == 0.3
+    with pytest.raises(ValueError, match="epochs"):
+        Adam(schedule="cosine")
+    with pytest.raises(ValueError, match="schedule"):
+        SGD(schedule="step", epochs=3)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_minibatch_epoch_stays_float32_and_leaves_the_callers_vector(name, digits):
+    _model, prob, x, rng = _setup(Conv((8, 8), 3, out_channels=2), digits, dtype=np.float32)
+    x0 = x.copy()
+    opt = make_optimizer(name, lr=0.01, batch_size=50, schedule="cosine", epochs=3)
+    x1 = opt.run_epoch(prob, x, rng)
+    np.testing.assert_array_equal(x, x0)
+    assert x1.dtype == np.float32 and not np.shares_memory(x1, x)
+    state = opt.state_dict()
+    assert int(state["epoch"]) == 1
+    assert all(v.dtype == np.float32 for k, v in state.items() if k in ("m", "v", "velocity"))
+
+
+def test_schedule_resumes_at_the_saved_epoch(digits):
+    """Two epochs in one object equal one epoch, a save/load into a fresh object, and the second epoch."""
+    _model, prob, x, _ = _setup(Conv((8, 8), 3, out_channels=2), digits)
+    a = make_optimizer("adam", batch_size=64, schedule="cosine", epochs=4)
+    rng_a = np.random.default_rng(5)
+    xa = a.run_epoch(prob, a.run_epoch(prob, x, rng_a), rng_a)
+    b = make_optimizer("adam", batch_size=64, schedule="cosine", epochs=4)
+    rng_b = np.random.default_rng(5)
+    xb = b.run_epoch(prob, x, rng_b)
+    c = make_optimizer("adam", batch_size=64, schedule="cosine", epochs=4)
+    c.load_state_dict(b.state_dict())
+    assert c.epoch == 1
+    np.testing.assert_array_equal(c.run_epoch(prob, xb, rng_b), xa)
+
+
+def test_lbfgs_records_iterations_and_evaluations(digits):
+    _model, prob, x, rng = _setup(Conv((8, 8), 3, out_channels=2), digits)
+    opt = LBFGS(iters=5)
+    opt.run_epoch(prob, opt.run_epoch(prob, x, rng), rng)
+    assert len(opt.nit_history) == len(opt.nfev_history) == 2
+    assert all(1 <= it <= 5 and ev >= it for it, ev in zip(opt.nit_history, opt.nfev_history))

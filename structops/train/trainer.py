@@ -65,8 +65,10 @@ class TrainConfig:
         One of :data:`KERNELS`.
     channels : int
         Output channels of ``conv`` and ``linear``.
-    stencil : int or list of int
-        Stencil shape of ``conv`` / ``linear`` (an int is used on every axis).
+    stencil : int or list of int or None
+        Stencil shape of ``conv`` / ``linear`` (an int is used on every axis); None (default)
+        for 7 after ``conv`` on grids of at least :data:`AUTO_POOL_MIN_GRID` pixels per axis
+        and 3 otherwise (see :meth:`resolved`).
     bc : str
         Boundary condition of ``conv``.
     stride : int or list of int
@@ -98,7 +100,7 @@ class TrainConfig:
 
     kernel: str = "conv"
     channels: int = 8
-    stencil: int | list[int] = 3
+    stencil: int | list[int] | None = None
     bc: str = "zero"
     stride: int | list[int] = 1
     pool: int | list[int] | None = None
@@ -107,13 +109,13 @@ class TrainConfig:
     bias: str = "channel"
     reg_theta: float = 1e-3
     reg_W: float = 1e-3
-    optimizer: str = "lbfgs"
-    epochs: int = 6
+    optimizer: str = "adam"
+    epochs: int = 15
     iters: int | None = 25
     lr: float | None = None
-    schedule: str = "constant"
+    schedule: str = "cosine"
     batch_size: int = 64
-    dtype: str = "float64"
+    dtype: str = "float32"
     data: str | None = None
     limit: int | None = None
     seed: int = 0
@@ -140,16 +142,26 @@ class TrainConfig:
     def resolved(self, image_shape) -> TrainConfig:
         """The configuration with its data-dependent defaults made concrete, for examples of shape ``image_shape``.
 
-        ``pool=None`` (the default) means a 2×2 average pooling after a ``conv`` layer on
-        grids of at least 16 pixels per axis (28×28 MNIST: a 14×14 output per channel) and
-        none otherwise (the 8×8 digits); ``pool=1`` means no pooling. The resolved value is
-        what the checkpoint stores.
+        After a ``conv`` layer on grids of at least :data:`AUTO_POOL_MIN_GRID` pixels per axis
+        (28×28 MNIST), ``pool=None`` means a 2×2 average pooling (a 14×14 output per channel)
+        and ``stencil=None`` a 7×7 stencil; otherwise (the 8×8 digits, other families) no
+        pooling and a 3×3 stencil. ``pool=1`` is no pooling. The resolved values are what the
+        checkpoint stores.
+
+        Why (runs on 4,000 / 1,000 real MNIST digits, Adam float32, cosine schedule, 15
+        epochs; see ``benchmarks/README.md``): 3×3 without pooling reaches 92.3 % test (train
+        100 %), 2×2 pooling 92.3 %, a 5×5 stencil with pooling 94.2 %, 7×7 with pooling
+        95.1 % (seeds 0, 1, 2: 95.1, 95.1, 94.5 %) at about 0.15 s an epoch on 2 cores; on
+        the 8×8 digits a 3×3 stencil without pooling already gives 98.6 %.
         """
         grid = tuple(int(s) for s in image_shape)[1:]
+        large = self.kernel == "conv" and len(grid) >= 1 and min(grid) >= AUTO_POOL_MIN_GRID
+        changes: dict = {}
         if self.pool is None:
-            auto = self.kernel == "conv" and len(grid) >= 1 and min(grid) >= AUTO_POOL_MIN_GRID
-            return dataclasses.replace(self, pool=2 if auto else 1)
-        return self
+            changes["pool"] = 2 if large else 1
+        if self.stencil is None:
+            changes["stencil"] = 7 if large else 3
+        return dataclasses.replace(self, **changes) if changes else self
 
     def to_dict(self) -> dict:
         """A JSON-compatible dict."""

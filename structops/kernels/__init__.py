@@ -8,7 +8,7 @@ from .._backend import accelerator, set_accelerator, set_num_threads
 from ._base import ParametricKernel, as_kernel
 from .antisymmetric import Antisymmetric
 from .compose import Chain, LinearMap
-from .conv import AvgPool, Conv
+from .conv import AvgPool, Conv, DepthwiseSeparableConv, SeparableConv
 from .dense import Dense
 from .diagonal import Diagonal
 from .linear import LinearKernel
@@ -32,6 +32,8 @@ __all__ = [
     "Reparametrized",
     "LinearReparam",
     "Conv",
+    "SeparableConv",
+    "DepthwiseSeparableConv",
     "AvgPool",
     "Chain",
     "LinearMap",

@@ -4,6 +4,8 @@
   condition, stride (:mod:`.conv`);
 * :class:`ConvBased` -- the convolution view of families whose stencil is built from fewer
   parameters (:mod:`.based`);
+* :class:`SeparableConv`, :class:`DepthwiseSeparableConv` -- stencils built from 1-D
+  factors or a depthwise stencil and a channel mix, applied pass by pass (:mod:`.separable`);
 * :class:`AvgPool` -- average pooling, the fixed map composed after a convolution (:mod:`.pooling`);
 * the engine: :mod:`._core` (padding, direct sums, FFTs) and :mod:`._numba` (the compiled
   direct kernels, when numba is installed).
@@ -12,5 +14,6 @@
 from .based import ConvBased
 from .conv import Conv
 from .pooling import AvgPool
+from .separable import DepthwiseSeparableConv, SeparableConv
 
-__all__ = ["AvgPool", "Conv", "ConvBased"]
+__all__ = ["AvgPool", "Conv", "ConvBased", "DepthwiseSeparableConv", "SeparableConv"]

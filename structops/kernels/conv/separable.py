@@ -339,39 +339,36 @@ class SeparableConv(_PassedConv):
         cin, cout, R = self.in_channels, self.out_channels, self.rank
         convs = self.passes
         xs = x.reshape(n, cin, -1)
-        g1 = convs[0].out_shape[1:]
-        t = np.empty((n, cin, cout, R, int(np.prod(g1))), dtype=x.dtype)
-        for c in range(cin):
-            t[:, c] = convs[0]._apply(passes[0][c], xs[:, c], False).reshape(n, cout, R, -1)
+        outs = [convs[0]._apply(passes[0][c], xs[:, c], False) for c in range(cin)]
+        t = _stack(outs, 1).reshape(n, cin, cout, R, -1)  # intermediate channels (c, o, r)
         for k in range(1, d - 1):
-            gk = convs[k].out_shape[1:]
-            tk = np.empty((n, cin, cout, R, int(np.prod(gk))), dtype=x.dtype)
-            for i, (c, o, r) in enumerate(np.ndindex(cin, cout, R)):
-                tk[:, c, o, r] = convs[k]._apply(passes[k][i], t[:, c, o, r], False)
-            t = tk
-        z = np.empty((n, cout, int(np.prod(self.out_shape[1:]))), dtype=x.dtype)
-        for o in range(cout):
-            z[:, o] = convs[-1]._apply(passes[-1][o], t[:, :, o].reshape(n, -1), False)
-        return z.reshape(n, -1)
+            outs = [convs[k]._apply(passes[k][i], t[:, c, o, r], False) for i, (c, o, r) in _cor(cin, cout, R)]
+            t = _stack(outs, 1).reshape(n, cin, cout, R, -1)
+        outs = [convs[-1]._apply(passes[-1][o], t[:, :, o].reshape(n, -1), False) for o in range(cout)]
+        return _stack(outs, 1).reshape(n, -1)
 
     def _backward(self, passes, y):
         n, d = y.shape[0], len(self.grid)
         cin, cout, R = self.in_channels, self.out_channels, self.rank
         convs = self.passes
         ys = y.reshape(n, cout, -1)
-        t = np.empty((n, cin, cout, R, int(np.prod(convs[-1].in_shape[1:]))), dtype=y.dtype)
-        for o in range(cout):
-            t[:, :, o] = convs[-1]._apply(passes[-1][o], ys[:, o], True).reshape(n, cin, R, -1)
+        outs = [convs[-1]._apply(passes[-1][o], ys[:, o], True).reshape(n, cin, R, -1) for o in range(cout)]
+        t = _stack(outs, 2)  # (n, c, o, r, grid)
         for k in range(d - 2, 0, -1):
-            gk = convs[k].in_shape[1:]
-            tk = np.empty((n, cin, cout, R, int(np.prod(gk))), dtype=y.dtype)
-            for i, (c, o, r) in enumerate(np.ndindex(cin, cout, R)):
-                tk[:, c, o, r] = convs[k]._apply(passes[k][i], t[:, c, o, r], True)
-            t = tk
-        x = np.empty((n, cin, int(np.prod(self.grid))), dtype=y.dtype)
-        for c in range(cin):
-            x[:, c] = convs[0]._apply(passes[0][c], t[:, c].reshape(n, -1), True)
-        return x.reshape(n, -1)
+            outs = [convs[k]._apply(passes[k][i], t[:, c, o, r], True) for i, (c, o, r) in _cor(cin, cout, R)]
+            t = _stack(outs, 1).reshape(n, cin, cout, R, -1)
+        outs = [convs[0]._apply(passes[0][c], t[:, c].reshape(n, -1), True) for c in range(cin)]
+        return _stack(outs, 1).reshape(n, -1)
+
+
+def _cor(cin: int, cout: int, rank: int):
+    """``(i, (c, o, r))`` over the intermediate channels in C-order."""
+    return enumerate(np.ndindex(cin, cout, rank))
+
+
+def _stack(arrays: list[np.ndarray], axis: int) -> np.ndarray:
+    """``np.stack`` that does not copy a single array (one channel: the pass output is used as is)."""
+    return np.expand_dims(arrays[0], axis) if len(arrays) == 1 else np.stack(arrays, axis)
 
 
 class DepthwiseSeparableConv(_PassedConv):

@@ -164,7 +164,9 @@ class SeparableConv(_PassedConv):
     gradient (the correlation of the cotangent with the data) contracted with the other
     factors: :math:`\partial/\partial f^{ocr}_{a,j} = \sum_{j_b,\,b \ne a} g^{oc}_{\dots j \dots}
     \prod_{b \ne a} f^{ocr}_{b,\,j_b}`; per-example gradients contract every row of ``g`` at once.
-    The model is multilinear, not affine: no ``Q``, and the Taylor remainder falls as :math:`O(h^2)`.
+    The model is multilinear, not affine: no ``Q``, and the Taylor remainder falls as :math:`O(h^2)`
+    (on a 1-D grid :math:`w = \sum_r f^{ocr}_0` is linear, an over-parametrised ``Conv``; the
+    family still reports ``linear = False``).
 
     **The separable path.** Every boundary condition here pads axis by axis
     (:math:`P = P_0 \otimes \dots \otimes P_{d-1}`, each an index map or zeros) and the stride

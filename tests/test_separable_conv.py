@@ -157,6 +157,11 @@ def test_separable_path_equals_full_path(case, bc, dtype, rng):
     assert rel(sep.apply(theta, Y, transpose=True), full.apply(theta, Y, transpose=True)) <= tol
     assert rel(sep.op(theta).matvec(X[0].ravel()), full.op(theta).matvec(X[0].ravel())) <= tol
     assert sep.apply(theta, np.zeros((0, *sep.in_shape), dtype)).shape == (0, *sep.out_shape)
+    # J v: the product rule on the passes against the full-stencil direction
+    v = sep.random_theta(rng, dtype)
+    for data, transpose in ((X, False), (Y, True)):
+        Js, Jf = sep.jac(theta, data, transpose=transpose), full.jac(theta, data, transpose=transpose)
+        assert rel(Js.matvec(v), Jf.matvec(v)) <= tol
 
 
 def test_jacobian_is_the_product_rule(case, rng):
@@ -295,6 +300,19 @@ def test_depthwise_paths_equal_conv_of_the_full_stencil(dw_case, bc, dtype, rng)
         assert rel(k.weights(theta), W.reshape(conv.theta_shape)) <= default_rtol(dtype, dw_case.mult)
         assert rel(k.apply(theta, X), conv.apply(W, X.astype(np.float64))) <= tol
         assert rel(k.apply(theta, Y, transpose=True), conv.apply(W, Y.astype(np.float64), transpose=True)) <= tol
+    v = dw_case.kernel(bc).random_theta(rng, dtype)
+    Js = dw_case.kernel(bc, "separable").jac(theta, X)
+    Jf = dw_case.kernel(bc, "full").jac(theta, X)
+    assert rel(Js.matvec(v), Jf.matvec(v)) <= tol
+
+
+def test_exported_from_the_package():
+    import structops
+    import structops.kernels
+
+    for name, cls in (("SeparableConv", SeparableConv), ("DepthwiseSeparableConv", DepthwiseSeparableConv)):
+        assert getattr(structops, name) is cls and getattr(structops.kernels, name) is cls
+        assert name in structops.__all__ and name in structops.kernels.__all__
 
 
 def test_depthwise_equals_torch_grouped_then_pointwise(dtype, rng):

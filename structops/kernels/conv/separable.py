@@ -70,6 +70,10 @@ class _PassedConv(ConvBased, Reparametrized):
     def _pass_states(self, phi: np.ndarray) -> tuple[Any, ...]:
         raise NotImplementedError
 
+    def _jvp_pass_states(self, phi: np.ndarray, v: np.ndarray) -> list[tuple[Any, ...]]:
+        """Pass states of the product-rule terms: ``J v = sum_t K_t x`` (one factor replaced by ``v`` in each)."""
+        raise NotImplementedError
+
     def _apply_passes(self, passes, x: np.ndarray, transpose: bool) -> np.ndarray:
         raise NotImplementedError
 
@@ -84,11 +88,22 @@ class _PassedConv(ConvBased, Reparametrized):
             return np.zeros((0, self.shape[1] if transpose else self.shape[0]), dtype=x.dtype)
         return self._apply_passes(state.passes, x, transpose).astype(x.dtype, copy=False)
 
+    def _prepare_data(self, x, transpose):
+        return x, self.kernel._prepare_data(x, transpose)
+
     def _jvp(self, state, data, v, transpose):
-        return self.kernel._jvp(state.inner, data, self._push(state.phi, v), transpose)
+        x, inner = data
+        if state.passes is None or x.shape[0] == 0:
+            return self.kernel._jvp(state.inner, inner, self._push(state.phi, v), transpose)
+        # the product rule on the passes: each term is the cheap operator with one factor replaced by v
+        terms = self._jvp_pass_states(state.phi, v)
+        out = self._apply_passes(terms[0], x, transpose)
+        for term in terms[1:]:
+            out += self._apply_passes(term, x, transpose)
+        return out.astype(v.dtype, copy=False)
 
     def _vjp(self, state, data, w, transpose, per_example):
-        return self._pull(state.phi, self.kernel._vjp(state.inner, data, w, transpose, per_example))
+        return self._pull(state.phi, self.kernel._vjp(state.inner, data[1], w, transpose, per_example))
 
     def _dense(self, state):
         return self.kernel._dense(state.inner)
@@ -185,8 +200,10 @@ class SeparableConv(_PassedConv):
     That is :math:`\text{out}\cdot\text{in}\cdot R\,\sum_a s_a` multiply-adds per pixel against
     :math:`\text{out}\cdot\text{in}\prod_a s_a` for the full stencil (plus the
     :math:`\text{in}\cdot\text{out}\cdot R` intermediate images), hence the ``"auto"`` rule. The
-    adjoint runs the transposed passes in reverse order. The Jacobian products go through the
-    full-stencil convolution (:class:`~structops.Conv`'s direct sums or FFTs).
+    adjoint runs the transposed passes in reverse order. On this path :math:`J_\theta v` is the
+    product rule on the passes (:math:`d` cheap applications, each with one factor replaced by
+    :math:`\delta f_a`); :math:`J_\theta^\top y` goes through the full-stencil gradient
+    (:class:`~structops.Conv`'s direct sums or FFTs), then :math:`Dw^\top`.
 
     Examples
     --------
@@ -311,7 +328,14 @@ class SeparableConv(_PassedConv):
         return tuple(passes)
 
     def _pass_states(self, phi):
-        f = self._factors(phi)
+        return self._states_of(self._factors(phi))
+
+    def _jvp_pass_states(self, phi, v):
+        f, df = self._factors(phi), self._factors(v)
+        return [self._states_of(tuple(df[b] if b == a else f[b] for b in range(len(f)))) for a in range(len(f))]
+
+    def _states_of(self, f: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
+        """The passes' states for the 1-D stencils ``f`` (one ``(out, in, rank, s_a)`` array per axis)."""
         d = len(f)
         cin, cout, R = self.in_channels, self.out_channels, self.rank
         first, last = self.passes[0], self.passes[-1]
@@ -432,7 +456,8 @@ class DepthwiseSeparableConv(_PassedConv):
     channels, one GEMM for the whole batch: :math:`CM(S + O)` multiply-adds per output pixel
     against :math:`COS`. The pointwise mix acts pixel by pixel, so it commutes with every
     padding: both paths give the same operator for every ``bc``. The adjoint is
-    :math:`t = P^\top y`, then the transposed depthwise passes.
+    :math:`t = P^\top y`, then the transposed depthwise passes. On this path :math:`J_\theta v`
+    is two cheap applications, :math:`K(\delta D, P)x + K(D, \delta P)x`.
 
     Examples
     --------
@@ -513,7 +538,14 @@ class DepthwiseSeparableConv(_PassedConv):
 
     # --------------------------------------------------------- the separable path
     def _pass_states(self, phi):
-        D, P = self._blocks(phi)
+        return self._states_of(*self._blocks(phi))
+
+    def _jvp_pass_states(self, phi, v):
+        (D, P), (dD, dP) = self._blocks(phi), self._blocks(v)
+        return [self._states_of(dD, P), self._states_of(D, dP)]
+
+    def _states_of(self, D: np.ndarray, P: np.ndarray) -> tuple[Any, ...]:
+        """The depthwise passes' states (``D`` of shape ``(C, M, S)``) and the pointwise matrix."""
         depth = self.passes[0]
         states = tuple(depth._prepare(np.ascontiguousarray(D[c]).reshape(-1)) for c in range(self.in_channels))
         return states, P.reshape(self.out_channels, -1)

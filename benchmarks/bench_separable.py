@@ -9,7 +9,9 @@ on the same θ and the same batch:
 * ``Conv`` with the full 15x15 stencil ``w`` (225 multiply-adds per pixel), ``method="direct"``
   and ``method="fft"``.
 
-Operations: forward ``apply(θ, X)`` and adjoint ``apply(θ, Y, transpose=True)``. Every result
+Operations: forward ``apply(θ, X)``, adjoint ``apply(θ, Y, transpose=True)`` and ``J v`` on a
+Jacobian built once (``jac(θ, X).matvec(v)``; for ``Conv`` with a full-stencil direction, the
+product-rule direction ``Dw(θ) v`` of the separable one). Every result
 is checked against the full-stencil ``Conv`` before timing. The methods are interleaved within
 each repeat (so all see the same machine load) and the table gives medians over the repeats.
 
@@ -62,18 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     X = rng.standard_normal((args.n, *sep.in_shape)).astype(dtype)
     Y = rng.standard_normal((args.n, *sep.out_shape)).astype(dtype)
 
+    v = sep.random_theta(rng, dtype)
+    Jsep = sep.jac(theta, X)
+    dw = sep._push(theta, v)  # the full-stencil direction Dw(θ) v
+    Jfull = {m: k.jac(w, X) for m, k in full.items()}
     runs = {
         ("forward", f"SeparableConv ({sep.path})"): lambda: sep.apply(theta, X),
         ("adjoint", f"SeparableConv ({sep.path})"): lambda: sep.apply(theta, Y, transpose=True),
+        ("J v", f"SeparableConv ({sep.path})"): lambda: Jsep.matvec(v),
     }
     for m, k in full.items():
         runs[("forward", f"Conv full {m}")] = lambda k=k: k.apply(w, X)
         runs[("adjoint", f"Conv full {m}")] = lambda k=k: k.apply(w, Y, transpose=True)
+        runs[("J v", f"Conv full {m}")] = lambda m=m: Jfull[m].matvec(dw)
 
     # correctness first: every method against the full-stencil direct Conv (float64 reference)
     ref = {
         "forward": full["direct"].apply(w.astype(np.float64), X.astype(np.float64)),
         "adjoint": full["direct"].apply(w.astype(np.float64), Y.astype(np.float64), transpose=True),
+        "J v": full["direct"].apply(dw.astype(np.float64), X.astype(np.float64)).ravel(),
     }
     tol = 1e-4 if dtype == np.float32 else 1e-10
     for (op, name), fn in runs.items():
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| op | method | median ms | min ms | full direct / this |")
     print("|---|---|---:|---:|---:|")
-    for op in ("forward", "adjoint"):
+    for op in ("forward", "adjoint", "J v"):
         base = statistics.median(times[(op, "Conv full direct")])
         for (o, name), ts in times.items():
             if o != op:

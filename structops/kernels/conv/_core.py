@@ -5,7 +5,7 @@ Every boundary condition is written as a *valid* convolution on a padded grid,
 .. math::
     K(\theta) = S \, C_\theta \, P_{bc},
 
-with :math:`P_{bc}` the padding (zero, periodic, reflect, replicate or none), :math:`C_\theta`
+with :math:`P_{bc}` the padding (zero, periodic, reflect, symmetric, replicate or none), :math:`C_\theta`
 the valid multi-channel convolution :math:`z_{o,i} = \sum_{c,j} \theta_{o,c,j}\, x^p_{c,\,i+s-1-j}`
 and :math:`S` the stride sampling. The adjoint is :math:`P_{bc}^\top C_\theta^\top S^\top`
 (correlation, then folding the padding back), and the Jacobian with respect to
@@ -32,8 +32,8 @@ try:  # optional accelerator: ``pip install structops[fast]``; switched by struc
 except ImportError:  # pragma: no cover - exercised when numba is absent
     _nb = None  # type: ignore[assignment]
 
-BOUNDARY_CONDITIONS = ("zero", "periodic", "reflect", "replicate", "valid")
-_NP_PAD_MODE = {"periodic": "wrap", "reflect": "reflect", "replicate": "edge"}
+BOUNDARY_CONDITIONS = ("zero", "periodic", "reflect", "symmetric", "replicate", "valid")
+_NP_PAD_MODE = {"periodic": "wrap", "reflect": "reflect", "symmetric": "symmetric", "replicate": "edge"}
 
 
 def _lead(n: int, rest) -> tuple[Any, ...]:
@@ -50,6 +50,9 @@ def source_index(bc: str, g: int, left: int, right: int) -> np.ndarray:
         return np.mod(p, g)
     if bc == "replicate":
         return np.clip(p, 0, g - 1)
+    if bc == "symmetric":  # half-sample mirror, repeating the edge sample (numpy's "symmetric")
+        q = np.mod(p, 2 * g)
+        return np.where(q < g, q, 2 * g - 1 - q)
     period = 2 * (g - 1)  # reflect, without repeating the edge sample (numpy/PyTorch)
     q = np.mod(p, period) if period else np.zeros_like(p)
     return np.where(q < g, q, period - q)

@@ -41,10 +41,11 @@ class Conv(ParametricKernel):
         Shape of one image (1, 2 or 3 axes: signals, images, videos).
     stencil : int or sequence of int
         Stencil shape, same number of axes; odd or even sizes.
-    bc : {"zero", "periodic", "reflect", "replicate", "valid"}
+    bc : {"zero", "periodic", "reflect", "symmetric", "replicate", "valid"}
         Boundary condition: ``"zero"`` (Toeplitz/BTTB), ``"periodic"`` (circulant/BCCB,
         diagonalised by the FFT), ``"reflect"`` (mirror about the edge sample, as numpy's and
-        PyTorch's ``reflect``), ``"replicate"`` (repeat the edge sample) -- all with output on
+        PyTorch's ``reflect``), ``"symmetric"`` (half-sample mirror, repeating the edge sample,
+        as numpy's ``symmetric``), ``"replicate"`` (repeat the edge sample) -- all with output on
         the same grid -- or ``"valid"`` (no padding: output ``grid - stencil + 1`` per axis).
     in_channels, out_channels : int
         Channel counts.
@@ -67,7 +68,8 @@ class Conv(ParametricKernel):
         If ``grid`` does not have 1, 2 or 3 axes, ``stencil`` or ``stride`` has another
         number of axes, a size or stride is below 1, ``bc`` or ``method`` is unknown, or the
         stencil is larger than the grid where ``bc`` cannot take it (``"valid"``: stencil
-        ``<=`` grid; ``"reflect"``: ``stencil // 2 <= grid - 1``, one mirror image).
+        ``<=`` grid; ``"reflect"``: ``stencil // 2 <= grid - 1``, one mirror image;
+        ``"symmetric"``: ``stencil // 2 <= grid``).
     TypeError
         If a size, a stride or a channel count is not an integer.
 
@@ -156,6 +158,11 @@ class Conv(ParametricKernel):
                 raise ValueError(
                     f"`stencil` {stencil!r} is too large for bc='reflect' on `grid` {grid!r} (axis {axis}): "
                     "reflect padding needs stencil // 2 <= grid - 1."
+                )
+            if bc == "symmetric" and max(s - 1 - s // 2, s // 2) > g:
+                raise ValueError(
+                    f"`stencil` {stencil!r} is too large for bc='symmetric' on `grid` {grid!r} (axis {axis}): "
+                    "symmetric padding needs stencil // 2 <= grid."
                 )
         self.geometry = core.ConvGeometry(grid, stencil, stride, bc, cin, cout)
         self.grid, self.stencil, self.stride, self.bc = grid, stencil, stride, bc

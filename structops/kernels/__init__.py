@@ -8,7 +8,7 @@ from .._backend import accelerator, set_accelerator, set_num_threads
 from ._base import ParametricKernel, as_kernel
 from .antisymmetric import Antisymmetric
 from .compose import Chain, LinearMap
-from .conv import AvgPool, Conv, DepthwiseSeparableConv, SeparableConv
+from .conv import AvgPool, Conv, DepthwiseSeparableConv, MMatrixConv, SeparableConv, SymmetricConv
 from .dense import Dense
 from .diagonal import Diagonal
 from .linear import LinearKernel
@@ -34,6 +34,8 @@ __all__ = [
     "Conv",
     "SeparableConv",
     "DepthwiseSeparableConv",
+    "MMatrixConv",
+    "SymmetricConv",
     "AvgPool",
     "Chain",
     "LinearMap",

@@ -1,6 +1,7 @@
 r"""Solvers and spectral tools for structured operators.
 
-* exact :math:`O(N\log N)` inverses of periodic convolutions (:func:`inverse`, :func:`implicit_step`)
+* exact :math:`O(N\log N)` inverses of periodic convolutions (:func:`inverse`, :func:`implicit_step`),
+  and of doubly symmetric ones with mirror boundaries through the DCT (:mod:`.dct`),
   and their spectra (:func:`spectral_norm`, :func:`cond`, :func:`eigvals`, estimates for other kernels);
 * circulant preconditioners for zero-boundary convolutions (:func:`circulant_preconditioner`,
   :func:`strang_preconditioner`, :func:`chan_preconditioner`, :func:`circulant_eigvals`);
@@ -11,6 +12,7 @@ Every operator returned is a pylops ``LinearOperator`` with its adjoint, usable 
 """
 
 from ._fourier import FourierMultiplier
+from .dct import CosineMultiplier, dct_eigvals, dct_implicit_step, dct_inverse
 from .learn import LearnResult, learn_stencil
 from .preconditioners import (
     KINDS,
@@ -36,12 +38,16 @@ __all__ = [
     "SINGULAR_FACTOR",
     "EstimateWarning",
     "FourierMultiplier",
+    "CosineMultiplier",
     "SpectralEstimate",
     "LearnResult",
     "chan_preconditioner",
     "circulant_eigvals",
     "circulant_preconditioner",
     "cond",
+    "dct_eigvals",
+    "dct_implicit_step",
+    "dct_inverse",
     "eigvals",
     "implicit_step",
     "inverse",

@@ -15,13 +15,17 @@ numbers and eigenvalues then follow from small per-frequency problems in
   other kernels dense linear algebra up to ``dense_limit`` unknowns, else a bounded
   Golub-Kahan-Lanczos estimate (``maxiter`` steps) that reports its bounds
   (:class:`SpectralEstimate`, :class:`EstimateWarning`) and never runs unbounded.
+
+Kernels with a ``dct_type`` (:class:`structops.SymmetricConv` with mirror boundaries) are
+diagonalised by a cosine transform instead: :func:`inverse`, :func:`implicit_step` and
+:func:`eigvals` hand them to :mod:`structops.solvers.dct`.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -29,6 +33,9 @@ import scipy.sparse.linalg as spla
 from .._validation import check_positive_int, check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
 from ._fourier import FourierMultiplier, half_spectrum
+
+if TYPE_CHECKING:
+    from .dct import CosineMultiplier
 
 __all__ = [
     "SINGULAR_FACTOR",
@@ -163,7 +170,7 @@ def inverse(
     alpha: float = 0.0,
     normal: bool = False,
     rcond: float | None = None,
-) -> FourierMultiplier:
+) -> FourierMultiplier | CosineMultiplier:
     r"""Exact inverse of a periodic convolution (or of its shifted or normal operator), in :math:`O(N\log N)`.
 
     Parameters
@@ -243,6 +250,10 @@ def inverse(
     >>> np.allclose(inverse(k, lap, rcond=1e-10).todense(), np.linalg.pinv(k.matrix(lap), rcond=1e-10))
     True
     """
+    if getattr(kernel, "dct_type", None) is not None:  # mirror boundaries: the DCT (structops.solvers.dct)
+        from .dct import dct_inverse
+
+        return dct_inverse(kernel, theta, alpha=alpha, normal=normal, rcond=rcond)
     circ = _require_circulant(kernel, "inverse")
     alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = check_rcond(rcond)
@@ -292,7 +303,7 @@ def _normal_inverse(S, h, beta, rcond, grid, dtype, what) -> FourierMultiplier:
     return FourierMultiplier(inv, grid, dtype=dtype, name=f"({what})⁻¹")
 
 
-def implicit_step(kernel: ParametricKernel, theta, h: float) -> FourierMultiplier:
+def implicit_step(kernel: ParametricKernel, theta, h: float) -> FourierMultiplier | CosineMultiplier:
     r"""The implicit (backward Euler) step :math:`(h K^\top K + I)^{-1}` of a periodic convolution.
 
     One step of size :math:`h` of the gradient flow :math:`\dot x = -K^\top K x` (of
@@ -332,6 +343,10 @@ def implicit_step(kernel: ParametricKernel, theta, h: float) -> FourierMultiplie
     >>> np.allclose(step.todense(), np.linalg.inv(0.1 * M.T @ M + np.eye(16)))
     True
     """
+    if getattr(kernel, "dct_type", None) is not None:  # mirror boundaries: the DCT (structops.solvers.dct)
+        from .dct import dct_implicit_step
+
+        return dct_implicit_step(kernel, theta, h)
     circ = _require_circulant(kernel, "implicit_step")
     h = check_real_scalar(h, "h", minimum=0.0)
     theta, S = _symbol_half(circ, theta)
@@ -793,6 +808,12 @@ def eigvals(
     if which not in _WHICH:
         raise ValueError(f"`which` must be one of {_WHICH!r}, got {which!r}.")
     maxiter, tol, dense_limit = _check_estimate_options(maxiter, tol, dense_limit)
+    if getattr(kernel, "dct_type", None) is not None:  # mirror boundaries: the DCT (structops.solvers.dct)
+        if k is not None:
+            raise ValueError(f"`k` must be None for a kernel with a dct_type (all eigenvalues are exact), got {k!r}.")
+        from .dct import dct_eigvals
+
+        return dct_eigvals(kernel, theta)
     if is_circulant(kernel):
         if k is not None:
             raise ValueError(f"`k` must be None for a periodic Conv (all eigenvalues are exact), got {k!r}.")

@@ -6,6 +6,8 @@
   parameters (:mod:`.based`);
 * :class:`SeparableConv`, :class:`DepthwiseSeparableConv` -- stencils built from 1-D
   factors or a depthwise stencil and a channel mix, applied pass by pass (:mod:`.separable`);
+* :class:`MMatrixConv` -- depthwise stencils whose matrix is an M-matrix (:mod:`.mmatrix_conv`);
+* :class:`SymmetricConv` -- stencils mirror symmetric about every axis (:mod:`.symmetric`);
 * :class:`AvgPool` -- average pooling, the fixed map composed after a convolution (:mod:`.pooling`);
 * the engine: :mod:`._core` (padding, direct sums, FFTs) and :mod:`._numba` (the compiled
   direct kernels, when numba is installed).
@@ -13,7 +15,9 @@
 
 from .based import ConvBased
 from .conv import Conv
+from .mmatrix_conv import MMatrixConv
 from .pooling import AvgPool
 from .separable import DepthwiseSeparableConv, SeparableConv
+from .symmetric import SymmetricConv
 
-__all__ = ["AvgPool", "Conv", "ConvBased", "DepthwiseSeparableConv", "SeparableConv"]
+__all__ = ["AvgPool", "Conv", "ConvBased", "DepthwiseSeparableConv", "MMatrixConv", "SeparableConv", "SymmetricConv"]

@@ -78,6 +78,9 @@ class MMatrixConv(ConvBased, LinearReparam):
     :math:`(I + hK)^{-1} \ge 0` maps nonnegative images to nonnegative images (the implicit
     Euler step of the diffusion :math:`\dot x = -Kx`; ``structops.solvers.inverse(kernel,
     theta, alpha=1/h)`` in the periodic case gives :math:`(K + I/h)^{-1} = h(I + hK)^{-1}`).
+    ``structops.solvers.implicit_step`` is another step, :math:`(hK^\top K + I)^{-1}` of the
+    flow :math:`\dot x = -K^\top K x`; :math:`K^\top K` has positive couplings (it is no
+    M-matrix), so that step need not keep positivity.
 
     **Cost.** The family is a :class:`~structops.kernels.LinearReparam` of a full
     ``channels → channels`` :class:`~structops.Conv`, with the off-diagonal channel blocks

@@ -12,7 +12,7 @@ phantoms). The script
 and rank 0 prints the stencil error and the mean error of the blurred and deblurred images.
 
 Run: ``mpiexec -n 2 python examples/distributed_deblur.py --images 16 --size 64``
-(or plain ``python`` for one rank). Needs ``pip install "structops[mpi]" mpich``.
+(or plain ``python`` for one rank). Needs ``pip install "structops[mpi]"`` (pylops-mpi, mpi4py, mpich).
 """
 
 from __future__ import annotations

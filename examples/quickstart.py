@@ -1,6 +1,8 @@
-"""Quick start: the kernel contract on the seed's models and on a 2D convolution.
+"""Quick start: the kernel contract on the lecture notes' models and on a 2D convolution.
 
-Run with ``python examples/quickstart.py``. Every family offers ``matrix``, ``Q``, ``op``,
+The models are those of Lars Ruthotto's lecture notes *Numerical Methods for Deep Learning*,
+"Parametric Models". Run with ``python examples/quickstart.py``; every random draw is seeded,
+so each run prints the same numbers. Every family offers ``matrix``, ``Q``, ``op``,
 ``apply`` and ``jac``; the checks of :mod:`structops.testing` run on any of them.
 """
 
@@ -12,7 +14,7 @@ from structops.testing import adjoint_test, check_kernel, taylor_test
 
 rng = np.random.default_rng(0)
 
-# The seed's M-matrix and its 9x6 Q (vec stacks columns).
+# The lecture notes' 3x3 M-matrix and its 9x6 Q (vec stacks columns).
 k = so.MMatrix(3)
 theta = np.arange(1.0, 7.0)
 print("K(theta) =\n", k.matrix(theta))
@@ -32,9 +34,9 @@ grad = J.rmatvec(W.ravel())
 print("gradient shape:", grad.shape, "per-example:", J.per_example(W).shape)
 
 # The checks users run on their own kernels.
-print("adjoint test gap:", adjoint_test(conv.op(theta)).error)
-print(taylor_test(lambda t: conv.apply(t, X[:2]), conv.jac(theta, X[:2]), theta))
-print(check_kernel(so.Conv((6, 5), (3, 2), bc="reflect", in_channels=2, out_channels=2, stride=(1, 2))))
+print("adjoint test gap:", adjoint_test(conv.op(theta), rng=0).error)
+print(taylor_test(lambda t: conv.apply(t, X[:2]), conv.jac(theta, X[:2]), theta, rng=0))
+print(check_kernel(so.Conv((6, 5), (3, 2), bc="reflect", in_channels=2, out_channels=2, stride=(1, 2)), rng=0))
 
 # Scipy's solvers take the operators as they are: a shifted antisymmetric system with GMRES.
 A = so.Antisymmetric(50).op(rng.standard_normal(50 * 49 // 2))

@@ -1,4 +1,7 @@
-"""Train the seed's parametric layer on the shipped 8x8 digits, with the library API.
+"""Train the parametric layer of Ruthotto's "Parametric Models" on the shipped 8x8 digits.
+
+The layer E(σ(K(θ)y + b)W + c, C) is the one of Lars Ruthotto's lecture notes *Numerical
+Methods for Deep Learning*, "Parametric Models", trained here with the library API.
 
 Run with ``python examples/train_digits.py [--quick] [--out DIR]``. It
 

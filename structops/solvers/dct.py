@@ -145,9 +145,9 @@ def dct_eigvals(kernel: ParametricKernel, theta) -> np.ndarray:
     >>> bool(np.allclose(np.sort(dct_eigvals(k, theta)), np.sort(np.linalg.eigvals(k.matrix(theta)).real)))
     True
     """
-    kernel = _require_cosine(kernel, "dct_eigvals")
-    stencil = kernel.weights(theta)[0, 0]
-    return cosine_symbol(stencil, tuple(kernel.grid), kernel.dct_type)
+    sym = _require_cosine(kernel, "dct_eigvals")
+    stencil = sym.weights(theta)[0, 0]
+    return cosine_symbol(stencil, tuple(sym.grid), sym.dct_type)
 
 
 def _edge_weights(grid: tuple[int, ...], dct_type: int, dtype) -> np.ndarray | None:
@@ -312,26 +312,26 @@ def dct_inverse(
     >>> bool(np.allclose(A.todense(), np.linalg.inv(k.matrix(theta) + 0.5 * np.eye(20))))
     True
     """
-    kernel = _require_cosine(kernel, "inverse")
+    sym = _require_cosine(kernel, "inverse")
     alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = check_rcond(rcond)
-    if kernel.dct_type == 1 and normal:
-        raise _not_normal(kernel, "KᵀK + αI")
-    if kernel.dct_type == 1 and rcond is not None:
+    if sym.dct_type == 1 and normal:
+        raise _not_normal(sym, "KᵀK + αI")
+    if sym.dct_type == 1 and rcond is not None:
         raise ValueError(
-            f"`rcond` must be None for {kernel!r}: with bc='reflect' K(θ) is not symmetric, so its singular "
+            f"`rcond` must be None for {sym!r}: with bc='reflect' K(θ) is not symmetric, so its singular "
             "values are not |λ| and the eigenvalue cutoff would not give the Moore-Penrose pseudo-inverse; "
             "use bc='symmetric' or alpha > 0."
         )
-    lam = dct_eigvals(kernel, theta)
+    lam = dct_eigvals(sym, theta)
     real = lam.dtype.type
-    grid = tuple(kernel.grid)
+    grid = tuple(sym.grid)
     if normal:
         m, what = lam * lam + real(alpha), f"K(θ)ᵀK(θ) + {alpha:g}·I"
     else:
         m, what = lam + real(alpha), "K(θ)" if alpha == 0 else f"K(θ) + {alpha:g}·I"
     inv = _reciprocal(m, rcond, what, grid)
-    return CosineMultiplier(inv, kernel.dct_type, dtype=lam.dtype, name=f"({what})⁻¹")
+    return CosineMultiplier(inv, sym.dct_type, dtype=lam.dtype, name=f"({what})⁻¹")
 
 
 def dct_implicit_step(kernel: ParametricKernel, theta, h: float) -> CosineMultiplier:
@@ -365,11 +365,11 @@ def dct_implicit_step(kernel: ParametricKernel, theta, h: float) -> CosineMultip
     >>> bool(np.allclose(dct_implicit_step(k, theta, 0.3).todense(), np.linalg.inv(0.3 * M.T @ M + np.eye(6))))
     True
     """
-    kernel = _require_cosine(kernel, "implicit_step")
+    sym = _require_cosine(kernel, "implicit_step")
     h = check_real_scalar(h, "h", minimum=0.0)
-    if kernel.dct_type == 1:
-        raise _not_normal(kernel, "implicit_step (h KᵀK + I)⁻¹")
-    lam = dct_eigvals(kernel, theta)
+    if sym.dct_type == 1:
+        raise _not_normal(sym, "implicit_step (h KᵀK + I)⁻¹")
+    lam = dct_eigvals(sym, theta)
     real = lam.dtype.type
     m = real(h) * lam * lam + real(1)
-    return CosineMultiplier(1 / m, kernel.dct_type, dtype=lam.dtype, name=f"({h:g}·KᵀK + I)⁻¹")
+    return CosineMultiplier(1 / m, sym.dct_type, dtype=lam.dtype, name=f"({h:g}·KᵀK + I)⁻¹")

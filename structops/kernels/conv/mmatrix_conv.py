@@ -101,6 +101,8 @@ class MMatrixConv(ConvBased, LinearReparam):
            [ 0.,  0., -2.,  3.]])
     """
 
+    kernel: Conv
+
     def __init__(
         self,
         grid: int | Sequence[int],

@@ -163,6 +163,8 @@ class SymmetricConv(ConvBased, LinearReparam):
     True
     """
 
+    kernel: Conv
+
     def __init__(
         self,
         grid: int | Sequence[int],

@@ -222,7 +222,7 @@ def taylor_test(
     rng: np.random.Generator | int | None = None,
     rtol_roundoff: float | None = None,
 ) -> TaylorResult:
-    r"""Derivative check of the seed (and of its MATLAB ``checkDerivative``).
+    r"""Derivative check of the lecture notes (and of their MATLAB ``checkDerivative``).
 
     With a direction :math:`v` and steps :math:`h_k = h_0\,\text{factor}^k`,
 

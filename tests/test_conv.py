@@ -138,7 +138,7 @@ def test_every_path_equals_entrywise_reference(case, bc, method, dtype, rng):
     assert M.dtype == dtype
     assert_rel(M, R, rt)
     vecK = k.Q @ theta.astype(np.float64)
-    assert_rel(vecK.reshape((m, N), order="F"), R, rt)  # vec is column-major (the seed's)
+    assert_rel(vecK.reshape((m, N), order="F"), R, rt)  # vec is column-major (the lecture notes')
 
     x = rng.standard_normal(N).astype(dtype)
     y = rng.standard_normal(m).astype(dtype)
@@ -262,7 +262,7 @@ def test_seed_fft_identity_for_periodic_jacobian_transpose(method, transpose, rn
     With F = fft and F* = ifft (numpy's normalisation) the periodic K = F* diag(lambda) F and
     K^T y = real(F(lambda o F* y)), lambda = F Q theta, where Q places stencil entry j at row
     (j - s//2) mod n of the first column. Hence
-    J_theta(K^T y)^T w = real(Q^T F((F* y) o (F w)))  (the seed's transposed form, apply(..., transpose=True)) and
+    J_theta(K^T y)^T w = real(Q^T F((F* y) o (F w)))  (the lecture notes' transposed form, apply(..., transpose=True)) and
     J_theta(K x)^T w = real(Q^T F((F x) o (F* w)))    (the forward form), both summed over examples.
     """
     n_f, s, n = 16, 3, 5
@@ -287,7 +287,7 @@ def test_seed_fft_identity_for_periodic_jacobian_transpose(method, transpose, rn
     assert_rel(reference_jacobian(k, Y, transpose).T @ W.ravel(), seed, 1e-13)
 
 
-# ------------------------------------------------------------------------ seed's examples
+# ------------------------------------------------------------------------ lecture notes' examples
 def test_seed_toeplitz_and_circulant_4x4(dtype, rng):
     t1, t2, t3 = theta = rng.standard_normal(3).astype(dtype)
     toeplitz = np.array(
@@ -318,7 +318,7 @@ def test_seed_toeplitz_and_circulant_4x4(dtype, rng):
 def test_seed_bccb_3x3(rng):
     th = rng.standard_normal((3, 3))
     t11, t12, t13, t21, t22, t23, t31, t32, t33 = th.ravel()
-    # the seed's matrix: rows z11 z21 z31 z12 ... and columns y11 y21 y31 y12 ... (column-major grid order)
+    # the lecture notes' matrix: rows z11 z21 z31 z12 ... and columns y11 y21 y31 y12 ... (column-major grid order)
     seed = np.array(
         [
             [t22, t12, t32, t21, t11, t31, t23, t13, t33],
@@ -332,7 +332,7 @@ def test_seed_bccb_3x3(rng):
             [t11, t31, t21, t13, t33, t23, t12, t32, t22],
         ]
     )
-    # the seed's row z21 written out: theta_33 y13 + theta_32 y11 + theta_31 y12 + theta_23 y23 + ...
+    # the lecture notes' row z21 written out: theta_33 y13 + theta_32 y11 + theta_31 y12 + theta_23 y23 + ...
     z21 = {(1, 3): t33, (1, 1): t32, (1, 2): t31, (2, 3): t23, (2, 1): t22, (2, 2): t21}
     z21.update({(3, 3): t13, (3, 1): t12, (3, 2): t11})
     for (a, b), coef in z21.items():

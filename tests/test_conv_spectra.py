@@ -1,7 +1,7 @@
-"""Spectra of periodic convolutions: eigvals, symbol and the seed's FFT identities.
+"""Spectra of periodic convolutions: eigvals, symbol and the lecture notes' FFT identities.
 
 References: ``numpy.linalg.eigvals`` of the dense matrix, a sparse circulant built with
-``scipy.sparse.diags`` (the seed's coding exercise), numpy FFTs written out in the test.
+``scipy.sparse.diags`` (the lecture notes' coding exercise), numpy FFTs written out in the test.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_fft_diagonalisation_reproduces_apply_and_adjoint(grid, stencil, dtype, 
 
 @pytest.mark.parametrize("method", ["direct", "fft"])
 def test_seed_coding_exercise_n16(method, rng):
-    """The seed's exercise: sparse periodic K (spdiags), eig(full(K)) vs fft of the first column."""
+    """The lecture notes' exercise: sparse periodic K (spdiags), eig(full(K)) vs fft of the first column."""
     n, (t1, t2, t3) = 16, rng.standard_normal(3)
     # z_i = t1 x_{i+1} + t2 x_i + t3 x_{i-1} (periodic): the stencil (t1, t2, t3) centred at t2
     K = sp.diags(

@@ -17,9 +17,9 @@ def _run(script: str, *args: str, cwd: Path) -> str:
     return proc.stdout
 
 
-def test_quickstart_prints_the_seed_matrices_and_passing_checks(tmp_path):
+def test_quickstart_prints_the_lecture_notes_matrices_and_passing_checks(tmp_path):
     out = _run("quickstart.py", cwd=tmp_path)
-    assert "[[ 3. -1. -2.]" in out  # the seed's M-matrix for theta = 1..6
+    assert "[[ 3. -1. -2.]" in out  # the lecture notes' M-matrix for theta = 1..6
     assert "regime: roundoff; passed: True" in out
     assert "FAIL" not in out
     assert "gmres info: 0" in out

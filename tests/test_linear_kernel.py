@@ -13,7 +13,7 @@ from structops.testing import adjoint_test, check_kernel, default_rtol, taylor_t
 
 
 def mat(vec, rows, cols):
-    """The seed's mat: the inverse of the column-stacking vec, written with loops."""
+    """The lecture notes' mat: the inverse of the column-stacking vec, written with loops."""
     K = np.zeros((rows, cols))
     for j in range(cols):
         for i in range(rows):

@@ -1,4 +1,4 @@
-"""The seed's simple families against references built entry by entry from their definitions.
+"""The lecture notes' simple families against references built entry by entry from their definitions.
 
 Every family (Dense, Diagonal, Antisymmetric, MMatrix, a user-pattern LinearKernel with and
 without offset, Softplus(MMatrix)) is checked for: dense agreement, ``Q``/``q`` agreement,
@@ -415,7 +415,7 @@ def test_check_kernel_passes(case, dtype):
 
 
 # ----------------------------------------------------------------------------------------
-# the seed's examples
+# the lecture notes' examples
 
 
 def test_seed_mmatrix_3x3_and_its_Q():
@@ -446,7 +446,7 @@ def test_seed_mmatrix_3x3_and_its_Q():
     assert k.Q.shape == (9, 6)
     np.testing.assert_array_equal(k.Q.toarray(), seed_Q)
     assert k.q is None
-    # the seed's derivative formulas: J v = mat(Q v), J^T w = Q^T w
+    # the lecture notes' derivative formulas: J v = mat(Q v), J^T w = Q^T w
     v, w = np.arange(1.0, 7.0), np.arange(9.0)
     x = np.array([1.0, -2.0, 0.5])
     J = k.jac(theta, x[None, :])

@@ -80,7 +80,7 @@ class ParametricKernel(abc.ABC):
       :math:`K(\theta) x_i` for every row :math:`x_i`, i.e. the lecture notes'
       :math:`(Y K(\theta))` with :math:`Y = X` read as rows of features and
       :math:`K` acting on the right as :math:`K(\theta)^\top`. ``transpose=True`` returns
-      :math:`K(\theta)^\top x_i`, which is the notes' row form :math:`Y K(\theta)`.
+      :math:`K(\theta)^\top x_i`, which is the lecture notes' row form :math:`Y K(\theta)`.
     * ``jac(theta, X)`` is the Jacobian of :math:`\theta \mapsto` ``apply(theta, X)``
       flattened in C-order from ``(n, *out_shape)``.
     """

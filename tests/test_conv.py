@@ -262,7 +262,7 @@ def test_seed_fft_identity_for_periodic_jacobian_transpose(method, transpose, rn
     With F = fft and F* = ifft (numpy's normalisation) the periodic K = F* diag(lambda) F and
     K^T y = real(F(lambda o F* y)), lambda = F Q theta, where Q places stencil entry j at row
     (j - s//2) mod n of the first column. Hence
-    J_theta(K^T y)^T w = real(Q^T F((F* y) o (F w)))  (the lecture notes' transposed form, apply(..., transpose=True)) and
+    J_theta(K^T y)^T w = real(Q^T F((F* y) o (F w)))  (the notes' transposed form, apply(..., transpose=True)) and
     J_theta(K x)^T w = real(Q^T F((F x) o (F* w)))    (the forward form), both summed over examples.
     """
     n_f, s, n = 16, 3, 5

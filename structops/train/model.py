@@ -358,7 +358,9 @@ class LayerClassifier:
 
     def gradient(self, params, X, y) -> Params:
         r"""The gradient of :math:`E` with respect to :math:`(\theta, b, W, c)`."""
-        return self.loss_and_gradient(params, X, y)[1]
+        grad = self.loss_and_gradient(params, X, y)[1]
+        assert grad is not None  # need_gradient=True
+        return grad
 
     def loss_and_gradient(self, params, X, y, need_gradient: bool = True) -> tuple[float, Params | None]:
         """The objective and (unless ``need_gradient`` is False) its gradient, sharing the forward pass.

@@ -69,6 +69,7 @@ class Problem:
         """Objective and gradient (packed, dtype of ``x``) at ``x`` on all examples or on the rows ``idx``."""
         X, y = (self.X, self.y) if idx is None else (self.X[idx], self.y[idx])
         loss, grad = self.model.loss_and_gradient_vector(x, X, y)
+        assert grad is not None  # need_gradient=True
         return float(loss), grad
 
     def loss(self, x: np.ndarray) -> float:

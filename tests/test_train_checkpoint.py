@@ -26,7 +26,18 @@ def small():
 
 
 def _config(optimizer, epochs, **kw):
-    base = dict(kernel="conv", channels=2, optimizer=optimizer, epochs=epochs, iters=4, batch_size=32, seed=3)
+    # a constant step: a cosine schedule spans `epochs`, so a 2-epoch run is not the first half of a 4-epoch one
+    base = dict(
+        kernel="conv",
+        channels=2,
+        optimizer=optimizer,
+        epochs=epochs,
+        iters=4,
+        batch_size=32,
+        seed=3,
+        dtype="float64",
+        schedule="constant",
+    )
     base.update(kw)
     return TrainConfig(**base)
 

@@ -12,6 +12,7 @@ from structops.train.cli import main, register
 def test_train_writes_every_output(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--bc", "periodic", "--channels", "3", "--epochs", "1", "--iters", "5", "--limit", "200"]
+    argv += ["--optimizer", "lbfgs", "--dtype", "float64"]
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "27 in K(θ)" in text and "test accuracy" in text and "time" in text
@@ -91,6 +92,7 @@ def test_train_config_validates_python_callers_too():
 
 def test_compare_prints_a_table(capsys):
     argv = ["compare", "--epochs", "1", "--iters", "4", "--limit", "150", "--families", "dense", "mmatrix", "conv"]
+    argv += ["--optimizer", "lbfgs", "--dtype", "float64"]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = [ln for ln in lines if ln.startswith(("dense", "mmatrix", "conv"))]
@@ -112,7 +114,7 @@ def test_register_adds_both_subcommands():
     assert parser.parse_args(["train", "--stencil", "3x5"]).stencil == [3, 5]
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--stencil", "0"])
-    assert np.isscalar(parser.parse_args(["train"]).stencil)
+    assert parser.parse_args(["train"]).stencil is None  # resolved from the grid (TrainConfig.resolved)
 
 
 def test_train_refuses_an_unwritable_out_folder_before_training(tmp_path, capsys):
@@ -138,8 +140,8 @@ def test_resume_refuses_options_that_conflict_with_the_checkpoint(tmp_path, caps
     out = tmp_path / "run"
     assert main(["train", "--kernel", "diagonal", "--epochs", "1", "--limit", "200", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["train", "--resume", str(out), "--epochs", "2", "--dtype", "float32", "--quiet"]) == 2
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--dtype", "float64", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "these options conflict with it: --dtype 'float32' (saved: 'float64')" in err
+    assert "these options conflict with it: --dtype 'float64' (saved: 'float32')" in err
     # options equal to the saved ones (or left at their defaults) are fine
     assert main(["train", "--resume", str(out), "--epochs", "2", "--kernel", "diagonal", "--quiet"]) == 0

@@ -2,7 +2,6 @@
 
 import csv
 
-import numpy as np
 import pytest
 
 from structops.train import load_checkpoint

@@ -32,3 +32,14 @@ def test_training_example_checks_the_gradient_and_learns(tmp_path):
     assert accuracy > 50.0  # ten classes: chance is 10 %
     losses = [float(v) for v in re.search(r"Gauss-Newton-Krylov losses: (.*)", out).group(1).split()]
     assert all(b < a for a, b in itertools.pairwise(losses))
+
+
+def test_project_ideas_trains_every_new_family_and_draws_them(tmp_path):
+    out = _run("project_ideas.py", "--epochs", "3", "--out", str(tmp_path), cwd=tmp_path)
+    rows = [ln for ln in out.splitlines() if ln.endswith("s") and "%" in ln]
+    assert len(rows) == 8
+    for row in rows:  # ten classes: chance is 10 %; every family learns
+        test_acc = float(row.split()[-2].rstrip("%"))
+        assert test_acc > 60.0, row
+    png = tmp_path / "project_ideas.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

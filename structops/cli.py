@@ -86,6 +86,17 @@ def builtin_kernels(quick: bool = False) -> list[kernels.ParametricKernel]:
     Conv = kernels.Conv
     fams += [Conv((8,), (3,)), Conv((5, 6), (3, 3), bc="periodic")]
     fams.append(kernels.Chain(kernels.AvgPool((6, 4), 2, channels=2), Conv((6, 4), 3, out_channels=2)))
+    # the lecture notes' project ideas
+    fams += [
+        kernels.MMatrixConv((6, 5), 3, bc="periodic"),
+        kernels.Softplus(kernels.MMatrixConv((6, 5), 3, channels=2)),
+        kernels.SymmetricConv((7, 6), 3, bc="symmetric"),
+        kernels.SeparableConv((7, 6), (3, 5), out_channels=2),
+        kernels.DepthwiseSeparableConv((6, 6), 3, in_channels=2, out_channels=3),
+        kernels.Wavelet((8, 8)),
+        kernels.Sparse(np.eye(5, 6, dtype=bool) | np.eye(5, 6, k=2, dtype=bool)),
+        kernels.Banded(6, 1, 2),
+    ]
     if not quick:
         fams += [
             Conv((6, 5), (3, 3), in_channels=2, out_channels=3),
@@ -96,6 +107,10 @@ def builtin_kernels(quick: bool = False) -> list[kernels.ParametricKernel]:
             Conv((10, 9), (7, 7), bc="zero", method="fft"),
             kernels.Chain(kernels.AvgPool((8,), 4, channels=3), Conv((8,), 5, bc="periodic", out_channels=3)),
             kernels.Softplus(Conv((6, 6), (3, 3), bc="zero", method="fft")),  # a nonnegative stencil
+            kernels.SymmetricConv((6, 6), 5, symmetry="isotropic", in_channels=2, out_channels=2, stride=2),
+            kernels.SeparableConv((5, 4, 3), 3, bc="periodic", rank=2),
+            kernels.DepthwiseSeparableConv((9,), 3, bc="reflect", in_channels=3, out_channels=2, multiplier=2),
+            kernels.Wavelet(16, "db2", per="coefficient"),
         ]
     return fams
 
@@ -104,10 +119,13 @@ def _label(kernel: kernels.ParametricKernel) -> str:
     """A short name of a family for the table (its repr when short)."""
     if isinstance(kernel, kernels.LinearKernel):
         return f"LinearKernel(nnz(Q)={kernel.Q.nnz}{', q' if kernel.q is not None else ''})"
-    if type(kernel).__name__ == "Conv":
-        k = kernel
-        stride = f", stride {k.stride}" if any(st != 1 for st in k.stride) else ""  # type: ignore[attr-defined]
-        return f"Conv({k.grid}, {k.stencil}, {k.bc}, {k.in_channels}->{k.out_channels} ch{stride}, {k.method})"  # type: ignore[attr-defined]
+    conv = kernel if isinstance(kernel, kernels.Conv) else getattr(kernel, "conv", None)
+    if isinstance(conv, kernels.Conv):  # Conv, or a family built on one (ConvBased)
+        stride = f", stride {conv.stride}" if any(st != 1 for st in conv.stride) else ""
+        how = conv.method if conv is kernel else getattr(kernel, "path", None) or getattr(kernel, "symmetry", "")
+        channels = f"{conv.in_channels}->{conv.out_channels} ch"
+        tail = f", {how}" if how else ""
+        return f"{type(kernel).__name__}({conv.grid}, {conv.stencil}, {conv.bc}, {channels}{stride}{tail})"
     if isinstance(kernel, kernels.Chain):
         return f"AvgPool∘{_label(kernel.kernel)}"
     if isinstance(kernel, kernels.Softplus):

@@ -169,7 +169,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``structops`` argument parser."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="structops", description="Parametric structured linear operators.")
+    parser.add_argument("--version", action="version", version=f"structops {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser(
         "check",

@@ -305,3 +305,204 @@ def learn_stencil(
     residual = float(r.norm())
     bnorm = float(bd.norm())
     return DistributedFit(theta, int(itn), residual, residual / bnorm if bnorm else 0.0)
+
+
+# =====================================================================================
+# Data-parallel training: ``mpiexec -n R structops train ...``
+#
+# Each rank holds a contiguous share of the training examples (see
+# ``structops.train.data.load_mnist(shard=...)``). The gradient over all examples is
+#     sum_r [J_r^T G_r, classifier part on rank r's examples],
+# the adjoint of the vertical stack of the ranks' local maps (as ``jacobian`` above): each
+# rank applies its own Jacobian adjoint (``kernel.jac(theta, X_r).rmatvec``, inside the
+# model's gradient) and the classifier's to its own cotangent, and ``RankSum`` adds the
+# packed results -- the gradient and the loss in one vector -- over the ranks: one
+# allreduce per evaluation.
+# =====================================================================================
+
+from .train.model import LayerClassifier  # noqa: E402
+from .train.optimizers import Problem  # noqa: E402
+
+#: Environment variables through which MPI launchers announce the number of processes.
+_WORLD_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+
+
+def launched_ranks() -> int:
+    """The number of processes an MPI launcher (``mpiexec -n R``) started, read from its environment (1 if none).
+
+    Reading the environment, not ``MPI.COMM_WORLD``, keeps a plain ``structops train`` from
+    initialising MPI (or needing mpi4py) at all.
+    """
+    for var in _WORLD_SIZE_VARS:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return max(int(value), 1)
+    return 1
+
+
+def training_comm():
+    """``MPI.COMM_WORLD`` when the process runs under an MPI launcher with several ranks, else None.
+
+    Raises
+    ------
+    ImportError
+        If several ranks were launched but mpi4py / pylops-mpi are not installed (otherwise
+        every rank would train the whole problem on its own and write the same files).
+    """
+    if launched_ranks() < 2:
+        return None
+    MPI, _ = _mpi()
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else None
+
+
+class RankSum:
+    r"""The sum over ranks of a vector of length ``m`` that every rank holds: one ``MPI_Allreduce``.
+
+    Mathematically the adjoint of the vertical stack of the ranks' local maps,
+    :math:`[A_1; \dots; A_R]^\top w = \sum_r A_r^\top w_r`, once each rank has applied its own
+    :math:`A_r^\top` (what :func:`jacobian`'s ``MPIVStack`` computes). The sum is done with a
+    single in-place allreduce rather than through ``MPIVStack.rmatvec``: in pylops-mpi 0.8
+    that product issues nine collectives (a shape check, six ghost-cell ``allgather`` and a
+    broadcast of the result around the one ``Allreduce``), too many for every step of an
+    optimiser.
+
+    Parameters
+    ----------
+    m : int
+        Length of the vector.
+    dtype : float32 or float64
+    base_comm : mpi4py.MPI.Comm, optional
+    """
+
+    def __init__(self, m: int, dtype, base_comm=None) -> None:
+        self.comm = _comm(base_comm)
+        self.m = int(m)
+        self.dtype = np.dtype(dtype)
+
+    def __call__(self, local) -> np.ndarray:
+        """The sum over ranks of every rank's ``local`` (shape ``(m,)``), on every rank (collective)."""
+        MPI, _ = _mpi()
+        buf = np.array(local, dtype=self.dtype).reshape(self.m)
+        self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        return buf
+
+
+def _converted(X, rows) -> np.ndarray:
+    """Rows of an example array as floats (a ``ScaledImages`` is converted here, a batch at a time)."""
+    return X[rows]
+
+
+class ShardedProblem(Problem):
+    r"""The training objective over examples split across ranks (a :class:`~structops.train.optimizers.Problem`).
+
+    Rank ``r`` holds the examples ``offset .. offset + n_r - 1`` of ``n`` (``X_local``,
+    ``y_local``; a float array or a :class:`~structops.train.data.ScaledImages`, converted a
+    chunk at a time). :meth:`loss_grad` takes *global* example indices (a mini-batch drawn the
+    same on every rank) or None (all examples); each rank computes the sums of the loss and
+    of its gradient over the indices it holds, and one :class:`RankSum` adds them up:
+
+    .. math::
+        E = \frac{1}{|B|}\sum_r \sum_{i \in B \cap I_r} \ell_i + R, \qquad
+        \nabla E = \frac{1}{|B|}\sum_r \sum_{i \in B \cap I_r} \nabla \ell_i + \nabla R,
+
+    the same batch objective as one process on all examples, up to the order of the sums.
+    ``X`` is a stand-in with the *global* shape (what the mini-batch optimisers draw their
+    permutation from); it holds no data.
+
+    Parameters
+    ----------
+    model : LayerClassifier
+    X_local, y_local
+        This rank's examples and labels.
+    offset : int
+        Global index of this rank's first example.
+    n : int
+        Examples on all ranks together.
+    chunk : int, optional
+        Examples converted and processed at a time (bounds the memory of full-batch
+        evaluations).
+    base_comm : mpi4py.MPI.Comm, optional
+    """
+
+    def __init__(self, model: LayerClassifier, X_local, y_local, offset: int, n: int, *, chunk: int = 4096,
+                 base_comm=None) -> None:  # fmt: skip
+        self.model = model
+        self.X_local, self.y_local = X_local, np.asarray(y_local)
+        self.offset, self.n = int(offset), int(n)
+        self.chunk = check_positive_int(chunk, "chunk")
+        self.comm = _comm(base_comm)
+        dtype = np.dtype(X_local.dtype)
+        self.X = np.broadcast_to(np.zeros((), dtype), (self.n, *X_local.shape[1:]))  # the global shape, no data
+        self.y = self.y_local
+        # the data term alone, per example: the Tikhonov terms are added once, after the sum
+        self._data_model = LayerClassifier(
+            model.kernel, model.nclasses, activation=model.activation, bias=model.bias_mode
+        )
+        self._sum = RankSum(model.nparams + 1, dtype, self.comm)
+
+    def _local_rows(self, idx):
+        n_local = self.X_local.shape[0]
+        if idx is None:
+            return None, n_local
+        idx = np.asarray(idx)
+        mine = idx[(idx >= self.offset) & (idx < self.offset + n_local)] - self.offset
+        return mine, mine.size
+
+    def loss_grad(self, x: np.ndarray, idx: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """Objective and gradient at ``x`` over all examples, or over the global indices ``idx``: collective."""
+        dt = x.dtype
+        rows, n_mine = self._local_rows(idx)
+        total = self.n if idx is None else int(np.asarray(idx).size)
+        packed = np.zeros(self.model.nparams + 1, dtype=dt)
+        parts = (
+            [slice(s, min(s + self.chunk, n_mine)) for s in range(0, n_mine, self.chunk)]
+            if rows is None
+            else [rows[s : s + self.chunk] for s in range(0, n_mine, self.chunk)]
+        )
+        for part in parts:
+            Xb, yb = _converted(self.X_local, part), self.y_local[part]
+            loss, grad = self._data_model.loss_and_gradient_vector(x, Xb, yb)
+            assert grad is not None  # need_gradient=True
+            m = dt.type(yb.shape[0])
+            packed[:-1] += m * grad  # the batch means back to sums
+            packed[-1] += m * loss
+        packed = self._sum(packed)
+        scale = dt.type(1.0 / max(total, 1))
+        grad = packed[:-1] * scale
+        loss = float(packed[-1] * scale)
+        p, g = self.model.unpack(x), self.model.unpack(grad)
+        if self.model.reg_theta:
+            g.theta += dt.type(self.model.reg_theta) * p.theta
+        if self.model.reg_W:
+            g.W += dt.type(self.model.reg_W) * p.W
+        return loss + tikhonov(self.model, x), grad
+
+    def loss(self, x: np.ndarray) -> float:
+        """Objective over all examples (collective)."""
+        return self.loss_grad(x)[0]
+
+
+def tikhonov(model: LayerClassifier, x) -> float:
+    r"""The Tikhonov terms :math:`\tfrac{\alpha_\theta}{2}\|\theta\|^2 + \tfrac{\alpha_W}{2}\|W\|_F^2` at ``x``."""
+    p = model.unpack(np.asarray(x))
+    w = p.W.ravel()
+    return 0.5 * model.reg_theta * float(p.theta @ p.theta) + 0.5 * model.reg_W * float(w @ w)
+
+
+def example_sums(model: LayerClassifier, x, X, y, *, chunk: int = 4096) -> tuple[float, int]:
+    """The sum over the examples ``(X, y)`` of the data term of the loss, and the number classified right.
+
+    ``X`` may be a :class:`~structops.train.data.ScaledImages`: it is converted ``chunk``
+    examples at a time, so the memory held is that of one chunk whatever the number of
+    examples. Local: add the sums of several ranks with :class:`RankSum`.
+    """
+    data_model = LayerClassifier(model.kernel, model.nclasses, activation=model.activation, bias=model.bias_mode)
+    data_sum, correct = 0.0, 0
+    n = X.shape[0]
+    for s in range(0, n, chunk):
+        Xc, yc = _converted(X, slice(s, min(s + chunk, n))), np.asarray(y[s : s + chunk])
+        loss, acc = data_model.evaluate(x, Xc, yc)
+        data_sum += float(loss) * yc.shape[0]
+        correct += round(acc * yc.shape[0])
+    return data_sum, correct

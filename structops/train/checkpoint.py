@@ -21,10 +21,20 @@ import numpy as np
 
 from .model import Params
 
-__all__ = ["FORMAT", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FORMAT",
+    "CheckpointError",
+    "Checkpoint",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
 
 #: Format tag stored in every checkpoint.
 FORMAT = "structops-train-checkpoint/1"
+#: File name of the checkpoint in a training run's output folder.
+CHECKPOINT_NAME = "checkpoint.npz"
 _PARAMS = ("theta", "bias", "W", "c")
 
 
@@ -58,8 +68,24 @@ class Checkpoint:
     history: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint a ``--resume`` argument names: ``path`` itself, or ``path/checkpoint.npz`` for a folder."""
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
+
+    The file gets the permissions of any file the user creates (``0o666`` less the umask,
+    usually ``0o644``), like ``metrics.csv`` and the plots: not the ``0o600`` of a temporary
+    file.
 
     Returns
     -------
@@ -82,6 +108,7 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
         arrays[f"history/{key}"] = np.asarray(val)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, **arrays)
             fh.flush()

@@ -16,10 +16,19 @@ import numpy as np
 from ..kernels._base import ParametricKernel
 from .model import LayerClassifier, Params
 
-__all__ = ["plot_curves", "plot_kernel", "plot_spectrum", "write_plots"]
+__all__ = ["matplotlib_missing", "plot_curves", "plot_kernel", "plot_spectrum", "write_plots"]
 
 #: At most this many channel pairs are drawn.
 _MAX_PANELS = 32
+
+
+def matplotlib_missing() -> str | None:
+    """None when matplotlib can be imported; else one line saying that the plots are skipped and what installs them."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return 'plots skipped: matplotlib is not installed (pip install "structops[plot]" adds it)'
+    return None
 
 
 def _figure(width: float, height: float):

@@ -52,27 +52,27 @@ def test_train_options(args, capsys):
 
 def test_train_reports_clear_errors(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--quiet"]) == 2
-    assert "must be a directory holding the MNIST IDX files" in capsys.readouterr().err
+    assert "--data must be a directory holding the MNIST IDX files" in capsys.readouterr().err
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04garbage")
     assert main(["train", "--resume", str(bad)]) == 2
     assert "truncated or corrupted" in capsys.readouterr().err
     assert main(["train", "--kernel", "dense", "--hidden", "10", "--pool", "2", "--epochs", "1"]) == 2
-    assert "`pool` needs a layer whose output is an image" in capsys.readouterr().err
+    assert "--pool needs a layer whose output is an image" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--epochs", "-1"], "`epochs` must be an integer >= 1, got -1"),
-        (["--epochs", "0"], "`epochs` must be an integer >= 1, got 0"),
-        (["--batch-size", "0"], "`batch_size` must be an integer >= 1"),
-        (["--iters", "0"], "`iters` must be an integer >= 1"),
-        (["--limit", "0"], "`limit` must be an integer >= 1"),
-        (["--channels", "0"], "`channels` must be an integer >= 1"),
-        (["--lr", "-0.1"], "`lr` must be a finite number > 0"),
-        (["--reg-theta", "nan"], "`reg_theta` must be a finite number >= 0, got nan"),
-        (["--reg-w", "-1"], "`reg_W` must be a finite number >= 0"),
+        (["--epochs", "-1"], "--epochs must be an integer >= 1, got -1"),
+        (["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
+        (["--iters", "0"], "--iters must be an integer >= 1"),
+        (["--limit", "0"], "--limit must be an integer >= 1"),
+        (["--channels", "0"], "--channels must be an integer >= 1"),
+        (["--lr", "-0.1"], "--lr must be a finite number > 0"),
+        (["--reg-theta", "nan"], "--reg-theta must be a finite number >= 0, got nan"),
+        (["--reg-w", "-1"], "--reg-w must be a finite number >= 0"),
     ],
 )
 def test_train_rejects_bad_numbers_before_training(args, message, capsys):
@@ -126,7 +126,7 @@ def test_train_refuses_an_unwritable_out_folder_before_training(tmp_path, capsys
 
 def test_compare_reports_bad_numbers_without_a_traceback(capsys):
     assert main(["compare", "--epochs", "0"]) == 2
-    assert "`epochs` must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "--epochs must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_stencil_flag_rejects_empty_parts(capsys):

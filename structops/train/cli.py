@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import tempfile
 import time
@@ -16,15 +17,94 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, resolve_checkpoint
 from .data import IDXError
-from .optimizers import OPTIMIZERS, TrainingDiverged
-from .trainer import KERNELS, TrainConfig, _resolve_checkpoint, build_kernel, load_data, train
+from .optimizers import OPTIMIZERS, SCHEDULES, TrainingDiverged
+from .trainer import (
+    AUTO_POOL_MIN_GRID,
+    CONV_FAMILIES,
+    KERNELS,
+    METRICS_NAME,
+    TrainConfig,
+    build_kernel,
+    load_data,
+    train,
+)
 
 __all__ = ["register", "add_train_parser", "add_compare_parser", "main", "COMPARE_FAMILIES"]
 
-_BCS = ("zero", "periodic", "reflect", "replicate", "valid")
+_BCS = ("zero", "periodic", "reflect", "replicate", "symmetric", "valid")
 _DEFAULT = TrainConfig()
+
+#: The families each family-specific option of ``structops train`` applies to.
+FLAG_FAMILIES: dict[str, tuple[str, ...]] = {
+    "channels": (*CONV_FAMILIES, "linear"),
+    "stencil": (*CONV_FAMILIES, "linear", "mmatrixconv", "sparse"),
+    "bc": (*CONV_FAMILIES, "mmatrixconv"),
+    "stride": CONV_FAMILIES,
+    "hidden": ("dense",),
+}
+#: Files a training run writes into ``--out``.
+RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, "curves.png", "stencils.png", "spectrum.png")
+#: Argument names of the library (as its error messages quote them) and the flags that set them.
+_FLAGS = {
+    "folder": "--data",
+    "reg_W": "--reg-w",
+    "reg_theta": "--reg-theta",
+    "batch_size": "--batch-size",
+    "kernel": "--kernel",
+    "channels": "--channels",
+    "stencil": "--stencil",
+    "bc": "--bc",
+    "stride": "--stride",
+    "pool": "--pool",
+    "hidden": "--hidden",
+    "epochs": "--epochs",
+    "iters": "--iters",
+    "lr": "--lr",
+    "limit": "--limit",
+    "dtype": "--dtype",
+    "optimizer": "--optimizer",
+    "schedule": "--schedule",
+    "activation": "--activation",
+    "seed": "--seed",
+}
+
+
+def _flagged(msg: str) -> str:
+    """A library error message with the quoted argument names (`` `pool` ``) replaced by the flags (``--pool``)."""
+    return re.sub(r"`(\w+)`", lambda m: _FLAGS.get(m.group(1), m.group(0)), msg)
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 epoch"``, ``"15 epochs"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _article(n: int) -> str:
+    """``"an"`` before a number said with a leading vowel (8, 11, 18, 80..89, 800..), else ``"a"``."""
+    s = str(n)
+    return "an" if s.startswith("8") or (s.startswith(("11", "18")) and len(s) % 3 == 2) else "a"
+
+
+def kernels_need_compiling() -> bool:
+    """Whether the numba convolution kernels are not yet in numba's on-disk cache (so the first call compiles them).
+
+    Reads numba's cache index of the three entry points (forward, adjoint, gradient); an
+    index that is missing, unreadable or stale (the source changed) means a compilation.
+    False when numba is not installed or the cache cannot be inspected.
+    """
+    from .. import _backend
+
+    if not _backend.have_numba():
+        return False
+    try:
+        from ..kernels.conv import _numba as compiled
+
+        entry_points = (compiled.forward, compiled.adjoint, compiled.gradient)
+        return any(not f._cache._cache_file._load_index() for f in entry_points)
+    except Exception:  # numba internals differ: say nothing rather than something wrong
+        return False
 
 
 def _int_tuple(text: str) -> int | list[int]:
@@ -49,6 +129,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--lr", type=float, default=None, help="SGD / Adam step size (default: the optimiser's)")
     p.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size, help="SGD / Adam (default: %(default)s)")
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=_DEFAULT.schedule,
+        help="SGD / Adam step schedule (default: %(default)s)",
+    )
     p.add_argument("--activation", choices=("relu", "tanh", "identity"), default=_DEFAULT.activation)
     p.add_argument("--reg-theta", type=float, default=_DEFAULT.reg_theta, help="Tikhonov weight on θ")
     p.add_argument("--reg-w", type=float, default=_DEFAULT.reg_W, help="Tikhonov weight on W")
@@ -64,19 +150,33 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
         help="train the parametric layer Z = σ(K(θ)y + b) and a softmax classifier on digits or MNIST",
-        description="Train one parametric layer followed by a linear softmax classifier. Default: a "
-        f"{_DEFAULT.channels}-channel 3x3 convolution on the shipped 8x8 digits with L-BFGS.",
+        description="Train one parametric layer followed by a linear softmax classifier. Default: "
+        f"{_article(_DEFAULT.channels)} {_DEFAULT.channels}-channel "
+        "convolution (3x3 on the shipped 8x8 digits; 7x7 with 2x2 average pooling on "
+        f"grids of {AUTO_POOL_MIN_GRID} pixels or more) trained by {_DEFAULT.optimizer} in {_DEFAULT.dtype}.",
     )
     p.add_argument("--kernel", choices=KERNELS, default=_DEFAULT.kernel, help="family of K(θ) (default: %(default)s)")
-    p.add_argument("--channels", type=int, default=_DEFAULT.channels, help="output channels of conv/linear")
-    p.add_argument("--stencil", type=_int_tuple, default=_DEFAULT.stencil, help="stencil, e.g. 3 or 3,3")
-    p.add_argument("--bc", choices=_BCS, default=_DEFAULT.bc, help="boundary condition of conv")
-    p.add_argument("--stride", type=_int_tuple, default=_DEFAULT.stride, help="stride of conv, e.g. 2")
-    p.add_argument("--pool", type=_int_tuple, default=None, help="average-pooling window after the layer, e.g. 2")
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help=f"output channels of the convolutions and linear (default: {_DEFAULT.channels})",
+    )
+    p.add_argument(
+        "--stencil", type=_int_tuple, default=_DEFAULT.stencil, help="stencil, e.g. 3 or 3,3 (default: from the grid)"
+    )
+    p.add_argument(
+        "--bc", choices=_BCS, default=None, help=f"boundary condition of the convolutions (default: {_DEFAULT.bc})"
+    )
+    p.add_argument("--stride", type=_int_tuple, default=None, help="stride of the convolutions, e.g. 2 (default: 1)")
+    p.add_argument(
+        "--pool", type=_int_tuple, default=None, help="average-pooling window after the layer, e.g. 2 (1: none)"
+    )
     p.add_argument("--hidden", type=int, default=None, help="rows of dense (default: square)")
     _common(p)
     p.add_argument("--out", metavar="DIR", default=None, help="write checkpoint, metrics.csv and PNG plots here")
     p.add_argument("--resume", metavar="PATH", default=None, help="continue from a checkpoint (file or --out folder)")
+    p.add_argument("--force", action="store_true", help="replace an earlier run's files in --out")
     p.set_defaults(func=_cmd_train)
     return p
 
@@ -87,9 +187,16 @@ COMPARE_FAMILIES: tuple[tuple[str, dict], ...] = (
     ("diagonal", {"kernel": "diagonal"}),
     ("antisymmetric", {"kernel": "antisymmetric"}),
     ("mmatrix", {"kernel": "mmatrix"}),
+    ("banded (tridiagonal)", {"kernel": "banded"}),
+    ("sparse (3x3 neighbourhoods)", {"kernel": "sparse"}),
     ("linear (local 3x3)", {"kernel": "linear", "channels": 1}),
+    ("wavelet (haar subbands)", {"kernel": "wavelet"}),
+    ("mmatrixconv 3x3", {"kernel": "mmatrixconv"}),
     ("conv 3x3, 1 channel", {"kernel": "conv", "channels": 1}),
     ("conv 3x3, 8 channels", {"kernel": "conv", "channels": 8}),
+    ("symmetric 3x3, 8 channels", {"kernel": "symmetric", "channels": 8}),
+    ("separable 3x3, 8 channels", {"kernel": "separable", "channels": 8}),
+    ("depthwise 3x3, 8 channels", {"kernel": "depthwise", "channels": 8}),
 )
 
 
@@ -115,7 +222,7 @@ def register(subparsers) -> None:
 
 def _config(args: argparse.Namespace, **overrides) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}  # None: the default
     values["reg_theta"], values["reg_W"] = args.reg_theta, args.reg_w
     if values.get("epochs") is None:
         values["epochs"] = _DEFAULT.epochs
@@ -123,9 +230,39 @@ def _config(args: argparse.Namespace, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _fail(msg: str) -> int:
-    print(f"structops: error: {msg}", file=sys.stderr)
+def _fail(msg: str, *, show: bool = True) -> int:
+    if show:
+        print(f"structops: error: {_flagged(msg)}", file=sys.stderr)
     return 2
+
+
+def _check_family_flags(args: argparse.Namespace, kernel: str) -> None:
+    """Options given for another family than ``kernel`` are an error, not silently ignored."""
+    for name, families in FLAG_FAMILIES.items():
+        if getattr(args, name, None) is not None and kernel not in families:
+            raise ValueError(
+                f"--{name} does not apply to --kernel {kernel}: it sets the {', '.join(families)} families only. "
+                "Drop it."
+            )
+
+
+def _check_stencil_fits(config: TrainConfig, image_shape) -> None:
+    """A stencil larger than the grid wraps or drops taps (and runs for minutes): an error for every boundary."""
+    if config.kernel not in FLAG_FAMILIES["stencil"]:
+        return
+    grid = tuple(int(g) for g in image_shape[1:])
+    stencil = config.resolved(image_shape).stencil
+    st = (stencil,) * len(grid) if isinstance(stencil, int) else tuple(stencil)
+    if len(st) == len(grid) and any(s > g for s, g in zip(st, grid)):
+        raise ValueError(
+            f"--stencil {'x'.join(map(str, st))} is larger than the {'x'.join(map(str, grid))} grid of the "
+            "examples: choose at most the grid on every axis."
+        )
+
+
+def _earlier_run(out: str) -> list[str]:
+    """The files of a training run already in ``out``."""
+    return [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]
 
 
 def _check_resume_flags(asked: TrainConfig, saved: TrainConfig) -> None:
@@ -155,51 +292,99 @@ def _writable_folder(path: str) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    progress = not args.quiet and sys.stderr.isatty()
-    say = (lambda _m: None) if args.quiet else print
+    from .. import distributed
+
+    try:
+        comm = distributed.training_comm()  # None unless started by mpiexec with several ranks
+    except ImportError as exc:
+        return _fail(str(exc))
+    rank0 = comm is None or comm.Get_rank() == 0
+    show = print if rank0 else (lambda *_a, **_k: None)
+    progress = not args.quiet and sys.stderr.isatty() and rank0
+    say = (lambda _m: None) if args.quiet or not rank0 else print
+    error = None
     try:
         if args.resume is not None:
-            saved = load_checkpoint(_resolve_checkpoint(args.resume)).config
-            config = TrainConfig.from_dict(saved)
+            ckpt = load_checkpoint(resolve_checkpoint(args.resume))
+            config = TrainConfig.from_dict(ckpt.config)
             _check_resume_flags(_config(args), config)
             if args.epochs is not None:
                 config = dataclasses.replace(config, epochs=args.epochs)
-            out = args.out if args.out is not None else str(_resolve_checkpoint(args.resume).parent)
+            out = args.out if args.out is not None else str(resolve_checkpoint(args.resume).parent)
+            if ckpt.epoch >= config.epochs:
+                where = str(resolve_checkpoint(args.resume))
+                show(f"the run in {where} is already complete: {_count(ckpt.epoch, 'epoch')} of "
+                     f"{config.epochs}; nothing to do (pass a larger --epochs to train further)")  # fmt: skip
+                return 0
         else:
             config = _config(args)
             out = args.out
-        data = load_data(config)
+        _check_family_flags(args, config.kernel)
+        if comm is not None:
+            from .trainer import _check_mpi_optimizer
+
+            _check_mpi_optimizer(config.optimizer)
+        if out is not None:
+            same = args.resume is not None and os.path.realpath(resolve_checkpoint(args.resume).parent) == (
+                os.path.realpath(out)
+            )
+            earlier = [] if same else _earlier_run(out)
+            if earlier and not args.force:
+                raise ValueError(
+                    f"--out {out!r} holds an earlier run ({', '.join(earlier)}): continue it with --resume {out}, "
+                    "replace it with --force, or choose another folder."
+                )
+        shard = None if comm is None else (comm.Get_rank(), comm.Get_size())
+        data = load_data(config, stream=True, shard=shard)
+        _check_stencil_fits(config, data.image_shape)
         kernel = build_kernel(config, data.image_shape)
-        if out is not None:  # before training, not after: a folder we cannot write is an error now
+        if out is not None and rank0:  # before training, not after: a folder we cannot write is an error now
             _writable_folder(out)
     except (CheckpointError, IDXError, ValueError, TypeError) as exc:
-        return _fail(str(exc))
+        error = str(exc)
+    if comm is not None:  # every rank stops, or none: a rank left alone would wait forever
+        error = next((e for e in comm.allgather(error) if e is not None), None)
+    if error is not None:
+        return _fail(error, show=rank0)
+    if out is not None and args.force and rank0 and args.resume is None:
+        for name in _earlier_run(out):
+            os.remove(os.path.join(out, name))
     nclass_params = int(np.prod(kernel.out_shape)) * data.nclasses + data.nclasses
-    print(f"data: {data.name}, {data.x_train.shape[0]} train / {data.x_test.shape[0]} test examples of shape "
-          f"{data.image_shape}, {data.nclasses} classes")  # fmt: skip
-    print(f"layer: {kernel!r}")
-    print(f"parameters: {kernel.nparams:,} in K(θ) (a dense {kernel.shape[0]}x{kernel.shape[1]} K would need "
-          f"{kernel.shape[0] * kernel.shape[1]:,}), {nclass_params:,} in the classifier")  # fmt: skip
-    print(f"optimizer: {config.optimizer}, {config.epochs} epochs, {config.dtype}, seed {config.seed}")
+    ranks = "" if comm is None else f", split over {comm.Get_size()} MPI ranks"
+    show(f"data: {data.name}, {data.ntrain} train / {data.ntest} test examples of shape "
+         f"{data.image_shape}, {data.nclasses} classes{ranks}")  # fmt: skip
+    show(f"layer: {kernel!r}")
+    rows, cols = kernel.shape
+    show(f"parameters: {kernel.nparams:,} in K(θ) ({_article(rows)} dense {rows}x{cols} K would need "
+         f"{rows * cols:,}), {nclass_params:,} in the classifier")  # fmt: skip
+    show(f"optimizer: {config.optimizer}, {_count(config.epochs, 'epoch')}, {config.dtype}, seed {config.seed}")
+    if config.kernel in FLAG_FAMILIES["bc"] and kernels_need_compiling():
+        show("compiling kernels, once per install…", flush=True)
     try:
         res = train(config, data, out=out, resume=args.resume, progress=progress, log=say)
     except TrainingDiverged as exc:
-        print(f"structops: {exc}", file=sys.stderr)
+        if rank0:
+            print(f"structops: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         where = f"; resume with --resume {out}" if out else ""
-        print(f"\nstructops: interrupted; the last finished epoch's checkpoint is kept{where}", file=sys.stderr)
+        if rank0:
+            print(f"\nstructops: interrupted; the last finished epoch's checkpoint is kept{where}", file=sys.stderr)
         return 130
     if res.history["epoch"]:
-        print(f"train accuracy {100 * res.train_acc:.2f}%, test accuracy {100 * res.test_acc:.2f}% "
-              f"after {int(res.history['epoch'][-1])} epochs; time {res.seconds:.1f} s")  # fmt: skip
-    else:
-        print(f"nothing to do: the checkpoint already holds {config.epochs} epochs")
+        show(f"train accuracy {100 * res.train_acc:.2f}%, test accuracy {100 * res.test_acc:.2f}% "
+             f"after {_count(int(res.history['epoch'][-1]), 'epoch')}; time {res.seconds:.1f} s")  # fmt: skip
     if res.model.kernel.bounds is not None:
         lo = res.model.kernel.bounds[0]
-        print(f"constraint: min(θ - lower bound) = {float(np.min(res.params.theta - lo)):.3g} (>= 0)")
+        show(f"constraint: min(θ - lower bound) = {float(np.min(res.params.theta - lo)):.3g} (>= 0)")
     for path in res.outputs:
-        print(f"wrote {path}")
+        show(f"wrote {path}")
+    if out is not None and rank0:
+        from .plots import matplotlib_missing
+
+        missing = matplotlib_missing()
+        if missing is not None:
+            show(missing)
     return 0
 
 
@@ -215,13 +400,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except (IDXError, ValueError, TypeError) as exc:
         return _fail(str(exc))
     budget = (
-        f"{base.epochs} epochs x {base.iters} iterations"
+        f"{_count(base.epochs, 'epoch')} x {_count(base.iters or 0, 'iteration')}"
         if base.optimizer in ("lbfgs", "gnk")
-        else (f"{base.epochs} epochs of batches of {base.batch_size}")
+        else (f"{_count(base.epochs, 'epoch')} of batches of {base.batch_size}")
     )
     print(f"data: {data.name}, {data.x_train.shape[0]} train / {data.x_test.shape[0]} test; optimizer "
           f"{base.optimizer}, {budget}, {base.dtype}, seed {base.seed}")  # fmt: skip
-    header = f"{'family':<22} {'K shape':>10} {'params in K':>12} {'train acc':>10} {'test acc':>9} {'time':>7}  note"
+    width = max(len(label) for label, _ in chosen)
+    header = (
+        f"{'family':<{width}} {'K shape':>10} {'params in K':>12} {'train acc':>10} {'test acc':>9} {'time':>7}  note"
+    )
     print(header)
     print("-" * len(header))
     failed = 0
@@ -232,7 +420,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             res = train(config, data, progress=False)
         except (TrainingDiverged, ValueError) as exc:
             failed += 1
-            print(f"{label:<22} failed: {exc}")
+            print(f"{label:<{width}} failed: {exc}")
             continue
         k = res.model.kernel
         note = ""
@@ -241,7 +429,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             note = "θ >= 0 held" if ok else "BOUND VIOLATED"
             failed += not ok
         shape = f"{k.shape[0]}x{k.shape[1]}"
-        print(f"{label:<22} {shape:>10} {k.nparams:>12,} {100 * res.train_acc:>9.2f}% {100 * res.test_acc:>8.2f}% "
+        print(f"{label:<{width}} {shape:>10} {k.nparams:>12,} {100 * res.train_acc:>9.2f}% {100 * res.test_acc:>8.2f}% "
               f"{res.seconds:>6.1f}s  {note}", flush=True)  # fmt: skip
     print(f"total {time.perf_counter() - t_all:.1f} s")
     return 1 if failed else 0
@@ -249,7 +437,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``train`` or ``compare`` stand-alone: ``main(["train", "--epochs", "1"])``."""
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="structops")
+    parser.add_argument("--version", action="version", version=f"structops {__version__}")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -18,9 +18,10 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,8 +29,8 @@ import scipy.sparse as sp
 from .. import _backend, kernels
 from .._validation import check_int_tuple, check_positive_int
 from ..kernels._base import ParametricKernel
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .data import Dataset, load_digits, load_mnist
+from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .data import HEAD, Dataset, ScaledImages, load_digits, load_mnist
 from .model import LayerClassifier
 from .optimizers import SCHEDULES, Optimizer, Problem, TrainingDiverged, make_optimizer
 
@@ -46,9 +47,24 @@ __all__ = [
 ]
 
 #: Families ``structops train --kernel`` accepts.
-KERNELS = ("dense", "diagonal", "antisymmetric", "mmatrix", "linear", "conv")
+KERNELS = (
+    "dense",
+    "diagonal",
+    "antisymmetric",
+    "mmatrix",
+    "linear",
+    "conv",
+    "mmatrixconv",
+    "symmetric",
+    "separable",
+    "depthwise",
+    "wavelet",
+    "sparse",
+    "banded",
+)
+#: The convolution families among :data:`KERNELS` (``channels`` output channels, a stencil, a boundary, a stride).
+CONV_FAMILIES = ("conv", "symmetric", "separable", "depthwise")
 #: File names written into ``out``.
-CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.csv"
 _HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "test_acc", "seconds")
 #: Smallest grid (pixels per axis) on which ``pool=None`` means a 2x2 average pooling.
@@ -142,11 +158,11 @@ class TrainConfig:
     def resolved(self, image_shape) -> TrainConfig:
         """The configuration with its data-dependent defaults made concrete, for examples of shape ``image_shape``.
 
-        After a ``conv`` layer on grids of at least :data:`AUTO_POOL_MIN_GRID` pixels per axis
-        (28×28 MNIST), ``pool=None`` means a 2×2 average pooling (a 14×14 output per channel)
-        and ``stencil=None`` a 7×7 stencil; otherwise (the 8×8 digits, other families) no
-        pooling and a 3×3 stencil. ``pool=1`` is no pooling. The resolved values are what the
-        checkpoint stores.
+        After a convolution layer (:data:`CONV_FAMILIES`) on grids of at least
+        :data:`AUTO_POOL_MIN_GRID` pixels per axis (28×28 MNIST), ``pool=None`` means a 2×2
+        average pooling (a 14×14 output per channel) and ``stencil=None`` a 7×7 stencil;
+        otherwise (the 8×8 digits, other families) no pooling and a 3×3 stencil. ``pool=1``
+        is no pooling. The resolved values are what the checkpoint stores.
 
         Why (runs on 4,000 / 1,000 real MNIST digits, Adam float32, cosine schedule, 15
         epochs; see ``benchmarks/README.md``): 3×3 without pooling reaches 92.3 % test (train
@@ -155,7 +171,7 @@ class TrainConfig:
         the 8×8 digits a 3×3 stencil without pooling already gives 98.6 %.
         """
         grid = tuple(int(s) for s in image_shape)[1:]
-        large = self.kernel == "conv" and len(grid) >= 1 and min(grid) >= AUTO_POOL_MIN_GRID
+        large = self.kernel in CONV_FAMILIES and len(grid) >= 1 and min(grid) >= AUTO_POOL_MIN_GRID
         changes: dict = {}
         if self.pool is None:
             changes["pool"] = 2 if large else 1
@@ -240,8 +256,8 @@ def locally_connected(image_shape, stencil, out_channels: int = 1) -> kernels.Li
     >>> k.shape, k.nparams
     ((64, 64), 484)
     """
-    cin, *grid = check_int_tuple(image_shape, "image_shape")
-    grid = tuple(grid)
+    cin, *rest = check_int_tuple(image_shape, "image_shape")
+    grid = tuple(rest)
     stencil = check_int_tuple(stencil, "stencil", ndim=len(grid))
     cout = int(out_channels)
     G = int(np.prod(grid))
@@ -284,56 +300,97 @@ def _pool(kernel: ParametricKernel, window, image_shape) -> ParametricKernel:
     return Chain(AvgPool(grid, window, channels=channels), kernel)
 
 
+def _sparse_neighbourhood(image_shape: tuple[int, ...], stencil) -> kernels.Sparse:
+    """:class:`~structops.Sparse` on the pattern of a stencil: each output pixel reads its neighbourhood.
+
+    The pattern is where a zero-boundary convolution's ``K`` has entries (the rows of its
+    ``Q`` that are not empty), so it is built in O(nnz), and every entry gets its own weight.
+    """
+    conv = kernels.Conv(image_shape[1:], stencil, in_channels=image_shape[0])
+    lin = np.unique(conv.Q.tocoo().row)
+    m = conv.shape[0]
+    return kernels.Sparse(sp.csc_array((np.ones(lin.size, dtype=bool), (lin % m, lin // m)), shape=conv.shape))
+
+
+def _layer(config: TrainConfig, image_shape: tuple[int, ...]) -> ParametricKernel:
+    """The family ``config.kernel`` for examples of shape ``image_shape = (C, *grid)``, before pooling."""
+    N = int(np.prod(image_shape))
+    cin, grid = image_shape[0], image_shape[1:]
+    stencil: int | Sequence[int] = 3 if config.stencil is None else config.stencil
+    conv: dict[str, Any] = {"bc": config.bc, "in_channels": cin, "out_channels": config.channels}
+    conv["stride"] = config.stride
+    builders: dict[str, Callable[[], ParametricKernel]] = {
+        "dense": lambda: kernels.Dense(config.hidden or N, N),
+        "diagonal": lambda: kernels.Diagonal(N),
+        "antisymmetric": lambda: kernels.Antisymmetric(N),
+        "mmatrix": lambda: kernels.MMatrix(N),
+        "linear": lambda: locally_connected(image_shape, config.stencil, config.channels),
+        "conv": lambda: kernels.Conv(grid, stencil, **conv),
+        "mmatrixconv": lambda: kernels.MMatrixConv(grid, stencil, bc=config.bc, channels=cin),
+        "symmetric": lambda: kernels.SymmetricConv(grid, stencil, **conv),
+        "separable": lambda: kernels.SeparableConv(grid, stencil, **conv),
+        "depthwise": lambda: kernels.DepthwiseSeparableConv(
+            grid, stencil, bc=config.bc, in_channels=cin, out_channels=config.channels, stride=config.stride
+        ),
+        "wavelet": lambda: kernels.Wavelet(grid if cin == 1 else image_shape),
+        "sparse": lambda: _sparse_neighbourhood(image_shape, config.stencil),
+        "banded": lambda: kernels.Banded(N, 1, 1),
+    }
+    if config.kernel not in builders:
+        raise ValueError(f"`kernel` must be one of {KERNELS}, got {config.kernel!r}.")
+    return builders[config.kernel]()
+
+
 def build_kernel(config: TrainConfig, image_shape) -> ParametricKernel:
     """The family a :class:`TrainConfig` names, for examples of shape ``image_shape = (C, *grid)``.
 
-    Square families (``diagonal``, ``antisymmetric``, ``mmatrix``) and ``dense`` by default
-    map ``prod(image_shape)`` pixels to as many features; ``conv`` maps
-    ``(C, *grid)`` to ``(channels, *grid_out)``; ``linear`` is :func:`locally_connected`.
-    With ``pool`` (as :meth:`TrainConfig.resolved` makes it concrete) the family is
+    Square families (``diagonal``, ``antisymmetric``, ``mmatrix``, ``banded``, ``wavelet``,
+    ``sparse``) and ``dense`` by default map ``prod(image_shape)`` pixels to as many features;
+    the convolution families (``conv``, ``symmetric``, ``separable``, ``depthwise``) map
+    ``(C, *grid)`` to ``(channels, *grid_out)`` and ``mmatrixconv`` (depthwise) ``(C, *grid)``
+    to itself; ``linear`` is :func:`locally_connected` and ``sparse`` the same
+    neighbourhood pattern with one parameter per nonzero. With ``pool`` (as
+    :meth:`TrainConfig.resolved` makes it concrete) the family is
     ``Chain(AvgPool(grid_out, pool, channels), K)``; ``pool=1`` is no pooling.
     """
     image_shape = tuple(int(s) for s in image_shape)
     config = config.resolved(image_shape)
-    N = int(np.prod(image_shape))
-    name = config.kernel
-    if name == "dense":
-        kernel: ParametricKernel = kernels.Dense(config.hidden or N, N)
-    elif name == "diagonal":
-        kernel = kernels.Diagonal(N)
-    elif name == "antisymmetric":
-        kernel = kernels.Antisymmetric(N)
-    elif name == "mmatrix":
-        kernel = kernels.MMatrix(N)
-    elif name == "linear":
-        kernel = locally_connected(image_shape, config.stencil, config.channels)
-    elif name == "conv":
-        kernel = kernels.Conv(
-            image_shape[1:],
-            config.stencil,
-            bc=config.bc,
-            in_channels=image_shape[0],
-            out_channels=config.channels,
-            stride=config.stride,
-        )
-    else:
-        raise ValueError(f"`kernel` must be one of {KERNELS}, got {name!r}.")
+    kernel = _layer(config, image_shape)
     if config.pool is not None and not np.all(np.asarray(config.pool) == 1):
         kernel = _pool(kernel, config.pool, image_shape)
     return kernel
 
 
-def load_data(config: TrainConfig) -> Dataset:
-    """The data set of a configuration: the shipped digits, or MNIST IDX files from ``config.data``."""
+def load_data(config: TrainConfig, *, stream: bool = False, shard: tuple[int, int] | None = None) -> Dataset:
+    """The data set of a configuration: the shipped digits, or MNIST IDX files from ``config.data``.
+
+    ``stream`` keeps MNIST images as uint8 (:class:`~structops.train.data.ScaledImages`,
+    converted a batch at a time); ``shard=(rank, size)`` keeps only that process's share of
+    the examples (of IDX files, only that share is read). See
+    :func:`~structops.train.data.load_mnist`.
+    """
     if config.data is None:
         data = load_digits(dtype=config.dtype)
-        return data.subset(config.limit, config.limit) if config.limit is not None else data
-    return load_mnist(config.data, dtype=config.dtype, limit=config.limit)
+        data = data.subset(config.limit, config.limit) if config.limit is not None else data
+        return data.shard(*shard) if shard is not None else data
+    return load_mnist(config.data, dtype=config.dtype, limit=config.limit, stream=stream, shard=shard)
 
 
-def _resolve_checkpoint(path) -> Path:
-    path = Path(path)
-    return path / CHECKPOINT_NAME if path.is_dir() else path
+#: Optimisers that run under MPI (data-parallel); GNK's Gauss--Newton products are not distributed.
+MPI_OPTIMIZERS = ("lbfgs", "sgd", "adam")
+
+
+def _check_mpi_optimizer(name: str) -> None:
+    if name not in MPI_OPTIMIZERS:
+        raise ValueError(
+            f"`optimizer` {name!r} does not run on several MPI ranks (its Gauss-Newton products are not "
+            f"distributed); use one of {MPI_OPTIMIZERS}, or run it on one rank."
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 epoch"``, ``"2 epochs"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _write_metrics(path: Path, history: dict[str, list]) -> None:
@@ -416,13 +473,25 @@ def train(
     CheckpointError
         When ``resume`` points at a missing or corrupted checkpoint.
     """
-    say = log or (lambda _msg: None)
+    from .. import distributed
+
+    comm = distributed.training_comm()  # None unless started by mpiexec with several ranks
+    rank0 = comm is None or comm.Get_rank() == 0
+    say = log if (log is not None and rank0) else (lambda _msg: None)
     config = TrainConfig() if config is None else config
     ckpt = None
     if resume is not None:
-        ckpt = load_checkpoint(_resolve_checkpoint(resume))
+        ckpt = load_checkpoint(resolve_checkpoint(resume))
         config = dataclasses.replace(TrainConfig.from_dict(ckpt.config), epochs=config.epochs)
-    data = load_data(config) if data is None else data
+    if comm is not None:
+        _check_mpi_optimizer(config.optimizer)
+        shard = (comm.Get_rank(), comm.Get_size())
+        data = load_data(config, stream=True, shard=shard) if data is None else data
+        data = data.shard(*shard) if data.share is None else data
+    elif data is None:
+        data = load_data(config, stream=config.optimizer in ("sgd", "adam"))
+    if not rank0:
+        out = None  # rank 0 writes every file
     config = config.resolved(data.image_shape)
     dtype = np.dtype(config.dtype)
     kernel = build_kernel(config, data.image_shape)
@@ -434,9 +503,27 @@ def train(
         reg_theta=config.reg_theta,
         reg_W=config.reg_W,
     )
-    Xtr = data.x_train.reshape(data.x_train.shape[0], -1).astype(dtype, copy=False)
-    Xte = data.x_test.reshape(data.x_test.shape[0], -1).astype(dtype, copy=False)
-    problem = Problem(model, Xtr, data.y_train)
+    streamed = isinstance(data.x_train, ScaledImages) and config.optimizer in ("sgd", "adam")
+    if comm is not None or streamed:  # uint8 images converted a batch at a time, or a share of the examples
+        Xtr, Xte = data.x_train, data.x_test
+        if isinstance(Xtr, ScaledImages) and Xtr.dtype != dtype:
+            Xtr, Xte = ScaledImages(Xtr.raw, dtype), ScaledImages(data.x_test.raw, dtype)
+        elif not isinstance(Xtr, ScaledImages):
+            Xtr = np.asarray(Xtr).reshape(Xtr.shape[0], -1).astype(dtype, copy=False)
+            Xte = np.asarray(Xte).reshape(Xte.shape[0], -1).astype(dtype, copy=False)
+        head = data.share.head if data.share is not None else Xtr[:HEAD]
+    else:
+        Xtr = np.asarray(data.x_train).reshape(data.x_train.shape[0], -1).astype(dtype, copy=False)
+        Xte = np.asarray(data.x_test).reshape(data.x_test.shape[0], -1).astype(dtype, copy=False)
+        head = Xtr
+    if comm is not None:
+        assert data.share is not None  # sharded above
+        problem: Problem = distributed.ShardedProblem(
+            model, Xtr, data.y_train, data.share.train.start, data.ntrain, base_comm=comm
+        )
+        metrics_sum = distributed.RankSum(3, np.float64, comm)
+    else:
+        problem = Problem(model, Xtr, data.y_train)
     optimizer: Optimizer = make_optimizer(
         config.optimizer,
         lr=config.lr,
@@ -453,9 +540,12 @@ def train(
         optimizer.load_state_dict(ckpt.optimizer_state)
         history = {c: [float(v) for v in ckpt.history.get(c, [])] for c in _HISTORY_COLUMNS}
         start = ckpt.epoch
+        if start >= config.epochs:  # a finished run: nothing to train, nothing to rewrite
+            say(f"the run is already complete: {_count(start, 'epoch')} of {config.epochs}; nothing to do")
+            return TrainResult(model, params.copy(), history, config, 0.0, None, [], optimizer)
         say(f"resuming from epoch {start} of {config.epochs}")
     else:
-        params = model.init_params(Xtr, rng, dtype)
+        params = model.init_params(head, rng, dtype)
         start = 0
     out_dir = Path(out) if out is not None else None
     ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
@@ -465,7 +555,7 @@ def train(
     x = params.ravel()
     t_start = time.perf_counter()
     per_epoch = optimizer.iterations_per_epoch(problem)
-    bar = _progress(max(config.epochs - start, 0) * per_epoch, progress)
+    bar = _progress(max(config.epochs - start, 0) * per_epoch, progress and rank0)
     threads = _one_thread_pool()
     threads.__enter__()
     try:
@@ -482,8 +572,21 @@ def train(
             try:
                 x_new = optimizer.run_epoch(problem, x, rng, tick)
                 seconds = time.perf_counter() - t0
-                loss, train_acc = model.evaluate(x_new, Xtr, data.y_train)
-                test_acc = model.accuracy(x_new, Xte, data.y_test)
+                if comm is not None:
+                    comm.Bcast(x_new, root=0)  # every rank continues from rank 0's parameters, bit for bit
+                if comm is None and not streamed:
+                    loss, train_acc = model.evaluate(x_new, Xtr, data.y_train)
+                    test_acc = model.accuracy(x_new, Xte, data.y_test)
+                else:  # a chunk at a time, summed over the ranks
+                    sums = np.array(
+                        [*distributed.example_sums(model, x_new, Xtr, data.y_train),
+                         distributed.example_sums(model, x_new, Xte, data.y_test)[1]],
+                        dtype=np.float64,
+                    )  # fmt: skip
+                    data_sum, right_train, right_test = sums if comm is None else metrics_sum(sums)
+                    loss = data_sum / max(data.ntrain, 1) + distributed.tikhonov(model, x_new)
+                    train_acc = right_train / data.ntrain if data.ntrain else float("nan")
+                    test_acc = right_test / data.ntest if data.ntest else float("nan")
                 if not np.isfinite(loss):
                     raise TrainingDiverged(f"training diverged: the training loss is {loss!r} after epoch {epoch + 1}.")
             except TrainingDiverged as exc:
@@ -503,12 +606,12 @@ def train(
                     f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, train acc {train_acc:.4f}, "
                     f"test acc {test_acc:.4f} ({seconds:.1f} s)"
                 )
-            if out_dir is not None:
+            if out_dir is not None and ckpt_path is not None:
                 state = Checkpoint(
                     model.unpack(x).copy(),
                     config.to_dict(),
                     epoch + 1,
-                    rng.bit_generator.state,
+                    dict(rng.bit_generator.state),
                     optimizer.state_dict(),
                     {c: np.asarray(v) for c, v in history.items()},
                 )
@@ -520,11 +623,14 @@ def train(
             bar.close()
     elapsed = time.perf_counter() - t_start
     params = model.unpack(x).copy()
-    if out_dir is not None:
+    if out_dir is not None and ckpt_path is not None:
         if ckpt_path.exists():
             outputs += [ckpt_path, out_dir / METRICS_NAME]
         if plots and history["epoch"]:
-            from .plots import write_plots
+            from .plots import matplotlib_missing, write_plots
 
-            outputs += write_plots(out_dir, model, params, history)
+            if matplotlib_missing() is None:  # else the caller says so (the command line does)
+                outputs += write_plots(out_dir, model, params, history)
+    if comm is not None:
+        comm.Barrier()  # every rank returns once rank 0's files are written (a resume may read them next)
     return TrainResult(model, params, history, config, elapsed, ckpt_path, outputs, optimizer)

@@ -113,3 +113,12 @@ def test_tridiagonal_example_kernel():
     np.testing.assert_array_equal(k.matrix(theta), want)
     assert k.Q.nnz == 3 * 4 - 2
     assert cli.tridiagonal_kernel(1).matrix(theta).tolist() == [[3.0]]
+
+
+def test_structops_version(capsys):
+    from structops import __version__
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"structops {__version__}"

@@ -152,3 +152,24 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
     assert all(np.all(np.isfinite(getattr(after.params, n))) for n in ("theta", "bias", "W", "c"))
     if kept == 2:
         np.testing.assert_array_equal(after.params.W, before.params.W)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoint_gets_the_permissions_of_any_new_file(tmp_path, umask):
+    import os
+
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint(tmp_path / "c.npz", _ckpt(np.random.default_rng(0)))
+        other = tmp_path / "other.csv"
+        other.write_text("x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == other.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_resolve_checkpoint_accepts_a_file_or_its_folder(tmp_path):
+    from structops.train.checkpoint import resolve_checkpoint
+
+    assert resolve_checkpoint(tmp_path) == tmp_path / CHECKPOINT_NAME
+    assert resolve_checkpoint(tmp_path / "x.npz") == tmp_path / "x.npz"

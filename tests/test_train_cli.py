@@ -144,3 +144,133 @@ def test_resume_refuses_options_that_conflict_with_the_checkpoint(tmp_path, caps
     assert "these options conflict with it: --dtype 'float64' (saved: 'float32')" in err
     # options equal to the saved ones (or left at their defaults) are fine
     assert main(["train", "--resume", str(out), "--epochs", "2", "--kernel", "diagonal", "--quiet"]) == 0
+
+
+def _files(folder):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+QUICK = ["--kernel", "diagonal", "--optimizer", "lbfgs", "--iters", "2", "--epochs", "1", "--limit", "100"]
+
+
+def test_out_without_matplotlib_trains_and_says_in_one_line_that_plots_were_skipped(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    assert main(["train", *QUICK, "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.npz", "metrics.csv"]
+    skipped = [ln for ln in out.splitlines() if "plots skipped" in ln]
+    assert skipped == ['plots skipped: matplotlib is not installed (pip install "structops[plot]" adds it)']
+    assert "Traceback" not in out + err and err == ""
+
+
+def test_out_holding_an_earlier_run_is_refused_unless_force(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--out", str(out), "--quiet"]) == 0
+    (out / "spectrum.png").write_bytes(b"from an older run")
+    before = _files(out)
+    capsys.readouterr()
+    assert main(["train", *QUICK, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r} holds an earlier run (checkpoint.npz, metrics.csv" in err
+    assert f"continue it with --resume {out}, replace it with --force" in err
+    assert _files(out) == before  # untouched
+    assert main(["train", *QUICK, "--out", str(out), "--force", "--quiet"]) == 0
+    assert "spectrum.png" not in _files(out)  # the earlier run's files are replaced, none left stale
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "kernel"),
+    [
+        (["--kernel", "diagonal", "--bc", "periodic"], "--bc", "diagonal"),
+        (["--kernel", "dense", "--stride", "2"], "--stride", "dense"),
+        (["--kernel", "diagonal", "--channels", "3"], "--channels", "diagonal"),
+        (["--kernel", "dense", "--stencil", "3"], "--stencil", "dense"),
+        (["--kernel", "conv", "--hidden", "10"], "--hidden", "conv"),
+    ],
+)
+def test_options_of_another_family_are_errors_naming_the_flag(args, flag, kernel, capsys):
+    assert main(["train", *args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"structops: error: {flag} does not apply to --kernel {kernel}" in err
+
+
+@pytest.mark.parametrize("bc", ["zero", "periodic", "reflect"])
+def test_a_stencil_larger_than_the_grid_is_an_error_before_training(bc, capsys):
+    import time
+
+    start = time.perf_counter()
+    assert main(["train", "--stencil", "99", "--bc", bc, "--quiet"]) == 2
+    assert time.perf_counter() - start < 30  # refused at once, not after minutes of training
+    assert "--stencil 99x99 is larger than the 8x8 grid of the examples" in capsys.readouterr().err
+    assert main(["train", "--stencil", "9,3", "--bc", bc, "--quiet"]) == 2
+    assert "--stencil 9x3 is larger than the 8x8 grid" in capsys.readouterr().err
+
+
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--out", str(out), "--quiet"]) == 0
+    before = _files(out)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"the run in {out / 'checkpoint.npz'} is already complete: 1 epoch of 1; nothing to do" in text
+    assert "resuming" not in text and "wrote" not in text
+    assert _files(out) == before  # not rewritten
+    # the Python API does the same
+    from structops.train import TrainConfig, train
+
+    res = train(TrainConfig(epochs=1), resume=out, out=out)
+    assert res.outputs == [] and _files(out) == before
+
+
+def test_outputs_share_one_file_mode(tmp_path):
+    import os
+
+    out = tmp_path / "run"
+    mask = os.umask(0o027)
+    try:
+        assert main(["train", *QUICK, "--out", str(out), "--quiet"]) == 0
+    finally:
+        os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert set(modes.values()) == {0o640}, modes  # 0o666 less the umask, the checkpoint included
+
+
+def test_first_run_says_once_that_kernels_compile(monkeypatch, capsys):
+    import structops.train.cli as tcli
+
+    argv = ["train", "--bc", "periodic", "--channels", "2", "--optimizer", "lbfgs", "--iters", "2", "--epochs", "1"]
+    monkeypatch.setattr(tcli, "kernels_need_compiling", lambda: True)
+    assert main([*argv, "--limit", "100", "--quiet"]) == 0
+    assert capsys.readouterr().out.count("compiling kernels, once per install…") == 1
+    monkeypatch.setattr(tcli, "kernels_need_compiling", lambda: False)
+    assert main([*argv, "--limit", "100", "--quiet"]) == 0
+    assert "compiling" not in capsys.readouterr().out
+    monkeypatch.undo()
+    from structops import _backend
+
+    if _backend.have_numba():  # the kernels just ran, so numba's cache holds them now
+        assert tcli.kernels_need_compiling() is False
+
+
+def test_one_epoch_and_an_8_channel_read_right(tmp_path, capsys):
+    assert main(["train", "--bc", "periodic", "--pool", "2", "--epochs", "1", "--limit", "100", "--out",
+                 str(tmp_path / "run"), "--quiet"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert ", 1 epoch, " in text and "after 1 epoch;" in text and "1 epochs" not in text
+    assert (tmp_path / "run" / "spectrum.png").exists()  # a periodic convolution, also when pooled
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "Default: an 8-channel convolution" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_version(capsys):
+    from structops import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"structops {__version__}"

@@ -124,3 +124,62 @@ def test_digits_split_is_fixed_disjoint_and_complete():
         load_digits(test_fraction=1.5)
     with pytest.raises(TypeError, match="dtype"):
         load_digits(dtype=np.int32)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_reads_only_the_rows_asked_for(gz, tmp_path):
+    arr = np.random.default_rng(2).integers(0, 256, (7, 3, 4)).astype(np.uint8)
+    path = _write(tmp_path / ("a.idx" + (".gz" if gz else "")), arr, 0x08, gz)
+    for rows in (slice(0, 3), slice(3, 7), slice(2, 2), slice(5, 99), slice(None)):
+        np.testing.assert_array_equal(read_idx(path, rows), arr[rows])
+    wide = _write(tmp_path / "w.idx", np.arange(12, dtype=np.int32).reshape(4, 3), 0x0C)
+    np.testing.assert_array_equal(read_idx(wide, slice(1, 3)), np.arange(3, 9).reshape(2, 3))
+    from structops.train.data import read_idx_header
+
+    assert read_idx_header(path) == ((7, 3, 4), np.dtype(np.uint8))
+
+
+def test_a_share_is_read_without_the_rest_of_the_file(tmp_path):
+    # a .gz file cut after the first 3 of 6 images: rank 0 of 2 reads its share, the whole file is refused
+    arr = np.arange(6 * 5 * 7, dtype=np.uint8).reshape(6, 5, 7)
+    raw = _idx_bytes(arr, 0x08)
+    path = tmp_path / "cut.gz"
+    path.write_bytes(gzip.compress(raw[: 16 + 3 * 35]))
+    np.testing.assert_array_equal(read_idx(path, slice(0, 3)), arr[:3])
+    with pytest.raises(IDXError, match="truncated"):
+        read_idx(path)
+    plain = tmp_path / "cut"
+    plain.write_bytes(raw[:-5])
+    with pytest.raises(IDXError, match="truncated"):  # a plain file's size is checked whatever the rows
+        read_idx(plain, slice(0, 1))
+
+
+def test_streamed_images_convert_batches_to_the_same_values(tmp_path):
+    from structops.train.data import ScaledImages
+
+    _mnist_folder(tmp_path / "m", gz=False)
+    full = load_mnist(tmp_path / "m", dtype=np.float32)
+    lazy = load_mnist(tmp_path / "m", dtype=np.float32, stream=True)
+    assert isinstance(lazy.x_train, ScaledImages) and lazy.x_train.raw.dtype == np.uint8
+    assert lazy.x_train.shape == full.x_train.shape and lazy.x_train.dtype == np.float32
+    idx = np.array([4, 0, 5])
+    np.testing.assert_array_equal(lazy.x_train[idx], full.x_train[idx])
+    np.testing.assert_array_equal(np.asarray(lazy.x_test), full.x_test)
+    assert lazy.subset(2, 1).x_train.shape == (2, 1, 5, 7)
+
+
+@pytest.mark.parametrize("size", [1, 2, 4])
+def test_shards_cover_the_data_set_and_agree_on_the_classes(size, tmp_path):
+    _mnist_folder(tmp_path / "m", gz=True)
+    whole = load_mnist(tmp_path / "m", limit=5)
+    shares = [load_mnist(tmp_path / "m", limit=5, stream=True, shard=(r, size)) for r in range(size)]
+    np.testing.assert_array_equal(np.concatenate([np.asarray(s.x_train) for s in shares]), whole.x_train)
+    np.testing.assert_array_equal(np.concatenate([s.y_test for s in shares]), whole.y_test)
+    for s in shares:
+        assert s.nclasses == whole.nclasses and (s.ntrain, s.ntest) == (5, 4)
+        np.testing.assert_array_equal(s.share.head, whole.x_train)  # every rank initialises alike
+    # an in-memory data set is split the same way
+    digits = load_digits().subset(10, 5)
+    parts = [digits.shard(r, size) for r in range(size)]
+    np.testing.assert_array_equal(np.concatenate([p.x_train for p in parts]), digits.x_train)
+    assert sum(p.x_train.shape[0] for p in parts) == 10 and all(p.ntrain == 10 for p in parts)

@@ -49,11 +49,11 @@ def tridiagonal_kernel(n: int) -> kernels.LinearKernel:
            [0., 1., 3.]])
     """
     rows, cols, par = [], [], []
-    for offset, k in ((-1, 0), (0, 1), (1, 2)):
+    for offset, which in ((-1, 0), (0, 1), (1, 2)):
         i = np.arange(max(0, -offset), min(n, n - offset))
         rows.append(i)
         cols.append(i + offset)
-        par.append(np.full(i.size, k))
+        par.append(np.full(i.size, which))
     r, c, k = (np.concatenate(a) for a in (rows, cols, par))
     Q = sp.csr_array((np.ones(r.size), (r + c * n, k)), shape=(n * n, 3))
     return kernels.LinearKernel(Q, (n, n), q=np.eye(n).ravel(order="F"))
@@ -154,6 +154,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for dtype in dtypes:
             report = check_kernel(fam, dtype=dtype, rng=args.seed)
             worst = report.worst()
+            assert worst is not None  # every report has rows
             status = "ok" if report.passed else f"FAIL ({len(report.failures)})"
             failures += not report.passed
             print(

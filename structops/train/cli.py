@@ -252,7 +252,7 @@ def _check_stencil_fits(config: TrainConfig, image_shape) -> None:
         return
     grid = tuple(int(g) for g in image_shape[1:])
     stencil = config.resolved(image_shape).stencil
-    st = (stencil,) * len(grid) if isinstance(stencil, int) else tuple(stencil)
+    st = (stencil,) * len(grid) if isinstance(stencil, int) else tuple(stencil or ())
     if len(st) == len(grid) and any(s > g for s, g in zip(st, grid)):
         raise ValueError(
             f"--stencil {'x'.join(map(str, st))} is larger than the {'x'.join(map(str, grid))} grid of the "

@@ -238,7 +238,7 @@ class IDXError(ValueError):
 
 
 #: IDX type codes: the third byte of the magic number.
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -348,7 +348,7 @@ def read_idx(path: str | os.PathLike, rows: slice | None = None) -> np.ndarray:
                 _wrong_size(path, dims, dtype, expected, os.fstat(fh.fileno()).st_size)
             if start:
                 fh.seek(header + start * row_bytes)
-            got = _read_exactly(fh, memoryview(out.reshape(-1).view(np.uint8)))
+            got = _read_exactly(fh, memoryview(out.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
             if got < out.nbytes:
                 _wrong_size(path, dims, dtype, expected, header + start * row_bytes + got, at_least=not plain)
             if not plain and stop == dims[0]:

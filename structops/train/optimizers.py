@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.optimize as sopt
@@ -57,7 +58,7 @@ class Problem:
     """
 
     model: LayerClassifier
-    X: np.ndarray
+    X: Any  # an (n, N) array, or a ScaledImages converting its uint8 rows a batch at a time
     y: np.ndarray
 
     @property

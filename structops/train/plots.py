@@ -11,6 +11,7 @@ r"""PNG plots of a training run (matplotlib's Agg canvas; no display, no global 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,11 +92,12 @@ def plot_curves(history: dict, path: str | Path) -> Path:
     return Path(path)
 
 
-def _conv_of(kernel: ParametricKernel):
+def _conv_of(kernel: ParametricKernel) -> Any:
     """The convolution inside ``kernel`` (itself, or the inner family of a ``Chain``), or None."""
-    while kernel is not None and not hasattr(kernel, "stencil"):
-        kernel = getattr(kernel, "kernel", None)
-    return kernel
+    found: Any = kernel
+    while found is not None and not hasattr(found, "stencil"):
+        found = getattr(found, "kernel", None)
+    return found
 
 
 def _grid_of_panels(npanels: int, size: float, extra_width: float = 0.0):

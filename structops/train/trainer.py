@@ -31,7 +31,7 @@ from .._validation import check_int_tuple, check_positive_int
 from ..kernels._base import ParametricKernel
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data import HEAD, Dataset, ScaledImages, load_digits, load_mnist
-from .model import LayerClassifier
+from .model import LayerClassifier, Params
 from .optimizers import SCHEDULES, Optimizer, Problem, TrainingDiverged, make_optimizer
 
 __all__ = [
@@ -215,7 +215,7 @@ class TrainResult:
     """
 
     model: LayerClassifier
-    params: object
+    params: Params
     history: dict[str, list]
     config: TrainConfig
     seconds: float
@@ -507,7 +507,8 @@ def train(
     if comm is not None or streamed:  # uint8 images converted a batch at a time, or a share of the examples
         Xtr, Xte = data.x_train, data.x_test
         if isinstance(Xtr, ScaledImages) and Xtr.dtype != dtype:
-            Xtr, Xte = ScaledImages(Xtr.raw, dtype), ScaledImages(data.x_test.raw, dtype)
+            Xte_raw = data.x_test.raw if isinstance(data.x_test, ScaledImages) else data.x_test
+            Xtr, Xte = ScaledImages(Xtr.raw, dtype), ScaledImages(Xte_raw, dtype)
         elif not isinstance(Xtr, ScaledImages):
             Xtr = np.asarray(Xtr).reshape(Xtr.shape[0], -1).astype(dtype, copy=False)
             Xte = np.asarray(Xte).reshape(Xte.shape[0], -1).astype(dtype, copy=False)

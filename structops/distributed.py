@@ -425,7 +425,7 @@ class ShardedProblem(Problem):
     base_comm : mpi4py.MPI.Comm, optional
     """
 
-    def __init__(self, model: LayerClassifier, X_local, y_local, offset: int, n: int, *, chunk: int = 4096,
+    def __init__(self, model: LayerClassifier, X_local, y_local, offset: int, n: int, *, chunk: int = 1024,
                  base_comm=None) -> None:  # fmt: skip
         self.model = model
         self.X_local, self.y_local = X_local, np.asarray(y_local)
@@ -490,7 +490,7 @@ def tikhonov(model: LayerClassifier, x) -> float:
     return 0.5 * model.reg_theta * float(p.theta @ p.theta) + 0.5 * model.reg_W * float(w @ w)
 
 
-def example_sums(model: LayerClassifier, x, X, y, *, chunk: int = 4096) -> tuple[float, int]:
+def example_sums(model: LayerClassifier, x, X, y, *, chunk: int = 1024) -> tuple[float, int]:
     """The sum over the examples ``(X, y)`` of the data term of the loss, and the number classified right.
 
     ``X`` may be a :class:`~structops.train.data.ScaledImages`: it is converted ``chunk``

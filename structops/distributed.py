@@ -14,12 +14,16 @@ maps become `pylops-mpi <https://pylops.github.io/pylops-mpi/>`_ operators:
   reduced across ranks (one ``allreduce`` of ``p`` numbers per product);
 * :func:`learn_stencil` fits an affine family to the distributed examples with
   ``pylops_mpi.cgls`` on that Jacobian (the distributed counterpart of
-  :func:`structops.solvers.learn_stencil`).
+  :func:`structops.solvers.learn_stencil`);
+* data-parallel training (``mpiexec -n R structops train ...``): :class:`ShardedProblem` is
+  the training objective over examples split across ranks, its loss and gradient summed by
+  :class:`RankSum` (the section at the end of this module).
 
 Every rank runs the same script (``mpiexec -n 4 python script.py``) and calls these functions
 collectively with its own examples; within a rank the structops operators stay batched
-(no loop over examples). Nothing here is home-made communication: scattering, reductions and
-the solver are pylops-mpi's.
+(no loop over examples). Scattering, the stacked operators and the solver are pylops-mpi's;
+the training step's sum over ranks is one direct ``MPI_Allreduce`` (:class:`RankSum` says
+why).
 
 Needs the ``mpi`` extra (``pip install "structops[mpi]"``: pylops-mpi and mpi4py) and an MPI
 library: the system's on a cluster, or ``pip install mpich`` on a workstation.

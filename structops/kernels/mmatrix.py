@@ -6,10 +6,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_positive_int
+from .constraints import Nonnegative
 from .linear import Pattern, PatternKernel
 
 
-class MMatrix(PatternKernel):
+class MMatrix(Nonnegative, PatternKernel):
     r"""M-matrix family with zero row sums, :math:`\theta \ge 0`.
 
     :math:`p = n(n-1)`. Row :math:`i` holds the off-diagonal entries :math:`-\theta_k`
@@ -50,26 +51,14 @@ class MMatrix(PatternKernel):
            [-5., -6., 11.]])
     """
 
+    _reparametrise = "structops.Softplus(MMatrix(n))"
+
     def __init__(self, n: int) -> None:
         self.n = check_positive_int(n, "n")
         super().__init__(self.n * (self.n - 1), (self.n,), (self.n,))
 
     def __repr__(self) -> str:
         return f"MMatrix({self.n})"
-
-    @property
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """``θ ≥ 0``: lower bounds zero, upper bounds infinite."""
-        return np.zeros(self.nparams), np.full(self.nparams, np.inf)
-
-    def _check_constraints(self, theta):
-        if theta.size and theta.min() < 0:
-            k = int(np.argmin(theta))
-            raise ValueError(
-                f"`theta` must be >= 0 for {self!r} (an M-matrix needs nonnegative couplings), "
-                f"got theta[{k}] = {theta[k].item()!r}; reparametrise with structops.Softplus(MMatrix(n)) "
-                "or optimise with bounds=kernel.bounds."
-            )
 
     def _build_pattern(self) -> Pattern:
         n, p = self.n, self.nparams

@@ -24,6 +24,20 @@ class _ConvData(NamedTuple):
     spectrum: np.ndarray | None
 
 
+def check_geometry(grid, stencil) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``grid`` (1, 2 or 3 axes; an int is a 1-D grid) and ``stencil`` (one size per axis) as validated tuples.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming ``grid`` or ``stencil``, as every convolution family reports them.
+    """
+    grid = check_int_tuple(grid if not isinstance(grid, (int, np.integer)) else (grid,), "grid")
+    if not 1 <= len(grid) <= 3:
+        raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
+    return grid, check_int_tuple(stencil, "stencil", ndim=len(grid))
+
+
 class Conv(ParametricKernel):
     r"""Multi-channel convolution :math:`K(\theta)` with a boundary condition and a stride.
 
@@ -134,10 +148,7 @@ class Conv(ParametricKernel):
         method: str = "auto",
         jac_method: str | None = None,
     ) -> None:
-        grid = check_int_tuple(grid if not isinstance(grid, (int, np.integer)) else (grid,), "grid")
-        if not 1 <= len(grid) <= 3:
-            raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
-        stencil = check_int_tuple(stencil, "stencil", ndim=len(grid))
+        grid, stencil = check_geometry(grid, stencil)
         stride = check_int_tuple(stride, "stride", ndim=len(grid))
         if bc not in core.BOUNDARY_CONDITIONS:
             raise ValueError(f"`bc` must be one of {core.BOUNDARY_CONDITIONS!r}, got {bc!r}.")

@@ -13,15 +13,16 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..._validation import check_int_tuple, check_positive_int
+from ..._validation import check_positive_int
+from ..constraints import Nonnegative
 from ..reparam import LinearReparam
 from .based import ConvBased
-from .conv import Conv
+from .conv import Conv, check_geometry
 
 __all__ = ["MMatrixConv"]
 
 
-class MMatrixConv(ConvBased, LinearReparam):
+class MMatrixConv(Nonnegative, ConvBased, LinearReparam):
     r"""Depthwise convolution whose matrix is an M-matrix: off-centre taps :math:`-\theta \le 0`, zero sums.
 
     Parameters
@@ -111,10 +112,7 @@ class MMatrixConv(ConvBased, LinearReparam):
         bc: str = "zero",
         channels: int = 1,
     ) -> None:
-        grid = check_int_tuple(grid if not isinstance(grid, (int, np.integer)) else (grid,), "grid")
-        if not 1 <= len(grid) <= 3:
-            raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
-        stencil = check_int_tuple(stencil, "stencil", ndim=len(grid))
+        grid, stencil = check_geometry(grid, stencil)
         if any(s % 2 == 0 for s in stencil):
             raise ValueError(
                 f"`stencil` must have odd sizes for MMatrixConv, got {stencil!r}: the centre tap, which balances "
@@ -148,19 +146,7 @@ class MMatrixConv(ConvBased, LinearReparam):
             return sp.csr_array(shape)
         return sp.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
 
+    _reparametrise = "structops.Softplus(MMatrixConv(...))"
+
     def __repr__(self) -> str:
         return f"MMatrixConv(grid={self.grid}, stencil={self.stencil}, bc={self.bc!r}, channels={self.channels})"
-
-    @property
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """``θ ≥ 0``: lower bounds zero, upper bounds infinite."""
-        return np.zeros(self.nparams), np.full(self.nparams, np.inf)
-
-    def _check_constraints(self, theta):
-        if theta.size and theta.min() < 0:
-            k = int(np.argmin(theta))
-            raise ValueError(
-                f"`theta` must be >= 0 for {self!r} (an M-matrix needs nonnegative couplings), got "
-                f"theta[{k}] = {theta[k].item()!r}; reparametrise with structops.Softplus(MMatrixConv(...)) "
-                "or optimise with bounds=kernel.bounds."
-            )

@@ -28,10 +28,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..._validation import check_int_tuple, check_positive_int
+from ..._validation import check_positive_int
 from ..reparam import Reparametrized
 from .based import ConvBased
-from .conv import Conv
+from .conv import Conv, check_geometry
 
 __all__ = ["DepthwiseSeparableConv", "SeparableConv"]
 
@@ -51,14 +51,6 @@ def _check_path(path: str) -> str:
     if path not in PATHS:
         raise ValueError(f"`path` must be one of {PATHS!r}, got {path!r}.")
     return path
-
-
-def _check_geometry(grid, stencil) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """``grid`` and ``stencil`` as tuples of the same length (the errors a Conv would raise, earlier)."""
-    grid = check_int_tuple(grid if not isinstance(grid, (int, np.integer)) else (grid,), "grid")
-    if not 1 <= len(grid) <= 3:
-        raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
-    return grid, check_int_tuple(stencil, "stencil", ndim=len(grid))
 
 
 class _PassedConv(ConvBased, Reparametrized):
@@ -231,7 +223,7 @@ class SeparableConv(_PassedConv):
     ) -> None:
         rank = check_positive_int(rank, "rank")
         path = _check_path(path)
-        grid, stencil = _check_geometry(grid, stencil)
+        grid, stencil = check_geometry(grid, stencil)
         d = len(grid)
         if d == 1 and path == "separable":
             raise ValueError(
@@ -482,7 +474,7 @@ class DepthwiseSeparableConv(_PassedConv):
         cin = check_positive_int(in_channels, "in_channels")
         cout = check_positive_int(out_channels, "out_channels")
         path = _check_path(path)
-        grid, stencil = _check_geometry(grid, stencil)
+        grid, stencil = check_geometry(grid, stencil)
         S = int(np.prod(stencil))
         cheap = mult * (S + cout) < cout * S
         self.path = ("separable" if cheap else "full") if path == "auto" else path

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..._validation import check_int_tuple, check_positive_int
+from ..._validation import check_positive_int
 from ..reparam import LinearReparam
 from .based import ConvBased
-from .conv import Conv
+from .conv import Conv, check_geometry
 
 __all__ = ["SYMMETRIES", "SymmetricConv", "symmetric_stencil_map"]
 
@@ -176,10 +176,7 @@ class SymmetricConv(ConvBased, LinearReparam):
         stride: int | Sequence[int] = 1,
         symmetry: str = "double",
     ) -> None:
-        grid = check_int_tuple(grid if not isinstance(grid, (int, np.integer)) else (grid,), "grid")
-        if not 1 <= len(grid) <= 3:
-            raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
-        stencil = check_int_tuple(stencil, "stencil", ndim=len(grid))
+        grid, stencil = check_geometry(grid, stencil)
         if any(s % 2 == 0 for s in stencil):
             raise ValueError(
                 f"`stencil` must have odd sizes for SymmetricConv, got {stencil!r}: an even size has no centre "

@@ -244,3 +244,22 @@ def test_preconditioner_validation():
     circulant_preconditioner(kernel, lap, kind="chan")  # T. Chan's is not (2 - (7/8) 2 cos ξ > 0)
     circulant_preconditioner(kernel, lap, normal=True, alpha=1e-3)
     circulant_preconditioner(kernel, lap, rcond=1e-8)
+
+
+def test_a_family_built_on_a_zero_boundary_conv_gets_the_preconditioner_of_its_stencil(rng):
+    # SymmetricConv is a Conv of its weights: the same circulant approximation, from the same stencil
+    from structops import SymmetricConv
+    from structops.solvers import circulant_eigvals, circulant_preconditioner
+
+    k = SymmetricConv((12, 10), 3)
+    theta = np.array([4.0, -1.0, -1.0, -0.25])
+    full = structops.Conv((12, 10), 3)
+    w = k.weights(theta).ravel()
+    for kind in ("strang", "chan"):
+        np.testing.assert_allclose(circulant_eigvals(k, theta, kind), circulant_eigvals(full, w, kind), atol=1e-12)
+    x = rng.standard_normal(120)
+    np.testing.assert_allclose(
+        circulant_preconditioner(k, theta) @ x, circulant_preconditioner(full, w) @ x, rtol=1e-12, atol=1e-12
+    )
+    with pytest.raises(ValueError, match="needs a Toeplitz/BTTB convolution"):
+        circulant_eigvals(SymmetricConv((12, 10), 3, bc="periodic"), theta)

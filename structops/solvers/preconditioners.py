@@ -46,19 +46,28 @@ KINDS = ("strang", "chan")
 
 
 def _require_toeplitz(kernel, func: str) -> Conv:
+    """The zero-boundary, one-channel, stride-1 convolution behind ``kernel`` (a Conv, or a ConvBased family)."""
     as_kernel(kernel)
+    conv = kernel if isinstance(kernel, Conv) else getattr(kernel, "conv", None)
     if not (
-        isinstance(kernel, Conv)
-        and kernel.bc == "zero"
-        and kernel.in_channels == 1
-        and kernel.out_channels == 1
-        and all(s == 1 for s in kernel.stride)
+        isinstance(conv, Conv)
+        and conv.bc == "zero"
+        and conv.in_channels == 1
+        and conv.out_channels == 1
+        and all(s == 1 for s in conv.stride)
     ):
         raise ValueError(
-            f"`{func}` needs a Toeplitz/BTTB convolution, structops.Conv(grid, stencil, bc='zero') with one "
-            f"channel and stride 1, got `kernel` = {kernel!r}."
+            f"`{func}` needs a Toeplitz/BTTB convolution, structops.Conv(grid, stencil, bc='zero') (or a family "
+            f"built on one, e.g. SymmetricConv) with one channel and stride 1, got `kernel` = {kernel!r}."
         )
-    return kernel
+    return conv
+
+
+def _stencil(kernel, conv: Conv, theta) -> np.ndarray:
+    """The full stencil of ``kernel`` at ``theta`` (its weights, for a family built on ``conv``)."""
+    if kernel is conv:
+        return conv.validate_theta(theta).reshape(conv.stencil)
+    return kernel.weights(theta).reshape(conv.stencil)
 
 
 def _axis_weights(kind: str, s: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,13 +123,12 @@ def circulant_eigvals(kernel: ParametricKernel, theta, kind: str = "strang") -> 
     >>> np.round(circulant_eigvals(k, theta, "chan").real, 12)  # 2 - (3/4)(2 cos ξ)
     array([0.5, 2. , 3.5, 2. ])
     """
-    kernel = _require_toeplitz(kernel, "circulant_eigvals")
+    conv = _require_toeplitz(kernel, "circulant_eigvals")
     if kind not in KINDS:
         raise ValueError(f"`kind` must be one of {KINDS!r}, got {kind!r}.")
-    theta = kernel.validate_theta(theta)
-    stencil = theta.reshape(kernel.stencil).astype(np.float64)
-    first = np.zeros(kernel.grid)
-    positions, weight = zip(*(_axis_weights(kind, s, n) for s, n in zip(kernel.stencil, kernel.grid)))
+    stencil = _stencil(kernel, conv, theta).astype(np.float64)
+    first = np.zeros(conv.grid)
+    positions, weight = zip(*(_axis_weights(kind, s, n) for s, n in zip(conv.stencil, conv.grid)))
     w = np.ones(())
     for wa in weight:
         w = np.multiply.outer(w, wa)
@@ -195,13 +203,13 @@ def circulant_preconditioner(
     >>> count["chan"] < count["plain"] / 2
     True
     """
-    kernel = _require_toeplitz(kernel, "circulant_preconditioner")
+    conv = _require_toeplitz(kernel, "circulant_preconditioner")
     alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = check_rcond(rcond)
     lam = circulant_eigvals(kernel, theta, kind)
-    S = half_spectrum(lam, len(kernel.grid))[..., None, None]
+    S = half_spectrum(lam, len(conv.grid))[..., None, None]
     try:
-        return inverse_from_symbol(S, kernel.grid, lam.real.dtype, alpha=alpha, normal=normal, rcond=rcond, name="C")
+        return inverse_from_symbol(S, conv.grid, lam.real.dtype, alpha=alpha, normal=normal, rcond=rcond, name="C")
     except np.linalg.LinAlgError as err:
         label = "Strang's" if kind == "strang" else "T. Chan's"
         raise np.linalg.LinAlgError(f"{label} circulant approximation C of {kernel!r}: {err}") from None

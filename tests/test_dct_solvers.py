@@ -11,13 +11,12 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from pylops.utils import dottest
 
 import structops
 from structops import SymmetricConv
 from structops.solvers import CosineMultiplier, dct_eigvals, dct_implicit_step, dct_inverse
 from structops.solvers.dct import cosine_symbol, is_cosine
-from structops.testing import default_rtol
+from structops.testing import adjoint_test, default_rtol
 
 from .test_symmetric_conv import reference_matrix, reference_stencils, rel
 
@@ -117,7 +116,10 @@ def test_inverse_matches_dense(case, bc, alpha, dtype, rng):
     Y = A @ X
     assert Y.dtype == dtype and rel(Y, ref @ X) <= tol
     assert (A @ np.zeros((N, 0), dtype=dtype)).shape == (N, 0)
-    assert dottest(A, N, N, rtol=tol) and dottest(A.H, N, N, rtol=tol)
+    # seeded dot tests (pylops' dottest draws unseeded vectors: an unlucky draw of an
+    # ill-conditioned inverse failed once in CI)
+    assert adjoint_test(A, rng=0, raise_on_failure=False).passed
+    assert adjoint_test(A.H, rng=1, raise_on_failure=False).passed
 
 
 def test_inverse_solves_the_system(rng):

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from structops.testing import default_rtol
 
 DTYPES = (np.float32, np.float64)
+
+# property tests draw the same examples on every run (reproducible CI, no flaky draws); set
+# HYPOTHESIS_PROFILE=explore to search with fresh random examples
+settings.register_profile("structops", derandomize=True, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None, max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "structops"))
 
 
 @pytest.fixture

@@ -410,14 +410,13 @@ def _one_thread_pool():
     kernel several times over (an Adam epoch on 28×28 MNIST took 4 s instead of 0.3 s on 2
     cores); the cap is scoped to the training loop, so BLAS is left as it was afterwards.
     """
-    if _backend.have_numba():
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl ships with the [train] extra
-            pass
-        else:
-            return threadpool_limits(1, user_api="blas")
-    return contextlib.nullcontext()
+    if not _backend.have_numba():
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with the [train] extra
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def _progress(total: int, enabled: bool):

@@ -23,6 +23,7 @@ product rule -- only the :math:`p`-vector :math:`Dw(\theta)v` and the contractio
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -59,15 +60,17 @@ class _PassedConv(ConvBased, Reparametrized):
     kernel: Conv
     path: str
 
+    @abc.abstractmethod
     def _pass_states(self, phi: np.ndarray) -> tuple[Any, ...]:
-        raise NotImplementedError
+        """The prepared states of the cheap passes at ``phi``."""
 
+    @abc.abstractmethod
     def _jvp_pass_states(self, phi: np.ndarray, v: np.ndarray) -> list[tuple[Any, ...]]:
         """Pass states of the product-rule terms: ``J v = sum_t K_t x`` (one factor replaced by ``v`` in each)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _apply_passes(self, passes, x: np.ndarray, transpose: bool) -> np.ndarray:
-        raise NotImplementedError
+        """``K x`` (or ``K^T x``) through the passes prepared by :meth:`_pass_states`."""
 
     def _prepare(self, phi):
         passes = self._pass_states(phi) if self.path == "separable" else None

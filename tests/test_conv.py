@@ -45,6 +45,10 @@ def bc_index(p: int, g: int, bc: str) -> int | None:
         while p < 0 or p >= g:
             p = -p if p < 0 else 2 * (g - 1) - p
         return p
+    if bc == "symmetric":  # ... x1 x0 | x0 x1 x2 ... (edge sample repeated)
+        while p < 0 or p >= g:
+            p = -1 - p if p < 0 else 2 * g - 1 - p
+        return p
     raise AssertionError(bc)
 
 

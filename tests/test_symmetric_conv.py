@@ -8,8 +8,8 @@ with each boundary's index rule written out here (zero: skip, periodic: mod, ref
 without repeating the edge, symmetric: mirror repeating the edge, replicate: clip; valid: no
 padding), and the full stencil written out here from the family's definition: tap ``j`` is
 theta at the absolute offsets ``|j - c|`` (or, isotropic, at those offsets sorted).
-``reference_matrix`` and ``bc_index`` are shared with test_mmatrix_conv.py and
-test_dct_solvers.py.
+``reference_matrix`` (the builder of test_conv.py, for stencils given as an array) is shared
+with test_mmatrix_conv.py and test_dct_solvers.py.
 """
 
 from __future__ import annotations
@@ -29,54 +29,21 @@ import structops
 from structops import Conv, SymmetricConv
 from structops.testing import check_kernel, default_rtol
 
+from .test_conv import reference_matrix as conv_reference
+
 BCS = ("zero", "periodic", "reflect", "symmetric", "replicate", "valid")
 
 
 # ----------------------------------------------------------------------------- reference
-def bc_index(p: int, g: int, bc: str) -> int | None:
-    """Grid index read at (possibly out-of-range) position ``p`` on an axis of length ``g``."""
-    if bc == "zero":
-        return p if 0 <= p < g else None
-    if bc == "periodic":
-        return p % g
-    if bc == "replicate":
-        return min(max(p, 0), g - 1)
-    if bc == "reflect":  # ... x2 x1 | x0 x1 x2 ... (edge sample not repeated)
-        if g == 1:
-            return 0
-        while p < 0 or p >= g:
-            p = -p if p < 0 else 2 * (g - 1) - p
-        return p
-    if bc == "symmetric":  # ... x1 x0 | x0 x1 x2 ... (edge sample repeated)
-        while p < 0 or p >= g:
-            p = -1 - p if p < 0 else 2 * g - 1 - p
-        return p
-    raise AssertionError(bc)
-
-
 def reference_matrix(stencils, grid, bc: str, stride=1) -> np.ndarray:
-    """Dense K for full stencils of shape ``(cout, cin, *stencil)``, entry by entry, in float64."""
+    """Dense K for full stencils of shape ``(cout, cin, *stencil)``, entry by entry, in float64.
+
+    The entry-by-entry builder of test_conv.py (its ``bc_index`` writes out every boundary's
+    index rule, ``symmetric`` included), for stencils given as an array.
+    """
     stencils = np.asarray(stencils, dtype=np.float64)
     cout, cin = stencils.shape[:2]
-    stencil = stencils.shape[2:]
-    d = len(grid)
-    stride = (stride,) * d if isinstance(stride, int) else tuple(stride)
-    full = [g - s + 1 for g, s in zip(grid, stencil)] if bc == "valid" else list(grid)
-    out = tuple(len(range(0, f, st)) for f, st in zip(full, stride))
-    M, N = int(np.prod(out)), int(np.prod(grid))
-    R = np.zeros((cout * M, cin * N))
-    for o, c in itertools.product(range(cout), range(cin)):
-        for i in itertools.product(*(range(m) for m in out)):
-            row = o * M + int(np.ravel_multi_index(i, out))
-            for j in itertools.product(*(range(s) for s in stencil)):
-                if bc == "valid":
-                    src = [i[a] * stride[a] + stencil[a] - 1 - j[a] for a in range(d)]
-                else:
-                    src = [bc_index(i[a] * stride[a] + stencil[a] // 2 - j[a], grid[a], bc) for a in range(d)]
-                if any(s is None for s in src):
-                    continue
-                R[row, c * N + int(np.ravel_multi_index(src, grid))] += stencils[(o, c, *j)]
-    return R
+    return conv_reference(stencils.ravel(), tuple(grid), stencils.shape[2:], bc, cin, cout, stride)
 
 
 def reference_stencils(theta, stencil, cin, cout, symmetry) -> np.ndarray:

@@ -65,7 +65,7 @@ class _KernelApply(torch.autograd.Function):
         y = kernel._apply(state, np.ascontiguousarray(xs), transpose)
         ctx.kernel, ctx.transpose, ctx.state = kernel, transpose, state
         ctx.save_for_backward(theta, x)
-        return _tensor(np.asarray(y).reshape(xs.shape[0], -1), x.dtype, xs)
+        return _tensor(np.asarray(y).reshape(xs.shape[0], kernel.shape[1 if transpose else 0]), x.dtype, xs)
 
     @staticmethod
     def backward(ctx: Any, w: torch.Tensor):
@@ -217,7 +217,7 @@ def apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, *, tra
     theta_np = kernel.validate_theta(_numpy(theta))
     x_shape, y_shape = kernel._io_shapes(transpose)
     check_batch(_numpy(x), x_shape, theta_np.dtype, name="x")
-    flat = x.reshape(x.shape[0], -1)
+    flat = x.reshape(x.shape[0], int(np.prod(x_shape)))
     state = kernel._prepare(theta_np)
     return _KernelApply.apply(theta, flat, kernel, transpose, state).reshape(x.shape[0], *y_shape)
 

@@ -256,7 +256,7 @@ class Layer(torch.nn.Module):
     >>> from structops.torch import Layer
     >>> layer = Layer(structops.MMatrixConv((8, 8), 3))
     >>> layer
-    Layer(MMatrixConv(...), p=4, bounds=[0, inf))
+    Layer(MMatrixConv(grid=(8, 8), stencil=(3, 3), bc='zero', channels=1), p=8, bounds=[0, inf))
     >>> opt = torch.optim.SGD(layer.parameters(), lr=10.0)
     >>> layer(torch.randn(4, 1, 8, 8)).square().sum().backward()
     >>> opt.step()

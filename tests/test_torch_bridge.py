@@ -277,7 +277,8 @@ def test_adam_with_project_keeps_an_mmatrix_conv_feasible():
 
 
 # ----------------------------------------------------------------- torch.compile
-def test_torch_compile_gives_the_eager_values_and_gradients():
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_gives_the_eager_values_and_gradients(backend):
     torch.manual_seed(0)
     k = structops.Conv((8, 8), 3, in_channels=2, out_channels=2)
     model = torch.nn.Sequential(st.Layer(k), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(128, 3))
@@ -290,7 +291,7 @@ def test_torch_compile_gives_the_eager_values_and_gradients():
         return loss.detach(), [p.grad.clone() for p in m.parameters()]
 
     eager_loss, eager_grads = loss_and_grads(model)
-    compiled = torch.compile(model, backend="aot_eager")
+    compiled = torch.compile(model, backend=backend)  # a graph break at the layer
     loss, grads = loss_and_grads(compiled)
     torch.testing.assert_close(loss, eager_loss)
     for g, e in zip(grads, eager_grads, strict=True):

@@ -70,7 +70,9 @@ def test_vmap_over_batches_and_value_and_grad(precision, rng):
     theta = jnp.asarray(k.random_theta(rng, precision))
     xs = jnp.asarray(rng.standard_normal((4, 2, 1, 6)).astype(precision))
     batched = jax.vmap(lambda z: sj.apply(k, theta, z))(xs)
-    np.testing.assert_allclose(np.asarray(batched), np.asarray(sj.apply(k, theta, xs.reshape(8, 1, 6))).reshape(4, 2, 2, 6))
+    np.testing.assert_allclose(
+        np.asarray(batched), np.asarray(sj.apply(k, theta, xs.reshape(8, 1, 6))).reshape(4, 2, 2, 6)
+    )
     value, grad = jax.value_and_grad(lambda t: jnp.sum(sj.apply(k, t, xs[0]) ** 2))(theta)
     assert np.isfinite(float(value)) and grad.shape == (k.nparams,)
 
@@ -80,7 +82,9 @@ def test_bad_input_names_the_argument_and_what_was_expected():
     theta, x = jnp.zeros(9, jnp.float32), jnp.zeros((2, 1, 5, 5), jnp.float32)
     with pytest.raises(TypeError, match="`x` has dtype float16 but `theta` has dtype float32"):
         sj.apply(k, theta, x.astype(jnp.float16))
-    with pytest.raises(ValueError, match=r"`x` must hold examples .* \(n, 1, 5, 5\) or \(n, 25\), got shape \(2, 5, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"`x` must hold examples .* \(n, 1, 5, 5\) or \(n, 25\), got shape \(2, 5, 5\)"
+    ):
         sj.apply(k, theta, jnp.zeros((2, 5, 5), jnp.float32))
     with pytest.raises(ValueError, match=r"`theta` must have shape \(9,\) .* got shape \(8,\)"):
         sj.apply(k, jnp.zeros(8, jnp.float32), x)

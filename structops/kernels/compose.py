@@ -11,6 +11,7 @@ import scipy.sparse.linalg as spla
 
 from .._validation import as_float_array, check_finite
 from ._base import ParametricKernel, as_kernel
+from ._sparse import lift_rows
 
 __all__ = ["Chain", "LinearMap"]
 
@@ -255,17 +256,15 @@ class Chain(ParametricKernel):
             A = _probe_sparse(self.outer)
         return sp.csr_array(A, dtype=np.float64)
 
-    def _lift(self) -> sp.csr_array:
-        """``I_N ⊗ A``: applies ``A`` to every column of ``K`` in column-major ``vec``."""
-        return sp.csr_array(sp.kron(sp.eye_array(self.shape[1]), self._outer_sparse(), format="csr"))
-
     def _build_Q(self):
-        return sp.csc_array(self._lift() @ self.kernel.Q)
+        # (I_N ⊗ A) Q_K, never forming I_N ⊗ A: O(nnz) in memory and time
+        return lift_rows(self._outer_sparse(), self.kernel.Q, self.kernel.shape[0])
 
     @property
     def q(self) -> np.ndarray | None:
-        """``(I_N ⊗ A) q_K`` (None when the inner family has no constant part)."""
+        """``(I_N ⊗ A) q_K = vec(A mat(q_K))`` (None when the inner family has no constant part)."""
         q_inner = self.kernel.q
         if q_inner is None:
             return None
-        return self._lift() @ np.asarray(q_inner, dtype=np.float64)
+        Q_inner = np.asarray(q_inner, dtype=np.float64).reshape(self.kernel.shape, order="F")
+        return np.asarray(self._outer_sparse() @ Q_inner).ravel(order="F")

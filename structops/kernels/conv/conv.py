@@ -7,11 +7,11 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.fft as sfft
-import scipy.sparse as sp
 
 from ..._backend import have_numba, workers
 from ..._validation import check_int_tuple, check_positive_int, check_theta
 from .._base import ParametricKernel
+from .._sparse import csc_from_triplets
 from . import _core as core
 
 METHODS = ("auto", "direct", "fft")
@@ -314,8 +314,7 @@ class Conv(ParametricKernel):
         geo = self.geometry
         rows, cols = self.shape
         S, M, N = int(np.prod(self.stencil)), int(np.prod(geo.out_grid)), int(np.prod(self.grid))
-        # Q is sparse, but its only use is vec(K) = Q theta, a dense vector of rows * cols entries
-        self._check_dense_size(rows * cols, "Q (whose product Q @ theta is the dense vec(K))")
+        # Q holds at most M * S * cin * cout entries (fewer where the boundary drops taps): O(nnz)
         self._check_dense_size(M * S * geo.cin * geo.cout, "Q")
         # for every output position i and stencil offset j: the grid index read (or -1)
         out_idx = np.indices(geo.out_grid).reshape(self.geometry.ndim, -1)  # (d, M)
@@ -335,8 +334,7 @@ class Conv(ParametricKernel):
         col = c * N + src[None, :]
         param = (o * geo.cin + c) * S + s_j[None, :]
         lin = (row + col.astype(np.int64) * rows).ravel()
-        data = np.ones(lin.size)
-        return sp.csc_array(sp.coo_array((data, (lin, param.ravel())), shape=(rows * cols, self.nparams)))
+        return csc_from_triplets(np.ones(lin.size), lin, param.ravel(), (rows * cols, self.nparams))
 
     # -------------------------------------------------------------- spectra
     @property

@@ -253,3 +253,18 @@ def test_a_failing_command_leaves_the_readme_alone(tmp_path, capsys):
 def test_malformed_markers_are_refused(text):
     with pytest.raises(gen.MarkerError, match="README line"):
         gen.find_blocks(text)
+
+
+def test_pytest_collects_without_the_mpi_extra():
+    # `--doctest-modules` imports every module under tests/; the scripts run under mpiexec import
+    # mpi4py at the top, so they are not collected (the tests that run them skip without mpi4py)
+    import ast
+
+    from tests import conftest
+
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {a.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for a in node.names}
+        top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+        if top & {"mpi4py", "pylops_mpi"}:
+            assert path.name in conftest.collect_ignore, f"{path.name} needs mpi4py at import"

@@ -472,9 +472,10 @@ def train(
     CheckpointError
         When ``resume`` points at a missing or corrupted checkpoint.
     """
-    from .. import distributed
+    from ..distributed import RankSum, training_comm
+    from . import parallel
 
-    comm = distributed.training_comm()  # None unless started by mpiexec with several ranks
+    comm = training_comm()  # None unless started by mpiexec with several ranks
     rank0 = comm is None or comm.Get_rank() == 0
     say = log if (log is not None and rank0) else (lambda _msg: None)
     config = TrainConfig() if config is None else config
@@ -518,10 +519,10 @@ def train(
         head = Xtr
     if comm is not None:
         assert data.share is not None  # sharded above
-        problem: Problem = distributed.ShardedProblem(
+        problem: Problem = parallel.ShardedProblem(
             model, Xtr, data.y_train, data.share.train.start, data.ntrain, base_comm=comm
         )
-        metrics_sum = distributed.RankSum(3, np.float64, comm)
+        metrics_sum = RankSum(3, np.float64, comm)
     else:
         problem = Problem(model, Xtr, data.y_train)
     optimizer: Optimizer = make_optimizer(
@@ -579,12 +580,12 @@ def train(
                     test_acc = model.accuracy(x_new, Xte, data.y_test)
                 else:  # a chunk at a time, summed over the ranks
                     sums = np.array(
-                        [*distributed.example_sums(model, x_new, Xtr, data.y_train),
-                         distributed.example_sums(model, x_new, Xte, data.y_test)[1]],
+                        [*parallel.example_sums(model, x_new, Xtr, data.y_train),
+                         parallel.example_sums(model, x_new, Xte, data.y_test)[1]],
                         dtype=np.float64,
                     )  # fmt: skip
                     data_sum, right_train, right_test = sums if comm is None else metrics_sum(sums)
-                    loss = data_sum / max(data.ntrain, 1) + distributed.tikhonov(model, x_new)
+                    loss = data_sum / max(data.ntrain, 1) + parallel.tikhonov(model, x_new)
                     train_acc = right_train / data.ntrain if data.ntrain else float("nan")
                     test_acc = right_test / data.ntest if data.ntest else float("nan")
                 if not np.isfinite(loss):

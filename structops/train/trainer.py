@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _backend, kernels
-from .._validation import check_int_tuple, check_positive_int
+from .._validation import check_choice, check_int_tuple, check_number, check_optional_int, check_positive_int
 from ..kernels._base import ParametricKernel
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data import HEAD, Dataset, ScaledImages, load_digits, load_mnist
@@ -140,20 +140,13 @@ class TrainConfig:
         for name in ("channels", "epochs", "batch_size"):
             check_positive_int(getattr(self, name), name)
         for name in ("hidden", "iters", "limit"):
-            if getattr(self, name) is not None:
-                check_positive_int(getattr(self, name), name)
+            check_optional_int(getattr(self, name), name)
         for name in ("reg_theta", "reg_W"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float, np.floating)) and np.isfinite(value) and value >= 0):
-                raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
-        if self.lr is not None and not (
-            isinstance(self.lr, (int, float, np.floating)) and np.isfinite(self.lr) and self.lr > 0
-        ):
-            raise ValueError(f"`lr` must be a finite number > 0, got {self.lr!r}.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}.")
-        if self.dtype not in ("float64", "float32"):
-            raise ValueError(f"`dtype` must be 'float64' or 'float32', got {self.dtype!r}.")
+            check_number(getattr(self, name), name, minimum=0)
+        if self.lr is not None:
+            check_number(self.lr, "lr", above=0)
+        check_choice(self.schedule, "schedule", SCHEDULES)
+        check_choice(self.dtype, "dtype", ("float64", "float32"))
 
     def resolved(self, image_shape) -> TrainConfig:
         """The configuration with its data-dependent defaults made concrete, for examples of shape ``image_shape``.

@@ -84,7 +84,7 @@ def test_train_rejects_bad_numbers_before_training(args, message, capsys):
 def test_train_config_validates_python_callers_too():
     from structops.train import TrainConfig
 
-    with pytest.raises(ValueError, match="`dtype` must be 'float64' or 'float32'"):
+    with pytest.raises(ValueError, match=r"`dtype` must be one of \('float64', 'float32'\), got 'float16'"):
         TrainConfig(dtype="float16")
     with pytest.raises(TypeError, match="`epochs` must be an integer"):
         TrainConfig(epochs=2.5)

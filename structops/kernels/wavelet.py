@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import as_float_array, check_batch
+from .._validation import as_float_array, check_batch, check_choice, check_int_tuple, check_optional_int
 from ._base import ParametricKernel
 
 __all__ = ["SUPPORTED_WAVELETS", "Subband", "Wavelet"]
@@ -63,20 +63,12 @@ def _pywt_wavelet(name: str):
 
 
 def _check_grid(grid) -> tuple[int, ...]:
-    if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):
-        grid = (grid,)
-    try:
-        items = tuple(grid)
-    except TypeError:
-        raise TypeError(f"`grid` must be an integer or a sequence of 1 to 3 integers, got {grid!r}.") from None
+    """``grid`` (an int is one axis) as a tuple of 1 to 3 positive ints."""
+    one_axis = isinstance(grid, (int, np.integer)) and not isinstance(grid, bool)
+    items = check_int_tuple(grid, "grid", ndim=1 if one_axis else None)
     if not 1 <= len(items) <= 3:
         raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
-    for s in items:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"`grid` must hold integers, got {grid!r}.")
-        if s < 1:
-            raise ValueError(f"every entry of `grid` must be >= 1, got {grid!r}.")
-    return tuple(int(s) for s in items)
+    return items
 
 
 def _level_obstacle(grid: tuple[int, ...], level: int, name: str, flen: int) -> str | None:
@@ -243,6 +235,7 @@ class Wavelet(ParametricKernel):
         filters = _pywt_wavelet(self.wavelet)
         flen = int(filters.dec_len)
         most = max_levels(self.grid, self.wavelet)
+        levels = check_optional_int(levels, "levels")
         if levels is None:
             if most == 0:
                 raise ValueError(
@@ -250,17 +243,12 @@ class Wavelet(ParametricKernel):
                     f"{_level_obstacle(self.grid, 1, self.wavelet, flen)}."
                 )
             levels = most
-        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)):
-            raise TypeError(f"`levels` must be an integer or None, got {levels!r}.")
-        if levels < 1:
-            raise ValueError(f"`levels` must be >= 1, got {levels!r}.")
         if levels > most:
             raise ValueError(
                 f"`levels`={levels!r} is out of range for grid {self.grid} and {self.wavelet!r} "
                 f"(at most {most}): {_level_obstacle(self.grid, most + 1, self.wavelet, flen)}."
             )
-        if per not in _PER:
-            raise ValueError(f"`per` must be one of {_PER!r}, got {per!r}.")
+        check_choice(per, "per", _PER)
         self.levels = int(levels)
         self.per = per
         lo, hi = np.asarray(filters.dec_lo, dtype=np.float64), np.asarray(filters.dec_hi, dtype=np.float64)

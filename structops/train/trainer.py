@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _backend, kernels
-from .._validation import check_int_tuple, check_positive_int
+from .._validation import check_choice, check_int_tuple, check_number, check_optional_int, check_positive_int
 from ..kernels._base import ParametricKernel
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data import HEAD, Dataset, ScaledImages, load_digits, load_mnist
@@ -140,20 +140,13 @@ class TrainConfig:
         for name in ("channels", "epochs", "batch_size"):
             check_positive_int(getattr(self, name), name)
         for name in ("hidden", "iters", "limit"):
-            if getattr(self, name) is not None:
-                check_positive_int(getattr(self, name), name)
+            check_optional_int(getattr(self, name), name)
         for name in ("reg_theta", "reg_W"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float, np.floating)) and np.isfinite(value) and value >= 0):
-                raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
-        if self.lr is not None and not (
-            isinstance(self.lr, (int, float, np.floating)) and np.isfinite(self.lr) and self.lr > 0
-        ):
-            raise ValueError(f"`lr` must be a finite number > 0, got {self.lr!r}.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}.")
-        if self.dtype not in ("float64", "float32"):
-            raise ValueError(f"`dtype` must be 'float64' or 'float32', got {self.dtype!r}.")
+            check_number(getattr(self, name), name, minimum=0)
+        if self.lr is not None:
+            check_number(self.lr, "lr", above=0)
+        check_choice(self.schedule, "schedule", SCHEDULES)
+        check_choice(self.dtype, "dtype", ("float64", "float32"))
 
     def resolved(self, image_shape) -> TrainConfig:
         """The configuration with its data-dependent defaults made concrete, for examples of shape ``image_shape``.
@@ -472,9 +465,10 @@ def train(
     CheckpointError
         When ``resume`` points at a missing or corrupted checkpoint.
     """
-    from .. import distributed
+    from ..distributed import RankSum, training_comm
+    from . import parallel
 
-    comm = distributed.training_comm()  # None unless started by mpiexec with several ranks
+    comm = training_comm()  # None unless started by mpiexec with several ranks
     rank0 = comm is None or comm.Get_rank() == 0
     say = log if (log is not None and rank0) else (lambda _msg: None)
     config = TrainConfig() if config is None else config
@@ -518,10 +512,10 @@ def train(
         head = Xtr
     if comm is not None:
         assert data.share is not None  # sharded above
-        problem: Problem = distributed.ShardedProblem(
+        problem: Problem = parallel.ShardedProblem(
             model, Xtr, data.y_train, data.share.train.start, data.ntrain, base_comm=comm
         )
-        metrics_sum = distributed.RankSum(3, np.float64, comm)
+        metrics_sum = RankSum(3, np.float64, comm)
     else:
         problem = Problem(model, Xtr, data.y_train)
     optimizer: Optimizer = make_optimizer(
@@ -579,12 +573,12 @@ def train(
                     test_acc = model.accuracy(x_new, Xte, data.y_test)
                 else:  # a chunk at a time, summed over the ranks
                     sums = np.array(
-                        [*distributed.example_sums(model, x_new, Xtr, data.y_train),
-                         distributed.example_sums(model, x_new, Xte, data.y_test)[1]],
+                        [*parallel.example_sums(model, x_new, Xtr, data.y_train),
+                         parallel.example_sums(model, x_new, Xte, data.y_test)[1]],
                         dtype=np.float64,
                     )  # fmt: skip
                     data_sum, right_train, right_test = sums if comm is None else metrics_sum(sums)
-                    loss = data_sum / max(data.ntrain, 1) + distributed.tikhonov(model, x_new)
+                    loss = data_sum / max(data.ntrain, 1) + parallel.tikhonov(model, x_new)
                     train_acc = right_train / data.ntrain if data.ntrain else float("nan")
                     test_acc = right_test / data.ntest if data.ntest else float("nan")
                 if not np.isfinite(loss):

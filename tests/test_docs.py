@@ -9,6 +9,8 @@ against the ``structops train`` parser, the families it builds and the boundary 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -96,3 +98,52 @@ def test_the_guide_describes_every_boundary_condition(bc):
     conv_section = GUIDE.split("## Convolutions", 1)[1].split("\n## ", 1)[0]
     assert f'`"{bc}"`' in conv_section, f"docs/guide.md's Conv section does not describe bc={bc!r}"
     assert bc in _choices()["--bc"]
+
+
+def _docs_conf():
+    """docs/conf.py as a module (it imports structops and writes docs/_autoexamples, nothing else)."""
+    spec = importlib.util.spec_from_file_location("structops_docs_conf", DOCS / "conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    return conf
+
+
+DIRECTIVE = re.compile(r"^\.\. (auto(?:class|function|data|exception|module)|currentmodule):: ([\w.]+)", re.M)
+
+
+def _api_targets() -> list[str]:
+    """The full names of everything docs/api/*.rst documents (``structops.Sparse``, ...)."""
+    targets = []
+    for page in sorted((DOCS / "api").glob("*.rst")):
+        current = ""
+        for directive, name in DIRECTIVE.findall(page.read_text(encoding="utf-8")):
+            if directive in {"currentmodule", "automodule"}:
+                current = name
+            if directive != "currentmodule":
+                targets.append(name if "." in name or directive == "automodule" else f"{current}.{name}")
+    return targets
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["structops", "structops.kernels", "structops.solvers", "structops.testing", "structops.train", "structops.data"],
+)
+def test_the_api_reference_documents_every_exported_name(module):
+    documented = {name.rpartition(".")[2] for name in _api_targets()}
+    exported = [name for name in importlib.import_module(module).__all__ if not name.startswith("__")]
+    assert [name for name in exported if name not in documented] == []
+
+
+def test_the_api_reference_shows_no_private_base():
+    conf = _docs_conf()
+    shown = {}
+    for target in _api_targets():
+        module, _, name = target.rpartition(".")
+        obj = getattr(importlib.import_module(module), name, None) if module else None
+        if isinstance(obj, type):
+            shown[name] = [base.__name__ for base in conf.public_bases(obj.__bases__)]
+    assert [(name, bases) for name, bases in shown.items() if any(b.startswith("_") for b in bases)] == []
+    # a private base gives way to its own bases, so the chain shown stays true
+    assert shown["Sparse"] == shown["Banded"] == ["PatternKernel"]
+    assert shown["SGD"] == shown["Adam"] == ["Optimizer"]
+    assert shown["SeparableConv"] == ["ConvBased", "Reparametrized"]

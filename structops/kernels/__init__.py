@@ -1,7 +1,7 @@
 """Kernel families: one module per family, all honouring :class:`ParametricKernel`'s contract.
 
-The contract lives in :mod:`._base`, the pylops operators it hands out in :mod:`.operators`;
-the convolution families and their engine have a folder of their own, :mod:`.conv`.
+The contract lives in ``_base.py``, the pylops operators it hands out in :mod:`~structops.kernels.operators`;
+the convolution families and their engine have a folder of their own, ``conv/``.
 """
 
 from .._backend import accelerator, set_accelerator, set_num_threads

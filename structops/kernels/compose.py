@@ -21,7 +21,7 @@ _SPARSE_BLOCK = 256
 
 @runtime_checkable
 class LinearMap(Protocol):
-    r"""A fixed linear map :math:`A` acting on batches: the protocol :class:`Chain` needs.
+    r"""A fixed linear map :math:`A` acting on batches: the protocol :class:`~structops.Chain` needs.
 
     Attributes
     ----------
@@ -34,8 +34,8 @@ class LinearMap(Protocol):
     ``A x_i`` for every row, shape ``(n, *out_shape)`` or ``(n, prod(out_shape))``; with
     ``transpose=True`` it takes ``(n, prod(out_shape))`` rows and returns :math:`A^\top y_i`.
     It must compute in the dtype of ``X``. An optional ``tosparse()`` returning ``A`` as a
-    scipy sparse matrix lets :attr:`Chain.Q` stay sparse without probing ``A`` column by
-    column. :class:`~structops.AvgPool` implements the whole protocol.
+    scipy sparse matrix lets :attr:`Chain.Q <structops.kernels.ParametricKernel.Q>` stay sparse
+    without probing ``A`` column by column. :class:`~structops.AvgPool` implements the whole protocol.
     """
 
     in_shape: tuple[int, ...]
@@ -123,14 +123,14 @@ class Chain(ParametricKernel):
     r"""The family :math:`\theta \mapsto A\,K(\theta)`: a fixed linear map after a kernel family.
 
     Typical use is pooling after a convolution, ``Chain(AvgPool(grid, 2, channels=c), conv)``
-    (also written ``pool @ conv``). The result is again a :class:`ParametricKernel`, so it has
+    (also written ``pool @ conv``). The result is again a :class:`~structops.kernels.ParametricKernel`, so it has
     ``op``, ``apply``, ``jac``, ``Q`` and passes :func:`structops.testing.check_kernel`.
 
     Parameters
     ----------
     outer : LinearMap, pylops or scipy LinearOperator, sparse matrix or 2-D array
         The fixed map :math:`A`: anything with ``apply(X, transpose)``, ``in_shape`` and
-        ``out_shape`` (see :class:`LinearMap`; :class:`~structops.AvgPool` qualifies), or an
+        ``out_shape`` (see :class:`~structops.kernels.LinearMap`; :class:`~structops.AvgPool` qualifies), or an
         operator/matrix, which is wrapped. To compose with another family at a fixed
         :math:`\theta'`, pass ``other.op(theta_prime)``.
     kernel : ParametricKernel

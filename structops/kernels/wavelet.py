@@ -141,14 +141,14 @@ class Wavelet(ParametricKernel):
         :math:`N = \prod` ``grid``.
     wavelet : str, optional
         Name of an orthogonal wavelet: ``"haar"`` (default), ``"db1"``-``"db10"``,
-        ``"coif1"``-``"coif5"`` (:data:`SUPPORTED_WAVELETS`).
+        ``"coif1"``-``"coif5"`` (:data:`~structops.kernels.wavelet.SUPPORTED_WAVELETS`).
     levels : int, optional
         Number :math:`J \ge 1` of decomposition levels; default the most the grid allows
-        (:func:`max_levels`): every level halves every axis, which must be even and at least
+        (:func:`~structops.kernels.wavelet.max_levels`): every level halves every axis, which must be even and at least
         the filter length there.
     per : {"subband", "coefficient"}, optional
         One parameter per subband (the approximation, then each level's details from the
-        coarsest to the finest, see :attr:`subbands`) or one per wavelet coefficient, in the
+        coarsest to the finest, see ``subbands``) or one per wavelet coefficient, in the
         order of :meth:`transform`.
 
     Attributes
@@ -205,7 +205,8 @@ class Wavelet(ParametricKernel):
     :math:`k` of :math:`\mathcal{Q}` is :math:`\operatorname{vec}(W_k^\top W_k)`, the
     orthogonal projection onto subband :math:`k` (:math:`W_k` its rows of :math:`W`), or
     :math:`\operatorname{vec}(w_c w_c^\top)` for the basis function :math:`w_c` of one
-    coefficient. :attr:`Q` is sparse but holds up to :math:`N^2` entries per subband (Haar's
+    coefficient. :attr:`~structops.kernels.ParametricKernel.Q` is sparse but holds up to :math:`N^2` entries per
+    subband (Haar's
     coarse approximation spans the whole grid): it is for small grids, and raises
     ``MemoryError`` above ``MAX_DENSE_ENTRIES``. ``op``, ``apply`` and ``jac`` cost
     :math:`O(NLd)` per example and never build a matrix.
@@ -354,7 +355,7 @@ class Wavelet(ParametricKernel):
         Returns
         -------
         numpy.ndarray, shape (n, N)
-            Coefficients in the order of :attr:`subbands` (as ``pywt.wavedecn`` with
+            Coefficients in the order of ``subbands`` (as ``pywt.wavedecn`` with
             ``mode="periodization"``, each block flattened in C-order).
 
         Examples

@@ -252,7 +252,9 @@ class SGD(_MiniBatch):
         :math:`\mu \in [0, 1)`.
     batch_size : int, optional
     schedule : {"constant", "cosine"}, optional
-        Step size per epoch, see :class:`_MiniBatch`.
+        Step size per epoch: :math:`\eta` throughout (``"constant"``) or
+        :math:`\eta_e = \tfrac{\eta}{2}(1 + \cos(\pi e / E))` in epoch :math:`e` of :math:`E` = ``epochs``
+        (``"cosine"``, PyTorch's ``CosineAnnealingLR``).
     epochs : int, optional
         Length of the schedule (needed for ``"cosine"``).
     """
@@ -307,7 +309,9 @@ class Adam(_MiniBatch):
     lr, beta1, beta2, eps : float, optional
     batch_size : int, optional
     schedule : {"constant", "cosine"}, optional
-        Step size :math:`\eta` per epoch, see :class:`_MiniBatch`.
+        Step size per epoch: :math:`\eta` throughout (``"constant"``) or
+        :math:`\eta_e = \tfrac{\eta}{2}(1 + \cos(\pi e / E))` in epoch :math:`e` of :math:`E` = ``epochs``
+        (``"cosine"``, PyTorch's ``CosineAnnealingLR``).
     epochs : int, optional
         Length of the schedule (needed for ``"cosine"``).
     """

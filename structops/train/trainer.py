@@ -1,6 +1,6 @@
 r"""The training loop: configuration, kernel construction, epochs, checkpoints, metrics.
 
-:func:`train` builds the family named in a :class:`TrainConfig`, the
+:func:`~structops.train.train` builds the family named in a :class:`TrainConfig`, the
 :class:`~structops.train.model.LayerClassifier` on top of it and an optimiser, and runs
 epochs. After every epoch it evaluates the full training objective and both accuracies,
 stops with :class:`~structops.train.optimizers.TrainingDiverged` when the loss is NaN/Inf
@@ -62,7 +62,7 @@ KERNELS = (
     "sparse",
     "banded",
 )
-#: The convolution families among :data:`KERNELS` (``channels`` output channels, a stencil, a boundary, a stride).
+#: The convolution families among :data:`~structops.train.KERNELS` (output channels, a stencil, a boundary, a stride).
 CONV_FAMILIES = ("conv", "symmetric", "separable", "depthwise")
 #: File names written into ``out``.
 METRICS_NAME = "metrics.csv"
@@ -83,7 +83,7 @@ class TrainConfig:
         Output channels of ``conv`` and ``linear``.
     stencil : int or list of int or None
         Stencil shape of ``conv`` / ``linear`` (an int is used on every axis); None (default)
-        for 7 after ``conv`` on grids of at least :data:`AUTO_POOL_MIN_GRID` pixels per axis
+        for 7 after ``conv`` on grids of at least :data:`~structops.train.trainer.AUTO_POOL_MIN_GRID` pixels per axis
         and 3 otherwise (see :meth:`resolved`).
     bc : str
         Boundary condition of ``conv``.
@@ -91,7 +91,7 @@ class TrainConfig:
         Stride of ``conv``.
     pool : int or list of int or None
         Average-pooling window after the layer (``Chain(AvgPool(...), K)``); 1 for none; None
-        (default) for 2 after ``conv`` on grids of at least :data:`AUTO_POOL_MIN_GRID` pixels
+        (default) for 2 after ``conv`` on grids of at least :data:`~structops.train.trainer.AUTO_POOL_MIN_GRID` pixels
         per axis and none otherwise (see :meth:`resolved`).
     hidden : int or None
         Rows of ``dense`` (default: as many as input pixels, a square layer).
@@ -151,8 +151,8 @@ class TrainConfig:
     def resolved(self, image_shape) -> TrainConfig:
         """The configuration with its data-dependent defaults made concrete, for examples of shape ``image_shape``.
 
-        After a convolution layer (:data:`CONV_FAMILIES`) on grids of at least
-        :data:`AUTO_POOL_MIN_GRID` pixels per axis (28×28 MNIST), ``pool=None`` means a 2×2
+        After a convolution layer (:data:`~structops.train.trainer.CONV_FAMILIES`) on grids of at least
+        :data:`~structops.train.trainer.AUTO_POOL_MIN_GRID` pixels per axis (28×28 MNIST), ``pool=None`` means a 2×2
         average pooling (a 14×14 output per channel) and ``stencil=None`` a 7×7 stencil;
         otherwise (the 8×8 digits, other families) no pooling and a 3×3 stencil. ``pool=1``
         is no pooling. The resolved values are what the checkpoint stores.
@@ -360,7 +360,7 @@ def load_data(config: TrainConfig, *, stream: bool = False, shard: tuple[int, in
     ``stream`` keeps MNIST images as uint8 (:class:`~structops.train.data.ScaledImages`,
     converted a batch at a time); ``shard=(rank, size)`` keeps only that process's share of
     the examples (of IDX files, only that share is read). See
-    :func:`~structops.train.data.load_mnist`.
+    :func:`~structops.train.load_mnist`.
     """
     if config.data is None:
         data = load_digits(dtype=config.dtype)

@@ -146,6 +146,11 @@ class AntisymmetricConv(ParametricKernel):
         return self.conv.bc
 
     @property
+    def stride(self) -> tuple[int, ...]:
+        """1 on every axis (the output grid is the input grid)."""
+        return self.conv.stride
+
+    @property
     def in_channels(self) -> int:
         """Input channels (``channels``)."""
         return self.channels

@@ -149,6 +149,11 @@ class CayleyConv(ParametricKernel):
         return "periodic"
 
     @property
+    def stride(self) -> tuple[int, ...]:
+        """1 on every axis (the output grid is the input grid)."""
+        return self.generator.conv.stride
+
+    @property
     def in_channels(self) -> int:
         """Input channels (``channels``)."""
         return self.channels

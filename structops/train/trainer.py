@@ -352,9 +352,9 @@ def build_kernel(config: TrainConfig, image_shape) -> ParametricKernel:
     ``sparse``) and ``dense`` by default map ``prod(image_shape)`` pixels to as many features;
     the convolution families (``conv``, ``symmetric``, ``separable``, ``depthwise``) map
     ``(C, *grid)`` to ``(channels, *grid_out)`` and ``mmatrixconv`` (depthwise) ``(C, *grid)``
-    to itself, as do ``antisymmetricconv`` and ``cayley`` (orthogonal, periodic); ``linear`` is :func:`locally_connected` and ``sparse`` the same
-    neighbourhood pattern with one parameter per nonzero. With ``pool`` (as
-    :meth:`TrainConfig.resolved` makes it concrete) the family is
+    to itself, as do ``antisymmetricconv`` and ``cayley`` (orthogonal, periodic); ``linear`` is
+    :func:`locally_connected` and ``sparse`` the same neighbourhood pattern with one parameter
+    per nonzero. With ``pool`` (as :meth:`TrainConfig.resolved` makes it concrete) the family is
     ``Chain(AvgPool(grid_out, pool, channels), K)``; ``pool=1`` is no pooling.
     """
     image_shape = tuple(int(s) for s in image_shape)

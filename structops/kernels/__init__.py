@@ -8,7 +8,16 @@ from .._backend import accelerator, set_accelerator, set_num_threads
 from ._base import ParametricKernel, as_kernel
 from .antisymmetric import Antisymmetric
 from .compose import Chain, LinearMap
-from .conv import AvgPool, Conv, DepthwiseSeparableConv, MMatrixConv, SeparableConv, SymmetricConv
+from .conv import (
+    AntisymmetricConv,
+    AvgPool,
+    CayleyConv,
+    Conv,
+    DepthwiseSeparableConv,
+    MMatrixConv,
+    SeparableConv,
+    SymmetricConv,
+)
 from .dense import Dense
 from .diagonal import Diagonal
 from .linear import LinearKernel
@@ -36,6 +45,8 @@ __all__ = [
     "DepthwiseSeparableConv",
     "MMatrixConv",
     "SymmetricConv",
+    "AntisymmetricConv",
+    "CayleyConv",
     "AvgPool",
     "Chain",
     "LinearMap",

@@ -61,6 +61,8 @@ KERNELS = (
     "wavelet",
     "sparse",
     "banded",
+    "antisymmetricconv",
+    "cayley",
 )
 #: The convolution families among :data:`~structops.train.KERNELS` (output channels, a stencil, a boundary, a stride).
 CONV_FAMILIES = ("conv", "symmetric", "separable", "depthwise")
@@ -328,6 +330,8 @@ def _layer(config: TrainConfig, image_shape: tuple[int, ...]) -> ParametricKerne
         "wavelet": lambda: kernels.Wavelet(grid if cin == 1 else image_shape),
         "sparse": lambda: _sparse_neighbourhood(image_shape, config.stencil),
         "banded": lambda: kernels.Banded(N, 1, 1),
+        "antisymmetricconv": lambda: kernels.AntisymmetricConv(grid, stencil, bc=config.bc, channels=cin),
+        "cayley": lambda: kernels.CayleyConv(grid, stencil, channels=cin),
     }
     if config.kernel not in builders:
         raise ValueError(f"`kernel` must be one of {KERNELS}, got {config.kernel!r}.")
@@ -341,9 +345,9 @@ def build_kernel(config: TrainConfig, image_shape) -> ParametricKernel:
     ``sparse``) and ``dense`` by default map ``prod(image_shape)`` pixels to as many features;
     the convolution families (``conv``, ``symmetric``, ``separable``, ``depthwise``) map
     ``(C, *grid)`` to ``(channels, *grid_out)`` and ``mmatrixconv`` (depthwise) ``(C, *grid)``
-    to itself; ``linear`` is :func:`locally_connected` and ``sparse`` the same
-    neighbourhood pattern with one parameter per nonzero. With ``pool`` (as
-    :meth:`TrainConfig.resolved` makes it concrete) the family is
+    to itself, as do ``antisymmetricconv`` and ``cayley`` (orthogonal, periodic); ``linear`` is
+    :func:`locally_connected` and ``sparse`` the same neighbourhood pattern with one parameter
+    per nonzero. With ``pool`` (as :meth:`TrainConfig.resolved` makes it concrete) the family is
     ``Chain(AvgPool(grid_out, pool, channels), K)``; ``pool=1`` is no pooling.
     """
     image_shape = tuple(int(s) for s in image_shape)

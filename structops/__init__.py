@@ -8,9 +8,11 @@ every family offers ``matrix``, ``Q``, ``op`` (a pylops ``LinearOperator``), the
 from . import solvers, testing
 from .kernels import (
     Antisymmetric,
+    AntisymmetricConv,
     AvgPool,
     Banded,
     BatchOperator,
+    CayleyConv,
     Chain,
     Conv,
     Dense,
@@ -63,6 +65,8 @@ __all__ = [
     "DepthwiseSeparableConv",
     "MMatrixConv",
     "SymmetricConv",
+    "AntisymmetricConv",
+    "CayleyConv",
     "AvgPool",
     "Chain",
     "Sparse",

@@ -96,6 +96,9 @@ def builtin_kernels(quick: bool = False) -> list[kernels.ParametricKernel]:
         kernels.Wavelet((8, 8)),
         kernels.Sparse(np.eye(5, 6, dtype=bool) | np.eye(5, 6, k=2, dtype=bool)),
         kernels.Banded(6, 1, 2),
+        # the antisymmetric kernel carried to convolutions, and its orthogonal Cayley transform
+        kernels.AntisymmetricConv((6, 5), 3, bc="periodic", channels=2),
+        kernels.CayleyConv((6, 5), 3),
     ]
     if not quick:
         fams += [
@@ -111,6 +114,8 @@ def builtin_kernels(quick: bool = False) -> list[kernels.ParametricKernel]:
             kernels.SeparableConv((5, 4, 3), 3, bc="periodic", rank=2),
             kernels.DepthwiseSeparableConv((9,), 3, bc="reflect", in_channels=3, out_channels=2, multiplier=2),
             kernels.Wavelet(16, "db2", per="coefficient"),
+            kernels.AntisymmetricConv((7, 6), (4, 3), channels=2),
+            kernels.CayleyConv((4, 5, 3), (3, 2, 3), channels=2),
         ]
     return fams
 

@@ -1,14 +1,23 @@
 """Kernel families: one module per family, all honouring :class:`ParametricKernel`'s contract.
 
-The contract lives in :mod:`._base`, the pylops operators it hands out in :mod:`.operators`;
-the convolution families and their engine have a folder of their own, :mod:`.conv`.
+The contract lives in ``_base.py``, the pylops operators it hands out in :mod:`~structops.kernels.operators`;
+the convolution families and their engine have a folder of their own, ``conv/``.
 """
 
 from .._backend import accelerator, set_accelerator, set_num_threads
 from ._base import ParametricKernel, as_kernel
 from .antisymmetric import Antisymmetric
 from .compose import Chain, LinearMap
-from .conv import AvgPool, Conv, DepthwiseSeparableConv, MMatrixConv, SeparableConv, SymmetricConv
+from .conv import (
+    AntisymmetricConv,
+    AvgPool,
+    CayleyConv,
+    Conv,
+    DepthwiseSeparableConv,
+    MMatrixConv,
+    SeparableConv,
+    SymmetricConv,
+)
 from .dense import Dense
 from .diagonal import Diagonal
 from .linear import LinearKernel
@@ -36,6 +45,8 @@ __all__ = [
     "DepthwiseSeparableConv",
     "MMatrixConv",
     "SymmetricConv",
+    "AntisymmetricConv",
+    "CayleyConv",
     "AvgPool",
     "Chain",
     "LinearMap",

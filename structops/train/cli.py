@@ -39,8 +39,8 @@ _DEFAULT = TrainConfig()
 #: The families each family-specific option of ``structops train`` applies to.
 FLAG_FAMILIES: dict[str, tuple[str, ...]] = {
     "channels": (*CONV_FAMILIES, "linear"),
-    "stencil": (*CONV_FAMILIES, "linear", "mmatrixconv", "sparse"),
-    "bc": (*CONV_FAMILIES, "mmatrixconv"),
+    "stencil": (*CONV_FAMILIES, "linear", "mmatrixconv", "sparse", "antisymmetricconv", "cayley"),
+    "bc": (*CONV_FAMILIES, "mmatrixconv", "antisymmetricconv"),
     "stride": CONV_FAMILIES,
     "hidden": ("dense",),
 }
@@ -197,6 +197,8 @@ COMPARE_FAMILIES: tuple[tuple[str, dict], ...] = (
     ("symmetric 3x3, 8 channels", {"kernel": "symmetric", "channels": 8}),
     ("separable 3x3, 8 channels", {"kernel": "separable", "channels": 8}),
     ("depthwise 3x3, 8 channels", {"kernel": "depthwise", "channels": 8}),
+    ("antisymmetricconv 3x3", {"kernel": "antisymmetricconv"}),
+    ("cayley 3x3 (orthogonal)", {"kernel": "cayley"}),
 )
 
 

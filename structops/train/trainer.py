@@ -1,6 +1,6 @@
 r"""The training loop: configuration, kernel construction, epochs, checkpoints, metrics.
 
-:func:`train` builds the family named in a :class:`TrainConfig`, the
+:func:`~structops.train.train` builds the family named in a :class:`TrainConfig`, the
 :class:`~structops.train.model.LayerClassifier` on top of it and an optimiser, and runs
 epochs. After every epoch it evaluates the full training objective and both accuracies,
 stops with :class:`~structops.train.optimizers.TrainingDiverged` when the loss is NaN/Inf
@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _backend, kernels
-from .._validation import check_int_tuple, check_positive_int
+from .._validation import check_choice, check_int_tuple, check_number, check_optional_int, check_positive_int
 from ..kernels._base import ParametricKernel
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data import HEAD, Dataset, ScaledImages, load_digits, load_mnist
@@ -61,8 +61,10 @@ KERNELS = (
     "wavelet",
     "sparse",
     "banded",
+    "antisymmetricconv",
+    "cayley",
 )
-#: The convolution families among :data:`KERNELS` (``channels`` output channels, a stencil, a boundary, a stride).
+#: The convolution families among :data:`~structops.train.KERNELS` (output channels, a stencil, a boundary, a stride).
 CONV_FAMILIES = ("conv", "symmetric", "separable", "depthwise")
 #: File names written into ``out``.
 METRICS_NAME = "metrics.csv"
@@ -83,7 +85,7 @@ class TrainConfig:
         Output channels of ``conv`` and ``linear``.
     stencil : int or list of int or None
         Stencil shape of ``conv`` / ``linear`` (an int is used on every axis); None (default)
-        for 7 after ``conv`` on grids of at least :data:`AUTO_POOL_MIN_GRID` pixels per axis
+        for 7 after ``conv`` on grids of at least :data:`~structops.train.trainer.AUTO_POOL_MIN_GRID` pixels per axis
         and 3 otherwise (see :meth:`resolved`).
     bc : str
         Boundary condition of ``conv``.
@@ -91,7 +93,7 @@ class TrainConfig:
         Stride of ``conv``.
     pool : int or list of int or None
         Average-pooling window after the layer (``Chain(AvgPool(...), K)``); 1 for none; None
-        (default) for 2 after ``conv`` on grids of at least :data:`AUTO_POOL_MIN_GRID` pixels
+        (default) for 2 after ``conv`` on grids of at least :data:`~structops.train.trainer.AUTO_POOL_MIN_GRID` pixels
         per axis and none otherwise (see :meth:`resolved`).
     hidden : int or None
         Rows of ``dense`` (default: as many as input pixels, a square layer).
@@ -140,26 +142,19 @@ class TrainConfig:
         for name in ("channels", "epochs", "batch_size"):
             check_positive_int(getattr(self, name), name)
         for name in ("hidden", "iters", "limit"):
-            if getattr(self, name) is not None:
-                check_positive_int(getattr(self, name), name)
+            check_optional_int(getattr(self, name), name)
         for name in ("reg_theta", "reg_W"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float, np.floating)) and np.isfinite(value) and value >= 0):
-                raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
-        if self.lr is not None and not (
-            isinstance(self.lr, (int, float, np.floating)) and np.isfinite(self.lr) and self.lr > 0
-        ):
-            raise ValueError(f"`lr` must be a finite number > 0, got {self.lr!r}.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}.")
-        if self.dtype not in ("float64", "float32"):
-            raise ValueError(f"`dtype` must be 'float64' or 'float32', got {self.dtype!r}.")
+            check_number(getattr(self, name), name, minimum=0)
+        if self.lr is not None:
+            check_number(self.lr, "lr", above=0)
+        check_choice(self.schedule, "schedule", SCHEDULES)
+        check_choice(self.dtype, "dtype", ("float64", "float32"))
 
     def resolved(self, image_shape) -> TrainConfig:
         """The configuration with its data-dependent defaults made concrete, for examples of shape ``image_shape``.
 
-        After a convolution layer (:data:`CONV_FAMILIES`) on grids of at least
-        :data:`AUTO_POOL_MIN_GRID` pixels per axis (28×28 MNIST), ``pool=None`` means a 2×2
+        After a convolution layer (:data:`~structops.train.trainer.CONV_FAMILIES`) on grids of at least
+        :data:`~structops.train.trainer.AUTO_POOL_MIN_GRID` pixels per axis (28×28 MNIST), ``pool=None`` means a 2×2
         average pooling (a 14×14 output per channel) and ``stencil=None`` a 7×7 stencil;
         otherwise (the 8×8 digits, other families) no pooling and a 3×3 stencil. ``pool=1``
         is no pooling. The resolved values are what the checkpoint stores.
@@ -335,6 +330,8 @@ def _layer(config: TrainConfig, image_shape: tuple[int, ...]) -> ParametricKerne
         "wavelet": lambda: kernels.Wavelet(grid if cin == 1 else image_shape),
         "sparse": lambda: _sparse_neighbourhood(image_shape, config.stencil),
         "banded": lambda: kernels.Banded(N, 1, 1),
+        "antisymmetricconv": lambda: kernels.AntisymmetricConv(grid, stencil, bc=config.bc, channels=cin),
+        "cayley": lambda: kernels.CayleyConv(grid, stencil, channels=cin),
     }
     if config.kernel not in builders:
         raise ValueError(f"`kernel` must be one of {KERNELS}, got {config.kernel!r}.")
@@ -348,9 +345,9 @@ def build_kernel(config: TrainConfig, image_shape) -> ParametricKernel:
     ``sparse``) and ``dense`` by default map ``prod(image_shape)`` pixels to as many features;
     the convolution families (``conv``, ``symmetric``, ``separable``, ``depthwise``) map
     ``(C, *grid)`` to ``(channels, *grid_out)`` and ``mmatrixconv`` (depthwise) ``(C, *grid)``
-    to itself; ``linear`` is :func:`locally_connected` and ``sparse`` the same
-    neighbourhood pattern with one parameter per nonzero. With ``pool`` (as
-    :meth:`TrainConfig.resolved` makes it concrete) the family is
+    to itself, as do ``antisymmetricconv`` and ``cayley`` (orthogonal, periodic); ``linear`` is
+    :func:`locally_connected` and ``sparse`` the same neighbourhood pattern with one parameter
+    per nonzero. With ``pool`` (as :meth:`TrainConfig.resolved` makes it concrete) the family is
     ``Chain(AvgPool(grid_out, pool, channels), K)``; ``pool=1`` is no pooling.
     """
     image_shape = tuple(int(s) for s in image_shape)
@@ -367,7 +364,7 @@ def load_data(config: TrainConfig, *, stream: bool = False, shard: tuple[int, in
     ``stream`` keeps MNIST images as uint8 (:class:`~structops.train.data.ScaledImages`,
     converted a batch at a time); ``shard=(rank, size)`` keeps only that process's share of
     the examples (of IDX files, only that share is read). See
-    :func:`~structops.train.data.load_mnist`.
+    :func:`~structops.train.load_mnist`.
     """
     if config.data is None:
         data = load_digits(dtype=config.dtype)
@@ -472,9 +469,10 @@ def train(
     CheckpointError
         When ``resume`` points at a missing or corrupted checkpoint.
     """
-    from .. import distributed
+    from ..distributed import RankSum, training_comm
+    from . import parallel
 
-    comm = distributed.training_comm()  # None unless started by mpiexec with several ranks
+    comm = training_comm()  # None unless started by mpiexec with several ranks
     rank0 = comm is None or comm.Get_rank() == 0
     say = log if (log is not None and rank0) else (lambda _msg: None)
     config = TrainConfig() if config is None else config
@@ -518,10 +516,10 @@ def train(
         head = Xtr
     if comm is not None:
         assert data.share is not None  # sharded above
-        problem: Problem = distributed.ShardedProblem(
+        problem: Problem = parallel.ShardedProblem(
             model, Xtr, data.y_train, data.share.train.start, data.ntrain, base_comm=comm
         )
-        metrics_sum = distributed.RankSum(3, np.float64, comm)
+        metrics_sum = RankSum(3, np.float64, comm)
     else:
         problem = Problem(model, Xtr, data.y_train)
     optimizer: Optimizer = make_optimizer(
@@ -579,12 +577,12 @@ def train(
                     test_acc = model.accuracy(x_new, Xte, data.y_test)
                 else:  # a chunk at a time, summed over the ranks
                     sums = np.array(
-                        [*distributed.example_sums(model, x_new, Xtr, data.y_train),
-                         distributed.example_sums(model, x_new, Xte, data.y_test)[1]],
+                        [*parallel.example_sums(model, x_new, Xtr, data.y_train),
+                         parallel.example_sums(model, x_new, Xte, data.y_test)[1]],
                         dtype=np.float64,
                     )  # fmt: skip
                     data_sum, right_train, right_test = sums if comm is None else metrics_sum(sums)
-                    loss = data_sum / max(data.ntrain, 1) + distributed.tikhonov(model, x_new)
+                    loss = data_sum / max(data.ntrain, 1) + parallel.tikhonov(model, x_new)
                     train_acc = right_train / data.ntrain if data.ntrain else float("nan")
                     test_acc = right_test / data.ntest if data.ntest else float("nan")
                 if not np.isfinite(loss):

@@ -8,16 +8,30 @@
   factors or a depthwise stencil and a channel mix, applied pass by pass (:mod:`.separable`);
 * :class:`MMatrixConv` -- depthwise stencils whose matrix is an M-matrix (:mod:`.mmatrix_conv`);
 * :class:`SymmetricConv` -- stencils mirror symmetric about every axis (:mod:`.symmetric`);
+* :class:`AntisymmetricConv`, :class:`CayleyConv` -- antisymmetric convolutions ``C - C^T`` and
+  their orthogonal Cayley transforms (:mod:`.antisymmetric_conv`, :mod:`.cayley`);
 * :class:`AvgPool` -- average pooling, the fixed map composed after a convolution (:mod:`.pooling`);
 * the engine: :mod:`._core` (padding, direct sums, FFTs) and :mod:`._numba` (the compiled
   direct kernels, when numba is installed).
 """
 
+from .antisymmetric_conv import AntisymmetricConv
 from .based import ConvBased
+from .cayley import CayleyConv
 from .conv import Conv
 from .mmatrix_conv import MMatrixConv
 from .pooling import AvgPool
 from .separable import DepthwiseSeparableConv, SeparableConv
 from .symmetric import SymmetricConv
 
-__all__ = ["AvgPool", "Conv", "ConvBased", "DepthwiseSeparableConv", "MMatrixConv", "SeparableConv", "SymmetricConv"]
+__all__ = [
+    "AntisymmetricConv",
+    "AvgPool",
+    "CayleyConv",
+    "Conv",
+    "ConvBased",
+    "DepthwiseSeparableConv",
+    "MMatrixConv",
+    "SeparableConv",
+    "SymmetricConv",
+]

@@ -7,11 +7,11 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.fft as sfft
-import scipy.sparse as sp
 
 from ..._backend import have_numba, workers
 from ..._validation import check_int_tuple, check_positive_int, check_theta
 from .._base import ParametricKernel
+from .._sparse import csc_from_triplets
 from . import _core as core
 
 METHODS = ("auto", "direct", "fft")
@@ -67,11 +67,12 @@ class Conv(ParametricKernel):
         Output sampling step per axis.
     method : {"auto", "direct", "fft"}
         Direct stencil sums or FFTs for the operator (``self.method``); ``"auto"`` picks by a
-        cost model (see :meth:`_choose_method`).
+        cost model (see ``Conv._choose_method``).
     jac_method : {"auto", "direct", "fft"}, optional
         The same for the Jacobians (``self.jac_method``); default: as ``method``. The method
         of a Jacobian is fixed when it is built: an FFT Jacobian transforms its data once, at
-        :meth:`jac`, and each later product transforms only the other side, so ``"fft"`` pays
+        :meth:`~structops.kernels.ParametricKernel.jac`, and each later product transforms only the other side,
+        so ``"fft"`` pays
         for Jacobians used for many products (a Krylov fit of a large stencil); ``"auto"``
         prices a Jacobian used for one gradient, which costs the same transforms as an
         operator product.
@@ -98,10 +99,12 @@ class Conv(ParametricKernel):
     -----
     :math:`\theta` is the array of shape ``(out_channels, in_channels, *stencil)``
     (PyTorch's weight layout) flattened in C-order; examples are ``(in_channels, *grid)``
-    flattened in C-order, and rows/columns of :meth:`matrix` follow that order.
+    flattened in C-order, and rows/columns of :meth:`~structops.kernels.ParametricKernel.matrix` follow that order.
 
-    Nothing of size :math:`N^2` is ever built by :meth:`apply`, :meth:`op` or :meth:`jac`;
-    :meth:`matrix` and :attr:`Q` (whose product :math:`Q\theta` is the dense
+    Nothing of size :math:`N^2` is ever built by :meth:`~structops.kernels.ParametricKernel.apply`,
+    :meth:`~structops.kernels.ParametricKernel.op` or :meth:`~structops.kernels.ParametricKernel.jac`;
+    :meth:`~structops.kernels.ParametricKernel.matrix` and :attr:`~structops.kernels.ParametricKernel.Q`
+    (whose product :math:`Q\theta` is the dense
     :math:`\operatorname{vec}(K)`) raise ``MemoryError`` for sizes whose dense form would not fit.
 
     Every boundary condition is a valid convolution on a padded grid,
@@ -314,8 +317,7 @@ class Conv(ParametricKernel):
         geo = self.geometry
         rows, cols = self.shape
         S, M, N = int(np.prod(self.stencil)), int(np.prod(geo.out_grid)), int(np.prod(self.grid))
-        # Q is sparse, but its only use is vec(K) = Q theta, a dense vector of rows * cols entries
-        self._check_dense_size(rows * cols, "Q (whose product Q @ theta is the dense vec(K))")
+        # Q holds at most M * S * cin * cout entries (fewer where the boundary drops taps): O(nnz)
         self._check_dense_size(M * S * geo.cin * geo.cout, "Q")
         # for every output position i and stencil offset j: the grid index read (or -1)
         out_idx = np.indices(geo.out_grid).reshape(self.geometry.ndim, -1)  # (d, M)
@@ -335,8 +337,7 @@ class Conv(ParametricKernel):
         col = c * N + src[None, :]
         param = (o * geo.cin + c) * S + s_j[None, :]
         lin = (row + col.astype(np.int64) * rows).ravel()
-        data = np.ones(lin.size)
-        return sp.csc_array(sp.coo_array((data, (lin, param.ravel())), shape=(rows * cols, self.nparams)))
+        return csc_from_triplets(np.ones(lin.size), lin, param.ravel(), (rows * cols, self.nparams))
 
     # -------------------------------------------------------------- spectra
     @property
@@ -432,7 +433,8 @@ class Conv(ParametricKernel):
         Returns
         -------
         numpy.ndarray, shape (p,)
-            ``θ`` such that :meth:`apply` computes torch's cross-correlation with ``weight``
+            ``θ`` such that :meth:`~structops.kernels.ParametricKernel.apply` computes torch's cross-correlation
+            with ``weight``
             (``padding="same"`` for ``bc="zero"``; see the class notes for the others).
 
         Raises

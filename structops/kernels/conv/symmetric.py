@@ -112,7 +112,7 @@ class SymmetricConv(ConvBased, LinearReparam):
         3 for 3×3, 6 for 5×5, 4 for 3×3×3).
     P : scipy.sparse.csr_array, shape (conv.nparams, nparams)
         The full stencils ``P @ theta``: ``kron(I_{out·in}, P_1)`` with
-        :func:`symmetric_stencil_map`.
+        :func:`~structops.kernels.conv.symmetric.symmetric_stencil_map`.
 
     Notes
     -----
@@ -223,7 +223,7 @@ class SymmetricConv(ConvBased, LinearReparam):
         real part of :meth:`structops.Conv.eigvals` (a symmetric stencil has a real spectrum;
         the imaginary part is checked to be round-off). ``"reflect"``/``"symmetric"``: the
         cosine symbol :math:`\lambda_k` on the DCT-I/DCT-II grid (see the class notes and
-        :func:`structops.solvers.dct.dct_eigvals`).
+        :func:`structops.solvers.dct_eigvals`).
 
         Raises
         ------

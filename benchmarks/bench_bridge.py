@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     med = {name: statistics.median(t) for name, t in times.items()}
     paired = [b / o for b, o in zip(times["bridge"], times["structops own"], strict=True)]
     paired_torch = [b / t for b, t in zip(times["bridge"], times["torch Conv2d"], strict=True)]
-    print(f"\ncase A: n={args.n}, 8->8 channels, 28x28, 3x3, zero bc, float32; median of {args.repeat} interleaved rounds")
+    print(
+        f"\ncase A: n={args.n}, 8->8 channels, 28x28, 3x3, zero bc, float32; median of {args.repeat} interleaved rounds"
+    )
     print("\n| forward+backward | median ms | min ms | max ms |\n|---|---|---|---|")
     for name, t in times.items():
         print(f"| {name} | {1e3 * med[name]:.1f} | {1e3 * min(t):.1f} | {1e3 * max(t):.1f} |")

@@ -28,6 +28,7 @@ FAMILIES = {
     "Wavelet": lambda: structops.Wavelet((8,)),
     "Softplus-MMatrix": lambda: structops.Softplus(structops.MMatrix(3)),
     "Dense": lambda: structops.Dense(3, 4),
+    "CayleyConv": lambda: structops.CayleyConv((4, 3), 3, channels=2),
 }
 
 

@@ -72,6 +72,10 @@ FAMILIES: list[Family] = [
     Family("Banded", lambda: structops.Banded(5, 1, 2)),
     Family("Softplus-MMatrix", lambda: structops.Softplus(structops.MMatrix(3))),
     Family("Softplus-MMatrixConv", lambda: structops.Softplus(structops.MMatrixConv((4, 3), 3))),
+    Family("AntisymmetricConv-zero", lambda: structops.AntisymmetricConv((4, 3), 3, channels=2)),
+    Family("AntisymmetricConv-periodic", lambda: structops.AntisymmetricConv((5,), 3, bc="periodic")),
+    Family("CayleyConv", lambda: structops.CayleyConv((4, 3), 3, channels=2)),
+    Family("CayleyConv-1d", lambda: structops.CayleyConv((6,), 3)),
 ]
 
 

@@ -1,19 +1,21 @@
 """Kernel families: one module per family, all honouring :class:`ParametricKernel`'s contract.
 
-The contract lives in :mod:`._base`, the pylops operators it hands out in :mod:`.operators`;
+The contract lives in :mod:`._base`, the pylops operators it hands out in :mod:`.operators`
+(:mod:`.batch` for a batch of examples);
 the convolution families and their engine have a folder of their own, :mod:`.conv`.
 """
 
 from .._backend import accelerator, set_accelerator, set_num_threads
 from ._base import ParametricKernel, as_kernel
 from .antisymmetric import Antisymmetric
+from .batch import BatchOperator
 from .compose import Chain, LinearMap
 from .conv import AvgPool, Conv, DepthwiseSeparableConv, MMatrixConv, SeparableConv, SymmetricConv
 from .dense import Dense
 from .diagonal import Diagonal
 from .linear import LinearKernel
 from .mmatrix import MMatrix
-from .operators import BatchOperator, KernelJacobian, KernelOperator
+from .operators import KernelJacobian, KernelOperator
 from .patterns import Banded, Sparse
 from .reparam import LinearReparam, Reparametrized, Softplus
 from .wavelet import Wavelet

@@ -92,6 +92,11 @@ class Conv(ParametricKernel):
     ----------
     nparams : int
         ``out_channels * in_channels * prod(stencil)``.
+    backend : {"numba", "numpy"}
+        What runs the direct sums: the numba kernels if they are installed and switched on
+        (:func:`structops.set_accelerator`) when the family is built, else numpy. Fixed at
+        construction, like ``method`` (whose cost model it enters): switching the accelerator
+        later affects only families built afterwards.
     in_shape, out_shape : tuple of int
         ``(in_channels, *grid)`` and ``(out_channels, *grid_out)``.
 
@@ -181,6 +186,8 @@ class Conv(ParametricKernel):
         self.geometry = core.ConvGeometry(grid, stencil, stride, bc, cin, cout)
         self.grid, self.stencil, self.stride, self.bc = grid, stencil, stride, bc
         self.in_channels, self.out_channels = cin, cout
+        # fixed here, with the method: set_accelerator only affects families built afterwards
+        self.backend = "numba" if have_numba() else "numpy"
         self.method = self._choose_method() if method == "auto" else method
         self.jac_method = self._choose_method() if jac_method == "auto" else jac_method
         super().__init__(cout * cin * int(np.prod(stencil)), (cin, *grid), (cout, *self.geometry.out_grid))
@@ -222,7 +229,7 @@ class Conv(ParametricKernel):
         L = float(np.prod(core.fft_shape(geo)))
         cin, cout = geo.cin, geo.cout
         move = 0.6 * (cin + cout) * Lp
-        per_fma = 0.09 if have_numba() else (1.0 if cin * cout == 1 else 0.3)
+        per_fma = 0.09 if self.backend == "numba" else (1.0 if cin * cout == 1 else 0.3)
         direct = per_fma * cin * cout * S * width + move
         a = 0.35 if geo.ndim == 1 else 0.75
         fft = a * (cin + cout) * L * np.log2(max(L, 2.0)) + 2.0 * cin * cout * L + move
@@ -250,7 +257,7 @@ class Conv(ParametricKernel):
             y = x.reshape((n, *self.out_shape))
             if spec is not None:
                 out = core.fft_adjoint(spec, y, geo, workers=workers())
-            elif have_numba():
+            elif self.backend == "numba":
                 out = core.numba_adjoint(stencil, y, geo)
             else:
                 out = core.pad_adjoint(core.direct_adjoint(stencil, y, geo), geo)
@@ -258,7 +265,7 @@ class Conv(ParametricKernel):
         xs = x.reshape((n, *self.in_shape))
         if spec is not None:
             z = core.fft_forward(spec, xs, geo, workers=workers())
-        elif have_numba():
+        elif self.backend == "numba":
             z = core.numba_forward(stencil, xs, geo)
         else:
             z = core.direct_forward(stencil, core.pad(xs, geo), geo)
@@ -307,7 +314,7 @@ class Conv(ParametricKernel):
         n = x.shape[0]
         xs = x.reshape((n, *self.in_shape))
         ws = w.reshape((n, *self.out_shape))
-        if have_numba():
+        if self.backend == "numba":
             g = core.numba_gradient(xs, ws, geo, per_example)
         else:
             g = core.direct_gradient(core.pad(xs, geo), ws, geo, per_example)

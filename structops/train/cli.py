@@ -309,11 +309,13 @@ def _prepare(args: argparse.Namespace) -> tuple[TrainingRun, str | None]:
     return run, out
 
 
-def _describe(run: TrainingRun, show) -> None:
-    """The lines printed before training: data, layer, parameters, optimiser."""
+def _describe(run: TrainingRun, threads: int | None, show) -> None:
+    """The lines printed before training: data (under MPI: ranks, threads each), layer, parameters, optimiser."""
     data, kernel, config = run.data.data, run.model.kernel, run.config
     nclass_params = int(np.prod(kernel.out_shape)) * data.nclasses + data.nclasses
-    ranks = "" if run.comm is None else f", split over {run.comm.Get_size()} MPI ranks"
+    ranks = ""
+    if run.comm is not None:
+        ranks = f", split over {run.comm.Get_size()} MPI ranks ({count(run.threads(threads) or 1, 'thread')} each)"
     show(f"data: {data.name}, {data.ntrain} train / {data.ntest} test examples of shape "
          f"{data.image_shape}, {data.nclasses} classes{ranks}")  # fmt: skip
     show(f"layer: {kernel!r}")
@@ -365,7 +367,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if out is not None and args.force and rank0 and args.resume is None:
         for name in _earlier_run(out):
             os.remove(os.path.join(out, name))
-    _describe(run, show)
+    _describe(run, args.threads, show)
     progress = not args.quiet and sys.stderr.isatty()
     try:
         res = run.train(out=out, progress=progress, log=None if args.quiet else print, threads=args.threads)

@@ -424,6 +424,12 @@ class TrainingRun:
         """The sentence saying a resumed run has nothing left to do, or None."""
         return None if self.resume is None else self.resume.complete(self.config.epochs)
 
+    def threads(self, threads: int | None = None) -> int | None:
+        """The thread count the run uses: ``threads``, else this rank's share of the cores under MPI, else as set."""
+        if threads is not None:
+            return check_positive_int(threads, "threads")
+        return _backend.num_threads() if self.comm is None else threads_per_rank(self.comm)
+
     def thread_limits(self, threads: int | None = None) -> _backend.Setting:
         """Thread counts for the run's duration (a :class:`~structops._backend.Setting`, restored on exit).
 
@@ -435,8 +441,7 @@ class TrainingRun:
         (:func:`structops.distributed.threads_per_rank`) instead of a pool as large as the
         machine.
         """
-        if threads is None:
-            threads = _backend.num_threads() if self.comm is None else threads_per_rank(self.comm)
+        threads = self.threads(threads)
         blas = 1 if _backend.have_numba() else threads
         if importlib.util.find_spec("threadpoolctl") is None:  # pragma: no cover - in the [train] extra
             blas = None

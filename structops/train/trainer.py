@@ -456,7 +456,7 @@ class TrainingRun:
         log: Callable[[str], None] | None = None,
         threads: int | None = None,
     ) -> TrainResult:
-        """Run the epochs left; see :func:`train` for the arguments."""
+        """Run the epochs left (once: the optimiser carries its state); see :func:`train` for the arguments."""
         config, model, optimizer = self.config, self.model, self.optimizer
         say = log if self.rank0 else None
         rng = np.random.default_rng(config.seed)
@@ -470,6 +470,8 @@ class TrainingRun:
                 say(self.complete)
             return TrainResult(model, params.copy(), MetricsSink(history, epochs=config.epochs).history, config, 0.0,
                                optimizer=optimizer)  # fmt: skip
+        if self.resume is not None and say is not None:
+            say(f"resuming from epoch {start} of {config.epochs}")
         folder = CheckpointFolder(out if self.rank0 else None)  # rank 0 writes every file
         problem = self.data.problem(model)
         iterations = max(config.epochs - start, 0) * optimizer.iterations_per_epoch(problem)
@@ -477,7 +479,7 @@ class TrainingRun:
                            log=say, folder=folder.folder)  # fmt: skip
         x = params.ravel()
         t_start = time.perf_counter()
-        with self.thread_limits(threads), sink:
+        with sink, self.thread_limits(threads):
             for epoch in range(start, config.epochs):
                 x = self._epoch(problem, x, rng, epoch, sink, folder)
         elapsed = time.perf_counter() - t_start

@@ -99,6 +99,8 @@ def test_readme_examples_run_in_order():
     for i, block in enumerate(BLOCKS):
         if "pylops_mpi" in block and importlib.util.find_spec("pylops_mpi") is None:
             continue  # an MPI example needs the `mpi` extra
+        if "structops.torch" in block and importlib.util.find_spec("torch") is None:
+            continue  # the PyTorch example needs the `torch` extra
         try:
             exec(compile(block, f"README.md python block {i}", "exec"), namespace)
         except Exception as exc:  # pragma: no cover - the failure is the report

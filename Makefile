@@ -17,4 +17,4 @@ bench:
 	done
 
 docs:
-	sphinx-build -W -b html docs docs/_build/html
+	sphinx-build -n -W -b html docs docs/_build/html

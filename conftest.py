@@ -2,6 +2,4 @@
 
 import importlib.util
 
-collect_ignore = [
-    f"structops/{name}.py" for name in ("torch", "jax") if importlib.util.find_spec(name) is None
-]
+collect_ignore = [f"structops/{name}.py" for name in ("torch", "jax") if importlib.util.find_spec(name) is None]

@@ -1,7 +1,9 @@
 """Sphinx configuration for the structops documentation.
 
-Build with ``make docs`` or ``sphinx-build -W -b html docs docs/_build/html`` (needs the
-``docs`` extra: ``pip install -e ".[docs]"``).
+Build with ``make docs`` or ``sphinx-build -n -W -b html docs docs/_build/html`` (needs the
+``docs`` extra: ``pip install -e ".[docs]"``). ``-n`` (nitpicky) turns every cross-reference
+that finds no target into a warning and ``-W`` into an error, so a reference to a structops
+name must point at a documented object; only other packages' names are exempt (below).
 """
 
 from __future__ import annotations
@@ -51,8 +53,22 @@ numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 numpydoc_validation_checks: set[str] = set()
 
-# No intersphinx: CI and the development machines reach no documentation hosts.
+# No intersphinx: CI and the development machines reach no documentation hosts. In nitpicky
+# mode the references to other packages' objects (bases such as pylops.LinearOperator and
+# abc.ABC, ``:func:`scipy.sparse.linalg.cg``` in a docstring) therefore find no target; they are
+# exempt by package, and only other packages': a structops name must resolve.
+nitpicky = True
+EXTERNAL_PACKAGES = (
+    "abc", "collections", "os", "typing", "numbers", "pathlib",  # the standard library
+    "numpy", "np", "scipy", "pylops", "pylops_mpi", "mpi4py", "numba", "torch", "jax",
+    "sklearn", "pywt", "matplotlib",
+)  # fmt: skip
+nitpick_ignore_regex = [
+    (r"py:.*", rf"(?:{'|'.join(EXTERNAL_PACKAGES)})\..*"),
+]
 
+# $...$ and $$...$$ in the Markdown pages (docs/contract.md) are maths, rendered by MathJax.
+myst_enable_extensions = ["dollarmath"]
 myst_heading_anchors = 3
 
 html_theme = "pydata_sphinx_theme"
@@ -134,7 +150,29 @@ def _escape_type_stars(app, what, name, obj, options, lines: list[str]) -> None:
             lines[i] = _STAR.sub(r"\\*", line)
 
 
+# --- bases ------------------------------------------------------------------------------------
+# ``show-inheritance`` lists a class's bases; a private base (``_EntryPattern``, ``_PassedConv``,
+# ``_MiniBatch``) is no part of the API and has no page, so show its own bases in its place.
+
+
+def public_bases(bases) -> list:
+    """``bases`` with every private class replaced by its bases, recursively, without repeats."""
+    shown: list = []
+    for base in bases:
+        if getattr(base, "__name__", "").startswith("_"):
+            candidates = [b for b in public_bases(base.__bases__) if b is not object]
+        else:
+            candidates = [base]
+        shown.extend(b for b in candidates if b not in shown)
+    return shown
+
+
+def _drop_private_bases(app, name, obj, options, bases: list) -> None:
+    bases[:] = public_bases(bases)
+
+
 def setup(app):
-    """Run the star escaping before numpydoc (priority < 500)."""
+    """Run the star escaping before numpydoc (priority < 500); hide private bases."""
     app.connect("autodoc-process-docstring", _escape_type_stars, priority=400)
+    app.connect("autodoc-process-bases", _drop_private_bases)
     return {"parallel_read_safe": True}

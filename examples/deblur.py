@@ -15,7 +15,7 @@ is computed with
 (c) ``scipy.sparse.linalg.lsqr`` with ``damp = sqrt(α)``,
 (d) pylops' ``cgls`` with ``damp = sqrt(α)``,
 
-and the errors, iteration counts and times are printed; a PNG compares the images.
+and the errors, iteration counts and times are printed; with ``--out`` a PNG compares the images.
 
 Run: ``python examples/deblur.py --size 128 --out deblur.png`` (``--size 64`` for a quick run).
 """
@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--alpha", type=float, default=1e-3, help="Tikhonov weight (default 1e-3)")
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance of the iterative solvers")
     parser.add_argument("--maxiter", type=int, default=3000)
-    parser.add_argument("--out", default="deblur.png", help="PNG file for the comparison figure")
+    parser.add_argument("--out", default=None, help="PNG file for the comparison figure (none without it)")
     args = parser.parse_args(argv)
 
     n, alpha, rng = args.size, args.alpha, np.random.default_rng(0)
@@ -120,6 +120,9 @@ def main(argv=None) -> dict:
     out = cgls(T, y, niter=args.maxiter, damp=damp, tol=(args.rtol * np.linalg.norm(b)) ** 2)
     record("(d) pylops cgls", np.asarray(out[0]).ravel(), int(out[2]), time.perf_counter() - t0)
 
+    if args.out is None:
+        print("no figure: pass --out FILE.png to draw one")
+        return results
     panels = [
         ("original", None),
         ("blurred (periodic)", "blurred (periodic)"),

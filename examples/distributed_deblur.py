@@ -21,8 +21,15 @@ import argparse
 import time
 
 import numpy as np
-import pylops_mpi
-from mpi4py import MPI
+
+try:
+    import pylops_mpi
+    from mpi4py import MPI
+except ModuleNotFoundError as missing:  # the `mpi` extra is optional: say which, not a traceback
+    raise SystemExit(
+        f"examples/distributed_deblur.py needs the `mpi` extra (pylops-mpi, mpi4py, mpich), and "
+        f"{missing.name} is not installed: pip install \"structops[mpi]\" (or -e \".[mpi]\" from a clone)"
+    ) from None
 
 import structops
 from structops import distributed

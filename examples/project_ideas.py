@@ -4,7 +4,8 @@ Lars Ruthotto, *Numerical Methods for Deep Learning*, "Parametric Models", ends 
 projects: an M-matrix for convolution, cheaper convolution models (doubly symmetric and
 separable stencils), wavelets and other sparsity patterns. Each is a structops family; this
 script trains every one of them as the layer of the same classifier on the shipped 8x8 digits
-(same optimiser, epochs and seed), prints a table and writes ``project_ideas.png`` with what
+(same optimiser, epochs and seed), prints a table and, with ``--out DIR``, writes
+``DIR/project_ideas.png`` with what
 each family learned: the stencils of the convolution families, the subband weights of the
 wavelet family and the diagonals of the banded matrix.
 
@@ -50,9 +51,9 @@ def learned_picture(kernel, theta: np.ndarray) -> tuple[np.ndarray, str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=".", help="folder for project_ideas.png")
+    parser.add_argument("--out", default=None, help="folder for project_ideas.png (the table only without it)")
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--no-plot", action="store_true", help="print the table only")
+    parser.add_argument("--no-plot", action="store_true", help="print the table only, even with --out")
     args = parser.parse_args(argv)
     data = load_digits(dtype=np.float32)
     rows, pictures = [], []
@@ -66,6 +67,9 @@ def main(argv=None) -> int:
     for label, p, tr, te, sec in rows:
         print(f"{label:<30} {p:>11,} {100 * tr:>7.2f}% {100 * te:>7.2f}% {sec:>5.1f}s")
     if args.no_plot:
+        return 0
+    if args.out is None:
+        print("no figure: pass --out DIR to draw project_ideas.png there")
         return 0
     import matplotlib
 

@@ -11,7 +11,7 @@ Run with ``python examples/train_digits.py [--quick] [--out DIR]``. It
 3. takes a few Gauss--Newton--Krylov steps whose inner solves run scipy's CG on the operator
    JᵀHJ + λI built from ``kernel.jac``,
 4. writes the checkpoint, metrics and plots of the convolution run into ``--out`` (default: a
-   temporary folder).
+   temporary folder, removed at the end).
 
 ``--quick`` uses a subset and few iterations (as in CI).
 """
@@ -49,7 +49,9 @@ print("Taylor test of the objective:", res.regime, "(E1 order", np.round(np.medi
 assert res.passed
 
 # 2. Train three families on the same data and budget.
-out = args.out or tempfile.mkdtemp(prefix="structops-train-")
+# without --out: a temporary folder, removed at the end (or at exit, should the script fail)
+scratch = None if args.out else tempfile.TemporaryDirectory(prefix="structops-train-")
+out = args.out or scratch.name
 print(f"\n{'family':<10} {'params in K':>12} {'train acc':>10} {'test acc':>9} {'time':>7}")
 for kernel in ("conv", "dense", "mmatrix"):
     cfg = TrainConfig(kernel=kernel, channels=8, epochs=epochs, iters=iters, seed=0)
@@ -79,3 +81,6 @@ print(f"GNK test accuracy: {100 * model.accuracy(x, Xte, data.y_test):.2f}%")
 assert losses[-1] < losses[0]
 
 print("\nwrote:", *[str(p) for p in written], sep="\n  ")
+if scratch is not None:
+    scratch.cleanup()
+    print("(into a temporary folder, now removed: pass --out DIR to keep them)")

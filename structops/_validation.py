@@ -6,6 +6,7 @@ argument, shows what it got and says what was expected.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -142,13 +143,83 @@ def check_real_scalar(value, name: str, *, minimum: float | None = None) -> floa
     return value
 
 
-def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    """Return ``value`` as an int, raising if it is not an integer ``>= minimum``."""
+def check_positive_int(value, name: str, minimum: int = 1, *, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, raising if it is not an integer ``>= minimum`` (and ``<= maximum`` when given).
+
+    Examples
+    --------
+    >>> check_positive_int(3, "lower", 0, maximum=3)
+    3
+    >>> check_positive_int(4, "lower", 0, maximum=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: `lower` must lie in [0, 3], got 4.
+    """
+    return _check_int(value, name, minimum, maximum, or_none=False)
+
+
+def check_optional_int(value, name: str, minimum: int = 1) -> int | None:
+    """:func:`check_positive_int` that lets None (an option left at its default) through."""
+    return None if value is None else _check_int(value, name, minimum, None, or_none=True)
+
+
+def _check_int(value, name: str, minimum: int, maximum: int | None, *, or_none: bool) -> int:
+    interval = "" if maximum is None else f" in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+        raise TypeError(f"`{name}` must be an integer{' or None' if or_none else ''}{interval}, got {value!r}.")
+    if maximum is not None and not minimum <= value <= maximum:
+        raise ValueError(f"`{name}` must lie in [{minimum}, {maximum}], got {value!r}.")
     if value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def check_number(
+    value, name: str, *, minimum: float | None = None, above: float | None = None, below: float | None = None
+) -> float:
+    """Return ``value`` as a float: a finite real number ``>= minimum``, ``> above``, ``< below`` (those given).
+
+    Unlike :func:`check_real_scalar`, one message states the whole requirement, NaN included.
+
+    Examples
+    --------
+    >>> check_number(0.5, "momentum", minimum=0, below=1)
+    0.5
+    >>> check_number(float("nan"), "lr", above=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `lr` must be a finite number > 0, got nan.
+    >>> check_number(1.0, "beta1", minimum=0, below=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: `beta1` must be a finite number >= 0 and < 1, got 1.0.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+    number = float(value)
+    bounds = [(minimum, ">=", np.greater_equal), (above, ">", np.greater), (below, "<", np.less)]
+    given = [(limit, text, holds) for limit, text, holds in bounds if limit is not None]
+    if not np.isfinite(number) or not all(holds(number, limit) for limit, _, holds in given):
+        wanted = " and ".join(f"{text} {limit:g}" for limit, text, _ in given)
+        raise ValueError(f"`{name}` must be a finite number{' ' + wanted if wanted else ''}, got {value!r}.")
+    return number
+
+
+def check_choice(value, name: str, choices: Sequence) -> str:
+    """Return ``value`` if it is one of ``choices``, else a ``ValueError`` listing them.
+
+    Examples
+    --------
+    >>> check_choice("tanh", "activation", ("relu", "tanh"))
+    'tanh'
+    >>> check_choice("gelu", "activation", ("relu", "tanh"))
+    Traceback (most recent call last):
+    ...
+    ValueError: `activation` must be one of ('relu', 'tanh'), got 'gelu'.
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {tuple(choices)!r}, got {value!r}.")
+    return value
 
 
 def check_int_tuple(value, name: str, ndim: int | None = None, minimum: int = 1) -> tuple[int, ...]:

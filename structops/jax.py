@@ -107,14 +107,13 @@ def apply(kernel: ParametricKernel, theta: Any, x: Any, *, transpose: bool = Fal
     kernel = as_kernel(kernel)
     transpose = _check_flag(transpose, "transpose")
     theta, x = jnp.asarray(theta), jnp.asarray(x)
-    for name, value in (("theta", theta), ("x", x)):
-        if np.dtype(value.dtype) not in _DTYPES:
-            raise TypeError(f"`{name}` must have dtype float32 or float64, got dtype {value.dtype}.")
     if theta.dtype != x.dtype:
         raise TypeError(
             f"`x` has dtype {x.dtype} but `theta` has dtype {theta.dtype}: pass both in the same precision, "
             f"e.g. `x.astype(theta.dtype)`."
         )
+    if np.dtype(theta.dtype) not in _DTYPES:
+        raise TypeError(f"`theta` must have dtype float32 or float64, got dtype {theta.dtype}.")
     if theta.shape != (kernel.nparams,):
         raise ValueError(
             f"`theta` must have shape ({kernel.nparams},) (p = kernel.nparams of {kernel!r}), got shape {theta.shape}."

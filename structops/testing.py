@@ -511,7 +511,7 @@ def check_kernel(
     Raises
     ------
     TypeError
-        If ``kernel`` is not a :class:`~structops.ParametricKernel` or ``dtype`` is not
+        If ``kernel`` is not a :class:`~structops.kernels.ParametricKernel` or ``dtype`` is not
         float32/float64.
     ValueError
         If ``nexamples`` is negative.

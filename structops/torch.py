@@ -103,7 +103,7 @@ class _KernelVJP(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, v: torch.Tensor):
-        theta, x, w = ctx.saved_tensors
+        _, x, w = ctx.saved_tensors
         kernel, transpose = ctx.kernel, ctx.transpose
         if not kernel.linear:
             raise RuntimeError(
@@ -256,7 +256,7 @@ class Layer(torch.nn.Module):
     >>> from structops.torch import Layer
     >>> layer = Layer(structops.MMatrixConv((8, 8), 3))
     >>> layer
-    Layer(MMatrixConv(...), p=4, bounds=[0, inf))
+    Layer(MMatrixConv(grid=(8, 8), stencil=(3, 3), bc='zero', channels=1), p=8, bounds=[0, inf))
     >>> opt = torch.optim.SGD(layer.parameters(), lr=10.0)
     >>> layer(torch.randn(4, 1, 8, 8)).square().sum().backward()
     >>> opt.step()
@@ -289,15 +289,15 @@ class Layer(torch.nn.Module):
         return torch.from_numpy(theta).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """:math:`K(\\theta) x_i` for every example of ``x`` (shape ``(n, *kernel.in_shape)``)."""
+        r""":math:`K(\theta) x_i` for every example of ``x`` (shape ``(n, *kernel.in_shape)``)."""
         return apply(self.kernel, self.theta, x)
 
     @torch.no_grad()
     def project_(self) -> Layer:
-        """Project ``theta`` in place onto the family's ``bounds`` (no-op when unbounded); returns ``self``.
+        r"""Project ``theta`` in place onto the family's ``bounds`` (no-op when unbounded); returns ``self``.
 
         Call it after an optimiser step for a constrained family (e.g. :class:`structops.MMatrixConv`,
-        :math:`\\theta \\ge 0`), or reparametrise with :class:`structops.Softplus` instead.
+        :math:`\theta \ge 0`), or reparametrise with :class:`structops.Softplus` instead.
         """
         bounds = self.kernel.bounds
         if bounds is not None:
@@ -306,6 +306,7 @@ class Layer(torch.nn.Module):
         return self
 
     def extra_repr(self) -> str:
+        """The family, its number of parameters and its bounds (shown in ``repr(layer)``)."""
         bounds = self.kernel.bounds
         text = f"{self.kernel!r}, p={self.kernel.nparams}"
         if bounds is not None:

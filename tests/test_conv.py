@@ -510,14 +510,22 @@ def test_dense_forms_refuse_large_sizes_with_clear_message():
     theta = big.random_theta(0)
     with pytest.raises(MemoryError, match=r"matrix\(\).*dense entries.*op\(theta\)"):
         big.matrix(theta)
-    with pytest.raises(MemoryError, match=r"Q.*dense entries.*op\(theta\)"):
-        _ = big.Q
     wide = Conv((256, 256), 3, in_channels=8, out_channels=8)
     with pytest.raises(MemoryError, match=r"matrix\(\)"):
         wide.matrix(wide.random_theta(0))
-    with pytest.raises(MemoryError, match=r"Q"):
-        _ = wide.Q
     assert wide.shape[0] * wide.shape[1] > MAX_DENSE_ENTRIES
+
+
+def test_Q_is_sparse_at_sizes_whose_dense_K_is_refused():
+    # Q has rows * cols = 2**36 rows but only one entry per (output pixel, in-grid tap): O(nnz)
+    k = Conv((512, 512), (3, 3), bc="zero")
+    assert k.shape[0] * k.shape[1] > MAX_DENSE_ENTRIES
+    Q, peak = _peak_bytes(lambda: k.Q)
+    assert Q.shape == (k.shape[0] * k.shape[1], 9)
+    assert Q.nnz == (3 * 512 - 2) ** 2  # the taps that stay inside the grid, summed over the 3 x 3 offsets
+    assert peak < 200 * Q.nnz
+    per_tap = [(512 - (a != 1)) * (512 - (b != 1)) for a in range(3) for b in range(3)]
+    np.testing.assert_array_equal(Q.sum(axis=0), per_tap)
 
 
 def _peak_bytes(fn) -> tuple[np.ndarray, int]:

@@ -51,9 +51,17 @@ def test_local_rows_partition_the_batch_like_pylops_mpi(n, size):
         assert (s.stop - s.start,) == local_split((n,), FakeComm(size, r), Partition.SCATTER, 0)
 
 
-@pytest.mark.parametrize("bad", [-1, 2.5, "3", True])
-def test_local_rows_rejects_bad_counts(bad):
-    with pytest.raises(ValueError, match="`n` must be a non-negative integer"):
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (-1, ValueError, r"`n` must be an integer >= 0, got -1"),
+        (2.5, TypeError, r"`n` must be an integer, got 2.5"),
+        ("3", TypeError, r"`n` must be an integer, got '3'"),
+        (True, TypeError, r"`n` must be an integer, got True"),
+    ],
+)
+def test_local_rows_rejects_bad_counts(bad, error, message):
+    with pytest.raises(error, match=message):
         D.local_rows(bad)
 
 
@@ -113,8 +121,8 @@ def test_learn_stencil_rejects_what_the_serial_solver_rejects(rng):
         D.learn_stencil(k, X, X[:, :5])
     with pytest.raises(ValueError, match="`damp`"):
         D.learn_stencil(k, X, X, damp=-1.0)
-    with pytest.raises(ValueError, match="`niter`"):
-        D.learn_stencil(k, X, X, niter=0)
+    with pytest.raises(ValueError, match="`maxiter`"):
+        D.learn_stencil(k, X, X, maxiter=0)
     with pytest.raises(ValueError, match="no examples on any rank"):
         D.learn_stencil(k, X[:0], X[:0])
 
@@ -169,3 +177,35 @@ def test_learn_stencil_refuses_a_fit_outside_the_bounds(rng):
         D.learn_stencil(k, X, Y)
     feasible = D.learn_stencil(k, X, k.apply(theta + 1.0, X).reshape(6, -1))
     np.testing.assert_allclose(feasible.theta, theta + 1.0, atol=1e-8)
+
+
+def test_learn_stencil_takes_the_serial_keywords_and_returns_a_learn_result(rng):
+    import inspect
+
+    from structops.solvers import LearnResult
+
+    serial, dist = inspect.signature(learn_stencil).parameters, inspect.signature(D.learn_stencil).parameters
+    for name in ("damp", "transpose", "atol", "btol", "maxiter", "theta0"):
+        assert dist[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert dist[name].default == serial[name].default, name
+    k = structops.Conv((12, 12), (3, 3), bc="periodic")
+    theta = rng.standard_normal(k.nparams)
+    X = rng.standard_normal((2, 1, 12, 12))
+    exact = D.learn_stencil(k, X, k.apply(theta, X))  # consistent data: LSQR's first test stops it
+    assert isinstance(exact, LearnResult) and exact.solver == "cgls"
+    assert (exact.istop, exact.converged) == (1, True)
+    np.testing.assert_allclose(exact.theta, theta, rtol=1e-10, atol=1e-10)
+    Y = k.apply(theta, X) + 0.1 * rng.standard_normal((2, 1, 12, 12))
+    noisy = D.learn_stencil(k, X, Y, atol=1e-6, btol=1e-6)  # least squares: the second test stops it
+    assert (noisy.istop, noisy.converged) == (2, True)
+    np.testing.assert_allclose(noisy.theta, learn_stencil(k, X, Y).theta, rtol=1e-5, atol=1e-6)
+    capped = D.learn_stencil(k, X, Y, maxiter=2)
+    assert (capped.istop, capped.itn, capped.converged) == (7, 2, False)
+    zero = D.learn_stencil(k, X, np.zeros_like(Y))
+    assert (zero.istop, zero.itn, zero.relative_residual) == (0, 0, 0.0)
+    assert not zero.theta.any()
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+    assert D.learn_stencil(k, X32, Y32).theta.dtype == np.float32
+    for name in ("atol", "btol"):
+        with pytest.raises(ValueError, match=f"`{name}` must be >= 0"):
+            D.learn_stencil(k, X, Y, **{name: -1.0})

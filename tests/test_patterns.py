@@ -339,10 +339,10 @@ def test_sparse_bad_pattern(pattern, error, match):
 @pytest.mark.parametrize(
     ("args", "error", "match"),
     [
-        ((4, -1, 0), ValueError, r"`lower` must lie in \[0, n - 1\] = \[0, 3\] for n = 4, got -1"),
-        ((4, 4, 0), ValueError, r"`lower` must lie in \[0, n - 1\] = \[0, 3\] for n = 4, got 4"),
-        ((4, 0, 7), ValueError, r"`upper` must lie in \[0, n - 1\] = \[0, 3\] for n = 4, got 7"),
-        ((4, 1.0, 1), TypeError, r"`lower` must be an integer in \[0, n - 1\] = \[0, 3\], got 1.0"),
+        ((4, -1, 0), ValueError, r"`lower` must lie in \[0, 3\], got -1"),
+        ((4, 4, 0), ValueError, r"`lower` must lie in \[0, 3\], got 4"),
+        ((4, 0, 7), ValueError, r"`upper` must lie in \[0, 3\], got 7"),
+        ((4, 1.0, 1), TypeError, r"`lower` must be an integer in \[0, 3\], got 1.0"),
         ((4, 1, True), TypeError, r"`upper` must be an integer .* got True"),
         ((4, 1, "1"), TypeError, r"`upper` must be an integer .* got '1'"),
         ((0, 0, 0), ValueError, r"`n` must be an integer >= 1, got 0"),

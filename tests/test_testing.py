@@ -239,6 +239,7 @@ class WrongPerExample(Diagonal):
         return 2 * g if per_example else g
 
 
+@pytest.mark.output
 @pytest.mark.parametrize(
     ("kernel", "failing"),
     [

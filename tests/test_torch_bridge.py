@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import structops
-from structops import kernels
 from structops.testing import default_rtol
 
 torch = pytest.importorskip("torch")
@@ -58,8 +57,10 @@ FAMILIES: list[Family] = [
     Family("MMatrix", lambda: structops.MMatrix(4)),
     *_conv_families(),
     Family("Conv-fft", lambda: structops.Conv((5, 4), 3, method="fft", out_channels=2)),
-    Family("Chain-AvgPool-Conv", lambda: structops.Chain(structops.AvgPool((4, 4), 2, channels=2),
-                                                         structops.Conv((4, 4), 3, out_channels=2))),  # fmt: skip
+    Family(
+        "Chain-AvgPool-Conv",
+        lambda: structops.Chain(structops.AvgPool((4, 4), 2, channels=2), structops.Conv((4, 4), 3, out_channels=2)),
+    ),
     Family("SymmetricConv", lambda: structops.SymmetricConv((5, 4), 3, bc="symmetric")),
     Family("MMatrixConv", lambda: structops.MMatrixConv((4, 4), 3, bc="periodic", channels=2)),
     Family("SeparableConv", lambda: structops.SeparableConv((5, 4), (3, 3), out_channels=2)),
@@ -71,6 +72,10 @@ FAMILIES: list[Family] = [
     Family("Banded", lambda: structops.Banded(5, 1, 2)),
     Family("Softplus-MMatrix", lambda: structops.Softplus(structops.MMatrix(3))),
     Family("Softplus-MMatrixConv", lambda: structops.Softplus(structops.MMatrixConv((4, 3), 3))),
+    Family("AntisymmetricConv-zero", lambda: structops.AntisymmetricConv((4, 3), 3, channels=2)),
+    Family("AntisymmetricConv-periodic", lambda: structops.AntisymmetricConv((5,), 3, bc="periodic")),
+    Family("CayleyConv", lambda: structops.CayleyConv((4, 3), 3, channels=2)),
+    Family("CayleyConv-1d", lambda: structops.CayleyConv((6,), 3)),
 ]
 
 
@@ -201,7 +206,7 @@ def test_bad_input_names_the_argument_the_value_and_what_was_expected():
 
 def test_tensors_off_the_cpu_are_not_supported_yet():
     k = structops.Diagonal(3)
-    with pytest.raises(NotImplementedError, match="`x` is on device 'meta'.* not supported yet"):
+    with pytest.raises(NotImplementedError, match=r"`x` is on device 'meta'.* not supported yet"):
         st.apply(k, torch.ones(3), torch.ones(2, 3, device="meta"))
 
 
@@ -277,7 +282,8 @@ def test_adam_with_project_keeps_an_mmatrix_conv_feasible():
 
 
 # ----------------------------------------------------------------- torch.compile
-def test_torch_compile_gives_the_eager_values_and_gradients():
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_gives_the_eager_values_and_gradients(backend):
     torch.manual_seed(0)
     k = structops.Conv((8, 8), 3, in_channels=2, out_channels=2)
     model = torch.nn.Sequential(st.Layer(k), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(128, 3))
@@ -290,7 +296,7 @@ def test_torch_compile_gives_the_eager_values_and_gradients():
         return loss.detach(), [p.grad.clone() for p in m.parameters()]
 
     eager_loss, eager_grads = loss_and_grads(model)
-    compiled = torch.compile(model, backend="aot_eager")
+    compiled = torch.compile(model, backend=backend)  # a graph break at the layer
     loss, grads = loss_and_grads(compiled)
     torch.testing.assert_close(loss, eager_loss)
     for g, e in zip(grads, eager_grads, strict=True):
@@ -320,5 +326,5 @@ def test_double_backward_of_a_nonlinear_family_is_exact_in_x_and_a_clear_error_i
     # through the x-gradient (e.g. a gradient penalty), second derivatives are first derivatives of the family
     assert torch.autograd.gradgradcheck(lambda z: st.apply(k, theta.detach(), z), (x,))
     grad_theta = torch.autograd.grad(st.apply(k, theta, x).square().sum(), theta, create_graph=True)[0]
-    with pytest.raises(RuntimeError, match="double backward through the theta-gradient .* not supported"):
+    with pytest.raises(RuntimeError, match=r"double backward through the theta-gradient .* not supported"):
         grad_theta.sum().backward()

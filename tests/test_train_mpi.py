@@ -19,8 +19,12 @@ import pytest
 pytest.importorskip("pylops_mpi")
 mpi4py = pytest.importorskip("mpi4py")
 
-from structops import distributed as D  # noqa: E402
-from structops.train import LayerClassifier, load_checkpoint, load_digits  # noqa: E402
+from structops.train import (  # noqa: E402
+    LayerClassifier,
+    load_checkpoint,
+    load_digits,
+    parallel,
+)
 from structops.train.cli import main  # noqa: E402
 from structops.train.optimizers import Problem  # noqa: E402
 from structops.train.trainer import TrainConfig, build_kernel  # noqa: E402
@@ -69,7 +73,7 @@ def small_problem():
 def test_sharded_problem_on_one_rank_is_the_serial_objective(small_problem, batch):
     model, X, y, x = small_problem
     comm = CountingComm(mpi4py.MPI.COMM_WORLD)
-    sharded = D.ShardedProblem(model, X, y, 0, X.shape[0], chunk=50, base_comm=comm)
+    sharded = parallel.ShardedProblem(model, X, y, 0, X.shape[0], chunk=50, base_comm=comm)
     assert comm.calls == []  # nothing to set up across ranks
     loss, grad = sharded.loss_grad(x, batch)
     assert comm.calls == ["Allreduce"]  # the loss and the whole gradient in one reduction
@@ -81,9 +85,9 @@ def test_sharded_problem_on_one_rank_is_the_serial_objective(small_problem, batc
 
 def test_example_sums_match_evaluate_in_chunks(small_problem):
     model, X, y, x = small_problem
-    data_sum, right = D.example_sums(model, x, X, y, chunk=37)
+    data_sum, right = parallel.example_sums(model, x, X, y, chunk=37)
     loss, acc = model.evaluate(x, X, y)
-    assert data_sum / X.shape[0] + D.tikhonov(model, x) == pytest.approx(loss, rel=1e-12)
+    assert data_sum / X.shape[0] + parallel.tikhonov(model, x) == pytest.approx(loss, rel=1e-12)
     assert right == round(acc * X.shape[0])
 
 
@@ -115,6 +119,9 @@ def test_two_ranks_train_the_same_parameters_as_one(tmp_path, capsys):
     # only rank 0 prints: one header per run, naming the split
     assert out.count("data: mnist:idx, 240 train / 90 test examples") == 4
     assert out.count("split over 2 MPI ranks") == 4
+    # each rank on its share of the cores by default, not a pool as large as the machine
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert out.count(f"split over 2 MPI ranks ({share} thread{'' if share == 1 else 's'} each)") == 4
     assert "'gnk' does not run on several MPI ranks" in run.stderr
     assert run.stderr.count("structops: error:") == 1
     # the same runs on one process

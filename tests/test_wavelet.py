@@ -341,7 +341,7 @@ def test_property_transform_and_kernel(data, grid, wavelet, per, dtype):
         (((6,),), {"levels": 2}, ValueError, r"`levels`=2 is out of range .* axis 0: it has odd length 3"),
         (((8, 12),), {"levels": 3}, ValueError, r"level 3 cannot halve axis 1: it has odd length 3"),
         (((8,), "db2"), {"levels": 3}, ValueError, r"length 2 on axis 0 .* shorter than the filter length 4 of 'db2'"),
-        (((8,),), {"levels": 0}, ValueError, r"`levels` must be >= 1, got 0"),
+        (((8,),), {"levels": 0}, ValueError, r"`levels` must be an integer >= 1, got 0"),
         (((8,),), {"levels": 1.0}, TypeError, r"`levels` must be an integer or None, got 1.0"),
         (((8,),), {"levels": True}, TypeError, r"`levels` must be an integer or None, got True"),
         (((8,),), {"per": "pixel"}, ValueError, r"`per` must be one of \('subband', 'coefficient'\), got 'pixel'"),

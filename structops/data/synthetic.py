@@ -6,11 +6,9 @@ so that they all blur the same image with the same stencil.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from .._validation import check_positive_int
+from .._validation import check_number, check_positive_int
 
 __all__ = ["gaussian_stencil", "phantom"]
 
@@ -110,10 +108,7 @@ def gaussian_stencil(size: int, sigma: float, ndim: int = 2) -> np.ndarray:
     """
     size = check_positive_int(size, "size")
     ndim = check_positive_int(ndim, "ndim")
-    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
-        raise TypeError(f"`sigma` must be a real number, got {sigma!r}.")
-    if not (np.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"`sigma` must be a finite number > 0, got {sigma!r}.")
+    sigma = check_number(sigma, "sigma", above=0)
     r = np.arange(size) - size // 2
     r2 = sum(r.reshape((size,) + (1,) * (ndim - 1 - axis)) ** 2 for axis in range(ndim))
     g = np.exp(-r2 / (2 * sigma**2))

@@ -299,7 +299,17 @@ class ParametricKernel(abc.ABC):
         -------
         numpy.ndarray, shape (n, *out_shape)
             ``K(theta) x_i`` for each example (``(n, *in_shape)`` with ``transpose``); for a
-            single example, one output of shape ``out_shape`` (``in_shape``).
+            single example, one output of shape ``out_shape`` (``in_shape``) -- or, for a
+            grid-shaped image of a one-channel family, the output grid alone (``(H, W)`` in,
+            ``(H, W)`` out for ``Conv((H, W), 3)``).
+
+        Examples
+        --------
+        >>> import numpy as np, structops
+        >>> k = structops.Conv((4, 5), 3)
+        >>> theta = np.zeros(9); theta[4] = 2.0
+        >>> k.apply(theta, np.ones((4, 5))).shape, k.apply(theta, np.ones((1, 4, 5))).shape
+        ((4, 5), (1, 4, 5))
         """
         transpose = _check_flag(transpose, "transpose")
         theta = self.validate_theta(theta)
@@ -307,10 +317,16 @@ class ParametricKernel(abc.ABC):
         single = _is_single_example(X, x_shape)
         x = check_batch(np.reshape(X, (1, -1)) if single else X, x_shape, theta.dtype)
         y = self._apply(self._prepare(theta), x, transpose).reshape((x.shape[0], *y_shape))
-        return y[0] if single else y
+        if not single:
+            return y
+        return y[0].reshape(_single_output_shape(np.shape(X), x_shape, y_shape))
 
     def jac(self, theta, X, transpose: bool = False) -> KernelJacobian:
         r"""Jacobian of :math:`\theta \mapsto` ``apply(theta, X, transpose)`` as an operator.
+
+        ``X`` is a batch, or one example as :meth:`apply` accepts it (``in_shape``, or the
+        grid alone for a one-channel family): the Jacobian is then that of the single output,
+        with pylops ``dimsd`` the shape :meth:`apply` returns for it.
 
         Returns
         -------
@@ -326,9 +342,12 @@ class ParametricKernel(abc.ABC):
         """
         transpose = _check_flag(transpose, "transpose")
         theta = self.validate_theta(theta).copy()
-        x_shape, _ = self._io_shapes(transpose)
-        x = check_batch(X, x_shape, theta.dtype)
-        return KernelJacobian(self, theta, x, transpose)
+        x_shape, y_shape = self._io_shapes(transpose)
+        if _is_single_example(X, x_shape):
+            x = check_batch(np.reshape(X, (1, -1)), x_shape, theta.dtype)
+            dimsd = _single_output_shape(np.shape(X), x_shape, y_shape)
+            return KernelJacobian(self, theta, x, transpose, dimsd=dimsd)
+        return KernelJacobian(self, theta, check_batch(X, x_shape, theta.dtype), transpose)
 
     def _io_shapes(self, transpose: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return (self.out_shape, self.in_shape) if transpose else (self.in_shape, self.out_shape)
@@ -372,6 +391,19 @@ def _is_single_example(X, example_shape: tuple[int, ...]) -> bool:
     if is_batch:
         return False
     return shape == example_shape or (len(example_shape) > 1 and example_shape[0] == 1 and shape == example_shape[1:])
+
+
+def _single_output_shape(
+    shape: tuple[int, ...], example_shape: tuple[int, ...], out_shape: tuple[int, ...]
+) -> tuple[int, ...]:
+    """The shape of the output for one example of ``shape``: the output grid for a grid-shaped image.
+
+    A one-channel example given as its grid alone (``(H, W)`` for ``in_shape == (1, H, W)``)
+    gives the output grid alone when the output has one channel too; any other single example
+    gives ``out_shape`` (pylops' ``dimsd``).
+    """
+    grid_shaped = len(example_shape) > 1 and example_shape[0] == 1 and tuple(shape) == example_shape[1:]
+    return out_shape[1:] if grid_shaped and len(out_shape) > 1 and out_shape[0] == 1 else out_shape
 
 
 def _check_flag(value, name: str) -> bool:

@@ -11,6 +11,7 @@ import scipy.sparse.linalg as spla
 
 from .._validation import as_float_array, check_finite
 from ._base import ParametricKernel, as_kernel
+from ._sparse import lift_rows
 
 __all__ = ["Chain", "LinearMap"]
 
@@ -20,7 +21,7 @@ _SPARSE_BLOCK = 256
 
 @runtime_checkable
 class LinearMap(Protocol):
-    r"""A fixed linear map :math:`A` acting on batches: the protocol :class:`Chain` needs.
+    r"""A fixed linear map :math:`A` acting on batches: the protocol :class:`~structops.Chain` needs.
 
     Attributes
     ----------
@@ -33,8 +34,8 @@ class LinearMap(Protocol):
     ``A x_i`` for every row, shape ``(n, *out_shape)`` or ``(n, prod(out_shape))``; with
     ``transpose=True`` it takes ``(n, prod(out_shape))`` rows and returns :math:`A^\top y_i`.
     It must compute in the dtype of ``X``. An optional ``tosparse()`` returning ``A`` as a
-    scipy sparse matrix lets :attr:`Chain.Q` stay sparse without probing ``A`` column by
-    column. :class:`~structops.AvgPool` implements the whole protocol.
+    scipy sparse matrix lets :attr:`Chain.Q <structops.kernels.ParametricKernel.Q>` stay sparse
+    without probing ``A`` column by column. :class:`~structops.AvgPool` implements the whole protocol.
     """
 
     in_shape: tuple[int, ...]
@@ -122,14 +123,14 @@ class Chain(ParametricKernel):
     r"""The family :math:`\theta \mapsto A\,K(\theta)`: a fixed linear map after a kernel family.
 
     Typical use is pooling after a convolution, ``Chain(AvgPool(grid, 2, channels=c), conv)``
-    (also written ``pool @ conv``). The result is again a :class:`ParametricKernel`, so it has
+    (also written ``pool @ conv``). The result is again a :class:`~structops.kernels.ParametricKernel`, so it has
     ``op``, ``apply``, ``jac``, ``Q`` and passes :func:`structops.testing.check_kernel`.
 
     Parameters
     ----------
     outer : LinearMap, pylops or scipy LinearOperator, sparse matrix or 2-D array
         The fixed map :math:`A`: anything with ``apply(X, transpose)``, ``in_shape`` and
-        ``out_shape`` (see :class:`LinearMap`; :class:`~structops.AvgPool` qualifies), or an
+        ``out_shape`` (see :class:`~structops.kernels.LinearMap`; :class:`~structops.AvgPool` qualifies), or an
         operator/matrix, which is wrapped. To compose with another family at a fixed
         :math:`\theta'`, pass ``other.op(theta_prime)``.
     kernel : ParametricKernel
@@ -255,17 +256,15 @@ class Chain(ParametricKernel):
             A = _probe_sparse(self.outer)
         return sp.csr_array(A, dtype=np.float64)
 
-    def _lift(self) -> sp.csr_array:
-        """``I_N ⊗ A``: applies ``A`` to every column of ``K`` in column-major ``vec``."""
-        return sp.csr_array(sp.kron(sp.eye_array(self.shape[1]), self._outer_sparse(), format="csr"))
-
     def _build_Q(self):
-        return sp.csc_array(self._lift() @ self.kernel.Q)
+        # (I_N ⊗ A) Q_K, never forming I_N ⊗ A: O(nnz) in memory and time
+        return lift_rows(self._outer_sparse(), self.kernel.Q, self.kernel.shape[0])
 
     @property
     def q(self) -> np.ndarray | None:
-        """``(I_N ⊗ A) q_K`` (None when the inner family has no constant part)."""
+        """``(I_N ⊗ A) q_K = vec(A mat(q_K))`` (None when the inner family has no constant part)."""
         q_inner = self.kernel.q
         if q_inner is None:
             return None
-        return self._lift() @ np.asarray(q_inner, dtype=np.float64)
+        Q_inner = np.asarray(q_inner, dtype=np.float64).reshape(self.kernel.shape, order="F")
+        return np.asarray(self._outer_sparse() @ Q_inner).ravel(order="F")

@@ -11,7 +11,7 @@ class Nonnegative:
     r"""Mixin for families whose parameters must satisfy :math:`\theta \ge 0` (M-matrix couplings).
 
     Provides :attr:`bounds` (zero below, infinite above; bound-constrained optimisers and
-    :meth:`~structops.ParametricKernel.random_theta` use them) and the check that every public
+    :meth:`~structops.kernels.ParametricKernel.random_theta` use them) and the check that every public
     entry point runs. A family sets ``_reparametrise``, the expression a user should write to
     optimise without the constraint (e.g. ``"structops.Softplus(MMatrix(n))"``).
     """

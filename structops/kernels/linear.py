@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from .._validation import as_float_array, check_finite, check_int_tuple
 from ._base import ParametricKernel
+from ._sparse import csc_from_triplets
 
 #: Above this fraction of nonzero entries ``K`` is stored dense and products use BLAS.
 DENSE_FRACTION = 0.1
@@ -122,13 +123,12 @@ class PatternKernel(ParametricKernel):
         return QR.T @ g
 
     def _build_Q(self):
+        # row l of Q_R is row rows[l] + cols[l] * m of Q: scatter its triplets, O(nnz(Q_R))
         pat = self._pattern
-        rows, _ = self.shape
+        rows, cols = self.shape
         lin = pat.rows.astype(np.int64) + pat.cols.astype(np.int64) * rows
-        P = sp.csr_array(
-            (np.ones(lin.size), (lin, np.arange(lin.size))), shape=(self.shape[0] * self.shape[1], lin.size)
-        )
-        return sp.csc_array(P @ pat.QR)
+        QR = sp.coo_array(pat.QR)
+        return csc_from_triplets(QR.data, lin[QR.row], QR.col, (rows * cols, self.nparams))
 
     @property
     def q(self) -> np.ndarray | None:

@@ -34,7 +34,7 @@ class MMatrix(Nonnegative, PatternKernel):
     ValueError
         At every public entry point, when ``theta`` has a negative entry. To optimise
         without the constraint, use :class:`structops.Softplus` (``θ = softplus(φ)``) or
-        pass :attr:`bounds` to a bound-constrained optimiser.
+        pass :attr:`~structops.kernels.constraints.Nonnegative.bounds` to a bound-constrained optimiser.
 
     Notes
     -----

@@ -1,4 +1,4 @@
-r"""The pylops operators a kernel family hands out: :math:`K(\theta)`, :math:`I_n \otimes K(\theta)`, the Jacobian.
+r"""The pylops operators a kernel family hands out: :math:`K(\theta)` and the Jacobian.
 
 Every operator here is built from a family's *prepared* states (see
 :class:`~structops.kernels.ParametricKernel`): what depends only on :math:`\theta` and what
@@ -16,12 +16,12 @@ import numpy as np
 import pylops
 import scipy.sparse as sp
 
-from .._validation import as_float_array, check_finite_fast, check_positive_int
+from .._validation import as_float_array, check_finite_fast
 
 if TYPE_CHECKING:
     from ._base import ParametricKernel
 
-__all__ = ["BatchOperator", "ColumnBatched", "KernelJacobian", "KernelOperator", "real_apply"]
+__all__ = ["ColumnBatched", "KernelJacobian", "KernelOperator", "real_apply"]
 
 
 def real_apply(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -100,10 +100,12 @@ class _Widening:
 class KernelOperator(ColumnBatched):
     r""":math:`K(\theta)` (or :math:`K(\theta)^\top` with ``transpose``) of a family as a pylops ``LinearOperator``.
 
-    Built by :meth:`ParametricKernel.op`. The family's state for :math:`\theta` (e.g. an
-    assembled matrix or a spectrum) is prepared once, when the operator is built; ``matvec``
-    and ``matmat`` apply the family's batched product to all columns at once (no loop over
-    columns). The adjoint is the same class with the flag flipped, sharing the state.
+    Built by :meth:`ParametricKernel.op`. ``dims``/``dimsd`` are pylops' (``in_shape`` and
+    ``out_shape``, e.g. ``(1, H, W)``); a one-channel family also accepts a grid-shaped image
+    ``(H, W)`` in ``K @ x`` and returns a grid-shaped result (see :meth:`dot`). The family's
+    state for :math:`\theta` (e.g. an assembled matrix or a spectrum) is prepared once, when
+    the operator is built; ``matvec`` and ``matmat`` apply the family's batched product to all
+    columns at once (no loop over columns). The adjoint is the same class with the flag flipped, sharing the state.
 
     Parameters
     ----------
@@ -137,52 +139,31 @@ class KernelOperator(ColumnBatched):
     def _adjoint(self) -> KernelOperator:
         return KernelOperator(self.kernel, self.theta, not self.transposed, _states=self._states)
 
+    def dot(self, x):
+        """``K @ x`` as pylops' ``dot``, and a grid-shaped image of a one-channel family gives a grid-shaped result.
+
+        pylops reads ``x`` of shape ``dims`` (``(1, H, W)``) as one example and returns
+        ``dimsd``; a one-channel family also takes the grid alone, ``(H, W)``, and returns the
+        output grid alone (as pylops' own ``Convolve2D`` with ``dims=(H, W)``). Everything else
+        is pylops' convention unchanged.
+        """
+        if isinstance(x, np.ndarray) and self._grid_shaped(x.shape):
+            y = super().dot(x.ravel())
+            return y.reshape(self.dimsd[1:] if len(self.dimsd) > 1 and self.dimsd[0] == 1 else self.dimsd)
+        return super().dot(x)
+
+    def _grid_shaped(self, shape: tuple[int, ...]) -> bool:
+        dims = tuple(self.dims)
+        if len(dims) < 2 or dims[0] != 1 or shape != dims[1:] or len(shape) < 2:
+            return False
+        return not (len(shape) == 2 and shape[0] == self.shape[1])  # a block of columns keeps pylops' meaning
+
     _transpose = _adjoint
 
     def todense(self, backend: str = "numpy") -> np.ndarray:
         """The dense matrix (from the family's own dense form, not by probing with the identity)."""
         dense = self.kernel._dense(self._states.state)
         return np.ascontiguousarray(dense.T) if self.transposed else dense
-
-
-class BatchOperator(ColumnBatched):
-    r""":math:`I_n \otimes K(\theta)`: the operator applied to ``n`` examples at once.
-
-    A pylops ``LinearOperator`` of shape ``(n * rows, n * cols)`` acting on the examples
-    flattened C-order from ``(n, *in_shape)`` (``out_shape`` with ``transpose``); every product
-    is one batched call of the family (no loop over examples), and ``matmat`` over ``k``
-    columns is one call on ``n k`` examples.
-
-    Parameters
-    ----------
-    kernel : ParametricKernel
-    theta : array_like, shape (p,)
-    n : int
-        Number of examples (``>= 0``).
-    transpose : bool, optional
-        :math:`I_n \otimes K(\theta)^\top` instead.
-    """
-
-    def __init__(self, kernel: ParametricKernel, theta, n: int, transpose: bool = False) -> None:
-        from ._base import as_kernel
-
-        kernel = as_kernel(kernel)
-        self.n = check_positive_int(n, "n", minimum=0)
-        self.op = kernel.op(theta)
-        if transpose:
-            self.op = self.op.H
-        rows, cols = self.op.shape
-        self._rows, self._cols = rows, cols
-        shape = (self.n * rows, self.n * cols)
-        super().__init__(dtype=self.op.dtype, shape=shape, name=f"Batch[{type(kernel).__name__}]")
-
-    def _columns(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
-        """Columns of ``X`` (each ``n`` stacked examples) through ``K`` (or ``K^T``) in one call."""
-        size = self._rows if adjoint else self._cols
-        k = X.shape[1]
-        rows = np.ascontiguousarray(X.T.reshape(k * self.n, size).T)
-        out = self.op.rmatmat(rows) if adjoint else self.op.matmat(rows)
-        return np.ascontiguousarray(out.T.reshape(k, -1).T)
 
 
 class KernelJacobian(pylops.LinearOperator):
@@ -200,7 +181,15 @@ class KernelJacobian(pylops.LinearOperator):
     call on.
     """
 
-    def __init__(self, kernel: ParametricKernel, theta: np.ndarray, x: np.ndarray, transpose: bool) -> None:
+    def __init__(
+        self,
+        kernel: ParametricKernel,
+        theta: np.ndarray,
+        x: np.ndarray,
+        transpose: bool,
+        *,
+        dimsd: tuple[int, ...] | None = None,
+    ) -> None:
         self.kernel = kernel
         self.theta = theta
         self.x = x
@@ -212,7 +201,7 @@ class KernelJacobian(pylops.LinearOperator):
         super().__init__(
             dtype=theta.dtype,
             dims=(kernel.nparams,),
-            dimsd=(self.nexamples, *y_shape),
+            dimsd=(self.nexamples, *y_shape) if dimsd is None else dimsd,
             name=f"J[{type(kernel).__name__}]",
         )
 
@@ -233,7 +222,7 @@ class KernelJacobian(pylops.LinearOperator):
         return real_apply(lambda z: self._grad(z, per_example=False), w, self.dtype)
 
     def _grad(self, w: np.ndarray, per_example: bool) -> np.ndarray:
-        w = np.ascontiguousarray(w).reshape(self.nexamples, int(np.prod(self.dimsd[1:])))
+        w = np.ascontiguousarray(w).reshape(self.nexamples, self.shape[0] // max(self.nexamples, 1))
         if self.nexamples == 0:
             shape = (0, self.kernel.nparams) if per_example else (self.kernel.nparams,)
             return np.zeros(shape, dtype=w.dtype)

@@ -144,14 +144,6 @@ class Sparse(_EntryPattern):
         return f"Sparse(shape={self.shape}, nnz={self.nparams})"
 
 
-def _check_bandwidth(value, name: str, n: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer in [0, n - 1] = [0, {n - 1}], got {value!r}.")
-    if not 0 <= value <= n - 1:
-        raise ValueError(f"`{name}` must lie in [0, n - 1] = [0, {n - 1}] for n = {n}, got {value!r}.")
-    return int(value)
-
-
 class Banded(_EntryPattern):
     r"""Banded :math:`n \times n` family: every entry with :math:`-\text{upper} \le i - j \le \text{lower}` is free.
 
@@ -204,8 +196,8 @@ class Banded(_EntryPattern):
 
     def __init__(self, n: int, lower: int, upper: int) -> None:
         self.n = check_positive_int(n, "n")
-        self.lower = _check_bandwidth(lower, "lower", self.n)
-        self.upper = _check_bandwidth(upper, "upper", self.n)
+        self.lower = check_positive_int(lower, "lower", 0, maximum=self.n - 1)
+        self.upper = check_positive_int(upper, "upper", 0, maximum=self.n - 1)
         j = np.arange(self.n, dtype=np.int64)
         first = np.maximum(0, j - self.upper)
         counts = np.minimum(self.n - 1, j + self.lower) + 1 - first

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._base import ParametricKernel, as_kernel
+from ._sparse import matmul_tall
 
 if TYPE_CHECKING:
     from .diagonalized import Diagonalized, PeriodicEmbedding
@@ -210,7 +211,7 @@ class LinearReparam(Reparametrized):
         return Pt @ u if u.ndim == 1 else np.asarray((Pt @ u.T).T)
 
     def _build_Q(self):
-        return sp.csc_array(self.kernel.Q @ self.P)
+        return matmul_tall(self.kernel.Q, self.P)
 
     @property
     def q(self) -> np.ndarray | None:

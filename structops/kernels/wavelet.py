@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import as_float_array, check_batch
+from .._validation import as_float_array, check_batch, check_choice, check_int_tuple, check_optional_int
 from ._base import ParametricKernel
 
 __all__ = ["SUPPORTED_WAVELETS", "Subband", "Wavelet"]
@@ -63,20 +63,12 @@ def _pywt_wavelet(name: str):
 
 
 def _check_grid(grid) -> tuple[int, ...]:
-    if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):
-        grid = (grid,)
-    try:
-        items = tuple(grid)
-    except TypeError:
-        raise TypeError(f"`grid` must be an integer or a sequence of 1 to 3 integers, got {grid!r}.") from None
+    """``grid`` (an int is one axis) as a tuple of 1 to 3 positive ints."""
+    one_axis = isinstance(grid, (int, np.integer)) and not isinstance(grid, bool)
+    items = check_int_tuple(grid, "grid", ndim=1 if one_axis else None)
     if not 1 <= len(items) <= 3:
         raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
-    for s in items:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"`grid` must hold integers, got {grid!r}.")
-        if s < 1:
-            raise ValueError(f"every entry of `grid` must be >= 1, got {grid!r}.")
-    return tuple(int(s) for s in items)
+    return items
 
 
 def _level_obstacle(grid: tuple[int, ...], level: int, name: str, flen: int) -> str | None:
@@ -149,14 +141,14 @@ class Wavelet(ParametricKernel):
         :math:`N = \prod` ``grid``.
     wavelet : str, optional
         Name of an orthogonal wavelet: ``"haar"`` (default), ``"db1"``-``"db10"``,
-        ``"coif1"``-``"coif5"`` (:data:`SUPPORTED_WAVELETS`).
+        ``"coif1"``-``"coif5"`` (:data:`~structops.kernels.wavelet.SUPPORTED_WAVELETS`).
     levels : int, optional
         Number :math:`J \ge 1` of decomposition levels; default the most the grid allows
-        (:func:`max_levels`): every level halves every axis, which must be even and at least
+        (:func:`~structops.kernels.wavelet.max_levels`): every level halves every axis, which must be even and at least
         the filter length there.
     per : {"subband", "coefficient"}, optional
         One parameter per subband (the approximation, then each level's details from the
-        coarsest to the finest, see :attr:`subbands`) or one per wavelet coefficient, in the
+        coarsest to the finest, see ``subbands``) or one per wavelet coefficient, in the
         order of :meth:`transform`.
 
     Attributes
@@ -213,7 +205,8 @@ class Wavelet(ParametricKernel):
     :math:`k` of :math:`\mathcal{Q}` is :math:`\operatorname{vec}(W_k^\top W_k)`, the
     orthogonal projection onto subband :math:`k` (:math:`W_k` its rows of :math:`W`), or
     :math:`\operatorname{vec}(w_c w_c^\top)` for the basis function :math:`w_c` of one
-    coefficient. :attr:`Q` is sparse but holds up to :math:`N^2` entries per subband (Haar's
+    coefficient. :attr:`~structops.kernels.ParametricKernel.Q` is sparse but holds up to :math:`N^2` entries per
+    subband (Haar's
     coarse approximation spans the whole grid): it is for small grids, and raises
     ``MemoryError`` above ``MAX_DENSE_ENTRIES``. ``op``, ``apply`` and ``jac`` cost
     :math:`O(NLd)` per example and never build a matrix.
@@ -243,6 +236,7 @@ class Wavelet(ParametricKernel):
         filters = _pywt_wavelet(self.wavelet)
         flen = int(filters.dec_len)
         most = max_levels(self.grid, self.wavelet)
+        levels = check_optional_int(levels, "levels")
         if levels is None:
             if most == 0:
                 raise ValueError(
@@ -250,17 +244,12 @@ class Wavelet(ParametricKernel):
                     f"{_level_obstacle(self.grid, 1, self.wavelet, flen)}."
                 )
             levels = most
-        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)):
-            raise TypeError(f"`levels` must be an integer or None, got {levels!r}.")
-        if levels < 1:
-            raise ValueError(f"`levels` must be >= 1, got {levels!r}.")
         if levels > most:
             raise ValueError(
                 f"`levels`={levels!r} is out of range for grid {self.grid} and {self.wavelet!r} "
                 f"(at most {most}): {_level_obstacle(self.grid, most + 1, self.wavelet, flen)}."
             )
-        if per not in _PER:
-            raise ValueError(f"`per` must be one of {_PER!r}, got {per!r}.")
+        check_choice(per, "per", _PER)
         self.levels = int(levels)
         self.per = per
         lo, hi = np.asarray(filters.dec_lo, dtype=np.float64), np.asarray(filters.dec_hi, dtype=np.float64)
@@ -366,7 +355,7 @@ class Wavelet(ParametricKernel):
         Returns
         -------
         numpy.ndarray, shape (n, N)
-            Coefficients in the order of :attr:`subbands` (as ``pywt.wavedecn`` with
+            Coefficients in the order of ``subbands`` (as ``pywt.wavedecn`` with
             ``mode="periodization"``, each block flattened in C-order).
 
         Examples

@@ -21,6 +21,7 @@ from ..kernels.diagonalized import (
 from ._routes import Route, route
 from .dct import dct_eigvals, dct_implicit_step, dct_inverse
 from .learn import LearnResult, learn_stencil
+from .lipschitz import certified_norm_bound, project_spectral_norm
 from .preconditioners import (
     KINDS,
     chan_preconditioner,
@@ -69,4 +70,6 @@ __all__ = [
     "Route",
     "route",
     "svdvals",
+    "certified_norm_bound",
+    "project_spectral_norm",
 ]

@@ -86,9 +86,7 @@ def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int,
     emb = _embedding(kernel, theta)
     upper = emb.upper_bound()
     v0 = _start(kernel, theta, emb, largest=True)
-    big, _ = golub_kahan(kernel.op(theta), maxiter=min(maxiter, NORM_STEPS), tol=tol, need_min=False, v0=v0)
-    if not big.converged and big.lower * (1 + tol) < upper and maxiter > NORM_STEPS:
-        big, _ = golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=False, v0=v0)
+    big, _ = golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=False, v0=v0)
     lower = min(big.lower, upper)
     converged = big.converged or upper <= lower * (1 + tol)
     return SpectralEstimate(big.value, lower, upper, False, "certified", big.iterations, converged, True)

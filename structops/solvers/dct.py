@@ -33,7 +33,7 @@ type=t, norm="ortho")``):
   :math:`\langle x, y\rangle_{B^2}`). Then :math:`(K + \alpha I)^{-1} = B^{-1} C (\Lambda +
   \alpha)^{-1} C B` and its adjoint is :math:`B C (\Lambda + \alpha)^{-1} C B^{-1}`, but
   :math:`K^\top K = B S B^{-2} S B` (:math:`S = C\Lambda C`) is *not* diagonalised by
-  :math:`C`: :func:`dct_implicit_step` and ``normal=True`` need ``"symmetric"``.
+  :math:`C`: :func:`~structops.solvers.dct_implicit_step` and ``normal=True`` need ``"symmetric"``.
 
 :class:`structops.SymmetricConv` (one channel, stride 1) declares this through its
 ``diagonalize(theta)``, a :class:`~structops.kernels.diagonalized.CosineMultiplier`; every public
@@ -97,7 +97,7 @@ def dct_eigvals(kernel: ParametricKernel, theta) -> np.ndarray:
     Returns
     -------
     numpy.ndarray, real, shape ``grid``
-        :func:`cosine_symbol` of the kernel's stencil, in the dtype of ``theta``.
+        :func:`~structops.solvers.dct.cosine_symbol` of the kernel's stencil, in the dtype of ``theta``.
 
     Raises
     ------

@@ -37,7 +37,7 @@ def share_rows(n: int, rank: int, size: int) -> slice:
 class ScaledImages:
     r"""Images kept as stored (uint8 ``0..255``) and scaled to ``[0, 1]`` in ``dtype`` when indexed.
 
-    What :func:`load_mnist` returns with ``stream=True``: the 60,000 MNIST training images
+    What :func:`~structops.train.load_mnist` returns with ``stream=True``: the 60,000 MNIST training images
     take 47 MB as uint8 instead of 188 MB (float32) or 376 MB (float64), and a mini-batch
     ``images[idx]`` is converted on the fly (the same values as converting everything first:
     ``raw.astype(dtype) / 255``). ``numpy.asarray(images)`` converts everything.
@@ -120,7 +120,7 @@ class Dataset:
     Attributes
     ----------
     x_train, x_test : numpy.ndarray or ScaledImages, shape (n, channels, *grid)
-        Images in ``[0, 1]``, float32 or float64 (:class:`ScaledImages`: stored as uint8,
+        Images in ``[0, 1]``, float32 or float64 (:class:`~structops.train.data.ScaledImages`: stored as uint8,
         converted when indexed).
     y_train, y_test : numpy.ndarray of int64, shape (n,)
         Class labels ``0 .. nclasses - 1``.
@@ -163,7 +163,7 @@ class Dataset:
         )  # fmt: skip
 
     def shard(self, rank: int, size: int) -> Dataset:
-        """The share of the examples that process ``rank`` of ``size`` holds (see :func:`share_rows`)."""
+        """The share of the examples held by process ``rank`` of ``size``: :func:`~structops.train.data.share_rows`."""
         if self.share is not None:
             raise ValueError("this data set is already a share of one.")
         tr, te = share_rows(self.ntrain, rank, size), share_rows(self.ntest, rank, size)
@@ -411,12 +411,12 @@ def load_mnist(
     limit : int, optional
         Keep only the first ``limit`` training and test examples (quick experiments).
     stream : bool, optional
-        Keep the images as stored (uint8) in :class:`ScaledImages`, converted to ``dtype``
+        Keep the images as stored (uint8) in :class:`~structops.train.data.ScaledImages`, converted to ``dtype``
         when indexed (a mini-batch at a time), instead of converting them all now.
     shard : (rank, size), optional
         Read only the share of the (first ``limit``) training and test images that process
-        ``rank`` of ``size`` holds (:func:`share_rows`), plus the first 256 training images
-        for the initialisation (:class:`Share`); the labels (one byte an example) are read
+        ``rank`` of ``size`` holds (:func:`~structops.train.data.share_rows`), plus the first 256 training images
+        for the initialisation (:class:`~structops.train.data.Share`); the labels (one byte an example) are read
         whole, so that every process agrees on the number of classes.
 
     Returns

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from .._validation import FLOAT_DTYPES, check_positive_int
+from .._validation import FLOAT_DTYPES, check_choice, check_number, check_positive_int
 from ..kernels._base import ParametricKernel
 
 __all__ = ["ACTIVATIONS", "BIAS_MODES", "Params", "LayerClassifier"]
@@ -131,21 +131,12 @@ class LayerClassifier:
     ) -> None:
         if not isinstance(kernel, ParametricKernel):
             raise TypeError(f"`kernel` must be a ParametricKernel, got {kernel!r}.")
-        if isinstance(nclasses, bool) or not isinstance(nclasses, (int, np.integer)) or nclasses < 2:
-            raise ValueError(f"`nclasses` must be an integer >= 2, got {nclasses!r}.")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
-        if bias not in BIAS_MODES:
-            raise ValueError(f"`bias` must be one of {BIAS_MODES}, got {bias!r}.")
-        for name, val in (("reg_theta", reg_theta), ("reg_W", reg_W)):
-            if not np.isfinite(val) or val < 0:
-                raise ValueError(f"`{name}` must be a finite number >= 0, got {val!r}.")
         self.kernel = kernel
-        self.nclasses = int(nclasses)
-        self.activation = activation
-        self.bias_mode = bias
-        self.reg_theta = float(reg_theta)
-        self.reg_W = float(reg_W)
+        self.nclasses = check_positive_int(nclasses, "nclasses", minimum=2)
+        self.activation = check_choice(activation, "activation", ACTIVATIONS)
+        self.bias_mode = check_choice(bias, "bias", BIAS_MODES)
+        self.reg_theta = check_number(reg_theta, "reg_theta", minimum=0)
+        self.reg_W = check_number(reg_W, "reg_W", minimum=0)
         self.nfeatures = int(np.prod(kernel.out_shape))
         self.nbias = kernel.out_shape[0] if bias == "channel" and kernel.out_shape else 1
         self.sizes = (kernel.nparams, self.nbias, self.nfeatures * self.nclasses, self.nclasses)

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.optimize as sopt
 import scipy.sparse.linalg as spla
 
+from .._validation import check_choice, check_number, check_positive_int
 from .model import LayerClassifier
 
 __all__ = [
@@ -116,18 +117,6 @@ class Optimizer(abc.ABC):
             raise ValueError(f"{type(self).__name__} has no state, got keys {sorted(state)!r}.")
 
 
-def _check_positive(value, name: str) -> float:
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
-    return float(value)
-
-
-def _check_iters(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
-    return int(value)
-
-
 class LBFGS(Optimizer):
     r"""Full-batch L-BFGS-B through :func:`scipy.optimize.minimize`.
 
@@ -148,8 +137,8 @@ class LBFGS(Optimizer):
     name = "lbfgs"
 
     def __init__(self, iters: int = 50, memory: int = 10) -> None:
-        self.iters = _check_iters(iters, "iters")
-        self.memory = _check_iters(memory, "memory")
+        self.iters = check_positive_int(iters, "iters")
+        self.memory = check_positive_int(memory, "memory")
         #: Iterations and objective evaluations of each epoch run by this object.
         self.nit_history: list[int] = []
         self.nfev_history: list[int] = []
@@ -203,14 +192,13 @@ class _MiniBatch(Optimizer):
     """
 
     def __init__(self, lr: float, batch_size: int, schedule: str = "constant", epochs: int | None = None) -> None:
-        self.lr = _check_positive(lr, "lr")
-        self.batch_size = _check_iters(batch_size, "batch_size")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}.")
+        self.lr = check_number(lr, "lr", above=0)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        check_choice(schedule, "schedule", SCHEDULES)
         if schedule != "constant" and epochs is None:
             raise ValueError(f"`schedule={schedule!r}` needs `epochs`, the length of the schedule.")
         self.schedule = schedule
-        self.epochs = None if epochs is None else _check_iters(epochs, "epochs")
+        self.epochs = None if epochs is None else check_positive_int(epochs, "epochs")
         self.epoch = 0
 
     def iterations_per_epoch(self, problem: Problem) -> int:
@@ -264,7 +252,9 @@ class SGD(_MiniBatch):
         :math:`\mu \in [0, 1)`.
     batch_size : int, optional
     schedule : {"constant", "cosine"}, optional
-        Step size per epoch, see :class:`_MiniBatch`.
+        Step size per epoch: :math:`\eta` throughout (``"constant"``) or
+        :math:`\eta_e = \tfrac{\eta}{2}(1 + \cos(\pi e / E))` in epoch :math:`e` of :math:`E` = ``epochs``
+        (``"cosine"``, PyTorch's ``CosineAnnealingLR``).
     epochs : int, optional
         Length of the schedule (needed for ``"cosine"``).
     """
@@ -280,9 +270,7 @@ class SGD(_MiniBatch):
         epochs: int | None = None,
     ) -> None:
         super().__init__(lr, batch_size, schedule, epochs)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"`momentum` must lie in [0, 1), got {momentum!r}.")
-        self.momentum = float(momentum)
+        self.momentum = check_number(momentum, "momentum", minimum=0, below=1)
         self.velocity: np.ndarray | None = None
 
     def _step(self, x, grad, lr):
@@ -321,7 +309,9 @@ class Adam(_MiniBatch):
     lr, beta1, beta2, eps : float, optional
     batch_size : int, optional
     schedule : {"constant", "cosine"}, optional
-        Step size :math:`\eta` per epoch, see :class:`_MiniBatch`.
+        Step size per epoch: :math:`\eta` throughout (``"constant"``) or
+        :math:`\eta_e = \tfrac{\eta}{2}(1 + \cos(\pi e / E))` in epoch :math:`e` of :math:`E` = ``epochs``
+        (``"cosine"``, PyTorch's ``CosineAnnealingLR``).
     epochs : int, optional
         Length of the schedule (needed for ``"cosine"``).
     """
@@ -339,10 +329,9 @@ class Adam(_MiniBatch):
         epochs: int | None = None,
     ) -> None:
         super().__init__(lr, batch_size, schedule, epochs)
-        for nm, val in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= val < 1.0:
-                raise ValueError(f"`{nm}` must lie in [0, 1), got {val!r}.")
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), _check_positive(eps, "eps")
+        self.beta1 = check_number(beta1, "beta1", minimum=0, below=1)
+        self.beta2 = check_number(beta2, "beta2", minimum=0, below=1)
+        self.eps = check_number(eps, "eps", above=0)
         self.m: np.ndarray | None = None
         self.v: np.ndarray | None = None
         self.t = 0
@@ -407,9 +396,9 @@ class GaussNewtonKrylov(Optimizer):
     name = "gnk"
 
     def __init__(self, iters: int = 5, cg_iters: int = 30, damping: float = 1e-2) -> None:
-        self.iters = _check_iters(iters, "iters")
-        self.cg_iters = _check_iters(cg_iters, "cg_iters")
-        self.damping = _check_positive(damping, "damping")
+        self.iters = check_positive_int(iters, "iters")
+        self.cg_iters = check_positive_int(cg_iters, "cg_iters")
+        self.damping = check_number(damping, "damping", above=0)
         self.cg_history: list[int] = []
 
     def iterations_per_epoch(self, problem: Problem) -> int:  # noqa: D102
@@ -474,14 +463,13 @@ def make_optimizer(
     SGD/Adam, ``iters`` (iterations per epoch) to L-BFGS and GNK; None keeps each method's
     default.
     """
+    check_choice(name, "optimizer", OPTIMIZERS)
     if name == "lbfgs":
         return LBFGS() if iters is None else LBFGS(iters=iters)
     if name == "gnk":
         return GaussNewtonKrylov() if iters is None else GaussNewtonKrylov(iters=iters)
-    if name in ("sgd", "adam"):
-        cls = SGD if name == "sgd" else Adam
-        kwargs: dict = {"batch_size": batch_size, "schedule": schedule, "epochs": epochs}
-        if lr is not None:
-            kwargs["lr"] = lr
-        return cls(**kwargs)
-    raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, got {name!r}.")
+    cls = SGD if name == "sgd" else Adam
+    kwargs: dict = {"batch_size": batch_size, "schedule": schedule, "epochs": epochs}
+    if lr is not None:
+        kwargs["lr"] = lr
+    return cls(**kwargs)

@@ -7,11 +7,11 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.fft as sfft
-import scipy.sparse as sp
 
 from ..._backend import have_numba, workers
 from ..._validation import check_int_tuple, check_positive_int, check_theta
 from .._base import ParametricKernel
+from .._sparse import csc_from_triplets
 from ..diagonalized import Diagonalized, FourierMultiplier, KroneckerMultiplier, PeriodicEmbedding, half_spectrum
 from . import _core as core
 
@@ -72,11 +72,12 @@ class Conv(ParametricKernel):
         Output sampling step per axis.
     method : {"auto", "direct", "fft"}
         Direct stencil sums or FFTs for the operator (``self.method``); ``"auto"`` picks by a
-        cost model (see :meth:`_choose_method`).
+        cost model (see ``Conv._choose_method``).
     jac_method : {"auto", "direct", "fft"}, optional
         The same for the Jacobians (``self.jac_method``); default: as ``method``. The method
         of a Jacobian is fixed when it is built: an FFT Jacobian transforms its data once, at
-        :meth:`jac`, and each later product transforms only the other side, so ``"fft"`` pays
+        :meth:`~structops.kernels.ParametricKernel.jac`, and each later product transforms only the other side,
+        so ``"fft"`` pays
         for Jacobians used for many products (a Krylov fit of a large stencil); ``"auto"``
         prices a Jacobian used for one gradient, which costs the same transforms as an
         operator product.
@@ -96,6 +97,11 @@ class Conv(ParametricKernel):
     ----------
     nparams : int
         ``out_channels * in_channels * prod(stencil)``.
+    backend : {"numba", "numpy"}
+        What runs the direct sums: the numba kernels if they are installed and switched on
+        (:func:`structops.set_accelerator`) when the family is built, else numpy. Fixed at
+        construction, like ``method`` (whose cost model it enters): switching the accelerator
+        later affects only families built afterwards.
     in_shape, out_shape : tuple of int
         ``(in_channels, *grid)`` and ``(out_channels, *grid_out)``.
 
@@ -103,10 +109,12 @@ class Conv(ParametricKernel):
     -----
     :math:`\theta` is the array of shape ``(out_channels, in_channels, *stencil)``
     (PyTorch's weight layout) flattened in C-order; examples are ``(in_channels, *grid)``
-    flattened in C-order, and rows/columns of :meth:`matrix` follow that order.
+    flattened in C-order, and rows/columns of :meth:`~structops.kernels.ParametricKernel.matrix` follow that order.
 
-    Nothing of size :math:`N^2` is ever built by :meth:`apply`, :meth:`op` or :meth:`jac`;
-    :meth:`matrix` and :attr:`Q` (whose product :math:`Q\theta` is the dense
+    Nothing of size :math:`N^2` is ever built by :meth:`~structops.kernels.ParametricKernel.apply`,
+    :meth:`~structops.kernels.ParametricKernel.op` or :meth:`~structops.kernels.ParametricKernel.jac`;
+    :meth:`~structops.kernels.ParametricKernel.matrix` and :attr:`~structops.kernels.ParametricKernel.Q`
+    (whose product :math:`Q\theta` is the dense
     :math:`\operatorname{vec}(K)`) raise ``MemoryError`` for sizes whose dense form would not fit.
 
     Every boundary condition is a valid convolution on a padded grid,
@@ -183,6 +191,8 @@ class Conv(ParametricKernel):
         self.geometry = core.ConvGeometry(grid, stencil, stride, bc, cin, cout)
         self.grid, self.stencil, self.stride, self.bc = grid, stencil, stride, bc
         self.in_channels, self.out_channels = cin, cout
+        # fixed here, with the method: set_accelerator only affects families built afterwards
+        self.backend = "numba" if have_numba() else "numpy"
         self.method = self._choose_method() if method == "auto" else method
         self.jac_method = self._choose_method() if jac_method == "auto" else jac_method
         super().__init__(cout * cin * int(np.prod(stencil)), (cin, *grid), (cout, *self.geometry.out_grid))
@@ -224,7 +234,7 @@ class Conv(ParametricKernel):
         L = float(np.prod(core.fft_shape(geo)))
         cin, cout = geo.cin, geo.cout
         move = 0.6 * (cin + cout) * Lp
-        per_fma = 0.09 if have_numba() else (1.0 if cin * cout == 1 else 0.3)
+        per_fma = 0.09 if self.backend == "numba" else (1.0 if cin * cout == 1 else 0.3)
         direct = per_fma * cin * cout * S * width + move
         a = 0.35 if geo.ndim == 1 else 0.75
         fft = a * (cin + cout) * L * np.log2(max(L, 2.0)) + 2.0 * cin * cout * L + move
@@ -252,7 +262,7 @@ class Conv(ParametricKernel):
             y = x.reshape((n, *self.out_shape))
             if spec is not None:
                 out = core.fft_adjoint(spec, y, geo, workers=workers())
-            elif have_numba():
+            elif self.backend == "numba":
                 out = core.numba_adjoint(stencil, y, geo)
             else:
                 out = core.pad_adjoint(core.direct_adjoint(stencil, y, geo), geo)
@@ -260,7 +270,7 @@ class Conv(ParametricKernel):
         xs = x.reshape((n, *self.in_shape))
         if spec is not None:
             z = core.fft_forward(spec, xs, geo, workers=workers())
-        elif have_numba():
+        elif self.backend == "numba":
             z = core.numba_forward(stencil, xs, geo)
         else:
             z = core.direct_forward(stencil, core.pad(xs, geo), geo)
@@ -309,7 +319,7 @@ class Conv(ParametricKernel):
         n = x.shape[0]
         xs = x.reshape((n, *self.in_shape))
         ws = w.reshape((n, *self.out_shape))
-        if have_numba():
+        if self.backend == "numba":
             g = core.numba_gradient(xs, ws, geo, per_example)
         else:
             g = core.direct_gradient(core.pad(xs, geo), ws, geo, per_example)
@@ -319,8 +329,7 @@ class Conv(ParametricKernel):
         geo = self.geometry
         rows, cols = self.shape
         S, M, N = int(np.prod(self.stencil)), int(np.prod(geo.out_grid)), int(np.prod(self.grid))
-        # Q is sparse, but its only use is vec(K) = Q theta, a dense vector of rows * cols entries
-        self._check_dense_size(rows * cols, "Q (whose product Q @ theta is the dense vec(K))")
+        # Q holds at most M * S * cin * cout entries (fewer where the boundary drops taps): O(nnz)
         self._check_dense_size(M * S * geo.cin * geo.cout, "Q")
         # for every output position i and stencil offset j: the grid index read (or -1)
         out_idx = np.indices(geo.out_grid).reshape(self.geometry.ndim, -1)  # (d, M)
@@ -340,8 +349,7 @@ class Conv(ParametricKernel):
         col = c * N + src[None, :]
         param = (o * geo.cin + c) * S + s_j[None, :]
         lin = (row + col.astype(np.int64) * rows).ravel()
-        data = np.ones(lin.size)
-        return sp.csc_array(sp.coo_array((data, (lin, param.ravel())), shape=(rows * cols, self.nparams)))
+        return csc_from_triplets(np.ones(lin.size), lin, param.ravel(), (rows * cols, self.nparams))
 
     # -------------------------------------------------------------- spectra
     def diagonalize(self, theta) -> Diagonalized | None:
@@ -492,7 +500,8 @@ class Conv(ParametricKernel):
         Returns
         -------
         numpy.ndarray, shape (p,)
-            ``θ`` such that :meth:`apply` computes torch's cross-correlation with ``weight``
+            ``θ`` such that :meth:`~structops.kernels.ParametricKernel.apply` computes torch's cross-correlation
+            with ``weight``
             (``padding="same"`` for ``bc="zero"``; see the class notes for the others).
 
         Raises

@@ -45,7 +45,7 @@ class MMatrixConv(Nonnegative, ConvBased, LinearReparam):
         any reason :class:`~structops.Conv` gives. At every public entry point, when
         ``theta`` has a negative entry: to optimise without the constraint, use
         ``structops.Softplus(MMatrixConv(...))`` (:math:`\theta = \operatorname{softplus}(\varphi)`)
-        or pass :attr:`bounds` to a bound-constrained optimiser.
+        or pass :attr:`~structops.kernels.constraints.Nonnegative.bounds` to a bound-constrained optimiser.
     TypeError
         If a size or the channel count is not an integer.
 
@@ -83,7 +83,7 @@ class MMatrixConv(Nonnegative, ConvBased, LinearReparam):
     flow :math:`\dot x = -K^\top K x`; :math:`K^\top K` has positive couplings (it is no
     M-matrix), so that step need not keep positivity.
 
-    **Cost.** The family is a :class:`~structops.kernels.LinearReparam` of a full
+    **Cost.** The family is a :class:`~structops.LinearReparam` of a full
     ``channels → channels`` :class:`~structops.Conv`, with the off-diagonal channel blocks
     zero: applications, Jacobians and :math:`Q = Q_C P` (sparse) come from it, and so do
     ``symbol``, ``eigvals`` and the FFT solvers for ``"periodic"``. That costs

@@ -156,7 +156,8 @@ class SeparableConv(_PassedConv):
     nparams : int
         ``out_channels * in_channels * rank * sum(stencil)``.
     path : str
-        ``"separable"`` or ``"full"``: how :meth:`apply` and :meth:`op` compute.
+        ``"separable"`` or ``"full"``: how :meth:`~structops.kernels.ParametricKernel.apply` and
+        :meth:`~structops.kernels.ParametricKernel.op` compute.
     passes : tuple of Conv
         The per-axis convolutions of the separable path (empty for ``"full"``).
 

@@ -113,7 +113,7 @@ class SymmetricConv(ConvBased, LinearReparam):
         3 for 3×3, 6 for 5×5, 4 for 3×3×3).
     P : scipy.sparse.csr_array, shape (conv.nparams, nparams)
         The full stencils ``P @ theta``: ``kron(I_{out·in}, P_1)`` with
-        :func:`symmetric_stencil_map`.
+        :func:`~structops.kernels.conv.symmetric.symmetric_stencil_map`.
 
     Notes
     -----

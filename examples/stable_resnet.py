@@ -212,7 +212,8 @@ def plot(rows: list[dict], path: Path, title: str) -> Path:
     for k, r in enumerate(rows):
         colour = f"C{k}"
         depth = np.arange(len(r["after"]))
-        ax.semilogy(depth, r["after"], "-o", color=colour, ms=3, label=LABELS[r["variant"]])
+        style = "--x" if r["variant"] == "nn.Conv2d" else "-o"  # it lies on the structops Conv curve
+        ax.semilogy(depth, r["after"], style, color=colour, ms=4, label=LABELS[r["variant"]])
         ax.semilogy(depth, r["before"], ":", color=colour, lw=1)
     ax.set(xlabel="depth j", ylabel="‖Y_j(y+δ) − Y_j(y)‖ / ‖δ‖", title=title)
     ax.axhline(1.0, color="0.6", lw=0.8)

@@ -206,3 +206,12 @@ def test_diagonalize_periodic_only(rng):
     np.testing.assert_allclose(D.todense(), k.matrix(theta), atol=1e-13)
     assert structops.solvers.route(k, theta, "eigvals").name == "fourier"
     assert AntisymmetricConv((6, 5), 3, channels=2).diagonalize(theta) is None
+
+
+def test_empty_batch(bc, dtype):
+    k = AntisymmetricConv((5, 4), 3, bc=bc, channels=2)
+    theta = k.random_theta(0, dtype)
+    X = np.zeros((0, *k.in_shape), dtype=dtype)
+    assert k.apply(theta, X).shape == (0, *k.out_shape)
+    assert (k.jac(theta, X).H @ np.zeros(0, dtype=dtype)).shape == (k.nparams,)
+    assert check_kernel(k, dtype=dtype, nexamples=0).passed

@@ -199,3 +199,13 @@ def test_diagonalize_is_the_fourier_multiplier_of_unitary_blocks(rng):
     assert structops.solvers.route(k, theta, "spectral_norm").name == "fourier"
     Kinv = structops.solvers.inverse(k, theta)  # K^{-1} = K^T, from the conjugate-transposed blocks
     np.testing.assert_allclose(Kinv.todense(), k.matrix(theta).T, atol=1e-13)
+
+
+def test_empty_batch(dtype):
+    k = CayleyConv((5, 4), 3, channels=2)
+    theta = k.random_theta(0, dtype)
+    X = np.zeros((0, *k.in_shape), dtype=dtype)
+    assert k.apply(theta, X).shape == (0, *k.out_shape)
+    assert k.apply(theta, X, transpose=True).dtype == dtype
+    assert (k.jac(theta, X).H @ np.zeros(0, dtype=dtype)).shape == (k.nparams,)
+    assert check_kernel(k, dtype=dtype, nexamples=0).passed

@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="folder of the figure (default: a new temporary folder)")
     p.add_argument("--depth", type=int, default=8, help="residual blocks L (default: 8)")
     p.add_argument("--channels", type=int, default=None, help="channels (default: 4)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: 3 quick, 4 full)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: 3)")
     p.add_argument("--h", type=float, default=0.25, help="step size h (default: 0.25)")
     p.add_argument("--gamma", type=float, default=0.1, help="shift γ of the antisymmetric layers (default: 0.1)")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam's learning rate (default: 5e-3)")
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = p.parse_args(argv)
     args.channels = args.channels or 4
-    args.epochs = args.epochs if args.epochs is not None else (3 if args.quick else 4)
+    args.epochs = args.epochs if args.epochs is not None else 3
     out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="stable_resnet_"))
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)

@@ -8,11 +8,14 @@
   factors or a depthwise stencil and a channel mix, applied pass by pass (:mod:`.separable`);
 * :class:`MMatrixConv` -- depthwise stencils whose matrix is an M-matrix (:mod:`.mmatrix_conv`);
 * :class:`SymmetricConv` -- stencils mirror symmetric about every axis (:mod:`.symmetric`);
+* :class:`ConvGeometry` -- the geometry every convolution family builds (or takes) and
+  validates once: grid, stencil, stride, boundary condition and channels;
 * :class:`AvgPool` -- average pooling, the fixed map composed after a convolution (:mod:`.pooling`);
 * the engine: :mod:`._core` (padding, direct sums, FFTs) and :mod:`._numba` (the compiled
   direct kernels, when numba is installed).
 """
 
+from ._core import ConvGeometry
 from .based import ConvBased
 from .conv import Conv
 from .mmatrix_conv import MMatrixConv
@@ -20,4 +23,13 @@ from .pooling import AvgPool
 from .separable import DepthwiseSeparableConv, SeparableConv
 from .symmetric import SymmetricConv
 
-__all__ = ["AvgPool", "Conv", "ConvBased", "DepthwiseSeparableConv", "MMatrixConv", "SeparableConv", "SymmetricConv"]
+__all__ = [
+    "AvgPool",
+    "Conv",
+    "ConvBased",
+    "ConvGeometry",
+    "DepthwiseSeparableConv",
+    "MMatrixConv",
+    "SeparableConv",
+    "SymmetricConv",
+]

@@ -11,9 +11,17 @@ Every operator returned is a pylops ``LinearOperator`` with its adjoint, usable 
 ``scipy.sparse.linalg`` (``cg``, ``minres``, ``gmres``, ``lsqr``, ``lsmr``, ``svds``) and pylops' solvers.
 """
 
-from ._fourier import FourierMultiplier
-from .dct import CosineMultiplier, dct_eigvals, dct_implicit_step, dct_inverse
+from ..kernels.diagonalized import (
+    CosineMultiplier,
+    Diagonalized,
+    FourierMultiplier,
+    KroneckerMultiplier,
+    PeriodicEmbedding,
+)
+from ._routes import Route, route
+from .dct import dct_eigvals, dct_implicit_step, dct_inverse
 from .learn import LearnResult, learn_stencil
+from .lipschitz import certified_norm_bound, project_spectral_norm
 from .preconditioners import (
     KINDS,
     chan_preconditioner,
@@ -31,6 +39,7 @@ from .spectral import (
     inverse,
     is_circulant,
     spectral_norm,
+    svdvals,
 )
 
 __all__ = [
@@ -55,4 +64,12 @@ __all__ = [
     "learn_stencil",
     "spectral_norm",
     "strang_preconditioner",
+    "Diagonalized",
+    "KroneckerMultiplier",
+    "PeriodicEmbedding",
+    "Route",
+    "route",
+    "svdvals",
+    "certified_norm_bound",
+    "project_spectral_norm",
 ]

@@ -30,9 +30,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..._validation import check_positive_int
+from ..diagonalized import Diagonalized
 from ..reparam import Reparametrized
 from .based import ConvBased
-from .conv import Conv, check_geometry
+from .conv import KRONECKER_BCS, KRONECKER_MAX_AXIS, Conv, check_geometry, kronecker_of_vectors
 
 __all__ = ["DepthwiseSeparableConv", "SeparableConv"]
 
@@ -261,6 +262,27 @@ class SeparableConv(_PassedConv):
     def factors(self, theta) -> tuple[np.ndarray, ...]:
         """The 1-D stencils, one array of shape ``(out_channels, in_channels, rank, s_a)`` per axis ``a``."""
         return self._factors(self.validate_theta(theta))
+
+    def diagonalize(self, theta) -> Diagonalized | None:
+        r"""Rank 1, one channel, 2-D/3-D, stride 1: the Kronecker product of the 1-D passes; else the Conv's.
+
+        :math:`w = f_0 \otimes f_1 (\otimes f_2)` exactly, so
+        :math:`K = C_{bc}(f_0) \otimes C_{bc}(f_1) (\otimes \dots)` for every boundary but
+        ``"valid"``: a :class:`~structops.kernels.diagonalized.KroneckerMultiplier` with no residual.
+        """
+        phi = self.validate_theta(theta)
+        conv = self.kernel
+        if (
+            self.rank == 1
+            and conv.in_channels == conv.out_channels == 1
+            and len(self.grid) >= 2
+            and self.bc in KRONECKER_BCS
+            and all(st == 1 for st in self.stride)
+            and max(self.grid) <= KRONECKER_MAX_AXIS
+        ):
+            vectors = [f.reshape(-1) for f in self._factors(phi)]
+            return kronecker_of_vectors(self.grid, self.bc, vectors, 0.0, phi.dtype)
+        return super().diagonalize(phi)
 
     def _factors(self, phi: np.ndarray) -> tuple[np.ndarray, ...]:
         blocks = phi.reshape(self.theta_shape)

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..._validation import check_positive_int
+from ..diagonalized import CosineMultiplier, Diagonalized, FourierMultiplier, cosine_symbol, half_spectrum
 from ..reparam import LinearReparam
 from .based import ConvBased
 from .conv import Conv, check_geometry
@@ -216,6 +217,26 @@ class SymmetricConv(ConvBased, LinearReparam):
             return None
         return {"reflect": 1, "symmetric": 2}.get(self.bc)
 
+    def diagonalize(self, theta) -> Diagonalized | None:
+        r"""The cosine multiplier for ``"reflect"``/``"symmetric"`` (one channel, stride 1), else the Conv's.
+
+        Periodic: the FFT multiplier of the (real) symbol. With a mirror boundary the eigenvalues
+        are :func:`~structops.kernels.diagonalized.cosine_symbol` of the stencil, and :math:`K(\theta)` is a
+        :class:`~structops.kernels.diagonalized.CosineMultiplier` (DCT-I for ``"reflect"``, DCT-II
+        for ``"symmetric"``); with other boundaries the convolution's own diagonalisation
+        (the FFT for ``"periodic"``).
+        """
+        theta = self.validate_theta(theta)
+        if self.circulant:  # a mirror-symmetric stencil has a real symbol: real blocks, real eigenvalues
+            full = np.ascontiguousarray(self.symbol(theta).real)
+            return FourierMultiplier(
+                half_spectrum(full, len(self.grid)), self.grid, dtype=theta.dtype, name="K(θ)", full=full
+            )
+        if self.dct_type is None:
+            return super().diagonalize(theta)
+        lam = cosine_symbol(self.weights(theta)[0, 0], tuple(self.grid), self.dct_type)
+        return CosineMultiplier(lam, self.dct_type, dtype=lam.dtype, name="K(θ)")
+
     def eigvals(self, theta) -> np.ndarray:
         r"""Real eigenvalues, shape ``grid``, of a single-channel stride-1 periodic or mirror-boundary ``K(θ)``.
 
@@ -223,7 +244,7 @@ class SymmetricConv(ConvBased, LinearReparam):
         real part of :meth:`structops.Conv.eigvals` (a symmetric stencil has a real spectrum;
         the imaginary part is checked to be round-off). ``"reflect"``/``"symmetric"``: the
         cosine symbol :math:`\lambda_k` on the DCT-I/DCT-II grid (see the class notes and
-        :func:`structops.solvers.dct.dct_eigvals`).
+        :meth:`diagonalize`).
 
         Raises
         ------
@@ -231,9 +252,7 @@ class SymmetricConv(ConvBased, LinearReparam):
             For other boundaries, several channels or a stride above 1.
         """
         if self.dct_type is not None:
-            from ...solvers.dct import dct_eigvals
-
-            return dct_eigvals(self, theta)
+            return cosine_symbol(self.weights(theta)[0, 0], tuple(self.grid), self.dct_type)
         lam = super().eigvals(theta)
         real = lam.real
         limit = 100 * np.finfo(real.dtype).eps * max(float(np.abs(real).max(initial=0.0)), 1.0) * lam.size

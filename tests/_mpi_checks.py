@@ -7,6 +7,8 @@ distributed products with the serial structops operators on the whole batch. Exi
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from mpi4py import MPI
 from pylops_mpi.utils import dottest
@@ -62,7 +64,17 @@ kernels = [
     structops.Conv((6, 7, 5), (3, 2, 3), bc="reflect"),
     structops.Diagonal(11),
 ]
+
+
+def check_threads():
+    """The ranks on one machine share its cores: together no more threads than cores (at least one each)."""
+    share = D.threads_per_rank()
+    assert share >= 1
+    assert comm.allreduce(share) <= max(os.cpu_count() or 1, comm.size), (share, os.cpu_count(), comm.size)
+
+
 try:
+    check_threads()
     for kernel in kernels:
         for n in (5, 1):  # an uneven split, and ranks holding no example
             for dtype in (np.float64, np.float32):

@@ -196,3 +196,22 @@ def test_property_antisymmetric_conv_is_its_reference_and_antisymmetric(k, seed)
     for dtype in (np.float32, np.float64):
         report = check_kernel(k, dtype=dtype, rng=seed)
         assert report.passed, str(report)
+
+
+def test_diagonalize_periodic_only(rng):
+    k = AntisymmetricConv((6, 5), 3, bc="periodic", channels=2)
+    theta = k.random_theta(rng)
+    D = k.diagonalize(theta)
+    assert D.transform == "fft" and D.similarity
+    np.testing.assert_allclose(D.todense(), k.matrix(theta), atol=1e-13)
+    assert structops.solvers.route(k, theta, "eigvals").name == "fourier"
+    assert AntisymmetricConv((6, 5), 3, channels=2).diagonalize(theta) is None
+
+
+def test_empty_batch(bc, dtype):
+    k = AntisymmetricConv((5, 4), 3, bc=bc, channels=2)
+    theta = k.random_theta(0, dtype)
+    X = np.zeros((0, *k.in_shape), dtype=dtype)
+    assert k.apply(theta, X).shape == (0, *k.out_shape)
+    assert (k.jac(theta, X).H @ np.zeros(0, dtype=dtype)).shape == (k.nparams,)
+    assert check_kernel(k, dtype=dtype, nexamples=0).passed

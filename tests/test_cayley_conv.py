@@ -187,3 +187,25 @@ def test_property_cayley_conv_is_orthogonal_and_its_formula(k, seed, scale):
     for dtype in (np.float32, np.float64):
         report = check_kernel(k, dtype=dtype, rng=seed)
         assert report.passed, str(report)
+
+
+def test_diagonalize_is_the_fourier_multiplier_of_unitary_blocks(rng):
+    k = CayleyConv((6, 5), 3, channels=2)
+    theta = k.random_theta(rng)
+    D = k.diagonalize(theta)
+    assert D.transform == "fft" and D.unitary and D.similarity
+    np.testing.assert_allclose(D.todense(), k.matrix(theta), atol=1e-13)
+    np.testing.assert_allclose(D.singular_values(), 1.0, atol=1e-14)
+    assert structops.solvers.route(k, theta, "spectral_norm").name == "fourier"
+    Kinv = structops.solvers.inverse(k, theta)  # K^{-1} = K^T, from the conjugate-transposed blocks
+    np.testing.assert_allclose(Kinv.todense(), k.matrix(theta).T, atol=1e-13)
+
+
+def test_empty_batch(dtype):
+    k = CayleyConv((5, 4), 3, channels=2)
+    theta = k.random_theta(0, dtype)
+    X = np.zeros((0, *k.in_shape), dtype=dtype)
+    assert k.apply(theta, X).shape == (0, *k.out_shape)
+    assert k.apply(theta, X, transpose=True).dtype == dtype
+    assert (k.jac(theta, X).H @ np.zeros(0, dtype=dtype)).shape == (k.nparams,)
+    assert check_kernel(k, dtype=dtype, nexamples=0).passed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -31,9 +30,8 @@ def table_rows(out: str) -> list[str]:
 
 @pytest.mark.output
 def test_check_quick_prints_a_table_and_returns_0(capsys):
-    start = time.perf_counter()
+    # no bound on the time: a first run compiles the numba kernels (again for each CPU target)
     assert cli.main(["check", "--quick"]) == 0
-    assert time.perf_counter() - start < 60  # generous: CI machines are shared; typically well under 10 s
     out = capsys.readouterr().out
     header = out.splitlines()[0]
     positions = [header.index(c) for c in COLUMNS]

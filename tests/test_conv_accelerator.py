@@ -37,7 +37,13 @@ def numpy_backend():
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[2]}")
 def test_numba_and_numpy_direct_paths_agree(case, dtype, numpy_backend):
     grid, stencil, bc, cin, cout, stride = case
-    k = structops.Conv(grid, stencil, bc=bc, in_channels=cin, out_channels=cout, stride=stride, method="direct")
+
+    def family():
+        return structops.Conv(
+            grid, stencil, bc=bc, in_channels=cin, out_channels=cout, stride=stride, method="direct"
+        )
+
+    k = family()
     rng = np.random.default_rng(7)
     theta = rng.standard_normal(k.nparams).astype(dtype)
     # 29 examples: several per parallel block, so the gradient kernel sweeps groups of
@@ -49,6 +55,8 @@ def test_numba_and_numpy_direct_paths_agree(case, dtype, numpy_backend):
     for backend in ("numba", "numpy"):
         _backend.set_accelerator(backend)
         assert _backend.accelerator().startswith(backend)
+        k = family()  # the backend is the family's, fixed when it is built
+        assert k.backend == backend
         J = k.jac(theta, x)
         results[backend] = (
             k.apply(theta, x),
@@ -60,6 +68,40 @@ def test_numba_and_numpy_direct_paths_agree(case, dtype, numpy_backend):
     for a, b in itertools.zip_longest(results["numba"], results["numpy"]):
         assert a.dtype == b.dtype == dtype
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+
+
+def test_switching_the_accelerator_after_construction_changes_no_family(numpy_backend, monkeypatch):
+    # the direct sums run on the engine switched on when the family was built, whatever the
+    # switch says at the time of a product; the cost model keeps pricing that engine
+    ran = []
+    for name in ("numba_forward", "numba_adjoint", "numba_gradient"):
+        monkeypatch.setattr(core, name, _recording(getattr(core, name), ran, "numba"))
+    for name in ("direct_forward", "direct_adjoint", "direct_gradient"):
+        monkeypatch.setattr(core, name, _recording(getattr(core, name), ran, "numpy"))
+    rng = np.random.default_rng(3)
+    for built_with, switched_to in (("numba", "numpy"), ("numpy", "numba")):
+        _backend.set_accelerator(built_with)
+        k = structops.Conv((12, 10), (3, 3), in_channels=2, out_channels=2, method="direct")
+        auto = structops.Conv((32, 32), (7, 7), in_channels=4, out_channels=4)  # direct with numba, else FFT
+        _backend.set_accelerator(switched_to)
+        assert k.backend == auto.backend == built_with
+        assert auto.method == auto._choose_method() == ("direct" if built_with == "numba" else "fft")
+        theta = k.random_theta(rng)
+        x = rng.standard_normal((2, *k.in_shape))
+        y = rng.standard_normal((2, *k.out_shape))
+        ran.clear()
+        k.apply(theta, x)
+        k.apply(theta, y, transpose=True)
+        k.jac(theta, x).rmatvec(y.ravel())
+        assert ran == [built_with] * 3
+
+
+def _recording(fn, log, name):
+    def wrapped(*args, **kwargs):
+        log.append(name)
+        return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def test_set_accelerator_rejects_unknown_names():

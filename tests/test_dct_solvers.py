@@ -173,8 +173,9 @@ def test_dispatch_and_bad_input():
         dct_inverse(SymmetricConv(6, 3, bc="zero"), np.ones(2))
     with pytest.raises(ValueError, match="`implicit_step` needs a kernel diagonalised by a DCT"):
         dct_implicit_step(structops.Conv(6, 3, bc="symmetric"), np.ones(3), 0.1)
-    with pytest.raises(ValueError, match="`k` must be None"):
-        structops.solvers.eigvals(SymmetricConv(6, 3, bc="symmetric"), np.ones(2), k=2)
+    lam = dct_eigvals(SymmetricConv(6, 3, bc="symmetric"), np.array([2.0, -1.0]))
+    top = structops.solvers.eigvals(SymmetricConv(6, 3, bc="symmetric"), np.array([2.0, -1.0]), k=2, which="SR")
+    assert np.allclose(top, np.sort(lam)[:2])
     with pytest.raises(ValueError, match="`h`"):
         dct_implicit_step(SymmetricConv(6, 3, bc="symmetric"), np.ones(2), -1.0)
     with pytest.raises(ValueError, match="`dct_type` must be one of"):

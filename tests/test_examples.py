@@ -1,6 +1,7 @@
 """The quick-start and training examples run end to end (CI runs every example)."""
 
 import itertools
+import math
 import os
 import re
 import subprocess
@@ -77,3 +78,21 @@ def test_project_ideas_trains_every_new_family_and_draws_them(tmp_path):
         assert test_acc > 60.0, row
     png = figures / "project_ideas.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_stable_resnet_trains_every_block_and_measures_stability(tmp_path):
+    out = _run("stable_resnet.py", "--quick", "--out", str(tmp_path / "fig"), cwd=tmp_path)
+    rows = {ln[:24].strip(): ln[24:].split() for ln in out.splitlines() if re.search(r"%\s+[0-9.]+%", ln)}
+    names = {"Conv (structops)", "nn.Conv2d (torch)", "AntisymmetricConv - γI", "parabolic, Conv", "CayleyConv"}
+    assert set(rows) == names
+    for name, cols in rows.items():  # ten classes: chance is 10 %
+        assert float(cols[0].rstrip("%")) > 60.0, name
+        growth = [float(c) for c in cols[4:8]]
+        assert all(math.isfinite(g) for g in growth) and min(growth) > 0, name
+    gap = float(re.search(r"test accuracies differ by ([0-9.]+) points", out).group(1))
+    assert gap <= 1.0
+    # the parabolic block I - h K^T D K has eigenvalues at most 1: perturbations do not grow
+    assert float(rows["parabolic, Conv"][5]) <= 1.0
+    png = tmp_path / "fig" / "stable_resnet.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(tmp_path.iterdir()) == [tmp_path / "fig"]  # nothing written into the working directory

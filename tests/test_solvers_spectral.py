@@ -281,28 +281,43 @@ def test_eigvals_validation():
         eigvals(structops.Dense(2, 3), np.ones(6))
     with pytest.raises(ValueError, match="`which` must be one of"):
         eigvals(structops.Dense(3, 3), np.ones(9), which="XX")
-    with pytest.raises(ValueError, match="`k` must be None"):
-        eigvals(structops.Conv(4, 3, bc="periodic"), np.ones(3), k=2)
+    # a fast transform gives every eigenvalue; with k, the k most extreme of them (no ARPACK)
+    lap = np.array([-1.0, 2.0, -1.0])
+    assert np.allclose(eigvals(structops.Conv(4, 3, bc="periodic"), lap, k=2), [4.0, 2.0])
+    with pytest.raises(ValueError, match="`k` must be an integer >= 1"):
+        eigvals(structops.Conv(4, 3, bc="periodic"), lap, k=0)
 
 
 # ------------------------------------------- bounded estimates for kernels without a symbol
 def gaussian_blur(n: int) -> tuple[structops.Conv, np.ndarray]:
-    """The README's zero-boundary 9×9 Gaussian blur (σ = 2) on an n×n grid: severely ill-conditioned."""
+    """A 9×9 blur with a replicated boundary on an n×n grid that no fast transform diagonalises.
+
+    The mean of two Gaussians (σ = 2 and 1) is no outer product (rank 2), and a replicated
+    boundary has no periodic embedding: the estimates take the Lanczos route. Severely
+    ill-conditioned.
+    """
     from structops.data import gaussian_stencil
 
-    return structops.Conv((n, n), (9, 9), bc="zero"), gaussian_stencil(9, 2.0).ravel()
+    theta = 0.5 * (gaussian_stencil(9, 2.0) + gaussian_stencil(9, 1.0))
+    return structops.Conv((n, n), (9, 9), bc="replicate"), theta.ravel()
 
 
 def test_cond_of_a_small_zero_boundary_blur_matches_numpy():
-    kernel, theta = gaussian_blur(16)
+    from structops.data import gaussian_stencil
+
+    kernel, theta = structops.Conv((16, 16), (9, 9), bc="zero"), gaussian_stencil(9, 2.0).ravel()
     M = kernel.matrix(theta)
     expected = np.linalg.cond(M)  # about 2.26e7
     assert cond(kernel, theta) == pytest.approx(expected, rel=1e-6)
     est = cond(kernel, theta, full_output=True)
     assert isinstance(est, SpectralEstimate)
-    assert est.exact and est.converged and est.method == "dense" and est.iterations == 0
-    assert est.lower == est.value == est.upper == pytest.approx(expected, rel=1e-6)
+    # an outer-product stencil: the Kronecker route, exact with Weyl bounds from the round-off residual
+    assert est.exact and est.converged and est.certified and est.method == "kronecker" and est.iterations == 0
+    assert est.lower <= expected * (1 + 1e-9) and expected <= est.upper * (1 + 1e-9)
+    assert est.upper / est.lower < 1 + 1e-6
     assert spectral_norm(kernel, theta) == pytest.approx(np.linalg.norm(M, 2), rel=1e-12)
+    dense = cond(structops.Dense(256, 256), M.ravel(), full_output=True)
+    assert dense.method == "dense" and dense.lower == dense.value == dense.upper == pytest.approx(expected, rel=1e-6)
 
 
 def test_iterative_estimates_of_a_blur_bracket_the_dense_truth():
@@ -387,7 +402,7 @@ def test_symbol_estimates_are_exact_with_full_output():
     kernel = structops.Conv(16, 3, bc="periodic")
     theta = np.array([-1.0, 4.0, -1.0])
     est = cond(kernel, theta, full_output=True)
-    assert est == SpectralEstimate(3.0, 3.0, 3.0, True, "symbol", 0)
+    assert est == SpectralEstimate(3.0, 3.0, 3.0, True, "fourier", 0)
     assert spectral_norm(kernel, theta, full_output=True).value == 6.0
     with pytest.raises(AttributeError):
         est.value = 1.0  # frozen

@@ -119,6 +119,9 @@ def test_two_ranks_train_the_same_parameters_as_one(tmp_path, capsys):
     # only rank 0 prints: one header per run, naming the split
     assert out.count("data: mnist:idx, 240 train / 90 test examples") == 4
     assert out.count("split over 2 MPI ranks") == 4
+    # each rank on its share of the cores by default, not a pool as large as the machine
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert out.count(f"split over 2 MPI ranks ({share} thread{'' if share == 1 else 's'} each)") == 4
     assert "'gnk' does not run on several MPI ranks" in run.stderr
     assert run.stderr.count("structops: error:") == 1
     # the same runs on one process

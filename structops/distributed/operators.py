@@ -105,7 +105,6 @@ def jacobian(kernel: ParametricKernel, theta, X_local, *, transpose: bool = Fals
     return pylops_mpi.MPIVStack([J], base_comm=world(base_comm), dtype=J.dtype)
 
 
-
 def learn_stencil(
     kernel: ParametricKernel,
     X_local,

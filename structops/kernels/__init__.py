@@ -1,12 +1,13 @@
 """Kernel families: one module per family, all honouring :class:`ParametricKernel`'s contract.
 
-The contract lives in ``_base.py``, the pylops operators it hands out in :mod:`~structops.kernels.operators`;
-the convolution families and their engine have a folder of their own, ``conv/``.
+The contract lives in ``_base.py``, the pylops operators it hands out in :mod:`~structops.kernels.operators`
+(``batch.py`` for a batch of examples); the convolution families and their engine have a folder of their own, ``conv/``.
 """
 
 from .._backend import accelerator, set_accelerator, set_num_threads
 from ._base import ParametricKernel, as_kernel
 from .antisymmetric import Antisymmetric
+from .batch import BatchOperator
 from .compose import Chain, LinearMap
 from .conv import (
     AntisymmetricConv,
@@ -22,7 +23,7 @@ from .dense import Dense
 from .diagonal import Diagonal
 from .linear import LinearKernel
 from .mmatrix import MMatrix
-from .operators import BatchOperator, KernelJacobian, KernelOperator
+from .operators import KernelJacobian, KernelOperator
 from .patterns import Banded, Sparse
 from .reparam import LinearReparam, Reparametrized, Softplus
 from .wavelet import Wavelet

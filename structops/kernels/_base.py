@@ -28,13 +28,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_batch, check_theta
 from .operators import KernelJacobian, KernelOperator
+
+if TYPE_CHECKING:
+    from .diagonalized import Diagonalized, PeriodicEmbedding
 
 __all__ = ["MAX_DENSE_ENTRIES", "ParametricKernel", "as_kernel"]
 
@@ -161,6 +164,42 @@ class ParametricKernel(abc.ABC):
         their ``symbol(theta)``.
         """
         return False
+
+    def diagonalize(self, theta) -> Diagonalized | None:
+        r"""``K(θ)`` as a :class:`~structops.kernels.diagonalized.Diagonalized` operator, or None.
+
+        A family diagonalised by a fast transform (FFT, DCT, a Kronecker product of 1-D
+        factors) returns :math:`K(\theta) = U\,\operatorname{blkdiag}_\xi(B(\xi))\,V^H` here;
+        every spectral solver (:func:`structops.solvers.inverse`, ``implicit_step``,
+        ``eigvals``, ``svdvals``, ``spectral_norm``, ``cond``, ``project_spectral_norm``)
+        dispatches on it (:func:`structops.solvers.route` tells which route a call takes).
+        The default, None, means "no fast transform": the solvers then use dense linear
+        algebra, certified bounds or estimates. A user's family opts in by overriding this
+        method (see docs/contract.md).
+
+        Parameters
+        ----------
+        theta : array_like, shape (p,)
+            Parameters (validated).
+
+        Returns
+        -------
+        Diagonalized or None
+        """
+        self.validate_theta(theta)
+        return None
+
+    def periodic_embedding(self, theta) -> PeriodicEmbedding | None:
+        r"""``K(θ)`` as a restriction of a periodic convolution on a larger grid, or None.
+
+        A zero-boundary convolution is the periodic convolution :math:`C_L` on a grid padded
+        by the stencil, applied to the zero-embedded input and sampled at the output points:
+        :math:`K = R\,C_L\,E`, so :math:`\|K\|_2 \le \|R\,C_L\|_2`, exactly computable from the
+        symbol of :math:`C_L`. The spectral solvers use it for *certified* upper bounds
+        (:func:`structops.solvers.spectral_norm`, ``cond``, ``project_spectral_norm``). Default: None.
+        """
+        self.validate_theta(theta)
+        return None
 
     @property
     def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:

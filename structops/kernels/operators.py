@@ -1,4 +1,4 @@
-r"""The pylops operators a kernel family hands out: :math:`K(\theta)`, :math:`I_n \otimes K(\theta)`, the Jacobian.
+r"""The pylops operators a kernel family hands out: :math:`K(\theta)` and the Jacobian.
 
 Every operator here is built from a family's *prepared* states (see
 :class:`~structops.kernels.ParametricKernel`): what depends only on :math:`\theta` and what
@@ -16,12 +16,12 @@ import numpy as np
 import pylops
 import scipy.sparse as sp
 
-from .._validation import as_float_array, check_finite_fast, check_positive_int
+from .._validation import as_float_array, check_finite_fast
 
 if TYPE_CHECKING:
     from ._base import ParametricKernel
 
-__all__ = ["BatchOperator", "ColumnBatched", "KernelJacobian", "KernelOperator", "real_apply"]
+__all__ = ["ColumnBatched", "KernelJacobian", "KernelOperator", "real_apply"]
 
 
 def real_apply(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -164,46 +164,6 @@ class KernelOperator(ColumnBatched):
         """The dense matrix (from the family's own dense form, not by probing with the identity)."""
         dense = self.kernel._dense(self._states.state)
         return np.ascontiguousarray(dense.T) if self.transposed else dense
-
-
-class BatchOperator(ColumnBatched):
-    r""":math:`I_n \otimes K(\theta)`: the operator applied to ``n`` examples at once.
-
-    A pylops ``LinearOperator`` of shape ``(n * rows, n * cols)`` acting on the examples
-    flattened C-order from ``(n, *in_shape)`` (``out_shape`` with ``transpose``); every product
-    is one batched call of the family (no loop over examples), and ``matmat`` over ``k``
-    columns is one call on ``n k`` examples.
-
-    Parameters
-    ----------
-    kernel : ParametricKernel
-    theta : array_like, shape (p,)
-    n : int
-        Number of examples (``>= 0``).
-    transpose : bool, optional
-        :math:`I_n \otimes K(\theta)^\top` instead.
-    """
-
-    def __init__(self, kernel: ParametricKernel, theta, n: int, transpose: bool = False) -> None:
-        from ._base import as_kernel
-
-        kernel = as_kernel(kernel)
-        self.n = check_positive_int(n, "n", minimum=0)
-        self.op = kernel.op(theta)
-        if transpose:
-            self.op = self.op.H
-        rows, cols = self.op.shape
-        self._rows, self._cols = rows, cols
-        shape = (self.n * rows, self.n * cols)
-        super().__init__(dtype=self.op.dtype, shape=shape, name=f"Batch[{type(kernel).__name__}]")
-
-    def _columns(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
-        """Columns of ``X`` (each ``n`` stacked examples) through ``K`` (or ``K^T``) in one call."""
-        size = self._rows if adjoint else self._cols
-        k = X.shape[1]
-        rows = np.ascontiguousarray(X.T.reshape(k * self.n, size).T)
-        out = self.op.rmatmat(rows) if adjoint else self.op.matmat(rows)
-        return np.ascontiguousarray(out.T.reshape(k, -1).T)
 
 
 class KernelJacobian(pylops.LinearOperator):

@@ -15,12 +15,16 @@ family's prepared states pass through unchanged. :class:`Softplus` makes
 from __future__ import annotations
 
 import abc
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from ._base import ParametricKernel, as_kernel
 from ._sparse import matmul_tall
+
+if TYPE_CHECKING:
+    from .diagonalized import Diagonalized, PeriodicEmbedding
 
 __all__ = ["LinearReparam", "Reparametrized", "Softplus"]
 
@@ -69,6 +73,20 @@ class Reparametrized(ParametricKernel):
     def to_theta(self, phi) -> np.ndarray:
         r"""The parameter :math:`\theta = g(\varphi)` of the inner family."""
         return self._map(self.validate_theta(phi, "phi"))
+
+    # ---------------------------------------------------------------- spectra
+    @property
+    def circulant(self) -> bool:
+        """Whether the inner family is block circulant (a reparametrisation keeps the operator's structure)."""
+        return self.kernel.circulant
+
+    def diagonalize(self, phi) -> Diagonalized | None:
+        r"""The inner family's diagonalisation at :math:`\theta = g(\varphi)`: the operator is the same."""
+        return self.kernel.diagonalize(self._map(self.validate_theta(phi, "phi")))
+
+    def periodic_embedding(self, phi) -> PeriodicEmbedding | None:
+        r"""The inner family's periodic embedding at :math:`\theta = g(\varphi)`."""
+        return self.kernel.periodic_embedding(self._map(self.validate_theta(phi, "phi")))
 
     # ------------------------------------------------------------------ hooks
     def _prepare(self, phi):

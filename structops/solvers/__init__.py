@@ -5,15 +5,26 @@ r"""Solvers and spectral tools for structured operators.
   and their spectra (:func:`spectral_norm`, :func:`cond`, :func:`eigvals`, estimates for other kernels);
 * circulant preconditioners for zero-boundary convolutions (:func:`circulant_preconditioner`,
   :func:`strang_preconditioner`, :func:`chan_preconditioner`, :func:`circulant_eigvals`);
-* learning a stencil (or any affine family's parameters) from examples (:func:`learn_stencil`).
+* learning a stencil (or any affine family's parameters) from examples (:func:`learn_stencil`);
+* Tikhonov regularisation with an operator ``L`` (:func:`tikhonov`: exact through the
+  diagonalisation, else lsqr/cgls/cg with split circulant preconditioners) and the choice of
+  its weight from the data (:func:`choose_alpha`: GCV, discrepancy principle, L-curve).
 
 Every operator returned is a pylops ``LinearOperator`` with its adjoint, usable as it is with
 ``scipy.sparse.linalg`` (``cg``, ``minres``, ``gmres``, ``lsqr``, ``lsmr``, ``svds``) and pylops' solvers.
 """
 
-from ._fourier import FourierMultiplier
-from .dct import CosineMultiplier, dct_eigvals, dct_implicit_step, dct_inverse
+from ..kernels.diagonalized import (
+    CosineMultiplier,
+    Diagonalized,
+    FourierMultiplier,
+    KroneckerMultiplier,
+    PeriodicEmbedding,
+)
+from ._routes import Route, route
+from .dct import dct_eigvals, dct_implicit_step, dct_inverse
 from .learn import LearnResult, learn_stencil
+from .lipschitz import certified_norm_bound, project_spectral_norm
 from .preconditioners import (
     KINDS,
     chan_preconditioner,
@@ -21,6 +32,7 @@ from .preconditioners import (
     circulant_preconditioner,
     strang_preconditioner,
 )
+from .regularization import AlphaChoice, choose_alpha
 from .spectral import (
     SINGULAR_FACTOR,
     EstimateWarning,
@@ -31,7 +43,9 @@ from .spectral import (
     inverse,
     is_circulant,
     spectral_norm,
+    svdvals,
 )
+from .tikhonov import ConvergenceWarning, TikhonovResult, split_preconditioner, tikhonov
 
 __all__ = [
     "KINDS",
@@ -55,4 +69,18 @@ __all__ = [
     "learn_stencil",
     "spectral_norm",
     "strang_preconditioner",
+    "Diagonalized",
+    "KroneckerMultiplier",
+    "PeriodicEmbedding",
+    "Route",
+    "route",
+    "svdvals",
+    "certified_norm_bound",
+    "project_spectral_norm",
+    "AlphaChoice",
+    "ConvergenceWarning",
+    "TikhonovResult",
+    "choose_alpha",
+    "split_preconditioner",
+    "tikhonov",
 ]

@@ -35,30 +35,32 @@ type=t, norm="ortho")``):
   :math:`K^\top K = B S B^{-2} S B` (:math:`S = C\Lambda C`) is *not* diagonalised by
   :math:`C`: :func:`~structops.solvers.dct_implicit_step` and ``normal=True`` need ``"symmetric"``.
 
-The public solvers :func:`structops.solvers.inverse`, :func:`~structops.solvers.implicit_step`
-and :func:`~structops.solvers.eigvals` dispatch here for every kernel with a ``dct_type``
-(1 or 2; :attr:`structops.SymmetricConv.dct_type` for one channel and stride 1).
+:class:`structops.SymmetricConv` (one channel, stride 1) declares this through its
+``diagonalize(theta)``, a :class:`~structops.kernels.diagonalized.CosineMultiplier`; every public
+solver (:func:`structops.solvers.inverse`, :func:`~structops.solvers.implicit_step`,
+:func:`~structops.solvers.eigvals`, ``svdvals``, ``spectral_norm``, ``cond``) takes the
+``"cosine"`` route on it (:func:`structops.solvers.route`). The functions here are the same
+solvers restricted to that route.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import scipy.fft as sfft
 
 from .._validation import check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
-from ..kernels.operators import ColumnBatched, real_apply
-from .spectral import _check_conditioned, check_rcond
+from ..kernels.diagonalized import CosineMultiplier, Diagonalized, cosine_symbol
+from ._routes import route
+from .spectral import check_rcond, invert_diagonal, normal_inverse, not_normal
 
 __all__ = ["CosineMultiplier", "cosine_symbol", "dct_eigvals", "dct_implicit_step", "dct_inverse", "is_cosine"]
 
-DCT_TYPES = (1, 2)
-
 
 def is_cosine(kernel) -> bool:
-    """Whether ``kernel`` is diagonalised by a DCT (it has ``dct_type`` 1 or 2).
+    """Whether ``kernel`` is diagonalised by a DCT: its ``diagonalize`` gives a :class:`CosineMultiplier`.
+
+    Asked at a feasible parameter (``kernel.random_theta(0)``); the cosine families
+    (:class:`structops.SymmetricConv` with a mirror boundary) are so for every parameter.
 
     Examples
     --------
@@ -66,56 +68,21 @@ def is_cosine(kernel) -> bool:
     >>> is_cosine(structops.SymmetricConv(8, 3, bc="symmetric")), is_cosine(structops.SymmetricConv(8, 3))
     (True, False)
     """
-    return isinstance(kernel, ParametricKernel) and getattr(kernel, "dct_type", None) in DCT_TYPES
+    if not isinstance(kernel, ParametricKernel):
+        return False
+    return isinstance(kernel.diagonalize(kernel.random_theta(0)), CosineMultiplier)
 
 
-def _require_cosine(kernel, func: str) -> Any:
+def _cosine(kernel, theta, func: str) -> Diagonalized:
+    """``kernel.diagonalize(theta)`` if it is a DCT multiplier, else the ``ValueError`` naming ``func``."""
     as_kernel(kernel)
-    if not is_cosine(kernel):
+    r = route(kernel, theta, func)
+    if r.name != "cosine" or r.diagonal is None:
         raise ValueError(
-            f"`{func}` needs a kernel diagonalised by a DCT (a `dct_type` of 1 or 2: structops.SymmetricConv with "
-            f"bc='reflect' or 'symmetric', one channel, stride 1), got `kernel` = {kernel!r}."
+            f"`{func}` needs a kernel diagonalised by a DCT (structops.SymmetricConv with bc='reflect' or "
+            f"'symmetric', one channel, stride 1), got `kernel` = {kernel!r}: {r.reason}"
         )
-    return kernel
-
-
-def cosine_symbol(stencil: np.ndarray, grid: tuple[int, ...], dct_type: int) -> np.ndarray:
-    r"""Eigenvalues :math:`\lambda_k` of a doubly symmetric stencil under mirror boundaries.
-
-    Parameters
-    ----------
-    stencil : numpy.ndarray, shape ``stencil`` (odd sizes)
-        The full stencil :math:`w`, centred (tap :math:`j` at offset :math:`j - s /\!/ 2`),
-        mirror symmetric about every axis (not checked).
-    grid : tuple of int
-        The grid :math:`(n_1, \dots, n_d)`.
-    dct_type : {1, 2}
-        1 for ``bc="reflect"`` (DCT-I), 2 for ``bc="symmetric"`` (DCT-II).
-
-    Returns
-    -------
-    numpy.ndarray, shape ``grid``, real, dtype of ``stencil``
-        :math:`\lambda_k = \sum_o w_o \prod_a \cos(\pi k_a o_a / L_a)`, index ``k`` the
-        frequency of ``scipy.fft.dctn`` (an axis of size 1 under DCT-I: :math:`\cos(0) = 1`).
-
-    Examples
-    --------
-    The 1-D Laplacian with a half-sample mirror: :math:`2 - 2\cos(\pi k/n)`.
-
-    >>> cosine_symbol(np.array([-1.0, 2.0, -1.0]), (4,), 2).round(4)
-    array([0.    , 0.5858, 2.    , 3.4142])
-    """
-    lam = np.asarray(stencil)
-    for axis, n in enumerate(grid):
-        s = lam.shape[axis]
-        length = n - 1 if dct_type == 1 else n
-        offsets = np.arange(s) - s // 2
-        if length == 0:
-            cos = np.ones((n, s))
-        else:
-            cos = np.cos(np.pi * np.outer(np.arange(n), offsets) / length)
-        lam = np.moveaxis(np.tensordot(lam, cos.astype(lam.dtype), axes=([axis], [1])), -1, axis)
-    return np.ascontiguousarray(lam)
+    return r.diagonal
 
 
 def dct_eigvals(kernel: ParametricKernel, theta) -> np.ndarray:
@@ -124,7 +91,7 @@ def dct_eigvals(kernel: ParametricKernel, theta) -> np.ndarray:
     Parameters
     ----------
     kernel : structops.SymmetricConv
-        One channel, stride 1, ``bc`` ``"reflect"`` or ``"symmetric"`` (``kernel.dct_type``).
+        One channel, stride 1, ``bc`` ``"reflect"`` or ``"symmetric"``.
     theta : array_like, shape (p,)
 
     Returns
@@ -135,7 +102,7 @@ def dct_eigvals(kernel: ParametricKernel, theta) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``kernel`` has no ``dct_type`` or ``theta`` is invalid.
+        If ``kernel`` is not diagonalised by a DCT or ``theta`` is invalid.
 
     Examples
     --------
@@ -145,119 +112,7 @@ def dct_eigvals(kernel: ParametricKernel, theta) -> np.ndarray:
     >>> bool(np.allclose(np.sort(dct_eigvals(k, theta)), np.sort(np.linalg.eigvals(k.matrix(theta)).real)))
     True
     """
-    sym = _require_cosine(kernel, "dct_eigvals")
-    stencil = sym.weights(theta)[0, 0]
-    return cosine_symbol(stencil, tuple(sym.grid), sym.dct_type)
-
-
-def _edge_weights(grid: tuple[int, ...], dct_type: int, dtype) -> np.ndarray | None:
-    """The diagonal :math:`B` of DCT-I (``1/√2`` on the first and last sample of each axis), None for DCT-II."""
-    if dct_type != 1:
-        return None
-    b = np.ones(grid, dtype=dtype)
-    for axis, n in enumerate(grid):
-        if n > 1:
-            edge = [slice(None)] * len(grid)
-            for i in (0, n - 1):
-                edge[axis] = slice(i, i + 1)
-                b[tuple(edge)] /= np.sqrt(2.0)
-    return b
-
-
-class CosineMultiplier(ColumnBatched):
-    r"""Real operator diagonalised by an orthonormal DCT: :math:`x \mapsto B^{-1} C^\top(\mu \odot C B x)`.
-
-    Parameters
-    ----------
-    multiplier : numpy.ndarray, real, shape ``grid``
-        :math:`\mu_k`, one value per DCT frequency.
-    dct_type : {1, 2}
-        The transform :math:`C` (``scipy.fft.dctn(type=dct_type, norm="ortho")``).
-    dtype : numpy dtype
-        Real dtype the operator advertises (float32 or float64); products run in the dtype
-        of the input and of ``multiplier``.
-    name : str, optional
-        Name shown by pylops.
-    transposed : bool, optional
-        Build the transpose :math:`B C^\top(\mu \odot C B^{-1} x)` instead (DCT-I only differs).
-
-    Notes
-    -----
-    Examples are ``(1, *grid)`` flattened in C-order. :math:`B = I` for DCT-II, so the
-    operator :math:`C^\top \operatorname{diag}(\mu) C` is symmetric and its adjoint is itself;
-    for DCT-I, :math:`C^\top = C` and :math:`B` is the diagonal with :math:`1/\sqrt2` on the
-    first and last sample of each axis (see :mod:`structops.solvers.dct`), so the adjoint swaps
-    :math:`B` and :math:`B^{-1}`. Axes of size 1 are not transformed (DCT-I needs two samples;
-    its one eigenvector there is the constant). A product with ``k`` columns is two ``dctn``
-    over the grid axes, batched over the columns: :math:`O(k N \log N)`.
-    """
-
-    def __init__(
-        self,
-        multiplier: np.ndarray,
-        dct_type: int,
-        *,
-        dtype,
-        name: str | None = None,
-        transposed: bool = False,
-    ) -> None:
-        if dct_type not in DCT_TYPES:
-            raise ValueError(f"`dct_type` must be one of {DCT_TYPES!r}, got {dct_type!r}.")
-        self.multiplier = np.asarray(multiplier)
-        self.grid = tuple(int(g) for g in self.multiplier.shape)
-        self.dct_type = int(dct_type)
-        self.transposed = bool(transposed)
-        self._b = _edge_weights(self.grid, self.dct_type, self.multiplier.dtype)
-        skip = 1 if self.dct_type == 1 else 0  # DCT-I of one sample is undefined (and the identity)
-        self._axes = tuple(a for a, n in enumerate(self.grid) if n > skip)
-        super().__init__(dtype=np.dtype(dtype), dims=(1, *self.grid), dimsd=(1, *self.grid), name=name)
-
-    def _cols(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
-        k = X.shape[1]
-        Z = X.reshape(*self.grid, k)
-        b = None if self._b is None else self._b[..., None]
-        flip = adjoint != self.transposed
-        if b is not None:
-            Z = Z / b if flip else Z * b
-        if self._axes:
-            Z = sfft.dctn(Z, type=self.dct_type, axes=self._axes, norm="ortho")
-        Z = Z * self.multiplier[..., None]
-        if self._axes:
-            Z = sfft.idctn(Z, type=self.dct_type, axes=self._axes, norm="ortho", overwrite_x=True)
-        if b is not None:
-            Z = Z * b if flip else Z / b
-        return Z.reshape(X.shape[0], k)
-
-    def _columns(self, X, adjoint):
-        return real_apply(lambda z: self._cols(z, adjoint), X, self.dtype)
-
-    def _adjoint(self) -> CosineMultiplier:
-        if self.dct_type == 2:
-            return self
-        name = None if self.name is None else f"({self.name})ᵀ"
-        return CosineMultiplier(
-            self.multiplier, self.dct_type, dtype=self.dtype, name=name, transposed=not self.transposed
-        )
-
-    _transpose = _adjoint
-
-
-def _reciprocal(m: np.ndarray, rcond: float | None, what: str, grid: tuple[int, ...]) -> np.ndarray:
-    """``1 / m``, checked for conditioning, or with ``rcond`` the pseudo-inverse dropping ``|m| <= rcond max|m|``."""
-    sv = np.abs(m)
-    if rcond is None:
-        _check_conditioned(sv, what, grid, scalar=True)
-        return (1 / m).astype(m.dtype, copy=False)
-    keep = sv > rcond * float(sv.max(initial=0.0))
-    return np.where(keep, 1 / np.where(keep, m, 1), 0).astype(m.dtype, copy=False)
-
-
-def _not_normal(kernel, what: str) -> ValueError:
-    return ValueError(
-        f"`{what}` is not diagonalised by the DCT for {kernel!r}: with bc='reflect' K(θ) = B⁻¹CΛCB is not "
-        "symmetric, so KᵀK is not diagonal in the DCT-I basis. Use bc='symmetric' (K symmetric, DCT-II), or "
-        "scipy.sparse.linalg.cg on the symmetric positive definite system built from kernel.op(theta)."
-    )
+    return _cosine(kernel, theta, "eigvals").eigenvalues()
 
 
 def dct_inverse(
@@ -267,7 +122,7 @@ def dct_inverse(
     alpha: float = 0.0,
     normal: bool = False,
     rcond: float | None = None,
-) -> CosineMultiplier:
+) -> Diagonalized:
     r"""Exact :math:`(K + \alpha I)^{-1}` (or :math:`(K^\top K + \alpha I)^{-1}`) through the DCT, :math:`O(N\log N)`.
 
     Parameters
@@ -295,8 +150,8 @@ def dct_inverse(
     Raises
     ------
     ValueError
-        If ``kernel`` has no ``dct_type``, ``alpha``/``rcond`` are invalid, or ``normal``/``rcond``
-        are asked of a ``"reflect"`` kernel (see the module notes).
+        If ``kernel`` is not diagonalised by a DCT, ``alpha``/``rcond`` are invalid, or
+        ``normal``/``rcond`` are asked of a ``"reflect"`` kernel (see the module notes).
     numpy.linalg.LinAlgError
         If the system is singular or near-singular and ``rcond`` is None. For ``"reflect"``
         the ratio of the extreme :math:`|\lambda_k + \alpha|` is checked, within a factor
@@ -312,29 +167,13 @@ def dct_inverse(
     >>> bool(np.allclose(A.todense(), np.linalg.inv(k.matrix(theta) + 0.5 * np.eye(20))))
     True
     """
-    sym = _require_cosine(kernel, "inverse")
+    D = _cosine(kernel, theta, "inverse")
     alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = check_rcond(rcond)
-    if sym.dct_type == 1 and normal:
-        raise _not_normal(sym, "KᵀK + αI")
-    if sym.dct_type == 1 and rcond is not None:
-        raise ValueError(
-            f"`rcond` must be None for {sym!r}: with bc='reflect' K(θ) is not symmetric, so its singular "
-            "values are not |λ| and the eigenvalue cutoff would not give the Moore-Penrose pseudo-inverse; "
-            "use bc='symmetric' or alpha > 0."
-        )
-    lam = dct_eigvals(sym, theta)
-    real = lam.dtype.type
-    grid = tuple(sym.grid)
-    if normal:
-        m, what = lam * lam + real(alpha), f"K(θ)ᵀK(θ) + {alpha:g}·I"
-    else:
-        m, what = lam + real(alpha), "K(θ)" if alpha == 0 else f"K(θ) + {alpha:g}·I"
-    inv = _reciprocal(m, rcond, what, grid)
-    return CosineMultiplier(inv, sym.dct_type, dtype=lam.dtype, name=f"({what})⁻¹")
+    return invert_diagonal(D, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)", kernel=kernel)
 
 
-def dct_implicit_step(kernel: ParametricKernel, theta, h: float) -> CosineMultiplier:
+def dct_implicit_step(kernel: ParametricKernel, theta, h: float) -> Diagonalized:
     r"""The implicit step :math:`(h K^\top K + I)^{-1}` through the DCT-II (``bc="symmetric"``).
 
     Parameters
@@ -353,8 +192,8 @@ def dct_implicit_step(kernel: ParametricKernel, theta, h: float) -> CosineMultip
     Raises
     ------
     ValueError
-        If ``kernel`` has no ``dct_type``, has ``dct_type`` 1 (``"reflect"``: :math:`K^\top K`
-        is not diagonalised by DCT-I, see the module notes), or ``h`` is negative.
+        If ``kernel`` is not diagonalised by a DCT, is diagonalised by DCT-I (``"reflect"``:
+        :math:`K^\top K` is not diagonalised by it, see the module notes), or ``h`` is negative.
 
     Examples
     --------
@@ -365,11 +204,8 @@ def dct_implicit_step(kernel: ParametricKernel, theta, h: float) -> CosineMultip
     >>> bool(np.allclose(dct_implicit_step(k, theta, 0.3).todense(), np.linalg.inv(0.3 * M.T @ M + np.eye(6))))
     True
     """
-    sym = _require_cosine(kernel, "implicit_step")
+    D = _cosine(kernel, theta, "implicit_step")
     h = check_real_scalar(h, "h", minimum=0.0)
-    if sym.dct_type == 1:
-        raise _not_normal(sym, "implicit_step (h KᵀK + I)⁻¹")
-    lam = dct_eigvals(sym, theta)
-    real = lam.dtype.type
-    m = real(h) * lam * lam + real(1)
-    return CosineMultiplier(1 / m, sym.dct_type, dtype=lam.dtype, name=f"({h:g}·KᵀK + I)⁻¹")
+    if not D.unitary:
+        raise not_normal(kernel, "implicit_step (h KᵀK + I)⁻¹")
+    return normal_inverse(D, h, 1.0, None, f"{h:g}·KᵀK + I")

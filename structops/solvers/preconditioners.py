@@ -29,8 +29,8 @@ import scipy.fft as sfft
 
 from .._validation import check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
-from ..kernels.conv import Conv
-from ._fourier import FourierMultiplier, half_spectrum
+from ..kernels.conv import Conv, ConvBased
+from ..kernels.diagonalized import Diagonalized, half_spectrum
 from .spectral import check_rcond, inverse_from_symbol
 
 __all__ = [
@@ -48,7 +48,7 @@ KINDS = ("strang", "chan")
 def _require_toeplitz(kernel, func: str) -> Conv:
     """The zero-boundary, one-channel, stride-1 convolution behind ``kernel`` (a Conv, or a ConvBased family)."""
     as_kernel(kernel)
-    conv = kernel if isinstance(kernel, Conv) else getattr(kernel, "conv", None)
+    conv = kernel if isinstance(kernel, Conv) else kernel.conv if isinstance(kernel, ConvBased) else None
     if not (
         isinstance(conv, Conv)
         and conv.bc == "zero"
@@ -144,7 +144,7 @@ def circulant_preconditioner(
     alpha: float = 0.0,
     normal: bool = False,
     rcond: float | None = None,
-) -> FourierMultiplier:
+) -> Diagonalized:
     r"""Circulant preconditioner :math:`C^{-1}`, :math:`(C + \alpha I)^{-1}` or :math:`(C^\top C + \alpha I)^{-1}`.
 
     For the system :math:`Tx = b` pass it as ``M=`` to ``scipy.sparse.linalg.gmres`` (or to
@@ -217,13 +217,13 @@ def circulant_preconditioner(
 
 def strang_preconditioner(
     kernel: ParametricKernel, theta, *, alpha: float = 0.0, normal: bool = False, rcond: float | None = None
-) -> FourierMultiplier:
+) -> Diagonalized:
     """Strang's circulant preconditioner; :func:`circulant_preconditioner` with ``kind="strang"``."""
     return circulant_preconditioner(kernel, theta, kind="strang", alpha=alpha, normal=normal, rcond=rcond)
 
 
 def chan_preconditioner(
     kernel: ParametricKernel, theta, *, alpha: float = 0.0, normal: bool = False, rcond: float | None = None
-) -> FourierMultiplier:
+) -> Diagonalized:
     """T. Chan's optimal circulant preconditioner; :func:`circulant_preconditioner` with ``kind="chan"``."""
     return circulant_preconditioner(kernel, theta, kind="chan", alpha=alpha, normal=normal, rcond=rcond)

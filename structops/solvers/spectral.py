@@ -1,53 +1,66 @@
-r"""Exact spectral tools for periodic convolutions, and estimates for every other kernel.
+r"""Spectral solvers that dispatch on one diagonalisation interface, and bounded estimates for the rest.
 
-A periodic :class:`structops.Conv` with stride 1 is block-circulant with circulant blocks
-(BCCB): the DFT over the grid turns it into one ``out_channels × in_channels`` block per
-frequency, its *symbol* :math:`\hat K(\xi)` (``kernel.symbol(theta)``; for one channel the
-eigenvalues :math:`\lambda(\xi)`, ``kernel.eigvals(theta)``). Inverses, norms, condition
-numbers and eigenvalues then follow from small per-frequency problems in
-:math:`O(N \log N)` -- exactly, without building the :math:`N \times N` matrix.
+A family diagonalised by a fast transform says so through
+:meth:`ParametricKernel.diagonalize` (:mod:`structops.kernels.diagonalized`):
+:math:`K = U\,\operatorname{blkdiag}_\xi(B(\xi))\,V^H` with small per-frequency blocks. A
+periodic convolution is the lecture notes' case, :math:`\lambda = F(K u_1)` (the FFT); a doubly
+symmetric stencil with mirror boundaries is diagonalised by a DCT; a one-channel stencil that is
+an outer product gives a Kronecker product of 1-D operators, diagonalised by their SVDs. Every
+solver here asks :func:`route` (:mod:`._routes`) once and builds its result from the blocks
+(``D.with_blocks(f(D.blocks))``), exactly, without the :math:`N \times N` matrix:
 
 * :func:`inverse` -- :math:`K^{-1}`, :math:`(K + \alpha I)^{-1}`, :math:`(K^\top K + \alpha I)^{-1}`
   or the pseudo-inverse :math:`K^+`, as pylops operators with their adjoints;
 * :func:`implicit_step` -- :math:`(h K^\top K + I)^{-1}`, one implicit (backward Euler) step
   of the gradient flow :math:`\dot x = -K^\top K x`;
-* :func:`spectral_norm`, :func:`cond`, :func:`eigvals` -- exact for periodic ``Conv``; for
-  other kernels dense linear algebra up to ``dense_limit`` unknowns, else a bounded
-  Golub-Kahan-Lanczos estimate (``maxiter`` steps) that reports its bounds
-  (:class:`SpectralEstimate`, :class:`EstimateWarning`) and never runs unbounded.
-
-Kernels with a ``dct_type`` (:class:`structops.SymmetricConv` with mirror boundaries) are
-diagonalised by a cosine transform instead: :func:`inverse`, :func:`implicit_step` and
-:func:`eigvals` hand them to :mod:`structops.solvers.dct`.
+* :func:`svdvals`, :func:`eigvals` -- every singular value / eigenvalue;
+* :func:`spectral_norm`, :func:`cond` -- exact through the transform or dense LAPACK up to
+  ``dense_limit`` unknowns; certified two-sided bounds for zero-boundary convolutions (their
+  periodic embedding, :mod:`._certified`); else a bounded Golub--Kahan--Lanczos estimate
+  (``maxiter`` steps) that reports its bounds (:class:`SpectralEstimate`,
+  :class:`EstimateWarning`) and never runs unbounded.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse.linalg as spla
 
 from .._validation import check_positive_int, check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
-from ._fourier import FourierMultiplier, half_spectrum
-
-if TYPE_CHECKING:
-    from .dct import CosineMultiplier
+from ..kernels.diagonalized import CosineMultiplier, Diagonalized, FourierMultiplier, block_svdvals
+from ._certified import certified_cond, certified_norm
+from ._filters import regularized_inverse
+from ._lanczos import (
+    _EIGS_MAXITER,
+    _MAXITER,
+    _TOL,
+    EstimateWarning,
+    SpectralEstimate,
+    check_estimate_options,
+    exact_estimate,
+    golub_kahan,
+    not_converged,
+)
+from ._routes import DENSE_LIMIT, Route, route
 
 __all__ = [
     "SINGULAR_FACTOR",
+    "CosineMultiplier",
     "EstimateWarning",
     "FourierMultiplier",
+    "Route",
     "SpectralEstimate",
     "cond",
     "eigvals",
     "implicit_step",
     "inverse",
     "is_circulant",
+    "route",
     "spectral_norm",
+    "svdvals",
 ]
 
 #: A per-frequency system counts as near-singular when its condition number exceeds
@@ -55,38 +68,26 @@ __all__ = [
 SINGULAR_FACTOR = 1000.0
 
 _WHICH = ("LM", "SM", "LR", "SR", "LI", "SI")
+_DENSE_LIMIT = DENSE_LIMIT
 
 
 # ----------------------------------------------------------------- validation
-_check_kernel = as_kernel
-
-
 def is_circulant(kernel) -> bool:
     """Whether ``kernel`` is block circulant (``kernel.circulant``): diagonalised by the FFT.
 
-    True for the periodic stride-1 convolution families (:class:`structops.Conv` and the
-    families built on it); their ``symbol(theta)`` gives the per-frequency blocks.
+    True for the periodic stride-1 convolution families (:class:`structops.Conv`, the
+    families built on it, and their reparametrisations such as ``Softplus``); their
+    ``diagonalize(theta)`` gives a :class:`FourierMultiplier`.
 
     Examples
     --------
     >>> import structops
     >>> is_circulant(structops.Conv(8, 3, bc="periodic")), is_circulant(structops.Conv(8, 3))
     (True, False)
+    >>> is_circulant(structops.Softplus(structops.Conv(8, 3, bc="periodic")))
+    True
     """
     return isinstance(kernel, ParametricKernel) and bool(kernel.circulant)
-
-
-def _require_circulant(kernel, func: str) -> Any:
-    """``kernel`` if it is block circulant (it then has ``symbol``, ``grid`` and channel counts)."""
-    as_kernel(kernel)
-    if not is_circulant(kernel):
-        raise ValueError(
-            f"`{func}` needs a periodic convolution, e.g. structops.Conv(..., bc='periodic', stride=1) "
-            f"(block-circulant, diagonalised by the FFT), got `kernel` = {kernel!r}; for other kernels use "
-            "scipy.sparse.linalg's iterative solvers on kernel.op(theta) (see structops.solvers.circulant_"
-            "preconditioner for zero boundaries)."
-        )
-    return kernel
 
 
 def check_rcond(rcond) -> float | None:
@@ -99,13 +100,6 @@ def check_rcond(rcond) -> float | None:
 
 
 # ------------------------------------------------------------- per frequency
-def _singular_values(blocks: np.ndarray) -> np.ndarray:
-    """Singular values of every block, shape ``(*freq, min(out, in))``."""
-    if blocks.shape[-2:] == (1, 1):
-        return np.abs(blocks[..., 0, :])
-    return np.linalg.svd(blocks, compute_uv=False)
-
-
 def _pinv_blocks(blocks: np.ndarray, cutoff: float) -> np.ndarray:
     """Per-frequency pseudo-inverses, dropping singular values ``<= cutoff`` (a global threshold)."""
     if blocks.shape[-2:] == (1, 1):
@@ -126,7 +120,7 @@ def _inverse_blocks(blocks: np.ndarray) -> np.ndarray:
     return np.linalg.solve(blocks, eye)
 
 
-def _check_conditioned(sv: np.ndarray, what: str, grid: tuple[int, ...], scalar: bool) -> None:
+def check_conditioned(sv: np.ndarray, what: str, grid: tuple[int, ...], scalar: bool) -> None:
     """Raise ``numpy.linalg.LinAlgError`` when the singular values ``sv`` (per frequency) make the system singular.
 
     The message names the smallest singular value (``|λ|`` for one channel), where it sits,
@@ -149,20 +143,100 @@ def _check_conditioned(sv: np.ndarray, what: str, grid: tuple[int, ...], scalar:
         )
 
 
-def _invert(blocks: np.ndarray, sv: np.ndarray, rcond: float | None, what: str, grid: tuple[int, ...]):
+def _invert(blocks: np.ndarray, sv: np.ndarray, rcond: float | None, what: str, grid: tuple[int, ...], scalar: bool):
     """Inverse of square per-frequency blocks with singular values ``sv``, or their pseudo-inverse with ``rcond``."""
     if rcond is not None:
         return _pinv_blocks(blocks, rcond * float(sv.max(initial=0.0)))
-    _check_conditioned(sv, what, grid, blocks.shape[-2:] == (1, 1))
+    check_conditioned(sv, what, grid, scalar)
     return _inverse_blocks(blocks)
 
 
-def _symbol_half(kernel: Any, theta) -> tuple[np.ndarray, np.ndarray]:
-    theta = kernel.validate_theta(theta)
-    return theta, half_spectrum(kernel.symbol(theta), len(kernel.grid))
+# -------------------------------------------------------------------- solves
+def _no_transform(r: Route, func: str) -> ValueError:
+    return ValueError(
+        f"`{func}` needs a kernel diagonalised by a fast transform, e.g. a periodic convolution "
+        f"structops.Conv(..., bc='periodic', stride=1) (block-circulant, diagonalised by the FFT): {r.reason} "
+        "For other kernels use scipy.sparse.linalg's iterative solvers on kernel.op(theta) (see "
+        "structops.solvers.circulant_preconditioner for zero boundaries)."
+    )
 
 
-# -------------------------------------------------------------------- public
+def not_normal(kernel, what: str) -> ValueError:
+    """The error for a function of ``KᵀK`` asked of a non-unitary transform (DCT-I)."""
+    return ValueError(
+        f"`{what}` is not diagonalised by the DCT for {kernel!r}: with bc='reflect' K(θ) = B⁻¹CΛCB is not "
+        "symmetric, so KᵀK is not diagonal in the DCT-I basis. Use bc='symmetric' (K symmetric, DCT-II), or "
+        "scipy.sparse.linalg.cg on the symmetric positive definite system built from kernel.op(theta)."
+    )
+
+
+def invert_diagonal(
+    D: Diagonalized, *, alpha: float, normal: bool, rcond: float | None, name: str, kernel=None
+) -> Diagonalized:
+    """``(K + αI)^-1``, ``(KᴴK + αI)^-1`` or ``K^+`` of a :class:`Diagonalized` ``K``, as one of its kind."""
+    what_kernel = D if kernel is None else kernel
+    if normal:
+        if not D.unitary:
+            raise not_normal(what_kernel, "KᵀK + αI")
+        return normal_inverse(D, 1.0, alpha, rcond, f"{name}ᵀ{name} + {alpha:g}·I")
+    if rcond is not None and not D.unitary:
+        raise ValueError(
+            f"`rcond` must be None for {what_kernel!r}: with bc='reflect' K(θ) is not symmetric, so its singular "
+            "values are not |λ| and the eigenvalue cutoff would not give the Moore-Penrose pseudo-inverse; "
+            "use bc='symmetric' or alpha > 0."
+        )
+    B = D.blocks
+    cout, cin = B.shape[-2:]
+    grid = D.grid
+    if cout != cin:
+        if alpha != 0:
+            raise ValueError(
+                f"`alpha` must be 0 for a non-square K (in_channels={cin}, out_channels={cout}): K + αI is "
+                f"undefined, got alpha={alpha!r}; use normal=True for (KᵀK + αI)^-1."
+            )
+        sv = block_svdvals(B)
+        if rcond is None:
+            check_conditioned(sv, name, grid, scalar=False)
+        blocks = _pinv_blocks(B, 0.0 if rcond is None else rcond * float(sv.max(initial=0.0)))
+        return D.with_blocks(blocks, swap=True, name=f"{name}⁺")
+    if alpha != 0 and not D.similarity:
+        raise ValueError(
+            f"`alpha` must be 0 for {what_kernel!r}: its {D.transform!r} transform has U ≠ V, so K + αI is not "
+            f"diagonalised by it, got alpha={alpha!r}; use normal=True for (KᵀK + αI)^-1."
+        )
+    shifted = B + B.real.dtype.type(alpha) * np.eye(cin, dtype=B.dtype) if alpha != 0 else B
+    what = name if alpha == 0 else f"{name} + {alpha:g}·I"
+    scalar = D.similarity and cin == 1
+    blocks = _invert(shifted, block_svdvals(shifted), rcond, what, grid, scalar)
+    return D.with_blocks(blocks, swap=not D.similarity, name=f"({what})⁻¹")
+
+
+def inverse_from_symbol(
+    S: np.ndarray, grid: tuple[int, ...], dtype, *, alpha: float, normal: bool, rcond: float | None, name: str
+) -> Diagonalized:
+    """The multiplier of ``(S + αI)^-1``, ``(S^H S + αI)^-1`` or ``S^+`` from a half symbol ``S``."""
+    D = FourierMultiplier(S, grid, dtype=dtype)
+    return invert_diagonal(D, alpha=alpha, normal=normal, rcond=rcond, name=name)
+
+
+def normal_inverse(D: Diagonalized, h, beta, rcond, what) -> Diagonalized:
+    r"""The operator :math:`(h K^H K + \beta I)^{-1}` of a unitary :class:`Diagonalized` ``K``."""
+    S = D.blocks
+    cin = S.shape[-1]
+    real = S.real.dtype.type
+    h, beta = real(h), real(beta)
+    if S.shape[-2:] == (1, 1):
+        blocks = (h * np.abs(S) ** 2 + beta).astype(S.dtype)
+        sv = np.abs(blocks[..., 0, :])
+    else:
+        blocks = h * (np.conj(np.swapaxes(S, -1, -2)) @ S) + beta * np.eye(cin, dtype=S.dtype)
+        s = np.linalg.svd(S, compute_uv=False)
+        # the eigenvalues of h S^H S + beta I: h s^2 + beta, and beta on the null space of S
+        sv = np.concatenate([h * s**2 + beta, np.full((*s.shape[:-1], cin - s.shape[-1]), beta, dtype=s.dtype)], -1)
+    inv = _invert(blocks, sv, rcond, what, D.grid, S.shape[-2:] == (1, 1))
+    return D.with_blocks(inv, normal=True, name=f"({what})⁻¹")
+
+
 def inverse(
     kernel: ParametricKernel,
     theta,
@@ -170,13 +244,20 @@ def inverse(
     alpha: float = 0.0,
     normal: bool = False,
     rcond: float | None = None,
-) -> FourierMultiplier | CosineMultiplier:
-    r"""Exact inverse of a periodic convolution (or of its shifted or normal operator), in :math:`O(N\log N)`.
+    L=None,
+) -> Diagonalized:
+    r"""Exact inverse of a diagonalised kernel (or of its shifted or normal operator), in :math:`O(N\log N)`.
 
     Parameters
     ----------
-    kernel : structops.Conv
-        A periodic convolution, ``Conv(..., bc="periodic", stride=1)``, any number of channels.
+    kernel : ParametricKernel
+        A family whose ``diagonalize(theta)`` gives a fast transform (see :func:`route`): a
+        periodic convolution, ``Conv(..., bc="periodic", stride=1)``, any number of channels, and
+        the families built on it (``Softplus``, ``SymmetricConv``, ``MMatrixConv``, ...); a
+        mirror-boundary ``SymmetricConv`` (the DCT, :mod:`structops.solvers.dct`); a one-channel
+        convolution with an outer-product stencil (``SeparableConv(rank=1)``, or a ``Conv``
+        whose stencil has numerical rank 1: the Kronecker product of 1-D factors, any boundary;
+        there ``alpha`` must be 0 unless ``normal``).
     theta : array_like, shape (p,)
         Stencil parameters; the operator runs in their dtype (float32 stays float32).
     alpha : float, optional
@@ -189,12 +270,20 @@ def inverse(
         return the Moore--Penrose pseudo-inverse, dropping the per-frequency singular values
         ``<= rcond * (largest singular value of the operator)`` -- the same cutoff as
         ``numpy.linalg.pinv(matrix, rcond=rcond)`` on the dense matrix.
+    L : pylops.LinearOperator, optional
+        A regularisation operator for ``normal=True``: return :math:`(K^\top K + \alpha L^\top L)^{-1}`.
+        ``L = family.op(theta_L)`` of a family diagonalised in the same basis as ``kernel``
+        (``D.same_basis(D_L)``: e.g. the periodic Laplacian for a periodic ``K``, the cosine
+        Laplacian ``SymmetricConv(..., bc="symmetric")`` for a DCT-II ``K``), solved exactly per
+        frequency; another grid or another structure raises ``ValueError`` (use
+        :func:`structops.solvers.tikhonov`, whose Krylov route takes any ``L``).
 
     Returns
     -------
-    FourierMultiplier
-        A pylops ``LinearOperator`` (usable with scipy and pylops) with its adjoint
-        (``.H`` is the multiplier of the conjugate-transposed blocks):
+    Diagonalized
+        A :class:`~structops.kernels.diagonalized.Diagonalized` pylops ``LinearOperator`` of
+        the kernel's transform (a ``FourierMultiplier`` for periodic convolutions; usable with
+        scipy and pylops) with its adjoint (``.H`` has the conjugate-transposed blocks):
 
         * ``normal=False``, square: :math:`(K + \alpha I)^{-1}`, shape ``(N c, N c)``;
         * ``normal=False``, ``out_channels != in_channels`` (``alpha = 0`` only): the
@@ -207,7 +296,9 @@ def inverse(
     TypeError
         If ``kernel`` is not a kernel family, or ``alpha``/``rcond`` are not numbers.
     ValueError
-        If ``kernel`` is not a periodic stride-1 ``Conv``; if ``alpha`` is not finite, is
+        If ``kernel`` has no fast transform at ``theta`` (``route(kernel, theta, "inverse")`` says
+        why), or its transform cannot express the request (``normal``/``rcond`` under DCT-I,
+        ``alpha != 0`` for a Kronecker product); if ``alpha`` is not finite, is
         negative with ``normal=True`` or nonzero for a non-square ``K``; if ``rcond`` is not in
         ``[0, 1)``.
     numpy.linalg.LinAlgError
@@ -250,60 +341,17 @@ def inverse(
     >>> np.allclose(inverse(k, lap, rcond=1e-10).todense(), np.linalg.pinv(k.matrix(lap), rcond=1e-10))
     True
     """
-    if getattr(kernel, "dct_type", None) is not None:  # mirror boundaries: the DCT (structops.solvers.dct)
-        from .dct import dct_inverse
-
-        return dct_inverse(kernel, theta, alpha=alpha, normal=normal, rcond=rcond)
-    circ = _require_circulant(kernel, "inverse")
+    if L is not None:  # a regularisation operator sharing the basis of K (structops.solvers._filters)
+        return regularized_inverse(kernel, theta, alpha=alpha, normal=normal, L=L)
+    r = route(kernel, theta, "inverse")
+    if r.diagonal is None:
+        raise _no_transform(r, "inverse")
     alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = check_rcond(rcond)
-    theta, S = _symbol_half(circ, theta)
-    return inverse_from_symbol(S, circ.grid, theta.dtype, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)")
+    return invert_diagonal(r.diagonal, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)", kernel=kernel)
 
 
-def inverse_from_symbol(
-    S: np.ndarray, grid: tuple[int, ...], dtype, *, alpha: float, normal: bool, rcond: float | None, name: str
-) -> FourierMultiplier:
-    """The multiplier of ``(S + αI)^-1``, ``(S^H S + αI)^-1`` or ``S^+`` from a half symbol ``S``."""
-    cout, cin = S.shape[-2:]
-    if normal:
-        return _normal_inverse(S, 1.0, alpha, rcond, grid, dtype, f"{name}ᵀ{name} + {alpha:g}·I")
-    if cout != cin:
-        if alpha != 0:
-            raise ValueError(
-                f"`alpha` must be 0 for a non-square K (in_channels={cin}, out_channels={cout}): K + αI is "
-                f"undefined, got alpha={alpha!r}; use normal=True for (KᵀK + αI)^-1."
-            )
-        sv = _singular_values(S)
-        if rcond is None:
-            _check_conditioned(sv, name, grid, scalar=False)
-        blocks = _pinv_blocks(S, 0.0 if rcond is None else rcond * float(sv.max(initial=0.0)))
-        return FourierMultiplier(blocks, grid, dtype=dtype, name=f"{name}⁺")
-    shifted = S + S.real.dtype.type(alpha) * np.eye(cin, dtype=S.dtype) if alpha != 0 else S
-    what = name if alpha == 0 else f"{name} + {alpha:g}·I"
-    blocks = _invert(shifted, _singular_values(shifted), rcond, what, grid)
-    return FourierMultiplier(blocks, grid, dtype=dtype, name=f"({what})⁻¹")
-
-
-def _normal_inverse(S, h, beta, rcond, grid, dtype, what) -> FourierMultiplier:
-    r"""Multiplier of :math:`(h\hat K^H\hat K + \beta I)^{-1}` from the half symbol ``S``."""
-    cin = S.shape[-1]
-    real = S.real.dtype.type
-    h, beta = real(h), real(beta)
-    if S.shape[-2:] == (1, 1):
-        blocks = h * np.abs(S) ** 2 + beta
-        blocks = blocks.astype(S.dtype)
-        sv = np.abs(blocks[..., 0, :])
-    else:
-        blocks = h * (np.conj(np.swapaxes(S, -1, -2)) @ S) + beta * np.eye(cin, dtype=S.dtype)
-        s = np.linalg.svd(S, compute_uv=False)
-        # the eigenvalues of h S^H S + beta I: h s^2 + beta, and beta on the null space of S
-        sv = np.concatenate([h * s**2 + beta, np.full((*s.shape[:-1], cin - s.shape[-1]), beta, dtype=s.dtype)], -1)
-    inv = _invert(blocks, sv, rcond, what, grid)
-    return FourierMultiplier(inv, grid, dtype=dtype, name=f"({what})⁻¹")
-
-
-def implicit_step(kernel: ParametricKernel, theta, h: float) -> FourierMultiplier | CosineMultiplier:
+def implicit_step(kernel: ParametricKernel, theta, h: float, *, L=None) -> Diagonalized:
     r"""The implicit (backward Euler) step :math:`(h K^\top K + I)^{-1}` of a periodic convolution.
 
     One step of size :math:`h` of the gradient flow :math:`\dot x = -K^\top K x` (of
@@ -313,16 +361,22 @@ def implicit_step(kernel: ParametricKernel, theta, h: float) -> FourierMultiplie
 
     Parameters
     ----------
-    kernel : structops.Conv
-        A periodic convolution (``bc="periodic"``, stride 1), any number of channels.
+    kernel : ParametricKernel
+        A family with a unitary fast transform (see :func:`inverse`): periodic convolutions
+        (any channels), ``SymmetricConv(..., bc="symmetric")`` (DCT-II), outer-product stencils
+        (Kronecker).
     theta : array_like, shape (p,)
         Stencil parameters (float32 or float64; the operator runs in their dtype).
     h : float
         Step size, :math:`h \ge 0` (``h = 0`` is the identity).
+    L : pylops.LinearOperator, optional
+        A regularisation operator sharing the basis of ``kernel`` (see :func:`inverse`): return
+        :math:`(h(K^\top K + L^\top L) + I)^{-1}`, the implicit step of the flow
+        :math:`\dot x = -(K^\top K + L^\top L)x` of :math:`\tfrac12\|Kx\|^2 + \tfrac12\|Lx\|^2`.
 
     Returns
     -------
-    FourierMultiplier
+    Diagonalized
         Symmetric positive definite operator of shape ``(N c_{in}, N c_{in})``, with blocks
         :math:`(h\hat K(\xi)^H\hat K(\xi) + I)^{-1}`; never singular.
 
@@ -331,7 +385,7 @@ def implicit_step(kernel: ParametricKernel, theta, h: float) -> FourierMultiplie
     TypeError
         If ``h`` is not a real number or ``kernel`` not a kernel family.
     ValueError
-        If ``h`` is negative or not finite, or ``kernel`` is not a periodic stride-1 ``Conv``.
+        If ``h`` is negative or not finite, or ``kernel`` has no unitary fast transform at ``theta``.
 
     Examples
     --------
@@ -343,198 +397,108 @@ def implicit_step(kernel: ParametricKernel, theta, h: float) -> FourierMultiplie
     >>> np.allclose(step.todense(), np.linalg.inv(0.1 * M.T @ M + np.eye(16)))
     True
     """
-    if getattr(kernel, "dct_type", None) is not None:  # mirror boundaries: the DCT (structops.solvers.dct)
-        from .dct import dct_implicit_step
-
-        return dct_implicit_step(kernel, theta, h)
-    circ = _require_circulant(kernel, "implicit_step")
+    if L is not None:
+        h = check_real_scalar(h, "h", minimum=0.0)
+        return regularized_inverse(kernel, theta, alpha=1.0, normal=True, L=L, h=h)
     h = check_real_scalar(h, "h", minimum=0.0)
-    theta, S = _symbol_half(circ, theta)
-    return _normal_inverse(S, h, 1.0, None, circ.grid, theta.dtype, f"{h:g}·KᵀK + I")
+    r = route(kernel, theta, "implicit_step")
+    if r.diagonal is None:
+        raise _no_transform(r, "implicit_step")
+    if not r.diagonal.unitary:
+        raise not_normal(kernel, "implicit_step (h KᵀK + I)⁻¹")
+    return normal_inverse(r.diagonal, h, 1.0, None, f"{h:g}·KᵀK + I")
 
 
-# ------------------------------------------------------------- estimates
-#: Largest ``max(kernel.shape)`` for which the estimates build the dense matrix (``kernel.matrix``)
-#: and call LAPACK (``numpy.linalg.svd``/``eigvals``): 2048² float64 is 32 MiB and an SVD of a
-#: few seconds on two cores. Larger operators go through the iterative methods.
-_DENSE_LIMIT = 2048
-#: Default number of Golub--Kahan--Lanczos steps (one product with K and one with Kᵀ each); the
-#: bases kept for full reorthogonalisation take ``maxiter · (m + n)`` numbers.
-_MAXITER = 200
-#: Default relative accuracy of the iterative estimates.
-_TOL = 1e-6
-#: Default number of ARPACK restarts (Arnoldi update iterations) in :func:`eigvals`.
-_EIGS_MAXITER = 100
-#: Probability that one probabilistic bound of a :class:`SpectralEstimate` fails (over the start vector).
-_FAILURE_PROBABILITY = 1e-6
-
-
-class EstimateWarning(UserWarning):
-    """An iterative spectral estimate stopped at ``maxiter`` before reaching ``tol``.
-
-    The message gives the estimate and the bounds it is known to lie within; pass
-    ``full_output=True`` to get them as a :class:`SpectralEstimate`.
-    """
-
-
-@dataclass(frozen=True)
-class SpectralEstimate:
-    r"""A spectral quantity with the interval it is known to lie in.
-
-    Attributes
-    ----------
-    value : float
-        The estimate: what :func:`spectral_norm` / :func:`cond` return without ``full_output``.
-    lower, upper : float
-        Bounds, ``lower <= true value <= upper`` (``upper`` may be ``inf``). Exact results:
-        ``lower == value == upper``. Iterative results: see Notes of :func:`cond`.
-    exact : bool
-        True when computed exactly, up to round-off: from the symbol (periodic ``Conv``) or
-        by dense LAPACK on ``kernel.matrix(theta)``.
-    method : str
-        ``"symbol"``, ``"dense"`` or ``"golub-kahan-lanczos"``.
-    iterations : int
-        Lanczos steps taken (each one product with :math:`K` and one with :math:`K^\top`); 0 if exact.
-    converged : bool
-        False when an iterative estimate stopped at ``maxiter`` before reaching ``tol`` (an
-        :class:`EstimateWarning` was then emitted).
-    """
-
-    value: float
-    lower: float
-    upper: float
-    exact: bool
-    method: str
-    iterations: int
-    converged: bool = True
-
-
-def _exact(value: float, method: str) -> SpectralEstimate:
-    return SpectralEstimate(value, value, value, True, method, 0)
-
-
-def _check_estimate_options(maxiter, tol, dense_limit) -> tuple[int, float, int]:
-    """Validated ``maxiter`` (>= 1), ``tol`` (in [0, 1)) and ``dense_limit`` (>= 0)."""
-    maxiter = check_positive_int(maxiter, "maxiter")
-    tol = check_real_scalar(tol, "tol", minimum=0.0)
-    if tol >= 1.0:
-        raise ValueError(f"`tol` must be a relative accuracy in [0, 1), got {tol!r}.")
-    dense_limit = check_positive_int(dense_limit, "dense_limit", minimum=0)
-    return maxiter, tol, dense_limit
-
-
+# ------------------------------------------------------------- spectra
 def _dense_fallback(kernel: ParametricKernel, k_needed: int, dense_limit: int) -> bool:
-    """Whether an estimate uses the dense matrix: ``max(shape) <= dense_limit``, or too small for ARPACK.
-
-    ``eigs`` needs ``k < N - 1``.
-    """
+    """Whether ARPACK cannot run: ``N <= dense_limit``, or too small (``eigs`` needs ``k < N - 1``)."""
     return max(kernel.shape) <= dense_limit or min(kernel.shape) <= k_needed + 1
 
 
-def _kw_epsilon(k: int, n: int) -> float:
-    r"""The relative gap :math:`\varepsilon` of Kuczyński--Woźniakowski's bound after ``k`` Lanczos steps.
-
-    For a symmetric positive semidefinite :math:`B` and a start vector uniform on the unit
-    sphere, the largest Ritz value satisfies
-    :math:`P(\theta_1 < (1 - \varepsilon)\lambda_1) \le 1.648\sqrt n\, e^{-\sqrt\varepsilon(2k - 1)}`
-    (SIAM J. Matrix Anal. Appl. 13 (1992), Theorem 4.2); solved for the failure probability
-    ``_FAILURE_PROBABILITY``.
-    """
-    root = np.log(1.648 * np.sqrt(n) / _FAILURE_PROBABILITY) / (2 * k - 1)
-    return float(root * root)
-
-
-def _golub_kahan(op, *, maxiter: int, tol: float, need_min: bool) -> tuple[SpectralEstimate, SpectralEstimate]:
-    r"""Largest and smallest singular values of ``op`` (tall or wide) by Golub--Kahan--Lanczos bidiagonalisation.
-
-    Runs at most ``maxiter`` steps with full reorthogonalisation from a seeded Gaussian start
-    vector, stopping once the largest (and, with ``need_min``, the smallest) Ritz value has a
-    residual ``<= tol`` relative to itself, or once the Krylov space is invariant. Returns the
-    estimates of :math:`\sigma_{\max}` and :math:`\sigma_{\min}` (the ``min(shape)``-th) with
-    the bounds described in :func:`cond`.
-    """
-    m, n = op.shape
-    if m < n:  # the same singular values; Ritz values of a tall operator lie within [σ_min, σ_max]
-        op, m, n = op.H, n, m
-    work = np.result_type(op.dtype, np.float64)
-    eps = float(np.finfo(op.dtype if np.issubdtype(op.dtype, np.inexact) else np.float64).eps)
-    tol = max(tol, 10.0 * eps)
-    kmax = min(maxiter, n)
-    U = np.zeros((kmax, m), dtype=work)
-    V = np.zeros((kmax + 1, n), dtype=work)
-    alpha = np.zeros(kmax)
-    beta = np.zeros(kmax + 1)
-    rng = np.random.default_rng(0)
-    v = rng.standard_normal(n)
-    if np.iscomplexobj(V):
-        v = v + 1j * rng.standard_normal(n)
-    V[0] = v / np.linalg.norm(v)
-
-    def ritz(k: int, defect: float, uniform: bool = False):
-        B = np.diag(alpha[:k]) + np.diag(beta[1:k], 1)
-        P, s, _ = np.linalg.svd(B)
-        return s, np.full(k, defect) if uniform else np.abs(defect * P[k - 1, :])
-
-    def done(s, r) -> tuple[bool, bool]:
-        top = r[0] <= tol * s[0]
-        bottom = r[-1] <= tol * s[-1] or s[-1] <= n * eps * s[0]
-        return bool(top), bool(bottom)
-
-    scale, k, invariant, defect, rank_deficient = 0.0, 0, False, 0.0, False
-    s, r = np.zeros(1), np.zeros(1)
-    for j in range(kmax):
-        k = j + 1
-        u = np.asarray(op.matvec(V[j]), dtype=work).ravel()
-        if j:
-            u -= beta[j] * U[j - 1]
-            u -= U[:j].T @ (U[:j].conj() @ u)
-        alpha[j] = np.linalg.norm(u)
-        scale = max(scale, alpha[j], beta[j])
-        if alpha[j] <= n * eps * scale:  # K v_j lies in span(u_1..u_{j-1}): K is numerically rank deficient
-            # then K V_k = U_{k-1} B_k[:-1] + alpha_j u e_kᵀ and Kᵀ U_{k-1} = V_k B_k[:-1]ᵀ: invariant up to alpha_j
-            invariant, rank_deficient, defect = True, True, alpha[j]
-            alpha[j] = 0.0
-            break
-        U[j] = u / alpha[j]
-        w = np.asarray(op.rmatvec(U[j]), dtype=work).ravel() - alpha[j] * V[j]
-        w -= V[:k].T @ (V[:k].conj() @ w)
-        beta[k] = np.linalg.norm(w)
-        if k == n or beta[k] <= n * eps * scale:  # span(v_1..v_k) is invariant under KᵀK
-            invariant, defect = True, beta[k]
-            break
-        V[k] = w / beta[k]
-        if k % 10 == 0 and k < kmax:
-            s, r = ritz(k, beta[k])
-            top, bottom = done(s, r)
-            if top and (bottom or not need_min):
-                break
-    if not invariant:
-        defect = beta[k]
-    s, r = ritz(k, defect, uniform=rank_deficient)
-    top, bottom = done(s, r)
-    slack = np.sqrt(n) * eps * s[0]  # round-off of the computed Ritz values, relative to ||K||
-    method = "golub-kahan-lanczos"
-    if invariant:  # the Ritz values are singular values of K (all distinct ones the start vector sees)
-        max_up, min_low = s[0] + r[0] + slack, max(s[-1] - r[-1] - slack, 0.0)
-        top = bottom = True
-    else:
-        eps_kw = _kw_epsilon(k, n)
-        max_up = s[0] / np.sqrt(1.0 - eps_kw) + slack if eps_kw < 1 else np.inf
-        floor = (s[-1] ** 2 - eps_kw * max_up**2) / (1.0 - eps_kw) if eps_kw < 1 else -1.0
-        min_low = max(np.sqrt(floor) - slack, 0.0) if floor > 0 else 0.0
-    smax = SpectralEstimate(float(s[0]), float(max(s[0] - slack, 0.0)), float(max_up), False, method, k, top)
-    smin = SpectralEstimate(float(s[-1]), float(min_low), float(s[-1] + slack), False, method, k, bottom)
-    return smax, smin
-
-
-def _not_converged(what: str, est: SpectralEstimate, maxiter: int, tol: float) -> None:
-    warnings.warn(
-        f"{what}: the Lanczos estimate {est.value:.6e} did not reach tol={tol:g} in maxiter={maxiter} steps; "
-        f"the true value lies in [{est.lower:.6e}, {est.upper:.6e}] (see `full_output=True` and the Notes of "
-        "structops.solvers.cond for what the bounds guarantee). Raise `maxiter` for a tighter estimate.",
-        EstimateWarning,
-        stacklevel=3,
+def _no_exact_route(r: Route) -> ValueError:
+    return ValueError(
+        f"`svdvals` computes every singular value only through a fast transform or dense LAPACK: {r.reason} "
+        "Use structops.solvers.spectral_norm or structops.solvers.cond (certified or estimated bounds on the "
+        "extremes), or raise `dense_limit`."
     )
+
+
+def svdvals(kernel: ParametricKernel, theta, *, dense_limit: int = _DENSE_LIMIT) -> np.ndarray:
+    r"""Every singular value of :math:`K(\theta)`, descending, exact to round-off.
+
+    Parameters
+    ----------
+    kernel : ParametricKernel
+        A family with a unitary fast transform at ``theta`` (:meth:`~ParametricKernel.diagonalize`,
+        see :func:`route`), or any family with ``max(kernel.shape) <= dense_limit``.
+    theta : array_like, shape (p,)
+        Parameters.
+    dense_limit : int, optional
+        Largest ``max(kernel.shape)`` computed by ``numpy.linalg.svd`` of the dense matrix
+        (default 2048).
+
+    Returns
+    -------
+    numpy.ndarray, shape ``(min(kernel.shape),)``, real
+        :math:`\sigma_1 \ge \sigma_2 \ge \dots`.
+
+    Raises
+    ------
+    ValueError
+        If no exact route applies (a large operator without a fast transform); the message
+        names :func:`spectral_norm` and :func:`cond`. The decision costs no more than
+        ``kernel.diagonalize(theta)``.
+
+    Notes
+    -----
+    The routes (:func:`route`):
+
+    * ``"fourier"`` -- periodic convolutions of stride 1, any ``in_channels``/``out_channels``:
+      the union over frequencies :math:`\xi` of the singular values of the ``out × in`` blocks
+      :math:`\hat K(\xi)` (Sedghi, Gupta & Long 2019), one batched SVD; mirrored frequencies of
+      the real FFT's half grid are counted twice;
+    * ``"cosine"`` -- ``SymmetricConv(..., bc="symmetric")`` (DCT-II): :math:`|\lambda_k|`;
+    * ``"kronecker"`` -- one-channel outer-product stencils, any per-axis boundary:
+      :math:`K = K_0 \otimes K_1 (\otimes K_2)`, so the singular values are the products of the
+      1-D ones. If the stencil is an outer product only to round-off, every value is within the
+      ``residual`` of ``kernel.diagonalize(theta)`` of the true one (Weyl);
+    * ``"dense"`` -- ``numpy.linalg.svd(kernel.matrix(theta))``.
+
+    Examples
+    --------
+    >>> import numpy as np, structops
+    >>> k = structops.Conv((4, 4), (3, 3), bc="periodic", in_channels=2, out_channels=3)
+    >>> theta = np.random.default_rng(0).standard_normal(k.nparams)
+    >>> bool(np.allclose(svdvals(k, theta), np.linalg.svd(k.matrix(theta), compute_uv=False)))
+    True
+    """
+    as_kernel(kernel)
+    dense_limit = check_positive_int(dense_limit, "dense_limit", minimum=0)
+    r = route(kernel, theta, "svdvals", dense_limit=dense_limit, embedding=False)
+    if r.diagonal is not None and r.exact and r.name != "dense":
+        return r.diagonal.singular_values()
+    if r.name == "dense":
+        if min(kernel.shape) == 0:
+            return np.zeros(0)
+        return np.linalg.svd(kernel.matrix(theta), compute_uv=False)
+    raise _no_exact_route(r)
+
+
+def _extremes(D: Diagonalized) -> tuple[float, float]:
+    """``(σ_max, σ_min)`` over every block of a unitary transform."""
+    sv = D.block_singular_values()
+    if not sv.size:
+        return 0.0, 0.0
+    return float(sv.max()), float(sv.min())
+
+
+def _transform_norm(r: Route, D: Diagonalized) -> SpectralEstimate:
+    """The spectral norm through a unitary transform, with Weyl bounds from its residual."""
+    smax, _ = _extremes(D)
+    res = D.residual
+    if res == 0:
+        return exact_estimate(smax, r.name)
+    return SpectralEstimate(smax, max(smax - res, 0.0), smax + res, True, r.name, 0)
 
 
 def spectral_norm(
@@ -551,9 +515,11 @@ def spectral_norm(
     Parameters
     ----------
     kernel : ParametricKernel
-        Any kernel family. Periodic stride-1 ``Conv``: exact from the symbol. Otherwise the
-        dense ``numpy.linalg.svd`` of ``kernel.matrix(theta)`` when
-        ``max(kernel.shape) <= dense_limit``, else Golub--Kahan--Lanczos on ``kernel.op(theta)``.
+        Any kernel family; the route (:func:`route`) is, in order: a unitary fast transform
+        (``"fourier"``, ``"cosine"``, ``"kronecker"``: exact); ``"dense"`` ``numpy.linalg.svd``
+        of ``kernel.matrix(theta)`` when ``max(kernel.shape) <= dense_limit``; ``"certified"``
+        for zero-boundary convolutions (any channels and strides); else Golub--Kahan--Lanczos
+        on ``kernel.op(theta)``.
     theta : array_like, shape (p,)
         Parameters.
     tol : float, optional
@@ -561,16 +527,17 @@ def spectral_norm(
         triplet's residual is below ``tol`` times the estimate. In ``[0, 1)``; 0 means round-off.
     maxiter : int, optional
         Most Lanczos steps (default 200), each one product with :math:`K` and one with
-        :math:`K^\top`; memory ``maxiter · (m + n)`` numbers. 200 steps of a 256×256 image take
-        seconds.
+        :math:`K^\top`; memory ``maxiter · (m + n)`` numbers.
     dense_limit : int, optional
-        Largest ``max(kernel.shape)`` computed densely (default 2048); 0 forces the iterative path.
+        Largest ``max(kernel.shape)`` computed densely (default 2048); 0 forces the other routes.
     full_output : bool, optional
-        Return a :class:`SpectralEstimate` (value, bounds, method, iterations) instead of a float.
+        Return a :class:`SpectralEstimate` (value, bounds, route, iterations, whether certified).
 
     Returns
     -------
     float or SpectralEstimate
+        ``"certified"``: the value is the Lanczos lower bound, and ``upper`` (a certificate)
+        lies within ``tol`` of it or a warning says how far.
 
     Raises
     ------
@@ -581,15 +548,19 @@ def spectral_norm(
     Warns
     -----
     EstimateWarning
-        If the iterative estimate did not reach ``tol`` within ``maxiter`` steps; the best
+        If an iterative estimate did not reach ``tol`` within ``maxiter`` steps; the best
         estimate is returned and the message gives its bounds.
 
     Notes
     -----
-    For a periodic convolution :math:`\|K\|_2 = \max_\xi \sigma_{\max}(\hat K(\xi))`
-    (:math:`\max_\xi|\lambda(\xi)|` for one channel), in :math:`O(N\log N)`. The iterative
-    bounds are those of :func:`cond`'s Notes: the Ritz value is a lower bound, the upper bound
-    holds with probability at least :math:`1 - 10^{-6}`.
+    Fourier: :math:`\|K\|_2 = \max_\xi \sigma_{\max}(\hat K(\xi))` (:math:`\max_\xi|\lambda(\xi)|`
+    for one channel), in :math:`O(N\log N)`; Kronecker: the product of the 1-D norms (within the
+    certified ``residual``). Certified (zero boundary): :math:`K = R\,C_L\,E` restricts the
+    periodic convolution :math:`C_L` on the grid padded by the stencil, so
+    :math:`\|K\|_2 \le \|S C_L\|_2 = \max_\eta \sigma_{\max}` of the aliased blocks (exact,
+    plus a round-off allowance): ``upper`` is a certificate; ``lower`` is the largest Ritz value
+    of a Lanczos run started from the maximising Fourier mode, windowed to the grid (guaranteed).
+    Golub--Kahan--Lanczos: see :func:`cond`'s Notes.
 
     Examples
     --------
@@ -598,23 +569,37 @@ def spectral_norm(
     >>> float(spectral_norm(k, np.array([-1.0, 2.0, -1.0])))  # max |2 - 2 cos ξ| = 4
     4.0
     >>> est = spectral_norm(structops.Conv(64, 3), np.array([-1.0, 2.0, -1.0]), dense_limit=0, full_output=True)
-    >>> est.method, bool(est.lower <= 2 - 2 * np.cos(64 * np.pi / 65) <= est.upper)
-    ('golub-kahan-lanczos', True)
+    >>> est.method, est.certified, bool(est.lower <= 2 - 2 * np.cos(64 * np.pi / 65) <= est.upper < 4 + 1e-12)
+    ('certified', True, True)
     """
-    _check_kernel(kernel)
-    maxiter, tol, dense_limit = _check_estimate_options(maxiter, tol, dense_limit)
-    if is_circulant(kernel):
-        _, S = _symbol_half(kernel, theta)
-        value = float(_singular_values(S).max(initial=0.0))
-        return _exact(value, "symbol") if full_output else value
+    as_kernel(kernel)
+    maxiter, tol, dense_limit = check_estimate_options(maxiter, tol, dense_limit)
+    r = route(kernel, theta, "spectral_norm", dense_limit=dense_limit)
     theta = kernel.validate_theta(theta)
-    if min(kernel.shape) == 0 or _dense_fallback(kernel, 0, dense_limit):
+    if r.name in ("fourier", "cosine", "kronecker") and r.diagonal is not None:
+        est = _transform_norm(r, r.diagonal)
+    elif r.name == "dense":
         value = float(np.linalg.norm(kernel.matrix(theta), 2)) if min(kernel.shape) else 0.0
-        return _exact(value, "dense") if full_output else value
-    est, _ = _golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=False)
+        est = exact_estimate(value, "dense")
+    elif r.name == "certified":
+        est = certified_norm(kernel, theta, maxiter=maxiter, tol=tol)
+    else:
+        est, _ = golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=False)
     if not est.converged:
-        _not_converged("spectral_norm", est, maxiter, tol)
+        not_converged("spectral_norm", est, maxiter, tol)
     return est if full_output else est.value
+
+
+def _transform_cond(r: Route, D: Diagonalized) -> SpectralEstimate:
+    """The condition number through a unitary transform, with Weyl bounds from its residual."""
+    smax, smin = _extremes(D)
+    value = np.inf if smin == 0 else smax / smin
+    res = D.residual
+    if res == 0:
+        return exact_estimate(float(value), r.name)
+    lower = max(smax - res, 0.0) / (smin + res)
+    upper = np.inf if smin <= res else (smax + res) / (smin - res)
+    return SpectralEstimate(float(value), float(min(lower, value)), float(max(upper, value)), True, r.name, 0)
 
 
 def cond(
@@ -634,9 +619,9 @@ def cond(
     Parameters
     ----------
     kernel : ParametricKernel
-        Periodic stride-1 ``Conv``: exact from the symbol. Otherwise ``numpy.linalg.svd`` of
-        ``kernel.matrix(theta)`` when ``max(kernel.shape) <= dense_limit``, else an estimate
-        with bounds by Golub--Kahan--Lanczos on ``kernel.op(theta)`` (see Notes).
+        The routes of :func:`spectral_norm`: a unitary fast transform (exact), dense LAPACK up
+        to ``dense_limit``, certified bounds for zero-boundary convolutions, else a
+        Golub--Kahan--Lanczos estimate with bounds (see Notes).
     theta : array_like, shape (p,)
         Parameters.
     tol : float, optional
@@ -647,15 +632,17 @@ def cond(
         operator (a blur) does not converge in any affordable number: the estimate then stops
         here, with a warning and bounds.
     dense_limit : int, optional
-        Largest ``max(kernel.shape)`` computed densely (default 2048); 0 forces the iterative path.
+        Largest ``max(kernel.shape)`` computed densely (default 2048); 0 forces the other routes.
     full_output : bool, optional
         Return a :class:`SpectralEstimate` instead of a float.
 
     Returns
     -------
     float or SpectralEstimate
-        Exact, or the iterative estimate :math:`\tilde\sigma_{\max}/\tilde\sigma_{\min}`; not
-        converged, it is the lower bound (but for the round-off allowance).
+        Exact, or the iterative estimate :math:`\tilde\sigma_{\max}/\tilde\sigma_{\min}`. Not
+        converged, that value is only a **lower bound** (but for the round-off allowance): the
+        :class:`EstimateWarning` says so and gives the interval; ``full_output=True`` returns it
+        with ``certified`` telling whether both ends are guaranteed.
 
     Raises
     ------
@@ -669,9 +656,21 @@ def cond(
 
     Notes
     -----
-    Periodic: the singular values of :math:`K` are the union over frequencies of those of
-    the blocks :math:`\hat K(\xi)`, so
-    :math:`\kappa(K) = \max_\xi \sigma_{\max}(\hat K(\xi)) / \min_\xi \sigma_{\min}(\hat K(\xi))`.
+    Transform: the singular values of :math:`K` are the union over frequencies of those of
+    the blocks, so :math:`\kappa(K) = \max_\xi \sigma_{\max}(B(\xi)) / \min_\xi \sigma_{\min}(B(\xi))`;
+    for the Kronecker route :math:`\kappa = \prod_a \kappa(K_a)`, with Weyl bounds from the
+    ``residual`` when the stencil is an outer product only to round-off (the 256² Gaussian blur:
+    :math:`\kappa = \kappa(T)^2` in milliseconds).
+
+    Certified (zero-boundary convolutions): :math:`\sigma_{\max}` between the Lanczos lower
+    bound and the periodic-embedding certificate (see :func:`spectral_norm`). :math:`\sigma_{\min}`
+    from above by the smallest Ritz value of a Lanczos run started at the Fourier mode where the
+    symbol is smallest (guaranteed: a Ritz value of :math:`K V_k` is :math:`\ge \sigma_{\min}`);
+    from below only for one channel and a stencil with a real symbol (mirror symmetric, so
+    :math:`K` is symmetric Toeplitz): its eigenvalues lie in the range of the symbol
+    :math:`f(\xi) = \sum_o w_o \prod_a \cos(\xi_a o_a)` over the continuum, bounded on a fine
+    grid minus a Taylor correction; if :math:`f` keeps one sign, :math:`\sigma_{\min} \ge
+    \min|f|`. Otherwise the lower bound of :math:`\sigma_{\min}` is 0 and ``upper`` is ``inf``.
 
     Iterative: :math:`k` steps of Golub--Kahan--Lanczos bidiagonalisation with full
     reorthogonalisation, from a seeded Gaussian start vector :math:`v_1`, on :math:`K` (or
@@ -688,7 +687,7 @@ def cond(
       (0 when negative: the usual case for an ill-conditioned :math:`K`) -- probabilistic:
       Kuczyński and Woźniakowski's bound for Lanczos on :math:`K^\top K` (and on
       :math:`cI - K^\top K`) with a random start, :math:`\epsilon_k` chosen so that each fails
-      with probability at most :math:`10^{-6}`;
+      with probability at most :math:`10^{-6}` (``certified`` is then False);
     * when the Krylov space becomes invariant (at most :math:`n` steps), the Ritz values are
       singular values and the bounds are the residual bounds :math:`\tilde\sigma \pm r`.
 
@@ -706,26 +705,33 @@ def cond(
     >>> round(cond(k, theta), 12)
     3.0
     >>> est = cond(structops.Conv(64, 3), theta, dense_limit=0, full_output=True)
-    >>> est.converged, bool(est.lower <= np.linalg.cond(structops.Conv(64, 3).matrix(theta)) <= est.upper)
+    >>> est.certified, bool(est.lower <= np.linalg.cond(structops.Conv(64, 3).matrix(theta)) <= est.upper)
     (True, True)
     """
-    _check_kernel(kernel)
-    maxiter, tol, dense_limit = _check_estimate_options(maxiter, tol, dense_limit)
-    if is_circulant(kernel):
-        _, S = _symbol_half(kernel, theta)
-        sv = _singular_values(S)
-        smax, smin = float(sv.max()), float(sv.min())
-        value = np.inf if smin == 0 else smax / smin
-        return _exact(value, "symbol") if full_output else value
+    as_kernel(kernel)
+    maxiter, tol, dense_limit = check_estimate_options(maxiter, tol, dense_limit)
+    r = route(kernel, theta, "cond", dense_limit=dense_limit)
     theta = kernel.validate_theta(theta)
-    if _dense_fallback(kernel, 0, dense_limit):
-        value = float(np.linalg.cond(kernel.matrix(theta)))
-        return _exact(value, "dense") if full_output else value
-    big, small = _golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=True)
+    if r.name in ("fourier", "cosine", "kronecker") and r.diagonal is not None:
+        est = _transform_cond(r, r.diagonal)
+    elif r.name == "dense":
+        est = exact_estimate(float(np.linalg.cond(kernel.matrix(theta))), "dense")
+    elif r.name == "certified":
+        est = certified_cond(kernel, theta, maxiter=maxiter, tol=tol)
+    else:
+        big, small = golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=True)
+        est = _ratio(big, small)
+    if not est.converged:
+        not_converged("cond", est, maxiter, tol)
+    return est if full_output else est.value
+
+
+def _ratio(big: SpectralEstimate, small: SpectralEstimate) -> SpectralEstimate:
+    r"""The estimate of :math:`\sigma_{\max}/\sigma_{\min}` from those of the extremes."""
     value = np.inf if small.value == 0 else big.value / small.value
     lower = np.inf if small.upper == 0 else big.lower / small.upper
     upper = np.inf if small.lower == 0 else big.upper / small.lower
-    est = SpectralEstimate(
+    return SpectralEstimate(
         float(value),
         float(min(lower, value)),
         float(max(upper, value)),
@@ -733,10 +739,13 @@ def cond(
         big.method,
         big.iterations,
         big.converged and small.converged,
+        big.certified and small.certified,
     )
-    if not est.converged:
-        _not_converged("cond", est, maxiter, tol)
-    return est if full_output else est.value
+
+
+def _order(ev: np.ndarray, which: str) -> np.ndarray:
+    key = {"LM": -np.abs(ev), "SM": np.abs(ev), "LR": -ev.real, "SR": ev.real, "LI": -ev.imag, "SI": ev.imag}
+    return ev[np.argsort(key[which], kind="stable")]
 
 
 def eigvals(
@@ -749,7 +758,7 @@ def eigvals(
     maxiter: int = _EIGS_MAXITER,
     dense_limit: int = _DENSE_LIMIT,
 ) -> np.ndarray:
-    r"""Eigenvalues of a square :math:`K(\theta)`: all of them exactly (periodic ``Conv``), or ``k`` of them.
+    r"""Eigenvalues of a square :math:`K(\theta)`: all of them exactly (through a fast transform), or ``k`` of them.
 
     Parameters
     ----------
@@ -758,13 +767,15 @@ def eigvals(
     theta : array_like, shape (p,)
         Parameters.
     k : int, optional
-        Periodic ``Conv``: must be None (every eigenvalue is returned). Otherwise the number
-        of eigenvalues (default 6): from ``numpy.linalg.eigvals`` of ``kernel.matrix(theta)``
-        when ``N <= dense_limit`` or ``k >= N - 1`` (ARPACK's limit), else from
-        ``scipy.sparse.linalg.eigs`` (ARPACK) on ``kernel.op(theta)``.
+        With a fast transform whose blocks give the eigenvalues (``route(kernel, theta,
+        "eigvals")``: ``"fourier"``, ``"cosine"``, ``"kronecker"``), None returns every
+        eigenvalue, and an integer the ``k`` most extreme of them (as ``which`` asks). Otherwise
+        the number of eigenvalues (default 6): from ``numpy.linalg.eigvals`` of
+        ``kernel.matrix(theta)`` when ``N <= dense_limit`` or ``k >= N - 1`` (ARPACK's limit),
+        else from ``scipy.sparse.linalg.eigs`` (ARPACK) on ``kernel.op(theta)``.
     which : {"LM", "SM", "LR", "SR", "LI", "SI"}, optional
         Which ``k`` eigenvalues (``eigs``' convention: largest/smallest magnitude, real or
-        imaginary part); ignored for periodic ``Conv``.
+        imaginary part).
     tol : float, optional
         Relative accuracy passed to ``eigs`` (default 1e-6), in ``[0, 1)``; 0 means round-off.
     maxiter : int, optional
@@ -775,18 +786,19 @@ def eigvals(
 
     Returns
     -------
-    numpy.ndarray, complex
-        Periodic ``Conv`` with one channel: shape ``grid``, :math:`\lambda(\xi)`
-        (``kernel.eigvals(theta)``); with ``c`` channels: shape ``(*grid, c)``, the
-        eigenvalues of each block :math:`\hat K(\xi)`. Otherwise shape ``(k,)``, ordered as
-        ``which`` asks (first = most extreme); fewer than ``k`` (those that converged) if ARPACK
-        stopped at ``maxiter``.
+    numpy.ndarray
+        Every eigenvalue (``k`` None, a transform): shape ``grid`` for one channel (complex for
+        the FFT, :math:`\lambda(\xi)` as ``kernel.eigvals(theta)``; real for the DCT; the
+        products of the 1-D factors' eigenvalues for the Kronecker route), ``(*grid, c)`` for
+        ``c`` channels (the eigenvalues of each block :math:`\hat K(\xi)`). Otherwise shape
+        ``(k,)``, ordered as ``which`` asks (first = most extreme); fewer than ``k`` (those that
+        converged) if ARPACK stopped at ``maxiter``.
 
     Raises
     ------
     ValueError
-        If ``K`` is not square, ``which`` is unknown, ``k`` is given for a periodic ``Conv``,
-        ``k >= N - 1`` with ``N > dense_limit`` (every eigenvalue of a large operator), or
+        If ``K`` is not square, ``which`` is unknown, ``k >= N - 1`` with ``N > dense_limit``
+        and no transform (every eigenvalue of a large operator), or
         ``tol``/``maxiter``/``dense_limit`` are invalid.
 
     Warns
@@ -802,35 +814,26 @@ def eigvals(
     >>> np.round(eigvals(k, np.array([-1.0, 2.0, -1.0])).real, 12)  # 2 - 2 cos(2πj/4)
     array([0., 2., 4., 2.])
     """
-    _check_kernel(kernel)
+    as_kernel(kernel)
     if kernel.shape[0] != kernel.shape[1]:
         raise ValueError(f"`eigvals` needs a square K(θ), got `kernel` {kernel!r} of shape {kernel.shape}.")
     if which not in _WHICH:
         raise ValueError(f"`which` must be one of {_WHICH!r}, got {which!r}.")
-    maxiter, tol, dense_limit = _check_estimate_options(maxiter, tol, dense_limit)
-    if getattr(kernel, "dct_type", None) is not None:  # mirror boundaries: the DCT (structops.solvers.dct)
-        if k is not None:
-            raise ValueError(f"`k` must be None for a kernel with a dct_type (all eigenvalues are exact), got {k!r}.")
-        from .dct import dct_eigvals
+    maxiter, tol, dense_limit = check_estimate_options(maxiter, tol, dense_limit)
+    if k is not None:
+        k = check_positive_int(k, "k")
+    r = route(kernel, theta, "eigvals", dense_limit=dense_limit)
+    if r.name in ("fourier", "cosine", "kronecker") and r.diagonal is not None:
+        ev = r.diagonal.eigenvalues()
+        return ev if k is None else _order(ev.reshape(-1), which)[:k]
+    return _eigvals_iterative(kernel, kernel.validate_theta(theta), 6 if k is None else k, which, tol, maxiter, r)
 
-        return dct_eigvals(kernel, theta)
-    if is_circulant(kernel):
-        if k is not None:
-            raise ValueError(f"`k` must be None for a periodic Conv (all eigenvalues are exact), got {k!r}.")
-        circ = _require_circulant(kernel, "eigvals")
-        if circ.in_channels == 1:
-            return circ.eigvals(theta)
-        return np.linalg.eigvals(circ.symbol(theta))
-    k = 6 if k is None else check_positive_int(k, "k")
-    theta = kernel.validate_theta(theta)
+
+def _eigvals_iterative(kernel, theta, k: int, which: str, tol: float, maxiter: int, r: Route) -> np.ndarray:
+    """``k`` eigenvalues by dense LAPACK (the ``"dense"`` route) or ARPACK."""
     n = kernel.shape[0]
-
-    def order(ev: np.ndarray) -> np.ndarray:
-        key = {"LM": -np.abs(ev), "SM": np.abs(ev), "LR": -ev.real, "SR": ev.real, "LI": -ev.imag, "SI": ev.imag}
-        return ev[np.argsort(key[which], kind="stable")]
-
-    if n <= dense_limit:
-        return order(np.linalg.eigvals(kernel.matrix(theta)))[:k]
+    if r.name == "dense":
+        return _order(np.linalg.eigvals(kernel.matrix(theta)), which)[:k]
     if _dense_fallback(kernel, k, 0):
         raise ValueError(
             f"`k` must be < N - 1 = {n - 1} for ARPACK on this {n}×{n} operator, got k={k!r}; every eigenvalue "
@@ -845,6 +848,6 @@ def eigvals(
             f"eigvals: ARPACK found {ev.size} of the k={k} eigenvalues (which={which!r}) to tol={tol:g} in "
             f"maxiter={maxiter} restarts; returning those. Raise `maxiter` or `tol` for more.",
             EstimateWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return order(ev)
+    return _order(ev, which)

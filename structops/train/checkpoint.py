@@ -19,13 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import Params
+from .metrics import count
+from .model import LayerClassifier, Params
 
 __all__ = [
     "CHECKPOINT_NAME",
     "FORMAT",
     "CheckpointError",
     "Checkpoint",
+    "CheckpointFolder",
+    "ResumePoint",
     "load_checkpoint",
     "resolve_checkpoint",
     "save_checkpoint",
@@ -155,3 +158,71 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     opt = {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("optimizer/")}
     hist = {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("history/")}
     return Checkpoint(params, config, int(data["epoch"]), rng_state, opt, hist)
+
+
+@dataclass
+class ResumePoint:
+    """Where a run resumes: a checkpoint read from ``path`` (see :meth:`load`).
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The checkpoint file.
+    checkpoint : Checkpoint
+    """
+
+    path: Path
+    checkpoint: Checkpoint
+
+    @classmethod
+    def load(cls, resume: str | os.PathLike) -> ResumePoint:
+        """Read the checkpoint a ``--resume`` argument names (a file, or a folder holding ``checkpoint.npz``)."""
+        path = resolve_checkpoint(resume)
+        return cls(path, load_checkpoint(path))
+
+    @property
+    def epochs(self) -> int:
+        """The total number of epochs the saved run was started for."""
+        return int(self.checkpoint.config["epochs"])
+
+    def complete(self, epochs: int) -> str | None:
+        """None while fewer than ``epochs`` epochs are done, else the sentence that says there is nothing to do."""
+        done = self.checkpoint.epoch
+        if done < epochs:
+            return None
+        return f"the run in {self.path} is already complete: {count(done, 'epoch')} of {epochs}; nothing to do"
+
+    def restore(self, model: LayerClassifier, rng: np.random.Generator, optimizer) -> Params:
+        """The saved parameters; ``rng`` and ``optimizer`` (``load_state_dict``) are put back in their saved state."""
+        rng.bit_generator.state = self.checkpoint.rng_state
+        optimizer.load_state_dict(self.checkpoint.optimizer_state)
+        return model.as_params(self.checkpoint.params)
+
+
+class CheckpointFolder:
+    """The checkpoint of a run in its output folder, rewritten after every epoch (nothing without a folder).
+
+    Parameters
+    ----------
+    folder : path-like, optional
+        Created if needed; None for a run that writes no files (or a rank other than 0).
+    """
+
+    def __init__(self, folder: str | os.PathLike | None) -> None:
+        self.folder = None if folder is None else Path(folder)
+        self.path = None if self.folder is None else self.folder / CHECKPOINT_NAME
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def save(self, ckpt: Checkpoint) -> None:
+        """Write ``ckpt`` atomically (:func:`save_checkpoint`), if there is a folder."""
+        if self.path is not None:
+            save_checkpoint(self.path, ckpt)
+
+    def exists(self) -> bool:
+        """Whether a checkpoint has been written."""
+        return self.path is not None and self.path.exists()
+
+    def kept(self, epoch: int) -> str:
+        """The clause telling where the checkpoint of epoch ``epoch`` is kept (empty when none was written)."""
+        return f"; the last good checkpoint (epoch {epoch}) is kept at {self.path}" if self.exists() else ""

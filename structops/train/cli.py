@@ -17,17 +17,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, resolve_checkpoint
+from .._validation import check_optional_int
+from ..distributed.comm import training_comm
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, ResumePoint
 from .data import IDXError
+from .metrics import METRICS_NAME, count
 from .optimizers import OPTIMIZERS, SCHEDULES, TrainingDiverged
 from .trainer import (
     AUTO_POOL_MIN_GRID,
     CONV_FAMILIES,
     KERNELS,
-    METRICS_NAME,
+    STENCIL_FAMILIES,
     TrainConfig,
-    build_kernel,
+    TrainingRun,
     load_data,
+    prepare,
     train,
 )
 
@@ -39,7 +43,7 @@ _DEFAULT = TrainConfig()
 #: The families each family-specific option of ``structops train`` applies to.
 FLAG_FAMILIES: dict[str, tuple[str, ...]] = {
     "channels": (*CONV_FAMILIES, "linear"),
-    "stencil": (*CONV_FAMILIES, "linear", "mmatrixconv", "sparse", "antisymmetricconv", "cayley"),
+    "stencil": STENCIL_FAMILIES,
     "bc": (*CONV_FAMILIES, "mmatrixconv", "antisymmetricconv"),
     "stride": CONV_FAMILIES,
     "hidden": ("dense",),
@@ -68,17 +72,13 @@ _FLAGS = {
     "schedule": "--schedule",
     "activation": "--activation",
     "seed": "--seed",
+    "threads": "--threads",
 }
 
 
 def _flagged(msg: str) -> str:
     """A library error message with the quoted argument names (`` `pool` ``) replaced by the flags (``--pool``)."""
     return re.sub(r"`(\w+)`", lambda m: _FLAGS.get(m.group(1), m.group(0)), msg)
-
-
-def _count(n: int, noun: str) -> str:
-    """``"1 epoch"``, ``"15 epochs"``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _article(n: int) -> str:
@@ -177,6 +177,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default=None, help="write checkpoint, metrics.csv and PNG plots here")
     p.add_argument("--resume", metavar="PATH", default=None, help="continue from a checkpoint (file or --out folder)")
     p.add_argument("--force", action="store_true", help="replace an earlier run's files in --out")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads of the convolutions (default: every core; under mpiexec, each rank its share of the machine)",
+    )
     p.set_defaults(func=_cmd_train)
     return p
 
@@ -248,20 +254,6 @@ def _check_family_flags(args: argparse.Namespace, kernel: str) -> None:
             )
 
 
-def _check_stencil_fits(config: TrainConfig, image_shape) -> None:
-    """A stencil larger than the grid wraps or drops taps (and runs for minutes): an error for every boundary."""
-    if config.kernel not in FLAG_FAMILIES["stencil"]:
-        return
-    grid = tuple(int(g) for g in image_shape[1:])
-    stencil = config.resolved(image_shape).stencil
-    st = (stencil,) * len(grid) if isinstance(stencil, int) else tuple(stencil or ())
-    if len(st) == len(grid) and any(s > g for s, g in zip(st, grid)):
-        raise ValueError(
-            f"--stencil {'x'.join(map(str, st))} is larger than the {'x'.join(map(str, grid))} grid of the "
-            "examples: choose at most the grid on every axis."
-        )
-
-
 def _earlier_run(out: str) -> list[str]:
     """The files of a training run already in ``out``."""
     return [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]
@@ -293,77 +285,95 @@ def _writable_folder(path: str) -> None:
         raise ValueError(f"`--out` {path!r} is not a folder structops can write to: {exc.strerror or exc}.") from None
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .. import distributed
-
-    try:
-        comm = distributed.training_comm()  # None unless started by mpiexec with several ranks
-    except ImportError as exc:
-        return _fail(str(exc))
-    rank0 = comm is None or comm.Get_rank() == 0
-    show = print if rank0 else (lambda *_a, **_k: None)
-    progress = not args.quiet and sys.stderr.isatty() and rank0
-    say = (lambda _m: None) if args.quiet or not rank0 else print
-    error = None
-    try:
-        if args.resume is not None:
-            ckpt = load_checkpoint(resolve_checkpoint(args.resume))
-            config = TrainConfig.from_dict(ckpt.config)
-            _check_resume_flags(_config(args), config)
-            if args.epochs is not None:
-                config = dataclasses.replace(config, epochs=args.epochs)
-            out = args.out if args.out is not None else str(resolve_checkpoint(args.resume).parent)
-            if ckpt.epoch >= config.epochs:
-                where = str(resolve_checkpoint(args.resume))
-                show(f"the run in {where} is already complete: {_count(ckpt.epoch, 'epoch')} of "
-                     f"{config.epochs}; nothing to do (pass a larger --epochs to train further)")  # fmt: skip
-                return 0
-        else:
-            config = _config(args)
-            out = args.out
-        _check_family_flags(args, config.kernel)
-        if comm is not None:
-            from .trainer import _check_mpi_optimizer
-
-            _check_mpi_optimizer(config.optimizer)
-        if out is not None:
-            same = args.resume is not None and os.path.realpath(resolve_checkpoint(args.resume).parent) == (
-                os.path.realpath(out)
+def _prepare(args: argparse.Namespace) -> tuple[TrainingRun, str | None]:
+    """The run the options describe and its output folder, every check done (errors raise)."""
+    check_optional_int(args.threads, "threads")
+    resume = ResumePoint.load(args.resume) if args.resume is not None else None
+    config = _config(args)
+    if resume is not None:
+        _check_resume_flags(config, TrainConfig.from_dict(resume.checkpoint.config))
+        config = dataclasses.replace(config, epochs=resume.epochs if args.epochs is None else args.epochs)
+    out = str(resume.path.parent) if args.out is None and resume is not None else args.out
+    run = prepare(config, resume=resume)
+    if run.complete is not None:
+        return run, out
+    _check_family_flags(args, run.config.kernel)
+    if out is not None:
+        same = resume is not None and os.path.realpath(resume.path.parent) == os.path.realpath(out)
+        earlier = [] if same else _earlier_run(out)
+        if earlier and not args.force:
+            raise ValueError(
+                f"--out {out!r} holds an earlier run ({', '.join(earlier)}): continue it with --resume {out}, "
+                "replace it with --force, or choose another folder."
             )
-            earlier = [] if same else _earlier_run(out)
-            if earlier and not args.force:
-                raise ValueError(
-                    f"--out {out!r} holds an earlier run ({', '.join(earlier)}): continue it with --resume {out}, "
-                    "replace it with --force, or choose another folder."
-                )
-        shard = None if comm is None else (comm.Get_rank(), comm.Get_size())
-        data = load_data(config, stream=True, shard=shard)
-        _check_stencil_fits(config, data.image_shape)
-        kernel = build_kernel(config, data.image_shape)
-        if out is not None and rank0:  # before training, not after: a folder we cannot write is an error now
+        if run.rank0:  # before training, not after: a folder we cannot write is an error now
             _writable_folder(out)
-    except (CheckpointError, IDXError, ValueError, TypeError) as exc:
-        error = str(exc)
-    if comm is not None:  # every rank stops, or none: a rank left alone would wait forever
-        error = next((e for e in comm.allgather(error) if e is not None), None)
-    if error is not None:
-        return _fail(error, show=rank0)
-    if out is not None and args.force and rank0 and args.resume is None:
-        for name in _earlier_run(out):
-            os.remove(os.path.join(out, name))
+    return run, out
+
+
+def _describe(run: TrainingRun, threads: int | None, show) -> None:
+    """The lines printed before training: data (under MPI: ranks, threads each), layer, parameters, optimiser."""
+    data, kernel, config = run.data.data, run.model.kernel, run.config
     nclass_params = int(np.prod(kernel.out_shape)) * data.nclasses + data.nclasses
-    ranks = "" if comm is None else f", split over {comm.Get_size()} MPI ranks"
+    ranks = ""
+    if run.comm is not None:
+        ranks = f", split over {run.comm.Get_size()} MPI ranks ({count(threads or 1, 'thread')} each)"
     show(f"data: {data.name}, {data.ntrain} train / {data.ntest} test examples of shape "
          f"{data.image_shape}, {data.nclasses} classes{ranks}")  # fmt: skip
     show(f"layer: {kernel!r}")
     rows, cols = kernel.shape
     show(f"parameters: {kernel.nparams:,} in K(θ) ({_article(rows)} dense {rows}x{cols} K would need "
          f"{rows * cols:,}), {nclass_params:,} in the classifier")  # fmt: skip
-    show(f"optimizer: {config.optimizer}, {_count(config.epochs, 'epoch')}, {config.dtype}, seed {config.seed}")
+    show(f"optimizer: {config.optimizer}, {count(config.epochs, 'epoch')}, {config.dtype}, seed {config.seed}")
     if config.kernel in FLAG_FAMILIES["bc"] and kernels_need_compiling():
         show("compiling kernels, once per install…", flush=True)
+
+
+def _summarise(res, out: str | None, show) -> None:
+    """The lines printed after training: accuracies, the constraint, the files written."""
+    if res.history["epoch"]:
+        show(f"train accuracy {100 * res.train_acc:.2f}%, test accuracy {100 * res.test_acc:.2f}% "
+             f"after {count(int(res.history['epoch'][-1]), 'epoch')}; time {res.seconds:.1f} s")  # fmt: skip
+    if res.model.kernel.bounds is not None:
+        lo = res.model.kernel.bounds[0]
+        show(f"constraint: min(θ - lower bound) = {float(np.min(res.params.theta - lo)):.3g} (>= 0)")
+    for path in res.outputs:
+        show(f"wrote {path}")
+    if out is not None:
+        from .plots import matplotlib_missing
+
+        missing = matplotlib_missing()
+        if missing is not None:
+            show(missing)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     try:
-        res = train(config, data, out=out, resume=args.resume, progress=progress, log=say)
+        comm = training_comm()  # None unless started by mpiexec with several ranks
+    except ImportError as exc:
+        return _fail(str(exc))
+    rank0 = comm is None or comm.Get_rank() == 0
+    show = print if rank0 else (lambda *_a, **_k: None)
+    error = None
+    try:
+        run, out = _prepare(args)
+    except (CheckpointError, IDXError, ValueError, TypeError) as exc:
+        error = str(exc)
+    if comm is not None:  # every rank stops, or none: a rank left alone would wait forever
+        error = next((e for e in comm.allgather(error) if e is not None), None)
+    if error is not None:
+        return _fail(error, show=rank0)
+    if run.complete is not None:
+        show(f"{run.complete} (pass a larger --epochs to train further)")
+        return 0
+    if out is not None and args.force and rank0 and args.resume is None:
+        for name in _earlier_run(out):
+            os.remove(os.path.join(out, name))
+    threads = run.threads(args.threads)  # collective under MPI: after every rank's checks passed
+    _describe(run, threads, show)
+    progress = not args.quiet and sys.stderr.isatty()
+    try:
+        res = run.train(out=out, progress=progress, log=None if args.quiet else print, threads=threads)
     except TrainingDiverged as exc:
         if rank0:
             print(f"structops: {exc}", file=sys.stderr)
@@ -373,20 +383,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if rank0:
             print(f"\nstructops: interrupted; the last finished epoch's checkpoint is kept{where}", file=sys.stderr)
         return 130
-    if res.history["epoch"]:
-        show(f"train accuracy {100 * res.train_acc:.2f}%, test accuracy {100 * res.test_acc:.2f}% "
-             f"after {_count(int(res.history['epoch'][-1]), 'epoch')}; time {res.seconds:.1f} s")  # fmt: skip
-    if res.model.kernel.bounds is not None:
-        lo = res.model.kernel.bounds[0]
-        show(f"constraint: min(θ - lower bound) = {float(np.min(res.params.theta - lo)):.3g} (>= 0)")
-    for path in res.outputs:
-        show(f"wrote {path}")
-    if out is not None and rank0:
-        from .plots import matplotlib_missing
-
-        missing = matplotlib_missing()
-        if missing is not None:
-            show(missing)
+    _summarise(res, out, show)
     return 0
 
 
@@ -402,9 +399,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except (IDXError, ValueError, TypeError) as exc:
         return _fail(str(exc))
     budget = (
-        f"{_count(base.epochs, 'epoch')} x {_count(base.iters or 0, 'iteration')}"
+        f"{count(base.epochs, 'epoch')} x {count(base.iters or 0, 'iteration')}"
         if base.optimizer in ("lbfgs", "gnk")
-        else (f"{_count(base.epochs, 'epoch')} of batches of {base.batch_size}")
+        else (f"{count(base.epochs, 'epoch')} of batches of {base.batch_size}")
     )
     print(f"data: {data.name}, {data.x_train.shape[0]} train / {data.x_test.shape[0]} test; optimizer "
           f"{base.optimizer}, {budget}, {base.dtype}, seed {base.seed}")  # fmt: skip

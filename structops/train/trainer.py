@@ -13,10 +13,9 @@ exactly as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
+import importlib.util
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,11 +27,15 @@ import scipy.sparse as sp
 
 from .. import _backend, kernels
 from .._validation import check_choice, check_int_tuple, check_number, check_optional_int, check_positive_int
+from ..distributed.comm import threads_per_rank, training_comm
 from ..kernels._base import ParametricKernel
-from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
-from .data import HEAD, Dataset, ScaledImages, load_digits, load_mnist
+from .checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointFolder, ResumePoint
+from .data import Dataset, load_digits, load_mnist
+from .metrics import METRICS_NAME, MetricsSink
 from .model import LayerClassifier, Params
 from .optimizers import SCHEDULES, Optimizer, Problem, TrainingDiverged, make_optimizer
+from .parallel import check_mpi_optimizer
+from .source import STREAMING_OPTIMIZERS, TrainingData
 
 __all__ = [
     "KERNELS",
@@ -41,7 +44,9 @@ __all__ = [
     "build_kernel",
     "locally_connected",
     "load_data",
+    "prepare",
     "train",
+    "TrainingRun",
     "CHECKPOINT_NAME",
     "METRICS_NAME",
 ]
@@ -66,9 +71,8 @@ KERNELS = (
 )
 #: The convolution families among :data:`~structops.train.KERNELS` (output channels, a stencil, a boundary, a stride).
 CONV_FAMILIES = ("conv", "symmetric", "separable", "depthwise")
-#: File names written into ``out``.
-METRICS_NAME = "metrics.csv"
-_HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "test_acc", "seconds")
+#: The families among :data:`KERNELS` built on a stencil.
+STENCIL_FAMILIES = (*CONV_FAMILIES, "linear", "mmatrixconv", "sparse", "antisymmetricconv", "cayley")
 #: Smallest grid (pixels per axis) on which ``pool=None`` means a 2x2 average pooling.
 AUTO_POOL_MIN_GRID = 16
 
@@ -338,6 +342,20 @@ def _layer(config: TrainConfig, image_shape: tuple[int, ...]) -> ParametricKerne
     return builders[config.kernel]()
 
 
+def _check_stencil_fits(config: TrainConfig, image_shape: tuple[int, ...]) -> None:
+    """A stencil larger than the grid wraps or drops taps (and runs for minutes): an error for every boundary."""
+    if config.kernel not in STENCIL_FAMILIES:
+        return
+    grid = image_shape[1:]
+    stencil = config.stencil
+    st = (stencil,) * len(grid) if isinstance(stencil, int) else tuple(stencil or ())
+    if len(st) == len(grid) and any(s > g for s, g in zip(st, grid)):
+        raise ValueError(
+            f"`stencil` {'x'.join(map(str, st))} is larger than the {'x'.join(map(str, grid))} grid of the "
+            "examples: choose at most the grid on every axis."
+        )
+
+
 def build_kernel(config: TrainConfig, image_shape) -> ParametricKernel:
     """The family a :class:`TrainConfig` names, for examples of shape ``image_shape = (C, *grid)``.
 
@@ -348,10 +366,12 @@ def build_kernel(config: TrainConfig, image_shape) -> ParametricKernel:
     to itself, as do ``antisymmetricconv`` and ``cayley`` (orthogonal, periodic); ``linear`` is
     :func:`locally_connected` and ``sparse`` the same neighbourhood pattern with one parameter
     per nonzero. With ``pool`` (as :meth:`TrainConfig.resolved` makes it concrete) the family is
-    ``Chain(AvgPool(grid_out, pool, channels), K)``; ``pool=1`` is no pooling.
+    ``Chain(AvgPool(grid_out, pool, channels), K)``; ``pool=1`` is no pooling. A stencil
+    larger than the grid on some axis is an error (``ValueError``), whatever the boundary.
     """
     image_shape = tuple(int(s) for s in image_shape)
     config = config.resolved(image_shape)
+    _check_stencil_fits(config, image_shape)
     kernel = _layer(config, image_shape)
     if config.pool is not None and not np.all(np.asarray(config.pool) == 1):
         kernel = _pool(kernel, config.pool, image_shape)
@@ -373,58 +393,183 @@ def load_data(config: TrainConfig, *, stream: bool = False, shard: tuple[int, in
     return load_mnist(config.data, dtype=config.dtype, limit=config.limit, stream=stream, shard=shard)
 
 
-#: Optimisers that run under MPI (data-parallel); GNK's Gauss--Newton products are not distributed.
-MPI_OPTIMIZERS = ("lbfgs", "sgd", "adam")
+@dataclass
+class TrainingRun:
+    """A training run ready to start: what :func:`prepare` decides before the first epoch.
 
-
-def _check_mpi_optimizer(name: str) -> None:
-    if name not in MPI_OPTIMIZERS:
-        raise ValueError(
-            f"`optimizer` {name!r} does not run on several MPI ranks (its Gauss-Newton products are not "
-            f"distributed); use one of {MPI_OPTIMIZERS}, or run it on one rank."
-        )
-
-
-def _count(n: int, noun: str) -> str:
-    """``"1 epoch"``, ``"2 epochs"``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _write_metrics(path: Path, history: dict[str, list]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(_HISTORY_COLUMNS)
-        for row in zip(*(history[c] for c in _HISTORY_COLUMNS)):
-            writer.writerow([int(row[0]), *(f"{v:.10g}" for v in row[1:])])
-    os.replace(tmp, path)
-
-
-def _one_thread_pool():
-    """Cap BLAS at one thread while the numba kernels run (they use every core), if threadpoolctl is installed.
-
-    On few cores an OpenBLAS pool that spins after a matrix product slows the next numba
-    kernel several times over (an Adam epoch on 28×28 MNIST took 4 s instead of 0.3 s on 2
-    cores); the cap is scoped to the training loop, so BLAS is left as it was afterwards.
+    Attributes
+    ----------
+    config : TrainConfig
+        With its data-dependent defaults made concrete (:meth:`TrainConfig.resolved`); on
+        resume, the checkpoint's configuration with the requested ``epochs``.
+    data : TrainingData
+        The examples (this rank's share under MPI) in the run's dtype.
+    model : LayerClassifier
+    optimizer : Optimizer
+    comm : mpi4py.MPI.Comm or None
+        The ranks training together (``mpiexec -n R``); None for one process.
+    resume : ResumePoint or None
+        The checkpoint the run continues from.
     """
-    if not _backend.have_numba():
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with the [train] extra
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+
+    config: TrainConfig
+    data: TrainingData
+    model: LayerClassifier
+    optimizer: Optimizer
+    comm: Any = None
+    resume: ResumePoint | None = None
+
+    @property
+    def rank0(self) -> bool:
+        """Whether this process writes the files and prints (rank 0, or the only process)."""
+        return self.comm is None or self.comm.Get_rank() == 0
+
+    @property
+    def complete(self) -> str | None:
+        """The sentence saying a resumed run has nothing left to do, or None."""
+        return None if self.resume is None else self.resume.complete(self.config.epochs)
+
+    def threads(self, threads: int | None = None) -> int | None:
+        """The thread count the run uses: ``threads``, else this rank's share of the cores under MPI, else as set."""
+        if threads is not None:
+            return check_positive_int(threads, "threads")
+        return _backend.num_threads() if self.comm is None else threads_per_rank(self.comm)
+
+    def thread_limits(self, threads: int | None = None) -> _backend.Setting:
+        """Thread counts for the run's duration (a :class:`~structops._backend.Setting`, restored on exit).
+
+        ``threads`` for the FFTs and numba kernels (default: this rank's share of the cores
+        under MPI, else as set), and BLAS capped at one thread while the numba kernels run (at
+        ``threads`` without numba). On few cores an OpenBLAS pool that spins after a matrix
+        product slows the next numba kernel several times over (an Adam epoch on 28×28 MNIST
+        took 4 s instead of 0.3 s on 2 cores); ranks sharing a machine each get their share
+        (:func:`structops.distributed.threads_per_rank`) instead of a pool as large as the
+        machine.
+        """
+        threads = self.threads(threads)
+        blas = 1 if _backend.have_numba() else threads
+        if importlib.util.find_spec("threadpoolctl") is None:  # pragma: no cover - in the [train] extra
+            blas = None
+        return _backend.set_num_threads(threads, blas_threads=blas)
+
+    def train(
+        self,
+        *,
+        out: str | os.PathLike | None = None,
+        progress: bool = False,
+        plots: bool = True,
+        log: Callable[[str], None] | None = None,
+        threads: int | None = None,
+    ) -> TrainResult:
+        """Run the epochs left (once: the optimiser carries its state); see :func:`train` for the arguments."""
+        config, model, optimizer = self.config, self.model, self.optimizer
+        say = log if self.rank0 else None
+        rng = np.random.default_rng(config.seed)
+        if self.resume is not None:
+            params, start = self.resume.restore(model, rng, optimizer), self.resume.checkpoint.epoch
+        else:
+            params, start = model.init_params(self.data.head, rng, np.dtype(config.dtype)), 0
+        history = None if self.resume is None else self.resume.checkpoint.history
+        if self.complete is not None:  # a finished run: nothing to train, nothing to rewrite
+            if say is not None:
+                say(self.complete)
+            return TrainResult(model, params.copy(), MetricsSink(history, epochs=config.epochs).history, config, 0.0,
+                               optimizer=optimizer)  # fmt: skip
+        if self.resume is not None and say is not None:
+            say(f"resuming from epoch {start} of {config.epochs}")
+        folder = CheckpointFolder(out if self.rank0 else None)  # rank 0 writes every file
+        problem = self.data.problem(model)
+        iterations = max(config.epochs - start, 0) * optimizer.iterations_per_epoch(problem)
+        sink = MetricsSink(history, epochs=config.epochs, iterations=iterations, progress=progress and self.rank0,
+                           log=say, folder=folder.folder)  # fmt: skip
+        x = params.ravel()
+        t_start = time.perf_counter()
+        with contextlib.closing(sink), self.thread_limits(threads):
+            for epoch in range(start, config.epochs):
+                x = self._epoch(problem, x, rng, epoch, sink, folder)
+        elapsed = time.perf_counter() - t_start
+        params = model.unpack(x).copy()
+        outputs = self._outputs(folder, sink, params, plots)
+        if self.comm is not None:
+            self.comm.Barrier()  # every rank returns once rank 0's files are written (a resume may read them next)
+        return TrainResult(model, params, sink.history, config, elapsed, folder.path, outputs, optimizer)
+
+    def _epoch(self, problem: Problem, x, rng, epoch: int, sink: MetricsSink, folder: CheckpointFolder):
+        """Epoch ``epoch`` (from 0) from ``x``: optimise, evaluate, record, checkpoint; the new parameters."""
+        sink.begin(epoch)
+        t0 = time.perf_counter()
+        try:
+            x_new = self.optimizer.run_epoch(problem, x, rng, sink.tick)
+            seconds = time.perf_counter() - t0
+            if self.comm is not None:
+                self.comm.Bcast(x_new, root=0)  # every rank continues from rank 0's parameters, bit for bit
+            loss, train_acc, test_acc = self.data.metrics(self.model, x_new)
+            if not np.isfinite(loss):
+                raise TrainingDiverged(f"training diverged: the training loss is {loss!r} after epoch {epoch + 1}.")
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(
+                f"{exc} Stopped in epoch {epoch + 1} of {self.config.epochs}{folder.kept(epoch)}."
+            ) from exc
+        sink.record(epoch + 1, loss, train_acc, test_acc, seconds)
+        state = Checkpoint(self.model.unpack(x_new).copy(), self.config.to_dict(), epoch + 1,
+                           dict(rng.bit_generator.state), self.optimizer.state_dict(),
+                           {c: np.asarray(v) for c, v in sink.history.items()})  # fmt: skip
+        folder.save(state)
+        sink.write()
+        return x_new
+
+    def _outputs(self, folder: CheckpointFolder, sink: MetricsSink, params: Params, plots: bool) -> list[Path]:
+        """The files in the run's folder: checkpoint, metrics and (with ``plots``) the PNG plots written now."""
+        if folder.folder is None or not folder.exists():
+            return []
+        assert folder.path is not None and sink.path is not None  # a folder was given
+        outputs = [folder.path, sink.path]
+        if plots and sink.history["epoch"]:
+            from .plots import matplotlib_missing, write_plots
+
+            if matplotlib_missing() is None:  # else the caller says so (the command line does)
+                outputs += write_plots(folder.folder, self.model, params, sink.history)
+        return outputs
 
 
-def _progress(total: int, enabled: bool):
-    """A tqdm bar on stderr, or None when disabled or tqdm is not installed."""
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in the [train] extra
-        return None
-    return tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr, leave=True)
+def prepare(
+    config: TrainConfig | None = None,
+    data: Dataset | None = None,
+    *,
+    resume: str | os.PathLike | ResumePoint | None = None,
+) -> TrainingRun:
+    """Everything a training run decides before its first epoch, every check included.
+
+    Reads the checkpoint to resume from (its configuration, with ``config.epochs`` as the new
+    total), refuses an optimiser that does not run on several MPI ranks, loads the data
+    (under MPI, this rank's share), builds the layer, the model and the optimiser. Parameters
+    as :func:`train`; ``resume`` may also be an already loaded :class:`ResumePoint`.
+
+    Raises
+    ------
+    CheckpointError
+        When ``resume`` points at a missing or corrupted checkpoint.
+    ValueError, TypeError
+        For a configuration that cannot be trained (also ``IDXError`` for unreadable data).
+    """
+    comm = training_comm()  # None unless started by mpiexec with several ranks
+    config = TrainConfig() if config is None else config
+    point = resume if isinstance(resume, ResumePoint) or resume is None else ResumePoint.load(resume)
+    if point is not None:
+        config = dataclasses.replace(TrainConfig.from_dict(point.checkpoint.config), epochs=config.epochs)
+    if comm is not None:
+        check_mpi_optimizer(config.optimizer)
+    if data is None:
+        shard = None if comm is None else (comm.Get_rank(), comm.Get_size())
+        data = load_data(config, stream=comm is not None or config.optimizer in STREAMING_OPTIMIZERS, shard=shard)
+    elif comm is not None and data.share is None:
+        data = data.shard(comm.Get_rank(), comm.Get_size())
+    config = config.resolved(data.image_shape)
+    model = LayerClassifier(build_kernel(config, data.image_shape), data.nclasses, activation=config.activation,
+                            bias=config.bias, reg_theta=config.reg_theta, reg_W=config.reg_W)  # fmt: skip
+    optimizer = make_optimizer(config.optimizer, lr=config.lr, batch_size=config.batch_size, iters=config.iters,
+                               schedule=config.schedule, epochs=config.epochs)  # fmt: skip
+    return TrainingRun(config, TrainingData(data, config.dtype, config.optimizer, comm), model, optimizer, comm, point)
 
 
 def train(
@@ -436,13 +581,14 @@ def train(
     progress: bool = False,
     plots: bool = True,
     log: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> TrainResult:
-    """Train the layer a configuration describes.
+    """Train the layer a configuration describes: :func:`prepare`, then :meth:`TrainingRun.train`.
 
     Parameters
     ----------
     config : TrainConfig, optional
-        Default ``TrainConfig()`` (multi-channel ``Conv`` on the digits with L-BFGS). With
+        Default ``TrainConfig()`` (multi-channel ``Conv`` on the digits with Adam). With
         ``resume`` the checkpoint's configuration is used and only ``config.epochs`` (the
         total to reach) is taken from this argument.
     data : Dataset, optional
@@ -457,6 +603,11 @@ def train(
         Write the PNG plots into ``out`` at the end.
     log : callable, optional
         Receives one line per message (e.g. ``print``).
+    threads : int, optional
+        Threads of the FFTs and numba kernels while training (see
+        :func:`structops.set_num_threads`); default: as set, or under MPI this rank's share
+        of the machine's cores (:func:`structops.distributed.threads_per_rank`). BLAS runs on
+        one thread while the numba kernels run. Restored afterwards.
 
     Returns
     -------
@@ -469,166 +620,5 @@ def train(
     CheckpointError
         When ``resume`` points at a missing or corrupted checkpoint.
     """
-    from ..distributed import RankSum, training_comm
-    from . import parallel
-
-    comm = training_comm()  # None unless started by mpiexec with several ranks
-    rank0 = comm is None or comm.Get_rank() == 0
-    say = log if (log is not None and rank0) else (lambda _msg: None)
-    config = TrainConfig() if config is None else config
-    ckpt = None
-    if resume is not None:
-        ckpt = load_checkpoint(resolve_checkpoint(resume))
-        config = dataclasses.replace(TrainConfig.from_dict(ckpt.config), epochs=config.epochs)
-    if comm is not None:
-        _check_mpi_optimizer(config.optimizer)
-        shard = (comm.Get_rank(), comm.Get_size())
-        data = load_data(config, stream=True, shard=shard) if data is None else data
-        data = data.shard(*shard) if data.share is None else data
-    elif data is None:
-        data = load_data(config, stream=config.optimizer in ("sgd", "adam"))
-    if not rank0:
-        out = None  # rank 0 writes every file
-    config = config.resolved(data.image_shape)
-    dtype = np.dtype(config.dtype)
-    kernel = build_kernel(config, data.image_shape)
-    model = LayerClassifier(
-        kernel,
-        data.nclasses,
-        activation=config.activation,
-        bias=config.bias,
-        reg_theta=config.reg_theta,
-        reg_W=config.reg_W,
-    )
-    streamed = isinstance(data.x_train, ScaledImages) and config.optimizer in ("sgd", "adam")
-    if comm is not None or streamed:  # uint8 images converted a batch at a time, or a share of the examples
-        Xtr, Xte = data.x_train, data.x_test
-        if isinstance(Xtr, ScaledImages) and Xtr.dtype != dtype:
-            Xte_raw = data.x_test.raw if isinstance(data.x_test, ScaledImages) else data.x_test
-            Xtr, Xte = ScaledImages(Xtr.raw, dtype), ScaledImages(Xte_raw, dtype)
-        elif not isinstance(Xtr, ScaledImages):
-            Xtr = np.asarray(Xtr).reshape(Xtr.shape[0], -1).astype(dtype, copy=False)
-            Xte = np.asarray(Xte).reshape(Xte.shape[0], -1).astype(dtype, copy=False)
-        head = data.share.head if data.share is not None else Xtr[:HEAD]
-    else:
-        Xtr = np.asarray(data.x_train).reshape(data.x_train.shape[0], -1).astype(dtype, copy=False)
-        Xte = np.asarray(data.x_test).reshape(data.x_test.shape[0], -1).astype(dtype, copy=False)
-        head = Xtr
-    if comm is not None:
-        assert data.share is not None  # sharded above
-        problem: Problem = parallel.ShardedProblem(
-            model, Xtr, data.y_train, data.share.train.start, data.ntrain, base_comm=comm
-        )
-        metrics_sum = RankSum(3, np.float64, comm)
-    else:
-        problem = Problem(model, Xtr, data.y_train)
-    optimizer: Optimizer = make_optimizer(
-        config.optimizer,
-        lr=config.lr,
-        batch_size=config.batch_size,
-        iters=config.iters,
-        schedule=config.schedule,
-        epochs=config.epochs,
-    )
-    rng = np.random.default_rng(config.seed)
-    history: dict[str, list] = {c: [] for c in _HISTORY_COLUMNS}
-    if ckpt is not None:
-        params = model.as_params(ckpt.params)
-        rng.bit_generator.state = ckpt.rng_state
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        history = {c: [float(v) for v in ckpt.history.get(c, [])] for c in _HISTORY_COLUMNS}
-        start = ckpt.epoch
-        if start >= config.epochs:  # a finished run: nothing to train, nothing to rewrite
-            say(f"the run is already complete: {_count(start, 'epoch')} of {config.epochs}; nothing to do")
-            return TrainResult(model, params.copy(), history, config, 0.0, None, [], optimizer)
-        say(f"resuming from epoch {start} of {config.epochs}")
-    else:
-        params = model.init_params(head, rng, dtype)
-        start = 0
-    out_dir = Path(out) if out is not None else None
-    ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
-    outputs: list[Path] = []
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    x = params.ravel()
-    t_start = time.perf_counter()
-    per_epoch = optimizer.iterations_per_epoch(problem)
-    bar = _progress(max(config.epochs - start, 0) * per_epoch, progress and rank0)
-    threads = _one_thread_pool()
-    threads.__enter__()
-    try:
-        for epoch in range(start, config.epochs):
-            if bar is not None:
-                bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
-
-            def tick(loss, bar=bar):
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-            t0 = time.perf_counter()
-            try:
-                x_new = optimizer.run_epoch(problem, x, rng, tick)
-                seconds = time.perf_counter() - t0
-                if comm is not None:
-                    comm.Bcast(x_new, root=0)  # every rank continues from rank 0's parameters, bit for bit
-                if comm is None and not streamed:
-                    loss, train_acc = model.evaluate(x_new, Xtr, data.y_train)
-                    test_acc = model.accuracy(x_new, Xte, data.y_test)
-                else:  # a chunk at a time, summed over the ranks
-                    sums = np.array(
-                        [*parallel.example_sums(model, x_new, Xtr, data.y_train),
-                         parallel.example_sums(model, x_new, Xte, data.y_test)[1]],
-                        dtype=np.float64,
-                    )  # fmt: skip
-                    data_sum, right_train, right_test = sums if comm is None else metrics_sum(sums)
-                    loss = data_sum / max(data.ntrain, 1) + parallel.tikhonov(model, x_new)
-                    train_acc = right_train / data.ntrain if data.ntrain else float("nan")
-                    test_acc = right_test / data.ntest if data.ntest else float("nan")
-                if not np.isfinite(loss):
-                    raise TrainingDiverged(f"training diverged: the training loss is {loss!r} after epoch {epoch + 1}.")
-            except TrainingDiverged as exc:
-                kept = (
-                    f"; the last good checkpoint (epoch {epoch}) is kept at {ckpt_path}"
-                    if ckpt_path is not None and ckpt_path.exists()
-                    else ""
-                )
-                raise TrainingDiverged(f"{exc} Stopped in epoch {epoch + 1} of {config.epochs}{kept}.") from exc
-            x = x_new
-            for col, val in zip(_HISTORY_COLUMNS, (epoch + 1, loss, train_acc, test_acc, seconds)):
-                history[col].append(float(val))
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss:.4f}", train=f"{train_acc:.3f}", test=f"{test_acc:.3f}")
-            else:
-                say(
-                    f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, train acc {train_acc:.4f}, "
-                    f"test acc {test_acc:.4f} ({seconds:.1f} s)"
-                )
-            if out_dir is not None and ckpt_path is not None:
-                state = Checkpoint(
-                    model.unpack(x).copy(),
-                    config.to_dict(),
-                    epoch + 1,
-                    dict(rng.bit_generator.state),
-                    optimizer.state_dict(),
-                    {c: np.asarray(v) for c, v in history.items()},
-                )
-                save_checkpoint(ckpt_path, state)
-                _write_metrics(out_dir / METRICS_NAME, history)
-    finally:
-        threads.__exit__(None, None, None)
-        if bar is not None:
-            bar.close()
-    elapsed = time.perf_counter() - t_start
-    params = model.unpack(x).copy()
-    if out_dir is not None and ckpt_path is not None:
-        if ckpt_path.exists():
-            outputs += [ckpt_path, out_dir / METRICS_NAME]
-        if plots and history["epoch"]:
-            from .plots import matplotlib_missing, write_plots
-
-            if matplotlib_missing() is None:  # else the caller says so (the command line does)
-                outputs += write_plots(out_dir, model, params, history)
-    if comm is not None:
-        comm.Barrier()  # every rank returns once rank 0's files are written (a resume may read them next)
-    return TrainResult(model, params, history, config, elapsed, ckpt_path, outputs, optimizer)
+    run = prepare(config, data, resume=resume)
+    return run.train(out=out, progress=progress, plots=plots, log=log, threads=threads)

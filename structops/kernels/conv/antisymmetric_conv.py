@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from ..._validation import check_positive_int
 from .._base import ParametricKernel
+from ..diagonalized import FourierMultiplier, half_spectrum
 from .conv import Conv, check_geometry
 
 __all__ = ["AntisymmetricConv", "transposed_vec"]
@@ -217,6 +218,24 @@ class AntisymmetricConv(ParametricKernel):
         """
         S = self.conv.symbol(theta)
         return S - np.conj(np.swapaxes(S, -1, -2))
+
+    def diagonalize(self, theta) -> FourierMultiplier | None:
+        r"""``K(θ)`` block-diagonalised by the FFT (``bc="periodic"``), else None.
+
+        Returns
+        -------
+        FourierMultiplier or None
+            The multiplier of the skew-Hermitian blocks :meth:`symbol` (the spectral solvers'
+            route: every eigenvalue, purely imaginary, and every singular value, exactly);
+            None for ``bc="zero"`` (a Toeplitz difference, no fast transform).
+        """
+        theta = self.validate_theta(theta)
+        if not self.circulant:
+            return None
+        full = self.symbol(theta)
+        return FourierMultiplier(
+            half_spectrum(full, len(self.grid)), self.grid, dtype=theta.dtype, name="K(θ)", full=full
+        )
 
     def eigvals(self, theta) -> np.ndarray:
         r"""Every eigenvalue, purely imaginary, of a periodic :math:`K(\theta)`, shape ``(*grid, channels)``.

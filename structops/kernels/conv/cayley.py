@@ -16,6 +16,7 @@ import scipy.fft as sfft
 
 from ..._backend import workers
 from .._base import ParametricKernel
+from ..diagonalized import FourierMultiplier, half_spectrum
 from . import _core as core
 from .antisymmetric_conv import AntisymmetricConv
 from .conv import check_geometry
@@ -246,6 +247,19 @@ class CayleyConv(ParametricKernel):
             If ``theta`` is invalid.
         """
         return cayley_blocks(self.generator.symbol(theta))[0]
+
+    def diagonalize(self, theta) -> FourierMultiplier:
+        r"""``K(θ)`` block-diagonalised by the FFT: the multiplier of its unitary blocks :meth:`symbol`.
+
+        The spectral solvers take this route: every singular value is 1 (``spectral_norm`` and
+        ``cond`` are 1 to round-off), the eigenvalues lie on the unit circle, and
+        :math:`K^{-1} = K^\top` is the multiplier of the conjugate-transposed blocks.
+        """
+        theta = self.validate_theta(theta)
+        full = self.symbol(theta)
+        return FourierMultiplier(
+            half_spectrum(full, len(self.grid)), self.grid, dtype=theta.dtype, name="K(θ)", full=full
+        )
 
     def eigvals(self, theta) -> np.ndarray:
         r"""Every eigenvalue of :math:`K(\theta)`, on the unit circle: shape ``grid`` or ``(*grid, channels)``.

@@ -9,12 +9,18 @@ import numpy as np
 import scipy.fft as sfft
 
 from ..._backend import have_numba, workers
-from ..._validation import check_int_tuple, check_positive_int, check_theta
+from ..._validation import check_theta
 from .._base import ParametricKernel
 from .._sparse import csc_from_triplets
+from ..diagonalized import Diagonalized, FourierMultiplier, KroneckerMultiplier, PeriodicEmbedding, half_spectrum
 from . import _core as core
+from ._core import ConvGeometry, check_geometry  # noqa: F401 (check_geometry: re-exported for the families)
 
 METHODS = ("auto", "direct", "fft")
+#: Boundaries under which a stencil that is an outer product gives a Kronecker product of 1-D operators.
+KRONECKER_BCS = ("zero", "periodic", "reflect", "symmetric", "replicate")
+#: Largest grid axis whose dense 1-D factor :meth:`Conv.diagonalize` factorises (an ``n³`` SVD).
+KRONECKER_MAX_AXIS = 4096
 
 
 class _ConvData(NamedTuple):
@@ -22,20 +28,6 @@ class _ConvData(NamedTuple):
 
     x: np.ndarray
     spectrum: np.ndarray | None
-
-
-def check_geometry(grid, stencil) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """``grid`` (1, 2 or 3 axes; an int is a 1-D grid) and ``stencil`` (one size per axis) as validated tuples.
-
-    Raises
-    ------
-    ValueError, TypeError
-        Naming ``grid`` or ``stencil``, as every convolution family reports them.
-    """
-    grid = check_int_tuple(grid if not isinstance(grid, (int, np.integer)) else (grid,), "grid")
-    if not 1 <= len(grid) <= 3:
-        raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
-    return grid, check_int_tuple(stencil, "stencil", ndim=len(grid))
 
 
 class Conv(ParametricKernel):
@@ -92,6 +84,11 @@ class Conv(ParametricKernel):
     ----------
     nparams : int
         ``out_channels * in_channels * prod(stencil)``.
+    backend : {"numba", "numpy"}
+        What runs the direct sums: the numba kernels if they are installed and switched on
+        (:func:`structops.set_accelerator`) when the family is built, else numpy. Fixed at
+        construction, like ``method`` (whose cost model it enters): switching the accelerator
+        later affects only families built afterwards.
     in_shape, out_shape : tuple of int
         ``(in_channels, *grid)`` and ``(out_channels, *grid_out)``.
 
@@ -151,39 +148,39 @@ class Conv(ParametricKernel):
         method: str = "auto",
         jac_method: str | None = None,
     ) -> None:
-        grid, stencil = check_geometry(grid, stencil)
-        stride = check_int_tuple(stride, "stride", ndim=len(grid))
-        if bc not in core.BOUNDARY_CONDITIONS:
-            raise ValueError(f"`bc` must be one of {core.BOUNDARY_CONDITIONS!r}, got {bc!r}.")
+        self._setup(ConvGeometry(grid, stencil, stride, bc, in_channels, out_channels), method, jac_method)
+
+    @classmethod
+    def from_geometry(cls, geometry: ConvGeometry, *, method: str = "auto", jac_method: str | None = None) -> Conv:
+        """The convolution on an already validated :class:`ConvGeometry` (nothing is validated twice).
+
+        Examples
+        --------
+        >>> geo = ConvGeometry((6, 6), 3, bc="periodic", cout=2)
+        >>> Conv.from_geometry(geo).out_shape
+        (2, 6, 6)
+        """
+        if not isinstance(geometry, ConvGeometry):
+            raise TypeError(f"`geometry` must be a ConvGeometry, got {geometry!r}.")
+        conv = cls.__new__(cls)
+        conv._setup(geometry, method, jac_method)
+        return conv
+
+    def _setup(self, geometry: ConvGeometry, method: str, jac_method: str | None) -> None:
         if method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS!r}, got {method!r}.")
         jac_method = method if jac_method is None else jac_method
         if jac_method not in METHODS:
             raise ValueError(f"`jac_method` must be one of {METHODS!r}, got {jac_method!r}.")
-        cin = check_positive_int(in_channels, "in_channels")
-        cout = check_positive_int(out_channels, "out_channels")
-        for axis, (g, s) in enumerate(zip(grid, stencil)):
-            if bc == "valid" and s > g:
-                raise ValueError(
-                    f"`stencil` {stencil!r} is larger than `grid` {grid!r} on axis {axis}: "
-                    "bc='valid' needs stencil <= grid."
-                )
-            if bc == "reflect" and max(s - 1 - s // 2, s // 2) > g - 1:
-                raise ValueError(
-                    f"`stencil` {stencil!r} is too large for bc='reflect' on `grid` {grid!r} (axis {axis}): "
-                    "reflect padding needs stencil // 2 <= grid - 1."
-                )
-            if bc == "symmetric" and max(s - 1 - s // 2, s // 2) > g:
-                raise ValueError(
-                    f"`stencil` {stencil!r} is too large for bc='symmetric' on `grid` {grid!r} (axis {axis}): "
-                    "symmetric padding needs stencil // 2 <= grid."
-                )
-        self.geometry = core.ConvGeometry(grid, stencil, stride, bc, cin, cout)
-        self.grid, self.stencil, self.stride, self.bc = grid, stencil, stride, bc
-        self.in_channels, self.out_channels = cin, cout
+        geo = self.geometry = geometry
+        self.grid, self.stencil, self.stride, self.bc = geo.grid, geo.stencil, geo.stride, geo.bc
+        self.in_channels, self.out_channels = geo.cin, geo.cout
+        # fixed here, with the method: set_accelerator only affects families built afterwards
+        self.backend = "numba" if have_numba() else "numpy"
         self.method = self._choose_method() if method == "auto" else method
         self.jac_method = self._choose_method() if jac_method == "auto" else jac_method
-        super().__init__(cout * cin * int(np.prod(stencil)), (cin, *grid), (cout, *self.geometry.out_grid))
+        nparams = geo.cout * geo.cin * int(np.prod(geo.stencil))
+        super().__init__(nparams, (geo.cin, *geo.grid), (geo.cout, *geo.out_grid))
 
     def __repr__(self) -> str:
         return (
@@ -222,7 +219,7 @@ class Conv(ParametricKernel):
         L = float(np.prod(core.fft_shape(geo)))
         cin, cout = geo.cin, geo.cout
         move = 0.6 * (cin + cout) * Lp
-        per_fma = 0.09 if have_numba() else (1.0 if cin * cout == 1 else 0.3)
+        per_fma = 0.09 if self.backend == "numba" else (1.0 if cin * cout == 1 else 0.3)
         direct = per_fma * cin * cout * S * width + move
         a = 0.35 if geo.ndim == 1 else 0.75
         fft = a * (cin + cout) * L * np.log2(max(L, 2.0)) + 2.0 * cin * cout * L + move
@@ -250,7 +247,7 @@ class Conv(ParametricKernel):
             y = x.reshape((n, *self.out_shape))
             if spec is not None:
                 out = core.fft_adjoint(spec, y, geo, workers=workers())
-            elif have_numba():
+            elif self.backend == "numba":
                 out = core.numba_adjoint(stencil, y, geo)
             else:
                 out = core.pad_adjoint(core.direct_adjoint(stencil, y, geo), geo)
@@ -258,7 +255,7 @@ class Conv(ParametricKernel):
         xs = x.reshape((n, *self.in_shape))
         if spec is not None:
             z = core.fft_forward(spec, xs, geo, workers=workers())
-        elif have_numba():
+        elif self.backend == "numba":
             z = core.numba_forward(stencil, xs, geo)
         else:
             z = core.direct_forward(stencil, core.pad(xs, geo), geo)
@@ -307,7 +304,7 @@ class Conv(ParametricKernel):
         n = x.shape[0]
         xs = x.reshape((n, *self.in_shape))
         ws = w.reshape((n, *self.out_shape))
-        if have_numba():
+        if self.backend == "numba":
             g = core.numba_gradient(xs, ws, geo, per_example)
         else:
             g = core.direct_gradient(core.pad(xs, geo), ws, geo, per_example)
@@ -340,6 +337,61 @@ class Conv(ParametricKernel):
         return csc_from_triplets(np.ones(lin.size), lin, param.ravel(), (rows * cols, self.nparams))
 
     # -------------------------------------------------------------- spectra
+    def diagonalize(self, theta) -> Diagonalized | None:
+        r"""``K(θ)`` diagonalised by a fast transform, when its structure gives one.
+
+        * ``bc="periodic"``, stride 1, any channels: a
+          :class:`~structops.kernels.diagonalized.FourierMultiplier` of the :meth:`symbol`;
+        * one channel, 2-D or 3-D, stride 1, a boundary other than ``"valid"``, and a stencil
+          of numerical rank 1 (an outer product :math:`f_0 \otimes f_1 (\otimes f_2)` up to
+          round-off): a :class:`~structops.kernels.diagonalized.KroneckerMultiplier` of the
+          1-D convolutions :math:`K_a = C_{bc}(f_a)`, whose ``residual`` bounds the round-off
+          (see :func:`kronecker_split`);
+        * otherwise None.
+        """
+        theta = self.validate_theta(theta)
+        if self.circulant:
+            full = self.symbol(theta)
+            return FourierMultiplier(
+                half_spectrum(full, len(self.grid)), self.grid, dtype=theta.dtype, name="K(θ)", full=full
+            )
+        geo = self.geometry
+        if (
+            geo.cin == geo.cout == 1
+            and geo.ndim >= 2
+            and self.bc in KRONECKER_BCS
+            and all(st == 1 for st in self.stride)
+            and max(self.grid) <= KRONECKER_MAX_AXIS
+        ):
+            split = kronecker_split(self._stencil(theta)[0, 0])
+            if split is not None:
+                vectors, error = split
+                residual = error * float(np.sqrt(np.prod([_max_multiplicity(m) for m in geo.maps])))
+                return kronecker_of_vectors(self.grid, self.bc, vectors, residual, theta.dtype)
+        return None
+
+    def periodic_embedding(self, theta) -> PeriodicEmbedding | None:
+        r"""The periodic convolution on a padded grid that contains ``K(θ)`` (bc ``"zero"``/``"valid"``, any stride).
+
+        On a grid :math:`L_a \ge n_a + s_a - 1` (a multiple of the stride) the periodic
+        convolution of the zero-embedded input never wraps a tap onto the image, so ``K(θ)`` is
+        a restriction of it (see :class:`~structops.kernels.diagonalized.PeriodicEmbedding`);
+        other boundaries read samples twice (no isometric embedding): None.
+        """
+        theta = self.validate_theta(theta)
+        if self.bc not in ("zero", "valid"):
+            return None
+        size = []
+        for g, s, st in zip(self.grid, self.stencil, self.stride):
+            n = sfft.next_fast_len(g + s - 1, real=True)
+            size.append(-(-n // st) * st)
+        periodic = Conv(
+            tuple(size), self.stencil, bc="periodic", in_channels=self.in_channels, out_channels=self.out_channels
+        )
+        S = half_spectrum(periodic.symbol(theta), len(size))
+        multiplier = FourierMultiplier(S, tuple(size), dtype=theta.dtype, name="C_L(θ)")
+        return PeriodicEmbedding(multiplier, self.grid, self.stride, self._stencil(theta))
+
     @property
     def circulant(self) -> bool:
         """True for ``bc="periodic"`` with stride 1: block circulant, see :meth:`symbol`."""
@@ -473,3 +525,82 @@ class Conv(ParametricKernel):
         stencil = self._stencil(self.validate_theta(theta))
         # copy(): a flip over size-1 axes keeps negative strides, which torch.tensor rejects
         return np.flip(stencil, axis=tuple(range(2, stencil.ndim))).copy()
+
+
+# ------------------------------------------------------------------ Kronecker structure
+def kronecker_split(stencil: np.ndarray) -> tuple[tuple[np.ndarray, ...], float] | None:
+    r"""Split a 2-D or 3-D stencil of numerical rank 1 into 1-D factors, or None.
+
+    Parameters
+    ----------
+    stencil : numpy.ndarray, 2 or 3 axes
+
+    Returns
+    -------
+    (vectors, error) or None
+        ``vectors[a]`` of length ``stencil.shape[a]`` with
+        :math:`w \approx f_0 \otimes f_1 (\otimes f_2)`, and
+        ``error`` :math:`= \|w - f_0 \otimes \dots\|_1` (entrywise, computed in float64 and
+        rounded up), when every unfolding of :math:`w` has
+        :math:`\sigma_2 \le 100\,\varepsilon\,\sqrt{S}\,\sigma_1` (rank 1 to round-off);
+        None otherwise.
+
+    Notes
+    -----
+    The factors are the leading left singular vectors of the unfoldings (the higher-order SVD),
+    the scale :math:`w` contracted with all of them goes to the first. For a convolution with
+    a boundary whose padding reads each grid sample at most :math:`m_a` times per axis,
+    :math:`\|K(w) - K(f_0 \otimes \dots)\|_2 \le \text{error}\cdot\sqrt{\prod_a m_a}`
+    (:math:`\|K\|_2^2 \le \|K\|_1 \|K\|_\infty`; a row sums at most :math:`\|e\|_1`, a
+    column at most :math:`\|e\|_1 \prod_a m_a`).
+    """
+    w = np.asarray(stencil, dtype=np.float64)
+    eps = float(np.finfo(np.asarray(stencil).dtype).eps)
+    tol = 100.0 * eps * np.sqrt(w.size)
+    vectors = []
+    for a in range(w.ndim):
+        unfolded = np.moveaxis(w, a, 0).reshape(w.shape[a], -1)
+        U, s, _ = np.linalg.svd(unfolded, full_matrices=False)
+        if s.size > 1 and s[1] > tol * s[0]:
+            return None
+        vectors.append(U[:, 0])
+    scale = w
+    for f in reversed(vectors):
+        scale = scale @ f
+    vectors[0] = vectors[0] * float(scale)
+    approx = vectors[0]
+    for f in vectors[1:]:
+        approx = np.multiply.outer(approx, f)
+    error = float(np.abs(w - approx).sum()) * (1.0 + 4.0 * np.finfo(np.float64).eps * w.size)
+    return tuple(vectors), error
+
+
+def _max_multiplicity(index: np.ndarray) -> int:
+    """How often the most read grid sample appears in a padding index map (``-1``: a zero, not counted)."""
+    counts = np.bincount(index[index >= 0])
+    return int(counts.max(initial=1))
+
+
+def kronecker_of_vectors(
+    grid: tuple[int, ...], bc: str, vectors: Sequence[np.ndarray], residual: float, dtype
+) -> KroneckerMultiplier:
+    """The :class:`KroneckerMultiplier` of the 1-D convolutions ``Conv(n_a, len(f_a), bc=bc)`` with stencils ``f_a``."""
+    factors = [conv1d_matrix(n, np.asarray(f, dtype=np.float64), bc) for n, f in zip(grid, vectors)]
+    return KroneckerMultiplier(factors, dtype=dtype, residual=residual, name="K(θ)")
+
+
+def conv1d_matrix(n: int, stencil: np.ndarray, bc: str) -> np.ndarray:
+    r"""The ``n × n`` matrix of the 1-D one-channel stride-1 :class:`Conv` with ``stencil`` (from the index maps).
+
+    Output :math:`i` reads the padded position :math:`i + s - 1 - j` with tap :math:`j`, i.e. the
+    grid sample ``source_index(bc)`` there (nothing for a zero).
+    """
+    s = stencil.size
+    idx = core.source_index(bc, n, s - 1 - s // 2, s // 2)
+    rows = np.repeat(np.arange(n), s)
+    taps = np.tile(np.arange(s), n)
+    src = idx[rows + s - 1 - taps]
+    keep = src >= 0
+    M = np.zeros((n, n), dtype=stencil.dtype)
+    np.add.at(M, (rows[keep], src[keep]), stencil[taps[keep]])
+    return M

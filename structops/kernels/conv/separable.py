@@ -30,9 +30,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..._validation import check_positive_int
+from ..diagonalized import Diagonalized
 from ..reparam import Reparametrized
+from ._core import ConvGeometry
 from .based import ConvBased
-from .conv import Conv, check_geometry
+from .conv import KRONECKER_BCS, KRONECKER_MAX_AXIS, Conv, kronecker_of_vectors
 
 __all__ = ["DepthwiseSeparableConv", "SeparableConv"]
 
@@ -227,7 +229,8 @@ class SeparableConv(_PassedConv):
     ) -> None:
         rank = check_positive_int(rank, "rank")
         path = _check_path(path)
-        grid, stencil = check_geometry(grid, stencil)
+        geometry = ConvGeometry(grid, stencil, stride, bc, in_channels, out_channels)  # validated once, here
+        grid, stencil = geometry.grid, geometry.stencil
         d = len(grid)
         if d == 1 and path == "separable":
             raise ValueError(
@@ -238,10 +241,7 @@ class SeparableConv(_PassedConv):
         self.path = ("separable" if cheap else "full") if path == "auto" else path
         # the passes compute the operator; the full Conv only prepares cheaply (a reshape)
         method = "direct" if self.path == "separable" else "auto"
-        conv = Conv(
-            grid, stencil, bc=bc, in_channels=in_channels, out_channels=out_channels, stride=stride,
-            method=method, jac_method="auto",
-        )  # fmt: skip
+        conv = Conv.from_geometry(geometry, method=method, jac_method="auto")
         self.rank = rank
         self._offsets = np.concatenate([[0], np.cumsum(stencil)])
         super().__init__(conv, conv.out_channels * conv.in_channels * rank * int(sum(stencil)))
@@ -262,6 +262,27 @@ class SeparableConv(_PassedConv):
     def factors(self, theta) -> tuple[np.ndarray, ...]:
         """The 1-D stencils, one array of shape ``(out_channels, in_channels, rank, s_a)`` per axis ``a``."""
         return self._factors(self.validate_theta(theta))
+
+    def diagonalize(self, theta) -> Diagonalized | None:
+        r"""Rank 1, one channel, 2-D/3-D, stride 1: the Kronecker product of the 1-D passes; else the Conv's.
+
+        :math:`w = f_0 \otimes f_1 (\otimes f_2)` exactly, so
+        :math:`K = C_{bc}(f_0) \otimes C_{bc}(f_1) (\otimes \dots)` for every boundary but
+        ``"valid"``: a :class:`~structops.kernels.diagonalized.KroneckerMultiplier` with no residual.
+        """
+        phi = self.validate_theta(theta)
+        conv = self.kernel
+        if (
+            self.rank == 1
+            and conv.in_channels == conv.out_channels == 1
+            and len(self.grid) >= 2
+            and self.bc in KRONECKER_BCS
+            and all(st == 1 for st in self.stride)
+            and max(self.grid) <= KRONECKER_MAX_AXIS
+        ):
+            vectors = [f.reshape(-1) for f in self._factors(phi)]
+            return kronecker_of_vectors(self.grid, self.bc, vectors, 0.0, phi.dtype)
+        return super().diagonalize(phi)
 
     def _factors(self, phi: np.ndarray) -> tuple[np.ndarray, ...]:
         blocks = phi.reshape(self.theta_shape)
@@ -475,18 +496,14 @@ class DepthwiseSeparableConv(_PassedConv):
         path: str = "auto",
     ) -> None:
         mult = check_positive_int(multiplier, "multiplier")
-        cin = check_positive_int(in_channels, "in_channels")
-        cout = check_positive_int(out_channels, "out_channels")
         path = _check_path(path)
-        grid, stencil = check_geometry(grid, stencil)
+        geometry = ConvGeometry(grid, stencil, stride, bc, in_channels, out_channels)  # validated once, here
+        grid, stencil, cin, cout = geometry.grid, geometry.stencil, geometry.cin, geometry.cout
         S = int(np.prod(stencil))
         cheap = mult * (S + cout) < cout * S
         self.path = ("separable" if cheap else "full") if path == "auto" else path
         method = "direct" if self.path == "separable" else "auto"
-        conv = Conv(
-            grid, stencil, bc=bc, in_channels=cin, out_channels=cout, stride=stride,
-            method=method, jac_method="auto",
-        )  # fmt: skip
+        conv = Conv.from_geometry(geometry, method=method, jac_method="auto")
         self.multiplier = mult
         self._ndepth = cin * mult * S
         super().__init__(conv, self._ndepth + cout * cin * mult)

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..._validation import check_positive_int
+from ..diagonalized import CosineMultiplier, Diagonalized, FourierMultiplier, cosine_symbol, half_spectrum
 from ..reparam import LinearReparam
+from ._core import ConvGeometry
 from .based import ConvBased
-from .conv import Conv, check_geometry
+from .conv import Conv
 
 __all__ = ["SYMMETRIES", "SymmetricConv", "symmetric_stencil_map"]
 
@@ -176,7 +177,8 @@ class SymmetricConv(ConvBased, LinearReparam):
         stride: int | Sequence[int] = 1,
         symmetry: str = "double",
     ) -> None:
-        grid, stencil = check_geometry(grid, stencil)
+        geometry = ConvGeometry(grid, stencil, stride, bc, in_channels, out_channels)  # validated once, here
+        stencil, cin, cout = geometry.stencil, geometry.cin, geometry.cout
         if any(s % 2 == 0 for s in stencil):
             raise ValueError(
                 f"`stencil` must have odd sizes for SymmetricConv, got {stencil!r}: an even size has no centre "
@@ -189,9 +191,7 @@ class SymmetricConv(ConvBased, LinearReparam):
                 f"`stencil` must have equal sizes on every axis for symmetry='isotropic' (the axes are "
                 f"interchangeable), got {stencil!r}."
             )
-        cin = check_positive_int(in_channels, "in_channels")
-        cout = check_positive_int(out_channels, "out_channels")
-        conv = Conv(grid, stencil, bc=bc, in_channels=cin, out_channels=cout, stride=stride)
+        conv = Conv.from_geometry(geometry)
         self.symmetry = symmetry
         self.stencil_map = symmetric_stencil_map(stencil, symmetry)
         P = sp.kron(sp.eye_array(cout * cin), self.stencil_map, format="csr")
@@ -216,6 +216,26 @@ class SymmetricConv(ConvBased, LinearReparam):
             return None
         return {"reflect": 1, "symmetric": 2}.get(self.bc)
 
+    def diagonalize(self, theta) -> Diagonalized | None:
+        r"""The cosine multiplier for ``"reflect"``/``"symmetric"`` (one channel, stride 1), else the Conv's.
+
+        Periodic: the FFT multiplier of the (real) symbol. With a mirror boundary the eigenvalues
+        are :func:`~structops.kernels.diagonalized.cosine_symbol` of the stencil, and :math:`K(\theta)` is a
+        :class:`~structops.kernels.diagonalized.CosineMultiplier` (DCT-I for ``"reflect"``, DCT-II
+        for ``"symmetric"``); with other boundaries the convolution's own diagonalisation
+        (the FFT for ``"periodic"``).
+        """
+        theta = self.validate_theta(theta)
+        if self.circulant:  # a mirror-symmetric stencil has a real symbol: real blocks, real eigenvalues
+            full = np.ascontiguousarray(self.symbol(theta).real)
+            return FourierMultiplier(
+                half_spectrum(full, len(self.grid)), self.grid, dtype=theta.dtype, name="K(θ)", full=full
+            )
+        if self.dct_type is None:
+            return super().diagonalize(theta)
+        lam = cosine_symbol(self.weights(theta)[0, 0], tuple(self.grid), self.dct_type)
+        return CosineMultiplier(lam, self.dct_type, dtype=lam.dtype, name="K(θ)")
+
     def eigvals(self, theta) -> np.ndarray:
         r"""Real eigenvalues, shape ``grid``, of a single-channel stride-1 periodic or mirror-boundary ``K(θ)``.
 
@@ -223,7 +243,7 @@ class SymmetricConv(ConvBased, LinearReparam):
         real part of :meth:`structops.Conv.eigvals` (a symmetric stencil has a real spectrum;
         the imaginary part is checked to be round-off). ``"reflect"``/``"symmetric"``: the
         cosine symbol :math:`\lambda_k` on the DCT-I/DCT-II grid (see the class notes and
-        :func:`structops.solvers.dct_eigvals`).
+        :meth:`diagonalize`).
 
         Raises
         ------
@@ -231,9 +251,7 @@ class SymmetricConv(ConvBased, LinearReparam):
             For other boundaries, several channels or a stride above 1.
         """
         if self.dct_type is not None:
-            from ...solvers.dct import dct_eigvals
-
-            return dct_eigvals(self, theta)
+            return cosine_symbol(self.weights(theta)[0, 0], tuple(self.grid), self.dct_type)
         lam = super().eigvals(theta)
         real = lam.real
         limit = 100 * np.finfo(real.dtype).eps * max(float(np.abs(real).max(initial=0.0)), 1.0) * lam.size

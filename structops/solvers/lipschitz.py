@@ -1,0 +1,243 @@
+r"""Lipschitz-bounded layers: the projection onto :math:`\{\theta : \|K(\theta)\|_2 \le L\}`.
+
+A layer :math:`x \mapsto \sigma(K(\theta)x + b)` with a 1-Lipschitz activation is
+:math:`L`-Lipschitz when :math:`\|K(\theta)\|_2 \le L`. :func:`project_spectral_norm` maps any
+:math:`\theta` of a family linear in its parameters to a nearby :math:`\theta'` whose norm is
+*certified* to be at most :math:`L`:
+
+1. **Clip** the per-frequency singular values of the periodic convolution (the kernel's own,
+   or, for zero boundaries, the periodic embedding on the grid padded by the stencil) at
+   :math:`L`: :math:`\hat K(\xi) = U\Sigma V^H \mapsto U\min(\Sigma, L)V^H`, the nearest
+   operator of norm :math:`\le L` in the Frobenius norm among block-circulant ones;
+2. **project back** onto the stencil support (and onto the family's parameters: the least-squares
+   :math:`\theta` with :math:`P\theta \approx w` for a :class:`~structops.kernels.LinearReparam`
+   such as ``SymmetricConv``), and repeat steps 1--2 a few times (alternating projections);
+3. **rescale what is left over**: if the certified norm still exceeds :math:`L`, multiply by
+   :math:`L/\|K\|`;
+4. keep the result only if it is closer to :math:`\theta` than the plain rescaling
+   :math:`\theta L/\|K(\theta)\|_{\rm cert}`; otherwise return the plain rescaling.
+
+The certified norm is exact for a fast transform (periodic convolutions, DCT-II, Kronecker
+products plus their round-off residual) and for dense LAPACK (plus a round-off allowance), and
+is the periodic-embedding certificate of :class:`~structops.kernels.diagonalized.PeriodicEmbedding`
+for zero-boundary convolutions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft as sfft
+import scipy.sparse.linalg as spla
+
+from .._validation import check_positive_int, check_real_scalar
+from ..kernels._base import ParametricKernel, as_kernel
+from ..kernels.conv import Conv
+from ..kernels.diagonalized import block_svdvals, half_spectrum
+from ..kernels.reparam import LinearReparam
+from ._routes import DENSE_LIMIT, route
+
+__all__ = ["certified_norm_bound", "project_spectral_norm"]
+
+#: Rounds of clipping and projecting back onto the stencil support.
+CLIP_ROUNDS = 4
+
+
+def certified_norm_bound(kernel: ParametricKernel, theta, *, dense_limit: int = DENSE_LIMIT) -> float:
+    r"""A certified upper bound on :math:`\|K(\theta)\|_2` (exact up to round-off where the structure allows).
+
+    Parameters
+    ----------
+    kernel : ParametricKernel
+    theta : array_like, shape (p,)
+    dense_limit : int, optional
+        Largest ``max(kernel.shape)`` for dense LAPACK (default 2048).
+
+    Returns
+    -------
+    float
+        Through a unitary fast transform: :math:`\max_\xi \sigma_{\max}(B(\xi))` plus the
+        transform's ``residual``; zero-boundary convolutions: the periodic-embedding
+        certificate, or dense LAPACK (``numpy.linalg.norm(M, 2)`` times
+        :math:`1 + 64\varepsilon`) when ``max(shape) <= dense_limit`` and that is smaller.
+
+    Raises
+    ------
+    ValueError
+        If no certified route applies (a large operator with neither a transform nor a periodic
+        embedding: :func:`structops.solvers.spectral_norm` then gives an estimate only).
+
+    Examples
+    --------
+    >>> import numpy as np, structops
+    >>> certified_norm_bound(structops.Conv(16, 3, bc="periodic"), np.array([-1.0, 2.0, -1.0]))
+    4.0
+    """
+    as_kernel(kernel)
+    dense_limit = check_positive_int(dense_limit, "dense_limit", minimum=0)
+    return _certified(kernel, kernel.validate_theta(theta), dense_limit)
+
+
+def _certified(kernel: ParametricKernel, theta: np.ndarray, dense_limit: int) -> float:
+    """:func:`certified_norm_bound` on a validated ``theta``: the smallest certificate available."""
+    r = route(kernel, theta, "project_spectral_norm", dense_limit=dense_limit)
+    if r.name in ("fourier", "cosine", "kronecker") and r.diagonal is not None:
+        return float(block_svdvals(r.diagonal.blocks).max(initial=0.0)) + r.diagonal.residual
+    emb = kernel.periodic_embedding(theta)
+    bounds = [] if emb is None else [emb.upper_bound()]
+    if r.name == "dense":
+        eps = float(np.finfo(np.float64).eps)
+        dense = float(np.linalg.norm(kernel.matrix(theta), 2)) if min(kernel.shape) else 0.0
+        bounds.append(dense * (1 + 64 * eps))
+    if not bounds:
+        raise ValueError(
+            f"no certified bound on the spectral norm of {kernel!r}: {r.reason} Use "
+            "structops.solvers.spectral_norm for an estimate with (probabilistic) bounds."
+        )
+    return min(bounds)
+
+
+def _stencil_maps(kernel: ParametricKernel):
+    """``(conv, to_w, from_w)`` for families whose stencil is linear in ``theta``, else None.
+
+    ``to_w(theta)`` is the full stencil ``(out, in, *stencil)`` of the :class:`Conv` ``conv``;
+    ``from_w(w)`` the least-squares parameter.
+    """
+    if isinstance(kernel, Conv):
+        return kernel, lambda t: t.reshape(kernel.theta_shape), lambda w: w.reshape(-1)
+    if isinstance(kernel, LinearReparam) and isinstance(kernel.kernel, Conv) and kernel.q is None:
+        conv, P = kernel.kernel, kernel.P
+
+        def from_w(w: np.ndarray) -> np.ndarray:
+            return spla.lsqr(P, w.reshape(-1), atol=1e-15, btol=1e-15, iter_lim=10 * P.shape[1] + 100)[0]
+
+        return conv, lambda t: (P @ t).reshape(conv.theta_shape), from_w
+    return None
+
+
+def _clip_blocks(blocks: np.ndarray, bound: float) -> np.ndarray:
+    """The blocks with their singular values clipped at ``bound``."""
+    if blocks.shape[-2:] == (1, 1):
+        mag = np.abs(blocks)
+        scale = np.where(mag > bound, bound / np.where(mag > 0, mag, 1), 1.0)
+        return blocks * scale
+    U, s, Vh = np.linalg.svd(blocks, full_matrices=False)
+    return (U * np.minimum(s, bound)[..., None, :]) @ Vh
+
+
+def _clip_on_grid(w: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndarray:
+    """One round: clip the periodic convolution of stencil ``w`` on ``grid``, restrict back to the stencil support."""
+    d = len(grid)
+    stencil = w.shape[2:]
+    periodic = Conv(grid, stencil, bc="periodic", in_channels=w.shape[1], out_channels=w.shape[0])
+    half = half_spectrum(periodic.symbol(w.reshape(-1)), d)  # (*half, out, in)
+    clipped = np.moveaxis(_clip_blocks(half, bound), (-2, -1), (0, 1))  # (out, in, *half)
+    cols = sfft.irfftn(clipped, s=grid, axes=tuple(range(2, 2 + d)))
+    index = np.ix_(*(np.mod(np.arange(s) - s // 2, g) for s, g in zip(stencil, grid)))
+    return cols[(slice(None), slice(None)) + index]
+
+
+def _clipped(kernel: ParametricKernel, theta: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndarray | None:
+    """Steps 1--2 of the module notes on ``grid`` (the kernel's own, or its embedding's), or None."""
+    maps = _stencil_maps(kernel)
+    if maps is None:
+        return None
+    conv, to_w, from_w = maps
+    if any(s > g for s, g in zip(conv.stencil, grid)):
+        return None
+    phi = theta.astype(np.float64)
+    for _ in range(CLIP_ROUNDS):
+        phi = from_w(_clip_on_grid(to_w(phi), grid, bound))
+    phi = phi.astype(theta.dtype)
+    return phi if kernel.is_feasible(phi) else None
+
+
+def _shrink(kernel: ParametricKernel, phi: np.ndarray, bound: float, dense_limit: int) -> np.ndarray:
+    """``phi`` rescaled until its certified norm is at most ``bound`` (step 3)."""
+    eps = float(np.finfo(phi.dtype).eps)
+    for attempt in range(40):  # the norm is homogeneous: one round, two with round-off
+        norm = _certified(kernel, phi, dense_limit)
+        if norm <= bound:
+            return phi
+        phi = (phi * (bound / norm) * (1 - 4 * eps * 2**attempt)).astype(phi.dtype)
+    raise RuntimeError(f"could not rescale theta below the bound {bound!r} for {kernel!r}.")  # pragma: no cover
+
+
+def project_spectral_norm(
+    kernel: ParametricKernel, theta, bound: float, *, dense_limit: int = DENSE_LIMIT
+) -> np.ndarray:
+    r"""A parameter :math:`\theta'` near ``theta`` with :math:`\|K(\theta')\|_2 \le` ``bound``, certified.
+
+    Parameters
+    ----------
+    kernel : ParametricKernel
+        A family linear in its parameters with no offset (:math:`K(c\theta) = cK(\theta)`;
+        ``kernel.linear`` and ``kernel.q is None``): ``Conv`` (any boundary, channels, stride),
+        ``SymmetricConv``, ``MMatrixConv``, ``Dense``, ...
+    theta : array_like, shape (p,)
+        Parameters.
+    bound : float
+        The Lipschitz bound :math:`L > 0`.
+    dense_limit : int, optional
+        Largest ``max(kernel.shape)`` for dense LAPACK (default 2048).
+
+    Returns
+    -------
+    numpy.ndarray, shape (p,), dtype of ``theta``
+        :math:`\theta'` with
+
+        * :math:`\|K(\theta')\|_2 \le L` certified (:func:`certified_norm_bound`: exact for
+          periodic convolutions, the periodic-embedding certificate for zero boundaries);
+        * :math:`\theta' = \theta` when :math:`\theta` already satisfies it;
+        * :math:`\|\theta' - \theta\| \le \|\theta L/N - \theta\|` with :math:`N` the certified
+          norm of :math:`K(\theta)`: never farther than the plain rescaling.
+
+    Raises
+    ------
+    TypeError
+        If ``kernel`` is not a kernel family or ``bound`` not a real number.
+    ValueError
+        If ``bound`` is not positive and finite, the family is not linear without offset, or
+        no certified norm is available (see :func:`certified_norm_bound`).
+
+    Notes
+    -----
+    See the module notes: per-frequency singular values clipped at :math:`L` on the kernel's
+    periodic grid (``"fourier"`` route) or on the padded grid of its periodic embedding
+    (zero boundaries), projected back onto the stencil support in a few alternating rounds, the
+    rest removed by rescaling; the plain rescaling when that is closer (and for the DCT,
+    Kronecker and dense routes, where clipping would not keep the family).
+
+    Examples
+    --------
+    >>> import numpy as np, structops
+    >>> k = structops.Conv((16, 16), (3, 3), bc="periodic")
+    >>> theta = np.random.default_rng(0).standard_normal(9)
+    >>> proj = project_spectral_norm(k, theta, 1.0)
+    >>> bool(np.linalg.norm(k.matrix(proj), 2) <= 1.0)
+    True
+    >>> bool(np.linalg.norm(proj - theta) <= np.linalg.norm(theta / structops.solvers.spectral_norm(k, theta) - theta))
+    True
+    """
+    as_kernel(kernel)
+    bound = check_real_scalar(bound, "bound", minimum=0.0)
+    if not bound > 0:
+        raise ValueError(f"`bound` must be > 0, got {bound!r}.")
+    if not kernel.linear or kernel.q is not None:
+        raise ValueError(
+            f"`project_spectral_norm` needs a family linear in theta with no offset (K(cθ) = cK(θ)), got "
+            f"{kernel!r}: project the parameter of its inner linear family instead."
+        )
+    theta = kernel.validate_theta(theta)
+    norm = certified_norm_bound(kernel, theta, dense_limit=dense_limit)
+    if norm <= bound:
+        return theta
+    plain = _shrink(kernel, (theta * (bound / norm)).astype(theta.dtype), bound, dense_limit)
+    r = route(kernel, theta, "project_spectral_norm", dense_limit=dense_limit)
+    emb = kernel.periodic_embedding(theta)
+    grid = r.diagonal.grid if r.name == "fourier" and r.diagonal is not None else None
+    grid = emb.multiplier.grid if grid is None and emb is not None else grid
+    clipped = None if grid is None else _clipped(kernel, theta, grid, bound)
+    if clipped is None:
+        return plain
+    clipped = _shrink(kernel, clipped, bound, dense_limit)
+    return clipped if np.linalg.norm(clipped - theta) <= np.linalg.norm(plain - theta) else plain

@@ -92,7 +92,7 @@ def apply(kernel: ParametricKernel, theta: Any, x: Any, *, transpose: bool = Fal
     Notes
     -----
     ``jax.grad`` gives :math:`K(\theta)^\top W` in ``x`` and :math:`J(\theta, X)^\top W` in
-    ``theta`` (the Jacobian transposes of :meth:`~structops.ParametricKernel.jac`), both from
+    ``theta`` (the Jacobian transposes of :meth:`~structops.kernels.ParametricKernel.jac`), both from
     one host call of the family's ``_apply`` and ``_vjp``.
 
     Examples

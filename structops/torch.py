@@ -4,7 +4,7 @@ r"""Every kernel family as a differentiable PyTorch function and layer (the ``to
 both :math:`\theta` and :math:`x`; :class:`Layer` is the ``torch.nn.Module`` holding
 :math:`\theta` as its one parameter. The bridge only converts tensors to numpy arrays (no copy:
 CPU tensors share memory with them) and calls the family's own hooks
-(:class:`~structops.ParametricKernel`):
+(:class:`~structops.kernels.ParametricKernel`):
 
 * forward: ``state = _prepare(θ)`` once, then ``y = _apply(state, x)``; the state is kept for
   the backward pass;
@@ -248,7 +248,7 @@ class Layer(torch.nn.Module):
     standard normal inputs, estimated on 8 random examples
     (:math:`\mathbb{E}\|K z\|^2 / m = 1`, the LeCun/Kaiming rule; for a convolution this is
     :math:`\operatorname{Var}\theta = 1/(c_\mathrm{in}\,|\mathrm{stencil}|)`). A positive
-    factor keeps :math:`\theta_0 \ge 0` inside :attr:`~structops.ParametricKernel.bounds`.
+    factor keeps :math:`\theta_0 \ge 0` inside :attr:`~structops.kernels.ParametricKernel.bounds`.
 
     Examples
     --------

@@ -126,7 +126,7 @@ def test_an_empty_batch_has_zero_gradients(rng):
     assert torch.equal(theta.grad, torch.zeros_like(theta))
 
 
-def test_the_backward_pass_reuses_the_forward_state_and_does_not_redo_the_product(monkeypatch, rng):
+def test_the_backward_pass_reuses_the_forward_state_and_neither_densifies_nor_redoes_the_product(monkeypatch, rng):
     k = structops.Conv((6, 6), 3, in_channels=2, out_channels=2)
     calls = {"prepare": 0, "apply": []}
     prepare, apply_ = k._prepare, k._apply
@@ -139,8 +139,12 @@ def test_the_backward_pass_reuses_the_forward_state_and_does_not_redo_the_produc
         calls["apply"].append(transpose)
         return apply_(state, x, transpose)
 
+    def no_dense(state):
+        raise AssertionError("the bridge must not densify K")
+
     monkeypatch.setattr(k, "_prepare", counted_prepare)
     monkeypatch.setattr(k, "_apply", counted_apply)
+    monkeypatch.setattr(k, "_dense", no_dense)
     theta, x, _ = _inputs(k, False, np.float64, rng, n=3)
     st.apply(k, theta, x).square().sum().backward()
     assert calls == {"prepare": 1, "apply": [False, True]}

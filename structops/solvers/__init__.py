@@ -5,7 +5,10 @@ r"""Solvers and spectral tools for structured operators.
   and their spectra (:func:`spectral_norm`, :func:`cond`, :func:`eigvals`, estimates for other kernels);
 * circulant preconditioners for zero-boundary convolutions (:func:`circulant_preconditioner`,
   :func:`strang_preconditioner`, :func:`chan_preconditioner`, :func:`circulant_eigvals`);
-* learning a stencil (or any affine family's parameters) from examples (:func:`learn_stencil`).
+* learning a stencil (or any affine family's parameters) from examples (:func:`learn_stencil`);
+* Tikhonov regularisation with an operator ``L`` (:func:`tikhonov`: exact through the
+  diagonalisation, else lsqr/cgls/cg with split circulant preconditioners) and the choice of
+  its weight from the data (:func:`choose_alpha`: GCV, discrepancy principle, L-curve).
 
 Every operator returned is a pylops ``LinearOperator`` with its adjoint, usable as it is with
 ``scipy.sparse.linalg`` (``cg``, ``minres``, ``gmres``, ``lsqr``, ``lsmr``, ``svds``) and pylops' solvers.
@@ -29,6 +32,7 @@ from .preconditioners import (
     circulant_preconditioner,
     strang_preconditioner,
 )
+from .regularization import AlphaChoice, choose_alpha
 from .spectral import (
     SINGULAR_FACTOR,
     EstimateWarning,
@@ -41,6 +45,7 @@ from .spectral import (
     spectral_norm,
     svdvals,
 )
+from .tikhonov import ConvergenceWarning, TikhonovResult, split_preconditioner, tikhonov
 
 __all__ = [
     "KINDS",
@@ -72,4 +77,10 @@ __all__ = [
     "svdvals",
     "certified_norm_bound",
     "project_spectral_norm",
+    "AlphaChoice",
+    "ConvergenceWarning",
+    "TikhonovResult",
+    "choose_alpha",
+    "split_preconditioner",
+    "tikhonov",
 ]

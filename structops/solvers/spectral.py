@@ -32,6 +32,7 @@ from .._validation import check_positive_int, check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import CosineMultiplier, Diagonalized, FourierMultiplier, block_svdvals
 from ._certified import certified_cond, certified_norm
+from ._filters import regularized_inverse
 from ._lanczos import (
     _EIGS_MAXITER,
     _MAXITER,
@@ -243,6 +244,7 @@ def inverse(
     alpha: float = 0.0,
     normal: bool = False,
     rcond: float | None = None,
+    L=None,
 ) -> Diagonalized:
     r"""Exact inverse of a diagonalised kernel (or of its shifted or normal operator), in :math:`O(N\log N)`.
 
@@ -268,6 +270,13 @@ def inverse(
         return the Moore--Penrose pseudo-inverse, dropping the per-frequency singular values
         ``<= rcond * (largest singular value of the operator)`` -- the same cutoff as
         ``numpy.linalg.pinv(matrix, rcond=rcond)`` on the dense matrix.
+    L : pylops.LinearOperator, optional
+        A regularisation operator for ``normal=True``: return :math:`(K^\top K + \alpha L^\top L)^{-1}`.
+        ``L = family.op(theta_L)`` of a family diagonalised in the same basis as ``kernel``
+        (``D.same_basis(D_L)``: e.g. the periodic Laplacian for a periodic ``K``, the cosine
+        Laplacian ``SymmetricConv(..., bc="symmetric")`` for a DCT-II ``K``), solved exactly per
+        frequency; another grid or another structure raises ``ValueError`` (use
+        :func:`structops.solvers.tikhonov`, whose Krylov route takes any ``L``).
 
     Returns
     -------
@@ -332,6 +341,8 @@ def inverse(
     >>> np.allclose(inverse(k, lap, rcond=1e-10).todense(), np.linalg.pinv(k.matrix(lap), rcond=1e-10))
     True
     """
+    if L is not None:  # a regularisation operator sharing the basis of K (structops.solvers._filters)
+        return regularized_inverse(kernel, theta, alpha=alpha, normal=normal, L=L)
     r = route(kernel, theta, "inverse")
     if r.diagonal is None:
         raise _no_transform(r, "inverse")
@@ -340,7 +351,7 @@ def inverse(
     return invert_diagonal(r.diagonal, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)", kernel=kernel)
 
 
-def implicit_step(kernel: ParametricKernel, theta, h: float) -> Diagonalized:
+def implicit_step(kernel: ParametricKernel, theta, h: float, *, L=None) -> Diagonalized:
     r"""The implicit (backward Euler) step :math:`(h K^\top K + I)^{-1}` of a periodic convolution.
 
     One step of size :math:`h` of the gradient flow :math:`\dot x = -K^\top K x` (of
@@ -358,6 +369,10 @@ def implicit_step(kernel: ParametricKernel, theta, h: float) -> Diagonalized:
         Stencil parameters (float32 or float64; the operator runs in their dtype).
     h : float
         Step size, :math:`h \ge 0` (``h = 0`` is the identity).
+    L : pylops.LinearOperator, optional
+        A regularisation operator sharing the basis of ``kernel`` (see :func:`inverse`): return
+        :math:`(h(K^\top K + L^\top L) + I)^{-1}`, the implicit step of the flow
+        :math:`\dot x = -(K^\top K + L^\top L)x` of :math:`\tfrac12\|Kx\|^2 + \tfrac12\|Lx\|^2`.
 
     Returns
     -------
@@ -382,6 +397,9 @@ def implicit_step(kernel: ParametricKernel, theta, h: float) -> Diagonalized:
     >>> np.allclose(step.todense(), np.linalg.inv(0.1 * M.T @ M + np.eye(16)))
     True
     """
+    if L is not None:
+        h = check_real_scalar(h, "h", minimum=0.0)
+        return regularized_inverse(kernel, theta, alpha=1.0, normal=True, L=L, h=h)
     h = check_real_scalar(h, "h", minimum=0.0)
     r = route(kernel, theta, "implicit_step")
     if r.diagonal is None:

@@ -317,7 +317,7 @@ def _describe(run: TrainingRun, threads: int | None, show) -> None:
     nclass_params = int(np.prod(kernel.out_shape)) * data.nclasses + data.nclasses
     ranks = ""
     if run.comm is not None:
-        ranks = f", split over {run.comm.Get_size()} MPI ranks ({count(run.threads(threads) or 1, 'thread')} each)"
+        ranks = f", split over {run.comm.Get_size()} MPI ranks ({count(threads or 1, 'thread')} each)"
     show(f"data: {data.name}, {data.ntrain} train / {data.ntest} test examples of shape "
          f"{data.image_shape}, {data.nclasses} classes{ranks}")  # fmt: skip
     show(f"layer: {kernel!r}")
@@ -369,10 +369,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if out is not None and args.force and rank0 and args.resume is None:
         for name in _earlier_run(out):
             os.remove(os.path.join(out, name))
-    _describe(run, args.threads, show)
+    threads = run.threads(args.threads)  # collective under MPI: after every rank's checks passed
+    _describe(run, threads, show)
     progress = not args.quiet and sys.stderr.isatty()
     try:
-        res = run.train(out=out, progress=progress, log=None if args.quiet else print, threads=args.threads)
+        res = run.train(out=out, progress=progress, log=None if args.quiet else print, threads=threads)
     except TrainingDiverged as exc:
         if rank0:
             print(f"structops: {exc}", file=sys.stderr)

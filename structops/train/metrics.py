@@ -14,7 +14,6 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 
 __all__ = ["HISTORY_COLUMNS", "METRICS_NAME", "MetricsSink", "count"]
 
@@ -57,7 +56,7 @@ class MetricsSink:
     folder : pathlib.Path, optional
         Where :meth:`write` puts ``metrics.csv``; None writes nothing.
 
-    A context manager: the bar is closed on exit.
+    Call :meth:`close` at the end (``contextlib.closing``) to close the bar.
     """
 
     def __init__(
@@ -117,11 +116,3 @@ class MetricsSink:
         """Close the progress bar."""
         if self._bar is not None:
             self._bar.close()
-
-    def __enter__(self) -> MetricsSink:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

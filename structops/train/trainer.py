@@ -12,6 +12,7 @@ exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -483,7 +484,7 @@ class TrainingRun:
                            log=say, folder=folder.folder)  # fmt: skip
         x = params.ravel()
         t_start = time.perf_counter()
-        with sink, self.thread_limits(threads):
+        with contextlib.closing(sink), self.thread_limits(threads):
             for epoch in range(start, config.epochs):
                 x = self._epoch(problem, x, rng, epoch, sink, folder)
         elapsed = time.perf_counter() - t_start

@@ -10,11 +10,14 @@
 * :class:`SymmetricConv` -- stencils mirror symmetric about every axis (:mod:`.symmetric`);
 * :class:`AntisymmetricConv`, :class:`CayleyConv` -- antisymmetric convolutions ``C - C^T`` and
   their orthogonal Cayley transforms (:mod:`.antisymmetric_conv`, :mod:`.cayley`);
+* :class:`ConvGeometry` -- the geometry every convolution family builds (or takes) and
+  validates once: grid, stencil, stride, boundary condition and channels;
 * :class:`AvgPool` -- average pooling, the fixed map composed after a convolution (:mod:`.pooling`);
 * the engine: :mod:`._core` (padding, direct sums, FFTs) and :mod:`._numba` (the compiled
   direct kernels, when numba is installed).
 """
 
+from ._core import ConvGeometry
 from .antisymmetric_conv import AntisymmetricConv
 from .based import ConvBased
 from .cayley import CayleyConv
@@ -30,6 +33,7 @@ __all__ = [
     "CayleyConv",
     "Conv",
     "ConvBased",
+    "ConvGeometry",
     "DepthwiseSeparableConv",
     "MMatrixConv",
     "SeparableConv",

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
+
+from ..._validation import check_int_tuple, check_positive_int
 
 try:  # optional accelerator: ``pip install structops[fast]``; switched by structops._backend
     from . import _numba as _nb
@@ -58,9 +61,75 @@ def source_index(bc: str, g: int, left: int, right: int) -> np.ndarray:
     return np.where(q < g, q, period - q)
 
 
-@dataclass(frozen=True)
+def check_geometry(grid, stencil) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``grid`` (1, 2 or 3 axes; an int is a 1-D grid) and ``stencil`` (one size per axis) as validated tuples.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming ``grid`` or ``stencil``, as every convolution family reports them.
+    """
+    grid = check_int_tuple(grid if not isinstance(grid, (int, np.integer)) else (grid,), "grid")
+    if not 1 <= len(grid) <= 3:
+        raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
+    return grid, check_int_tuple(stencil, "stencil", ndim=len(grid))
+
+
+def _check_stencil_fits(grid: tuple[int, ...], stencil: tuple[int, ...], bc: str) -> None:
+    """Raise ``ValueError`` where ``bc`` cannot pad ``grid`` for ``stencil``."""
+    for axis, (g, s) in enumerate(zip(grid, stencil)):
+        if bc == "valid" and s > g:
+            raise ValueError(
+                f"`stencil` {stencil!r} is larger than `grid` {grid!r} on axis {axis}: "
+                "bc='valid' needs stencil <= grid."
+            )
+        if bc == "reflect" and max(s - 1 - s // 2, s // 2) > g - 1:
+            raise ValueError(
+                f"`stencil` {stencil!r} is too large for bc='reflect' on `grid` {grid!r} (axis {axis}): "
+                "reflect padding needs stencil // 2 <= grid - 1."
+            )
+        if bc == "symmetric" and max(s - 1 - s // 2, s // 2) > g:
+            raise ValueError(
+                f"`stencil` {stencil!r} is too large for bc='symmetric' on `grid` {grid!r} (axis {axis}): "
+                "symmetric padding needs stencil // 2 <= grid."
+            )
+
+
+@dataclass(frozen=True, init=False)
 class ConvGeometry:
-    """Static description of a convolution: sizes, padding, stride and index maps."""
+    """The geometry of a convolution, validated once: sizes, boundary, channels, stride; its padding and index maps.
+
+    Every convolution family (:class:`~structops.Conv` and the families built on it) builds
+    one from its constructor's arguments, or takes one (:meth:`structops.Conv.from_geometry`).
+
+    Parameters
+    ----------
+    grid : int or sequence of int
+        Shape of one image (1, 2 or 3 axes; an int is a 1-D grid).
+    stencil : int or sequence of int
+        Stencil shape, one size per axis (an int: the same on every axis).
+    stride : int or sequence of int
+        Output sampling step per axis.
+    bc : str
+        One of ``BOUNDARY_CONDITIONS``.
+    cin, cout : int
+        Input and output channels (the families' ``in_channels`` and ``out_channels``).
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the argument (``grid``, ``stencil``, ``stride``, ``bc``, ``in_channels``,
+        ``out_channels``): a wrong number of axes, a size below 1, an unknown ``bc``, a
+        non-integer, or a stencil larger than the grid where ``bc`` cannot pad it
+        (``"valid"``: stencil ``<=`` grid; ``"reflect"``: ``stencil // 2 <= grid - 1``;
+        ``"symmetric"``: ``stencil // 2 <= grid``).
+
+    Examples
+    --------
+    >>> geo = ConvGeometry((8, 8), 3, stride=2, cout=4)
+    >>> geo.stencil, geo.stride, geo.out_grid
+    ((3, 3), (2, 2), (4, 4))
+    """
 
     grid: tuple[int, ...]
     stencil: tuple[int, ...]
@@ -68,6 +137,26 @@ class ConvGeometry:
     bc: str
     cin: int
     cout: int
+
+    def __init__(
+        self,
+        grid: int | Sequence[int],
+        stencil: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        bc: str = "zero",
+        cin: int = 1,
+        cout: int = 1,
+    ) -> None:
+        grid, stencil = check_geometry(grid, stencil)
+        stride = check_int_tuple(stride, "stride", ndim=len(grid))
+        if bc not in BOUNDARY_CONDITIONS:
+            raise ValueError(f"`bc` must be one of {BOUNDARY_CONDITIONS!r}, got {bc!r}.")
+        cin = check_positive_int(cin, "in_channels")
+        cout = check_positive_int(cout, "out_channels")
+        _check_stencil_fits(grid, stencil, bc)
+        fields = {"grid": grid, "stencil": stencil, "stride": stride, "bc": bc, "cin": cin, "cout": cout}
+        for name, value in fields.items():  # frozen: set once, here
+            object.__setattr__(self, name, value)
 
     @property
     def ndim(self) -> int:

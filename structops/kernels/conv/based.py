@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._core import ConvGeometry
 from .conv import Conv
 
 __all__ = ["ConvBased"]
@@ -36,6 +37,11 @@ class ConvBased:
     def conv(self) -> Conv:
         """The underlying convolution :math:`C(w)`."""
         return self.kernel
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        """The convolution's validated geometry (grid, stencil, stride, bc, channels)."""
+        return self.kernel.geometry
 
     @property
     def grid(self) -> tuple[int, ...]:

@@ -9,11 +9,12 @@ import numpy as np
 import scipy.fft as sfft
 
 from ..._backend import have_numba, workers
-from ..._validation import check_int_tuple, check_positive_int, check_theta
+from ..._validation import check_theta
 from .._base import ParametricKernel
 from .._sparse import csc_from_triplets
 from ..diagonalized import Diagonalized, FourierMultiplier, KroneckerMultiplier, PeriodicEmbedding, half_spectrum
 from . import _core as core
+from ._core import ConvGeometry, check_geometry  # noqa: F401 (check_geometry: re-exported for the families)
 
 METHODS = ("auto", "direct", "fft")
 #: Boundaries under which a stencil that is an outer product gives a Kronecker product of 1-D operators.
@@ -27,20 +28,6 @@ class _ConvData(NamedTuple):
 
     x: np.ndarray
     spectrum: np.ndarray | None
-
-
-def check_geometry(grid, stencil) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """``grid`` (1, 2 or 3 axes; an int is a 1-D grid) and ``stencil`` (one size per axis) as validated tuples.
-
-    Raises
-    ------
-    ValueError, TypeError
-        Naming ``grid`` or ``stencil``, as every convolution family reports them.
-    """
-    grid = check_int_tuple(grid if not isinstance(grid, (int, np.integer)) else (grid,), "grid")
-    if not 1 <= len(grid) <= 3:
-        raise ValueError(f"`grid` must have 1, 2 or 3 axes, got {grid!r}.")
-    return grid, check_int_tuple(stencil, "stencil", ndim=len(grid))
 
 
 class Conv(ParametricKernel):
@@ -161,41 +148,39 @@ class Conv(ParametricKernel):
         method: str = "auto",
         jac_method: str | None = None,
     ) -> None:
-        grid, stencil = check_geometry(grid, stencil)
-        stride = check_int_tuple(stride, "stride", ndim=len(grid))
-        if bc not in core.BOUNDARY_CONDITIONS:
-            raise ValueError(f"`bc` must be one of {core.BOUNDARY_CONDITIONS!r}, got {bc!r}.")
+        self._setup(ConvGeometry(grid, stencil, stride, bc, in_channels, out_channels), method, jac_method)
+
+    @classmethod
+    def from_geometry(cls, geometry: ConvGeometry, *, method: str = "auto", jac_method: str | None = None) -> Conv:
+        """The convolution on an already validated :class:`ConvGeometry` (nothing is validated twice).
+
+        Examples
+        --------
+        >>> geo = ConvGeometry((6, 6), 3, bc="periodic", cout=2)
+        >>> Conv.from_geometry(geo).out_shape
+        (2, 6, 6)
+        """
+        if not isinstance(geometry, ConvGeometry):
+            raise TypeError(f"`geometry` must be a ConvGeometry, got {geometry!r}.")
+        conv = cls.__new__(cls)
+        conv._setup(geometry, method, jac_method)
+        return conv
+
+    def _setup(self, geometry: ConvGeometry, method: str, jac_method: str | None) -> None:
         if method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS!r}, got {method!r}.")
         jac_method = method if jac_method is None else jac_method
         if jac_method not in METHODS:
             raise ValueError(f"`jac_method` must be one of {METHODS!r}, got {jac_method!r}.")
-        cin = check_positive_int(in_channels, "in_channels")
-        cout = check_positive_int(out_channels, "out_channels")
-        for axis, (g, s) in enumerate(zip(grid, stencil)):
-            if bc == "valid" and s > g:
-                raise ValueError(
-                    f"`stencil` {stencil!r} is larger than `grid` {grid!r} on axis {axis}: "
-                    "bc='valid' needs stencil <= grid."
-                )
-            if bc == "reflect" and max(s - 1 - s // 2, s // 2) > g - 1:
-                raise ValueError(
-                    f"`stencil` {stencil!r} is too large for bc='reflect' on `grid` {grid!r} (axis {axis}): "
-                    "reflect padding needs stencil // 2 <= grid - 1."
-                )
-            if bc == "symmetric" and max(s - 1 - s // 2, s // 2) > g:
-                raise ValueError(
-                    f"`stencil` {stencil!r} is too large for bc='symmetric' on `grid` {grid!r} (axis {axis}): "
-                    "symmetric padding needs stencil // 2 <= grid."
-                )
-        self.geometry = core.ConvGeometry(grid, stencil, stride, bc, cin, cout)
-        self.grid, self.stencil, self.stride, self.bc = grid, stencil, stride, bc
-        self.in_channels, self.out_channels = cin, cout
+        geo = self.geometry = geometry
+        self.grid, self.stencil, self.stride, self.bc = geo.grid, geo.stencil, geo.stride, geo.bc
+        self.in_channels, self.out_channels = geo.cin, geo.cout
         # fixed here, with the method: set_accelerator only affects families built afterwards
         self.backend = "numba" if have_numba() else "numpy"
         self.method = self._choose_method() if method == "auto" else method
         self.jac_method = self._choose_method() if jac_method == "auto" else jac_method
-        super().__init__(cout * cin * int(np.prod(stencil)), (cin, *grid), (cout, *self.geometry.out_grid))
+        nparams = geo.cout * geo.cin * int(np.prod(geo.stencil))
+        super().__init__(nparams, (geo.cin, *geo.grid), (geo.cout, *geo.out_grid))
 
     def __repr__(self) -> str:
         return (

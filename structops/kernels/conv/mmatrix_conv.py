@@ -16,8 +16,9 @@ import scipy.sparse as sp
 from ..._validation import check_positive_int
 from ..constraints import Nonnegative
 from ..reparam import LinearReparam
+from ._core import ConvGeometry
 from .based import ConvBased
-from .conv import Conv, check_geometry
+from .conv import Conv
 
 __all__ = ["MMatrixConv"]
 
@@ -112,19 +113,20 @@ class MMatrixConv(Nonnegative, ConvBased, LinearReparam):
         bc: str = "zero",
         channels: int = 1,
     ) -> None:
-        grid, stencil = check_geometry(grid, stencil)
-        if any(s % 2 == 0 for s in stencil):
-            raise ValueError(
-                f"`stencil` must have odd sizes for MMatrixConv, got {stencil!r}: the centre tap, which balances "
-                "the couplings, needs a centre."
-            )
         if bc == "valid":
             raise ValueError(
                 "`bc` must not be 'valid' for MMatrixConv (its output grid is smaller, so K is not square and the "
                 "centre tap is not its diagonal), got 'valid'."
             )
         channels = check_positive_int(channels, "channels")
-        conv = Conv(grid, stencil, bc=bc, in_channels=channels, out_channels=channels)
+        geometry = ConvGeometry(grid, stencil, 1, bc, channels, channels)  # validated once, here
+        stencil = geometry.stencil
+        if any(s % 2 == 0 for s in stencil):
+            raise ValueError(
+                f"`stencil` must have odd sizes for MMatrixConv, got {stencil!r}: the centre tap, which balances "
+                "the couplings, needs a centre."
+            )
+        conv = Conv.from_geometry(geometry)
         self.channels = channels
         super().__init__(conv, self._build_P(stencil, channels))
 

@@ -32,8 +32,9 @@ import numpy as np
 from ..._validation import check_positive_int
 from ..diagonalized import Diagonalized
 from ..reparam import Reparametrized
+from ._core import ConvGeometry
 from .based import ConvBased
-from .conv import KRONECKER_BCS, KRONECKER_MAX_AXIS, Conv, check_geometry, kronecker_of_vectors
+from .conv import KRONECKER_BCS, KRONECKER_MAX_AXIS, Conv, kronecker_of_vectors
 
 __all__ = ["DepthwiseSeparableConv", "SeparableConv"]
 
@@ -228,7 +229,8 @@ class SeparableConv(_PassedConv):
     ) -> None:
         rank = check_positive_int(rank, "rank")
         path = _check_path(path)
-        grid, stencil = check_geometry(grid, stencil)
+        geometry = ConvGeometry(grid, stencil, stride, bc, in_channels, out_channels)  # validated once, here
+        grid, stencil = geometry.grid, geometry.stencil
         d = len(grid)
         if d == 1 and path == "separable":
             raise ValueError(
@@ -239,10 +241,7 @@ class SeparableConv(_PassedConv):
         self.path = ("separable" if cheap else "full") if path == "auto" else path
         # the passes compute the operator; the full Conv only prepares cheaply (a reshape)
         method = "direct" if self.path == "separable" else "auto"
-        conv = Conv(
-            grid, stencil, bc=bc, in_channels=in_channels, out_channels=out_channels, stride=stride,
-            method=method, jac_method="auto",
-        )  # fmt: skip
+        conv = Conv.from_geometry(geometry, method=method, jac_method="auto")
         self.rank = rank
         self._offsets = np.concatenate([[0], np.cumsum(stencil)])
         super().__init__(conv, conv.out_channels * conv.in_channels * rank * int(sum(stencil)))
@@ -497,18 +496,14 @@ class DepthwiseSeparableConv(_PassedConv):
         path: str = "auto",
     ) -> None:
         mult = check_positive_int(multiplier, "multiplier")
-        cin = check_positive_int(in_channels, "in_channels")
-        cout = check_positive_int(out_channels, "out_channels")
         path = _check_path(path)
-        grid, stencil = check_geometry(grid, stencil)
+        geometry = ConvGeometry(grid, stencil, stride, bc, in_channels, out_channels)  # validated once, here
+        grid, stencil, cin, cout = geometry.grid, geometry.stencil, geometry.cin, geometry.cout
         S = int(np.prod(stencil))
         cheap = mult * (S + cout) < cout * S
         self.path = ("separable" if cheap else "full") if path == "auto" else path
         method = "direct" if self.path == "separable" else "auto"
-        conv = Conv(
-            grid, stencil, bc=bc, in_channels=cin, out_channels=cout, stride=stride,
-            method=method, jac_method="auto",
-        )  # fmt: skip
+        conv = Conv.from_geometry(geometry, method=method, jac_method="auto")
         self.multiplier = mult
         self._ndepth = cin * mult * S
         super().__init__(conv, self._ndepth + cout * cin * mult)

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..._validation import check_positive_int
 from ..diagonalized import CosineMultiplier, Diagonalized, FourierMultiplier, cosine_symbol, half_spectrum
 from ..reparam import LinearReparam
+from ._core import ConvGeometry
 from .based import ConvBased
-from .conv import Conv, check_geometry
+from .conv import Conv
 
 __all__ = ["SYMMETRIES", "SymmetricConv", "symmetric_stencil_map"]
 
@@ -177,7 +177,8 @@ class SymmetricConv(ConvBased, LinearReparam):
         stride: int | Sequence[int] = 1,
         symmetry: str = "double",
     ) -> None:
-        grid, stencil = check_geometry(grid, stencil)
+        geometry = ConvGeometry(grid, stencil, stride, bc, in_channels, out_channels)  # validated once, here
+        stencil, cin, cout = geometry.stencil, geometry.cin, geometry.cout
         if any(s % 2 == 0 for s in stencil):
             raise ValueError(
                 f"`stencil` must have odd sizes for SymmetricConv, got {stencil!r}: an even size has no centre "
@@ -190,9 +191,7 @@ class SymmetricConv(ConvBased, LinearReparam):
                 f"`stencil` must have equal sizes on every axis for symmetry='isotropic' (the axes are "
                 f"interchangeable), got {stencil!r}."
             )
-        cin = check_positive_int(in_channels, "in_channels")
-        cout = check_positive_int(out_channels, "out_channels")
-        conv = Conv(grid, stencil, bc=bc, in_channels=cin, out_channels=cout, stride=stride)
+        conv = Conv.from_geometry(geometry)
         self.symmetry = symmetry
         self.stencil_map = symmetric_stencil_map(stencil, symmetry)
         P = sp.kron(sp.eye_array(cout * cin), self.stencil_map, format="csr")

@@ -92,9 +92,9 @@ class Conv(ParametricKernel):
     (PyTorch's weight layout) flattened in C-order; examples are ``(in_channels, *grid)``
     flattened in C-order, and rows/columns of :meth:`matrix` follow that order.
 
-    Nothing of size :math:`N^2` is ever built by :meth:`apply`, :meth:`op` or :meth:`jac`;
-    :meth:`matrix` and :attr:`Q` (whose product :math:`Q\theta` is the dense
-    :math:`\operatorname{vec}(K)`) raise ``MemoryError`` for sizes whose dense form would not fit.
+    Nothing of size :math:`N^2` is ever built by :meth:`apply`, :meth:`op`, :meth:`jac` or
+    :attr:`Q` (sparse, one entry per output position and in-grid tap: :math:`O(\operatorname{nnz})`);
+    :meth:`matrix` raises ``MemoryError`` for sizes whose dense form would not fit.
 
     Every boundary condition is a valid convolution on a padded grid,
     :math:`K = S\,C_\theta\,P_{bc}`; the adjoint :math:`K^\top = P_{bc}^\top C_\theta^\top S^\top`

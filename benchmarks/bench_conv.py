@@ -377,7 +377,12 @@ def main(argv=None):
         import pylops
 
         versions += f", pylops {pylops.__version__}"
-    accel = getattr(core, "accelerator", lambda: "numpy")()
+    accel = structops.accelerator()
+    if hasattr(core._nb, "vector_registers") and accel.startswith("numba"):
+        import numba
+
+        regs = core._nb.vector_registers()
+        accel += f", target {numba.config.CPU_NAME or 'host'}, {regs} vector registers"
     print(
         f"structops {getattr(structops, '__version__', '?')} ({accel}); {versions}; "
         f"{platform.processor() or platform.machine()}, "

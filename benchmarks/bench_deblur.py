@@ -6,7 +6,7 @@ solved exactly through its Kronecker diagonalisation, with α
 
 * the best on a grid of 25 weights (1e-5 ... 1e-1; an oracle: it needs the true image),
 * from ``choose_alpha``: GCV, the discrepancy principle (τ = 1.01, the noise known), the L-curve,
-* the old documentation's α = 1e-3, and α = 0 (refused: the system is numerically singular);
+* the old documentation's α = 1e-3, and α = 0 (refused when the system is numerically singular);
 
 and, when scikit-image is installed, its Wiener filter (``balance`` best on a grid: an oracle),
 unsupervised Wiener and Richardson--Lucy (best of 10/30/100 iterations: an oracle), which assume
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
         solve(f"zero model, choose_alpha {method}", choice.alpha, time.perf_counter() - t0)
     solve("zero model, the old docs' α = 1e-3", 1e-3)
     try:
-        tikhonov(k, theta, b, alpha=0.0)
+        solve("zero model, α = 0", 0.0)
     except ValueError as err:
         rows.append(("zero model, α = 0", "0", "refused: " + str(err).split(":")[0], 0.0))
     if have_skimage:

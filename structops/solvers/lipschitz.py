@@ -74,17 +74,17 @@ def certified_norm_bound(kernel: ParametricKernel, theta, *, dense_limit: int = 
     """
     as_kernel(kernel)
     dense_limit = check_positive_int(dense_limit, "dense_limit", minimum=0)
-    return _certified(kernel, kernel.validate_theta(theta), dense_limit, fast=False)
+    return _certified(kernel, kernel.validate_theta(theta), dense_limit)
 
 
-def _certified(kernel: ParametricKernel, theta: np.ndarray, dense_limit: int, *, fast: bool) -> float:
-    """:func:`certified_norm_bound`; ``fast`` takes the periodic embedding's certificate without dense LAPACK."""
+def _certified(kernel: ParametricKernel, theta: np.ndarray, dense_limit: int) -> float:
+    """:func:`certified_norm_bound` on a validated ``theta``: the smallest certificate available."""
     r = route(kernel, theta, "project_spectral_norm", dense_limit=dense_limit)
     if r.name in ("fourier", "cosine", "kronecker") and r.diagonal is not None:
         return float(block_svdvals(r.diagonal.blocks).max(initial=0.0)) + r.diagonal.residual
     emb = kernel.periodic_embedding(theta)
     bounds = [] if emb is None else [emb.upper_bound()]
-    if r.name == "dense" and not (fast and bounds):
+    if r.name == "dense":
         eps = float(np.finfo(np.float64).eps)
         dense = float(np.linalg.norm(kernel.matrix(theta), 2)) if min(kernel.shape) else 0.0
         bounds.append(dense * (1 + 64 * eps))
@@ -133,7 +133,8 @@ def _clip_on_grid(w: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndar
     clipped = np.moveaxis(_clip_blocks(half, bound), (-2, -1), (0, 1))  # (out, in, *half)
     cols = sfft.irfftn(clipped, s=grid, axes=tuple(range(2, 2 + d)))
     index = np.ix_(*(np.mod(np.arange(s) - s // 2, g) for s, g in zip(stencil, grid)))
-    return cols[(slice(None), slice(None)) + index]
+    key = (slice(None), slice(None), *index)
+    return cols[key]
 
 
 def _clipped(kernel: ParametricKernel, theta: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndarray | None:
@@ -155,7 +156,7 @@ def _shrink(kernel: ParametricKernel, phi: np.ndarray, bound: float, dense_limit
     """``phi`` rescaled until its certified norm is at most ``bound`` (step 3)."""
     eps = float(np.finfo(phi.dtype).eps)
     for attempt in range(40):  # the norm is homogeneous: one round, two with round-off
-        norm = _certified(kernel, phi, dense_limit, fast=True)
+        norm = _certified(kernel, phi, dense_limit)
         if norm <= bound:
             return phi
         phi = (phi * (bound / norm) * (1 - 4 * eps * 2**attempt)).astype(phi.dtype)

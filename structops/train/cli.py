@@ -27,6 +27,7 @@ from .trainer import (
     METRICS_NAME,
     TrainConfig,
     build_kernel,
+    certified_layer_norm,
     load_data,
     train,
 )
@@ -173,6 +174,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "--pool", type=_int_tuple, default=None, help="average-pooling window after the layer, e.g. 2 (1: none)"
     )
     p.add_argument("--hidden", type=int, default=None, help="rows of dense (default: square)")
+    p.add_argument(
+        "--lipschitz", type=float, default=None, metavar="L", help="keep ‖K(θ)‖₂ <= L (certified) after every epoch"
+    )
     _common(p)
     p.add_argument("--out", metavar="DIR", default=None, help="write checkpoint, metrics.csv and PNG plots here")
     p.add_argument("--resume", metavar="PATH", default=None, help="continue from a checkpoint (file or --out folder)")
@@ -374,6 +378,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if res.history["epoch"]:
         show(f"train accuracy {100 * res.train_acc:.2f}%, test accuracy {100 * res.test_acc:.2f}% "
              f"after {_count(int(res.history['epoch'][-1]), 'epoch')}; time {res.seconds:.1f} s")  # fmt: skip
+    if res.config.lipschitz is not None:
+        norm = certified_layer_norm(res.model.kernel, res.params.theta)
+        show(f"certified ‖K(θ)‖₂ = {norm:.6g} <= {res.config.lipschitz:g}")
     if res.model.kernel.bounds is not None:
         lo = res.model.kernel.bounds[0]
         show(f"constraint: min(θ - lower bound) = {float(np.min(res.params.theta - lo)):.3g} (>= 0)")

@@ -29,6 +29,8 @@ import scipy.sparse as sp
 from .. import _backend, kernels
 from .._validation import check_int_tuple, check_positive_int
 from ..kernels._base import ParametricKernel
+from ..kernels.compose import Chain
+from ..solvers.lipschitz import certified_norm_bound, project_spectral_norm
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data import HEAD, Dataset, ScaledImages, load_digits, load_mnist
 from .model import LayerClassifier, Params
@@ -39,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_kernel",
+    "certified_layer_norm",
     "locally_connected",
     "load_data",
     "train",
@@ -112,6 +115,12 @@ class TrainConfig:
         Keep only the first ``limit`` training and test examples.
     seed : int
         Seed of the initialisation and of the mini-batch order (the digits split is fixed).
+    lipschitz : float or None
+        Keep the spectral norm of ``K(θ)`` at most ``lipschitz`` (certified): after every
+        optimiser epoch the layer's parameters are projected by
+        :func:`structops.solvers.project_spectral_norm` (for a pooled layer, the family before
+        the pooling, whose norm is at most 1). None (default): no bound. Needs a family linear
+        in θ without offset (``conv``, ``symmetric``, ``mmatrixconv``, ``dense``, ...).
     """
 
     kernel: str = "conv"
@@ -135,6 +144,7 @@ class TrainConfig:
     data: str | None = None
     limit: int | None = None
     seed: int = 0
+    lipschitz: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("channels", "epochs", "batch_size"):
@@ -154,6 +164,11 @@ class TrainConfig:
             raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}.")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"`dtype` must be 'float64' or 'float32', got {self.dtype!r}.")
+        bound = self.lipschitz
+        if bound is not None and not (
+            isinstance(bound, (int, float, np.floating)) and np.isfinite(bound) and bound > 0
+        ):
+            raise ValueError(f"`lipschitz` must be a finite number > 0 or None, got {self.lipschitz!r}.")
 
     def resolved(self, image_shape) -> TrainConfig:
         """The configuration with its data-dependent defaults made concrete, for examples of shape ``image_shape``.
@@ -358,6 +373,9 @@ def build_kernel(config: TrainConfig, image_shape) -> ParametricKernel:
     kernel = _layer(config, image_shape)
     if config.pool is not None and not np.all(np.asarray(config.pool) == 1):
         kernel = _pool(kernel, config.pool, image_shape)
+    family = _lipschitz_family(kernel)
+    if config.lipschitz is not None and (not family.linear or family.q is not None):
+        raise ValueError(f"`lipschitz` needs a family linear in θ (conv, symmetric, mmatrixconv, ...), got {family!r}.")
     return kernel
 
 
@@ -386,6 +404,23 @@ def _check_mpi_optimizer(name: str) -> None:
             f"`optimizer` {name!r} does not run on several MPI ranks (its Gauss-Newton products are not "
             f"distributed); use one of {MPI_OPTIMIZERS}, or run it on one rank."
         )
+
+
+def _lipschitz_family(kernel: ParametricKernel) -> ParametricKernel:
+    """The family whose norm ``TrainConfig.lipschitz`` bounds: the layer, before its pooling (of norm <= 1)."""
+    return kernel.kernel if isinstance(kernel, Chain) else kernel
+
+
+def certified_layer_norm(kernel: ParametricKernel, theta: np.ndarray) -> float:
+    """A certified bound on the norm that ``TrainConfig.lipschitz`` controls (see ``certified_norm_bound``)."""
+    return certified_norm_bound(_lipschitz_family(kernel), theta)
+
+
+def _project_lipschitz(model: LayerClassifier, x: np.ndarray, bound: float) -> np.ndarray:
+    """``x`` with its ``theta`` part projected onto ``‖K(θ)‖₂ <= bound`` (certified), in place."""
+    theta = model.unpack(x).theta
+    theta[...] = project_spectral_norm(_lipschitz_family(model.kernel), theta, bound)
+    return x
 
 
 def _count(n: int, noun: str) -> str:
@@ -571,6 +606,8 @@ def train(
             t0 = time.perf_counter()
             try:
                 x_new = optimizer.run_epoch(problem, x, rng, tick)
+                if config.lipschitz is not None:
+                    x_new = _project_lipschitz(model, x_new, config.lipschitz)
                 seconds = time.perf_counter() - t0
                 if comm is not None:
                     comm.Bcast(x_new, root=0)  # every rank continues from rank 0's parameters, bit for bit

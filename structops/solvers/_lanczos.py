@@ -166,7 +166,7 @@ def golub_kahan(
             invariant, defect = True, beta[k]
             break
         V[k] = w / beta[k]
-        if k % 10 == 0 and k < kmax:
+        if k % 5 == 0 and k < kmax:
             s, r = ritz(k, beta[k])
             top, bottom = done(s, r)
             if top and (bottom or not need_min):

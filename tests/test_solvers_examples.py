@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,7 +25,6 @@ def iterations(out: str, label: str) -> int:
     return int(match.group(1))
 
 
-@pytest.mark.output
 def test_deblur_example_writes_figure_and_preconditioning_helps(tmp_path):
     png = tmp_path / "deblur.png"
     out = run("examples/deblur.py", "--size", "40", "--out", str(png), cwd=tmp_path)
@@ -40,7 +37,6 @@ def test_deblur_example_writes_figure_and_preconditioning_helps(tmp_path):
     assert all(e < 0.35 for e in regularised), out
 
 
-@pytest.mark.output
 def test_learn_stencil_example_recovers_the_stencils(tmp_path):
     out = run("examples/learn_stencil.py", "--size", "16", cwd=tmp_path)
     for line in out.splitlines()[1:]:

@@ -247,9 +247,9 @@ def _sweep(arow, xp, theta_o, shifts, S, m0, m1):  # pragma: no cover - compiled
 def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compiled
     """``acc[o + r, m0:m1] += sum_k theta[o + r, k] xp[k // S, m0 + shifts[k % S] : ...]``, r < 4.
 
-    Register blocking: four output rows at once, eight (then 4, 1) terms per sweep, so every
-    loaded input vector feeds four multiply-adds and every output row is loaded and stored
-    once per eight terms. With 16 vector registers (:data:`_WIDE` false: AVX2) the 32
+    Register blocking: four output rows at once, eight (then 4, 3, 1) terms per sweep, so
+    every loaded input vector feeds four multiply-adds and every output row is loaded and
+    stored once per eight terms. With 16 vector registers (:data:`_WIDE` false: AVX2) the 32
     broadcast weights of an eight-term sweep spill to the stack, so the sweeps take three
     terms (12 weights, then 1).
     """

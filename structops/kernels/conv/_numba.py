@@ -22,8 +22,11 @@ allocates its temporaries (one example's padded grid and output rows) once and r
 so nothing of the size of the batch is allocated besides the result (``blocks``: a few per
 thread, chosen by the caller). Eight terms are summed
 per sweep of a row (then 4, 2, 1 for the rest), so the row in cache is loaded and stored once
-per up to eight multiply-adds. ``fastmath`` only lets LLVM reassociate and vectorise the sums
-(results differ from the numpy path by round-off).
+per up to eight multiply-adds. With four or more rows the sums are register-blocked, and the
+blocking follows the vector registers of the CPU numba compiles for (:func:`vector_registers`,
+decided once at import): 4 rows × 8 terms (gradient: 4 × 6 sums) with AVX-512's 32, 4 × 3 with
+AVX2's 16, where the larger blocks spill to the stack. ``fastmath`` only lets LLVM reassociate
+and vectorise the sums (results differ from the numpy path by round-off).
 """
 
 from __future__ import annotations
@@ -244,9 +247,9 @@ def _sweep(arow, xp, theta_o, shifts, S, m0, m1):  # pragma: no cover - compiled
 def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compiled
     """``acc[o + r, m0:m1] += sum_k theta[o + r, k] xp[k // S, m0 + shifts[k % S] : ...]``, r < 4.
 
-    Register blocking: four output rows at once, eight (then 4, 1) terms per sweep, so every
-    loaded input vector feeds four multiply-adds and every output row is loaded and stored
-    once per eight terms. With 16 vector registers (:data:`_WIDE` false: AVX2) the 32
+    Register blocking: four output rows at once, eight (then 4, 3, 1) terms per sweep, so
+    every loaded input vector feeds four multiply-adds and every output row is loaded and
+    stored once per eight terms. With 16 vector registers (:data:`_WIDE` false: AVX2) the 32
     broadcast weights of an eight-term sweep spill to the stack, so the sweeps take three
     terms (12 weights, then 1).
     """
@@ -403,7 +406,12 @@ def forward(theta, x, runs, outruns, shifts, width, tile, blocks, out):  # pragm
 
 @nb.njit(**_OPTS)
 def adjoint(theta, y, runs, outruns, shifts, width, tile, injective, blocks, out):  # pragma: no cover - compiled
-    """``out = P^T C^T S^T y``: scatter, correlate with the reversed shifts, fold the padding."""
+    """``out = P^T C^T S^T y``: scatter, correlate with the reversed shifts, fold the padding.
+
+    Only the padded positions that the fold reads (``src >= 0``, from the first to the last)
+    are summed: for ``bc='zero'`` that skips the margin rows. ``y`` is scattered, and an
+    injective padding folded, with the 16-wide copies of :func:`_place`.
+    """
     n, cout, _ = y.shape
     cin = theta.shape[0]  # theta: (cin, cout * S) = the transposed stencil, column o * S + j
     S = shifts.shape[0]
@@ -411,17 +419,22 @@ def adjoint(theta, y, runs, outruns, shifts, width, tile, injective, blocks, out
     oi, op, ol = outruns[0], outruns[1], outruns[2]
     Lp = rq[-1] + rl[-1]
     rev = shifts[0] - shifts  # D_max - D_j >= 0
+    yl, ys = _split_runs(op, oi, ol)  # yw[shifts[0] + outidx[i]] = y[i]
+    keep = rs >= 0
+    fl, fs = _split_runs(rs[keep], rq[keep], rl[keep])  # out[src[q]] = xp[q] (injective src)
+    lo, hi = Lp, 0  # the padded positions the fold reads: the sums skip the rest
+    for r in range(rq.shape[0]):
+        if rs[r] >= 0:
+            lo, hi = min(lo, rq[r]), max(hi, rq[r] + rl[r])
     for b in nb.prange(blocks):
         # yw holds S^T y shifted by the largest offset, so that xp[q] = sum yw[q + (Dmax - D_j)]
         yw = np.zeros((cout, Lp + shifts[0]), dtype=y.dtype)
         xp = np.empty((cin, Lp), dtype=y.dtype)
         for e in range(b * n // blocks, (b + 1) * n // blocks):
             for o in range(cout):
-                for r in range(oi.shape[0]):
-                    i0, p0, ln = oi[r], op[r] + shifts[0], ol[r]
-                    yw[o, p0 : p0 + ln] = y[e, o, i0 : i0 + ln]
-            for m0 in range(0, Lp, tile):
-                m1 = min(m0 + tile, Lp)
+                _place(yw[o], shifts[0], y[e, o], yl, ys)
+            for m0 in range(lo, hi, tile):
+                m1 = min(m0 + tile, hi)
                 xp[:, m0:m1] = 0
                 c = 0
                 while c + 4 <= cin:
@@ -431,7 +444,10 @@ def adjoint(theta, y, runs, outruns, shifts, width, tile, injective, blocks, out
                     _sweep(xp[c, m0:m1], yw, theta[c], rev, S, m0, m1)
                     c += 1
             for c in range(cin):
-                _fold(out[e, c], xp[c], rq, rs, rl, injective)
+                if injective:
+                    _place(out[e, c], 0, xp[c], fl, fs)
+                else:
+                    _fold(out[e, c], xp[c], rq, rs, rl, injective)
 
 
 @nb.njit(**_INLINE)

@@ -60,16 +60,21 @@ OPS = ("forward", "adjoint", "Jᵀ", "Jᵀ (J built)")
 
 
 # ------------------------------------------------------------------------ timing
+#: The clock of :func:`median_time`: wall time, or the process's CPU time with ``--cpu-time``
+#: (steadier on a shared machine; compare at ``--threads 1``, where no pool spins).
+CLOCK = time.perf_counter
+
+
 def median_time(fn, repeat: int, warmup: int = 1, budget: float | None = None) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeat`` calls after ``warmup`` calls."""
+    """Median time (:data:`CLOCK`) of ``fn()`` in seconds over ``repeat`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     times = []
     start = time.perf_counter()
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
         if budget is not None and time.perf_counter() - start > budget and len(times) >= 3:
             break
     return statistics.median(times)
@@ -343,9 +348,13 @@ def main(argv=None):
     parser.add_argument("--pylops-subset", type=int, default=None, help="examples timed through pylops")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-pylops", action="store_true")
+    parser.add_argument("--cpu-time", action="store_true", help="time in process CPU time, not wall time")
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (3 if args.quick else 7)
     args.pylops_subset = args.pylops_subset or (4 if args.quick else 16)
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
     names = [nm for nm in CASES if any(nm == w or nm.split("-")[0] == w for w in wanted)]
     if not names:
@@ -377,13 +386,18 @@ def main(argv=None):
         import pylops
 
         versions += f", pylops {pylops.__version__}"
-    accel = getattr(core, "accelerator", lambda: "numpy")()
+    accel = structops.accelerator()
+    if hasattr(core._nb, "vector_registers") and accel.startswith("numba"):
+        import numba
+
+        regs = core._nb.vector_registers()
+        accel += f", target {numba.config.CPU_NAME or 'host'}, {regs} vector registers"
     print(
         f"structops {getattr(structops, '__version__', '?')} ({accel}); {versions}; "
         f"{platform.processor() or platform.machine()}, "
         f"{args.threads} threads; memcpy {rates['memcpy'] / 1e9:.1f} GB/s; GEMM "
         + ", ".join(f"{dt} {rates[dt] / 1e9:.0f} GFLOP/s" for dt in rates if dt != "memcpy")
-        + f"; median of {args.repeat}."
+        + f"; median of {args.repeat}{' (CPU time)' if args.cpu_time else ''}."
     )
     rows = []
     for name in names:

@@ -123,7 +123,9 @@ class _KernelVJP(torch.autograd.Function):
 def _linear_part(v: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool) -> torch.Tensor:
     """``L(v) x`` for the linear part ``L(v) = K(v) - K(0)`` of an affine family (differentiable in ``v``, ``x``)."""
     y = _KernelApply.apply(v, x, kernel, transpose, None)
-    if kernel.q is not None:
+    # K(0) x is zero unless the family has a constant part; asking for `kernel.q` would build a
+    # dense vector of the matrix's size for some families, so only the base's q (None) is trusted
+    if type(kernel).q is not ParametricKernel.q:
         y = y - _KernelApply.apply(torch.zeros_like(v), x, kernel, transpose, None)
     return y
 
@@ -281,10 +283,11 @@ class Layer(torch.nn.Module):
         seed = int(torch.randint(0, 2**62, (1,)).item())
         rng = np.random.default_rng(seed)
         theta = kernel.random_theta(rng, np.float64)
-        if kernel.linear and kernel.q is None and kernel.nparams:
+        if kernel.linear and kernel.nparams:
             probes = rng.standard_normal((8, kernel.shape[1]))
+            homogeneous = not np.any(kernel.apply(np.zeros_like(theta), probes))  # no constant part q
             gain = float(np.sqrt(np.mean(kernel.apply(theta, probes) ** 2)))
-            if gain > 0 and np.isfinite(gain):
+            if homogeneous and gain > 0 and np.isfinite(gain):
                 theta = theta / gain
         return torch.from_numpy(theta).to(dtype)
 

@@ -125,3 +125,67 @@ def test_thread_count_is_public_validated_and_changes_no_result(rng):
         structops.set_num_threads(None)
     assert _backend.workers() == -1
     assert structops.accelerator() == _backend.accelerator()
+
+
+# ------------------------------------------------------- register blocking by CPU (issue 16)
+@pytest.mark.parametrize(
+    "cpu, features, registers",
+    [
+        ("haswell", "", 16),
+        ("znver3", "", 16),
+        ("alderlake", "", 16),
+        ("znver4", "", 32),
+        ("skylake-avx512", "", 32),
+        ("haswell", "+avx2,+fma,+avx512f", 32),  # NUMBA_CPU_NAME=haswell on an AVX-512 host
+        ("znver4", "+avx2,-avx512f", 16),
+        ("generic", "", 16),
+    ],
+)
+def test_vector_registers_follow_the_cpu_name_and_features(cpu, features, registers):
+    from structops.kernels.conv import _numba
+
+    assert _numba.vector_registers(cpu, features) == registers
+
+
+def test_the_blocking_chosen_at_import_is_that_of_numbas_target():
+    from numba.core.registry import cpu_target
+
+    from structops.kernels.conv import _numba
+
+    codegen = cpu_target.target_context.codegen()
+    wide = _numba.vector_registers(codegen._get_host_cpu_name(), codegen._tm_features) >= 32
+    assert _numba._WIDE is wide
+
+
+_AVX2_CHECK = """
+import numpy as np, structops
+from structops import _backend
+from structops.kernels.conv import _numba
+assert not _numba._WIDE
+rng = np.random.default_rng(3)
+for grid, stencil, bc, cin, cout in [((9, 8), (2, 2), "zero", 5, 9), ((7, 6), (3, 3), "periodic", 4, 4)]:
+    k = structops.Conv(grid, stencil, bc=bc, in_channels=cin, out_channels=cout, method="direct")
+    th = rng.standard_normal(k.nparams).astype(np.float32)
+    x = rng.standard_normal((29, *k.in_shape)).astype(np.float32)
+    y = rng.standard_normal((29, *k.out_shape)).astype(np.float32)
+    res = []
+    for name in ("numba", "numpy"):
+        _backend.set_accelerator(name)
+        res.append((k.apply(th, x), k.apply(th, y, transpose=True), k.jac(th, x).rmatvec(y.ravel())))
+    for a, b in zip(*res):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+print("ok")
+"""
+
+
+def test_the_16_register_kernels_agree_with_numpy():
+    """Compiled for a Haswell target (AVX2, 16 registers) whatever this machine is."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="", NUMBA_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", _AVX2_CHECK], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -61,7 +61,6 @@ def test_quickstart_prints_the_lecture_notes_matrices_and_passing_checks(tmp_pat
     assert "gmres info: 0" in out
 
 
-@pytest.mark.output
 def test_training_example_checks_the_gradient_and_learns(tmp_path):
     out = _run("train_digits.py", "--quick", cwd=tmp_path)
     assert "Taylor test of the objective: quadratic" in out

@@ -102,3 +102,16 @@ def test_several_channels_keep_the_channel_axis(rng):
     assert k.jac(theta, x).dimsd == (1, 5, 6)
     with pytest.raises(ValueError):
         k.op(theta) @ rng.standard_normal((5, 6))  # a grid is one channel; this family wants two
+
+
+def test_spectral_multipliers_take_a_grid_shaped_image_too(rng):
+    from structops.solvers import inverse, tikhonov
+
+    k = Conv((6, 7), 3, bc="periodic")
+    theta = np.array([0.0, -1.0, 0.0, -1.0, 5.0, -1.0, 0.0, -1.0, 0.0])
+    img = rng.standard_normal((6, 7))
+    y = k.op(theta) @ img
+    back = inverse(k, theta) @ y
+    assert back.shape == (6, 7)
+    np.testing.assert_allclose(back, img, atol=1e-12)
+    assert tikhonov(k, theta, y, alpha=0.0).shape == (6, 7)

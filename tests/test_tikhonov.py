@@ -238,3 +238,9 @@ def test_L_as_a_plain_pylops_operator_goes_iterative(rng):
         warnings.simplefilter("error")
         x = tikhonov(k, theta, b, alpha=0.5, L=D, rtol=1e-12)
     np.testing.assert_allclose(x.ravel(), dense_tikhonov(k.matrix(theta), D.todense(), 0.5, b), atol=1e-8)
+
+
+def test_L_needs_the_normal_equations():
+    k, theta, L, _ = problem("periodic")
+    with pytest.raises(ValueError, match="pass normal=True"):
+        inverse(k, theta, alpha=1.0, L=L)

@@ -70,6 +70,10 @@ FAMILIES: list[Family] = [
     Family("Wavelet", lambda: structops.Wavelet((8,))),
     Family("Sparse", lambda: structops.Sparse(np.eye(4, 5, dtype=bool) | np.eye(4, 5, k=2, dtype=bool))),
     Family("Banded", lambda: structops.Banded(5, 1, 2)),
+    Family(
+        "LinearKernel-offset",
+        lambda: structops.LinearKernel(np.random.default_rng(5).standard_normal((12, 4)), (3, 4), q=np.arange(12.0)),
+    ),
     Family("Softplus-MMatrix", lambda: structops.Softplus(structops.MMatrix(3))),
     Family("Softplus-MMatrixConv", lambda: structops.Softplus(structops.MMatrixConv((4, 3), 3))),
     Family("AntisymmetricConv-zero", lambda: structops.AntisymmetricConv((4, 3), 3, channels=2)),
@@ -314,8 +318,11 @@ def test_torch_compile_gives_the_eager_values_and_gradients(backend):
         lambda: structops.Conv((5, 4), 3, bc="reflect", stride=(2, 1), in_channels=2, out_channels=2),
         lambda: structops.MMatrix(3),
         lambda: structops.Sparse(np.eye(3, 4, dtype=bool) | np.eye(3, 4, k=1, dtype=bool)),
+        lambda: structops.LinearKernel(  # an affine family with a constant part q
+            np.random.default_rng(5).standard_normal((12, 4)), (3, 4), q=np.arange(12.0)
+        ),
     ],
-    ids=["Conv", "MMatrix", "Sparse"],
+    ids=["Conv", "MMatrix", "Sparse", "LinearKernel-offset"],
 )
 @pytest.mark.parametrize("transpose", [False, True], ids=["K", "KT"])
 def test_double_backward_is_exact_for_affine_families(build, transpose, rng):

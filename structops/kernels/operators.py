@@ -64,6 +64,25 @@ class ColumnBatched(pylops.LinearOperator):
     def _columns(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
         raise TypeError(f"{type(self).__name__} must implement _columns")  # pragma: no cover
 
+    def dot(self, x):
+        """``A @ x`` as pylops' ``dot``; a grid-shaped image of a one-channel operator gives a grid-shaped result.
+
+        pylops reads ``x`` of shape ``dims`` (``(1, H, W)``) as one example and returns
+        ``dimsd``; an operator with one input channel also takes the grid alone, ``(H, W)``,
+        and returns the output grid alone when it has one output channel (as pylops' own
+        ``Convolve2D`` with ``dims=(H, W)``). Everything else is pylops' convention unchanged.
+        """
+        if isinstance(x, np.ndarray) and self._grid_shaped(x.shape):
+            y = super().dot(x.ravel())
+            return y.reshape(self.dimsd[1:] if len(self.dimsd) > 1 and self.dimsd[0] == 1 else self.dimsd)
+        return super().dot(x)
+
+    def _grid_shaped(self, shape: tuple[int, ...]) -> bool:
+        dims = tuple(self.dims)
+        if len(dims) < 2 or dims[0] != 1 or shape != dims[1:] or len(shape) < 2:
+            return False
+        return not (len(shape) == 2 and shape[0] == self.shape[1])  # a block of columns keeps pylops' meaning
+
     def _matvec(self, x):
         return self._columns(x.reshape(-1, 1), False).ravel()
 
@@ -139,24 +158,6 @@ class KernelOperator(ColumnBatched):
     def _adjoint(self) -> KernelOperator:
         return KernelOperator(self.kernel, self.theta, not self.transposed, _states=self._states)
 
-    def dot(self, x):
-        """``K @ x`` as pylops' ``dot``, and a grid-shaped image of a one-channel family gives a grid-shaped result.
-
-        pylops reads ``x`` of shape ``dims`` (``(1, H, W)``) as one example and returns
-        ``dimsd``; a one-channel family also takes the grid alone, ``(H, W)``, and returns the
-        output grid alone (as pylops' own ``Convolve2D`` with ``dims=(H, W)``). Everything else
-        is pylops' convention unchanged.
-        """
-        if isinstance(x, np.ndarray) and self._grid_shaped(x.shape):
-            y = super().dot(x.ravel())
-            return y.reshape(self.dimsd[1:] if len(self.dimsd) > 1 and self.dimsd[0] == 1 else self.dimsd)
-        return super().dot(x)
-
-    def _grid_shaped(self, shape: tuple[int, ...]) -> bool:
-        dims = tuple(self.dims)
-        if len(dims) < 2 or dims[0] != 1 or shape != dims[1:] or len(shape) < 2:
-            return False
-        return not (len(shape) == 2 and shape[0] == self.shape[1])  # a block of columns keeps pylops' meaning
 
     _transpose = _adjoint
 

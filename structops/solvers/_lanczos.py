@@ -166,7 +166,7 @@ def golub_kahan(
             invariant, defect = True, beta[k]
             break
         V[k] = w / beta[k]
-        if k % 10 == 0 and k < kmax:
+        if k % 5 == 0 and k < kmax:
             s, r = ritz(k, beta[k])
             top, bottom = done(s, r)
             if top and (bottom or not need_min):
@@ -191,10 +191,13 @@ def golub_kahan(
 
 
 def not_converged(what: str, est: SpectralEstimate, maxiter: int, tol: float) -> None:
+    """Warn that an iterative estimate stopped at ``maxiter``, with its bounds and what they guarantee."""
+    kind = "both bounds certified" if est.certified else "the upper bound holds with probability >= 1 - 1e-6"
     warnings.warn(
         f"{what}: the Lanczos estimate {est.value:.6e} did not reach tol={tol:g} in maxiter={maxiter} steps; "
-        f"the true value lies in [{est.lower:.6e}, {est.upper:.6e}] (see `full_output=True` and the Notes of "
-        "structops.solvers.cond for what the bounds guarantee). Raise `maxiter` for a tighter estimate.",
+        f"the true value lies in [{est.lower:.6e}, {est.upper:.6e}] ({kind}; see `full_output=True` and the "
+        "Notes of structops.solvers.cond). The value returned is only an estimate"
+        f"{', and a lower bound' if what == 'cond' else ''}. Raise `maxiter` for a tighter one.",
         EstimateWarning,
         stacklevel=3,
     )

@@ -133,7 +133,8 @@ def _clip_on_grid(w: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndar
     clipped = np.moveaxis(_clip_blocks(half, bound), (-2, -1), (0, 1))  # (out, in, *half)
     cols = sfft.irfftn(clipped, s=grid, axes=tuple(range(2, 2 + d)))
     index = np.ix_(*(np.mod(np.arange(s) - s // 2, g) for s, g in zip(stencil, grid)))
-    return cols[(slice(None), slice(None)) + index]
+    key = (slice(None), slice(None), *index)
+    return cols[key]
 
 
 def _clipped(kernel: ParametricKernel, theta: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndarray | None:

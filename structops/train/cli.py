@@ -22,6 +22,7 @@ from ..distributed.comm import training_comm
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, ResumePoint
 from .data import IDXError
 from .metrics import METRICS_NAME, count
+from .model import certified_layer_norm
 from .optimizers import OPTIMIZERS, SCHEDULES, TrainingDiverged
 from .trainer import (
     AUTO_POOL_MIN_GRID,
@@ -173,6 +174,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "--pool", type=_int_tuple, default=None, help="average-pooling window after the layer, e.g. 2 (1: none)"
     )
     p.add_argument("--hidden", type=int, default=None, help="rows of dense (default: square)")
+    p.add_argument(
+        "--lipschitz", type=float, default=None, metavar="L", help="keep ‖K(θ)‖₂ <= L (certified) after every step"
+    )
     _common(p)
     p.add_argument("--out", metavar="DIR", default=None, help="write checkpoint, metrics.csv and PNG plots here")
     p.add_argument("--resume", metavar="PATH", default=None, help="continue from a checkpoint (file or --out folder)")
@@ -334,6 +338,9 @@ def _summarise(res, out: str | None, show) -> None:
     if res.history["epoch"]:
         show(f"train accuracy {100 * res.train_acc:.2f}%, test accuracy {100 * res.test_acc:.2f}% "
              f"after {count(int(res.history['epoch'][-1]), 'epoch')}; time {res.seconds:.1f} s")  # fmt: skip
+    if res.config.lipschitz is not None:
+        norm = certified_layer_norm(res.model.kernel, res.params.theta)
+        show(f"certified ‖K(θ)‖₂ <= {norm:.6g} (bound {res.config.lipschitz:g})")
     if res.model.kernel.bounds is not None:
         lo = res.model.kernel.bounds[0]
         show(f"constraint: min(θ - lower bound) = {float(np.min(res.params.theta - lo)):.3g} (>= 0)")

@@ -21,8 +21,10 @@ import scipy.sparse.linalg as spla
 
 from .._validation import FLOAT_DTYPES, check_choice, check_number, check_positive_int
 from ..kernels._base import ParametricKernel
+from ..kernels.compose import Chain
+from ..solvers.lipschitz import certified_norm_bound, project_spectral_norm
 
-__all__ = ["ACTIVATIONS", "BIAS_MODES", "Params", "LayerClassifier"]
+__all__ = ["ACTIVATIONS", "BIAS_MODES", "LayerClassifier", "Params", "certified_layer_norm", "lipschitz_family"]
 
 #: Supported activations :math:`\sigma`.
 ACTIVATIONS = ("relu", "tanh", "identity")
@@ -128,6 +130,7 @@ class LayerClassifier:
         bias: str = "channel",
         reg_theta: float = 0.0,
         reg_W: float = 0.0,
+        lipschitz: float | None = None,
     ) -> None:
         if not isinstance(kernel, ParametricKernel):
             raise TypeError(f"`kernel` must be a ParametricKernel, got {kernel!r}.")
@@ -137,6 +140,13 @@ class LayerClassifier:
         self.bias_mode = check_choice(bias, "bias", BIAS_MODES)
         self.reg_theta = check_number(reg_theta, "reg_theta", minimum=0)
         self.reg_W = check_number(reg_W, "reg_W", minimum=0)
+        self.lipschitz = None if lipschitz is None else check_number(lipschitz, "lipschitz", above=0)
+        if self.lipschitz is not None:
+            family = lipschitz_family(kernel)
+            if not family.linear or family.q is not None:
+                raise ValueError(
+                    f"`lipschitz` needs a family linear in θ (conv, symmetric, mmatrixconv, ...), got {family!r}."
+                )
         self.nfeatures = int(np.prod(kernel.out_shape))
         self.nbias = kernel.out_shape[0] if bias == "channel" and kernel.out_shape else 1
         self.sizes = (kernel.nparams, self.nbias, self.nfeatures * self.nclasses, self.nclasses)
@@ -191,6 +201,23 @@ class LayerClassifier:
         hi = np.full(self.nparams, np.inf)
         lo[: self.kernel.nparams], hi[: self.kernel.nparams] = kb
         return lo, hi
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        r"""Project the parameters ``x`` onto the bounds, then :math:`\|K(\theta)\|_2 \le` ``lipschitz``.
+
+        The box of :meth:`bounds` is a clip; the norm bound is
+        :func:`structops.solvers.project_spectral_norm` on the layer's family (before its
+        pooling, whose norm is at most 1), certified. The identity when neither applies.
+        """
+        b = self.bounds()
+        if b is not None:
+            x = np.clip(x, b[0].astype(x.dtype, copy=False), b[1].astype(x.dtype, copy=False))
+        if self.lipschitz is None:
+            return x
+        x = x.copy()
+        theta = self.unpack(x).theta
+        theta[...] = project_spectral_norm(lipschitz_family(self.kernel), theta, self.lipschitz)
+        return x
 
     def init_params(self, X, rng: np.random.Generator | int | None = None, dtype=None) -> Params:
         r"""Random initial parameters, scaled to the data.
@@ -478,3 +505,13 @@ class LayerClassifier:
             return out
 
         return spla.LinearOperator((self.nparams, self.nparams), matvec=matvec, rmatvec=matvec, dtype=dt)
+
+
+def lipschitz_family(kernel: ParametricKernel) -> ParametricKernel:
+    """The family whose norm ``lipschitz`` bounds: the layer before its pooling (a ``Chain``'s inner family)."""
+    return kernel.kernel if isinstance(kernel, Chain) else kernel
+
+
+def certified_layer_norm(kernel: ParametricKernel, theta: np.ndarray) -> float:
+    """A certified upper bound on the norm ``lipschitz`` controls (:func:`~structops.solvers.certified_norm_bound`)."""
+    return certified_norm_bound(lipschitz_family(kernel), theta)

@@ -79,9 +79,8 @@ class Problem:
         return float(self.model.loss(x, self.X, self.y))
 
     def project(self, x: np.ndarray) -> np.ndarray:
-        """Project ``x`` onto the model's bounds (identity when unconstrained)."""
-        b = self.model.bounds()
-        return x if b is None else np.clip(x, b[0].astype(x.dtype, copy=False), b[1].astype(x.dtype, copy=False))
+        """Project ``x`` onto the model's feasible set (:meth:`LayerClassifier.project`: bounds, norm bound)."""
+        return self.model.project(x)
 
 
 Callback = Callable[[float], None]

@@ -118,6 +118,13 @@ class TrainConfig:
         Keep only the first ``limit`` training and test examples.
     seed : int
         Seed of the initialisation and of the mini-batch order (the digits split is fixed).
+    lipschitz : float or None
+        Keep the spectral norm of ``K(θ)`` at most ``lipschitz``, certified, after every
+        optimiser step: the parameters are projected by
+        :func:`structops.solvers.project_spectral_norm` (see
+        :meth:`~structops.train.LayerClassifier.project`; for a pooled layer the family before
+        the pooling, whose norm is at most 1). None (default): no bound. Needs a family linear
+        in θ without offset (``conv``, ``symmetric``, ``mmatrixconv``, ``dense``, ...).
     """
 
     kernel: str = "conv"
@@ -141,6 +148,7 @@ class TrainConfig:
     data: str | None = None
     limit: int | None = None
     seed: int = 0
+    lipschitz: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("channels", "epochs", "batch_size"):
@@ -149,8 +157,9 @@ class TrainConfig:
             check_optional_int(getattr(self, name), name)
         for name in ("reg_theta", "reg_W"):
             check_number(getattr(self, name), name, minimum=0)
-        if self.lr is not None:
-            check_number(self.lr, "lr", above=0)
+        for name in ("lr", "lipschitz"):
+            if getattr(self, name) is not None:
+                check_number(getattr(self, name), name, above=0)
         check_choice(self.schedule, "schedule", SCHEDULES)
         check_choice(self.dtype, "dtype", ("float64", "float32"))
 
@@ -566,7 +575,8 @@ def prepare(
         data = data.shard(comm.Get_rank(), comm.Get_size())
     config = config.resolved(data.image_shape)
     model = LayerClassifier(build_kernel(config, data.image_shape), data.nclasses, activation=config.activation,
-                            bias=config.bias, reg_theta=config.reg_theta, reg_W=config.reg_W)  # fmt: skip
+                            bias=config.bias, reg_theta=config.reg_theta, reg_W=config.reg_W,
+                            lipschitz=config.lipschitz)  # fmt: skip
     optimizer = make_optimizer(config.optimizer, lr=config.lr, batch_size=config.batch_size, iters=config.iters,
                                schedule=config.schedule, epochs=config.epochs)  # fmt: skip
     return TrainingRun(config, TrainingData(data, config.dtype, config.optimizer, comm), model, optimizer, comm, point)

@@ -34,6 +34,46 @@ import numpy as np
 _OPTS = dict(parallel=True, fastmath=True, cache=True, nogil=True)
 _INLINE = dict(fastmath=True, cache=True, nogil=True)
 
+#: LLVM CPU names with AVX-512F (and so 32 vector registers) when no feature string says.
+_AVX512_CPUS = frozenset(
+    "knl knm skylake-avx512 skx cascadelake cooperlake cannonlake icelake-client icelake-server "
+    "rocketlake tigerlake sapphirerapids emeraldrapids graniterapids graniterapids-d diamondrapids "
+    "znver4 znver5 x86-64-v4".split()
+)
+
+
+def vector_registers(cpu_name: str | None = None, features: str | None = None) -> int:
+    """Vector registers of the CPU that numba compiles for: 32 with AVX-512F, else 16.
+
+    ``cpu_name`` and ``features`` default to what numba's code generator uses:
+    ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` when set, else the host's. A feature string
+    decides when it names ``avx512f`` (``+`` or ``-``); otherwise the CPU name does. (So
+    ``NUMBA_CPU_NAME=haswell`` alone on an AVX-512 host still compiles AVX-512 code with 32
+    registers, as numba passes the host's features; ``NUMBA_CPU_FEATURES=`` empty as well
+    gives a true Haswell target.)
+    """
+    import llvmlite.binding as ll
+    from numba import config
+
+    if cpu_name is None:
+        cpu_name = config.CPU_NAME or ll.get_host_cpu_name()
+    if features is None:
+        features = config.CPU_FEATURES
+        if features is None:
+            host = ll.get_host_cpu_features()
+            features = host.flatten() if config.ENABLE_AVX else "-avx512f"
+    flags = features.replace(" ", "").split(",")
+    if "+avx512f" in flags:
+        return 32
+    if "-avx512f" in flags:
+        return 16
+    return 32 if cpu_name.lower() in _AVX512_CPUS else 16
+
+
+#: Whether the kernels block for 32 vector registers (read as a compile-time constant by
+#: numba; numba's cache keys on the CPU name and features this is derived from).
+_WIDE: bool = vector_registers() >= 32
+
 
 @nb.njit(**_INLINE)
 def _gather(dst, srcrow, rq, rs, rl):  # pragma: no cover - compiled
@@ -206,14 +246,16 @@ def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compile
 
     Register blocking: four output rows at once, eight (then 4, 1) terms per sweep, so every
     loaded input vector feeds four multiply-adds and every output row is loaded and stored
-    once per eight terms.
+    once per eight terms. With 16 vector registers (:data:`_WIDE` false: AVX2) the 32
+    broadcast weights of an eight-term sweep spill to the stack, so the sweeps take three
+    terms (12 weights, then 1).
     """
     K = theta.shape[1]
     n = m1 - m0
     r0, r1, r2, r3 = acc[o, m0:m1], acc[o + 1, m0:m1], acc[o + 2, m0:m1], acc[o + 3, m0:m1]
     th0, th1, th2, th3 = theta[o], theta[o + 1], theta[o + 2], theta[o + 3]
     k = 0
-    while k + 8 <= K:
+    while _WIDE and k + 8 <= K:
         a0 = m0 + shifts[k % S]
         x0 = xp[k // S, a0 : a0 + n]
         a1 = m0 + shifts[(k + 1) % S]
@@ -277,7 +319,7 @@ def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compile
             r2[m] += ((u20 * v0 + u21 * v1) + (u22 * v2 + u23 * v3)) + ((u24 * v4 + u25 * v5) + (u26 * v6 + u27 * v7))
             r3[m] += ((u30 * v0 + u31 * v1) + (u32 * v2 + u33 * v3)) + ((u34 * v4 + u35 * v5) + (u36 * v6 + u37 * v7))
         k += 8
-    while k + 4 <= K:
+    while _WIDE and k + 4 <= K:
         a0 = m0 + shifts[k % S]
         a1 = m0 + shifts[(k + 1) % S]
         a2 = m0 + shifts[(k + 2) % S]
@@ -297,6 +339,24 @@ def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compile
             r2[m] += (u20 * v0 + u21 * v1) + (u22 * v2 + u23 * v3)
             r3[m] += (u30 * v0 + u31 * v1) + (u32 * v2 + u33 * v3)
         k += 4
+    while k + 3 <= K:  # without _WIDE: 4 x 3 weights, 3 inputs and 4 sums fit 16 registers
+        a0 = m0 + shifts[k % S]
+        a1 = m0 + shifts[(k + 1) % S]
+        a2 = m0 + shifts[(k + 2) % S]
+        x0 = xp[k // S, a0 : a0 + n]
+        x1 = xp[(k + 1) // S, a1 : a1 + n]
+        x2 = xp[(k + 2) // S, a2 : a2 + n]
+        u00, u01, u02 = th0[k], th0[k + 1], th0[k + 2]
+        u10, u11, u12 = th1[k], th1[k + 1], th1[k + 2]
+        u20, u21, u22 = th2[k], th2[k + 1], th2[k + 2]
+        u30, u31, u32 = th3[k], th3[k + 1], th3[k + 2]
+        for m in range(n):
+            v0, v1, v2 = x0[m], x1[m], x2[m]
+            r0[m] += (u00 * v0 + u01 * v1) + u02 * v2
+            r1[m] += (u10 * v0 + u11 * v1) + u12 * v2
+            r2[m] += (u20 * v0 + u21 * v1) + u22 * v2
+            r3[m] += (u30 * v0 + u31 * v1) + u32 * v2
+        k += 3
     while k < K:
         a0 = m0 + shifts[k % S]
         x0 = xp[k // S, a0 : a0 + n]
@@ -461,13 +521,15 @@ def _dots4(g_b, o, ww, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compi
     Register blocking: four cotangent rows times six shifted input rows per sweep (24 running
     sums of one 512-bit vector each, plus the ten loaded vectors, within the 32 registers of
     AVX-512), so every loaded input vector feeds four multiply-adds and every cotangent vector
-    six; the columns left over are done three, then one at a time (``K = 9``: 6 + 3).
+    six; the columns left over are done three, then one at a time (``K = 9``: 6 + 3). With 16
+    registers (:data:`_WIDE` false: AVX2) the 24 sums spill to the stack, so the sweeps take
+    three input rows (12 sums).
     """
     K = g_b.shape[1]
     n = m1 - m0
     w0, w1, w2, w3 = ww[o, m0:m1], ww[o + 1, m0:m1], ww[o + 2, m0:m1], ww[o + 3, m0:m1]
     k = 0
-    while k + 6 <= K:
+    while _WIDE and k + 6 <= K:
         a0 = m0 + shifts[k % S]
         x0 = xp[k // S, a0 : a0 + n]
         a1 = m0 + shifts[(k + 1) % S]
@@ -539,7 +601,7 @@ def _dots4(g_b, o, ww, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compi
         g_b[o + 3, k + 4] += s34
         g_b[o + 3, k + 5] += s35
         k += 6
-    if k + 3 <= K:
+    while k + 3 <= K:
         a0 = m0 + shifts[k % S]
         x0 = xp[k // S, a0 : a0 + n]
         a1 = m0 + shifts[(k + 1) % S]

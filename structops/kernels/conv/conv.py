@@ -99,10 +99,10 @@ class Conv(ParametricKernel):
     flattened in C-order, and rows/columns of :meth:`~structops.kernels.ParametricKernel.matrix` follow that order.
 
     Nothing of size :math:`N^2` is ever built by :meth:`~structops.kernels.ParametricKernel.apply`,
-    :meth:`~structops.kernels.ParametricKernel.op` or :meth:`~structops.kernels.ParametricKernel.jac`;
-    :meth:`~structops.kernels.ParametricKernel.matrix` and :attr:`~structops.kernels.ParametricKernel.Q`
-    (whose product :math:`Q\theta` is the dense
-    :math:`\operatorname{vec}(K)`) raise ``MemoryError`` for sizes whose dense form would not fit.
+    :meth:`~structops.kernels.ParametricKernel.op`, :meth:`~structops.kernels.ParametricKernel.jac` or
+    :attr:`~structops.kernels.ParametricKernel.Q` (sparse, one entry per output position and in-grid tap:
+    :math:`O(\operatorname{nnz})`); :meth:`~structops.kernels.ParametricKernel.matrix` raises ``MemoryError``
+    for sizes whose dense form would not fit.
 
     Every boundary condition is a valid convolution on a padded grid,
     :math:`K = S\,C_\theta\,P_{bc}`; the adjoint :math:`K^\top = P_{bc}^\top C_\theta^\top S^\top`

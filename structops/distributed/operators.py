@@ -1,13 +1,13 @@
 r"""Operators over a batch of examples split across MPI ranks, and the distributed stencil fit.
 
-* :func:`operator` -- the layer over the whole batch, :math:`I_n \otimes K(\theta)`, block
+* :func:`~structops.distributed.operator` -- the layer over the whole batch, :math:`I_n \otimes K(\theta)`, block
   diagonal with one block :math:`I_{n_r} \otimes K(\theta)` per rank: a
   ``pylops_mpi.MPIBlockDiag`` (input and output scattered by examples);
-* :func:`jacobian` -- the Jacobian with respect to :math:`\theta`, the ranks' Jacobians
+* :func:`~structops.distributed.jacobian` -- the Jacobian with respect to :math:`\theta`, the ranks' Jacobians
   stacked vertically, :math:`J = [J_1; \dots; J_R]`: a ``pylops_mpi.MPIVStack``, whose forward
   product takes :math:`\theta`-directions broadcast to every rank and whose adjoint
   :math:`J^\top w = \sum_r J_r^\top w_r` is the stencil gradient summed over *all* examples;
-* :func:`learn_stencil` -- :func:`structops.solvers.learn_stencil` on examples spread over the
+* :func:`~structops.distributed.learn_stencil` -- :func:`structops.solvers.learn_stencil` on examples spread over the
   ranks: the same keywords and the same :class:`~structops.solvers.LearnResult`.
 """
 

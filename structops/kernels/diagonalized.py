@@ -1,7 +1,8 @@
 r"""Operators diagonalised by a fast transform: one interface for every spectral solver.
 
 A family whose operator is diagonalised by a fast transform says so by returning, from
-:meth:`ParametricKernel.diagonalize`, a :class:`Diagonalized` operator
+:meth:`ParametricKernel.diagonalize <structops.kernels.ParametricKernel.diagonalize>`, a
+:class:`Diagonalized` operator
 
 .. math::
     K = U\,\operatorname{blkdiag}_\xi\big(B(\xi)\big)\,V^H ,
@@ -20,7 +21,7 @@ implementations:
   an outer product, with any per-axis boundary.
 
 Every function of :math:`K` that the blocks determine is then a multiplier of the same kind,
-built by :meth:`Diagonalized.with_blocks`:
+built by :meth:`Diagonalized.with_blocks <structops.solvers.Diagonalized.with_blocks>`:
 
 * ``unitary`` (:math:`U`, :math:`V` unitary): the singular values of :math:`K` are those of the
   blocks, :math:`K^+ = V B^+ U^H` and :math:`(K^H K + \alpha I)^{-1} = V (B^H B + \alpha I)^{-1} V^H`;
@@ -28,7 +29,7 @@ built by :meth:`Diagonalized.with_blocks`:
   are those of the blocks and :math:`(K + \alpha I)^{-1} = U (B + \alpha I)^{-1} V^H`.
 
 This module sits at the bottom of :mod:`structops.kernels` (it imports only
-:mod:`.operators`), so kernel families and every solver can import it without a cycle.
+:mod:`structops.kernels.operators`), so kernel families and every solver can import it without a cycle.
 """
 
 from __future__ import annotations
@@ -244,7 +245,8 @@ class FourierMultiplier(Diagonalized):
         Name shown by pylops.
     full : numpy.ndarray, optional
         The blocks on the whole grid, shape ``(*grid, out_channels, in_channels)``, when at
-        hand (:meth:`eigenvalues` then returns them as they are instead of mirroring the half).
+        hand (:meth:`~structops.solvers.Diagonalized.eigenvalues` then returns them as they are
+        instead of mirroring the half).
 
     Notes
     -----
@@ -259,7 +261,7 @@ class FourierMultiplier(Diagonalized):
     the conjugate spectrum). Products with ``k`` columns cost
     :math:`O(k\,(c_{in} + c_{out})\,N\log N + k\,c_{in} c_{out} N)`. The half grid stores each
     frequency :math:`\xi` with :math:`0 < \xi_{-1} < n_{-1}/2` for itself and its mirror
-    :math:`-\xi`; :meth:`singular_values` counts it twice.
+    :math:`-\xi`; :meth:`~structops.solvers.Diagonalized.singular_values` counts it twice.
     """
 
     transform = "fft"

@@ -121,8 +121,9 @@ class KernelOperator(ColumnBatched):
 
     Built by :meth:`ParametricKernel.op`. ``dims``/``dimsd`` are pylops' (``in_shape`` and
     ``out_shape``, e.g. ``(1, H, W)``); a one-channel family also accepts a grid-shaped image
-    ``(H, W)`` in ``K @ x`` and returns a grid-shaped result (see :meth:`dot`). The family's
-    state for :math:`\theta` (e.g. an assembled matrix or a spectrum) is prepared once, when
+    ``(H, W)`` in ``K @ x`` and returns a grid-shaped result (see
+    :meth:`~structops.kernels.operators.ColumnBatched.dot`). The family's state for :math:`\theta`
+    (e.g. an assembled matrix or a spectrum) is prepared once, when
     the operator is built; ``matvec`` and ``matmat`` apply the family's batched product to all
     columns at once (no loop over columns). The adjoint is the same class with the flag flipped, sharing the state.
 

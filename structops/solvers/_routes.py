@@ -38,7 +38,7 @@ __all__ = ["DENSE_LIMIT", "FUNCS", "ROUTES", "Route", "route"]
 #: and call LAPACK: 2048² float64 is 32 MiB and an SVD of a few seconds on two cores.
 DENSE_LIMIT = 2048
 
-#: The solver functions :func:`route` knows.
+#: The solver functions :func:`~structops.solvers.route` knows.
 FUNCS = ("inverse", "implicit_step", "eigvals", "svdvals", "spectral_norm", "cond", "project_spectral_norm")
 
 #: Every route name.
@@ -56,9 +56,9 @@ class Route:
     Attributes
     ----------
     func : str
-        The solver asked about (one of :data:`FUNCS`).
+        The solver asked about (one of :data:`~structops.solvers._routes.FUNCS`).
     name : str
-        The route (one of :data:`ROUTES`).
+        The route (one of :data:`~structops.solvers._routes.ROUTES`).
     reason : str
         One sentence: what the kernel offered and why this route was chosen (or why none applies).
     diagonal : Diagonalized or None
@@ -96,7 +96,7 @@ def route(
     theta : array_like, shape (p,)
         Parameters (validated; the transform may depend on them, e.g. a stencil of rank 1).
     func : str
-        One of :data:`FUNCS`.
+        One of :data:`~structops.solvers._routes.FUNCS`.
     dense_limit : int, optional
         Largest ``max(kernel.shape)`` that may go to dense LAPACK (``eigvals``: ``N``).
     embedding : bool, optional

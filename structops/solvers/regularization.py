@@ -215,7 +215,8 @@ def choose_alpha(
         :math:`\sigma`, the standard deviation of the noise per pixel; needed by ``"discrepancy"``
         (ignored by the other methods).
     tau : float, optional
-        The discrepancy principle's safety factor :math:`\tau \ge 1` (default :data:`TAU` = 1.01;
+        The discrepancy principle's safety factor :math:`\tau \ge 1`
+        (default :data:`~structops.solvers.regularization.TAU` = 1.01;
         values in :math:`[1, 1.1]` are usual).
     alphas : array_like, optional
         The grid of weights (at least 3, > 0). Default: exact route, 4 per decade over the span

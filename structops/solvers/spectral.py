@@ -429,8 +429,9 @@ def svdvals(kernel: ParametricKernel, theta, *, dense_limit: int = _DENSE_LIMIT)
     Parameters
     ----------
     kernel : ParametricKernel
-        A family with a unitary fast transform at ``theta`` (:meth:`~ParametricKernel.diagonalize`,
-        see :func:`route`), or any family with ``max(kernel.shape) <= dense_limit``.
+        A family with a unitary fast transform at ``theta``
+        (:meth:`~structops.kernels.ParametricKernel.diagonalize`, see :func:`route`), or any family
+        with ``max(kernel.shape) <= dense_limit``.
     theta : array_like, shape (p,)
         Parameters.
     dense_limit : int, optional

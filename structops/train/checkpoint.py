@@ -125,7 +125,7 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`~structops.train.save_checkpoint`.
 
     Raises
     ------
@@ -215,7 +215,7 @@ class CheckpointFolder:
             self.folder.mkdir(parents=True, exist_ok=True)
 
     def save(self, ckpt: Checkpoint) -> None:
-        """Write ``ckpt`` atomically (:func:`save_checkpoint`), if there is a folder."""
+        """Write ``ckpt`` atomically (:func:`~structops.train.save_checkpoint`), if there is a folder."""
         if self.path is not None:
             save_checkpoint(self.path, ckpt)
 

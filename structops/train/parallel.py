@@ -1,7 +1,7 @@
 r"""Data-parallel training: ``mpiexec -n R structops train ...``.
 
 Each rank holds a contiguous share of the training examples (see
-:func:`structops.train.data.load_mnist` with ``shard``). The gradient over all examples is
+:func:`structops.train.load_mnist` with ``shard``). The gradient over all examples is
 
 .. math::
     \nabla E = \sum_r \big[J_r^\top G_r,\ \text{classifier part on rank } r\text{'s examples}\big],

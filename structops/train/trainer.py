@@ -552,7 +552,7 @@ def prepare(
     Reads the checkpoint to resume from (its configuration, with ``config.epochs`` as the new
     total), refuses an optimiser that does not run on several MPI ranks, loads the data
     (under MPI, this rank's share), builds the layer, the model and the optimiser. Parameters
-    as :func:`train`; ``resume`` may also be an already loaded :class:`ResumePoint`.
+    as :func:`train`; ``resume`` may also be an already loaded :class:`~structops.train.checkpoint.ResumePoint`.
 
     Raises
     ------

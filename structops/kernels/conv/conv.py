@@ -152,7 +152,9 @@ class Conv(ParametricKernel):
 
     @classmethod
     def from_geometry(cls, geometry: ConvGeometry, *, method: str = "auto", jac_method: str | None = None) -> Conv:
-        """The convolution on an already validated :class:`ConvGeometry` (nothing is validated twice).
+        """The convolution on an already validated :class:`~structops.kernels.conv.ConvGeometry`.
+
+        Nothing is validated twice.
 
         Examples
         --------
@@ -346,7 +348,7 @@ class Conv(ParametricKernel):
           of numerical rank 1 (an outer product :math:`f_0 \otimes f_1 (\otimes f_2)` up to
           round-off): a :class:`~structops.kernels.diagonalized.KroneckerMultiplier` of the
           1-D convolutions :math:`K_a = C_{bc}(f_a)`, whose ``residual`` bounds the round-off
-          (see :func:`kronecker_split`);
+          (see :func:`~structops.kernels.conv.conv.kronecker_split`);
         * otherwise None.
         """
         theta = self.validate_theta(theta)

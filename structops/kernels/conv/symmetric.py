@@ -220,7 +220,7 @@ class SymmetricConv(ConvBased, LinearReparam):
         r"""The cosine multiplier for ``"reflect"``/``"symmetric"`` (one channel, stride 1), else the Conv's.
 
         Periodic: the FFT multiplier of the (real) symbol. With a mirror boundary the eigenvalues
-        are :func:`~structops.kernels.diagonalized.cosine_symbol` of the stencil, and :math:`K(\theta)` is a
+        are :func:`~structops.solvers.dct.cosine_symbol` of the stencil, and :math:`K(\theta)` is a
         :class:`~structops.kernels.diagonalized.CosineMultiplier` (DCT-I for ``"reflect"``, DCT-II
         for ``"symmetric"``); with other boundaries the convolution's own diagonalisation
         (the FFT for ``"periodic"``).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import structops
@@ -181,7 +181,11 @@ def antisymmetric_kernels(draw):
     ndim = draw(st.integers(1, 2))
     grid = tuple(draw(st.integers(1, 6)) for _ in range(ndim))
     stencil = tuple(draw(st.integers(1, 4)) for _ in range(ndim))
-    return AntisymmetricConv(grid, stencil, bc=draw(st.sampled_from(BCS)), channels=draw(st.integers(1, 2)))
+    bc, channels = draw(st.sampled_from(BCS)), draw(st.integers(1, 2))
+    # one channel, stencils along axes of at most 2 points only: C can be symmetric and K = 0, whose
+    # computed form is only the round-off of C x - C^T x (no relative accuracy to check)
+    assume(channels > 1 or any(g > 2 and s > 1 for g, s in zip(grid, stencil)))
+    return AntisymmetricConv(grid, stencil, bc=bc, channels=channels)
 
 
 @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

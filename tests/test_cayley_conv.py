@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import structops
@@ -173,7 +173,11 @@ def cayley_kernels(draw):
     ndim = draw(st.integers(1, 2))
     grid = tuple(draw(st.integers(1, 6)) for _ in range(ndim))
     stencil = tuple(draw(st.integers(1, 4)) for _ in range(ndim))
-    return CayleyConv(grid, stencil, channels=draw(st.integers(1, 2)))
+    channels = draw(st.integers(1, 2))
+    # one channel, periodic, stencils along axes of at most 2 points only: C is symmetric, A = 0 and K = I
+    # exactly, and the Jacobian (zero) is only the round-off of C v - C^T v (see AntisymmetricConv)
+    assume(channels > 1 or any(g > 2 and s > 1 for g, s in zip(grid, stencil)))
+    return CayleyConv(grid, stencil, channels=channels)
 
 
 @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

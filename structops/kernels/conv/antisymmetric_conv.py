@@ -95,7 +95,9 @@ class AntisymmetricConv(ParametricKernel):
     eigenvalue of :math:`K` is purely imaginary (:meth:`symbol`, :meth:`eigvals`,
     :func:`structops.solvers.eigvals`). With ``bc="zero"`` :math:`K` is a real
     antisymmetric matrix, so its eigenvalues are purely imaginary too (computed
-    iteratively or densely by the solvers).
+    iteratively or densely by the solvers). With one channel and a periodic grid of at most two
+    points on every axis the stencil extends along, :math:`C` is symmetric, so :math:`K = 0` (computed as the
+    round-off of :math:`Cx - C^\top x`).
 
     Examples
     --------
@@ -190,6 +192,11 @@ class AntisymmetricConv(ParametricKernel):
         forward, adjoint = data
         g = self.conv._vjp(state, forward, w, False, per_example) - self.conv._vjp(state, adjoint, w, True, per_example)
         return -g if transpose else g
+
+    def _dense(self, state):
+        # C - C^T from the dense C: antisymmetric to the last bit, also where stencils wrap
+        C = self.conv._dense(state)
+        return C - C.T
 
     def _build_Q(self):
         QC = self.conv.Q

@@ -7,7 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from structops import Conv, DepthwiseSeparableConv, MMatrixConv, SeparableConv, SymmetricConv
+from structops import (
+    AntisymmetricConv,
+    CayleyConv,
+    Conv,
+    DepthwiseSeparableConv,
+    MMatrixConv,
+    SeparableConv,
+    SymmetricConv,
+)
 from structops.kernels.conv import ConvGeometry
 from structops.kernels.conv import _core as core
 
@@ -20,7 +28,15 @@ FAMILIES = {
     "mmatrix": lambda grid, stencil, bc="zero", in_channels=1, out_channels=1, stride=1: MMatrixConv(
         grid, stencil, bc=bc, channels=in_channels
     ),
+    "antisymmetric": lambda grid, stencil, bc="zero", in_channels=1, out_channels=1, stride=1: AntisymmetricConv(
+        grid, stencil, bc=bc, channels=in_channels
+    ),
+    "cayley": lambda grid, stencil, bc="periodic", in_channels=1, out_channels=1, stride=1: CayleyConv(
+        grid, stencil, channels=in_channels
+    ),
 }
+#: Families with one channel count, no stride and boundaries of their own (they refuse or ignore the others).
+SQUARE = ("mmatrix", "antisymmetric", "cayley")
 
 GOOD = {"grid": (7, 6), "stencil": (3, 3), "bc": "periodic", "in_channels": 2, "out_channels": 2}
 
@@ -51,8 +67,8 @@ BAD = [
 @pytest.mark.parametrize(("change", "error", "message"), BAD, ids=[str(c) for c, _, _ in BAD])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_reports_a_bad_geometry_naming_the_argument(family, change, error, message):
-    if family == "mmatrix" and ("stride" in change or change.get("bc") == "valid"):
-        pytest.skip("MMatrixConv has no stride and refuses bc='valid' with its own message")
+    if family in SQUARE and ("stride" in change or change.get("bc") in ("valid", "mirror", "reflect")):
+        pytest.skip(f"{family} has no stride and refuses (or ignores) this bc with its own message")
     with pytest.raises(error, match=message):
         FAMILIES[family](**{**GOOD, **change})
     if family == "conv":

@@ -17,7 +17,8 @@ import scipy.sparse as sp
 from ..._validation import check_positive_int
 from .._base import ParametricKernel
 from ..diagonalized import FourierMultiplier, half_spectrum
-from .conv import Conv, check_geometry
+from ._core import ConvGeometry
+from .conv import Conv
 
 __all__ = ["AntisymmetricConv", "transposed_vec"]
 
@@ -120,18 +121,23 @@ class AntisymmetricConv(ParametricKernel):
         bc: str = "zero",
         channels: int = 1,
     ) -> None:
-        grid, stencil = check_geometry(grid, stencil)
         if bc not in ANTISYMMETRIC_BCS:
             raise ValueError(
                 f"`bc` must be one of {ANTISYMMETRIC_BCS!r} for AntisymmetricConv, got {bc!r}: under mirrored or "
                 "replicated boundaries the adjoint of a convolution folds the padding back and is not a convolution."
             )
-        self.channels = check_positive_int(channels, "channels")
-        self.conv = Conv(grid, stencil, bc=bc, in_channels=self.channels, out_channels=self.channels)
+        self.channels = check_positive_int(channels, "channels")  # named as the user wrote it
+        geometry = ConvGeometry(grid, stencil, 1, bc, self.channels, self.channels)  # validated once, here
+        self.conv = Conv.from_geometry(geometry)
         super().__init__(self.conv.nparams, self.conv.in_shape, self.conv.out_shape)
 
     def __repr__(self) -> str:
         return f"AntisymmetricConv(grid={self.grid}, stencil={self.stencil}, bc={self.bc!r}, channels={self.channels})"
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        """The validated geometry of :math:`C` (and of :math:`K`)."""
+        return self.conv.geometry
 
     @property
     def grid(self) -> tuple[int, ...]:

@@ -18,8 +18,8 @@ from ..._backend import workers
 from .._base import ParametricKernel
 from ..diagonalized import FourierMultiplier, half_spectrum
 from . import _core as core
+from ._core import ConvGeometry
 from .antisymmetric_conv import AntisymmetricConv
-from .conv import check_geometry
 
 __all__ = ["CayleyConv"]
 
@@ -124,15 +124,19 @@ class CayleyConv(ParametricKernel):
     linear = False
 
     def __init__(self, grid: int | Sequence[int], stencil: int | Sequence[int], *, channels: int = 1) -> None:
-        grid, stencil = check_geometry(grid, stencil)
-        self.generator = AntisymmetricConv(grid, stencil, bc="periodic", channels=channels)
+        self.generator = AntisymmetricConv(grid, stencil, bc="periodic", channels=channels)  # validates the geometry
         self.channels = self.generator.channels
-        self._axes = tuple(range(2, 2 + len(grid)))
+        self._axes = tuple(range(2, 2 + len(self.generator.grid)))
         gen = self.generator
         super().__init__(gen.nparams, gen.in_shape, gen.out_shape)
 
     def __repr__(self) -> str:
         return f"CayleyConv(grid={self.grid}, stencil={self.stencil}, channels={self.channels})"
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        """The validated geometry of the generator :math:`A` (periodic, ``channels → channels``)."""
+        return self.generator.geometry
 
     @property
     def grid(self) -> tuple[int, ...]:

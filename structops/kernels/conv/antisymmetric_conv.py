@@ -18,6 +18,7 @@ from ..._validation import check_positive_int
 from .._base import ParametricKernel
 from ..diagonalized import FourierMultiplier, half_spectrum
 from ._core import ConvGeometry
+from .based import ConvView
 from .conv import Conv
 
 __all__ = ["AntisymmetricConv", "transposed_vec"]
@@ -39,7 +40,7 @@ def transposed_vec(Q: sp.csc_array, shape: tuple[int, int]) -> sp.csc_array:
     return sp.csc_array(sp.coo_array((coo.data, (c + r * n, coo.col)), shape=Q.shape))
 
 
-class AntisymmetricConv(ParametricKernel):
+class AntisymmetricConv(ConvView, ParametricKernel):
     r"""Antisymmetric multi-channel convolution :math:`K(\theta) = C(\theta) - C(\theta)^\top`.
 
     :math:`C(\theta)` is the ``channels → channels`` :class:`~structops.Conv` of the same grid,
@@ -138,36 +139,6 @@ class AntisymmetricConv(ParametricKernel):
     def geometry(self) -> ConvGeometry:
         """The validated geometry of :math:`C` (and of :math:`K`)."""
         return self.conv.geometry
-
-    @property
-    def grid(self) -> tuple[int, ...]:
-        """Shape of one image."""
-        return self.conv.grid
-
-    @property
-    def stencil(self) -> tuple[int, ...]:
-        """Shape of one stencil."""
-        return self.conv.stencil
-
-    @property
-    def bc(self) -> str:
-        """The boundary condition."""
-        return self.conv.bc
-
-    @property
-    def stride(self) -> tuple[int, ...]:
-        """1 on every axis (the output grid is the input grid)."""
-        return self.conv.stride
-
-    @property
-    def in_channels(self) -> int:
-        """Input channels (``channels``)."""
-        return self.channels
-
-    @property
-    def out_channels(self) -> int:
-        """Output channels (``channels``)."""
-        return self.channels
 
     @property
     def theta_shape(self) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ whose inner family is that :class:`~structops.Conv`.
 
 from __future__ import annotations
 
+import abc
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,10 +20,49 @@ import numpy as np
 from ._core import ConvGeometry
 from .conv import Conv
 
-__all__ = ["ConvBased"]
+__all__ = ["ConvBased", "ConvView"]
 
 
-class ConvBased:
+class ConvView:
+    """Mixin: a convolution family's geometry (grid, stencil, bc, stride, channels), read from its :attr:`geometry`."""
+
+    @property
+    @abc.abstractmethod
+    def geometry(self) -> ConvGeometry:
+        """The validated geometry (grid, stencil, stride, bc, channels)."""
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Shape of one image."""
+        return self.geometry.grid
+
+    @property
+    def stencil(self) -> tuple[int, ...]:
+        """Shape of one stencil."""
+        return self.geometry.stencil
+
+    @property
+    def bc(self) -> str:
+        """The boundary condition."""
+        return self.geometry.bc
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        """Output sampling step per axis."""
+        return self.geometry.stride
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels."""
+        return self.geometry.cin
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels."""
+        return self.geometry.cout
+
+
+class ConvBased(ConvView):
     """Mixin: the convolution view of a reparametrised :class:`~structops.Conv` (``self.kernel``)."""
 
     kernel: Conv
@@ -42,36 +82,6 @@ class ConvBased:
     def geometry(self) -> ConvGeometry:
         """The convolution's validated geometry (grid, stencil, stride, bc, channels)."""
         return self.kernel.geometry
-
-    @property
-    def grid(self) -> tuple[int, ...]:
-        """Shape of one image."""
-        return self.kernel.grid
-
-    @property
-    def stencil(self) -> tuple[int, ...]:
-        """Shape of one stencil."""
-        return self.kernel.stencil
-
-    @property
-    def bc(self) -> str:
-        """The boundary condition."""
-        return self.kernel.bc
-
-    @property
-    def stride(self) -> tuple[int, ...]:
-        """Output sampling step per axis."""
-        return self.kernel.stride
-
-    @property
-    def in_channels(self) -> int:
-        """Input channels."""
-        return self.kernel.in_channels
-
-    @property
-    def out_channels(self) -> int:
-        """Output channels."""
-        return self.kernel.out_channels
 
     @property
     def circulant(self) -> bool:

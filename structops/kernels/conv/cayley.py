@@ -20,6 +20,7 @@ from ..diagonalized import FourierMultiplier, half_spectrum
 from . import _core as core
 from ._core import ConvGeometry
 from .antisymmetric_conv import AntisymmetricConv
+from .based import ConvView
 
 __all__ = ["CayleyConv"]
 
@@ -52,7 +53,7 @@ def cayley_blocks(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return solved[..., :c], solved[..., c:]
 
 
-class CayleyConv(ParametricKernel):
+class CayleyConv(ConvView, ParametricKernel):
     r"""Orthogonal convolution :math:`K(\theta) = (I + A(\theta))^{-1}(I - A(\theta))` (Cayley transform).
 
     :math:`A(\theta)` is the periodic :class:`~structops.AntisymmetricConv`
@@ -137,36 +138,6 @@ class CayleyConv(ParametricKernel):
     def geometry(self) -> ConvGeometry:
         """The validated geometry of the generator :math:`A` (periodic, ``channels → channels``)."""
         return self.generator.geometry
-
-    @property
-    def grid(self) -> tuple[int, ...]:
-        """Shape of one image."""
-        return self.generator.grid
-
-    @property
-    def stencil(self) -> tuple[int, ...]:
-        """Shape of one stencil of :math:`C`."""
-        return self.generator.stencil
-
-    @property
-    def bc(self) -> str:
-        """The boundary condition, always ``"periodic"``."""
-        return "periodic"
-
-    @property
-    def stride(self) -> tuple[int, ...]:
-        """1 on every axis (the output grid is the input grid)."""
-        return self.generator.conv.stride
-
-    @property
-    def in_channels(self) -> int:
-        """Input channels (``channels``)."""
-        return self.channels
-
-    @property
-    def out_channels(self) -> int:
-        """Output channels (``channels``)."""
-        return self.channels
 
     @property
     def theta_shape(self) -> tuple[int, ...]:

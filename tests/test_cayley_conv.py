@@ -16,22 +16,15 @@ import structops
 from structops import CayleyConv
 from structops.testing import check_kernel, default_rtol, taylor_test
 
+from .test_antisymmetric_conv import CASES  # the generator's geometries
 from .test_conv import reference_matrix
 from .test_symmetric_conv import rel
-
-CASES = {
-    "1d-3": ((7,), (3,), 1),
-    "1d-even-ch2": ((6,), (4,), 2),
-    "1d-size1": ((1,), (1,), 1),
-    "2d-3x3": ((5, 6), (3, 3), 1),
-    "2d-3x2-ch3": ((4, 5), (3, 2), 3),
-    "3d": ((3, 3, 4), (3, 1, 3), 2),
-}
 
 
 @pytest.fixture(params=list(CASES), ids=list(CASES))
 def case(request):
     return CASES[request.param]
+
 
 
 def generator(theta, grid, stencil, channels) -> np.ndarray:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 import structops
+from structops import solvers
 from structops.solvers import cond, eigvals, implicit_step, inverse, spectral_norm
 from structops.solvers.spectral import EstimateWarning, SpectralEstimate
 from structops.testing import adjoint_test, default_rtol
@@ -154,7 +156,8 @@ def test_near_singular_symbol_raises_with_the_numbers():
         inverse(kernel, theta)
     # well-conditioned in float64 but not in float32
     theta = np.array([-1.0, 2.0 + 1e-5, -1.0])
-    inverse(kernel, theta)
+    with pytest.warns(solvers.IllConditionedWarning, match=r"condition number 4\.000e\+05"):
+        inverse(kernel, theta)  # computed, with a warning: cond 4e5 > eps^(-1/3)
     with pytest.raises(np.linalg.LinAlgError, match="float32"):
         inverse(kernel, theta.astype(np.float32))
 
@@ -425,3 +428,26 @@ def test_estimates_validate_their_options(func, kwargs, error, match):
     kernel = structops.Conv((6, 6), (3, 3))
     with pytest.raises(error, match=match):
         func(kernel, np.ones(9), **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_ill_conditioned_exact_inverse_warns_and_a_regularised_one_does_not(dtype):
+    # the periodic Gaussian blur: invertible, but its inverse magnifies noise by cond(K) (the "-70 dB")
+    from structops.data import gaussian_stencil
+    from structops.solvers import IllConditionedWarning
+
+    k = structops.Conv((32, 32), (9, 9), bc="periodic")
+    theta = gaussian_stencil(9, 2.0).ravel().astype(dtype)  # the blur, sigma = 2
+    lam = np.abs(np.fft.fft2(np.pad(theta.reshape(9, 9).astype(np.float64), ((0, 23), (0, 23)))))
+    condition = lam.max() / lam.min()
+    limit = 1 / (solvers.SINGULAR_FACTOR * np.finfo(dtype).eps)
+    if condition > limit:
+        with pytest.raises(np.linalg.LinAlgError, match="near-singular"):
+            solvers.inverse(k, theta)
+    else:
+        assert condition > np.finfo(dtype).eps ** (-1 / 3)
+        with pytest.warns(IllConditionedWarning, match=r"ill-conditioned: condition number .* use structops"):
+            solvers.inverse(k, theta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solvers.inverse(k, theta, alpha=1e-2, normal=True)  # regularised: well conditioned, silent

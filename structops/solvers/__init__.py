@@ -36,6 +36,7 @@ from .regularization import AlphaChoice, choose_alpha
 from .spectral import (
     SINGULAR_FACTOR,
     EstimateWarning,
+    IllConditionedWarning,
     SpectralEstimate,
     cond,
     eigvals,
@@ -51,6 +52,7 @@ __all__ = [
     "KINDS",
     "SINGULAR_FACTOR",
     "EstimateWarning",
+    "IllConditionedWarning",
     "FourierMultiplier",
     "CosineMultiplier",
     "SpectralEstimate",

@@ -2,4 +2,5 @@
 
 import importlib.util
 
-collect_ignore = [f"structops/{name}.py" for name in ("torch", "jax") if importlib.util.find_spec(name) is None]
+_BRIDGES = (("torch", "structops/torch"), ("jax", "structops/jax.py"))
+collect_ignore = [path for name, path in _BRIDGES if importlib.util.find_spec(name) is None]

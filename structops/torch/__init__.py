@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validation import check_batch
-from .kernels._base import ParametricKernel, _check_flag, as_kernel
+from .._validation import check_batch
+from ..kernels._base import ParametricKernel, _check_flag, as_kernel
 
 __all__ = ["Layer", "apply"]
 

@@ -126,7 +126,8 @@ def cayley(n: int, repeat: int) -> None:
     k = structops.CayleyConv((28, 28), 3, channels=16)
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(16, 16, 3, padding=1)
-    layers = {b: Layer(k, backend=b) for b in ("torch", "numpy")}
+    theta = Layer(k).theta.detach()
+    layers = {b: Layer(k, theta, backend=b) for b in ("torch", "numpy")}
     x, w = torch.randn(n, 16, 28, 28), torch.randn(n, 16, 28, 28)
     torch.testing.assert_close(layers["torch"](x), layers["numpy"](x), rtol=1e-4, atol=1e-4)
     contenders = {"nn.Conv2d": _fwd_bwd(conv, x, w), **{f"Cayley {b}": _fwd_bwd(m, x, w) for b, m in layers.items()}}

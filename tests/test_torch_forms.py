@@ -247,8 +247,6 @@ def test_auto_takes_the_bridge_for_plain_cpu_calls_and_the_torch_form_elsewhere(
     seen = []
     torch.func.vmap(lambda xi: seen.append(_dispatch.choose_backend(k, theta, xi[None], "auto")) or xi)(x)
     assert seen == ["torch"]
-    cayley = structops.CayleyConv((6, 6), 3)
-    assert _dispatch.choose_backend(cayley, *_data(cayley, False, torch.float32)[:2], "auto") == "torch"
     with pytest.raises(ValueError, match=r"`backend` must be one of \('auto', 'torch', 'numpy'\), got 'jax'"):
         st.apply(k, theta, x, backend="jax")
     with pytest.raises(NotImplementedError, match=r"backend='numpy' runs only on plain CPU"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels import CayleyConv, ParametricKernel
+from ..kernels import ParametricKernel
 from ._forms import has_torch_form
 
 __all__ = ["BACKENDS", "TORCH_ON_CPU", "choose_backend", "is_plain_eager"]
@@ -25,7 +25,7 @@ BACKENDS = ("auto", "torch", "numpy")
 #: The dtypes the numpy bridge computes in.
 BRIDGE_DTYPES = (torch.float32, torch.float64)
 #: Families whose torch form ``"auto"`` prefers on the CPU as well (measured faster than the bridge).
-TORCH_ON_CPU: tuple[type, ...] = (CayleyConv,)
+TORCH_ON_CPU: tuple[type, ...] = ()
 
 
 def _plain(t: torch.Tensor) -> bool:

@@ -374,8 +374,11 @@ def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose:
     blocks = torch.linalg.solve(eye + skew, eye - skew)  # one batched solve over the frequencies
     if transpose:
         blocks = blocks.transpose(-1, -2).conj()
-    xf = torch.fft.rfftn(x, dim=axes).movedim(1, -1).unsqueeze(-1)  # (n, *half, c, 1)
-    yf = (blocks @ xf).squeeze(-1).movedim(-1, 1)
+    xf = torch.fft.rfftn(x, dim=axes)  # (n, c, *half)
+    half = xf.shape[2:]
+    # one (c, c) @ (c, n) product per frequency, the examples as columns (as the numpy hooks)
+    cols = xf.reshape(xf.shape[0], geo.cin, -1).permute(2, 1, 0)
+    yf = (blocks.reshape(-1, geo.cin, geo.cin) @ cols).permute(2, 1, 0).reshape(xf.shape[0], geo.cin, *half)
     return torch.fft.irfftn(yf, s=geo.grid, dim=axes).to(x.dtype)
 
 

@@ -174,11 +174,11 @@ def set_num_threads(threads: int | None, *, blas_threads: int | None = None) -> 
     ----------
     threads : int or None
         The thread budget of every structops step: the numba kernels (each uses up to this
-        many, and more than one only for enough work, :func:`kernel_thread_count`), the
+        many, and more than one only for enough work: ``structops._backend.kernel_thread_count``), the
         ``scipy.fft`` workers (this many) and the large dense steps' BLAS threads. ``None``
         (the default) restores the budget chosen at import: ``NUMBA_NUM_THREADS`` or
         ``OMP_NUM_THREADS`` when set, one in a ``multiprocessing`` child, else every core
-        (:func:`thread_report` says which), with one FFT worker. Under MPI with several ranks
+        (``structops._backend.thread_report()`` says which), with one FFT worker. Under MPI with several ranks
         per machine give each rank its share (:func:`structops.distributed.threads_per_rank`;
         ``structops train`` does).
     blas_threads : int, optional

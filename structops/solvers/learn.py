@@ -16,9 +16,10 @@ so fitting :math:`\theta` to pairs :math:`(x_i, y_i)` is the linear least-square
 ``lsmr`` with products :math:`Jv` and :math:`J^\top w` -- the kernel's ``jac``. With
 ``constraint="psf"`` the parameters are a point spread function, :math:`\theta \ge 0` and
 :math:`\mathbf 1^\top\theta = 1` (a blur that neither creates nor loses light), and the fit is
-the quadratic programme on the :math:`p \times p` normal equations solved exactly by
-:func:`_simplex_least_squares`. The lecture notes' parametric models (Ruthotto, *Numerical
-Methods for Deep Learning*, "Parametric Models") are fitted this way when they are affine.
+the quadratic programme on the :math:`p \times p` normal equations, solved exactly by a
+multiplier search over non-negative least squares (``learn_stencil``'s Notes). The lecture
+notes' parametric models (Ruthotto, *Numerical Methods for Deep Learning*, "Parametric
+Models") are fitted this way when they are affine.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class LearnResult:
 
     @property
     def itn(self) -> int:
-        """Deprecated alias of :attr:`iterations` (scipy's name; removed in a future release)."""
+        X
         warnings.warn(
             "`LearnResult.itn` is deprecated; use `LearnResult.iterations` (the name TikhonovResult uses).",
             DeprecationWarning,

@@ -83,7 +83,7 @@ class LearnResult:
 
     @property
     def itn(self) -> int:
-        X
+        """Deprecated alias of ``iterations`` (scipy's name; removed in a future release)."""
         warnings.warn(
             "`LearnResult.itn` is deprecated; use `LearnResult.iterations` (the name TikhonovResult uses).",
             DeprecationWarning,

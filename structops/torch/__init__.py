@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import internal
 from ..kernels import ParametricKernel, as_kernel
 from ._bridge import bridge_apply
 from ._dispatch import BACKENDS, check_backend, choose_backend, is_plain_eager
@@ -97,7 +98,9 @@ def _numpy_apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor,
     theta_np = kernel.validate_theta(theta.detach().numpy())
     x_shape, y_shape = (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
     flat = x.reshape(x.shape[0], math.prod(x_shape))
-    return bridge_apply(kernel, theta, flat, transpose, kernel._prepare(theta_np)).reshape(x.shape[0], *y_shape)
+    return bridge_apply(kernel, theta, flat, transpose, internal.prepare(kernel, theta_np)).reshape(
+        x.shape[0], *y_shape
+    )
 
 
 def apply(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import internal
 from ..kernels import ParametricKernel
 
 __all__ = ["bridge_apply"]
@@ -50,9 +51,9 @@ class _KernelApply(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, theta: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool, state: Any):
         if state is None:
-            state = kernel._prepare(_numpy(theta))
+            state = internal.prepare(kernel, _numpy(theta))
         xs = _numpy(x)
-        y = kernel._apply(state, np.ascontiguousarray(xs), transpose)
+        y = internal.apply_prepared(kernel, state, np.ascontiguousarray(xs), transpose)
         ctx.kernel, ctx.transpose, ctx.state = kernel, transpose, state
         ctx.save_for_backward(theta, x)
         return _tensor(np.asarray(y).reshape(xs.shape[0], kernel.shape[1 if transpose else 0]), x.dtype, xs)
@@ -87,8 +88,8 @@ class _KernelVJP(torch.autograd.Function):
         ws = np.ascontiguousarray(_numpy(w))
         if ws.shape[0] == 0:
             return torch.zeros_like(theta)
-        data = kernel._prepare_data(np.ascontiguousarray(_numpy(x)), transpose)
-        grad = kernel._vjp(state, data, ws, transpose, False)
+        data = internal.prepare_data(kernel, np.ascontiguousarray(_numpy(x)), transpose)
+        grad = internal.vjp_prepared(kernel, state, data, ws, transpose)
         return _tensor(np.asarray(grad).reshape(-1), theta.dtype, ws)
 
     @staticmethod
@@ -124,5 +125,5 @@ def _linear_part(v: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, tra
 def bridge_apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, transpose: bool, state: Any = None):
     """``K(θ) x_i`` through the numpy bridge for validated CPU tensors, ``x`` flat of shape ``(n, cols)``."""
     if state is None:
-        state = kernel._prepare(_numpy(theta))
+        state = internal.prepare(kernel, _numpy(theta))
     return _KernelApply.apply(theta, x, kernel, transpose, state)

@@ -4,19 +4,19 @@ r"""Every kernel family as a differentiable PyTorch function and layer (the ``to
 both :math:`\theta` and :math:`x`; :class:`Layer` is the ``torch.nn.Module`` holding
 :math:`\theta` (and optionally a bias) as parameters. Two backends compute the product:
 
-* ``"torch"``: the family's *torch form* (:mod:`structops.torch._forms`), torch operations only
+* ``"torch"``: the family's *torch form* (``structops/torch/_forms.py``), torch operations only
   -- a convolution is ``torch.nn.functional.conv{1,2,3}d`` on the padded grid, a pattern
   family a sparse or dense product on its fixed pattern, never a dense :math:`K` -- so
   autograd of any order, ``torch.func`` (``vmap``, ``grad``, ``jacrev``, ``functional_call``),
   ``torch.export``, ``torch.compile(fullgraph=True)``, every device (CUDA, ``meta``) and
   float16/bfloat16 come from torch;
 * ``"numpy"``: the bridge to the family's own hooks and numba kernels
-  (:mod:`structops.torch._bridge`), on the CPU in float32/float64, a graph break under
+  (``structops/torch/_bridge.py``), on the CPU in float32/float64, a graph break under
   ``torch.compile``;
 * ``"auto"`` (default): the bridge for plain eager CPU float32/float64 calls, where it is
   faster for the convolutions, and the torch form everywhere else (any other device,
   ``torch.func`` transforms, compile, export, half precision); see
-  :mod:`structops.torch._dispatch` and docs/guide.md.
+  ``structops/torch/_dispatch.py`` and docs/guide.md.
 
 NaN and Inf in ``x`` propagate as in torch on both backends (the data are not scanned);
 shapes, dtypes, ``theta`` (finite, within the family's bounds: checked for plain CPU tensors)

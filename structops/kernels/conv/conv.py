@@ -12,7 +12,14 @@ from ..._backend import have_numba, workers
 from ..._validation import check_theta
 from .._base import ParametricKernel
 from .._sparse import csc_from_triplets
-from ..diagonalized import Diagonalized, FourierMultiplier, KroneckerMultiplier, PeriodicEmbedding, half_spectrum
+from ..diagonalized import (
+    Diagonalized,
+    FourierMultiplier,
+    KroneckerMultiplier,
+    PeriodicEmbedding,
+    ConvStencil,
+    half_spectrum,
+)
 from . import _core as core
 from ._core import ConvGeometry, check_geometry  # noqa: F401 (check_geometry: re-exported for the families)
 
@@ -393,6 +400,10 @@ class Conv(ParametricKernel):
         S = half_spectrum(periodic.symbol(theta), len(size))
         multiplier = FourierMultiplier(S, tuple(size), dtype=theta.dtype, name="C_L(θ)")
         return PeriodicEmbedding(multiplier, self.grid, self.stride, self._stencil(theta))
+
+    def as_convolution(self) -> ConvStencil:
+        """Itself: ``weights(theta)`` is ``theta`` as ``(out, in, *stencil)``, ``solve(w)`` flattens it back."""
+        return ConvStencil(self, lambda t: self.validate_theta(t).reshape(self.theta_shape), lambda w: w.reshape(-1))
 
     @property
     def circulant(self) -> bool:

@@ -37,7 +37,7 @@ from .._validation import check_batch, check_theta
 from .operators import KernelJacobian, KernelOperator
 
 if TYPE_CHECKING:
-    from .diagonalized import Diagonalized, PeriodicEmbedding, ConvStencil
+    from .diagonalized import ConvStencil, Diagonalized, PeriodicEmbedding
 
 __all__ = ["MAX_DENSE_ENTRIES", "ParametricKernel", "as_kernel"]
 
@@ -159,9 +159,8 @@ class ParametricKernel(abc.ABC):
     def circulant(self) -> bool:
         """Whether ``K(θ)`` is block circulant, diagonalised by the FFT (then the family has ``symbol``).
 
-        False here; the periodic stride-1 convolution families say True, and the spectral
-        solvers (:func:`structops.solvers.inverse`, ``implicit_step``, ``eigvals``, ...) use
-        their ``symbol(theta)``.
+        False here; the periodic stride-1 convolution families say True. The spectral solvers
+        read the structure through :meth:`diagonalize` only.
         """
         return False
 

@@ -48,9 +48,9 @@ if TYPE_CHECKING:
     from .conv.conv import Conv
 
 # The operator classes' one public import path is :mod:`structops.solvers`; this module exports the helpers.
-__all__ = ["TRANSFORMS", "ConvStencil", "block_svdvals", "cosine_symbol", "full_spectrum", "half_spectrum"]
+__all__ = ["TRANSFORMS", "ConvStencil", "block_svdvals", "full_spectrum", "half_spectrum"]
 
-#: The transforms a :class:`Diagonalized` operator may declare.
+#: The built-in transforms (a new :class:`Diagonalized` subclass declares its own label).
 TRANSFORMS = ("fft", "dct1", "dct2", "kron")
 
 
@@ -777,7 +777,9 @@ class PeriodicEmbedding:
 # ------------------------------------------------------------- stencil hook
 @dataclass(frozen=True)
 class ConvStencil:
-    r"""How a family reaches the stencil of the convolution behind it (:meth:`ParametricKernel.as_convolution`).
+    r"""How a family reaches the stencil of the convolution behind it.
+
+    Returned by :meth:`structops.kernels.ParametricKernel.as_convolution`.
 
     Attributes
     ----------

@@ -95,9 +95,9 @@ def order_eigvals(ev: np.ndarray, which: str) -> np.ndarray:
 class Route:
     r"""Which route a solver call takes, and why; the strategy that computes it.
 
-    :func:`route` returns one of the subclasses (:class:`TransformRoute`, :class:`DenseRoute`,
-    :class:`CertifiedRoute`, :class:`IterativeRoute`, :class:`NoRoute`); each implements the
-    operations its route can do and raises a ``ValueError`` naming :attr:`reason` for the rest.
+    :func:`route` returns one of the subclasses (:class:`.TransformRoute`, :class:`.DenseRoute`,
+    :class:`.CertifiedRoute`, :class:`.IterativeRoute`, :class:`.NoRoute`); each implements the
+    operations its route can do and raises a ``ValueError`` naming ``reason`` for the rest.
 
     Attributes
     ----------
@@ -212,7 +212,7 @@ class Route:
 
 @dataclass(frozen=True)
 class TransformRoute(Route):
-    """The exact route through the kernel's :class:`Diagonalized` transform (named by its ``route_name``)."""
+    """The exact route through the kernel's :class:`~structops.solvers.Diagonalized` (named by its ``route_name``)."""
 
     @property
     def _d(self) -> Diagonalized:
@@ -272,7 +272,7 @@ class TransformRoute(Route):
         return super().projection_grid() if grid is None else grid
 
     def tikhonov(self, alpha: float) -> Diagonalized:
-        """:func:`~structops.solvers._filters.exact_solver` in the shared basis."""
+        """The per-frequency solve in the basis ``K`` and ``L`` share."""
         assert self.regularizer is not None
         return exact_solver(self._d, self.regularizer, alpha)
 
@@ -474,9 +474,9 @@ def route(
     Returns
     -------
     Route
-        A :class:`TransformRoute` (named by the transform: ``"fourier"``, ``"cosine"``,
-        ``"kronecker"``), :class:`DenseRoute`, :class:`CertifiedRoute`, :class:`IterativeRoute`
-        (``"estimate"``, ``"iterative"``) or :class:`NoRoute`, whose methods compute ``func``.
+        A :class:`.TransformRoute` (named by the transform: ``"fourier"``, ``"cosine"``,
+        ``"kronecker"``), :class:`.DenseRoute`, :class:`.CertifiedRoute`, :class:`.IterativeRoute`
+        (``"estimate"``, ``"iterative"``) or :class:`.NoRoute`, whose methods compute ``func``.
 
     Raises
     ------

@@ -13,11 +13,11 @@ from ..._validation import check_theta
 from .._base import ParametricKernel
 from .._sparse import csc_from_triplets
 from ..diagonalized import (
+    ConvStencil,
     Diagonalized,
     FourierMultiplier,
     KroneckerMultiplier,
     PeriodicEmbedding,
-    ConvStencil,
     half_spectrum,
 )
 from . import _core as core
@@ -484,7 +484,7 @@ class Conv(ParametricKernel):
                 f"`eigvals` needs in_channels = out_channels = 1, got {self.in_channels} and "
                 f"{self.out_channels}; use `symbol` for the per-frequency blocks."
             )
-        return self.symbol(theta)[..., 0, 0]
+        return self.diagonalize(theta).eigenvalues()  # the notes' λ = F(K(θ)e₁), read from the structure
 
     # -------------------------------------------------------------- PyTorch
     def theta_from_torch(self, weight) -> np.ndarray:

@@ -484,7 +484,9 @@ class Conv(ParametricKernel):
                 f"`eigvals` needs in_channels = out_channels = 1, got {self.in_channels} and "
                 f"{self.out_channels}; use `symbol` for the per-frequency blocks."
             )
-        return self.diagonalize(theta).eigenvalues()  # the notes' λ = F(K(θ)e₁), read from the structure
+        D = self.diagonalize(theta)  # periodic, stride 1: a FourierMultiplier, the notes' λ = F(K(θ)e₁)
+        assert D is not None
+        return D.eigenvalues()
 
     # -------------------------------------------------------------- PyTorch
     def theta_from_torch(self, weight) -> np.ndarray:

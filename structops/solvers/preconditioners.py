@@ -38,17 +38,11 @@ import scipy.fft as sfft
 
 from .._validation import check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
-from ..kernels.conv import Conv, ConvBased
+from ..kernels.conv import Conv
 from ..kernels.diagonalized import Diagonalized, half_spectrum
 from .spectral import check_rcond, inverse_from_symbol
 
-__all__ = [
-    "KINDS",
-    "chan_preconditioner",
-    "circulant_eigvals",
-    "circulant_preconditioner",
-    "strang_preconditioner",
-]
+__all__ = ["KINDS", "circulant_eigvals", "circulant_preconditioner"]
 
 #: The circulant approximations available.
 KINDS = ("strang", "chan")
@@ -57,7 +51,8 @@ KINDS = ("strang", "chan")
 def _require_toeplitz(kernel, func: str) -> Conv:
     """The zero-boundary, one-channel, stride-1 convolution behind ``kernel`` (a Conv, or a ConvBased family)."""
     as_kernel(kernel)
-    conv = kernel if isinstance(kernel, Conv) else kernel.conv if isinstance(kernel, ConvBased) else None
+    view = kernel.as_convolution()
+    conv = None if view is None else view.conv
     if not (
         isinstance(conv, Conv)
         and conv.bc == "zero"
@@ -74,9 +69,7 @@ def _require_toeplitz(kernel, func: str) -> Conv:
 
 def _stencil(kernel, conv: Conv, theta) -> np.ndarray:
     """The full stencil of ``kernel`` at ``theta`` (its weights, for a family built on ``conv``)."""
-    if kernel is conv:
-        return conv.validate_theta(theta).reshape(conv.stencil)
-    return kernel.weights(theta).reshape(conv.stencil)
+    return kernel.as_convolution().weights(theta).reshape(conv.stencil)
 
 
 def _axis_weights(kind: str, s: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -222,17 +215,3 @@ def circulant_preconditioner(
     except np.linalg.LinAlgError as err:
         label = "Strang's" if kind == "strang" else "T. Chan's"
         raise np.linalg.LinAlgError(f"{label} circulant approximation C of {kernel!r}: {err}") from None
-
-
-def strang_preconditioner(
-    kernel: ParametricKernel, theta, *, alpha: float = 0.0, normal: bool = False, rcond: float | None = None
-) -> Diagonalized:
-    """Strang's circulant preconditioner; :func:`circulant_preconditioner` with ``kind="strang"``."""
-    return circulant_preconditioner(kernel, theta, kind="strang", alpha=alpha, normal=normal, rcond=rcond)
-
-
-def chan_preconditioner(
-    kernel: ParametricKernel, theta, *, alpha: float = 0.0, normal: bool = False, rcond: float | None = None
-) -> Diagonalized:
-    """T. Chan's optimal circulant preconditioner; :func:`circulant_preconditioner` with ``kind="chan"``."""
-    return circulant_preconditioner(kernel, theta, kind="chan", alpha=alpha, normal=normal, rcond=rcond)

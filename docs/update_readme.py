@@ -134,13 +134,18 @@ def update(text: str, run: Callable[[str], str] = run_command, only: Sequence[st
 
 
 def update_table(text: str, table: str | None = None) -> str:
-    """``text`` with the families table between its markers replaced by ``table`` (default: the registry's)."""
+    """``text`` with the families table between its markers replaced by ``table`` (default: the registry's).
+
+    A text without the markers is returned as it is; a marker without its partner is an error.
+    """
     if table is None:
         sys.path.insert(0, str(ROOT))  # this checkout's structops, not an installed one
         from structops.families import families_table
 
         table = families_table()
     start, stop = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 and stop < 0:
+        return text  # a file without the table
     if start < 0 or stop < start:
         raise MarkerError(f"no `{TABLE_START.strip()}` ... `{TABLE_END}` pair in the README.")
     return text[: start + len(TABLE_START)] + table + text[stop:]

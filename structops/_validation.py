@@ -138,28 +138,6 @@ def check_flag(value, name: str) -> bool:
     return bool(value)
 
 
-def check_real_scalar(value, name: str, *, minimum: float | None = None) -> float:
-    """Return ``value`` as a finite float, ``>= minimum`` when given.
-
-    Examples
-    --------
-    >>> check_real_scalar(2, "alpha", minimum=0.0)
-    2.0
-    >>> check_real_scalar(-1.0, "alpha", minimum=0.0)
-    Traceback (most recent call last):
-    ...
-    ValueError: `alpha` must be >= 0.0, got -1.0.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, got {value!r}.")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
-    return value
-
-
 def check_positive_int(value, name: str, minimum: int = 1, *, maximum: int | None = None) -> int:
     """Return ``value`` as an int, raising if it is not an integer ``>= minimum`` (and ``<= maximum`` when given).
 
@@ -196,7 +174,7 @@ def check_number(
 ) -> float:
     """Return ``value`` as a float: a finite real number ``>= minimum``, ``> above``, ``< below`` (those given).
 
-    Unlike :func:`check_real_scalar`, one message states the whole requirement, NaN included.
+    One message states the whole requirement, NaN included; booleans are not numbers.
 
     Examples
     --------

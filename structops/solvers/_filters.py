@@ -34,16 +34,16 @@ import numpy as np
 import pylops
 import scipy.fft as sfft
 
-from .._validation import check_real_scalar
+from .._validation import check_number
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized
 from ..kernels.operators import KernelOperator
 
 __all__ = ["Regularizer", "TikhonovSpectrum", "as_regularizer", "check_data", "exact_solver", "regularized_inverse"]
 
-#: A per-frequency system counts as singular when its condition number exceeds
-#: ``1 / (_SINGULAR_FACTOR * eps)`` (as :data:`structops.solvers.SINGULAR_FACTOR`).
-_SINGULAR_FACTOR = 1000.0
+#: A per-frequency system counts as near-singular when its condition number exceeds
+#: ``1 / (SINGULAR_FACTOR * eps)``: the solve would keep fewer than about three correct digits.
+SINGULAR_FACTOR = 1000.0
 
 #: The unitary transforms whose coefficients :func:`coefficients` computes.
 UNITARY_TRANSFORMS = ("fft", "dct2", "kron")
@@ -304,7 +304,7 @@ def _check_regular(gram_eigs: np.ndarray, alpha: float, describe: str) -> None:
     if not gram_eigs.size:
         return
     top, low = float(gram_eigs.max()), float(gram_eigs.min())
-    limit = 1.0 / (_SINGULAR_FACTOR * float(np.finfo(gram_eigs.dtype).eps))
+    limit = 1.0 / (SINGULAR_FACTOR * float(np.finfo(gram_eigs.dtype).eps))
     if top > 0 and low > 0 and top / low <= limit:
         return
     condition = np.inf if low <= 0 else top / low
@@ -355,7 +355,7 @@ def regularized_inverse(
         raise ValueError(
             f"`L` regularises the normal equations: pass normal=True for (KᵀK + α LᵀL)⁻¹, got normal={normal!r}."
         )
-    alpha = check_real_scalar(alpha, "alpha", minimum=0.0)
+    alpha = check_number(alpha, "alpha", minimum=0.0)
     theta = kernel.validate_theta(theta)
     reg = as_regularizer(L, kernel)
     D = kernel.diagonalize(theta)

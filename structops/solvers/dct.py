@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_real_scalar
+from .._validation import check_number
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import CosineMultiplier, Diagonalized, cosine_symbol
 from ._routes import route
@@ -168,7 +168,7 @@ def dct_inverse(
     True
     """
     D = _cosine(kernel, theta, "inverse")
-    alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
+    alpha = check_number(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = check_rcond(rcond)
     return invert_diagonal(D, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)", kernel=kernel)
 
@@ -205,7 +205,7 @@ def dct_implicit_step(kernel: ParametricKernel, theta, h: float) -> Diagonalized
     True
     """
     D = _cosine(kernel, theta, "implicit_step")
-    h = check_real_scalar(h, "h", minimum=0.0)
+    h = check_number(h, "h", minimum=0.0)
     if not D.unitary:
         raise not_normal(kernel, "implicit_step (h KᵀK + I)⁻¹")
     return normal_inverse(D, h, 1.0, None, f"{h:g}·KᵀK + I")

@@ -28,11 +28,11 @@ import warnings
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from .._validation import check_positive_int, check_real_scalar
+from .._validation import check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import CosineMultiplier, Diagonalized, FourierMultiplier, block_svdvals
 from ._certified import certified_cond, certified_norm
-from ._filters import regularized_inverse
+from ._filters import SINGULAR_FACTOR, regularized_inverse
 from ._lanczos import (
     EIGS_MAXITER,
     MAXITER,
@@ -63,10 +63,6 @@ __all__ = [
     "spectral_norm",
     "svdvals",
 ]
-
-#: A per-frequency system counts as near-singular when its condition number exceeds
-#: ``1 / (SINGULAR_FACTOR * eps)``: the solve would keep fewer than about three correct digits.
-SINGULAR_FACTOR = 1000.0
 
 
 class IllConditionedWarning(UserWarning):
@@ -104,7 +100,7 @@ def is_circulant(kernel) -> bool:
 def check_rcond(rcond) -> float | None:
     if rcond is None:
         return None
-    rcond = check_real_scalar(rcond, "rcond", minimum=0.0)
+    rcond = check_number(rcond, "rcond", minimum=0.0)
     if rcond >= 1.0:
         raise ValueError(f"`rcond` must be None or a relative cutoff in [0, 1), got {rcond!r}.")
     return rcond
@@ -368,7 +364,7 @@ def inverse(
     r = route(kernel, theta, "inverse")
     if r.diagonal is None:
         raise _no_transform(r, "inverse")
-    alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
+    alpha = check_number(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = check_rcond(rcond)
     return invert_diagonal(r.diagonal, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)", kernel=kernel)
 
@@ -420,9 +416,9 @@ def implicit_step(kernel: ParametricKernel, theta, h: float, *, L=None) -> Diago
     True
     """
     if L is not None:
-        h = check_real_scalar(h, "h", minimum=0.0)
+        h = check_number(h, "h", minimum=0.0)
         return regularized_inverse(kernel, theta, alpha=1.0, normal=True, L=L, h=h)
-    h = check_real_scalar(h, "h", minimum=0.0)
+    h = check_number(h, "h", minimum=0.0)
     r = route(kernel, theta, "implicit_step")
     if r.diagonal is None:
         raise _no_transform(r, "implicit_step")

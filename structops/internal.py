@@ -173,13 +173,12 @@ def vjp_prepared(
     Parameters
     ----------
     kernel : ParametricKernel
-        The family.
+        The family; ``state`` and ``data`` are its :func:`prepare` and :func:`prepare_data`
+        results (the latter with the same ``transpose``).
     state, data : object
-        :func:`prepare`'s and :func:`prepare_data`'s results.
     w : numpy.ndarray, shape (n, prod(out_shape))
         The cotangents, one row per example.
     transpose : bool
-        As given to :func:`prepare_data`.
     per_example : bool, optional
         Return the ``(n, p)`` per-example gradients instead of their sum.
 

@@ -325,13 +325,8 @@ class Adam(_MiniBatch):
     Parameters
     ----------
     lr, beta1, beta2, eps : float, optional
-    batch_size : int, optional
-    schedule : {"constant", "cosine"}, optional
-        Step size per epoch: :math:`\eta` throughout (``"constant"``) or
-        :math:`\eta_e = \tfrac{\eta}{2}(1 + \cos(\pi e / E))` in epoch :math:`e` of :math:`E` = ``epochs``
-        (``"cosine"``, PyTorch's ``CosineAnnealingLR``).
-    epochs : int, optional
-        Length of the schedule (needed for ``"cosine"``).
+    batch_size, schedule, epochs : optional
+        As for :class:`SGD`.
     """
 
     name = "adam"

@@ -74,7 +74,7 @@ class LayerOptions:
     stencil : int or sequence of int
         Stencil shape (an int: the same on every axis).
     bc : str
-        Boundary condition (one of :data:`BOUNDARY_CONDITIONS`).
+        Boundary condition (one of ``BOUNDARY_CONDITIONS``, the convolutions').
     stride : int or sequence of int
         Stride of the convolutions.
     hidden : int or None

@@ -13,7 +13,7 @@ Methods for Deep Learning*, "Parametric Models") is written once against one pat
 flattened batches (examples along the first axis, rows of ``x``); :mod:`structops.kernels._base`
 states the contract. The functions here call those hooks without validating their input (the
 caller has validated ``theta`` and the batch once, e.g. with
-:meth:`~structops.kernels.ParametricKernel.validate_theta` and :func:`check_batch`), which is
+``kernel.validate_theta`` and ``check_batch``), which is
 what makes them cheap enough to call per step of an autodiff engine:
 
 =========================================  ====================================================

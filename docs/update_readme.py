@@ -15,6 +15,10 @@ Usage::
     python docs/update_readme.py --only "structops check"   # blocks whose command starts with this
     python docs/update_readme.py --check                  # exit 1 if the markers are malformed
 
+It also writes the table of families between ``<!-- families table -->`` and
+``<!-- end families table -->`` from the registry of built-in families,
+:func:`structops.families.families_table` (a family added there appears in the README).
+
 The commands run in the repository root without a terminal (so progress bars print one line per
 epoch), without a shell; ``structops ...`` runs as ``python -m structops ...`` with this
 interpreter, so the installed entry point is not needed. A command that fails leaves README.md
@@ -38,6 +42,10 @@ README = ROOT / "README.md"
 
 START = re.compile(r"^<!-- output: (?P<command>.+?) -->[ \t]*$", re.M)
 END = "<!-- end output -->"
+
+
+TABLE_START = "<!-- families table -->\n"
+TABLE_END = "<!-- end families table -->"
 
 
 class MarkerError(ValueError):
@@ -125,6 +133,24 @@ def update(text: str, run: Callable[[str], str] = run_command, only: Sequence[st
     return "".join(out)
 
 
+def update_table(text: str, table: str | None = None) -> str:
+    """``text`` with the families table between its markers replaced by ``table`` (default: the registry's).
+
+    A text without the markers is returned as it is; a marker without its partner is an error.
+    """
+    if table is None:
+        sys.path.insert(0, str(ROOT))  # this checkout's structops, not an installed one
+        from structops.families import families_table
+
+        table = families_table()
+    start, stop = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 and stop < 0:
+        return text  # a file without the table
+    if start < 0 or stop < start:
+        raise MarkerError(f"no `{TABLE_START.strip()}` ... `{TABLE_END}` pair in the README.")
+    return text[: start + len(TABLE_START)] + table + text[stop:]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -139,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(b.command for b in blocks))
             return 0
         new = update(text, only=args.only)
+        if args.only is None:
+            new = update_table(new)
     except MarkerError as err:
         print(err, file=sys.stderr)
         return 1

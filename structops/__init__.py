@@ -5,35 +5,8 @@ every family offers ``matrix``, ``Q``, ``op`` (a pylops ``LinearOperator``), the
 ``apply`` and the Jacobian ``jac``. See :mod:`structops.testing` for the dot and Taylor tests.
 """
 
-from . import solvers, testing
-from .kernels import (
-    Antisymmetric,
-    AntisymmetricConv,
-    AvgPool,
-    Banded,
-    BatchOperator,
-    CayleyConv,
-    Chain,
-    Conv,
-    Dense,
-    DepthwiseSeparableConv,
-    Diagonal,
-    KernelJacobian,
-    KernelOperator,
-    LinearKernel,
-    LinearReparam,
-    MMatrix,
-    MMatrixConv,
-    ParametricKernel,
-    SeparableConv,
-    Softplus,
-    Sparse,
-    SymmetricConv,
-    Wavelet,
-    accelerator,
-    set_accelerator,
-    set_num_threads,
-)
+from . import kernels, solvers, testing
+from .kernels import *  # noqa: F403 -- the families, re-exported through kernels.TOP_LEVEL
 
 __version__ = "0.1.0"
 
@@ -48,35 +21,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "ParametricKernel",
-    "KernelOperator",
-    "KernelJacobian",
-    "BatchOperator",
-    "LinearKernel",
-    "LinearReparam",
-    "Dense",
-    "Diagonal",
-    "Antisymmetric",
-    "MMatrix",
-    "Softplus",
-    "Conv",
-    "SeparableConv",
-    "DepthwiseSeparableConv",
-    "MMatrixConv",
-    "SymmetricConv",
-    "AntisymmetricConv",
-    "CayleyConv",
-    "AvgPool",
-    "Chain",
-    "Sparse",
-    "Banded",
-    "Wavelet",
-    "set_num_threads",
-    "set_accelerator",
-    "accelerator",
-    "testing",
-    "solvers",
-    "train",
-    "__version__",
-]
+__all__ = [*kernels.TOP_LEVEL, "testing", "solvers", "train", "__version__"]  # noqa: F405 -- train: __getattr__

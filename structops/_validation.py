@@ -121,6 +121,33 @@ def check_batch(x, example_shape: Sequence[int], dtype: np.dtype, name: str = "X
     raise ValueError(f"`{name}` must hold examples along its first axis with shape {expected}, got shape {arr.shape}.")
 
 
+def is_grid_of(shape: Sequence[int], example_shape: Sequence[int]) -> bool:
+    """Whether ``shape`` is the grid alone of a one-channel example of shape ``example_shape = (1, *grid)``.
+
+    A one-channel image may be given without its channel axis (``(H, W)`` for ``(1, H, W)``);
+    the result then drops it too where the output has one channel (:func:`grid_output_shape`).
+
+    Examples
+    --------
+    >>> is_grid_of((8, 8), (1, 8, 8)), is_grid_of((8, 8), (2, 8, 8)), is_grid_of((8,), (8,))
+    (True, False, False)
+    """
+    example_shape = tuple(example_shape)
+    return len(example_shape) > 1 and example_shape[0] == 1 and tuple(shape) == example_shape[1:]
+
+
+def grid_output_shape(out_shape: Sequence[int]) -> tuple[int, ...]:
+    """The output's shape for a grid-shaped input (:func:`is_grid_of`): its grid alone when it has one channel.
+
+    Examples
+    --------
+    >>> grid_output_shape((1, 6, 6)), grid_output_shape((3, 6, 6))
+    ((6, 6), (3, 6, 6))
+    """
+    out_shape = tuple(out_shape)
+    return out_shape[1:] if len(out_shape) > 1 and out_shape[0] == 1 else out_shape
+
+
 def check_flag(value, name: str) -> bool:
     """Return ``value`` as a bool; anything but True/False (e.g. the string ``"no"``) is an error.
 
@@ -136,28 +163,6 @@ def check_flag(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"`{name}` must be True or False, got {value!r}.")
     return bool(value)
-
-
-def check_real_scalar(value, name: str, *, minimum: float | None = None) -> float:
-    """Return ``value`` as a finite float, ``>= minimum`` when given.
-
-    Examples
-    --------
-    >>> check_real_scalar(2, "alpha", minimum=0.0)
-    2.0
-    >>> check_real_scalar(-1.0, "alpha", minimum=0.0)
-    Traceback (most recent call last):
-    ...
-    ValueError: `alpha` must be >= 0.0, got -1.0.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, got {value!r}.")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
-    return value
 
 
 def check_positive_int(value, name: str, minimum: int = 1, *, maximum: int | None = None) -> int:
@@ -196,7 +201,7 @@ def check_number(
 ) -> float:
     """Return ``value`` as a float: a finite real number ``>= minimum``, ``> above``, ``< below`` (those given).
 
-    Unlike :func:`check_real_scalar`, one message states the whole requirement, NaN included.
+    One message states the whole requirement, NaN included; booleans are not numbers.
 
     Examples
     --------

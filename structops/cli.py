@@ -20,47 +20,16 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
 from . import kernels
+from .families import check_instances, tridiagonal_kernel
 from .testing import check_kernel
 
-
-def tridiagonal_kernel(n: int) -> kernels.LinearKernel:
-    r"""A user-pattern :class:`~structops.LinearKernel`: :math:`K = I + \mathrm{tridiag}(\theta_1, \theta_2, \theta_3)`.
-
-    Three parameters shared along the sub-, main and super-diagonal and the offset
-    :math:`q = \operatorname{vec}(I)`, so ``Q`` has :math:`3n - 2` nonzeros.
-
-    Parameters
-    ----------
-    n : int
-        Size of ``K`` (``n >= 1``).
-
-    Returns
-    -------
-    LinearKernel
-
-    Examples
-    --------
-    >>> tridiagonal_kernel(3).matrix(np.array([1.0, 2.0, 3.0]))
-    array([[3., 3., 0.],
-           [1., 3., 3.],
-           [0., 1., 3.]])
-    """
-    rows, cols, par = [], [], []
-    for offset, which in ((-1, 0), (0, 1), (1, 2)):
-        i = np.arange(max(0, -offset), min(n, n - offset))
-        rows.append(i)
-        cols.append(i + offset)
-        par.append(np.full(i.size, which))
-    r, c, k = (np.concatenate(a) for a in (rows, cols, par))
-    Q = sp.csr_array((np.ones(r.size), (r + c * n, k)), shape=(n * n, 3))
-    return kernels.LinearKernel(Q, (n, n), q=np.eye(n).ravel(order="F"))
+__all__ = ["build_parser", "builtin_kernels", "main", "tridiagonal_kernel"]
 
 
 def builtin_kernels(quick: bool = False) -> list[kernels.ParametricKernel]:
-    """The families ``structops check`` covers, each at a few sizes.
+    """The families ``structops check`` covers, each at a few sizes (:func:`structops.families.check_instances`).
 
     Parameters
     ----------
@@ -71,53 +40,7 @@ def builtin_kernels(quick: bool = False) -> list[kernels.ParametricKernel]:
     -------
     list of ParametricKernel
     """
-    sizes = (3,) if quick else (1, 3, 7)
-    fams: list[kernels.ParametricKernel] = []
-    for n in sizes:
-        fams += [
-            kernels.Dense(n, n + 1),
-            kernels.Diagonal(n),
-            kernels.Antisymmetric(n),
-            kernels.MMatrix(n),
-            tridiagonal_kernel(n),
-        ]
-    fams.append(kernels.Softplus(kernels.MMatrix(4)))
-    fams.append(kernels.Dense(2, 9))
-    Conv = kernels.Conv
-    fams += [Conv((8,), (3,)), Conv((5, 6), (3, 3), bc="periodic")]
-    fams.append(kernels.Chain(kernels.AvgPool((6, 4), 2, channels=2), Conv((6, 4), 3, out_channels=2)))
-    # the lecture notes' project ideas
-    fams += [
-        kernels.MMatrixConv((6, 5), 3, bc="periodic"),
-        kernels.Softplus(kernels.MMatrixConv((6, 5), 3, channels=2)),
-        kernels.SymmetricConv((7, 6), 3, bc="symmetric"),
-        kernels.SeparableConv((7, 6), (3, 5), out_channels=2),
-        kernels.DepthwiseSeparableConv((6, 6), 3, in_channels=2, out_channels=3),
-        kernels.Wavelet((8, 8)),
-        kernels.Sparse(np.eye(5, 6, dtype=bool) | np.eye(5, 6, k=2, dtype=bool)),
-        kernels.Banded(6, 1, 2),
-        # the antisymmetric kernel carried to convolutions, and its orthogonal Cayley transform
-        kernels.AntisymmetricConv((6, 5), 3, bc="periodic", channels=2),
-        kernels.CayleyConv((6, 5), 3),
-    ]
-    if not quick:
-        fams += [
-            Conv((6, 5), (3, 3), in_channels=2, out_channels=3),
-            Conv((7,), (3,), bc="reflect"),
-            Conv((9, 7), (4, 3), bc="replicate", stride=(2, 1), in_channels=2, out_channels=2),
-            Conv((8, 8), (5, 5), bc="valid", stride=2),
-            Conv((4, 5, 3), (3, 2, 3), bc="periodic", in_channels=2, out_channels=1),
-            Conv((10, 9), (7, 7), bc="zero", method="fft"),
-            kernels.Chain(kernels.AvgPool((8,), 4, channels=3), Conv((8,), 5, bc="periodic", out_channels=3)),
-            kernels.Softplus(Conv((6, 6), (3, 3), bc="zero", method="fft")),  # a nonnegative stencil
-            kernels.SymmetricConv((6, 6), 5, symmetry="isotropic", in_channels=2, out_channels=2, stride=2),
-            kernels.SeparableConv((5, 4, 3), 3, bc="periodic", rank=2),
-            kernels.DepthwiseSeparableConv((9,), 3, bc="reflect", in_channels=3, out_channels=2, multiplier=2),
-            kernels.Wavelet(16, "db2", per="coefficient"),
-            kernels.AntisymmetricConv((7, 6), (4, 3), channels=2),
-            kernels.CayleyConv((4, 5, 3), (3, 2, 3), channels=2),
-        ]
-    return fams
+    return check_instances(quick)
 
 
 def _label(kernel: kernels.ParametricKernel) -> str:

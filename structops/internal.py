@@ -10,20 +10,19 @@ releases without deprecation; users call the families' public methods
 
 A family :math:`\theta \mapsto K(\theta) \in \mathbb{R}^{m \times N}` (Lars Ruthotto, *Numerical
 Methods for Deep Learning*, "Parametric Models") is written once against one path of hooks on
-flattened batches (examples along the first axis, rows of ``x``); :mod:`structops.kernels._base`
+flattened batches (examples along the first axis, rows of ``x``); ``structops/kernels/_base.py``
 states the contract. The functions here call those hooks without validating their input (the
 caller has validated ``theta`` and the batch once, e.g. with
-:meth:`~structops.kernels.ParametricKernel.validate_theta` and :func:`check_batch`), which is
+``kernel.validate_theta`` and ``check_batch``), which is
 what makes them cheap enough to call per step of an autodiff engine:
 
-=========================================  ====================================================
-``prepare(kernel, theta)``                 the state for :math:`\theta` (a spectrum, a matrix)
-``apply_prepared(kernel, state, x, t)``    :math:`X K(\theta)^\top` (:math:`X K(\theta)` if ``t``)
-``prepare_data(kernel, x, t)``             the state for the batch (its spectrum, a transform)
-``jvp_prepared(kernel, state, data, v, t)`` :math:`J(\theta, X)\,v`, one row per example
-``vjp_prepared(kernel, state, data, w, t)`` :math:`J(\theta, X)^\top W` (summed, or per example)
-``io_shapes(kernel, t)``                   ``(in_shape, out_shape)``, swapped if ``t``
-=========================================  ====================================================
+* ``prepare(kernel, theta)``: the state for :math:`\theta` (a spectrum, a matrix);
+* ``apply_prepared(kernel, state, x, transpose)``: :math:`X K(\theta)^\top` (:math:`X K(\theta)`
+  with ``transpose``);
+* ``prepare_data(kernel, x, transpose)``: the state for the batch (its spectrum, a transform);
+* ``jvp_prepared(kernel, state, data, v, transpose)``: :math:`J(\theta, X)\,v`, one row per example;
+* ``vjp_prepared(kernel, state, data, w, transpose)``: :math:`J(\theta, X)^\top W`, summed or per example;
+* ``io_shapes(kernel, transpose)``: ``(in_shape, out_shape)``, swapped with ``transpose``.
 
 Examples
 --------
@@ -173,13 +172,12 @@ def vjp_prepared(
     Parameters
     ----------
     kernel : ParametricKernel
-        The family.
+        The family; ``state`` and ``data`` are its :func:`prepare` and :func:`prepare_data`
+        results (the latter with the same ``transpose``).
     state, data : object
-        :func:`prepare`'s and :func:`prepare_data`'s results.
     w : numpy.ndarray, shape (n, prod(out_shape))
         The cotangents, one row per example.
     transpose : bool
-        As given to :func:`prepare_data`.
     per_example : bool, optional
         Return the ``(n, p)`` per-example gradients instead of their sum.
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import ast
 import pathlib
 
+import pytest
+
 import structops
 
 PACKAGE = pathlib.Path(structops.__file__).parent
@@ -172,3 +174,176 @@ def test_no_import_cycle_counting_lazy_imports():
     assert not cycles, "import cycles (lazy imports included), one per group of modules:\n" + "\n".join(
         " -> ".join(_shortest_cycle(graph, c)) + f"  (group: {', '.join(c)})" for c in cycles
     )
+
+
+# --- one way to do each thing (issue 23) ------------------------------------------------------
+
+#: Imports of a leading-underscore name that stay until their owners rewrite the importing
+#: modules: structops.torch (helper h21 switches it to structops.internal) and the Toeplitz
+#: guards of the solvers (helpers h23c/h24b, who give the structure dispatch a kernel hook).
+PRIVATE_IMPORTS_PENDING = {
+    ("structops.solvers.regularization", "_toeplitz"),
+    ("structops.solvers.tikhonov", "_require_toeplitz"),
+}
+#: The hooks of the kernel contract: modules outside the kernels reach them through structops.internal.
+HOOKS = ("_prepare", "_apply", "_prepare_data", "_jvp", "_vjp", "_io_shapes")
+
+
+def _private_imports(path: pathlib.Path, name: str) -> list[tuple[str, int]]:
+    """The leading-underscore names ``path`` imports from another module (private modules are allowed)."""
+    modules = _sources()
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
+        module = ".".join(base + ([node.module] if node.module else []))
+        for alias in node.names:
+            private = alias.name.startswith("_") and not alias.name.startswith("__")
+            if private and f"{module}.{alias.name}" not in modules:  # a name, not a (private) module
+                found.append((alias.name, node.lineno))
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another():
+    bad = []
+    for name, path in _sources().items():
+        for imported, line in _private_imports(path, name):
+            if (name, imported) not in PRIVATE_IMPORTS_PENDING:
+                bad.append(f"{name} (line {line}) imports {imported}")
+    assert not bad, "private names imported across modules; expose them in structops.internal:\n" + "\n".join(bad)
+
+
+def test_the_private_import_finder_sees_names_and_not_private_modules(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("from .kernels._base import _check_flag, as_kernel\nfrom . import _backend\n")
+    assert _private_imports(path, "structops.m") == [("_check_flag", 1)]
+
+
+def test_outside_the_kernels_the_hooks_are_called_through_structops_internal():
+    bad = []
+    for name, path in _sources().items():
+        if name.startswith(("structops.kernels", "structops.internal", "structops.torch")):  # torch: h21
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in HOOKS:
+                bad.append(f"{name} (line {node.lineno}): .{node.attr}")
+    assert not bad, "kernel hooks called from outside the kernels:\n" + "\n".join(bad)
+
+
+def _route_comparisons() -> list[str]:
+    """Comparisons of a route's name (``r.name == "dense"``) with route names, outside the selection."""
+    from structops.solvers._routes import ROUTES
+
+    def names(node: ast.AST) -> set[str]:
+        elts = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return {e.value for e in elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+
+    found = []
+    for name, path in _sources().items():
+        if name == "structops.solvers._routes":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            about_route = any("route" in ast.unparse(s) or ast.unparse(s).endswith(".name") for s in sides)
+            if about_route and any(names(s) & set(ROUTES) for s in sides):
+                found.append(f"{name} (line {node.lineno}): {ast.unparse(node)}")
+    return found
+
+
+def test_no_string_comparison_against_route_names_outside_the_selection():
+    found = _route_comparisons()
+    if found:  # helper h23c replaces them by strategy objects (structure dispatch by type)
+        pytest.xfail("solvers still branch on route names (issue 23, dispatch by type):\n" + "\n".join(found))
+
+
+def _string_lists(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            values = {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+            yield node, values
+
+
+def test_the_list_of_families_exists_once():
+    from structops import kernels
+    from structops.families import family_names
+
+    cli_names = set(family_names())
+    classes = {name for name in kernels.TOP_LEVEL if isinstance(getattr(kernels, name), type)}
+    copies = []
+    for name, path in _sources().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        # a package of the kernels lists its own classes in its __all__; nothing else lists them
+        exports = {
+            id(node.value)
+            for node in tree.body
+            if name.startswith("structops.kernels")
+            and isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+        }
+        for node, values in _string_lists(tree):
+            if len(values & cli_names) >= 3 and name != "structops.families":
+                copies.append(f"{name} (line {node.lineno}): family names {sorted(values & cli_names)}")
+            if len(values & classes) >= 3 and id(node) not in exports:
+                copies.append(f"{name} (line {node.lineno}): class names {sorted(values & classes)}")
+    assert not copies, "lists of families outside structops/families.py and kernels/__init__.py:\n" + "\n".join(copies)
+
+
+def _signature_lines(tree: ast.AST) -> set[int]:
+    """The lines of the constructors' signatures (``def __init__(...)`` up to its body)."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+            lines.update(range(node.lineno, node.body[0].lineno))
+    return lines
+
+
+def _substantive(line: str) -> bool:
+    """Whether a stripped line says something (not an import, a bracket or a docstring quote)."""
+    return len(line) > 3 and not line.startswith(("import ", "from ", '"""', 'r"""'))
+
+
+def _repeated_blocks(texts: dict[str, str], size: int = 6) -> list[str]:
+    """Runs of ``size`` identical lines (stripped, blank lines skipped) found in two places."""
+    seen: dict[tuple[str, ...], str] = {}
+    found = []
+    for name, text in texts.items():
+        skip = _signature_lines(ast.parse(text)) if ".conv." in name or name.endswith(".conv") else set()
+        lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1)]
+        lines = [(i, line) for i, line in lines if line and i not in skip]
+        for k in range(len(lines) - size + 1):
+            window = tuple(line for _, line in lines[k : k + size])
+            if sum(_substantive(line) for line in window) < size - 1:  # imports, brackets, quotes
+                continue
+            where = f"{name}:{lines[k][0]}"
+            if window in seen:
+                found.append(f"{seen[window]} ~ {where}")
+            else:
+                seen[window] = where
+    return found
+
+
+def test_the_duplicate_finder_sees_a_repeated_block_and_skips_signatures():
+    block = "\n".join(f"x{i} = compute({i}, 'long enough')" for i in range(6))
+    assert _repeated_blocks({"structops.a": block, "structops.b": "y = 1\n" + block}) == [
+        "structops.a:1 ~ structops.b:2"
+    ]
+    signature = "def __init__(\n" + "".join(f"    self_{i}: int = {i},\n" for i in range(6)) + ") -> None:\n    pass\n"
+    assert _repeated_blocks({"structops.kernels.conv.a": signature, "structops.kernels.conv.b": signature}) == []
+
+
+#: Repeated blocks in modules other helpers own, until they land (h23c: spectral.py's solvers).
+REPEATS_PENDING = ("structops.solvers.spectral",)
+
+
+def test_no_block_of_six_lines_is_repeated_in_the_package():
+    texts = {
+        name: path.read_text(encoding="utf-8")
+        for name, path in _sources().items()
+        if not path.name.startswith("_numba") and name not in REPEATS_PENDING
+    }
+    found = _repeated_blocks(texts)
+    assert not found, "blocks of 6 or more lines repeated; share them:\n" + "\n".join(found)

@@ -160,7 +160,7 @@ def test_bad_method_tau_alphas_b_and_L(rng):
     k, theta, b, _, _ = case("periodic", rng)
     with pytest.raises(ValueError, match="`method` must be one of"):
         choose_alpha(k, theta, b, method="quasi-optimality")
-    with pytest.raises(ValueError, match="`tau` must be >= 1"):
+    with pytest.raises(ValueError, match="`tau` must be a finite number >= 1"):
         choose_alpha(k, theta, b, method="discrepancy", noise=0.01, tau=0.9)
     with pytest.raises(ValueError, match="`alphas` must hold at least 3"):
         choose_alpha(k, theta, b, alphas=[1e-3, 0.0, 1.0])

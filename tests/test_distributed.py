@@ -207,5 +207,5 @@ def test_learn_stencil_takes_the_serial_keywords_and_returns_a_learn_result(rng)
     X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
     assert D.learn_stencil(k, X32, Y32).theta.dtype == np.float32
     for name in ("atol", "btol"):
-        with pytest.raises(ValueError, match=f"`{name}` must be >= 0"):
+        with pytest.raises(ValueError, match=f"`{name}` must be a finite number >= 0"):
             D.learn_stencil(k, X, Y, **{name: -1.0})

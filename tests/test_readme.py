@@ -269,3 +269,15 @@ def test_pytest_collects_without_the_mpi_extra():
         top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
         if top & {"mpi4py", "pylops_mpi"}:
             assert path.name in conftest.collect_ignore, f"{path.name} needs mpi4py at import"
+
+
+def test_the_readme_families_table_is_the_registry():
+    # docs/update_readme.py writes it from structops.families.FAMILIES: one entry per built-in family
+    from structops.families import FAMILIES, families_table
+
+    assert gen.update_table(TEXT) == TEXT
+    table = families_table()
+    assert all(f.table[0] in table for f in FAMILIES)
+    with pytest.raises(gen.MarkerError, match="families table"):
+        gen.update_table("<!-- families table -->\nno end\n", table)
+    assert gen.update_table("no table\n", table) == "no table\n"

@@ -115,7 +115,7 @@ def test_learn_validation(rng):
         learn_stencil(structops.Softplus(structops.MMatrix(3)), rng.standard_normal((2, 3)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"`solver` must be one of \('lsqr', 'lsmr'\), got 'cg'"):
         learn_stencil(kernel, X, Y, solver="cg")
-    with pytest.raises(ValueError, match="`damp` must be >= 0"):
+    with pytest.raises(ValueError, match="`damp` must be a finite number >= 0"):
         learn_stencil(kernel, X, Y, damp=-1.0)
     with pytest.raises(ValueError, match="`Y` must hold examples"):
         learn_stencil(kernel, X, Y[:, :, :5])

@@ -233,7 +233,7 @@ def test_preconditioner_validation():
         circulant_preconditioner(kernel, np.ones(3), kind="optimal")
     with pytest.raises(TypeError, match="`kernel` must be a structops kernel family"):
         circulant_eigvals("conv", np.ones(3))
-    with pytest.raises(ValueError, match="`alpha` must be >= 0"):
+    with pytest.raises(ValueError, match="`alpha` must be a finite number >= 0"):
         circulant_preconditioner(kernel, np.ones(3), alpha=-1.0, normal=True)
     lap = np.array([-1.0, 2.0, -1.0])  # Strang's circulant of the Laplacian is singular
     with pytest.raises(np.linalg.LinAlgError, match=r"Strang.s circulant approximation C .* smallest"):

@@ -178,11 +178,11 @@ def test_rank_deficient_rectangular_raises():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"alpha": np.nan}, ValueError, "`alpha` must be finite"),
+        ({"alpha": np.nan}, ValueError, "`alpha` must be a finite number"),
         ({"alpha": "1"}, TypeError, "`alpha` must be a real number"),
-        ({"alpha": -1.0, "normal": True}, ValueError, "`alpha` must be >= 0"),
+        ({"alpha": -1.0, "normal": True}, ValueError, "`alpha` must be a finite number >= 0"),
         ({"rcond": 1.0}, ValueError, r"`rcond` must be None or a relative cutoff in \[0, 1\)"),
-        ({"rcond": -0.1}, ValueError, "`rcond` must be >= 0"),
+        ({"rcond": -0.1}, ValueError, "`rcond` must be a finite number >= 0"),
     ],
 )
 def test_inverse_validates_options(kwargs, error, match):
@@ -207,7 +207,7 @@ def test_inverse_rejects_non_kernels_and_bad_steps():
     with pytest.raises(TypeError, match="`kernel` must be a structops kernel family"):
         inverse(np.eye(3), np.ones(3))
     kernel = structops.Conv(6, 3, bc="periodic")
-    with pytest.raises(ValueError, match="`h` must be >= 0"):
+    with pytest.raises(ValueError, match="`h` must be a finite number >= 0"):
         implicit_step(kernel, np.ones(3), -0.1)
     with pytest.raises(ValueError, match="length nparams = 3"):
         inverse(kernel, np.ones(4))
@@ -416,9 +416,9 @@ def test_symbol_estimates_are_exact_with_full_output():
     [
         ({"maxiter": 0}, ValueError, "`maxiter` must be an integer >= 1, got 0"),
         ({"maxiter": 2.5}, TypeError, "`maxiter` must be an integer, got 2.5"),
-        ({"tol": -1e-3}, ValueError, "`tol` must be >= 0"),
+        ({"tol": -1e-3}, ValueError, "`tol` must be a finite number >= 0"),
         ({"tol": 1.0}, ValueError, r"`tol` must be a relative accuracy in \[0, 1\), got 1.0"),
-        ({"tol": np.nan}, ValueError, "`tol` must be finite"),
+        ({"tol": np.nan}, ValueError, "`tol` must be a finite number"),
         ({"tol": "1e-6"}, TypeError, "`tol` must be a real number"),
         ({"dense_limit": -1}, ValueError, "`dense_limit` must be an integer >= 0"),
     ],

@@ -164,9 +164,9 @@ def test_convergence_warning_at_maxiter(rng):
 
 # ------------------------------------------------------------------ bad input
 def test_negative_alpha_is_refused():
-    with pytest.raises(ValueError, match="`alpha` must be >= 0"):
+    with pytest.raises(ValueError, match="`alpha` must be a finite number >= 0"):
         tikhonov(ZERO, ZERO_THETA, np.zeros(132), alpha=-1.0)
-    with pytest.raises(ValueError, match="`alpha` must be >= 0"):
+    with pytest.raises(ValueError, match="`alpha` must be a finite number >= 0"):
         inverse(Conv(8, 3, bc="periodic"), np.ones(3), normal=True, alpha=-1.0, L=None)
 
 

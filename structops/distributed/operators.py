@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._validation import as_float_array, check_positive_int, check_real_scalar
+from .._validation import as_float_array, check_number, check_positive_int
 from ..kernels import BatchOperator
 from ..kernels._base import ParametricKernel, as_kernel
 from ..solvers.learn import LearnResult, least_squares_problem
@@ -174,13 +174,13 @@ def learn_stencil(
     the examples; the result is cast back.
     """
     comm = world(base_comm)
-    damp = check_real_scalar(damp, "damp", minimum=0.0)
+    damp = check_number(damp, "damp", minimum=0.0)
     J, b, dtype = least_squares_problem(kernel, X_local, Y_local, transpose=transpose, theta0=theta0, allow_empty=True)
     if comm.allreduce(J.shape[0]) == 0:
         raise ValueError("`X_local` and `Y_local` hold no examples on any rank: there is nothing to fit theta to.")
     eps = float(np.finfo(dtype).eps)
-    atol = 100 * eps if atol is None else check_real_scalar(atol, "atol", minimum=0.0)
-    btol = 100 * eps if btol is None else check_real_scalar(btol, "btol", minimum=0.0)
+    atol = 100 * eps if atol is None else check_number(atol, "atol", minimum=0.0)
+    btol = 100 * eps if btol is None else check_number(btol, "btol", minimum=0.0)
     maxiter = 2 * kernel.nparams + 20 if maxiter is None else check_positive_int(maxiter, "maxiter")
     b = b.astype(np.float64)
     theta, istop, itn = _cgls(J, b, damp, atol, btol, maxiter, RankSum(kernel.nparams + 1, np.float64, comm))

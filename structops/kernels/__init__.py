@@ -59,3 +59,7 @@ __all__ = [
     "set_accelerator",
     "accelerator",
 ]
+
+#: The names :mod:`structops` re-exports at the top level (``structops.Conv``): every public name
+#: here but the helpers for writing families.
+TOP_LEVEL = [name for name in __all__ if name not in ("Reparametrized", "LinearMap", "as_kernel")]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_batch, check_flag, check_theta
+from .._validation import check_batch, check_flag, check_theta, grid_output_shape, is_grid_of
 from .operators import KernelJacobian, KernelOperator
 
 if TYPE_CHECKING:
@@ -402,7 +402,7 @@ def _is_single_example(X, example_shape: tuple[int, ...]) -> bool:
     is_batch = len(shape) >= 1 and (shape[1:] == example_shape or (len(shape) == 2 and shape[1] == size))
     if is_batch:
         return False
-    return shape == example_shape or (len(example_shape) > 1 and example_shape[0] == 1 and shape == example_shape[1:])
+    return shape == example_shape or is_grid_of(shape, example_shape)
 
 
 def _single_output_shape(
@@ -414,9 +414,5 @@ def _single_output_shape(
     gives the output grid alone when the output has one channel too; any other single example
     gives ``out_shape`` (pylops' ``dimsd``).
     """
-    grid_shaped = len(example_shape) > 1 and example_shape[0] == 1 and tuple(shape) == example_shape[1:]
-    return out_shape[1:] if grid_shaped and len(out_shape) > 1 and out_shape[0] == 1 else out_shape
+    return grid_output_shape(out_shape) if is_grid_of(shape, example_shape) else out_shape
 
-
-#: Kept for :mod:`structops.torch` until it imports :func:`structops.internal.check_flag` (helper h21).
-_check_flag = check_flag

@@ -16,7 +16,7 @@ import numpy as np
 import pylops
 import scipy.sparse as sp
 
-from .._validation import as_float_array, check_finite_fast
+from .._validation import as_float_array, check_finite_fast, grid_output_shape, is_grid_of
 
 if TYPE_CHECKING:
     from ._base import ParametricKernel
@@ -74,12 +74,11 @@ class ColumnBatched(pylops.LinearOperator):
         """
         if isinstance(x, np.ndarray) and self._grid_shaped(x.shape):
             y = super().dot(x.ravel())
-            return y.reshape(self.dimsd[1:] if len(self.dimsd) > 1 and self.dimsd[0] == 1 else self.dimsd)
+            return y.reshape(grid_output_shape(self.dimsd))
         return super().dot(x)
 
     def _grid_shaped(self, shape: tuple[int, ...]) -> bool:
-        dims = tuple(self.dims)
-        if len(dims) < 2 or dims[0] != 1 or shape != dims[1:] or len(shape) < 2:
+        if len(shape) < 2 or not is_grid_of(shape, self.dims):
             return False
         return not (len(shape) == 2 and shape[0] == self.shape[1])  # a block of columns keeps pylops' meaning
 

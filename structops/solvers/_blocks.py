@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from .._validation import check_real_scalar
+from .._validation import check_number
 from ..kernels.diagonalized import Diagonalized, FourierMultiplier, block_svdvals
 
 __all__ = [
@@ -49,7 +49,7 @@ def check_rcond(rcond) -> float | None:
     """``rcond`` validated: None, or a relative cutoff in ``[0, 1)``."""
     if rcond is None:
         return None
-    rcond = check_real_scalar(rcond, "rcond", minimum=0.0)
+    rcond = check_number(rcond, "rcond", minimum=0.0)
     if rcond >= 1.0:
         raise ValueError(f"`rcond` must be None or a relative cutoff in [0, 1), got {rcond!r}.")
     return rcond

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pylops
 
-from .._validation import check_real_scalar
+from .._validation import check_number
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized
 from ..kernels.operators import KernelOperator
@@ -315,7 +315,7 @@ def regularized_inverse(
         raise ValueError(
             f"`L` regularises the normal equations: pass normal=True for (KᵀK + α LᵀL)⁻¹, got normal={normal!r}."
         )
-    alpha = check_real_scalar(alpha, "alpha", minimum=0.0)
+    alpha = check_number(alpha, "alpha", minimum=0.0)
     theta = kernel.validate_theta(theta)
     reg = as_regularizer(L, kernel)
     D = kernel.diagonalize(theta)

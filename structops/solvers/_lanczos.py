@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import check_positive_int, check_real_scalar
+from .._validation import check_number, check_positive_int
 
 __all__ = ["EstimateWarning", "SpectralEstimate", "golub_kahan"]
 
@@ -82,7 +82,7 @@ def exact_estimate(value: float, method: str) -> SpectralEstimate:
 def check_estimate_options(maxiter, tol, dense_limit) -> tuple[int, float, int]:
     """Validated ``maxiter`` (>= 1), ``tol`` (in [0, 1)) and ``dense_limit`` (>= 0)."""
     maxiter = check_positive_int(maxiter, "maxiter")
-    tol = check_real_scalar(tol, "tol", minimum=0.0)
+    tol = check_number(tol, "tol", minimum=0.0)
     if tol >= 1.0:
         raise ValueError(f"`tol` must be a relative accuracy in [0, 1), got {tol!r}.")
     dense_limit = check_positive_int(dense_limit, "dense_limit", minimum=0)

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse.linalg as spla
 
-from .._validation import as_float_array, check_batch, check_positive_int, check_real_scalar
+from .._validation import as_float_array, check_batch, check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
 
 __all__ = ["CONSTRAINTS", "SOLVERS", "LearnResult", "learn_stencil", "least_squares_problem"]
@@ -202,15 +202,15 @@ def learn_stencil(
         raise ValueError(f"`solver` must be one of {SOLVERS!r}, got {solver!r}.")
     if constraint not in CONSTRAINTS:
         raise ValueError(f"`constraint` must be one of {CONSTRAINTS!r}, got {constraint!r}.")
-    damp = check_real_scalar(damp, "damp", minimum=0.0)
+    damp = check_number(damp, "damp", minimum=0.0)
     J, b, dtype = least_squares_problem(kernel, X, Y, transpose=transpose, theta0=theta0)
     if constraint == "psf":
         limit = 2 * kernel.nparams + 20 if maxiter is None else check_positive_int(maxiter, "maxiter")
         return _psf_fit(J, b.astype(np.float64), damp, limit, dtype)
     eps = float(np.finfo(dtype).eps)
-    atol = 100 * eps if atol is None else check_real_scalar(atol, "atol", minimum=0.0)
-    btol = 100 * eps if btol is None else check_real_scalar(btol, "btol", minimum=0.0)
-    conlim = 1.0 / (100 * eps) if conlim is None else check_real_scalar(conlim, "conlim", minimum=0.0)
+    atol = 100 * eps if atol is None else check_number(atol, "atol", minimum=0.0)
+    btol = 100 * eps if btol is None else check_number(btol, "btol", minimum=0.0)
+    conlim = 1.0 / (100 * eps) if conlim is None else check_number(conlim, "conlim", minimum=0.0)
     maxiter = 2 * kernel.nparams + 20 if maxiter is None else check_positive_int(maxiter, "maxiter")
     # scipy iterates in float64 whatever the operator's dtype (lsmr overflows casting its
     # 1e100 sentinels to float32): hand it float64 data explicitly

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-from .._validation import check_positive_int, check_real_scalar
+from .._validation import check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.conv import Conv
 from ..kernels.diagonalized import half_spectrum
@@ -196,7 +196,7 @@ def project_spectral_norm(
     True
     """
     as_kernel(kernel)
-    bound = check_real_scalar(bound, "bound", minimum=0.0)
+    bound = check_number(bound, "bound", minimum=0.0)
     if not bound > 0:
         raise ValueError(f"`bound` must be > 0, got {bound!r}.")
     if not kernel.linear or kernel.q is not None:

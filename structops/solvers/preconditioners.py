@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-from .._validation import check_real_scalar
+from .._validation import check_number
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.conv import Conv
 from ..kernels.diagonalized import Diagonalized, half_spectrum
@@ -206,7 +206,7 @@ def circulant_preconditioner(
     True
     """
     conv = _require_toeplitz(kernel, "circulant_preconditioner")
-    alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
+    alpha = check_number(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = check_rcond(rcond)
     lam = circulant_eigvals(kernel, theta, kind)
     S = half_spectrum(lam, len(conv.grid))[..., None, None]

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize as sopt
 
-from .._validation import check_positive_int, check_real_scalar
+from .._validation import check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
 from ._filters import Regularizer, TikhonovSpectrum, as_regularizer, check_data, shares_basis, spectrum
 from .spectral import spectral_norm
@@ -261,7 +261,7 @@ def choose_alpha(
     as_kernel(kernel)
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS!r}, got {method!r}.")
-    tau = check_real_scalar(tau, "tau", minimum=1.0)
+    tau = check_number(tau, "tau", minimum=1.0)
     probes = check_positive_int(probes, "probes")
     theta = kernel.validate_theta(theta)
     reg = as_regularizer(L, kernel)
@@ -270,7 +270,7 @@ def choose_alpha(
     if method == "discrepancy":
         if noise is None:
             raise ValueError("`noise` (the noise's standard deviation per pixel) is needed by method='discrepancy'.")
-        noise = check_real_scalar(noise, "noise", minimum=0.0)
+        noise = check_number(noise, "noise", minimum=0.0)
         if noise == 0:
             raise ValueError("`noise` must be > 0 for method='discrepancy', got 0.")
         target = tau * noise * float(np.sqrt(flat.size))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_positive_int, check_real_scalar
+from .._validation import check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized
 from ._blocks import check_rcond
@@ -155,7 +155,7 @@ def inverse(
     r = route(kernel, theta, "inverse")
     if not r.exact:
         return r.inverse(alpha=0.0, normal=normal, rcond=None)  # raises, naming the reason
-    alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
+    alpha = check_number(alpha, "alpha", minimum=0.0 if normal else None)
     return r.inverse(alpha=alpha, normal=normal, rcond=check_rcond(rcond))
 
 
@@ -206,9 +206,9 @@ def implicit_step(kernel: ParametricKernel, theta, h: float, *, L=None) -> Diago
     True
     """
     if L is not None:
-        h = check_real_scalar(h, "h", minimum=0.0)
+        h = check_number(h, "h", minimum=0.0)
         return regularized_inverse(kernel, theta, alpha=1.0, normal=True, L=L, h=h)
-    h = check_real_scalar(h, "h", minimum=0.0)
+    h = check_number(h, "h", minimum=0.0)
     return route(kernel, theta, "implicit_step").implicit_step(h)
 
 

@@ -32,7 +32,7 @@ import pylops
 import scipy.sparse.linalg as spla
 from pylops.optimization.basic import cgls as pylops_cgls
 
-from .._validation import check_positive_int, check_real_scalar
+from .._validation import check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import FourierMultiplier, full_spectrum, half_spectrum
 from ._filters import Regularizer, as_regularizer, check_data, exact_solver, shares_basis, structure_error
@@ -144,8 +144,8 @@ def split_preconditioner(
     as_kernel(kernel)
     if kind not in KINDS:
         raise ValueError(f"`kind` must be one of {KINDS!r}, got {kind!r}.")
-    alpha = check_real_scalar(alpha, "alpha", minimum=0.0)
-    power = check_real_scalar(power, "power", minimum=0.0)
+    alpha = check_number(alpha, "alpha", minimum=0.0)
+    power = check_number(power, "power", minimum=0.0)
     theta = kernel.validate_theta(theta)
     reg = as_regularizer(L, kernel)
     lam = _circulant_symbol(kernel, theta, kind, "kernel")
@@ -217,8 +217,8 @@ def _preconditioner_for(kernel, theta, alpha, reg, preconditioner) -> FourierMul
 def _check_options(solver, alpha, rtol, maxiter, full_output) -> tuple[float, float, int]:
     if solver not in SOLVERS:
         raise ValueError(f"`solver` must be one of {SOLVERS!r}, got {solver!r}.")
-    alpha = check_real_scalar(alpha, "alpha", minimum=0.0)
-    rtol = check_real_scalar(rtol, "rtol", minimum=0.0)
+    alpha = check_number(alpha, "alpha", minimum=0.0)
+    rtol = check_number(rtol, "rtol", minimum=0.0)
     if not rtol < 1:
         raise ValueError(f"`rtol` must be in [0, 1), got {rtol!r}.")
     maxiter = check_positive_int(MAXITER if maxiter is None else maxiter, "maxiter")

@@ -9,26 +9,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from .. import _backend
 from .._validation import check_optional_int
 from ..distributed.comm import training_comm
+from ..families import BOUNDARY_CONDITIONS, LAYER_OPTIONS, compare_rows, family_names
+from ..kernels import conv as conv_package
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, ResumePoint
 from .data import IDXError
 from .metrics import METRICS_NAME, count
-from .model import certified_layer_norm
+from .model import ACTIVATIONS, certified_layer_norm
 from .optimizers import OPTIMIZERS, SCHEDULES, TrainingDiverged
 from .trainer import (
     AUTO_POOL_MIN_GRID,
-    CONV_FAMILIES,
     KERNELS,
-    STENCIL_FAMILIES,
     TrainConfig,
     TrainingRun,
     load_data,
@@ -38,20 +39,14 @@ from .trainer import (
 
 __all__ = ["register", "add_train_parser", "add_compare_parser", "main", "COMPARE_FAMILIES"]
 
-_BCS = ("zero", "periodic", "reflect", "replicate", "symmetric", "valid")
 _DEFAULT = TrainConfig()
 
-#: The families each family-specific option of ``structops train`` applies to.
-FLAG_FAMILIES: dict[str, tuple[str, ...]] = {
-    "channels": (*CONV_FAMILIES, "linear"),
-    "stencil": STENCIL_FAMILIES,
-    "bc": (*CONV_FAMILIES, "mmatrixconv", "antisymmetricconv"),
-    "stride": CONV_FAMILIES,
-    "hidden": ("dense",),
-}
+#: The families each family-specific option of ``structops train`` applies to (from :mod:`structops.families`).
+FLAG_FAMILIES: dict[str, tuple[str, ...]] = {option: family_names(option) for option in LAYER_OPTIONS}
 #: Files a training run writes into ``--out``.
 RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, "curves.png", "stencils.png", "spectrum.png")
-#: Argument names of the library (as its error messages quote them) and the flags that set them.
+#: Argument names of the library (as its error messages quote them, `` `reg_W` ``) and the flags that set them:
+#: an error of the library names the flag the user typed.
 _FLAGS = {
     "folder": "--data",
     "reg_W": "--reg-w",
@@ -78,8 +73,10 @@ _FLAGS = {
 
 
 def _flagged(msg: str) -> str:
-    """A library error message with the quoted argument names (`` `pool` ``) replaced by the flags (``--pool``)."""
-    return re.sub(r"`(\w+)`", lambda m: _FLAGS.get(m.group(1), m.group(0)), msg)
+    """A library error message with the argument names ``_FLAGS`` lists (`` `pool` ``) as their flags (``--pool``)."""
+    for name, flag in _FLAGS.items():
+        msg = msg.replace(f"`{name}`", flag)
+    return msg
 
 
 def _article(n: int) -> str:
@@ -91,21 +88,22 @@ def _article(n: int) -> str:
 def kernels_need_compiling() -> bool:
     """Whether the numba convolution kernels are not yet in numba's on-disk cache (so the first call compiles them).
 
-    Reads numba's cache index of the three entry points (forward, adjoint, gradient); an
-    index that is missing, unreadable or stale (the source changed) means a compilation.
-    False when numba is not installed or the cache cannot be inspected.
+    Looks for the cache index files (``*.nbi``) numba writes for the three entry points
+    (forward, adjoint, gradient) of ``structops/kernels/conv/_numba.py``, in its ``__pycache__``
+    folder or under ``NUMBA_CACHE_DIR``: an index that is missing, or older than the source
+    (the source changed since), means a compilation. False when numba is not installed.
     """
-    from .. import _backend
-
     if not _backend.have_numba():
         return False
-    try:
-        from ..kernels.conv import _numba as compiled
-
-        entry_points = (compiled.forward, compiled.adjoint, compiled.gradient)
-        return any(not f._cache._cache_file._load_index() for f in entry_points)
-    except Exception:  # numba internals differ: say nothing rather than something wrong
-        return False
+    source = Path(conv_package.__file__).with_name("_numba.py")
+    custom = os.environ.get("NUMBA_CACHE_DIR")
+    folder = Path(custom).joinpath(*source.parent.resolve().parts[1:]) if custom else source.parent / "__pycache__"
+    stamp = source.stat().st_mtime
+    for entry in ("forward", "adjoint", "gradient"):
+        index = list(folder.glob(f"_numba.{entry}-*.nbi"))
+        if not any(f.stat().st_size and f.stat().st_mtime >= stamp for f in index):
+            return True
+    return False
 
 
 def _int_tuple(text: str) -> int | list[int]:
@@ -136,7 +134,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=_DEFAULT.schedule,
         help="SGD / Adam step schedule (default: %(default)s)",
     )
-    p.add_argument("--activation", choices=("relu", "tanh", "identity"), default=_DEFAULT.activation)
+    p.add_argument("--activation", choices=ACTIVATIONS, default=_DEFAULT.activation)
     p.add_argument("--reg-theta", type=float, default=_DEFAULT.reg_theta, help="Tikhonov weight on θ")
     p.add_argument("--reg-w", type=float, default=_DEFAULT.reg_W, help="Tikhonov weight on W")
     p.add_argument("--dtype", choices=("float64", "float32"), default=_DEFAULT.dtype)
@@ -167,7 +165,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "--stencil", type=_int_tuple, default=_DEFAULT.stencil, help="stencil, e.g. 3 or 3,3 (default: from the grid)"
     )
     p.add_argument(
-        "--bc", choices=_BCS, default=None, help=f"boundary condition of the convolutions (default: {_DEFAULT.bc})"
+        "--bc",
+        choices=BOUNDARY_CONDITIONS,
+        default=None,
+        help=f"boundary condition of the convolutions (default: {_DEFAULT.bc})",
     )
     p.add_argument("--stride", type=_int_tuple, default=None, help="stride of the convolutions, e.g. 2 (default: 1)")
     p.add_argument(
@@ -191,25 +192,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-#: The families ``structops compare`` trains: (label, configuration overrides).
-COMPARE_FAMILIES: tuple[tuple[str, dict], ...] = (
-    ("dense", {"kernel": "dense"}),
-    ("diagonal", {"kernel": "diagonal"}),
-    ("antisymmetric", {"kernel": "antisymmetric"}),
-    ("mmatrix", {"kernel": "mmatrix"}),
-    ("banded (tridiagonal)", {"kernel": "banded"}),
-    ("sparse (3x3 neighbourhoods)", {"kernel": "sparse"}),
-    ("linear (local 3x3)", {"kernel": "linear", "channels": 1}),
-    ("wavelet (haar subbands)", {"kernel": "wavelet"}),
-    ("mmatrixconv 3x3", {"kernel": "mmatrixconv"}),
-    ("conv 3x3, 1 channel", {"kernel": "conv", "channels": 1}),
-    ("conv 3x3, 8 channels", {"kernel": "conv", "channels": 8}),
-    ("symmetric 3x3, 8 channels", {"kernel": "symmetric", "channels": 8}),
-    ("separable 3x3, 8 channels", {"kernel": "separable", "channels": 8}),
-    ("depthwise 3x3, 8 channels", {"kernel": "depthwise", "channels": 8}),
-    ("antisymmetricconv 3x3", {"kernel": "antisymmetricconv"}),
-    ("cayley 3x3 (orthogonal)", {"kernel": "cayley"}),
-)
+#: The families ``structops compare`` trains: (label, configuration overrides), from :mod:`structops.families`.
+COMPARE_FAMILIES: tuple[tuple[str, dict], ...] = compare_rows()
 
 
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:

@@ -199,6 +199,28 @@ class _MiniBatch(Optimizer):
         self.schedule = schedule
         self.epochs = None if epochs is None else check_positive_int(epochs, "epochs")
         self.epoch = 0
+        self.t = 0  # steps taken with the current buffers
+        for name in self.buffers:
+            setattr(self, name, None)
+
+    #: Names of the per-parameter buffers the step keeps (its moments), checkpointed under these names.
+    buffers: tuple[str, ...] = ()
+
+    def _moments(self, x: np.ndarray) -> list[np.ndarray]:
+        """The step's buffers for parameters ``x``, counting the step in ``t``.
+
+        Zero (and ``t`` restarts) on first use or for parameters of a new shape; cast to the
+        dtype of ``x`` when it changed (a run resumed in another precision).
+        """
+        held = [getattr(self, name) for name in self.buffers]
+        if held[0] is None or held[0].shape != x.shape:
+            held, self.t = [np.zeros_like(x) for _ in self.buffers], 0
+        elif held[0].dtype != x.dtype:
+            held = [b.astype(x.dtype) for b in held]
+        for name, buffer in zip(self.buffers, held):
+            setattr(self, name, buffer)
+        self.t += 1
+        return held
 
     def iterations_per_epoch(self, problem: Problem) -> int:
         return -(-problem.X.shape[0] // self.batch_size)
@@ -230,10 +252,18 @@ class _MiniBatch(Optimizer):
         return x
 
     def state_dict(self):
-        return {"epoch": np.array(self.epoch)}
+        state = {"epoch": np.array(self.epoch)}
+        if self.buffers and getattr(self, self.buffers[0]) is not None:
+            state.update({name: getattr(self, name).copy() for name in self.buffers})
+            state["t"] = np.array(self.t)
+        return state
 
     def load_state_dict(self, state):
         self.epoch = int(state["epoch"]) if "epoch" in state else 0
+        saved = bool(self.buffers) and self.buffers[0] in state
+        for name in self.buffers:
+            setattr(self, name, np.array(state[name]) if saved else None)
+        self.t = int(state["t"]) if saved and "t" in state else 0
 
 
 class SGD(_MiniBatch):
@@ -270,28 +300,17 @@ class SGD(_MiniBatch):
     ) -> None:
         super().__init__(lr, batch_size, schedule, epochs)
         self.momentum = check_number(momentum, "momentum", minimum=0, below=1)
-        self.velocity: np.ndarray | None = None
+
+    buffers = ("velocity",)
 
     def _step(self, x, grad, lr):
-        if self.velocity is None or self.velocity.shape != x.shape or self.velocity.dtype != x.dtype:
-            self.velocity = np.zeros_like(x) if self.velocity is None else self.velocity.astype(x.dtype)
         dt = x.dtype.type
-        v = self.velocity
+        (v,) = self._moments(x)
         v *= dt(self.momentum)
         v += grad
         grad[...] = v
         grad *= dt(lr)
         x -= grad
-
-    def state_dict(self):  # noqa: D102
-        state = super().state_dict()
-        if self.velocity is not None:
-            state["velocity"] = self.velocity.copy()
-        return state
-
-    def load_state_dict(self, state):  # noqa: D102
-        super().load_state_dict(state)
-        self.velocity = None if "velocity" not in state else np.array(state["velocity"])
 
 
 class Adam(_MiniBatch):
@@ -306,13 +325,8 @@ class Adam(_MiniBatch):
     Parameters
     ----------
     lr, beta1, beta2, eps : float, optional
-    batch_size : int, optional
-    schedule : {"constant", "cosine"}, optional
-        Step size per epoch: :math:`\eta` throughout (``"constant"``) or
-        :math:`\eta_e = \tfrac{\eta}{2}(1 + \cos(\pi e / E))` in epoch :math:`e` of :math:`E` = ``epochs``
-        (``"cosine"``, PyTorch's ``CosineAnnealingLR``).
-    epochs : int, optional
-        Length of the schedule (needed for ``"cosine"``).
+    batch_size, schedule, epochs : optional
+        As for :class:`SGD`.
     """
 
     name = "adam"
@@ -331,18 +345,12 @@ class Adam(_MiniBatch):
         self.beta1 = check_number(beta1, "beta1", minimum=0, below=1)
         self.beta2 = check_number(beta2, "beta2", minimum=0, below=1)
         self.eps = check_number(eps, "eps", above=0)
-        self.m: np.ndarray | None = None
-        self.v: np.ndarray | None = None
-        self.t = 0
+
+    buffers = ("m", "v")
 
     def _step(self, x, grad, lr):
         dt = x.dtype.type
-        if self.m is None or self.v is None or self.m.shape != x.shape:
-            self.m, self.v, self.t = np.zeros_like(x), np.zeros_like(x), 0
-        if self.m.dtype != x.dtype:
-            self.m, self.v = self.m.astype(x.dtype), self.v.astype(x.dtype)
-        self.t += 1
-        m, v = self.m, self.v
+        m, v = self._moments(x)
         m *= dt(self.beta1)
         m += dt(1 - self.beta1) * grad
         v *= dt(self.beta2)
@@ -356,20 +364,6 @@ class Adam(_MiniBatch):
         np.divide(m, grad, out=grad)
         grad *= dt(lr / (1 - self.beta1**self.t))
         x -= grad
-
-    def state_dict(self):  # noqa: D102
-        state = super().state_dict()
-        if self.m is not None:
-            state.update({"m": self.m.copy(), "v": self.v.copy(), "t": np.array(self.t)})
-        return state
-
-    def load_state_dict(self, state):  # noqa: D102
-        super().load_state_dict(state)
-        if "m" not in state:
-            self.m = self.v = None
-            self.t = 0
-            return
-        self.m, self.v, self.t = np.array(state["m"]), np.array(state["v"]), int(state["t"])
 
 
 class GaussNewtonKrylov(Optimizer):

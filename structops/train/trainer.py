@@ -17,17 +17,17 @@ import dataclasses
 import importlib.util
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from .. import _backend, kernels
 from .._validation import check_choice, check_int_tuple, check_number, check_optional_int, check_positive_int
 from ..distributed.comm import threads_per_rank, training_comm
+from ..families import LayerOptions, family, family_names, locally_connected
 from ..kernels._base import ParametricKernel
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointFolder, ResumePoint
 from .data import Dataset, load_digits, load_mnist
@@ -51,28 +51,12 @@ __all__ = [
     "METRICS_NAME",
 ]
 
-#: Families ``structops train --kernel`` accepts.
-KERNELS = (
-    "dense",
-    "diagonal",
-    "antisymmetric",
-    "mmatrix",
-    "linear",
-    "conv",
-    "mmatrixconv",
-    "symmetric",
-    "separable",
-    "depthwise",
-    "wavelet",
-    "sparse",
-    "banded",
-    "antisymmetricconv",
-    "cayley",
-)
+#: Families ``structops train --kernel`` accepts (the names of :data:`structops.families.FAMILIES`).
+KERNELS = family_names()
 #: The convolution families among :data:`~structops.train.KERNELS` (output channels, a stencil, a boundary, a stride).
-CONV_FAMILIES = ("conv", "symmetric", "separable", "depthwise")
+CONV_FAMILIES = family_names("stride")
 #: The families among :data:`KERNELS` built on a stencil.
-STENCIL_FAMILIES = (*CONV_FAMILIES, "linear", "mmatrixconv", "sparse", "antisymmetricconv", "cayley")
+STENCIL_FAMILIES = family_names("stencil")
 #: Smallest grid (pixels per axis) on which ``pool=None`` means a 2x2 average pooling.
 AUTO_POOL_MIN_GRID = 16
 
@@ -242,58 +226,7 @@ class TrainResult:
         return float(self.history["test_acc"][-1]) if self.history["test_acc"] else float("nan")
 
 
-def locally_connected(image_shape, stencil, out_channels: int = 1) -> kernels.LinearKernel:
-    r"""A locally connected layer as a :class:`~structops.LinearKernel` (an untied convolution).
-
-    Like a zero-boundary convolution, output pixel :math:`i` of channel :math:`o` combines the
-    input pixels of a ``stencil`` neighbourhood of :math:`i` in every input channel, but every
-    output pixel has its own weights: ``vec(K) = Q θ`` with one parameter per (output channel,
-    output pixel, input channel, stencil tap inside the grid). It sits between ``Conv``
-    (weights shared across pixels) and ``Dense`` (every pixel connected).
-
-    Parameters
-    ----------
-    image_shape : sequence of int
-        ``(in_channels, *grid)``.
-    stencil : int or sequence of int
-    out_channels : int, optional
-
-    Examples
-    --------
-    >>> k = locally_connected((1, 8, 8), 3)
-    >>> k.shape, k.nparams
-    ((64, 64), 484)
-    """
-    cin, *rest = check_int_tuple(image_shape, "image_shape")
-    grid = tuple(rest)
-    stencil = check_int_tuple(stencil, "stencil", ndim=len(grid))
-    cout = int(out_channels)
-    G = int(np.prod(grid))
-    rows_n, cols_n = cout * G, cin * G
-    pix = np.stack(np.unravel_index(np.arange(G), grid), axis=1)  # (G, ndim)
-    taps = np.stack(np.unravel_index(np.arange(int(np.prod(stencil))), stencil), axis=1)  # (S, ndim)
-    centre = np.array([s // 2 for s in stencil])
-    src = pix[:, None, :] + centre - taps[None, :, :]  # convolution: x_{i + c - j}
-    inside = np.all((src >= 0) & (src < np.array(grid)), axis=2)  # (G, S)
-    gi, sj = np.nonzero(inside)
-    src_lin = np.ravel_multi_index(tuple(src[gi, sj].T), grid)
-    o = np.repeat(np.arange(cout), gi.size * cin)
-    c = np.tile(np.repeat(np.arange(cin), gi.size), cout)
-    g = np.tile(gi, cout * cin)
-    s = np.tile(src_lin, cout * cin)
-    rows = o * G + g
-    cols = c * G + s
-    p = rows.size
-    Q = sp.csr_array((np.ones(p), (rows + cols * rows_n, np.arange(p))), shape=(rows_n * cols_n, p))
-    return kernels.LinearKernel(Q, (rows_n, cols_n))
-
-
 def _pool(kernel: ParametricKernel, window, image_shape) -> ParametricKernel:
-    try:
-        from ..kernels import AvgPool
-        from ..kernels.compose import Chain
-    except ImportError as exc:  # pragma: no cover - pooling ships with structops
-        raise ValueError(f"`pool` needs structops.AvgPool, which this installation lacks ({exc}).") from exc
     out = kernel.out_shape
     if len(out) >= 2:
         channels, grid = out[0], out[1:]
@@ -305,50 +238,20 @@ def _pool(kernel: ParametricKernel, window, image_shape) -> ParametricKernel:
             f"that are not images of shape {tuple(image_shape)}."
         )
     window = check_int_tuple(window, "pool", ndim=len(grid))
-    return Chain(AvgPool(grid, window, channels=channels), kernel)
-
-
-def _sparse_neighbourhood(image_shape: tuple[int, ...], stencil) -> kernels.Sparse:
-    """:class:`~structops.Sparse` on the pattern of a stencil: each output pixel reads its neighbourhood.
-
-    The pattern is where a zero-boundary convolution's ``K`` has entries (the rows of its
-    ``Q`` that are not empty), so it is built in O(nnz), and every entry gets its own weight.
-    """
-    conv = kernels.Conv(image_shape[1:], stencil, in_channels=image_shape[0])
-    lin = np.unique(conv.Q.tocoo().row)
-    m = conv.shape[0]
-    return kernels.Sparse(sp.csc_array((np.ones(lin.size, dtype=bool), (lin % m, lin // m)), shape=conv.shape))
+    return kernels.Chain(kernels.AvgPool(grid, window, channels=channels), kernel)
 
 
 def _layer(config: TrainConfig, image_shape: tuple[int, ...]) -> ParametricKernel:
     """The family ``config.kernel`` for examples of shape ``image_shape = (C, *grid)``, before pooling."""
-    N = int(np.prod(image_shape))
-    cin, grid = image_shape[0], image_shape[1:]
-    stencil: int | Sequence[int] = 3 if config.stencil is None else config.stencil
-    conv: dict[str, Any] = {"bc": config.bc, "in_channels": cin, "out_channels": config.channels}
-    conv["stride"] = config.stride
-    builders: dict[str, Callable[[], ParametricKernel]] = {
-        "dense": lambda: kernels.Dense(config.hidden or N, N),
-        "diagonal": lambda: kernels.Diagonal(N),
-        "antisymmetric": lambda: kernels.Antisymmetric(N),
-        "mmatrix": lambda: kernels.MMatrix(N),
-        "linear": lambda: locally_connected(image_shape, config.stencil, config.channels),
-        "conv": lambda: kernels.Conv(grid, stencil, **conv),
-        "mmatrixconv": lambda: kernels.MMatrixConv(grid, stencil, bc=config.bc, channels=cin),
-        "symmetric": lambda: kernels.SymmetricConv(grid, stencil, **conv),
-        "separable": lambda: kernels.SeparableConv(grid, stencil, **conv),
-        "depthwise": lambda: kernels.DepthwiseSeparableConv(
-            grid, stencil, bc=config.bc, in_channels=cin, out_channels=config.channels, stride=config.stride
-        ),
-        "wavelet": lambda: kernels.Wavelet(grid if cin == 1 else image_shape),
-        "sparse": lambda: _sparse_neighbourhood(image_shape, config.stencil),
-        "banded": lambda: kernels.Banded(N, 1, 1),
-        "antisymmetricconv": lambda: kernels.AntisymmetricConv(grid, stencil, bc=config.bc, channels=cin),
-        "cayley": lambda: kernels.CayleyConv(grid, stencil, channels=cin),
-    }
-    if config.kernel not in builders:
-        raise ValueError(f"`kernel` must be one of {KERNELS}, got {config.kernel!r}.")
-    return builders[config.kernel]()
+    options = LayerOptions(
+        image_shape=image_shape,
+        channels=config.channels,
+        stencil=3 if config.stencil is None else config.stencil,
+        bc=config.bc,
+        stride=config.stride,
+        hidden=config.hidden,
+    )
+    return family(config.kernel).build(options)
 
 
 def _check_stencil_fits(config: TrainConfig, image_shape: tuple[int, ...]) -> None:

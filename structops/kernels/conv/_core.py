@@ -117,9 +117,7 @@ def _check_fits(
     what = f"`stencil` {stencil!r}" + (f" dilated to extent {extent!r} by `dilation`" if dilated else "")
     for axis, (g, e, (lft, rgt)) in enumerate(zip(grid, extent, pads)):
         if bc == "valid" and e > g:
-            raise ValueError(
-                f"{what} is larger than `grid` {grid!r} on axis {axis}: bc='valid' needs stencil <= grid."
-            )
+            raise ValueError(f"{what} is larger than `grid` {grid!r} on axis {axis}: bc='valid' needs stencil <= grid.")
         if e > g + lft + rgt:
             raise ValueError(
                 f"{what} is larger than the padded grid on axis {axis} (`grid` {grid!r} padded by {lft} + {rgt}, "

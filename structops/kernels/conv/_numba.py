@@ -411,7 +411,9 @@ def forward(theta, x, runs, outruns, shifts, width, tile, groups, blocks, out): 
 
 
 @nb.njit(**_OPTS)
-def adjoint(theta, y, runs, outruns, shifts, width, tile, injective, groups, blocks, out):  # pragma: no cover - compiled
+def adjoint(
+    theta, y, runs, outruns, shifts, width, tile, injective, groups, blocks, out
+):  # pragma: no cover - compiled
     """``out = P^T C^T S^T y``: scatter, correlate with the reversed shifts, fold the padding.
 
     Only the padded positions that the fold reads (``src >= 0``, from the first to the last)

@@ -14,8 +14,8 @@ from .._base import ParametricKernel
 from .._sparse import csc_from_triplets
 from ..diagonalized import Diagonalized, FourierMultiplier, KroneckerMultiplier, PeriodicEmbedding, half_spectrum
 from . import _core as core
-from .polyphase import PolyphaseMultiplier, polyphase_applies
 from ._core import ConvGeometry, check_geometry  # noqa: F401 (check_geometry: re-exported for the families)
+from .polyphase import PolyphaseMultiplier, polyphase_applies
 
 METHODS = ("auto", "direct", "fft")
 #: Boundaries under which a stencil that is an outer product gives a Kronecker product of 1-D operators.

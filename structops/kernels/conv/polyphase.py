@@ -27,6 +27,8 @@ filter-bank one, Vaidyanathan, *Multirate Systems and Filter Banks*, 1993).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.fft as sfft
 
@@ -62,7 +64,8 @@ def polyphase_blocks(theta: np.ndarray, geo: ConvGeometry) -> np.ndarray:
         shape[a] = s
         phases.append(np.mod(delta, st).reshape(shape))
         shifts.append(np.mod(-(delta // st), h).reshape(shape))
-    np.add.at(cols, (slice(None), slice(None), *phases, *shifts), theta.reshape(geo.theta_shape))
+    index: tuple[Any, ...] = (slice(None), slice(None), *phases, *shifts)
+    np.add.at(cols, index, theta.reshape(geo.theta_shape))
     cols = expand_groups(cols, geo)  # (cout, cin, *stride, *coarse)
     spec = sfft.fftn(cols, axes=tuple(range(2 + d, 2 + 2 * d)))
     m = int(np.prod(geo.stride))

@@ -69,6 +69,21 @@ class Conv(ParametricKernel):
         for Jacobians used for many products (a Krylov fit of a large stencil); ``"auto"``
         prices a Jacobian used for one gradient, which costs the same transforms as an
         operator product.
+    dilation : int or sequence of int, optional
+        PyTorch's ``dilation``: tap :math:`j` reads offset :math:`d\,j` per axis, so the stencil
+        covers the extent :math:`e = d(s - 1) + 1` (default 1).
+    groups : int, optional
+        PyTorch's ``groups``, dividing both channel counts: output channel :math:`o` reads only
+        the ``in_channels // groups`` input channels of its group, so :math:`K` is block
+        diagonal over the groups and :math:`\theta` has shape
+        ``(out_channels, in_channels // groups, *stencil)`` (default 1).
+    padding : None, "same", "valid", int or sequence of int, optional
+        Samples that ``bc`` adds on each side of each axis. None (default): ``e - 1`` in all,
+        ``e - 1 - e // 2`` before (output on the input grid at stride 1; none for
+        ``bc="valid"``); ``"same"`` the same (stride 1 only, as in PyTorch); ``"valid"`` none;
+        an int or one per axis :math:`p`: :math:`p` on both sides, as PyTorch's ``padding``
+        with ``padding_mode`` the ``bc`` (zeros, circular, reflect, replicate; ``symmetric``
+        has no PyTorch mode). The resolved ``(before, after)`` pairs are :attr:`padding`.
 
     Raises
     ------
@@ -78,13 +93,20 @@ class Conv(ParametricKernel):
         stencil is larger than the grid where ``bc`` cannot take it (``"valid"``: stencil
         ``<=`` grid; ``"reflect"``: ``stencil // 2 <= grid - 1``, one mirror image;
         ``"symmetric"``: ``stencil // 2 <= grid``).
+        Also, naming the argument: ``groups`` not dividing both channel counts, a negative
+        ``padding`` or an unknown padding word, ``padding="same"`` with a stride above 1, a
+        nonzero ``padding`` with ``bc="valid"``, a dilated stencil wider than the padded grid,
+        or a pad wider than ``bc`` can mirror.
     TypeError
-        If a size, a stride or a channel count is not an integer.
+        If a size, a stride, a dilation or a channel count is not an integer.
 
     Attributes
     ----------
     nparams : int
-        ``out_channels * in_channels * prod(stencil)``.
+        ``out_channels * in_channels // groups * prod(stencil)``.
+    dilation, groups, padding
+        The validated geometry (:class:`~structops.kernels.conv.ConvGeometry`): ``dilation``
+        per axis, ``groups``, and ``padding`` as ``(before, after)`` per axis.
     backend : {"numba", "numpy"}
         What runs the direct sums: the numba kernels if they are installed and switched on
         (:func:`structops.set_accelerator`) when the family is built, else numpy. Fixed at
@@ -95,7 +117,17 @@ class Conv(ParametricKernel):
 
     Notes
     -----
-    :math:`\theta` is the array of shape ``(out_channels, in_channels, *stencil)``
+    With dilation :math:`d`, groups and padding :math:`p_-` before, output :math:`i` of channel
+    :math:`o` is
+
+    .. math::
+        z_{o,i} = \sum_{c \in G(o)} \sum_j \theta_{o,c,j}\, x^p_{c,\ \mathrm{st}\,i + d(s - 1 - j)},
+
+    :math:`x^p` the input padded by ``bc`` (index :math:`q` of :math:`x^p` is grid sample
+    :math:`q - p_-`, mapped by the boundary) and :math:`G(o)` the input channels of
+    :math:`o`'s group.
+
+    :math:`\theta` is the array of shape ``(out_channels, in_channels // groups, *stencil)``
     (PyTorch's weight layout) flattened in C-order; examples are ``(in_channels, *grid)``
     flattened in C-order, and rows/columns of :meth:`~structops.kernels.ParametricKernel.matrix` follow that order.
 
@@ -118,7 +150,11 @@ class Conv(ParametricKernel):
     ``bc="zero"`` and stride 1 (any stencil size), and for odd stencils
     ``conv(F.pad(x, s//2, mode="circular"), w)`` for ``"periodic"``, ``mode="reflect"`` and
     ``mode="replicate"`` likewise; ``"valid"`` is ``padding=0``. Strides match torch's
-    ``stride=`` for odd stencils. To use torch's weights and convention directly, pass
+    ``stride=`` for odd stencils. With ``dilation``, ``groups`` and ``padding`` given,
+    ``K(θ) x`` equals ``nn.Conv{1,2,3}d(in_channels, out_channels, stencil, stride=stride,
+    padding=padding, dilation=dilation, groups=groups, padding_mode=mode)`` with weight
+    ``theta_to_torch(θ)`` for every bc but ``symmetric`` (mode ``zeros``, ``circular``,
+    ``reflect``, ``replicate``). To use torch's weights and convention directly, pass
     ``theta_from_torch(weight)``.
 
     Examples

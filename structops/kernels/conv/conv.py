@@ -470,7 +470,7 @@ class Conv(ParametricKernel):
     def _require_periodic(self, what: str) -> None:
         if not self.circulant:
             raise ValueError(
-                f"`{what}` needs bc='periodic', stride 1 and the default padding (a circulant operator); "
+                f"`{what}` needs bc='periodic' and stride 1, with the default padding (a circulant operator); "
                 f"this is {self!r}."
             )
 

@@ -109,6 +109,7 @@ def _against_torch(case: Case, bc: str, method: str, dtype, rng) -> None:
     assert rel(J.per_example(Y).sum(0), grad_theta) <= rt
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_value_and_both_gradients_equal_torch_modules(case, method, dtype, rng):
@@ -119,6 +120,7 @@ def test_value_and_both_gradients_equal_torch_modules(case, method, dtype, rng):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("bc", BCS)
 @pytest.mark.parametrize("case", CASES, ids=str)

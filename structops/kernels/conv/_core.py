@@ -294,7 +294,7 @@ class ConvGeometry:
 
     @property
     def pads(self) -> tuple[tuple[int, int], ...]:
-        """(before, after) padding per axis: :attr:`padding`."""
+        """(before, after) padding per axis: the field ``padding``."""
         return self.padding
 
     @property

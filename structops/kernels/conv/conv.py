@@ -83,7 +83,7 @@ class Conv(ParametricKernel):
         ``bc="valid"``); ``"same"`` the same (stride 1 only, as in PyTorch); ``"valid"`` none;
         an int or one per axis :math:`p`: :math:`p` on both sides, as PyTorch's ``padding``
         with ``padding_mode`` the ``bc`` (zeros, circular, reflect, replicate; ``symmetric``
-        has no PyTorch mode). The resolved ``(before, after)`` pairs are :attr:`padding`.
+        has no PyTorch mode). The resolved ``(before, after)`` pairs are the attribute ``padding``.
 
     Raises
     ------

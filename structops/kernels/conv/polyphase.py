@@ -161,7 +161,10 @@ class PolyphaseMultiplier(Diagonalized):
     _transpose = _adjoint
 
     def with_blocks(self, blocks, *, swap=False, normal=False, name=None) -> PolyphaseMultiplier:
-        """See :meth:`Diagonalized.with_blocks`: ``U B' V^H``, ``V B' U^H`` (``swap``) or ``V B' V^H`` (``normal``)."""
+        """See :meth:`~structops.solvers.Diagonalized.with_blocks`.
+
+        ``U B' V^H``, ``V B' U^H`` (``swap``) or ``V B' V^H`` (``normal``).
+        """
         blocks = self._check_freq_shape(blocks)
         sides = (True, True) if normal else (False, True) if swap else (True, False)
         real = np.dtype(np.finfo(blocks.dtype).dtype)

@@ -4,7 +4,9 @@ Cases (issue 3):
 
 * ``A``: n=512 images 28x28, 8 -> 8 channels, 3x3 stencil, ``bc`` zero and periodic;
 * ``B``: n=64 images 128x128, 1 -> 1 channel, 15x15 stencil, zero;
-* ``C``: n=1024 signals of length 4096, stencil 7, zero and periodic.
+* ``C``: n=1024 signals of length 4096, stencil 7, zero and periodic;
+* ``A-dilated`` and ``A-grouped`` (issue 22): case A (zero) with ``dilation=2`` (torch
+  ``padding=2``), and with ``groups=4`` (two input channels per output channel).
 
 Operations: forward ``k.apply(θ, X)``, adjoint ``k.apply(θ, Y, transpose=True)``,
 ``Jᵀ`` ``k.jac(θ, X).rmatvec(w)`` (the gradient with respect to the stencil, summed over
@@ -55,6 +57,8 @@ CASES = {
     "B-zero": dict(n=64, grid=(128, 128), cin=1, cout=1, stencil=(15, 15), bc="zero"),
     "C-zero": dict(n=1024, grid=(4096,), cin=1, cout=1, stencil=(7,), bc="zero"),
     "C-periodic": dict(n=1024, grid=(4096,), cin=1, cout=1, stencil=(7,), bc="periodic"),
+    "A-dilated": dict(n=512, grid=(28, 28), cin=8, cout=8, stencil=(3, 3), bc="zero", dilation=2),
+    "A-grouped": dict(n=512, grid=(28, 28), cin=8, cout=8, stencil=(3, 3), bc="zero", groups=4),
 }
 OPS = ("forward", "adjoint", "Jᵀ", "Jᵀ (J built)")
 
@@ -106,18 +110,20 @@ def torch_impls(cfg, theta, x, y, w, dtype):
     conv = {1: F.conv1d, 2: F.conv2d}[nd]
     conv_t = {1: F.conv_transpose1d, 2: F.conv_transpose2d}[nd]
     n, cin, cout, s = cfg["n"], cfg["cin"], cfg["cout"], cfg["stencil"]
-    p = tuple(si // 2 for si in s)  # odd stencils only
+    dil, G = cfg.get("dilation", 1), cfg.get("groups", 1)
+    p = tuple(dil * (si // 2) for si in s)  # odd stencils only
     circ = tuple(v for pi in reversed(p) for v in (pi, pi))
     periodic = cfg["bc"] == "periodic"
     spatial = tuple(range(2, 2 + nd))
-    wt = torch.from_numpy(np.ascontiguousarray(np.flip(theta.reshape(cout, cin, *s), spatial)))
-    wadj = wt.transpose(0, 1).flip(spatial).contiguous()
+    wt = torch.from_numpy(np.ascontiguousarray(np.flip(theta.reshape(cout, cin // G, *s), spatial)))
+    # the adjoint as a forward convolution: channels transposed within each group, flipped
+    wadj = wt.view(G, cout // G, cin // G, *s).transpose(1, 2).reshape(cin, cout // G, *s).flip(spatial).contiguous()
     X, Y, W = (torch.from_numpy(a) for a in (x, y, w))
 
-    def fwd(inp, weight, groups=1):
+    def fwd(inp, weight, groups=G):
         if periodic:
-            return conv(F.pad(inp, circ, mode="circular"), weight, groups=groups)
-        return conv(inp, weight, padding=p, groups=groups)
+            return conv(F.pad(inp, circ, mode="circular"), weight, groups=groups, dilation=dil)
+        return conv(inp, weight, padding=p, groups=groups, dilation=dil)
 
     impls = {}
     with torch.no_grad():
@@ -128,6 +134,9 @@ def torch_impls(cfg, theta, x, y, w, dtype):
             wg = wt.expand(n, 1, *s).contiguous()
             best.append(lambda: fwd(X.view(1, n, *cfg["grid"]), wg, groups=n).view(n, 1, *cfg["grid"]))
         impls["forward"] = (std, best)
+        if G > 1:  # the same channel mix as one dense convolution with zero blocks (faster in some builds)
+            wd = torch.from_numpy(np.ascontiguousarray(_dense_blocks(wt.numpy(), G)))
+            best.append(lambda: fwd(X, wd, groups=1))
         # adjoint
         if periodic:
             Xg = X.clone().requires_grad_(True)
@@ -139,7 +148,7 @@ def torch_impls(cfg, theta, x, y, w, dtype):
         else:
 
             def std():
-                return conv_t(Y, wt, padding=p)
+                return conv_t(Y, wt, padding=p, dilation=dil, groups=G)
 
         best = [std, lambda: fwd(Y, wadj)]
         if cin == cout == 1:
@@ -155,10 +164,27 @@ def torch_impls(cfg, theta, x, y, w, dtype):
             return torch.autograd.grad(outw, wtg, W, retain_graph=True)[0]
 
         def batch_contracted():
+            # the batch as the contracted axis; stride = dilation samples the dilated taps
             xp = F.pad(X, circ, mode="circular") if periodic else F.pad(X, circ)
-            return conv(xp.transpose(0, 1), W.transpose(0, 1)).transpose(0, 1)
+            full = conv(xp.transpose(0, 1), W.transpose(0, 1), stride=dil).transpose(0, 1)
+            if G == 1:
+                return full
+            og, cg = cout // G, cin // G
+            return torch.cat([full[g * og : (g + 1) * og, g * cg : (g + 1) * cg] for g in range(G)])
 
         best = [std, batch_contracted]
+        if G > 1:
+
+            def grouped_batch_contracted():
+                # (cg, G*n, H) against (G*og, n, H) with groups=G: only the diagonal blocks
+                xp = F.pad(X, circ, mode="circular") if periodic else F.pad(X, circ)
+                og, cg = cout // G, cin // G
+                grid5 = tuple(range(3, 3 + nd))
+                xin = xp.view(n, G, cg, *xp.shape[2:]).permute(2, 1, 0, *grid5).reshape(cg, G * n, *xp.shape[2:])
+                wk = W.view(n, G, og, *W.shape[2:]).permute(1, 2, 0, *grid5).reshape(G * og, n, *W.shape[2:])
+                return conv(xin, wk, stride=dil, groups=G).transpose(0, 1)
+
+            best.append(grouped_batch_contracted)
         if cin == cout == 1:
 
             def grouped():
@@ -168,6 +194,16 @@ def torch_impls(cfg, theta, x, y, w, dtype):
             best.append(grouped)
         impls["Jᵀ"] = (std, best)
     return impls
+
+
+def _dense_blocks(w: np.ndarray, G: int) -> np.ndarray:
+    """A grouped weight ``(cout, cin/G, *s)`` as the dense ``(cout, cin, *s)`` with zero off-group blocks."""
+    cout, cg = w.shape[:2]
+    og = cout // G
+    full = np.zeros((cout, cg * G, *w.shape[2:]), dtype=w.dtype)
+    for g in range(G):
+        full[g * og : (g + 1) * og, g * cg : (g + 1) * cg] = w[g * og : (g + 1) * og]
+    return full
 
 
 def torch_result(op, r, cfg):
@@ -221,7 +257,10 @@ def pylops_impls(cfg, theta, x, y, w, dtype, subset):
 # ------------------------------------------------------------------------- main
 def run_case(name, cfg, dtype, args, rates, rows):
     rng = np.random.default_rng(0)
-    k = structops.Conv(cfg["grid"], cfg["stencil"], bc=cfg["bc"], in_channels=cfg["cin"], out_channels=cfg["cout"])
+    k = structops.Conv(
+        cfg["grid"], cfg["stencil"], bc=cfg["bc"], in_channels=cfg["cin"], out_channels=cfg["cout"],
+        dilation=cfg.get("dilation", 1), groups=cfg.get("groups", 1),
+    )  # fmt: skip
     n = cfg["n"]
     theta = rng.standard_normal(k.nparams).astype(dtype)
     x = rng.standard_normal((n, *k.in_shape)).astype(dtype)
@@ -248,13 +287,13 @@ def run_case(name, cfg, dtype, args, rates, rows):
     if not args.no_torch:
         timp = torch_impls(cfg, theta, x, y, y, dtype)
     pimp, subset = None, None
-    if not args.no_pylops:
+    if not args.no_pylops and "dilation" not in cfg and "groups" not in cfg:  # pylops: plain stencils only
         subset = min(n, args.pylops_subset)
         pimp = pylops_impls(cfg, theta, x, y, y, dtype, subset)
 
     itemsize = np.dtype(dtype).itemsize
     nin, nout = x.size * itemsize, y.size * itemsize
-    flops = 2 * np.prod(cfg["stencil"]) * cfg["cin"] * cfg["cout"] * np.prod(cfg["grid"]) * n
+    flops = 2 * np.prod(cfg["stencil"]) * cfg["cin"] // cfg.get("groups", 1) * cfg["cout"] * np.prod(cfg["grid"]) * n
     peers = {}
     for op in OPS:
         t_ours = median_time(ours[op], args.repeat, warmup=2)

@@ -11,7 +11,9 @@
 * :class:`AntisymmetricConv`, :class:`CayleyConv` -- antisymmetric convolutions ``C - C^T`` and
   their orthogonal Cayley transforms (:mod:`.antisymmetric_conv`, :mod:`.cayley`);
 * :class:`ConvGeometry` -- the geometry every convolution family builds (or takes) and
-  validates once: grid, stencil, stride, boundary condition and channels;
+  validates once: grid, stencil, stride, dilation, groups, padding, boundary condition and channels;
+* :class:`PolyphaseMultiplier` -- the exact per-frequency blocks of a strided periodic
+  convolution (:mod:`.polyphase`);
 * :class:`AvgPool` -- average pooling, the fixed map composed after a convolution (:mod:`.pooling`);
 * the engine: :mod:`._core` (padding, direct sums, FFTs) and :mod:`._numba` (the compiled
   direct kernels, when numba is installed).
@@ -23,6 +25,7 @@ from .based import ConvBased
 from .cayley import CayleyConv
 from .conv import Conv
 from .mmatrix_conv import MMatrixConv
+from .polyphase import PolyphaseMultiplier
 from .pooling import AvgPool
 from .separable import DepthwiseSeparableConv, SeparableConv
 from .symmetric import SymmetricConv
@@ -36,6 +39,7 @@ __all__ = [
     "ConvGeometry",
     "DepthwiseSeparableConv",
     "MMatrixConv",
+    "PolyphaseMultiplier",
     "SeparableConv",
     "SymmetricConv",
 ]

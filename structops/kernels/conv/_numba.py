@@ -179,8 +179,8 @@ def _place(dst, base, src, lng, sgl):  # pragma: no cover - compiled
 
 
 @nb.njit(**_INLINE)
-def _sweep(arow, xp, theta_o, shifts, S, m0, m1):  # pragma: no cover - compiled
-    """``arow += sum_k theta_o[k] xp[k // S, m0 + shifts[k % S] : m1 + shifts[k % S]]``."""
+def _sweep(arow, xp, theta_o, shifts, S, m0, m1, c0):  # pragma: no cover - compiled
+    """``arow += sum_k theta_o[k] xp[c0 + k // S, m0 + shifts[k % S] : m1 + shifts[k % S]]``."""
     K = theta_o.shape[0]
     n = m1 - m0
     k = 0
@@ -196,16 +196,16 @@ def _sweep(arow, xp, theta_o, shifts, S, m0, m1):  # pragma: no cover - compiled
         a6 = m0 + shifts[(k + 6) % S]
         a7 = m0 + shifts[(k + 7) % S]
         x0, x1, x2, x3 = (
-            xp[k // S, a0 : a0 + n],
-            xp[(k + 1) // S, a1 : a1 + n],
-            xp[(k + 2) // S, a2 : a2 + n],
-            xp[(k + 3) // S, a3 : a3 + n],
+            xp[c0 + k // S, a0 : a0 + n],
+            xp[c0 + (k + 1) // S, a1 : a1 + n],
+            xp[c0 + (k + 2) // S, a2 : a2 + n],
+            xp[c0 + (k + 3) // S, a3 : a3 + n],
         )
         x4, x5, x6, x7 = (
-            xp[(k + 4) // S, a4 : a4 + n],
-            xp[(k + 5) // S, a5 : a5 + n],
-            xp[(k + 6) // S, a6 : a6 + n],
-            xp[(k + 7) // S, a7 : a7 + n],
+            xp[c0 + (k + 4) // S, a4 : a4 + n],
+            xp[c0 + (k + 5) // S, a5 : a5 + n],
+            xp[c0 + (k + 6) // S, a6 : a6 + n],
+            xp[c0 + (k + 7) // S, a7 : a7 + n],
         )
         for m in range(n):
             arow[m] += (t0 * x0[m] + t1 * x1[m] + t2 * x2[m] + t3 * x3[m]) + (
@@ -219,10 +219,10 @@ def _sweep(arow, xp, theta_o, shifts, S, m0, m1):  # pragma: no cover - compiled
         a2 = m0 + shifts[(k + 2) % S]
         a3 = m0 + shifts[(k + 3) % S]
         x0, x1, x2, x3 = (
-            xp[k // S, a0 : a0 + n],
-            xp[(k + 1) // S, a1 : a1 + n],
-            xp[(k + 2) // S, a2 : a2 + n],
-            xp[(k + 3) // S, a3 : a3 + n],
+            xp[c0 + k // S, a0 : a0 + n],
+            xp[c0 + (k + 1) // S, a1 : a1 + n],
+            xp[c0 + (k + 2) // S, a2 : a2 + n],
+            xp[c0 + (k + 3) // S, a3 : a3 + n],
         )
         for m in range(n):
             arow[m] += t0 * x0[m] + t1 * x1[m] + t2 * x2[m] + t3 * x3[m]
@@ -231,21 +231,21 @@ def _sweep(arow, xp, theta_o, shifts, S, m0, m1):  # pragma: no cover - compiled
         t0, t1 = theta_o[k], theta_o[k + 1]
         a0 = m0 + shifts[k % S]
         a1 = m0 + shifts[(k + 1) % S]
-        x0, x1 = xp[k // S, a0 : a0 + n], xp[(k + 1) // S, a1 : a1 + n]
+        x0, x1 = xp[c0 + k // S, a0 : a0 + n], xp[c0 + (k + 1) // S, a1 : a1 + n]
         for m in range(n):
             arow[m] += t0 * x0[m] + t1 * x1[m]
         k += 2
     if k < K:
         t0 = theta_o[k]
         a0 = m0 + shifts[k % S]
-        x0 = xp[k // S, a0 : a0 + n]
+        x0 = xp[c0 + k // S, a0 : a0 + n]
         for m in range(n):
             arow[m] += t0 * x0[m]
 
 
 @nb.njit(**_INLINE)
-def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compiled
-    """``acc[o + r, m0:m1] += sum_k theta[o + r, k] xp[k // S, m0 + shifts[k % S] : ...]``, r < 4.
+def _sweep4(acc, o, xp, theta, shifts, S, m0, m1, c0):  # pragma: no cover - compiled
+    """``acc[o + r, m0:m1] += sum_k theta[o + r, k] xp[c0 + k // S, m0 + shifts[k % S] : ...]``, r < 4.
 
     Register blocking: four output rows at once, eight (then 4, 3, 1) terms per sweep, so
     every loaded input vector feeds four multiply-adds and every output row is loaded and
@@ -260,21 +260,21 @@ def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compile
     k = 0
     while _WIDE and k + 8 <= K:
         a0 = m0 + shifts[k % S]
-        x0 = xp[k // S, a0 : a0 + n]
+        x0 = xp[c0 + k // S, a0 : a0 + n]
         a1 = m0 + shifts[(k + 1) % S]
-        x1 = xp[(k + 1) // S, a1 : a1 + n]
+        x1 = xp[c0 + (k + 1) // S, a1 : a1 + n]
         a2 = m0 + shifts[(k + 2) % S]
-        x2 = xp[(k + 2) // S, a2 : a2 + n]
+        x2 = xp[c0 + (k + 2) // S, a2 : a2 + n]
         a3 = m0 + shifts[(k + 3) % S]
-        x3 = xp[(k + 3) // S, a3 : a3 + n]
+        x3 = xp[c0 + (k + 3) // S, a3 : a3 + n]
         a4 = m0 + shifts[(k + 4) % S]
-        x4 = xp[(k + 4) // S, a4 : a4 + n]
+        x4 = xp[c0 + (k + 4) // S, a4 : a4 + n]
         a5 = m0 + shifts[(k + 5) % S]
-        x5 = xp[(k + 5) // S, a5 : a5 + n]
+        x5 = xp[c0 + (k + 5) // S, a5 : a5 + n]
         a6 = m0 + shifts[(k + 6) % S]
-        x6 = xp[(k + 6) // S, a6 : a6 + n]
+        x6 = xp[c0 + (k + 6) // S, a6 : a6 + n]
         a7 = m0 + shifts[(k + 7) % S]
-        x7 = xp[(k + 7) // S, a7 : a7 + n]
+        x7 = xp[c0 + (k + 7) // S, a7 : a7 + n]
         u00, u01, u02, u03, u04, u05, u06, u07 = (
             th0[k + 0],
             th0[k + 1],
@@ -327,10 +327,10 @@ def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compile
         a1 = m0 + shifts[(k + 1) % S]
         a2 = m0 + shifts[(k + 2) % S]
         a3 = m0 + shifts[(k + 3) % S]
-        x0 = xp[k // S, a0 : a0 + n]
-        x1 = xp[(k + 1) // S, a1 : a1 + n]
-        x2 = xp[(k + 2) // S, a2 : a2 + n]
-        x3 = xp[(k + 3) // S, a3 : a3 + n]
+        x0 = xp[c0 + k // S, a0 : a0 + n]
+        x1 = xp[c0 + (k + 1) // S, a1 : a1 + n]
+        x2 = xp[c0 + (k + 2) // S, a2 : a2 + n]
+        x3 = xp[c0 + (k + 3) // S, a3 : a3 + n]
         u00, u01, u02, u03 = th0[k], th0[k + 1], th0[k + 2], th0[k + 3]
         u10, u11, u12, u13 = th1[k], th1[k + 1], th1[k + 2], th1[k + 3]
         u20, u21, u22, u23 = th2[k], th2[k + 1], th2[k + 2], th2[k + 3]
@@ -346,9 +346,9 @@ def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compile
         a0 = m0 + shifts[k % S]
         a1 = m0 + shifts[(k + 1) % S]
         a2 = m0 + shifts[(k + 2) % S]
-        x0 = xp[k // S, a0 : a0 + n]
-        x1 = xp[(k + 1) // S, a1 : a1 + n]
-        x2 = xp[(k + 2) // S, a2 : a2 + n]
+        x0 = xp[c0 + k // S, a0 : a0 + n]
+        x1 = xp[c0 + (k + 1) // S, a1 : a1 + n]
+        x2 = xp[c0 + (k + 2) // S, a2 : a2 + n]
         u00, u01, u02 = th0[k], th0[k + 1], th0[k + 2]
         u10, u11, u12 = th1[k], th1[k + 1], th1[k + 2]
         u20, u21, u22 = th2[k], th2[k + 1], th2[k + 2]
@@ -362,7 +362,7 @@ def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compile
         k += 3
     while k < K:
         a0 = m0 + shifts[k % S]
-        x0 = xp[k // S, a0 : a0 + n]
+        x0 = xp[c0 + k // S, a0 : a0 + n]
         u00, u10, u20, u30 = th0[k], th1[k], th2[k], th3[k]
         for m in range(n):
             v0 = x0[m]
@@ -374,10 +374,15 @@ def _sweep4(acc, o, xp, theta, shifts, S, m0, m1):  # pragma: no cover - compile
 
 
 @nb.njit(**_OPTS)
-def forward(theta, x, runs, outruns, shifts, width, tile, blocks, out):  # pragma: no cover - compiled
-    """``out[e, o, i] = sum_{c,j} theta[o, c, j] xp_e[c, outidx[i] + shifts[j]]``."""
+def forward(theta, x, runs, outruns, shifts, width, tile, groups, blocks, out):  # pragma: no cover - compiled
+    """``out[e, o, i] = sum_{c,j} theta[o, c, j] xp_e[g(o) cg + c, outidx[i] + shifts[j]]``.
+
+    ``groups``: output channel ``o`` of group ``g(o) = o // (cout / groups)`` reads the ``cg =
+    cin / groups`` input rows of its group (``theta``: ``(cout, cg * S)``).
+    """
     n, cin, _ = x.shape
-    cout = theta.shape[0]  # theta: (cout, cin * S), column c * S + j
+    cout = theta.shape[0]  # theta: (cout, cg * S), column c * S + j
+    og, cg = cout // groups, cin // groups
     S = shifts.shape[0]
     rq, rs, rl = runs[0], runs[1], runs[2]
     oi, op, ol = outruns[0], outruns[1], outruns[2]
@@ -391,13 +396,14 @@ def forward(theta, x, runs, outruns, shifts, width, tile, blocks, out):  # pragm
             acc[:] = 0
             for m0 in range(0, width, tile):
                 m1 = min(m0 + tile, width)
-                o = 0
-                while o + 4 <= cout:
-                    _sweep4(acc, o, xp, theta, shifts, S, m0, m1)
-                    o += 4
-                while o < cout:
-                    _sweep(acc[o, m0:m1], xp, theta[o], shifts, S, m0, m1)
-                    o += 1
+                for gi in range(groups):
+                    o, end = gi * og, (gi + 1) * og
+                    while o + 4 <= end:
+                        _sweep4(acc, o, xp, theta, shifts, S, m0, m1, gi * cg)
+                        o += 4
+                    while o < end:
+                        _sweep(acc[o, m0:m1], xp, theta[o], shifts, S, m0, m1, gi * cg)
+                        o += 1
             for o in range(cout):
                 for r in range(oi.shape[0]):
                     i0, p0, ln = oi[r], op[r], ol[r]
@@ -405,7 +411,9 @@ def forward(theta, x, runs, outruns, shifts, width, tile, blocks, out):  # pragm
 
 
 @nb.njit(**_OPTS)
-def adjoint(theta, y, runs, outruns, shifts, width, tile, injective, blocks, out):  # pragma: no cover - compiled
+def adjoint(
+    theta, y, runs, outruns, shifts, width, tile, injective, groups, blocks, out
+):  # pragma: no cover - compiled
     """``out = P^T C^T S^T y``: scatter, correlate with the reversed shifts, fold the padding.
 
     Only the padded positions that the fold reads (``src >= 0``, from the first to the last)
@@ -413,7 +421,8 @@ def adjoint(theta, y, runs, outruns, shifts, width, tile, injective, blocks, out
     injective padding folded, with the 16-wide copies of :func:`_place`.
     """
     n, cout, _ = y.shape
-    cin = theta.shape[0]  # theta: (cin, cout * S) = the transposed stencil, column o * S + j
+    cin = theta.shape[0]  # theta: (cin, og * S) = the transposed stencil of each group, column o * S + j
+    og, cg = cout // groups, cin // groups
     S = shifts.shape[0]
     rq, rs, rl = runs[0], runs[1], runs[2]
     oi, op, ol = outruns[0], outruns[1], outruns[2]
@@ -436,13 +445,14 @@ def adjoint(theta, y, runs, outruns, shifts, width, tile, injective, blocks, out
             for m0 in range(lo, hi, tile):
                 m1 = min(m0 + tile, hi)
                 xp[:, m0:m1] = 0
-                c = 0
-                while c + 4 <= cin:
-                    _sweep4(xp, c, yw, theta, rev, S, m0, m1)
-                    c += 4
-                while c < cin:
-                    _sweep(xp[c, m0:m1], yw, theta[c], rev, S, m0, m1)
-                    c += 1
+                for gi in range(groups):  # input channel c of group gi reads the og rows of its group
+                    c, end = gi * cg, (gi + 1) * cg
+                    while c + 4 <= end:
+                        _sweep4(xp, c, yw, theta, rev, S, m0, m1, gi * og)
+                        c += 4
+                    while c < end:
+                        _sweep(xp[c, m0:m1], yw, theta[c], rev, S, m0, m1, gi * og)
+                        c += 1
             for c in range(cin):
                 if injective:
                     _place(out[e, c], 0, xp[c], fl, fs)
@@ -451,8 +461,8 @@ def adjoint(theta, y, runs, outruns, shifts, width, tile, injective, blocks, out
 
 
 @nb.njit(**_INLINE)
-def _dots(g_o, wrow, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compiled
-    """``g_o[k] += <wrow, xp[k // S, m0 + shifts[k % S] : m1 + shifts[k % S]]>`` for every k."""
+def _dots(g_o, wrow, xp, shifts, S, m0, m1, zero, c0):  # pragma: no cover - compiled
+    """``g_o[k] += <wrow, xp[c0 + k // S, m0 + shifts[k % S] : m1 + shifts[k % S]]>`` for every k."""
     K = g_o.shape[0]
     n = m1 - m0
     k = 0
@@ -466,16 +476,16 @@ def _dots(g_o, wrow, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compile
         a6 = m0 + shifts[(k + 6) % S]
         a7 = m0 + shifts[(k + 7) % S]
         x0, x1, x2, x3 = (
-            xp[k // S, a0 : a0 + n],
-            xp[(k + 1) // S, a1 : a1 + n],
-            xp[(k + 2) // S, a2 : a2 + n],
-            xp[(k + 3) // S, a3 : a3 + n],
+            xp[c0 + k // S, a0 : a0 + n],
+            xp[c0 + (k + 1) // S, a1 : a1 + n],
+            xp[c0 + (k + 2) // S, a2 : a2 + n],
+            xp[c0 + (k + 3) // S, a3 : a3 + n],
         )
         x4, x5, x6, x7 = (
-            xp[(k + 4) // S, a4 : a4 + n],
-            xp[(k + 5) // S, a5 : a5 + n],
-            xp[(k + 6) // S, a6 : a6 + n],
-            xp[(k + 7) // S, a7 : a7 + n],
+            xp[c0 + (k + 4) // S, a4 : a4 + n],
+            xp[c0 + (k + 5) // S, a5 : a5 + n],
+            xp[c0 + (k + 6) // S, a6 : a6 + n],
+            xp[c0 + (k + 7) // S, a7 : a7 + n],
         )
         s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
         for m in range(n):
@@ -503,10 +513,10 @@ def _dots(g_o, wrow, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compile
         a2 = m0 + shifts[(k + 2) % S]
         a3 = m0 + shifts[(k + 3) % S]
         x0, x1, x2, x3 = (
-            xp[k // S, a0 : a0 + n],
-            xp[(k + 1) // S, a1 : a1 + n],
-            xp[(k + 2) // S, a2 : a2 + n],
-            xp[(k + 3) // S, a3 : a3 + n],
+            xp[c0 + k // S, a0 : a0 + n],
+            xp[c0 + (k + 1) // S, a1 : a1 + n],
+            xp[c0 + (k + 2) // S, a2 : a2 + n],
+            xp[c0 + (k + 3) // S, a3 : a3 + n],
         )
         s0 = s1 = s2 = s3 = zero
         for m in range(n):
@@ -522,7 +532,7 @@ def _dots(g_o, wrow, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compile
         k += 4
     while k < K:
         a0 = m0 + shifts[k % S]
-        x0 = xp[k // S, a0 : a0 + n]
+        x0 = xp[c0 + k // S, a0 : a0 + n]
         s0 = zero
         for m in range(n):
             s0 += wrow[m] * x0[m]
@@ -531,8 +541,8 @@ def _dots(g_o, wrow, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compile
 
 
 @nb.njit(**_INLINE)
-def _dots4(g_b, o, ww, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compiled
-    """``g_b[o + r, k] += <ww[o + r, m0:m1], xp[k // S, m0 + shifts[k % S] : ...]>`` for r < 4.
+def _dots4(g_b, o, ww, xp, shifts, S, m0, m1, zero, c0):  # pragma: no cover - compiled
+    """``g_b[o + r, k] += <ww[o + r, m0:m1], xp[c0 + k // S, m0 + shifts[k % S] : ...]>`` for r < 4.
 
     Register blocking: four cotangent rows times six shifted input rows per sweep (24 running
     sums of one 512-bit vector each, plus the ten loaded vectors, within the 32 registers of
@@ -547,17 +557,17 @@ def _dots4(g_b, o, ww, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compi
     k = 0
     while _WIDE and k + 6 <= K:
         a0 = m0 + shifts[k % S]
-        x0 = xp[k // S, a0 : a0 + n]
+        x0 = xp[c0 + k // S, a0 : a0 + n]
         a1 = m0 + shifts[(k + 1) % S]
-        x1 = xp[(k + 1) // S, a1 : a1 + n]
+        x1 = xp[c0 + (k + 1) // S, a1 : a1 + n]
         a2 = m0 + shifts[(k + 2) % S]
-        x2 = xp[(k + 2) // S, a2 : a2 + n]
+        x2 = xp[c0 + (k + 2) // S, a2 : a2 + n]
         a3 = m0 + shifts[(k + 3) % S]
-        x3 = xp[(k + 3) // S, a3 : a3 + n]
+        x3 = xp[c0 + (k + 3) // S, a3 : a3 + n]
         a4 = m0 + shifts[(k + 4) % S]
-        x4 = xp[(k + 4) // S, a4 : a4 + n]
+        x4 = xp[c0 + (k + 4) // S, a4 : a4 + n]
         a5 = m0 + shifts[(k + 5) % S]
-        x5 = xp[(k + 5) // S, a5 : a5 + n]
+        x5 = xp[c0 + (k + 5) // S, a5 : a5 + n]
         s00 = s01 = s02 = s03 = s04 = s05 = zero
         s10 = s11 = s12 = s13 = s14 = s15 = zero
         s20 = s21 = s22 = s23 = s24 = s25 = zero
@@ -619,11 +629,11 @@ def _dots4(g_b, o, ww, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compi
         k += 6
     while k + 3 <= K:
         a0 = m0 + shifts[k % S]
-        x0 = xp[k // S, a0 : a0 + n]
+        x0 = xp[c0 + k // S, a0 : a0 + n]
         a1 = m0 + shifts[(k + 1) % S]
-        x1 = xp[(k + 1) // S, a1 : a1 + n]
+        x1 = xp[c0 + (k + 1) // S, a1 : a1 + n]
         a2 = m0 + shifts[(k + 2) % S]
-        x2 = xp[(k + 2) // S, a2 : a2 + n]
+        x2 = xp[c0 + (k + 2) // S, a2 : a2 + n]
         s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
         for m in range(n):
             v0, v1, v2 = x0[m], x1[m], x2[m]
@@ -658,7 +668,7 @@ def _dots4(g_b, o, ww, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compi
         k += 3
     while k < K:
         a0 = m0 + shifts[k % S]
-        x0 = xp[k // S, a0 : a0 + n]
+        x0 = xp[c0 + k // S, a0 : a0 + n]
         s00 = s10 = s20 = s30 = zero
         for m in range(n):
             v0 = x0[m]
@@ -678,8 +688,11 @@ def _dots4(g_b, o, ww, xp, shifts, S, m0, m1, zero):  # pragma: no cover - compi
 
 
 @nb.njit(**_OPTS)
-def gradient(x, w, runs, outruns, shifts, width, tile, group, g):  # pragma: no cover - compiled
-    """``g[b, o, c, j] = sum_{e in block b} sum_i w[e, o, i] xp_e[c, outidx[i] + shifts[j]]``.
+def gradient(x, w, runs, outruns, shifts, width, tile, group, groups, g):  # pragma: no cover - compiled
+    """``g[b, o, c, j] = sum_{e in block b} sum_i w[e, o, i] xp_e[g(o) cg + c, outidx[i] + shifts[j]]``.
+
+    ``groups``: output channel ``o`` pairs with the ``cg = cin / groups`` input rows of its
+    group ``g(o)`` only (``g``: ``(blocks, cout, cg * S)``).
 
     Examples are split into ``g.shape[0]`` contiguous blocks (one per example for
     per-example gradients, a few for the sum, which the caller adds up). Within a block,
@@ -695,7 +708,8 @@ def gradient(x, w, runs, outruns, shifts, width, tile, group, g):  # pragma: no 
     the same for every example, so they are never written again.
     """
     n, cin, _ = x.shape
-    nb_, cout, K = g.shape  # g: (blocks, cout, cin * S), column c * S + j
+    nb_, cout, K = g.shape  # g: (blocks, cout, cg * S), column c * S + j
+    og, cg = cout // groups, cin // groups
     S = shifts.shape[0]
     Lp = runs[0, -1] + runs[2, -1]
     xl, xs = _split_runs(runs[0], runs[1], runs[2])  # xp[q] = x[s]
@@ -718,10 +732,11 @@ def gradient(x, w, runs, outruns, shifts, width, tile, group, g):  # pragma: no 
             span = (count - 1) * Lp + width
             for m0 in range(0, span, tile):
                 m1 = min(m0 + tile, span)
-                o = 0
-                while o + 4 <= cout:
-                    _dots4(g[b], o, ww, xp, shifts, S, m0, m1, zero)
-                    o += 4
-                while o < cout:
-                    _dots(g[b, o], ww[o, m0:m1], xp, shifts, S, m0, m1, zero)
-                    o += 1
+                for gi in range(groups):
+                    o, end = gi * og, (gi + 1) * og
+                    while o + 4 <= end:
+                        _dots4(g[b], o, ww, xp, shifts, S, m0, m1, zero, gi * cg)
+                        o += 4
+                    while o < end:
+                        _dots(g[b, o], ww[o, m0:m1], xp, shifts, S, m0, m1, zero, gi * cg)
+                        o += 1

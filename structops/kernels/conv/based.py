@@ -62,6 +62,21 @@ class ConvView:
         """Output channels."""
         return self.geometry.cout
 
+    @property
+    def dilation(self) -> tuple[int, ...]:
+        """Spacing of the stencil taps per axis (see :class:`~structops.kernels.conv.ConvGeometry`)."""
+        return self.geometry.dilation
+
+    @property
+    def groups(self) -> int:
+        """Channel groups (block-diagonal channel structure)."""
+        return self.geometry.groups
+
+    @property
+    def padding(self) -> tuple[tuple[int, int], ...]:
+        """The resolved ``(before, after)`` padding per axis."""
+        return self.geometry.padding
+
 
 class ConvBased(ConvView):
     """Mixin: the convolution view of a reparametrised :class:`~structops.Conv` (``self.kernel``)."""

@@ -22,6 +22,7 @@ from ..diagonalized import (
 )
 from . import _core as core
 from ._core import ConvGeometry, check_geometry  # noqa: F401 (check_geometry: re-exported for the families)
+from .polyphase import PolyphaseMultiplier, polyphase_applies
 
 METHODS = ("auto", "direct", "fft")
 #: Boundaries under which a stencil that is an outer product gives a Kronecker product of 1-D operators.
@@ -75,6 +76,21 @@ class Conv(ParametricKernel):
         for Jacobians used for many products (a Krylov fit of a large stencil); ``"auto"``
         prices a Jacobian used for one gradient, which costs the same transforms as an
         operator product.
+    dilation : int or sequence of int, optional
+        PyTorch's ``dilation``: tap :math:`j` reads offset :math:`d\,j` per axis, so the stencil
+        covers the extent :math:`e = d(s - 1) + 1` (default 1).
+    groups : int, optional
+        PyTorch's ``groups``, dividing both channel counts: output channel :math:`o` reads only
+        the ``in_channels // groups`` input channels of its group, so :math:`K` is block
+        diagonal over the groups and :math:`\theta` has shape
+        ``(out_channels, in_channels // groups, *stencil)`` (default 1).
+    padding : None, "same", "valid", int or sequence of int, optional
+        Samples that ``bc`` adds on each side of each axis. None (default): ``e - 1`` in all,
+        ``e - 1 - e // 2`` before (output on the input grid at stride 1; none for
+        ``bc="valid"``); ``"same"`` the same (stride 1 only, as in PyTorch); ``"valid"`` none;
+        an int or one per axis :math:`p`: :math:`p` on both sides, as PyTorch's ``padding``
+        with ``padding_mode`` the ``bc`` (zeros, circular, reflect, replicate; ``symmetric``
+        has no PyTorch mode). The resolved ``(before, after)`` pairs are the attribute ``padding``.
 
     Raises
     ------
@@ -84,13 +100,20 @@ class Conv(ParametricKernel):
         stencil is larger than the grid where ``bc`` cannot take it (``"valid"``: stencil
         ``<=`` grid; ``"reflect"``: ``stencil // 2 <= grid - 1``, one mirror image;
         ``"symmetric"``: ``stencil // 2 <= grid``).
+        Also, naming the argument: ``groups`` not dividing both channel counts, a negative
+        ``padding`` or an unknown padding word, ``padding="same"`` with a stride above 1, a
+        nonzero ``padding`` with ``bc="valid"``, a dilated stencil wider than the padded grid,
+        or a pad wider than ``bc`` can mirror.
     TypeError
-        If a size, a stride or a channel count is not an integer.
+        If a size, a stride, a dilation or a channel count is not an integer.
 
     Attributes
     ----------
     nparams : int
-        ``out_channels * in_channels * prod(stencil)``.
+        ``out_channels * in_channels // groups * prod(stencil)``.
+    dilation, groups, padding
+        The validated geometry (:class:`~structops.kernels.conv.ConvGeometry`): ``dilation``
+        per axis, ``groups``, and ``padding`` as ``(before, after)`` per axis.
     backend : {"numba", "numpy"}
         What runs the direct sums: the numba kernels if they are installed and switched on
         (:func:`structops.set_accelerator`) when the family is built, else numpy. Fixed at
@@ -101,7 +124,17 @@ class Conv(ParametricKernel):
 
     Notes
     -----
-    :math:`\theta` is the array of shape ``(out_channels, in_channels, *stencil)``
+    With dilation :math:`d`, groups and padding :math:`p_-` before, output :math:`i` of channel
+    :math:`o` is
+
+    .. math::
+        z_{o,i} = \sum_{c \in G(o)} \sum_j \theta_{o,c,j}\, x^p_{c,\ \mathrm{st}\,i + d(s - 1 - j)},
+
+    :math:`x^p` the input padded by ``bc`` (index :math:`q` of :math:`x^p` is grid sample
+    :math:`q - p_-`, mapped by the boundary) and :math:`G(o)` the input channels of
+    :math:`o`'s group.
+
+    :math:`\theta` is the array of shape ``(out_channels, in_channels // groups, *stencil)``
     (PyTorch's weight layout) flattened in C-order; examples are ``(in_channels, *grid)``
     flattened in C-order, and rows/columns of :meth:`~structops.kernels.ParametricKernel.matrix` follow that order.
 
@@ -124,7 +157,11 @@ class Conv(ParametricKernel):
     ``bc="zero"`` and stride 1 (any stencil size), and for odd stencils
     ``conv(F.pad(x, s//2, mode="circular"), w)`` for ``"periodic"``, ``mode="reflect"`` and
     ``mode="replicate"`` likewise; ``"valid"`` is ``padding=0``. Strides match torch's
-    ``stride=`` for odd stencils. To use torch's weights and convention directly, pass
+    ``stride=`` for odd stencils. With ``dilation``, ``groups`` and ``padding`` given,
+    ``K(θ) x`` equals ``nn.Conv{1,2,3}d(in_channels, out_channels, stencil, stride=stride,
+    padding=padding, dilation=dilation, groups=groups, padding_mode=mode)`` with weight
+    ``theta_to_torch(θ)`` for every bc but ``symmetric`` (mode ``zeros``, ``circular``,
+    ``reflect``, ``replicate``). To use torch's weights and convention directly, pass
     ``theta_from_torch(weight)``.
 
     Examples
@@ -154,8 +191,12 @@ class Conv(ParametricKernel):
         stride: int | Sequence[int] = 1,
         method: str = "auto",
         jac_method: str | None = None,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        padding: int | str | Sequence[int] | None = None,
     ) -> None:
-        self._setup(ConvGeometry(grid, stencil, stride, bc, in_channels, out_channels), method, jac_method)
+        geometry = ConvGeometry(grid, stencil, stride, bc, in_channels, out_channels, dilation, groups, padding)
+        self._setup(geometry, method, jac_method)
 
     @classmethod
     def from_geometry(cls, geometry: ConvGeometry, *, method: str = "auto", jac_method: str | None = None) -> Conv:
@@ -184,23 +225,28 @@ class Conv(ParametricKernel):
         geo = self.geometry = geometry
         self.grid, self.stencil, self.stride, self.bc = geo.grid, geo.stencil, geo.stride, geo.bc
         self.in_channels, self.out_channels = geo.cin, geo.cout
+        self.dilation, self.groups, self.padding = geo.dilation, geo.groups, geo.padding
         # fixed here, with the method: set_accelerator only affects families built afterwards
         self.backend = "numba" if have_numba() else "numpy"
         self.method = self._choose_method() if method == "auto" else method
         self.jac_method = self._choose_method() if jac_method == "auto" else jac_method
-        nparams = geo.cout * geo.cin * int(np.prod(geo.stencil))
+        nparams = int(np.prod(geo.theta_shape))
         super().__init__(nparams, (geo.cin, *geo.grid), (geo.cout, *geo.out_grid))
 
     def __repr__(self) -> str:
+        geo = self.geometry
+        extra = "" if all(d == 1 for d in geo.dilation) else f", dilation={geo.dilation}"
+        extra += "" if geo.groups == 1 else f", groups={geo.groups}"
+        extra += "" if geo.default_padding else f", padding={geo.padding}"
         return (
             f"Conv(grid={self.grid}, stencil={self.stencil}, bc={self.bc!r}, in_channels={self.in_channels}, "
-            f"out_channels={self.out_channels}, stride={self.stride}, method={self.method!r})"
+            f"out_channels={self.out_channels}, stride={self.stride}{extra}, method={self.method!r})"
         )
 
     @property
     def theta_shape(self) -> tuple[int, ...]:
-        """``(out_channels, in_channels, *stencil)``: ``theta`` may be passed as this array."""
-        return (self.out_channels, self.in_channels, *self.stencil)
+        """``(out_channels, in_channels // groups, *stencil)``: ``theta`` may be passed as this array."""
+        return self.geometry.theta_shape
 
     # --------------------------------------------------------------- cost model
     def _choose_method(self) -> str:
@@ -236,7 +282,7 @@ class Conv(ParametricKernel):
 
     # ------------------------------------------------------------------- hooks
     def _stencil(self, theta: np.ndarray) -> np.ndarray:
-        return theta.reshape(self.out_channels, self.in_channels, *self.stencil)
+        return theta.reshape(self.geometry.theta_shape)
 
     def _prepare(self, theta):
         stencil = self._stencil(theta)
@@ -323,25 +369,26 @@ class Conv(ParametricKernel):
         geo = self.geometry
         rows, cols = self.shape
         S, M, N = int(np.prod(self.stencil)), int(np.prod(geo.out_grid)), int(np.prod(self.grid))
-        # Q holds at most M * S * cin * cout entries (fewer where the boundary drops taps): O(nnz)
-        self._check_dense_size(M * S * geo.cin * geo.cout, "Q")
+        cg = geo.cin_group
+        # Q holds at most M * S * cin/G * cout entries (fewer where the boundary drops taps): O(nnz)
+        self._check_dense_size(M * S * cg * geo.cout, "Q")
         # for every output position i and stencil offset j: the grid index read (or -1)
-        out_idx = np.indices(geo.out_grid).reshape(self.geometry.ndim, -1)  # (d, M)
-        j_idx = np.indices(self.stencil).reshape(self.geometry.ndim, -1)  # (d, S)
+        out_idx = np.indices(geo.out_grid).reshape(geo.ndim, -1)  # (d, M)
+        j_idx = np.indices(self.stencil).reshape(geo.ndim, -1)  # (d, S)
         src = np.zeros((M, S), dtype=np.int64)
         valid = np.ones((M, S), dtype=bool)
-        for a, (s, st, idx, g) in enumerate(zip(self.stencil, self.stride, geo.maps, self.grid)):
-            pos = st * out_idx[a][:, None] + (s - 1 - j_idx[a][None, :])
+        for a, (s, d, st, idx, g) in enumerate(zip(self.stencil, geo.dilation, self.stride, geo.maps, self.grid)):
+            pos = st * out_idx[a][:, None] + d * (s - 1 - j_idx[a][None, :])
             sa = idx[pos]
             valid &= sa >= 0
             src = src * g + np.where(sa >= 0, sa, 0)
         m_i, s_j = np.nonzero(valid)
         src = src[m_i, s_j]
-        o, c = np.meshgrid(np.arange(geo.cout), np.arange(geo.cin), indexing="ij")
+        o, c = np.meshgrid(np.arange(geo.cout), np.arange(cg), indexing="ij")
         o, c = o.reshape(-1, 1), c.reshape(-1, 1)
         row = o * M + m_i[None, :]
-        col = c * N + src[None, :]
-        param = (o * geo.cin + c) * S + s_j[None, :]
+        col = ((o // geo.cout_group) * cg + c) * N + src[None, :]  # input channel: c of o's group
+        param = (o * cg + c) * S + s_j[None, :]
         lin = (row + col.astype(np.int64) * rows).ravel()
         return csc_from_triplets(np.ones(lin.size), lin, param.ravel(), (rows * cols, self.nparams))
 
@@ -349,9 +396,17 @@ class Conv(ParametricKernel):
     def diagonalize(self, theta) -> Diagonalized | None:
         r"""``K(θ)`` diagonalised by a fast transform, when its structure gives one.
 
-        * ``bc="periodic"``, stride 1, any channels: a
-          :class:`~structops.kernels.diagonalized.FourierMultiplier` of the :meth:`symbol`;
-        * one channel, 2-D or 3-D, stride 1, a boundary other than ``"valid"``, and a stencil
+        * ``bc="periodic"``, stride 1, output on the input grid (the default padding), any
+          channels, dilation and groups: a
+          :class:`~structops.kernels.diagonalized.FourierMultiplier` of the :meth:`symbol`
+          (groups: block-diagonal blocks; dilation: the symbol of the dilated stencil);
+        * ``bc="periodic"`` with a stride :math:`t` dividing the grid and output grid
+          ``grid / t`` (the default padding): a
+          :class:`~structops.kernels.conv.PolyphaseMultiplier`, rectangular per-frequency
+          blocks of the polyphase components, whose singular values are exactly those of
+          ``K(θ)``;
+        * one channel, 2-D or 3-D, stride 1, no dilation, the default padding, a boundary
+          other than ``"valid"``, and a stencil
           of numerical rank 1 (an outer product :math:`f_0 \otimes f_1 (\otimes f_2)` up to
           round-off): a :class:`~structops.kernels.diagonalized.KroneckerMultiplier` of the
           1-D convolutions :math:`K_a = C_{bc}(f_a)`, whose ``residual`` bounds the round-off
@@ -365,8 +420,12 @@ class Conv(ParametricKernel):
                 half_spectrum(full, len(self.grid)), self.grid, dtype=theta.dtype, name="K(θ)", full=full
             )
         geo = self.geometry
+        if polyphase_applies(geo):
+            return PolyphaseMultiplier.from_stencil(self._stencil(theta), geo, dtype=theta.dtype)
         if (
             geo.cin == geo.cout == 1
+            and geo.default_padding
+            and all(d == 1 for d in geo.dilation)
             and geo.ndim >= 2
             and self.bc in KRONECKER_BCS
             and all(st == 1 for st in self.stride)
@@ -382,24 +441,32 @@ class Conv(ParametricKernel):
     def periodic_embedding(self, theta) -> PeriodicEmbedding | None:
         r"""The periodic convolution on a padded grid that contains ``K(θ)`` (bc ``"zero"``/``"valid"``, any stride).
 
-        On a grid :math:`L_a \ge n_a + s_a - 1` (a multiple of the stride) the periodic
-        convolution of the zero-embedded input never wraps a tap onto the image, so ``K(θ)`` is
-        a restriction of it (see :class:`~structops.kernels.diagonalized.PeriodicEmbedding`);
-        other boundaries read samples twice (no isometric embedding): None.
+        On a grid :math:`L_a \ge n_a + \max(p_{a,-} + p_{a,+},\ e_a - 1)` (a multiple of the
+        stride; :math:`e_a` the dilated extent, :math:`p_a` the padding) the periodic
+        convolution of the zero-embedded input never wraps a tap onto the image and the
+        outputs, one polyphase component shifted by :math:`e_a - 1 - e_a/\!/2 - p_{a,-}`, are
+        distinct, so ``K(θ)`` is a restriction of it (see
+        :class:`~structops.kernels.diagonalized.PeriodicEmbedding`); dilation and groups carry
+        over to the periodic convolution, and the embedding's ``stencil`` is the equivalent
+        dense one (:meth:`~structops.kernels.conv.ConvGeometry.dense_stencil`: zeros between
+        the dilated taps and off the groups). Other boundaries read samples twice (no
+        isometric embedding): None.
         """
         theta = self.validate_theta(theta)
         if self.bc not in ("zero", "valid"):
             return None
+        geo = self.geometry
         size = []
-        for g, s, st in zip(self.grid, self.stencil, self.stride):
-            n = sfft.next_fast_len(g + s - 1, real=True)
+        for g, e, (lft, rgt), st in zip(geo.grid, geo.extent, geo.pads, geo.stride):
+            n = sfft.next_fast_len(g + max(lft + rgt, e - 1), real=True)
             size.append(-(-n // st) * st)
         periodic = Conv(
-            tuple(size), self.stencil, bc="periodic", in_channels=self.in_channels, out_channels=self.out_channels
-        )
+            tuple(size), self.stencil, bc="periodic", in_channels=self.in_channels, out_channels=self.out_channels,
+            dilation=geo.dilation, groups=geo.groups,
+        )  # fmt: skip
         S = half_spectrum(periodic.symbol(theta), len(size))
         multiplier = FourierMultiplier(S, tuple(size), dtype=theta.dtype, name="C_L(θ)")
-        return PeriodicEmbedding(multiplier, self.grid, self.stride, self._stencil(theta))
+        return PeriodicEmbedding(multiplier, self.grid, self.stride, geo.dense_stencil(self._stencil(theta)))
 
     def as_convolution(self) -> ConvStencil:
         """Itself: ``weights(theta)`` is ``theta`` as ``(out, in, *stencil)``, ``solve(w)`` flattens it back."""
@@ -407,12 +474,16 @@ class Conv(ParametricKernel):
 
     @property
     def circulant(self) -> bool:
-        """True for ``bc="periodic"`` with stride 1: block circulant, see :meth:`symbol`."""
-        return self.bc == "periodic" and all(st == 1 for st in self.stride)
+        """True for ``bc="periodic"``, stride 1 and output on the input grid: block circulant, see :meth:`symbol`."""
+        geo = self.geometry
+        return geo.bc == "periodic" and all(st == 1 for st in geo.stride) and geo.out_grid == geo.grid
 
     def _require_periodic(self, what: str) -> None:
         if not self.circulant:
-            raise ValueError(f"`{what}` needs bc='periodic' and stride 1 (a circulant operator); this is {self!r}.")
+            raise ValueError(
+                f"`{what}` needs bc='periodic' and stride 1, with the default padding (a circulant operator); "
+                f"this is {self!r}."
+            )
 
     def symbol(self, theta) -> np.ndarray:
         r"""Per-frequency ``out_channels × in_channels`` blocks of a periodic convolution.
@@ -428,7 +499,9 @@ class Conv(ParametricKernel):
             :math:`\hat K(\xi)` with :math:`\widehat{(Kx)}_o(\xi) = \sum_c \hat K_{oc}(\xi)\hat x_c(\xi)`,
             the ``fftn`` over the grid of the first columns of the blocks; computed from the
             stencil in :math:`O(N \log N)`, without building ``K``. Stencils larger than the
-            grid wrap around (their entries add up).
+            grid wrap around (their entries add up). A dilated stencil has the symbol
+            :math:`\sum_j \theta_j e^{-2\pi i \sum_a \xi_a (d_a j_a - e_a/\!/2)/n_a}`; with
+            ``groups`` the blocks are block diagonal (zero between channels of different groups).
 
         Raises
         ------
@@ -443,7 +516,7 @@ class Conv(ParametricKernel):
         """
         self._require_periodic("symbol")
         theta = self.validate_theta(theta)
-        cols = core.first_columns(self._stencil(theta), self.geometry)
+        cols = core.expand_groups(core.first_columns(self._stencil(theta), self.geometry), self.geometry)
         spec = sfft.fftn(cols, axes=tuple(range(2, 2 + len(self.grid))))
         return np.moveaxis(spec, (0, 1), (-2, -1))
 
@@ -512,7 +585,7 @@ class Conv(ParametricKernel):
             If ``weight`` is not float32 or float64.
         """
         w = np.asarray(weight.detach().cpu().numpy() if hasattr(weight, "detach") else weight)
-        expected = (self.out_channels, self.in_channels, *self.stencil)
+        expected = self.theta_shape
         if w.shape != expected:
             raise ValueError(f"`weight` must have shape {expected}, got {w.shape}.")
         axes = tuple(range(2, w.ndim))

@@ -103,6 +103,7 @@ class PolyphaseMultiplier(Diagonalized):
     """
 
     transform = "fft"
+    route_name = "fourier"
     unitary = True
     similarity = False
 
@@ -174,8 +175,9 @@ class PolyphaseMultiplier(Diagonalized):
         """Same transform pair: a polyphase multiplier on the same grid with the same stride."""
         return isinstance(other, PolyphaseMultiplier) and (other.grid, other.stride) == (self.grid, self.stride)
 
-    def _multiplicity(self) -> np.ndarray:
-        return self._fm._multiplicity()
+    def multiplicity(self) -> np.ndarray:
+        """How many coarse frequencies each stored block stands for (the ``rfftn`` half grid's 1 or 2)."""
+        return self._fm.multiplicity()
 
     def __repr__(self) -> str:
         out, inp = self.blocks.shape[-2:]

@@ -23,6 +23,7 @@ from ..kernels.diagonalized import (
 )
 from ._routes import Route, route
 from .dct import dct_eigvals, dct_implicit_step, dct_inverse
+from .deblurrer import Deblurrer
 from .learn import LearnResult, learn_stencil
 from .lipschitz import certified_norm_bound, project_spectral_norm
 from .preconditioners import (
@@ -30,6 +31,7 @@ from .preconditioners import (
     chan_preconditioner,
     circulant_eigvals,
     circulant_preconditioner,
+    cosine_eigvals,
     strang_preconditioner,
 )
 from .regularization import AlphaChoice, choose_alpha
@@ -85,4 +87,6 @@ __all__ = [
     "choose_alpha",
     "split_preconditioner",
     "tikhonov",
+    "Deblurrer",
+    "cosine_eigvals",
 ]

@@ -50,7 +50,7 @@ MAXITER = 5000
 
 #: ``"auto"`` keeps the cosine model only when its estimated condition number is below this
 #: fraction of the unpreconditioned one (CG's iteration count scales with its square root).
-_HELP_RATIO = 0.25
+_HELP_RATIO = 0.5
 
 
 class ConvergenceWarning(UserWarning):
@@ -237,8 +237,11 @@ def _stack(K: pylops.LinearOperator, reg: Regularizer, alpha: float, P) -> pylop
 
 
 def krylov_solve(K, reg: Regularizer, alpha: float, b: np.ndarray, solver: str, P, rtol: float, maxiter: int):
-    """Solve the Tikhonov problem by ``solver`` with split preconditioner ``P``: ``(x, iterations, converged)``."""
-    if solver == "cg":
+    """Solve the Tikhonov problem by ``solver``: ``(x, iterations, converged)``.
+
+    ``P`` is the split preconditioner of ``lsqr``/``cgls``, or ``M = P²`` for ``cg``.
+    """
+    if solver == "cg":  # P is then the preconditioner M of the normal equations
         Lop = None if reg.op is None else reg.op
         A = K.H @ K + alpha * (pylops.Identity(K.shape[1], dtype=K.dtype) if Lop is None else Lop.H @ Lop)
         return normal_cg(A, K.H @ b, P, rtol, maxiter)
@@ -257,13 +260,12 @@ def krylov_solve(K, reg: Regularizer, alpha: float, b: np.ndarray, solver: str, 
     return (z if P is None else P @ z), iterations, converged
 
 
-def normal_cg(A, rhs: np.ndarray, P, rtol: float, maxiter: int):
-    """CG on the symmetric positive definite ``A x = rhs`` with ``M = P Pᵀ``; ``(x, iterations, converged)``."""
+def normal_cg(A, rhs: np.ndarray, M, rtol: float, maxiter: int):
+    """CG on the symmetric positive definite ``A x = rhs`` with preconditioner ``M``; ``(x, iterations, converged)``."""
     count = [0]
 
     def callback(_, count=count):
         count[0] += 1
 
-    M = None if P is None else P @ P.H
     x, info = spla.cg(A, rhs, rtol=rtol, maxiter=maxiter, M=M, callback=callback)
     return x, count[0], info == 0

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from .._validation import check_finite, check_positive_int, check_real_scalar
+from .._validation import check_finite_fast, check_positive_int, check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized, KroneckerMultiplier
 from ._choice import METHODS, AlphaChoice, default_grid, exact_choice, grid_choice
@@ -94,7 +94,7 @@ def as_stack(kernel: ParametricKernel, b, dtype: np.dtype, name: str = "b"):
             f"`{name}` must have the shape of one output of `kernel`: out_shape {out_shape}{grids} or flat ({n},), "
             f"or a stack of them with a leading axis (m, ...); got shape {arr.shape}."
         )
-    check_finite(arr, name)
+    check_finite_fast(arr, name)
     return np.ascontiguousarray(rows), x_shape, single
 
 
@@ -120,22 +120,39 @@ def _operator_norm(op, steps: int = 30) -> float:
     return float(np.sqrt(value))
 
 
-def _kron_solve(S: KroneckerMultiplier, rows: np.ndarray) -> np.ndarray:
-    r"""``S @ row`` for each row of a 2-D Kronecker multiplier: :math:`V_0 (F \circ (U_0^\top B U_1)) V_1^\top`."""
-    (V0, V1), (U0, U1) = S.left, S.right
-    F = S.blocks[..., 0, 0]
-    n0, n1 = S.grid
-    out = np.empty_like(rows)
-    tmp = np.empty((n0, n1), dtype=np.result_type(rows.dtype, U0.dtype))
-    C = np.empty_like(tmp)
+def _kron_filter(D: KroneckerMultiplier, l2: np.ndarray | None, alpha: float) -> np.ndarray:
+    r"""The filter :math:`F = k/(k^2 + \alpha l^2)` on the grid, in one buffer; raises when the system is singular."""
+    k = D.blocks[..., 0, 0]
+    F = np.multiply(k, k)
+    F += alpha if l2 is None else alpha * l2
+    low, top = float(F.min()), float(F.max())
+    limit = 1.0 / (SINGULAR_FACTOR * float(np.finfo(F.dtype).eps))
+    if not (low > 0 and top / low <= limit):
+        raise np.linalg.LinAlgError(
+            f"`alpha` = {alpha!r}: KᵀK + α·LᵀL is singular or near-singular (condition number "
+            f"{np.inf if low <= 0 else top / low:.3e} > {limit:.3e}); pass `alpha` > 0, or change `L` if K and L "
+            "have a common null space."
+        )
+    return np.divide(k, F, out=F)
+
+
+def _kron_solve(D: KroneckerMultiplier, F: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+    r"""``out[i] =`` :math:`V_0 (F \circ (U_0^\top B_i U_1)) V_1^\top` (2-D ``K = USVᵀ``; one buffer)."""
+    (U0, U1), (V0, V1) = D.left, D.right
+    n0, n1 = D.grid
+    dtype = np.result_type(rows.dtype, U0.dtype)
+    tmp = np.empty((n0, n1), dtype=dtype)
+    C = out[0].reshape(n0, n1) if out.dtype == dtype else np.empty_like(tmp)
     for i, row in enumerate(rows):
+        if out.dtype == dtype:
+            C = out[i].reshape(n0, n1)
         np.matmul(U0.T, row.reshape(n0, n1), out=tmp)
         np.matmul(tmp, U1, out=C)
         C *= F
         np.matmul(V0, C, out=tmp)
-        np.matmul(tmp, V1.T, out=C)
-        out[i] = C.reshape(-1)
-    return out
+        np.matmul(tmp, V1.T, out=C)  # C's content is in tmp now: reuse it for the result
+        if out.dtype != dtype:
+            out[i] = C.reshape(-1)
 
 
 # ------------------------------------------------------------------- solver
@@ -276,12 +293,15 @@ class Deblurrer:
                 stacklevel=4,
             )
 
-    def _exact_rows(self, rows: np.ndarray, alpha: float) -> np.ndarray:
-        assert self.diagonal is not None
-        S = exact_solver(self.diagonal, self.reg, alpha)
-        if isinstance(S, KroneckerMultiplier) and len(S.grid) == 2:
-            return _kron_solve(S, rows)
-        return np.asarray(S @ rows.T).T
+    def _exact_rows(self, rows: np.ndarray, alpha: float, out: np.ndarray) -> None:
+        D = self.diagonal
+        assert D is not None
+        if isinstance(D, KroneckerMultiplier) and len(D.grid) == 2:
+            C = self.reg.blocks()
+            l2 = None if C is None else np.abs(C[..., 0, 0]) ** 2
+            _kron_solve(D, _kron_filter(D, l2, alpha), rows, out)
+            return
+        out[:] = np.asarray(exact_solver(D, self.reg, alpha) @ rows.T).T
 
     def _solve_rows(self, rows: np.ndarray, alphas: np.ndarray):
         """Solve every row; ``(X, iterations, converged, method)``."""
@@ -293,10 +313,16 @@ class Deblurrer:
             if a == 0:
                 self._check_unregularised(kind)
             idx = np.flatnonzero(alphas == a)
-            if self.exact:
-                X[idx] = self._exact_rows(rows[idx], a)
+            if self.exact and idx.size == rows.shape[0]:
+                self._exact_rows(rows, a, X)
                 continue
-            P = None if kind is None else self._model(kind).operator(a, 0.5, self.theta.dtype)
+            if self.exact:
+                part = np.empty((idx.size, X.shape[1]), dtype=X.dtype)
+                self._exact_rows(rows[idx], a, part)
+                X[idx] = part
+                continue
+            power = 1.0 if self.solver == "cg" else 0.5
+            P = None if kind is None else self._model(kind).operator(a, power, self.theta.dtype)
             for i in idx:
                 X[i], its[i], ok[i] = krylov_solve(
                     self.K, self.reg, a, rows[i], self.solver, P, self.rtol, self.maxiter

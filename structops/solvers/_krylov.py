@@ -22,7 +22,14 @@ import scipy.fft as sfft
 import scipy.sparse.linalg as spla
 from pylops.optimization.basic import cgls as pylops_cgls
 
-from ..kernels.diagonalized import CosineMultiplier, Diagonalized, FourierMultiplier, full_spectrum, half_spectrum
+from ..kernels.diagonalized import (
+    CosineMultiplier,
+    Diagonalized,
+    FourierMultiplier,
+    cosine_symbol,
+    full_spectrum,
+    half_spectrum,
+)
 from ._filters import Regularizer
 from .preconditioners import MIRRORS, circulant_eigvals, cosine_eigvals, single_conv, symmetric_part
 
@@ -98,7 +105,8 @@ class PreconditionerModel:
     kind : str
         ``"strang"``, ``"chan"`` (FFT) or ``"dct"``.
     transform : str
-        ``"fft"``, ``"dct1"`` or ``"dct2"``.
+        ``"fft"`` or ``"dct2"`` (the DCT-II also for ``bc="reflect"``: its symmetric multiplier keeps
+        ``cg``'s preconditioner symmetric, which the DCT-I's edge weights would not).
     grid : tuple of int
     k2, l2 : numpy.ndarray, shape ``grid``
         :math:`|\lambda|^2` and :math:`|\lambda_L|^2` (``l2`` is 1 for :math:`L = I`).
@@ -127,8 +135,7 @@ class PreconditionerModel:
         if self.transform == "fft":
             blocks = half_spectrum(mult, len(self.grid)).astype(np.result_type(dtype, np.complex64))
             return FourierMultiplier(blocks[..., None, None], self.grid, dtype=dtype, name=name)
-        # DCT-I: the multiplier B⁻¹ C μ C B is not symmetric; C μ C (no edge weights) is, and as close
-        return CosineMultiplier(mult.astype(dtype), 2 if self.transform == "dct2" else 1, dtype=dtype, name=name)
+        return CosineMultiplier(mult.astype(dtype), 2, dtype=dtype, name=name)
 
 
 def _fft_symbol(kernel, theta, kind: str, name: str) -> np.ndarray:
@@ -147,9 +154,12 @@ def _fft_symbol(kernel, theta, kind: str, name: str) -> np.ndarray:
 
 
 def _cosine_symbol(kernel, theta, name: str) -> np.ndarray:
-    """Cosine symbol of ``kernel(theta)``'s doubly symmetric part, under the transform of the model's grid."""
-    if single_conv(kernel, MIRRORS) is not None:
+    """DCT-II symbol of ``kernel(theta)``'s doubly symmetric part (exact for ``bc="symmetric"``)."""
+    conv = single_conv(kernel, MIRRORS)
+    if conv is not None and conv.bc == "symmetric":
         return cosine_eigvals(kernel, theta)
+    if conv is not None:  # reflect: the DCT-I's edge weights would make the model unsymmetric; DCT-II is close
+        return cosine_symbol(symmetric_part(_stencil_of(kernel, theta)), conv.grid, 2)
     raise ValueError(
         f"`preconditioner` 'dct' needs `{name}` to be a one-channel stride-1 convolution with a mirrored boundary "
         f"{MIRRORS!r}, got {kernel!r}."
@@ -168,8 +178,7 @@ def build_model(kernel, theta, reg: Regularizer, kind: str) -> PreconditionerMod
         raise ValueError(f"`preconditioner` needs `L` = family.op(theta_L) of a convolution, got {reg.op!r}.")
     if kind == "dct":
         lam = _cosine_symbol(kernel, theta, "kernel")
-        conv = single_conv(kernel, MIRRORS)
-        transform = "dct1" if conv is not None and conv.bc == "reflect" else "dct2"
+        transform = "dct2"
         lam_l = None if reg.op is None else _cosine_symbol(reg.kernel, reg.theta, "L")
     else:
         lam = _fft_symbol(kernel, theta, kind, "kernel")

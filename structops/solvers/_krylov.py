@@ -44,6 +44,7 @@ __all__ = [
     "cosine_model_helps",
     "krylov_solve",
     "normal_cg",
+    "normal_operator",
 ]
 
 #: The solvers :func:`~structops.solvers.tikhonov` accepts.
@@ -251,9 +252,7 @@ def krylov_solve(K, reg: Regularizer, alpha: float, b: np.ndarray, solver: str, 
     ``P`` is the split preconditioner of ``lsqr``/``cgls``, or ``M = P²`` for ``cg``.
     """
     if solver == "cg":  # P is then the preconditioner M of the normal equations
-        Lop = None if reg.op is None else reg.op
-        A = K.H @ K + alpha * (pylops.Identity(K.shape[1], dtype=K.dtype) if Lop is None else Lop.H @ Lop)
-        return normal_cg(A, K.H @ b, P, rtol, maxiter)
+        return normal_cg(normal_operator(K, reg, alpha), K.H @ b, P, rtol, maxiter)
     plain = P is None and reg.op is None  # damping by the solver itself
     A = K if plain else _stack(K, reg, alpha, P)
     rhs = b if plain else np.concatenate([b, np.zeros(A.shape[0] - b.size, dtype=b.dtype)])
@@ -267,6 +266,12 @@ def krylov_solve(K, reg: Regularizer, alpha: float, b: np.ndarray, solver: str, 
         z, iterations = np.asarray(out[0]), int(out[2])
         converged = iterations < maxiter
     return (z if P is None else P @ z), iterations, converged
+
+
+def normal_operator(K, reg: Regularizer, alpha: float) -> pylops.LinearOperator:
+    r""":math:`K^\top K + \alpha L^\top L` as a pylops operator (``L = I`` when ``reg.op`` is None)."""
+    Lop = reg.op
+    return K.H @ K + alpha * (pylops.Identity(K.shape[1], dtype=K.dtype) if Lop is None else Lop.H @ Lop)
 
 
 def normal_cg(A, rhs: np.ndarray, M, rtol: float, maxiter: int):

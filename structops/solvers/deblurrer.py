@@ -28,7 +28,7 @@ from .._validation import check_finite_fast, check_positive_int, check_real_scal
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized, KroneckerMultiplier
 from ._choice import METHODS, AlphaChoice, default_grid, exact_choice, grid_choice
-from ._filters import as_regularizer, exact_solver, shares_basis, spectrum, structure_error
+from ._filters import as_regularizer, exact_solver, regularized_inverse, shares_basis, spectrum, structure_error
 from ._hybrid import hybrid_discrepancy
 from ._krylov import (
     MAXITER,
@@ -40,6 +40,8 @@ from ._krylov import (
     build_model,
     cosine_model_helps,
     krylov_solve,
+    normal_cg,
+    normal_operator,
 )
 from .preconditioners import MIRRORS, single_conv
 from .spectral import SINGULAR_FACTOR, IllConditionedWarning, spectral_norm
@@ -368,6 +370,40 @@ class Deblurrer:
         if single:
             return TikhonovResult(x, int(its[0]), float(res[0]), method, float(alphas[0]), ok)
         return TikhonovResult(x, its, res, method, alphas, ok)
+
+    def normal_solve(self, g, alpha: float) -> np.ndarray:
+        r""":math:`\lambda = (K^\top K + \alpha L^\top L)^{-1} g` on this solver's route.
+
+        The adjoint solve of implicit differentiation (:mod:`structops.solvers.implicit`): exact in
+        the shared basis, or ``cg`` with the preconditioner model of the Krylov route.
+
+        Parameters
+        ----------
+        g : array_like, shape ``(N_in,)``
+            The right-hand side (a loss gradient with respect to ``x``).
+        alpha : float
+            :math:`\alpha \ge 0`.
+        """
+        g = np.asarray(g, dtype=self.theta.dtype).ravel()
+        alpha = check_real_scalar(alpha, "alpha", minimum=0.0)
+        D = self.diagonal
+        if D is not None:
+            B, C = D.blocks, self.reg.blocks()
+            if B.shape[-2:] != (1, 1):
+                inv = regularized_inverse(self.kernel, self.theta, alpha=alpha, normal=True, L=self.reg.op)
+                return np.asarray(inv @ g)
+            G = np.abs(B[..., 0, 0]) ** 2 + alpha * (1.0 if C is None else np.abs(C[..., 0, 0]) ** 2)
+            return np.asarray(D.with_blocks((1.0 / G)[..., None, None].astype(B.dtype), normal=True) @ g)
+        kind = self._kind(alpha)
+        M = None if kind is None else self._model(kind).operator(alpha, 1.0, self.theta.dtype)
+        lam, _, ok = normal_cg(normal_operator(self.K, self.reg, alpha), g, M, self.rtol, self.maxiter)
+        if not ok:
+            warnings.warn(
+                f"normal_solve: cg stopped at maxiter={self.maxiter} before rtol={self.rtol:g}.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return np.asarray(lam, dtype=self.theta.dtype)
 
     def _grid_scale(self) -> float:
         norm = spectral_norm(self.kernel, self.theta)

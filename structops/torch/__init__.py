@@ -32,6 +32,7 @@ import torch
 
 from .._validation import check_batch
 from ..kernels._base import ParametricKernel, _check_flag, as_kernel
+from .solve import tikhonov as tikhonov  # the differentiable Tikhonov solve (structops.torch.solve)
 
 __all__ = ["Layer", "apply"]
 

@@ -159,8 +159,9 @@ def _cosine_symbol(kernel, theta, name: str) -> np.ndarray:
     conv = single_conv(kernel, MIRRORS)
     if conv is not None and conv.bc == "symmetric":
         return cosine_eigvals(kernel, theta)
-    if conv is not None:  # reflect: the DCT-I's edge weights would make the model unsymmetric; DCT-II is close
-        return cosine_symbol(symmetric_part(_stencil_of(kernel, theta)), conv.grid, 2)
+    stencil = _stencil_of(kernel, theta)
+    if conv is not None and stencil is not None:  # reflect: DCT-I's edge weights would make the model unsymmetric
+        return cosine_symbol(symmetric_part(stencil), conv.grid, 2)
     raise ValueError(
         f"`preconditioner` 'dct' needs `{name}` to be a one-channel stride-1 convolution with a mirrored boundary "
         f"{MIRRORS!r}, got {kernel!r}."

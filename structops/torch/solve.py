@@ -29,7 +29,7 @@ def _host(t: torch.Tensor) -> np.ndarray:
 
 class _Tikhonov(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, theta, b, alpha, theta_L, kernel, L_family, L_fixed, options):  # type: ignore[override]
+    def forward(ctx, theta, b, alpha, theta_L, kernel, L_family, L_fixed, options):
         th, bb, a = _host(theta), _host(b), float(alpha.detach())
         L = L_fixed if L_family is None else L_family.op(_host(theta_L))
         x = _np_tikhonov(kernel, th, bb, alpha=a, L=L, **options)
@@ -38,7 +38,7 @@ class _Tikhonov(torch.autograd.Function):
         return torch.from_numpy(np.array(x)).to(theta.dtype)
 
     @staticmethod
-    def backward(ctx, gx):  # type: ignore[override]
+    def backward(ctx, gx):
         theta, b, alpha, theta_L = ctx.saved_tensors
         if ctx.L_fixed is not None:
             raise NotImplementedError(
@@ -130,9 +130,9 @@ def tikhonov(
     L_family = L if isinstance(L, ParametricKernel) else None
     if L_family is not None and not isinstance(theta_L, torch.Tensor):
         raise TypeError(f"`L` is the family {L!r}: pass its parameters as the tensor `theta_L`.")
-    if L_family is not None and theta_L.dtype != theta.dtype:
+    if isinstance(theta_L, torch.Tensor) and L_family is not None and theta_L.dtype != theta.dtype:
         raise TypeError(f"`theta_L` has dtype {theta_L.dtype} but `theta` {theta.dtype}: pass both in one precision.")
     L_fixed = None if L_family is not None else L
-    phi = theta_L if L_family is not None else torch.zeros(0, dtype=theta.dtype)
+    phi = theta_L if isinstance(theta_L, torch.Tensor) and L_family is not None else torch.zeros(0, dtype=theta.dtype)
     options = {"solver": solver, "preconditioner": preconditioner, "rtol": rtol}
     return _Tikhonov.apply(theta, b, alpha_t, phi, kernel, L_family, L_fixed, options)

@@ -199,8 +199,8 @@ def tikhonov(
 
     Differentiable in ``theta``, ``b``, ``alpha`` and ``theta_L`` (when ``L`` is a family) by
     implicit differentiation: the backward pass is one adjoint solve on the route of the forward
-    one (:mod:`structops.solvers.implicit`); both run in numpy on the host
-    (``jax.pure_callback``), as :func:`apply` does. See :func:`structops.torch.tikhonov`.
+    one (:func:`structops.solvers.implicit.tikhonov_vjp`); both run in numpy on the host
+    (``jax.pure_callback``), as :func:`apply` does. See :func:`structops.torch.solve.tikhonov`.
 
     Parameters
     ----------

@@ -176,7 +176,7 @@ class Deblurrer:
         boundary), the cosine model of the stencil's doubly symmetric part (mirrored boundary,
         Ng, Chan and Tang 1999), or none. ``"auto"``: ``"chan"`` for a zero-boundary or periodic
         convolution; ``"dct"`` for a mirrored one when the estimate of
-        :func:`~structops.solvers._krylov.cosine_model_helps` says the model lowers the condition
+        ``cosine_model_helps`` says the model lowers the condition
         number enough at that :math:`\alpha`; else none.
     rtol, maxiter : optional
         The Krylov solvers' tolerance (default 1e-6) and most iterations (default 5000).
@@ -374,7 +374,7 @@ class Deblurrer:
     def normal_solve(self, g, alpha: float) -> np.ndarray:
         r""":math:`\lambda = (K^\top K + \alpha L^\top L)^{-1} g` on this solver's route.
 
-        The adjoint solve of implicit differentiation (:mod:`structops.solvers.implicit`): exact in
+        The adjoint solve of implicit differentiation (:func:`structops.solvers.implicit.tikhonov_vjp`): exact in
         the shared basis, or ``cg`` with the preconditioner model of the Krylov route.
 
         Parameters

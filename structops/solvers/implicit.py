@@ -13,7 +13,7 @@ and a loss gradient :math:`g = \partial\ell/\partial x`, the adjoint solve
 where :math:`J_K(v) = \partial(K(\theta)v)/\partial\theta` (``kernel.jac(theta, v)``). The adjoint
 solve runs on the route of the forward one (:meth:`structops.solvers.Deblurrer.normal_solve`):
 exact through the shared diagonalisation, or ``cg`` with the same preconditioner model. The
-PyTorch and JAX forms (:func:`structops.torch.tikhonov`, :func:`structops.jax.tikhonov`) call
+PyTorch and JAX forms (:func:`structops.torch.solve.tikhonov`, :func:`structops.jax.tikhonov`) call
 :func:`tikhonov_vjp` on the host.
 """
 

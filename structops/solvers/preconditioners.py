@@ -182,7 +182,7 @@ def cosine_eigvals(kernel: ParametricKernel, theta) -> np.ndarray:
     r"""Eigenvalues of the cosine-transform preconditioner of a mirrored-boundary convolution (any PSF).
 
     Ng, Chan and Tang (1999) precondition a blur with Neumann (mirror) boundary conditions by
-    the matrix its stencil's *doubly symmetric part* :math:`w_s` (:func:`symmetric_part`) gives
+    the matrix its stencil's *doubly symmetric part* :math:`w_s` (:func:`~structops.solvers.preconditioners.symmetric_part`) gives
     under the same boundary: that one is diagonalised exactly by the DCT-II (``bc="symmetric"``,
     half-sample mirror) or the DCT-I (``bc="reflect"``, whole-sample mirror), so its inverse, or
     :math:`(C^\top C + \alpha C_L^\top C_L)^{-1/2}`, costs two DCTs.
@@ -199,7 +199,7 @@ def cosine_eigvals(kernel: ParametricKernel, theta) -> np.ndarray:
     -------
     numpy.ndarray, real, shape ``grid``
         :math:`\lambda_k = \sum_o w_{s,o} \prod_a \cos(\pi k_a o_a / L_a)`
-        (:func:`structops.kernels.diagonalized.cosine_symbol`), indexed like ``scipy.fft.dctn``;
+        (``structops.kernels.diagonalized.cosine_symbol``), indexed like ``scipy.fft.dctn``;
         exactly the eigenvalues of ``kernel`` when its stencil is doubly symmetric and shorter
         than the grid.
 

@@ -99,3 +99,15 @@ def test_jax_tikhonov_gradient_matches_central_differences(rng):
         assert float(g_phi[4]) == pytest.approx(float(f(th, 0.05, phi + e) - f(th, 0.05, phi - e)) / (2 * h), rel=1e-5)
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.mark.slow
+def test_learn_regularizer_example_runs(capsys):
+    pytest.importorskip("torch")
+    import runpy
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "learn_regularizer.py"
+    module = runpy.run_path(str(path))
+    module["main"](["--size", "16", "--steps", "2"])
+    assert "mean gain on held-out images" in capsys.readouterr().out

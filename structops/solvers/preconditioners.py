@@ -184,7 +184,8 @@ def cosine_eigvals(kernel: ParametricKernel, theta) -> np.ndarray:
     Ng, Chan and Tang (1999) precondition a blur with Neumann (mirror) boundary conditions by
     the matrix its stencil's *doubly symmetric part* :math:`w_s`
     (:func:`~structops.solvers.preconditioners.symmetric_part`) gives under the same boundary:
-    that one is diagonalised exactly by the DCT-II (``bc="symmetric"``, half-sample mirror) or the DCT-I (``bc="reflect"``, whole-sample mirror), so its inverse, or
+    that one is diagonalised exactly by the DCT-II (``bc="symmetric"``, half-sample mirror) or
+    the DCT-I (``bc="reflect"``, whole-sample mirror), so its inverse, or
     :math:`(C^\top C + \alpha C_L^\top C_L)^{-1/2}`, costs two DCTs.
 
     Parameters

@@ -79,7 +79,6 @@ class IllConditionedWarning(UserWarning):
     :func:`structops.solvers.tikhonov`.
     """
 
-
 _WHICH = ("LM", "SM", "LR", "SR", "LI", "SI")
 
 

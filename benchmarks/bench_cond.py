@@ -20,8 +20,7 @@ import warnings
 
 import structops
 from structops.data import gaussian_stencil
-from structops.solvers import cond, spectral_norm
-from structops.solvers.spectral import EstimateWarning
+from structops.solvers import EstimateWarning, cond, spectral_norm
 
 
 def main(argv=None) -> None:

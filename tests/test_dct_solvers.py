@@ -1,4 +1,4 @@
-"""structops.solvers.dct: exact solves of doubly symmetric stencils with mirror boundaries.
+"""Exact solves of doubly symmetric stencils with mirror boundaries: the solvers' "cosine" route (DCT).
 
 Every result is compared with dense linear algebra (numpy.linalg.inv, eigvalsh, eigvals,
 pinv) on the matrix built entry by entry in test_symmetric_conv.reference_matrix, in 1-D,
@@ -14,8 +14,8 @@ import pytest
 
 import structops
 from structops import SymmetricConv
-from structops.solvers import CosineMultiplier, dct_eigvals, dct_implicit_step, dct_inverse
-from structops.solvers.dct import cosine_symbol, is_cosine
+from structops.solvers import CosineMultiplier, implicit_step, inverse, route
+from structops.solvers.dct import cosine_symbol
 from structops.testing import adjoint_test, default_rtol
 
 from .test_symmetric_conv import reference_matrix, reference_stencils, rel
@@ -73,7 +73,7 @@ def test_eigvals_match_dense(case, bc, dtype, rng):
     theta = rng.standard_normal(k.nparams).astype(dtype)
     lam = structops.solvers.eigvals(k, theta)
     assert lam.shape == case.grid and lam.dtype == dtype and not np.iscomplexobj(lam)
-    assert np.array_equal(lam, k.eigvals(theta)) and np.array_equal(lam, dct_eigvals(k, theta))
+    assert np.array_equal(lam, k.eigvals(theta)) and np.array_equal(lam, k.diagonalize(theta).eigenvalues())
     M = dense(k, theta)
     # symmetric: K is symmetric (eigvalsh); reflect: K = B^-1 S B is similar to a symmetric matrix
     ref = np.linalg.eigvalsh(M) if bc == "symmetric" else np.sort(np.linalg.eigvals(M).real)
@@ -127,7 +127,7 @@ def test_inverse_solves_the_system(rng):
     theta = spd_theta(k, rng)
     x = rng.standard_normal(k.shape[1])
     y = k.op(theta) @ x
-    assert rel(dct_inverse(k, theta) @ y, x) <= 1e-12
+    assert rel(inverse(k, theta) @ y, x) <= 1e-12
 
 
 def test_normal_inverse_and_pseudo_inverse_match_dense(rng):
@@ -135,11 +135,11 @@ def test_normal_inverse_and_pseudo_inverse_match_dense(rng):
     lap = np.array([4.0, -1.0, -1.0, 0.0])  # singular: the constants are in the null space
     M = dense(k, lap)
     assert (
-        rel(dct_inverse(k, lap, normal=True, alpha=0.5).todense(), np.linalg.inv(M.T @ M + 0.5 * np.eye(30))) <= 1e-12
+        rel(inverse(k, lap, normal=True, alpha=0.5).todense(), np.linalg.inv(M.T @ M + 0.5 * np.eye(30))) <= 1e-12
     )
-    assert rel(dct_inverse(k, lap, rcond=1e-10).todense(), np.linalg.pinv(M, rcond=1e-10)) <= 1e-12
+    assert rel(inverse(k, lap, rcond=1e-10).todense(), np.linalg.pinv(M, rcond=1e-10)) <= 1e-12
     with pytest.raises(np.linalg.LinAlgError, match="singular"):
-        dct_inverse(k, lap)
+        inverse(k, lap)
 
 
 @pytest.mark.parametrize("h", [0.0, 0.05, 3.0])
@@ -167,18 +167,45 @@ def test_reflect_refuses_what_dct_i_does_not_diagonalise(rng):
 
 
 def test_dispatch_and_bad_input():
-    assert is_cosine(SymmetricConv(6, 3, bc="reflect")) and is_cosine(SymmetricConv(6, 3, bc="symmetric"))
-    assert not is_cosine(SymmetricConv(6, 3, bc="symmetric", in_channels=2)) and not is_cosine(structops.Conv(6, 3))
-    with pytest.raises(ValueError, match="`inverse` needs a kernel diagonalised by a DCT"):
-        dct_inverse(SymmetricConv(6, 3, bc="zero"), np.ones(2))
-    with pytest.raises(ValueError, match="`implicit_step` needs a kernel diagonalised by a DCT"):
-        dct_implicit_step(structops.Conv(6, 3, bc="symmetric"), np.ones(3), 0.1)
-    lam = dct_eigvals(SymmetricConv(6, 3, bc="symmetric"), np.array([2.0, -1.0]))
-    top = structops.solvers.eigvals(SymmetricConv(6, 3, bc="symmetric"), np.array([2.0, -1.0]), k=2, which="SR")
+    theta = np.array([2.0, -1.0])
+    for bc in MIRRORS:
+        k = SymmetricConv(6, 3, bc=bc)
+        assert isinstance(k.diagonalize(theta), CosineMultiplier) and route(k, theta, "inverse").name == "cosine"
+    two = SymmetricConv(6, 3, bc="symmetric", in_channels=2)
+    assert not isinstance(two.diagonalize(two.random_theta(0)), CosineMultiplier)
+    assert not isinstance(structops.Conv(6, 3).diagonalize(np.ones(3)), CosineMultiplier)
+    with pytest.raises(ValueError, match="`inverse` needs a kernel diagonalised by a fast transform"):
+        inverse(SymmetricConv(6, 3, bc="zero"), np.ones(2))
+    with pytest.raises(ValueError, match="`implicit_step` needs a kernel diagonalised by a fast transform"):
+        implicit_step(structops.Conv(6, 3, bc="symmetric"), np.ones(3), 0.1)
+    lam = structops.solvers.eigvals(SymmetricConv(6, 3, bc="symmetric"), theta)
+    top = structops.solvers.eigvals(SymmetricConv(6, 3, bc="symmetric"), theta, k=2, which="SR")
     assert np.allclose(top, np.sort(lam)[:2])
     with pytest.raises(ValueError, match="`h`"):
-        dct_implicit_step(SymmetricConv(6, 3, bc="symmetric"), np.ones(2), -1.0)
+        implicit_step(SymmetricConv(6, 3, bc="symmetric"), np.ones(2), -1.0)
     with pytest.raises(ValueError, match="`dct_type` must be one of"):
         CosineMultiplier(np.ones(4), 3, dtype=np.float64)
     with pytest.raises(TypeError, match="`kernel` must be a structops kernel family"):
-        dct_eigvals("conv", np.ones(2))
+        structops.solvers.eigvals("conv", np.ones(2))
+
+
+@pytest.mark.parametrize(
+    ("name", "replacement", "args"),
+    [
+        ("dct_inverse", "inverse", {"alpha": 0.5}),
+        ("dct_implicit_step", "implicit_step", {"h": 0.3}),
+        ("dct_eigvals", "eigvals", {}),
+    ],
+)
+def test_deprecated_dct_aliases_warn_and_forward(name, replacement, args):
+    k = SymmetricConv((5, 4), (3, 3), bc="symmetric")
+    theta = np.array([4.0, -1.0, -1.0, 0.0])
+    with pytest.warns(DeprecationWarning, match=rf"solvers\.{name} is deprecated.*{replacement}"):
+        old = getattr(structops.solvers, name)(k, theta, **args)
+    new = getattr(structops.solvers, replacement)(k, theta, **args)
+    dense_old = old.todense() if hasattr(old, "todense") else old
+    dense_new = new.todense() if hasattr(new, "todense") else new
+    assert np.array_equal(dense_old, dense_new)
+    assert name not in structops.solvers.__all__
+    with pytest.raises(AttributeError, match="is_cosine"):
+        structops.solvers.is_cosine  # noqa: B018 (removed without an alias: no document used it)

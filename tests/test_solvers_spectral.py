@@ -10,8 +10,7 @@ import pytest
 
 import structops
 from structops import solvers
-from structops.solvers import cond, eigvals, implicit_step, inverse, spectral_norm
-from structops.solvers.spectral import EstimateWarning, SpectralEstimate
+from structops.solvers import EstimateWarning, SpectralEstimate, cond, eigvals, implicit_step, inverse, spectral_norm
 from structops.testing import adjoint_test, default_rtol
 
 

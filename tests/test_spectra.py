@@ -18,13 +18,11 @@ from scipy.optimize import linear_sum_assignment
 
 import structops
 from structops.data import gaussian_stencil
-from structops.kernels.diagonalized import (
+from structops.solvers import (
     CosineMultiplier,
     Diagonalized,
     FourierMultiplier,
     KroneckerMultiplier,
-)
-from structops.solvers import (
     certified_norm_bound,
     cond,
     eigvals,
@@ -168,7 +166,10 @@ def test_softplus_of_a_periodic_conv_keeps_the_fast_path(rng):
     kernel = structops.Softplus(structops.Conv((8, 8), (3, 3), bc="periodic"))
     phi = rng.standard_normal(9)
     M = kernel.matrix(phi)
-    assert structops.solvers.is_circulant(kernel)
+    assert isinstance(kernel.diagonalize(phi), structops.solvers.FourierMultiplier)
+    assert route(kernel, phi, "inverse").name == "fourier"
+    with pytest.warns(DeprecationWarning, match="is_circulant is deprecated"):
+        assert structops.solvers.is_circulant(kernel)
     np.testing.assert_allclose(
         inverse(kernel, phi, alpha=0.1).todense(), np.linalg.inv(M + 0.1 * np.eye(64)), atol=1e-10
     )

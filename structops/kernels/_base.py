@@ -37,7 +37,7 @@ from .._validation import check_batch, check_flag, check_theta
 from .operators import KernelJacobian, KernelOperator
 
 if TYPE_CHECKING:
-    from .diagonalized import Diagonalized, PeriodicEmbedding
+    from .diagonalized import ConvStencil, Diagonalized, PeriodicEmbedding
 
 __all__ = ["MAX_DENSE_ENTRIES", "ParametricKernel", "as_kernel"]
 
@@ -159,9 +159,8 @@ class ParametricKernel(abc.ABC):
     def circulant(self) -> bool:
         """Whether ``K(θ)`` is block circulant, diagonalised by the FFT (then the family has ``symbol``).
 
-        False here; the periodic stride-1 convolution families say True, and the spectral
-        solvers (:func:`structops.solvers.inverse`, ``implicit_step``, ``eigvals``, ...) use
-        their ``symbol(theta)``.
+        False here; the periodic stride-1 convolution families say True. The spectral solvers
+        read the structure through :meth:`diagonalize` only.
         """
         return False
 
@@ -199,6 +198,19 @@ class ParametricKernel(abc.ABC):
         (:func:`structops.solvers.spectral_norm`, ``cond``, ``project_spectral_norm``). Default: None.
         """
         self.validate_theta(theta)
+        return None
+
+    def as_convolution(self) -> ConvStencil | None:
+        r"""The convolution behind ``K(θ)`` and how ``θ`` maps to its stencil, or None.
+
+        A family whose operator is a :class:`structops.Conv` :math:`C(w(\theta))` returns a
+        :class:`~structops.kernels.diagonalized.ConvStencil`: the ``Conv`` (its grid, stencil,
+        boundary, channels, stride), ``weights(theta)`` (the full stencil :math:`w(\theta)`) and,
+        when :math:`w` is linear in :math:`\theta`, ``solve(w)`` (the least-squares :math:`\theta`).
+        The circulant preconditioners (:func:`structops.solvers.circulant_preconditioner`) and the
+        Lipschitz projection (:func:`structops.solvers.project_spectral_norm`) reach the stencil
+        through this hook. Default: None (no convolution behind the family).
+        """
         return None
 
     @property

@@ -35,6 +35,9 @@ This module sits at the bottom of :mod:`structops.kernels` (it imports only
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft as sfft
@@ -42,20 +45,13 @@ import scipy.fft as sfft
 from .._backend import blas_threads_for
 from .operators import ColumnBatched, real_apply
 
-__all__ = [
-    "TRANSFORMS",
-    "CosineMultiplier",
-    "Diagonalized",
-    "FourierMultiplier",
-    "KroneckerMultiplier",
-    "PeriodicEmbedding",
-    "block_svdvals",
-    "cosine_symbol",
-    "full_spectrum",
-    "half_spectrum",
-]
+if TYPE_CHECKING:
+    from .conv.conv import Conv
 
-#: The transforms a :class:`Diagonalized` operator may declare.
+# The operator classes' one public import path is :mod:`structops.solvers`; this module exports the helpers.
+__all__ = ["TRANSFORMS", "ConvStencil", "block_svdvals", "full_spectrum", "half_spectrum"]
+
+#: The built-in transforms (a new :class:`Diagonalized` subclass declares its own label).
 TRANSFORMS = ("fft", "dct1", "dct2", "kron")
 
 
@@ -94,15 +90,23 @@ class Diagonalized(ColumnBatched, abc.ABC):
         A certified bound on :math:`\|K(\theta) - K\|_2` between the kernel's operator and this
         one (0 when they are the same; see :class:`KroneckerMultiplier`): by Weyl's inequality
         each singular value of :math:`K(\theta)` lies within ``residual`` of this operator's.
+    route_name : str
+        The name :func:`structops.solvers.route` gives the exact route through this transform
+        (``"fourier"``, ``"cosine"``, ``"kronecker"``; a new transform picks its own).
 
     Notes
     -----
     Examples are ``(in_channels, *grid)`` flattened in C-order, as for :class:`structops.Conv`.
     Subclasses implement :meth:`with_blocks`, :meth:`same_basis` and the products; the spectra
-    (:meth:`singular_values`, :meth:`eigenvalues`) follow from the blocks.
+    (:meth:`singular_values`, :meth:`eigenvalues`, :meth:`extremes`) follow from the blocks.
+    What depends on the transform itself lives on the subclass: :meth:`coefficients` (for
+    :func:`structops.solvers.choose_alpha`'s exact route), :meth:`multiplicity` (blocks that stand
+    for several frequencies), :attr:`periodic_grid` (for :func:`structops.solvers.project_spectral_norm`).
+    Adding a transform is one subclass; see ``docs/contract.md``.
     """
 
     transform: str
+    route_name: str
     grid: tuple[int, ...]
     blocks: np.ndarray
     unitary: bool
@@ -143,9 +147,34 @@ class Diagonalized(ColumnBatched, abc.ABC):
         """Whether :meth:`eigenvalues` is available (square blocks and a similarity transform)."""
         return self.similarity and self.blocks.shape[-1] == self.blocks.shape[-2]
 
-    def _multiplicity(self) -> np.ndarray | None:
-        """How many frequencies of the full grid each stored block stands for (None: one each)."""
+    def multiplicity(self) -> np.ndarray:
+        """How many frequencies of the full grid each stored block stands for, shape ``freq_shape`` (1 each here)."""
+        return np.ones(self.blocks.shape[:-2])
+
+    def coefficients(self, b: np.ndarray) -> np.ndarray:
+        r"""The coefficients :math:`U^H b` of a one-channel ``b`` (shape ``grid`` or flat), shape ``freq_shape``.
+
+        With :meth:`multiplicity`, :math:`\|b\|^2 = \sum_i m_i |(U^H b)_i|^2` (a unitary :math:`U`):
+        the data of :func:`structops.solvers.choose_alpha`'s exact route.
+
+        Raises
+        ------
+        ValueError
+            If the transform does not provide them (here: a subclass must override this), or is not unitary.
+        """
+        raise ValueError(f"the coefficients of b need a unitary transform that provides them; {self!r} does not.")
+
+    @property
+    def periodic_grid(self) -> tuple[int, ...] | None:
+        """The grid when :math:`K` is a periodic convolution (blocks = Fourier symbol), else None."""
         return None
+
+    def extremes(self) -> tuple[float, float]:
+        """``(σ_max, σ_min)`` over every block of a unitary transform (``(0, 0)`` without blocks)."""
+        sv = self.block_singular_values()
+        if not sv.size:
+            return 0.0, 0.0
+        return float(sv.max()), float(sv.min())
 
     def block_singular_values(self) -> np.ndarray:
         """Singular values per stored block, shape ``(*freq_shape, min(out, in))`` (needs ``unitary``)."""
@@ -165,8 +194,8 @@ class Diagonalized(ColumnBatched, abc.ABC):
             If the transform is not unitary (``"dct1"``: :math:`K = B^{-1}S B` is not normal).
         """
         sv = self.block_singular_values()
-        count = self._multiplicity()
-        flat = sv.reshape(-1) if count is None else np.repeat(sv.reshape(-1, sv.shape[-1]), count.ravel(), axis=0)
+        count = self.multiplicity().astype(np.int64)
+        flat = np.repeat(sv.reshape(-1, sv.shape[-1]), count.ravel(), axis=0)
         return np.sort(flat.reshape(-1))[::-1]
 
     def eigenvalues(self) -> np.ndarray:
@@ -266,6 +295,7 @@ class FourierMultiplier(Diagonalized):
     """
 
     transform = "fft"
+    route_name = "fourier"
     unitary = True
     similarity = True
 
@@ -322,13 +352,23 @@ class FourierMultiplier(Diagonalized):
         """Same transform (``"fft"``) on the same grid."""
         return isinstance(other, FourierMultiplier) and other.grid == self.grid
 
-    def _multiplicity(self) -> np.ndarray:
+    def multiplicity(self) -> np.ndarray:
+        r"""2 for a frequency of the ``rfftn`` half grid that also stands for its mirror :math:`-\xi`, else 1."""
         n, h = self.grid[-1], self.blocks.shape[len(self.grid) - 1]
-        count = np.full(h, 2, dtype=np.int64)
-        count[0] = 1
+        count = np.full(h, 2.0)
+        count[0] = 1.0
         if n % 2 == 0:
-            count[-1] = 1
+            count[-1] = 1.0
         return np.broadcast_to(count, self.blocks.shape[: len(self.grid)])
+
+    def coefficients(self, b: np.ndarray) -> np.ndarray:
+        """``rfftn(b, norm="ortho")`` on the half grid (see :meth:`Diagonalized.coefficients`)."""
+        return sfft.rfftn(np.reshape(b, self.grid), norm="ortho")
+
+    @property
+    def periodic_grid(self) -> tuple[int, ...]:
+        """The grid: the blocks are the Fourier symbol of a periodic convolution on it."""
+        return self.grid
 
     def _full_blocks(self) -> np.ndarray:
         return full_spectrum(self.blocks, self.grid) if self.full is None else self.full
@@ -446,6 +486,7 @@ class CosineMultiplier(Diagonalized):
         self.grid = tuple(int(g) for g in self.multiplier.shape)
         self.dct_type = int(dct_type)
         self.transform = f"dct{self.dct_type}"
+        self.route_name = "cosine"
         self.unitary = self.dct_type == 2
         self.transposed = bool(transposed)
         self._b = _edge_weights(self.grid, self.dct_type, self.multiplier.dtype)
@@ -499,6 +540,18 @@ class CosineMultiplier(Diagonalized):
         return CosineMultiplier(
             multiplier, self.dct_type, dtype=multiplier.dtype, name=name, transposed=self.transposed != swap
         )
+
+    def coefficients(self, b: np.ndarray) -> np.ndarray:
+        """``dctn(b, type=2, norm="ortho")`` (DCT-II only; see :meth:`Diagonalized.coefficients`).
+
+        Raises
+        ------
+        ValueError
+            For DCT-I, whose :math:`U = B^{-1}C` is not unitary.
+        """
+        if not self.unitary:
+            return super().coefficients(b)
+        return sfft.dctn(np.reshape(b, self.grid), type=2, norm="ortho")
 
     def same_basis(self, other: Diagonalized) -> bool:
         """Same DCT on the same grid, with the edge weights on the same side."""
@@ -587,6 +640,7 @@ class KroneckerMultiplier(Diagonalized):
     """
 
     transform = "kron"
+    route_name = "kronecker"
     unitary = True
     similarity = False
 
@@ -649,6 +703,10 @@ class KroneckerMultiplier(Diagonalized):
             return KroneckerMultiplier._from_bases(self.right, self.right, blocks, name)
         left, right = (self.right, self.left) if swap else (self.left, self.right)
         return KroneckerMultiplier._from_bases(left, right, blocks, name)
+
+    def coefficients(self, b: np.ndarray) -> np.ndarray:
+        r""":math:`(\otimes_a U_a)^\top b`, one 1-D basis per axis (see :meth:`Diagonalized.coefficients`)."""
+        return _apply_axes(np.reshape(b, self.grid)[..., None], tuple(u.T for u in self.left))[..., 0]
 
     def same_basis(self, other: Diagonalized) -> bool:
         """Same singular bases, factor by factor."""
@@ -743,3 +801,27 @@ class PeriodicEmbedding:
             gram = np.mean(full @ _adjoint_blocks(full), axis=alias_axes)  # (*coarse, out, out)
             top = float(np.sqrt(max(float(np.linalg.eigvalsh(gram).max(initial=0.0)), 0.0)))
         return float(top + self._slack())
+
+
+# ------------------------------------------------------------- stencil hook
+@dataclass(frozen=True)
+class ConvStencil:
+    r"""How a family reaches the stencil of the convolution behind it.
+
+    Returned by :meth:`structops.kernels.ParametricKernel.as_convolution`.
+
+    Attributes
+    ----------
+    conv : ParametricKernel
+        The :class:`structops.Conv` :math:`C(w)` whose operator the family's :math:`K(\theta)` is.
+    weights : callable
+        ``weights(theta)``: the full stencil :math:`w(\theta)`, shape ``(out_channels, in_channels, *stencil)``.
+    solve : callable or None
+        ``solve(w)``: the least-squares parameter :math:`\theta` with :math:`w(\theta) \approx w` when
+        :math:`w` is linear in :math:`\theta` (a ``Conv``, a ``LinearReparam`` of one), else None.
+        :func:`structops.solvers.project_spectral_norm` clips the stencil and maps it back with it.
+    """
+
+    conv: Conv
+    weights: Callable[[np.ndarray], np.ndarray]
+    solve: Callable[[np.ndarray], np.ndarray] | None = None

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 from ._base import ParametricKernel, as_kernel
 from ._sparse import matmul_tall
+from .diagonalized import ConvStencil
 
 if TYPE_CHECKING:
     from .diagonalized import Diagonalized, PeriodicEmbedding
@@ -217,3 +219,18 @@ class LinearReparam(Reparametrized):
     def q(self) -> np.ndarray | None:
         """The inner family's constant part."""
         return self.kernel.q
+
+    def as_convolution(self) -> ConvStencil | None:
+        r"""The inner convolution's stencil at :math:`P\varphi`, with the least-squares ``solve`` through ``P``.
+
+        None unless the inner family has a linear stencil map and no constant part.
+        """
+        inner = self.kernel.as_convolution()
+        if inner is None or inner.solve is None or self.q is not None:
+            return None
+        P, to_inner = self.P, inner.solve
+
+        def solve(w: np.ndarray) -> np.ndarray:
+            return spla.lsqr(P, to_inner(w), atol=1e-15, btol=1e-15, iter_lim=10 * P.shape[1] + 100)[0]
+
+        return ConvStencil(inner.conv, lambda phi: inner.weights(self._map(self.validate_theta(phi, "phi"))), solve)

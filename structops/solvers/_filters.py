@@ -32,22 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pylops
-import scipy.fft as sfft
 
-from .._backend import blas_threads_for
 from .._validation import check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized
 from ..kernels.operators import KernelOperator
+from ._blocks import SINGULAR_FACTOR
 
 __all__ = ["Regularizer", "TikhonovSpectrum", "as_regularizer", "check_data", "exact_solver", "regularized_inverse"]
-
-#: A per-frequency system counts as singular when its condition number exceeds
-#: ``1 / (_SINGULAR_FACTOR * eps)`` (as :data:`structops.solvers.SINGULAR_FACTOR`).
-_SINGULAR_FACTOR = 1000.0
-
-#: The unitary transforms whose coefficients :func:`coefficients` computes.
-UNITARY_TRANSFORMS = ("fft", "dct2", "kron")
 
 
 # ------------------------------------------------------------------- criteria
@@ -168,43 +160,9 @@ class TikhonovSpectrum:
 
 
 # ------------------------------------------------------------ the shared basis
-def rfft_weights(grid: tuple[int, ...]) -> np.ndarray:
-    """How many frequencies of the full grid each entry of the ``rfftn`` half grid stands for (1 or 2)."""
-    n = grid[-1]
-    w = np.full(n // 2 + 1, 2.0)
-    w[0] = 1.0
-    if n % 2 == 0:
-        w[-1] = 1.0
-    return np.broadcast_to(w, (*grid[:-1], n // 2 + 1))
-
-
-def coefficients(D: Diagonalized, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r"""The coefficients :math:`U^H b` of a one-channel ``b`` in the left basis of ``D``, and their weights.
-
-    Returns arrays of ``D``'s frequency shape (the ``rfftn`` half grid for ``"fft"``).
-
-    Raises
-    ------
-    ValueError
-        If the transform is not one of the unitary ones (``"fft"``, ``"dct2"``, ``"kron"``).
-    """
-    grid = D.grid
-    x = np.reshape(b, grid)
-    if D.transform == "fft":
-        return sfft.rfftn(x, norm="ortho"), rfft_weights(grid)
-    if D.transform == "dct2":
-        return sfft.dctn(x, type=2, norm="ortho"), np.ones(grid)
-    if D.transform == "kron":
-        with blas_threads_for(max(grid)):
-            for a, u in enumerate(D.left):
-                x = np.moveaxis(np.tensordot(u.T, x, axes=([1], [a])), 0, a)
-        return x, np.ones(grid)
-    raise ValueError(f"the coefficients of b need a unitary transform {UNITARY_TRANSFORMS!r}, got {D!r}.")
-
-
 def spectrum(D: Diagonalized, D_L: Diagonalized | None, b: np.ndarray) -> TikhonovSpectrum:
     """The :class:`TikhonovSpectrum` of ``(K, L, b)`` from ``K``'s and ``L``'s diagonalisations (one channel)."""
-    c, w = coefficients(D, b)
+    c, w = D.coefficients(b), D.multiplicity()
     k2 = np.abs(D.blocks[..., 0, 0]) ** 2
     l2 = np.ones_like(k2) if D_L is None else np.abs(D_L.blocks[..., 0, 0]) ** 2
     k2, l2, c2, w = (np.ascontiguousarray(a, dtype=np.float64).ravel() for a in (k2, l2, np.abs(c) ** 2, w))
@@ -306,7 +264,7 @@ def _check_regular(gram_eigs: np.ndarray, alpha: float, describe: str) -> None:
     if not gram_eigs.size:
         return
     top, low = float(gram_eigs.max()), float(gram_eigs.min())
-    limit = 1.0 / (_SINGULAR_FACTOR * float(np.finfo(gram_eigs.dtype).eps))
+    limit = 1.0 / (SINGULAR_FACTOR * float(np.finfo(gram_eigs.dtype).eps))
     if top > 0 and low > 0 and top / low <= limit:
         return
     condition = np.inf if low <= 0 else top / low

@@ -206,7 +206,7 @@ def _stencil_of(kernel, theta) -> np.ndarray | None:
     conv = single_conv(kernel, (*MIRRORS, "zero", "periodic"))
     if conv is None:
         return None
-    return (conv.validate_theta(theta) if kernel is conv else kernel.weights(theta)).reshape(conv.stencil)
+    return kernel.as_convolution().weights(theta).reshape(conv.stencil)
 
 
 def cosine_model_helps(kernel, theta, reg: Regularizer, alpha: float) -> bool:

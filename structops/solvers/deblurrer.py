@@ -27,6 +27,7 @@ import numpy as np
 from .._validation import check_finite_fast, check_positive_int, check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized, KroneckerMultiplier
+from ._blocks import SINGULAR_FACTOR, IllConditionedWarning
 from ._choice import METHODS, AlphaChoice, default_grid, exact_choice, grid_choice
 from ._filters import as_regularizer, exact_solver, regularized_inverse, shares_basis, spectrum, structure_error
 from ._hybrid import hybrid_discrepancy
@@ -44,7 +45,7 @@ from ._krylov import (
     normal_operator,
 )
 from .preconditioners import MIRRORS, single_conv
-from .spectral import SINGULAR_FACTOR, IllConditionedWarning, spectral_norm
+from .spectral import spectral_norm
 
 __all__ = ["Deblurrer", "as_stack"]
 

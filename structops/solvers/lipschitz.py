@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft as sfft
-import scipy.sparse.linalg as spla
 
 from .._validation import check_positive_int, check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.conv import Conv
-from ..kernels.diagonalized import block_svdvals, half_spectrum
-from ..kernels.reparam import LinearReparam
+from ..kernels.diagonalized import half_spectrum
 from ._routes import DENSE_LIMIT, route
 
 __all__ = ["certified_norm_bound", "project_spectral_norm"]
@@ -79,21 +77,7 @@ def certified_norm_bound(kernel: ParametricKernel, theta, *, dense_limit: int = 
 
 def _certified(kernel: ParametricKernel, theta: np.ndarray, dense_limit: int) -> float:
     """:func:`certified_norm_bound` on a validated ``theta``: the smallest certificate available."""
-    r = route(kernel, theta, "project_spectral_norm", dense_limit=dense_limit)
-    if r.name in ("fourier", "cosine", "kronecker") and r.diagonal is not None:
-        return float(block_svdvals(r.diagonal.blocks).max(initial=0.0)) + r.diagonal.residual
-    emb = kernel.periodic_embedding(theta)
-    bounds = [] if emb is None else [emb.upper_bound()]
-    if r.name == "dense":
-        eps = float(np.finfo(np.float64).eps)
-        dense = float(np.linalg.norm(kernel.matrix(theta), 2)) if min(kernel.shape) else 0.0
-        bounds.append(dense * (1 + 64 * eps))
-    if not bounds:
-        raise ValueError(
-            f"no certified bound on the spectral norm of {kernel!r}: {r.reason} Use "
-            "structops.solvers.spectral_norm for an estimate with (probabilistic) bounds."
-        )
-    return min(bounds)
+    return route(kernel, theta, "project_spectral_norm", dense_limit=dense_limit).norm_bound()
 
 
 def _stencil_maps(kernel: ParametricKernel):
@@ -102,16 +86,8 @@ def _stencil_maps(kernel: ParametricKernel):
     ``to_w(theta)`` is the full stencil ``(out, in, *stencil)`` of the :class:`Conv` ``conv``;
     ``from_w(w)`` the least-squares parameter.
     """
-    if isinstance(kernel, Conv):
-        return kernel, lambda t: t.reshape(kernel.theta_shape), lambda w: w.reshape(-1)
-    if isinstance(kernel, LinearReparam) and isinstance(kernel.kernel, Conv) and kernel.q is None:
-        conv, P = kernel.kernel, kernel.P
-
-        def from_w(w: np.ndarray) -> np.ndarray:
-            return spla.lsqr(P, w.reshape(-1), atol=1e-15, btol=1e-15, iter_lim=10 * P.shape[1] + 100)[0]
-
-        return conv, lambda t: (P @ t).reshape(conv.theta_shape), from_w
-    return None
+    view = kernel.as_convolution()
+    return None if view is None or view.solve is None else (view.conv, view.weights, view.solve)
 
 
 def _clip_blocks(blocks: np.ndarray, bound: float) -> np.ndarray:
@@ -233,10 +209,7 @@ def project_spectral_norm(
     if norm <= bound:
         return theta
     plain = _shrink(kernel, (theta * (bound / norm)).astype(theta.dtype), bound, dense_limit)
-    r = route(kernel, theta, "project_spectral_norm", dense_limit=dense_limit)
-    emb = kernel.periodic_embedding(theta)
-    grid = r.diagonal.grid if r.name == "fourier" and r.diagonal is not None else None
-    grid = emb.multiplier.grid if grid is None and emb is not None else grid
+    grid = route(kernel, theta, "project_spectral_norm", dense_limit=dense_limit).projection_grid()
     clipped = None if grid is None else _clipped(kernel, theta, grid, bound)
     if clipped is None:
         return plain

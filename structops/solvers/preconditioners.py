@@ -36,21 +36,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-from .._validation import check_real_scalar
+from .._validation import check_number
 from ..kernels._base import ParametricKernel, as_kernel
-from ..kernels.conv import Conv, ConvBased
+from ..kernels.conv import Conv
 from ..kernels.diagonalized import Diagonalized, cosine_symbol, half_spectrum
 from .spectral import check_rcond, inverse_from_symbol
 
-__all__ = [
-    "KINDS",
-    "MIRRORS",
-    "chan_preconditioner",
-    "circulant_eigvals",
-    "cosine_eigvals",
-    "circulant_preconditioner",
-    "strang_preconditioner",
-]
+__all__ = ["KINDS", "MIRRORS", "circulant_eigvals", "circulant_preconditioner", "cosine_eigvals"]
 
 #: The circulant approximations available.
 KINDS = ("strang", "chan")
@@ -60,8 +52,9 @@ MIRRORS = ("symmetric", "reflect")
 
 
 def single_conv(kernel, bcs: tuple[str, ...]) -> Conv | None:
-    """The one-channel stride-1 convolution with a boundary in ``bcs`` behind ``kernel`` (Conv or ConvBased)."""
-    conv = kernel if isinstance(kernel, Conv) else kernel.conv if isinstance(kernel, ConvBased) else None
+    """The one-channel stride-1 convolution with a boundary in ``bcs`` behind ``kernel`` (its convolution view)."""
+    view = kernel.as_convolution() if isinstance(kernel, ParametricKernel) else None
+    conv = None if view is None else view.conv
     if (
         isinstance(conv, Conv)
         and conv.bc in bcs
@@ -76,8 +69,15 @@ def single_conv(kernel, bcs: tuple[str, ...]) -> Conv | None:
 def _require_toeplitz(kernel, func: str) -> Conv:
     """The zero-boundary, one-channel, stride-1 convolution behind ``kernel`` (a Conv, or a ConvBased family)."""
     as_kernel(kernel)
-    conv = single_conv(kernel, ("zero",))
-    if conv is None:
+    view = kernel.as_convolution()
+    conv = None if view is None else view.conv
+    if not (
+        isinstance(conv, Conv)
+        and conv.bc == "zero"
+        and conv.in_channels == 1
+        and conv.out_channels == 1
+        and all(s == 1 for s in conv.stride)
+    ):
         raise ValueError(
             f"`{func}` needs a Toeplitz/BTTB convolution, structops.Conv(grid, stencil, bc='zero') (or a family "
             f"built on one, e.g. SymmetricConv) with one channel and stride 1, got `kernel` = {kernel!r}."
@@ -87,9 +87,7 @@ def _require_toeplitz(kernel, func: str) -> Conv:
 
 def _stencil(kernel, conv: Conv, theta) -> np.ndarray:
     """The full stencil of ``kernel`` at ``theta`` (its weights, for a family built on ``conv``)."""
-    if kernel is conv:
-        return conv.validate_theta(theta).reshape(conv.stencil)
-    return kernel.weights(theta).reshape(conv.stencil)
+    return kernel.as_convolution().weights(theta).reshape(conv.stencil)
 
 
 def _axis_weights(kind: str, s: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -296,7 +294,7 @@ def circulant_preconditioner(
     True
     """
     conv = _require_toeplitz(kernel, "circulant_preconditioner")
-    alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
+    alpha = check_number(alpha, "alpha", minimum=0.0 if normal else None)
     rcond = check_rcond(rcond)
     lam = circulant_eigvals(kernel, theta, kind)
     S = half_spectrum(lam, len(conv.grid))[..., None, None]
@@ -305,17 +303,3 @@ def circulant_preconditioner(
     except np.linalg.LinAlgError as err:
         label = "Strang's" if kind == "strang" else "T. Chan's"
         raise np.linalg.LinAlgError(f"{label} circulant approximation C of {kernel!r}: {err}") from None
-
-
-def strang_preconditioner(
-    kernel: ParametricKernel, theta, *, alpha: float = 0.0, normal: bool = False, rcond: float | None = None
-) -> Diagonalized:
-    """Strang's circulant preconditioner; :func:`circulant_preconditioner` with ``kind="strang"``."""
-    return circulant_preconditioner(kernel, theta, kind="strang", alpha=alpha, normal=normal, rcond=rcond)
-
-
-def chan_preconditioner(
-    kernel: ParametricKernel, theta, *, alpha: float = 0.0, normal: bool = False, rcond: float | None = None
-) -> Diagonalized:
-    """T. Chan's optimal circulant preconditioner; :func:`circulant_preconditioner` with ``kind="chan"``."""
-    return circulant_preconditioner(kernel, theta, kind="chan", alpha=alpha, normal=normal, rcond=rcond)

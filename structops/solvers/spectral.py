@@ -23,240 +23,27 @@ solver here asks :func:`route` (:mod:`._routes`) once and builds its result from
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-import scipy.sparse.linalg as spla
 
 from .._validation import check_positive_int, check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
-from ..kernels.diagonalized import CosineMultiplier, Diagonalized, FourierMultiplier, block_svdvals
-from ._certified import certified_cond, certified_norm
+from ..kernels.diagonalized import Diagonalized
+from ._blocks import check_rcond
+from ._blocks import inverse_from_symbol as inverse_from_symbol  # the circulant preconditioners build on it
 from ._filters import regularized_inverse
 from ._lanczos import (
     EIGS_MAXITER,
     MAXITER,
     TOL,
-    EstimateWarning,
     SpectralEstimate,
     check_estimate_options,
-    exact_estimate,
-    golub_kahan,
     not_converged,
 )
-from ._routes import DENSE_LIMIT, Route, route
+from ._routes import DENSE_LIMIT, route
 
-__all__ = [
-    "SINGULAR_FACTOR",
-    "IllConditionedWarning",
-    "CosineMultiplier",
-    "EstimateWarning",
-    "FourierMultiplier",
-    "Route",
-    "SpectralEstimate",
-    "cond",
-    "eigvals",
-    "implicit_step",
-    "inverse",
-    "is_circulant",
-    "route",
-    "spectral_norm",
-    "svdvals",
-]
-
-#: A per-frequency system counts as near-singular when its condition number exceeds
-#: ``1 / (SINGULAR_FACTOR * eps)``: the solve would keep fewer than about three correct digits.
-SINGULAR_FACTOR = 1000.0
-
-
-class IllConditionedWarning(UserWarning):
-    """An exact inverse was asked of an ill-conditioned system: condition number above ``eps**(-1/3)``.
-
-    The inverse is computed (the system is not singular), but it magnifies errors in the data,
-    such as noise in a blurred image, by up to the condition number: it loses more than a third
-    of the data's significant digits (``1.7e5`` in float64, ``2.0e2`` in float32). For noisy data regularise:
-    ``alpha > 0`` (chosen from the data by :func:`structops.solvers.choose_alpha`), or
-    :func:`structops.solvers.tikhonov`.
-    """
+__all__ = ["cond", "eigvals", "implicit_step", "inverse", "spectral_norm", "svdvals"]
 
 _WHICH = ("LM", "SM", "LR", "SR", "LI", "SI")
-
-
-# ----------------------------------------------------------------- validation
-def is_circulant(kernel) -> bool:
-    """Whether ``kernel`` is block circulant (``kernel.circulant``): diagonalised by the FFT.
-
-    True for the periodic stride-1 convolution families (:class:`structops.Conv`, the
-    families built on it, and their reparametrisations such as ``Softplus``); their
-    ``diagonalize(theta)`` gives a :class:`FourierMultiplier`.
-
-    Examples
-    --------
-    >>> import structops
-    >>> is_circulant(structops.Conv(8, 3, bc="periodic")), is_circulant(structops.Conv(8, 3))
-    (True, False)
-    >>> is_circulant(structops.Softplus(structops.Conv(8, 3, bc="periodic")))
-    True
-    """
-    return isinstance(kernel, ParametricKernel) and bool(kernel.circulant)
-
-
-def check_rcond(rcond) -> float | None:
-    if rcond is None:
-        return None
-    rcond = check_real_scalar(rcond, "rcond", minimum=0.0)
-    if rcond >= 1.0:
-        raise ValueError(f"`rcond` must be None or a relative cutoff in [0, 1), got {rcond!r}.")
-    return rcond
-
-
-# ------------------------------------------------------------- per frequency
-def _pinv_blocks(blocks: np.ndarray, cutoff: float) -> np.ndarray:
-    """Per-frequency pseudo-inverses, dropping singular values ``<= cutoff`` (a global threshold)."""
-    if blocks.shape[-2:] == (1, 1):
-        b = blocks
-        keep = np.abs(b) > cutoff
-        return np.where(keep, 1.0 / np.where(keep, b, 1), 0).astype(b.dtype)
-    U, s, Vh = np.linalg.svd(blocks, full_matrices=False)
-    keep = s > cutoff
-    s_inv = np.where(keep, 1.0 / np.where(keep, s, 1), 0).astype(s.dtype)
-    return np.conj(np.swapaxes(Vh, -1, -2)) @ (s_inv[..., :, None] * np.conj(np.swapaxes(U, -1, -2)))
-
-
-def _inverse_blocks(blocks: np.ndarray) -> np.ndarray:
-    """Per-frequency inverses of square blocks by ``numpy.linalg.solve`` batched over frequencies."""
-    if blocks.shape[-2:] == (1, 1):
-        return 1.0 / blocks
-    eye = np.broadcast_to(np.eye(blocks.shape[-1], dtype=blocks.dtype), blocks.shape)
-    return np.linalg.solve(blocks, eye)
-
-
-def check_conditioned(sv: np.ndarray, what: str, grid: tuple[int, ...], scalar: bool, *, warn: bool = False) -> None:
-    """Raise ``numpy.linalg.LinAlgError`` when the singular values ``sv`` (per frequency) make the system singular.
-
-    The message names the smallest singular value (``|λ|`` for one channel), where it sits,
-    and the condition number, compared with ``1 / (SINGULAR_FACTOR * eps)``. With ``warn`` (an
-    unregularised inverse), an :class:`IllConditionedWarning` above ``eps**(-1/3)``.
-    """
-    if not sv.size:
-        return
-    real = sv.dtype
-    smax, smin = float(sv.max()), float(sv.min())
-    limit = 1.0 / (SINGULAR_FACTOR * float(np.finfo(real).eps))
-    condition = np.inf if smin == 0 else smax / smin
-    if not condition <= limit:
-        where = np.unravel_index(int(np.argmin(sv)), sv.shape)[: len(grid)]
-        label = "|λ|" if scalar else "singular value"
-        raise np.linalg.LinAlgError(
-            f"{what} is singular or near-singular: smallest {label} {smin:.3e} (at frequency index "
-            f"{tuple(int(i) for i in where)}), largest {smax:.3e}, condition number {condition:.3e} > "
-            f"1/(SINGULAR_FACTOR·eps) = {limit:.3e} in {real}. Regularise with `alpha` > 0, or pass "
-            "`rcond` (e.g. rcond=1e-6) for the pseudo-inverse that drops singular values below rcond·max."
-        )
-    ill = float(np.finfo(real).eps) ** (-1 / 3)
-    if warn and condition > ill:
-        warnings.warn(
-            f"{what} is ill-conditioned: condition number {condition:.3e} > eps^(-1/3) = "
-            f"{ill:.3e} in {real}, so its exact inverse magnifies errors in the "
-            "data (noise) by up to that factor. For noisy data regularise with `alpha` > 0 "
-            "(structops.solvers.choose_alpha picks one from the data) or use structops.solvers.tikhonov.",
-            IllConditionedWarning,
-            stacklevel=4,
-        )
-
-
-def _invert(blocks, sv, rcond: float | None, what: str, grid: tuple[int, ...], scalar: bool, warn: bool = False):
-    """Inverse of square per-frequency blocks with singular values ``sv``, or their pseudo-inverse with ``rcond``."""
-    if rcond is not None:
-        return _pinv_blocks(blocks, rcond * float(sv.max(initial=0.0)))
-    check_conditioned(sv, what, grid, scalar, warn=warn)
-    return _inverse_blocks(blocks)
-
-
-# -------------------------------------------------------------------- solves
-def _no_transform(r: Route, func: str) -> ValueError:
-    return ValueError(
-        f"`{func}` needs a kernel diagonalised by a fast transform, e.g. a periodic convolution "
-        f"structops.Conv(..., bc='periodic', stride=1) (block-circulant, diagonalised by the FFT): {r.reason} "
-        "For other kernels use scipy.sparse.linalg's iterative solvers on kernel.op(theta) (see "
-        "structops.solvers.circulant_preconditioner for zero boundaries)."
-    )
-
-
-def not_normal(kernel, what: str) -> ValueError:
-    """The error for a function of ``KᵀK`` asked of a non-unitary transform (DCT-I)."""
-    return ValueError(
-        f"`{what}` is not diagonalised by the DCT for {kernel!r}: with bc='reflect' K(θ) = B⁻¹CΛCB is not "
-        "symmetric, so KᵀK is not diagonal in the DCT-I basis. Use bc='symmetric' (K symmetric, DCT-II), or "
-        "scipy.sparse.linalg.cg on the symmetric positive definite system built from kernel.op(theta)."
-    )
-
-
-def invert_diagonal(
-    D: Diagonalized, *, alpha: float, normal: bool, rcond: float | None, name: str, kernel=None
-) -> Diagonalized:
-    """``(K + αI)^-1``, ``(KᴴK + αI)^-1`` or ``K^+`` of a :class:`Diagonalized` ``K``, as one of its kind."""
-    what_kernel = D if kernel is None else kernel
-    if normal:
-        if not D.unitary:
-            raise not_normal(what_kernel, "KᵀK + αI")
-        return normal_inverse(D, 1.0, alpha, rcond, f"{name}ᵀ{name} + {alpha:g}·I")
-    if rcond is not None and not D.unitary:
-        raise ValueError(
-            f"`rcond` must be None for {what_kernel!r}: with bc='reflect' K(θ) is not symmetric, so its singular "
-            "values are not |λ| and the eigenvalue cutoff would not give the Moore-Penrose pseudo-inverse; "
-            "use bc='symmetric' or alpha > 0."
-        )
-    B = D.blocks
-    cout, cin = B.shape[-2:]
-    grid = D.grid
-    if cout != cin:
-        if alpha != 0:
-            raise ValueError(
-                f"`alpha` must be 0 for a non-square K (in_channels={cin}, out_channels={cout}): K + αI is "
-                f"undefined, got alpha={alpha!r}; use normal=True for (KᵀK + αI)^-1."
-            )
-        sv = block_svdvals(B)
-        if rcond is None:
-            check_conditioned(sv, name, grid, scalar=False, warn=True)
-        blocks = _pinv_blocks(B, 0.0 if rcond is None else rcond * float(sv.max(initial=0.0)))
-        return D.with_blocks(blocks, swap=True, name=f"{name}⁺")
-    if alpha != 0 and not D.similarity:
-        raise ValueError(
-            f"`alpha` must be 0 for {what_kernel!r}: its {D.transform!r} transform has U ≠ V, so K + αI is not "
-            f"diagonalised by it, got alpha={alpha!r}; use normal=True for (KᵀK + αI)^-1."
-        )
-    shifted = B + B.real.dtype.type(alpha) * np.eye(cin, dtype=B.dtype) if alpha != 0 else B
-    what = name if alpha == 0 else f"{name} + {alpha:g}·I"
-    scalar = D.similarity and cin == 1
-    blocks = _invert(shifted, block_svdvals(shifted), rcond, what, grid, scalar, warn=alpha == 0)
-    return D.with_blocks(blocks, swap=not D.similarity, name=f"({what})⁻¹")
-
-
-def inverse_from_symbol(
-    S: np.ndarray, grid: tuple[int, ...], dtype, *, alpha: float, normal: bool, rcond: float | None, name: str
-) -> Diagonalized:
-    """The multiplier of ``(S + αI)^-1``, ``(S^H S + αI)^-1`` or ``S^+`` from a half symbol ``S``."""
-    D = FourierMultiplier(S, grid, dtype=dtype)
-    return invert_diagonal(D, alpha=alpha, normal=normal, rcond=rcond, name=name)
-
-
-def normal_inverse(D: Diagonalized, h, beta, rcond, what) -> Diagonalized:
-    r"""The operator :math:`(h K^H K + \beta I)^{-1}` of a unitary :class:`Diagonalized` ``K``."""
-    S = D.blocks
-    cin = S.shape[-1]
-    real = S.real.dtype.type
-    h, beta = real(h), real(beta)
-    if S.shape[-2:] == (1, 1):
-        blocks = (h * np.abs(S) ** 2 + beta).astype(S.dtype)
-        sv = np.abs(blocks[..., 0, :])
-    else:
-        blocks = h * (np.conj(np.swapaxes(S, -1, -2)) @ S) + beta * np.eye(cin, dtype=S.dtype)
-        s = np.linalg.svd(S, compute_uv=False)
-        # the eigenvalues of h S^H S + beta I: h s^2 + beta, and beta on the null space of S
-        sv = np.concatenate([h * s**2 + beta, np.full((*s.shape[:-1], cin - s.shape[-1]), beta, dtype=s.dtype)], -1)
-    inv = _invert(blocks, sv, rcond, what, D.grid, S.shape[-2:] == (1, 1), warn=beta == 0)
-    return D.with_blocks(inv, normal=True, name=f"({what})⁻¹")
 
 
 def inverse(
@@ -366,11 +153,10 @@ def inverse(
     if L is not None:  # a regularisation operator sharing the basis of K (structops.solvers._filters)
         return regularized_inverse(kernel, theta, alpha=alpha, normal=normal, L=L)
     r = route(kernel, theta, "inverse")
-    if r.diagonal is None:
-        raise _no_transform(r, "inverse")
+    if not r.exact:
+        return r.inverse(alpha=0.0, normal=normal, rcond=None)  # raises, naming the reason
     alpha = check_real_scalar(alpha, "alpha", minimum=0.0 if normal else None)
-    rcond = check_rcond(rcond)
-    return invert_diagonal(r.diagonal, alpha=alpha, normal=normal, rcond=rcond, name="K(θ)", kernel=kernel)
+    return r.inverse(alpha=alpha, normal=normal, rcond=check_rcond(rcond))
 
 
 def implicit_step(kernel: ParametricKernel, theta, h: float, *, L=None) -> Diagonalized:
@@ -423,28 +209,10 @@ def implicit_step(kernel: ParametricKernel, theta, h: float, *, L=None) -> Diago
         h = check_real_scalar(h, "h", minimum=0.0)
         return regularized_inverse(kernel, theta, alpha=1.0, normal=True, L=L, h=h)
     h = check_real_scalar(h, "h", minimum=0.0)
-    r = route(kernel, theta, "implicit_step")
-    if r.diagonal is None:
-        raise _no_transform(r, "implicit_step")
-    if not r.diagonal.unitary:
-        raise not_normal(kernel, "implicit_step (h KᵀK + I)⁻¹")
-    return normal_inverse(r.diagonal, h, 1.0, None, f"{h:g}·KᵀK + I")
+    return route(kernel, theta, "implicit_step").implicit_step(h)
 
 
 # ------------------------------------------------------------- spectra
-def _dense_fallback(kernel: ParametricKernel, k_needed: int, dense_limit: int) -> bool:
-    """Whether ARPACK cannot run: ``N <= dense_limit``, or too small (``eigs`` needs ``k < N - 1``)."""
-    return max(kernel.shape) <= dense_limit or min(kernel.shape) <= k_needed + 1
-
-
-def _no_exact_route(r: Route) -> ValueError:
-    return ValueError(
-        f"`svdvals` computes every singular value only through a fast transform or dense LAPACK: {r.reason} "
-        "Use structops.solvers.spectral_norm or structops.solvers.cond (certified or estimated bounds on the "
-        "extremes), or raise `dense_limit`."
-    )
-
-
 def svdvals(kernel: ParametricKernel, theta, *, dense_limit: int = DENSE_LIMIT) -> np.ndarray:
     r"""Every singular value of :math:`K(\theta)`, descending, exact to round-off.
 
@@ -497,31 +265,7 @@ def svdvals(kernel: ParametricKernel, theta, *, dense_limit: int = DENSE_LIMIT) 
     """
     as_kernel(kernel)
     dense_limit = check_positive_int(dense_limit, "dense_limit", minimum=0)
-    r = route(kernel, theta, "svdvals", dense_limit=dense_limit, embedding=False)
-    if r.diagonal is not None and r.exact and r.name != "dense":
-        return r.diagonal.singular_values()
-    if r.name == "dense":
-        if min(kernel.shape) == 0:
-            return np.zeros(0)
-        return np.linalg.svd(kernel.matrix(theta), compute_uv=False)
-    raise _no_exact_route(r)
-
-
-def _extremes(D: Diagonalized) -> tuple[float, float]:
-    """``(σ_max, σ_min)`` over every block of a unitary transform."""
-    sv = D.block_singular_values()
-    if not sv.size:
-        return 0.0, 0.0
-    return float(sv.max()), float(sv.min())
-
-
-def _transform_norm(r: Route, D: Diagonalized) -> SpectralEstimate:
-    """The spectral norm through a unitary transform, with Weyl bounds from its residual."""
-    smax, _ = _extremes(D)
-    res = D.residual
-    if res == 0:
-        return exact_estimate(smax, r.name)
-    return SpectralEstimate(smax, max(smax - res, 0.0), smax + res, True, r.name, 0)
+    return route(kernel, theta, "svdvals", dense_limit=dense_limit, embedding=False).svdvals()
 
 
 def spectral_norm(
@@ -597,32 +341,10 @@ def spectral_norm(
     """
     as_kernel(kernel)
     maxiter, tol, dense_limit = check_estimate_options(maxiter, tol, dense_limit)
-    r = route(kernel, theta, "spectral_norm", dense_limit=dense_limit)
-    theta = kernel.validate_theta(theta)
-    if r.name in ("fourier", "cosine", "kronecker") and r.diagonal is not None:
-        est = _transform_norm(r, r.diagonal)
-    elif r.name == "dense":
-        value = float(np.linalg.norm(kernel.matrix(theta), 2)) if min(kernel.shape) else 0.0
-        est = exact_estimate(value, "dense")
-    elif r.name == "certified":
-        est = certified_norm(kernel, theta, maxiter=maxiter, tol=tol)
-    else:
-        est, _ = golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=False)
+    est = route(kernel, theta, "spectral_norm", dense_limit=dense_limit).spectral_norm(maxiter=maxiter, tol=tol)
     if not est.converged:
         not_converged("spectral_norm", est, maxiter, tol)
     return est if full_output else est.value
-
-
-def _transform_cond(r: Route, D: Diagonalized) -> SpectralEstimate:
-    """The condition number through a unitary transform, with Weyl bounds from its residual."""
-    smax, smin = _extremes(D)
-    value = np.inf if smin == 0 else smax / smin
-    res = D.residual
-    if res == 0:
-        return exact_estimate(float(value), r.name)
-    lower = max(smax - res, 0.0) / (smin + res)
-    upper = np.inf if smin <= res else (smax + res) / (smin - res)
-    return SpectralEstimate(float(value), float(min(lower, value)), float(max(upper, value)), True, r.name, 0)
 
 
 def cond(
@@ -733,42 +455,10 @@ def cond(
     """
     as_kernel(kernel)
     maxiter, tol, dense_limit = check_estimate_options(maxiter, tol, dense_limit)
-    r = route(kernel, theta, "cond", dense_limit=dense_limit)
-    theta = kernel.validate_theta(theta)
-    if r.name in ("fourier", "cosine", "kronecker") and r.diagonal is not None:
-        est = _transform_cond(r, r.diagonal)
-    elif r.name == "dense":
-        est = exact_estimate(float(np.linalg.cond(kernel.matrix(theta))), "dense")
-    elif r.name == "certified":
-        est = certified_cond(kernel, theta, maxiter=maxiter, tol=tol)
-    else:
-        big, small = golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=True)
-        est = _ratio(big, small)
+    est = route(kernel, theta, "cond", dense_limit=dense_limit).cond(maxiter=maxiter, tol=tol)
     if not est.converged:
         not_converged("cond", est, maxiter, tol)
     return est if full_output else est.value
-
-
-def _ratio(big: SpectralEstimate, small: SpectralEstimate) -> SpectralEstimate:
-    r"""The estimate of :math:`\sigma_{\max}/\sigma_{\min}` from those of the extremes."""
-    value = np.inf if small.value == 0 else big.value / small.value
-    lower = np.inf if small.upper == 0 else big.lower / small.upper
-    upper = np.inf if small.lower == 0 else big.upper / small.lower
-    return SpectralEstimate(
-        float(value),
-        float(min(lower, value)),
-        float(max(upper, value)),
-        False,
-        big.method,
-        big.iterations,
-        big.converged and small.converged,
-        big.certified and small.certified,
-    )
-
-
-def _order(ev: np.ndarray, which: str) -> np.ndarray:
-    key = {"LM": -np.abs(ev), "SM": np.abs(ev), "LR": -ev.real, "SR": ev.real, "LI": -ev.imag, "SI": ev.imag}
-    return ev[np.argsort(key[which], kind="stable")]
 
 
 def eigvals(
@@ -846,31 +536,4 @@ def eigvals(
     if k is not None:
         k = check_positive_int(k, "k")
     r = route(kernel, theta, "eigvals", dense_limit=dense_limit)
-    if r.name in ("fourier", "cosine", "kronecker") and r.diagonal is not None:
-        ev = r.diagonal.eigenvalues()
-        return ev if k is None else _order(ev.reshape(-1), which)[:k]
-    return _eigvals_iterative(kernel, kernel.validate_theta(theta), 6 if k is None else k, which, tol, maxiter, r)
-
-
-def _eigvals_iterative(kernel, theta, k: int, which: str, tol: float, maxiter: int, r: Route) -> np.ndarray:
-    """``k`` eigenvalues by dense LAPACK (the ``"dense"`` route) or ARPACK."""
-    n = kernel.shape[0]
-    if r.name == "dense":
-        return _order(np.linalg.eigvals(kernel.matrix(theta)), which)[:k]
-    if _dense_fallback(kernel, k, 0):
-        raise ValueError(
-            f"`k` must be < N - 1 = {n - 1} for ARPACK on this {n}×{n} operator, got k={k!r}; every eigenvalue "
-            f"needs the dense matrix: raise `dense_limit` to {n} (it takes {8 * n * n / 2**30:.1f} GiB and O(N³) time)."
-        )
-    v0 = np.random.default_rng(0).standard_normal(n).astype(theta.dtype)
-    try:
-        ev = spla.eigs(kernel.op(theta), k=k, which=which, tol=tol, maxiter=maxiter, return_eigenvectors=False, v0=v0)
-    except spla.ArpackNoConvergence as err:
-        ev = np.asarray(err.eigenvalues)
-        warnings.warn(
-            f"eigvals: ARPACK found {ev.size} of the k={k} eigenvalues (which={which!r}) to tol={tol:g} in "
-            f"maxiter={maxiter} restarts; returning those. Raise `maxiter` or `tol` for more.",
-            EstimateWarning,
-            stacklevel=3,
-        )
-    return _order(ev, which)
+    return r.eigvals(k, which, maxiter=maxiter, tol=tol)

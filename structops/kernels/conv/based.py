@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..diagonalized import ConvStencil
 from ._core import ConvGeometry
 from .conv import Conv
 
@@ -91,6 +92,11 @@ class ConvBased(ConvView):
     def weights(self, theta) -> np.ndarray:
         r"""The full stencil :math:`w(\varphi)`, shape ``(out_channels, in_channels, *stencil)``."""
         return self._map(self.validate_theta(theta)).reshape(self.kernel.theta_shape)
+
+    def as_convolution(self) -> ConvStencil:
+        """The convolution and :meth:`weights`; ``solve`` from a linear reparametrisation of it, if any."""
+        linear = super().as_convolution()  # type: ignore[misc]  # the Reparametrized family's (LinearReparam: lsqr)
+        return ConvStencil(self.kernel, self.weights, None if linear is None else linear.solve)
 
     def symbol(self, theta) -> np.ndarray:
         """Per-frequency blocks of the periodic convolution (see :meth:`structops.Conv.symbol`)."""

@@ -12,7 +12,14 @@ from ..._backend import have_numba, workers
 from ..._validation import check_theta
 from .._base import ParametricKernel
 from .._sparse import csc_from_triplets
-from ..diagonalized import Diagonalized, FourierMultiplier, KroneckerMultiplier, PeriodicEmbedding, half_spectrum
+from ..diagonalized import (
+    ConvStencil,
+    Diagonalized,
+    FourierMultiplier,
+    KroneckerMultiplier,
+    PeriodicEmbedding,
+    half_spectrum,
+)
 from . import _core as core
 from ._core import ConvGeometry, check_geometry  # noqa: F401 (check_geometry: re-exported for the families)
 
@@ -394,6 +401,10 @@ class Conv(ParametricKernel):
         multiplier = FourierMultiplier(S, tuple(size), dtype=theta.dtype, name="C_L(θ)")
         return PeriodicEmbedding(multiplier, self.grid, self.stride, self._stencil(theta))
 
+    def as_convolution(self) -> ConvStencil:
+        """Itself: ``weights(theta)`` is ``theta`` as ``(out, in, *stencil)``, ``solve(w)`` flattens it back."""
+        return ConvStencil(self, lambda t: self.validate_theta(t).reshape(self.theta_shape), lambda w: w.reshape(-1))
+
     @property
     def circulant(self) -> bool:
         """True for ``bc="periodic"`` with stride 1: block circulant, see :meth:`symbol`."""
@@ -473,7 +484,9 @@ class Conv(ParametricKernel):
                 f"`eigvals` needs in_channels = out_channels = 1, got {self.in_channels} and "
                 f"{self.out_channels}; use `symbol` for the per-frequency blocks."
             )
-        return self.symbol(theta)[..., 0, 0]
+        D = self.diagonalize(theta)  # periodic, stride 1: a FourierMultiplier, the notes' λ = F(K(θ)e₁)
+        assert D is not None
+        return D.eigenvalues()
 
     # -------------------------------------------------------------- PyTorch
     def theta_from_torch(self, weight) -> np.ndarray:

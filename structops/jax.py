@@ -28,8 +28,11 @@ from .internal import (
     prepare_data,
     vjp_prepared,
 )
+from .solvers.deblurrer import as_stack
+from .solvers.implicit import tikhonov_vjp
+from .solvers.tikhonov import tikhonov as numpy_tikhonov
 
-__all__ = ["apply"]
+__all__ = ["apply", "tikhonov"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -137,3 +140,123 @@ def apply(kernel: ParametricKernel, theta: Any, x: Any, *, transpose: bool = Fal
         )
     y = _flat_apply(kernel, transpose, theta, x.reshape(x.shape[0], size))
     return y.reshape(x.shape[0], *y_shape)
+
+
+# ------------------------------------------------------------------ tikhonov
+def _host_tikhonov(kernel, L_family, options, theta, b, alpha, phi) -> np.ndarray:
+    L = None if L_family is None else L_family.op(np.asarray(phi))
+    x = numpy_tikhonov(kernel, np.asarray(theta), np.asarray(b), alpha=float(alpha), L=L, **dict(options))
+    return np.asarray(x, dtype=np.asarray(theta).dtype)
+
+
+def _host_tikhonov_vjp(kernel, L_family, options, theta, b, alpha, phi, x, g):
+    theta = np.asarray(theta)
+    grads = tikhonov_vjp(
+        kernel,
+        theta,
+        np.asarray(b),
+        float(alpha),
+        np.asarray(x),
+        np.asarray(g),
+        L_family=L_family,
+        theta_L=None if L_family is None else np.asarray(phi),
+        **dict(options),
+    )
+    d_phi = np.zeros(np.shape(phi), theta.dtype) if grads.theta_L is None else grads.theta_L.astype(theta.dtype)
+    return (
+        grads.theta.astype(theta.dtype),
+        grads.b.astype(theta.dtype).reshape(np.shape(b)),
+        np.asarray(grads.alpha, dtype=np.asarray(alpha).dtype),
+        d_phi,
+    )
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _tikhonov(kernel, L_family, options, x_shape, theta, b, alpha, phi):
+    out = jax.ShapeDtypeStruct(x_shape, theta.dtype)
+    host = partial(_host_tikhonov, kernel, L_family, options)
+    return jax.pure_callback(host, out, theta, b, alpha, phi, vmap_method="sequential")
+
+
+def _tikhonov_fwd(kernel, L_family, options, x_shape, theta, b, alpha, phi):
+    x = _tikhonov(kernel, L_family, options, x_shape, theta, b, alpha, phi)
+    return x, (theta, b, alpha, phi, x)
+
+
+def _tikhonov_bwd(kernel, L_family, options, x_shape, residuals, g):
+    theta, b, alpha, phi, x = residuals
+    shapes = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (theta, b, alpha, phi))
+    host = partial(_host_tikhonov_vjp, kernel, L_family, options)
+    return jax.pure_callback(host, shapes, theta, b, alpha, phi, x, g, vmap_method="sequential")
+
+
+_tikhonov.defvjp(_tikhonov_fwd, _tikhonov_bwd)
+
+
+def tikhonov(
+    kernel: ParametricKernel,
+    theta: Any,
+    b: Any,
+    *,
+    alpha: Any,
+    L: ParametricKernel | None = None,
+    theta_L: Any = None,
+    solver: str = "auto",
+    preconditioner: str | None = "auto",
+    rtol: float = 1e-10,
+) -> jax.Array:
+    r"""The Tikhonov solution :math:`(K^\top K + \alpha L^\top L)^{-1}K^\top b` as a JAX function.
+
+    Differentiable in ``theta``, ``b``, ``alpha`` and ``theta_L`` (when ``L`` is a family) by
+    implicit differentiation: the backward pass is one adjoint solve on the route of the forward
+    one (:func:`structops.solvers.implicit.tikhonov_vjp`); both run in numpy on the host
+    (``jax.pure_callback``), as :func:`apply` does. See :func:`structops.torch.solve.tikhonov`.
+
+    Parameters
+    ----------
+    kernel : ParametricKernel
+        :math:`K(\theta)` (static).
+    theta : jax.Array, shape (p,)
+        Its parameters (float32, or float64 with ``jax_enable_x64``).
+    b : jax.Array
+        One output of ``kernel`` (``out_shape``, flat or the output grid), ``theta``'s dtype.
+    alpha : float or jax.Array
+        :math:`\alpha > 0`.
+    L : ParametricKernel, optional
+        The regulariser family :math:`L(\phi)` (static; None: the identity).
+    theta_L : jax.Array, optional
+        :math:`\phi`, needed when ``L`` is given.
+    solver, preconditioner, rtol : optional
+        As for :func:`structops.solvers.tikhonov` (``rtol`` default 1e-10).
+
+    Returns
+    -------
+    jax.Array
+        ``x``, shaped as :func:`structops.solvers.tikhonov` shapes it.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, structops
+    >>> from structops.jax import tikhonov
+    >>> k = structops.Conv((8, 8), 3, bc="periodic")
+    >>> loss = lambda a: jnp.sum(tikhonov(k, jnp.full(9, 1 / 9), jnp.ones((8, 8)), alpha=a) ** 2)
+    >>> jax.grad(loss)(jnp.float32(0.1)).shape
+    ()
+    """
+    kernel = as_kernel(kernel)
+    if L is not None and not isinstance(L, ParametricKernel):
+        raise TypeError(f"`L` must be a kernel family (with `theta_L`) or None, got {L!r}.")
+    if L is not None and theta_L is None:
+        raise TypeError(f"`L` is the family {L!r}: pass its parameters as `theta_L`.")
+    theta, b = jnp.asarray(theta), jnp.asarray(b)
+    if np.dtype(theta.dtype) not in _DTYPES or b.dtype != theta.dtype:
+        raise TypeError(f"`theta` and `b` must share one float dtype (float32/float64), got {theta.dtype}, {b.dtype}.")
+    alpha = jnp.asarray(alpha, dtype=theta.dtype)
+    phi = jnp.zeros(0, theta.dtype) if L is None else jnp.asarray(theta_L, dtype=theta.dtype)
+    _, x_shape, single = as_stack(kernel, np.zeros(b.shape, np.dtype(theta.dtype)), np.dtype(theta.dtype))
+    if not single:
+        raise ValueError(
+            f"`b` must be one output of `kernel` (structops.jax.tikhonov solves one image), got {b.shape}."
+        )
+    options = (("solver", solver), ("preconditioner", preconditioner), ("rtol", rtol))
+    return _tikhonov(kernel, L, options, tuple(x_shape), theta, b, alpha, phi)

@@ -572,6 +572,31 @@ def _apply_axes(Z: np.ndarray, mats: tuple[np.ndarray, ...]) -> np.ndarray:
     return Z
 
 
+def _factor_svds(factors) -> tuple[list, float]:
+    r"""The SVD of each factor, computed once for factors that are multiples :math:`K_b = cK_a` of an earlier one.
+
+    A multiple reuses :math:`K_a = USV^\top` as :math:`(U, |c|S, \operatorname{sign}(c)V)`; what it
+    leaves out, :math:`\|K_b - cK_a\|_F` times the other factors' norms, is returned to be added to
+    the certified ``residual`` (zero for exact multiples, round-off otherwise).
+    """
+    svds: list = []
+    extra = 0.0
+    for f in factors:
+        for g, (u, sv, vh) in zip(factors, svds):
+            if g.shape != f.shape:
+                continue
+            c = float(np.vdot(g, f) / max(np.vdot(g, g), np.finfo(float).tiny))
+            gap = float(np.linalg.norm(f - c * g))
+            if c != 0 and gap <= 16 * np.finfo(f.dtype).eps * float(np.linalg.norm(f)):
+                svds.append((u, abs(c) * sv, np.sign(c) * vh))
+                others = float(np.prod([np.linalg.norm(h) for h in factors if h is not f]))
+                extra += gap * others
+                break
+        else:
+            svds.append(np.linalg.svd(f))
+    return svds, extra
+
+
 class KroneckerMultiplier(Diagonalized):
     r"""One-channel operator :math:`K = K_1 \otimes \dots \otimes K_d` diagonalised by the SVDs of its 1-D factors.
 
@@ -627,7 +652,8 @@ class KroneckerMultiplier(Diagonalized):
         if not residual >= 0:
             raise ValueError(f"`residual` must be >= 0, got {residual!r}.")
         with blas_threads_for(max(f.shape[0] for f in factors)):  # one BLAS thread below 1024²
-            svds = [np.linalg.svd(f) for f in factors]
+            svds, shared = _factor_svds(factors)
+        residual = float(residual) + shared
         left = tuple(u for u, _, _ in svds)
         right = tuple(vh.T for _, _, vh in svds)
         blocks = np.ones((), dtype=factors[0].dtype)

@@ -32,9 +32,10 @@ from ..kernels.diagonalized import (
 from ._blocks import SINGULAR_FACTOR, IllConditionedWarning
 from ._lanczos import EstimateWarning, SpectralEstimate
 from ._routes import Route, route
+from .deblurrer import Deblurrer
 from .learn import LearnResult, learn_stencil
 from .lipschitz import certified_norm_bound, project_spectral_norm
-from .preconditioners import KINDS, circulant_eigvals, circulant_preconditioner
+from .preconditioners import KINDS, circulant_eigvals, circulant_preconditioner, cosine_eigvals
 from .regularization import AlphaChoice, choose_alpha
 from .spectral import cond, eigvals, implicit_step, inverse, spectral_norm, svdvals
 from .tikhonov import ConvergenceWarning, TikhonovResult, split_preconditioner, tikhonov
@@ -70,6 +71,8 @@ __all__ = [
     "split_preconditioner",
     "svdvals",
     "tikhonov",
+    "Deblurrer",
+    "cosine_eigvals",
 ]
 
 

@@ -39,13 +39,31 @@ import scipy.fft as sfft
 from .._validation import check_number
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.conv import Conv
-from ..kernels.diagonalized import Diagonalized, half_spectrum
+from ..kernels.diagonalized import Diagonalized, cosine_symbol, half_spectrum
 from .spectral import check_rcond, inverse_from_symbol
 
-__all__ = ["KINDS", "circulant_eigvals", "circulant_preconditioner"]
+__all__ = ["KINDS", "MIRRORS", "circulant_eigvals", "circulant_preconditioner", "cosine_eigvals"]
 
 #: The circulant approximations available.
 KINDS = ("strang", "chan")
+
+#: The mirrored boundaries whose cosine-transform preconditioner :func:`cosine_eigvals` builds.
+MIRRORS = ("symmetric", "reflect")
+
+
+def single_conv(kernel, bcs: tuple[str, ...]) -> Conv | None:
+    """The one-channel stride-1 convolution with a boundary in ``bcs`` behind ``kernel`` (its convolution view)."""
+    view = kernel.as_convolution() if isinstance(kernel, ParametricKernel) else None
+    conv = None if view is None else view.conv
+    if (
+        isinstance(conv, Conv)
+        and conv.bc in bcs
+        and conv.in_channels == 1
+        and conv.out_channels == 1
+        and all(s == 1 for s in conv.stride)
+    ):
+        return conv
+    return None
 
 
 def _require_toeplitz(kernel, func: str) -> Conv:
@@ -136,6 +154,76 @@ def circulant_eigvals(kernel: ParametricKernel, theta, kind: str = "strang") -> 
         w = np.multiply.outer(w, wa)
     np.add.at(first, np.ix_(*positions), stencil * w)
     return sfft.fftn(first.astype(theta.dtype))
+
+
+def symmetric_part(stencil: np.ndarray) -> np.ndarray:
+    r"""The doubly symmetric part of a centred stencil: the mean of its :math:`2^d` mirror images.
+
+    An even-sized axis is first padded with one zero at its end, so that tap :math:`j` keeps its
+    offset :math:`j - \lfloor s/2 \rfloor` about the centre; the result has odd sizes.
+
+    Examples
+    --------
+    >>> symmetric_part(np.array([1.0, 2.0, 0.0]))
+    array([0.5, 2. , 0.5])
+    """
+    w = np.asarray(stencil)
+    w = np.pad(w, [(0, 1 - s % 2) for s in w.shape])
+    out = np.zeros_like(w)
+    for flips in np.ndindex(*(2,) * w.ndim):
+        axes = tuple(a for a, f in enumerate(flips) if f)
+        out += np.flip(w, axis=axes) if axes else w
+    return out / 2**w.ndim
+
+
+def cosine_eigvals(kernel: ParametricKernel, theta) -> np.ndarray:
+    r"""Eigenvalues of the cosine-transform preconditioner of a mirrored-boundary convolution (any PSF).
+
+    Ng, Chan and Tang (1999) precondition a blur with Neumann (mirror) boundary conditions by
+    the matrix its stencil's *doubly symmetric part* :math:`w_s`
+    (:func:`~structops.solvers.preconditioners.symmetric_part`) gives under the same boundary:
+    that one is diagonalised exactly by the DCT-II (``bc="symmetric"``, half-sample mirror) or
+    the DCT-I (``bc="reflect"``, whole-sample mirror), so its inverse, or
+    :math:`(C^\top C + \alpha C_L^\top C_L)^{-1/2}`, costs two DCTs.
+
+    Parameters
+    ----------
+    kernel : structops.Conv
+        ``Conv(grid, stencil, bc="symmetric" | "reflect")`` with one channel and stride 1 (or a
+        family built on one).
+    theta : array_like, shape (p,)
+        Its parameters.
+
+    Returns
+    -------
+    numpy.ndarray, real, shape ``grid``
+        :math:`\lambda_k = \sum_o w_{s,o} \prod_a \cos(\pi k_a o_a / L_a)`
+        (``structops.kernels.diagonalized.cosine_symbol``), indexed like ``scipy.fft.dctn``;
+        exactly the eigenvalues of ``kernel`` when its stencil is doubly symmetric and shorter
+        than the grid.
+
+    Raises
+    ------
+    ValueError
+        If ``kernel`` is not such a convolution.
+
+    Examples
+    --------
+    >>> import numpy as np, structops
+    >>> k = structops.Conv(4, 3, bc="symmetric")
+    >>> cosine_eigvals(k, np.array([-1.0, 2.0, -1.0])).round(4)  # a doubly symmetric stencil: exact
+    array([0.    , 0.5858, 2.    , 3.4142])
+    """
+    as_kernel(kernel)
+    conv = single_conv(kernel, MIRRORS)
+    if conv is None:
+        raise ValueError(
+            "`cosine_eigvals` needs a mirrored-boundary convolution, structops.Conv(grid, stencil, bc='symmetric' or "
+            f"'reflect') (or a family built on one) with one channel and stride 1, got `kernel` = {kernel!r}."
+        )
+    theta = kernel.validate_theta(theta)
+    w = symmetric_part(_stencil(kernel, conv, theta).astype(np.float64))
+    return cosine_symbol(w, conv.grid, 1 if conv.bc == "reflect" else 2).astype(theta.dtype)
 
 
 def circulant_preconditioner(

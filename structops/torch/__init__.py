@@ -37,6 +37,7 @@ from ..kernels import ParametricKernel, as_kernel
 from ._bridge import bridge_apply
 from ._dispatch import BACKENDS, check_backend, choose_backend, is_plain_eager
 from ._forms import DENSE_ENTRIES, has_torch_form, prepare, register_torch_form, register_torch_map, torch_apply
+from .solve import tikhonov as tikhonov  # the differentiable Tikhonov solve (structops.torch.solve)
 
 __all__ = [
     "BACKENDS",

@@ -160,5 +160,5 @@ def test_alpha_per_image_must_match_the_stack(rng):
     k, theta, _ = ROUTES["fourier"]
     with pytest.raises(ValueError, match=r"`alpha` must be a number or one per image, shape \(2,\)"):
         tikhonov(k, theta, rng.standard_normal((2, 6, 7)), alpha=[1e-2, 1e-3, 1e-4])
-    with pytest.raises(ValueError, match="`alpha` must be >= 0"):
+    with pytest.raises(ValueError, match="`alpha` must be a finite number >= 0"):
         tikhonov(k, theta, rng.standard_normal((2, 6, 7)), alpha=[1e-2, -1.0])

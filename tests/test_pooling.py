@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from structops.kernels.conv.pooling import AvgPool
 from structops.testing import adjoint_test, default_rtol
 
+from ._helpers import examples
+
 DTYPES = [np.float32, np.float64]
 
 
@@ -275,7 +277,7 @@ def pool_setups(draw):
     return grid, window, channels, dtype
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(pool_setups(), st.integers(0, 2**31))
 def test_property_drop_pool_matches_loops_and_passes_dot_test(setup, seed):
     grid, window, channels, dtype = setup

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from structops import Antisymmetric, Dense, Diagonal, LinearKernel, MMatrix, Softplus
 from structops.testing import adjoint_test, check_kernel, default_rtol, taylor_test
 
+from ._helpers import examples
+
 # ----------------------------------------------------------------------------------------
 # references, written from the definitions with explicit loops (never calling the library)
 
@@ -561,7 +563,7 @@ FAMILIES = {
 }
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     family=st.sampled_from(sorted(FAMILIES)),
     rows=st.integers(1, 6),
@@ -595,7 +597,7 @@ def test_property_apply_jac_and_adjoints(family, rows, cols, n, dtype, seed, tra
     assert np.linalg.norm(per.sum(0) - red) <= tol * (np.abs(per).sum() + 1e-30)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(
     family=st.sampled_from(["dense", "antisymmetric", "mmatrix", "softplus"]),
     size=st.integers(2, 5),

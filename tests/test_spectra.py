@@ -37,7 +37,7 @@ from structops.solvers import (
 )
 from structops.testing import adjoint_test, default_rtol
 
-from ._helpers import atol_for
+from ._helpers import atol_for, examples
 from .test_conv import reference_matrix
 
 BCS = ("zero", "periodic", "reflect", "symmetric", "replicate")
@@ -267,7 +267,7 @@ def _certified_case(seed: int, grid: int, stencil: int, cin: int, cout: int, str
     return kernel, theta
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=examples(8), deadline=None)
 @given(
     seed=st.integers(0, 2**16),
     grid=st.sampled_from([32, 33, 40]),

@@ -3,8 +3,8 @@
 The default run (the README's ``pytest``) is quick: of every parametrised test it keeps a subset
 of cases in which every word of every parameter id (family, boundary condition, dimension, dtype,
 stride, ...) appears at least once, and marks the other cases of the product ``slow``; property tests draw a
-fifth of their examples. ``pytest -m slow`` runs exactly what the default run leaves out (with the
-full hypothesis budgets), ``pytest --runslow`` runs everything. See docs/guide.md.
+fifth of their examples. ``pytest -m slow`` runs what the default run leaves out and the property
+tests again with their full budgets; ``pytest --runslow`` runs everything (full budgets). See docs/guide.md.
 """
 
 from __future__ import annotations
@@ -106,6 +106,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 if i not in keep:
                     item.add_marker(pytest.mark.slow)
     if _slow_selected(config):
+        # the property tests ran with a fifth of their budget in the quick run: -m slow reruns them in full
+        for item in items:
+            if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+                item.add_marker(pytest.mark.slow)
         return
     named = {arg.replace("\\", "/") for arg in config.args}  # a case named on the command line runs
     quick, slow = [], []

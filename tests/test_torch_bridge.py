@@ -198,8 +198,10 @@ def test_bad_input_names_the_argument_the_value_and_what_was_expected():
         st.apply(k, torch.zeros(8), x)
     with pytest.raises(ValueError, match=r"`theta` must have shape \(9,\) .* got shape \(3, 3\)"):
         st.apply(k, torch.zeros(3, 3), x)
-    with pytest.raises(TypeError, match=r"`theta` must have dtype torch.float32 or torch.float64, got dtype torch.fl"):
-        st.apply(k, theta.half(), x.half())
+    with pytest.raises(TypeError, match=r"`theta` must have a floating dtype .* got dtype torch.int32"):
+        st.apply(k, theta.int(), x.int())
+    with pytest.raises(NotImplementedError, match=r"backend='numpy' runs only on plain CPU float32/float64"):
+        st.apply(k, theta.half(), x.half(), backend="numpy")
     with pytest.raises(TypeError, match=r"`x` must be a torch.Tensor, got ndarray"):
         st.apply(k, theta, np.zeros((2, 1, 5, 5), np.float32))
     with pytest.raises(TypeError, match="`kernel` must be a structops kernel family"):
@@ -212,10 +214,11 @@ def test_bad_input_names_the_argument_the_value_and_what_was_expected():
         st.apply(structops.MMatrix(2), torch.tensor([1.0, -1.0]), torch.zeros(1, 2))
 
 
-def test_tensors_off_the_cpu_are_not_supported_yet():
+def test_tensors_off_the_cpu_take_the_torch_form_and_the_bridge_refuses_them():
     k = structops.Diagonal(3)
-    with pytest.raises(NotImplementedError, match=r"`x` is on device 'meta'.* not supported yet"):
-        st.apply(k, torch.ones(3), torch.ones(2, 3, device="meta"))
+    assert st.apply(k, torch.ones(3, device="meta"), torch.ones(2, 3, device="meta")).device.type == "meta"
+    with pytest.raises(NotImplementedError, match=r"backend='numpy' runs only on plain CPU .* on 'meta'"):
+        st.apply(k, torch.ones(3, device="meta"), torch.ones(2, 3, device="meta"), backend="numpy")
 
 
 # ------------------------------------------------------------------------ Layer

@@ -2,149 +2,110 @@ r"""Every kernel family as a differentiable PyTorch function and layer (the ``to
 
 :func:`apply` computes :math:`K(\theta)x_i` for a batch of examples and is differentiable in
 both :math:`\theta` and :math:`x`; :class:`Layer` is the ``torch.nn.Module`` holding
-:math:`\theta` as its one parameter. The bridge only converts tensors to numpy arrays (no copy:
-CPU tensors share memory with them) and calls the family's own hooks
-(:class:`~structops.kernels.ParametricKernel`):
+:math:`\theta` (and optionally a bias) as parameters. Two backends compute the product:
 
-* forward: ``state = _prepare(θ)`` once, then ``y = _apply(state, x)``; the state is kept for
-  the backward pass;
-* backward, for the output gradient :math:`W`:
-  :math:`\partial L/\partial x = K(\theta)^\top W` (``_apply`` with the flag flipped, on the
-  kept state) and :math:`\partial L/\partial\theta = J(\theta, X)^\top W` (``_prepare_data``
-  and ``_vjp``). Nothing is densified and the forward product is not recomputed.
+* ``"torch"``: the family's *torch form* (``structops/torch/_forms.py``), torch operations only
+  -- a convolution is ``torch.nn.functional.conv{1,2,3}d`` on the padded grid, a pattern
+  family a sparse or dense product on its fixed pattern, never a dense :math:`K` -- so
+  autograd of any order, ``torch.func`` (``vmap``, ``grad``, ``jacrev``, ``functional_call``),
+  ``torch.export``, ``torch.compile(fullgraph=True)``, every device (CUDA, ``meta``) and
+  float16/bfloat16 come from torch;
+* ``"numpy"``: the bridge to the family's own hooks and numba kernels
+  (``structops/torch/_bridge.py``), on the CPU in float32/float64, a graph break under
+  ``torch.compile``;
+* ``"auto"`` (default): the bridge for plain eager CPU float32/float64 calls, where it is
+  faster for the convolutions, and the torch form everywhere else (any other device,
+  ``torch.func`` transforms, compile, export, half precision); see
+  ``structops/torch/_dispatch.py`` and docs/guide.md.
 
-Both gradients are themselves :func:`apply`-style functions, so double backward (a gradient
-penalty, a Hessian-vector product) is exact for the families affine in :math:`\theta`; for
-the others, differentiating the :math:`\theta`-gradient once more raises a ``RuntimeError``
-that says so (the family hooks give first derivatives only).
-
-The computation runs in numpy on the CPU, outside ``torch.compile``'s graph (a graph break at
-the call; values and gradients are unchanged). torch is imported by this module only:
-``import structops`` does not need it.
+NaN and Inf in ``x`` propagate as in torch on both backends (the data are not scanned);
+shapes, dtypes, ``theta`` (finite, within the family's bounds: checked for plain CPU tensors)
+and ``backend`` are validated with errors that name them. torch is imported by this module
+only: ``import structops`` does not need it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._validation import check_batch
-from ..kernels._base import ParametricKernel, _check_flag, as_kernel
+from .. import internal
+from ..kernels import ParametricKernel, as_kernel
+from ._bridge import bridge_apply
+from ._dispatch import BACKENDS, check_backend, choose_backend, is_plain_eager
+from ._forms import DENSE_ENTRIES, has_torch_form, prepare, register_torch_form, register_torch_map, torch_apply
 
-__all__ = ["Layer", "apply"]
+__all__ = [
+    "BACKENDS",
+    "DENSE_ENTRIES",
+    "Layer",
+    "apply",
+    "has_torch_form",
+    "prepare",
+    "register_torch_form",
+    "register_torch_map",
+    "torch_apply",
+]
 
-_DTYPES = (torch.float32, torch.float64)
-
-
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    """The tensor's memory as a numpy array (no copy for CPU tensors)."""
-    return t.detach().numpy()
-
-
-def _tensor(a: np.ndarray, dtype: torch.dtype, *inputs: np.ndarray) -> torch.Tensor:
-    """``a`` as a tensor of ``dtype`` that owns writable memory not shared with ``inputs``."""
-    if not a.flags.writeable or any(np.may_share_memory(a, b) for b in inputs):
-        a = a.copy()
-    return torch.from_numpy(a).to(dtype)
-
-
-class _KernelApply(torch.autograd.Function):
-    """``y = K(θ) x`` (``K(θ)ᵀ x`` with ``transpose``) on flattened batches ``x`` of shape ``(n, cols)``.
-
-    ``state`` is the family's prepared state for ``θ`` when the caller has it (None: prepared
-    here). Inputs are validated by the callers.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, theta: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool, state: Any):
-        if state is None:
-            state = kernel._prepare(_numpy(theta))
-        xs = _numpy(x)
-        y = kernel._apply(state, np.ascontiguousarray(xs), transpose)
-        ctx.kernel, ctx.transpose, ctx.state = kernel, transpose, state
-        ctx.save_for_backward(theta, x)
-        return _tensor(np.asarray(y).reshape(xs.shape[0], kernel.shape[1 if transpose else 0]), x.dtype, xs)
-
-    @staticmethod
-    def backward(ctx: Any, w: torch.Tensor):
-        theta, x = ctx.saved_tensors
-        grad_theta = grad_x = None
-        if ctx.needs_input_grad[1]:
-            grad_x = _KernelApply.apply(theta, w, ctx.kernel, not ctx.transpose, ctx.state)
-        if ctx.needs_input_grad[0]:
-            grad_theta = _KernelVJP.apply(theta, x, w, ctx.kernel, ctx.transpose, ctx.state)
-        return grad_theta, grad_x, None, None, None
-
-
-class _KernelVJP(torch.autograd.Function):
-    r"""``J(θ, x)ᵀ w``: the gradient in ``θ`` of :math:`\langle w, K(\theta)x\rangle`, summed over the examples.
-
-    Differentiable again for families affine in ``θ``: with :math:`L` the linear part of
-    :math:`K` (:math:`L(v) = K(v) - K(0)`), the derivative in direction ``v`` is
-    :math:`\langle w, L(v)x\rangle`, whose gradients are :math:`L(v)x` in ``w``, :math:`L(v)^\top w`
-    in ``x`` and zero in ``θ``.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any, theta: torch.Tensor, x: torch.Tensor, w: torch.Tensor, kernel: ParametricKernel, transpose: bool,
-        state: Any,
-    ):  # fmt: skip
-        ctx.kernel, ctx.transpose = kernel, transpose
-        ctx.save_for_backward(theta, x, w)
-        ws = np.ascontiguousarray(_numpy(w))
-        if ws.shape[0] == 0:
-            return torch.zeros_like(theta)
-        data = kernel._prepare_data(np.ascontiguousarray(_numpy(x)), transpose)
-        grad = kernel._vjp(state, data, ws, transpose, False)
-        return _tensor(np.asarray(grad).reshape(-1), theta.dtype, ws)
-
-    @staticmethod
-    def backward(ctx: Any, v: torch.Tensor):
-        _, x, w = ctx.saved_tensors
-        kernel, transpose = ctx.kernel, ctx.transpose
-        if not kernel.linear:
-            raise RuntimeError(
-                f"structops.torch: double backward through the theta-gradient of {kernel!r} is not supported: the "
-                "family is not affine in theta and its hooks give first derivatives only (double backward "
-                "through the x-gradient, and any order for affine families, is exact)."
-            )
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_x = _linear_part(v, w, kernel, not transpose)
-        if ctx.needs_input_grad[2]:
-            grad_w = _linear_part(v, x, kernel, transpose)
-        # an affine family's theta-gradient does not depend on theta: its derivative is zero
-        return None, grad_x, grad_w, None, None, None
-
-
-def _linear_part(v: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool) -> torch.Tensor:
-    """``L(v) x`` for the linear part ``L(v) = K(v) - K(0)`` of an affine family (differentiable in ``v``, ``x``)."""
-    y = _KernelApply.apply(v, x, kernel, transpose, None)
-    # K(0) x is zero unless the family has a constant part; asking for `kernel.q` would build a
-    # dense vector of the matrix's size for some families, so only the base's q (None) is trusted
-    if type(kernel).q is not ParametricKernel.q:
-        y = y - _KernelApply.apply(torch.zeros_like(v), x, kernel, transpose, None)
-    return y
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _check_tensor(value: Any, name: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__} {value!r}.")
-    if value.device.type != "cpu":
-        raise NotImplementedError(
-            f"`{name}` is on device {str(value.device)!r}: structops.torch supports CPU tensors only; "
-            f"CUDA and other devices are not supported yet (move it with `{name}.cpu()`)."
-        )
     if value.dtype not in _DTYPES:
-        raise TypeError(f"`{name}` must have dtype torch.float32 or torch.float64, got dtype {value.dtype}.")
+        raise TypeError(
+            f"`{name}` must have a floating dtype (torch.float16, torch.bfloat16, torch.float32 or torch.float64), "
+            f"got dtype {value.dtype}."
+        )
     return value
 
 
+def _check_examples(x: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """``x`` holds examples of ``shape`` along its first axis (or flattened); the values are not scanned."""
+    size = math.prod(shape)
+    if x.ndim >= 1 and (tuple(x.shape[1:]) == shape or (x.ndim == 2 and x.shape[1] == size)):
+        return
+    expected = f"(n, {', '.join(map(str, shape))})" + (f" or (n, {size})" if len(shape) > 1 else "")
+    raise ValueError(f"`x` must hold examples along its first axis with shape {expected}, got shape {tuple(x.shape)}.")
+
+
+def _validate(kernel: ParametricKernel, theta: Any, x: Any, transpose: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The checks both backends share: types, dtypes and shapes (no value is read)."""
+    if not isinstance(transpose, (bool, np.bool_)):
+        raise TypeError(f"`transpose` must be True or False, got {transpose!r}.")
+    theta = _check_tensor(theta, "theta")
+    x = _check_tensor(x, "x")
+    if theta.dtype != x.dtype:
+        raise TypeError(
+            f"`x` has dtype {x.dtype} but `theta` has dtype {theta.dtype}: pass both in the same precision, "
+            f"e.g. `x.to({theta.dtype})`."
+        )
+    if theta.ndim != 1 or theta.shape[0] != kernel.nparams:
+        raise ValueError(
+            f"`theta` must have shape ({kernel.nparams},) (p = kernel.nparams of {kernel!r}), "
+            f"got shape {tuple(theta.shape)}."
+        )
+    _check_examples(x, kernel.in_shape if not transpose else kernel.out_shape)
+    return theta, x, bool(transpose)
+
+
 @torch.compiler.disable
-def apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
+def _numpy_apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    theta_np = kernel.validate_theta(theta.detach().numpy())
+    x_shape, y_shape = (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
+    flat = x.reshape(x.shape[0], math.prod(x_shape))
+    return bridge_apply(kernel, theta, flat, transpose, internal.prepare(kernel, theta_np)).reshape(
+        x.shape[0], *y_shape
+    )
+
+
+def apply(
+    kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, *, transpose: bool = False, backend: str = "auto"
+) -> torch.Tensor:
     r"""Apply :math:`K(\theta)` (or :math:`K(\theta)^\top`) to every example of a batch, differentiably.
 
     Parameters
@@ -152,12 +113,17 @@ def apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, *, tra
     kernel : ParametricKernel
         Any structops family (e.g. :class:`structops.Conv`).
     theta : torch.Tensor, shape (p,)
-        Parameters, float32 or float64 on the CPU; the computation runs in this dtype.
+        Parameters, float16, bfloat16, float32 or float64, on any device; the computation runs
+        in this dtype.
     x : torch.Tensor, shape (n, *kernel.in_shape) or (n, prod(in_shape))
-        Examples along the first axis (``out_shape`` with ``transpose=True``), same dtype as
-        ``theta``.
+        Examples along the first axis (``out_shape`` with ``transpose=True``), same dtype and
+        device as ``theta``.
     transpose : bool, optional
         Apply :math:`K(\theta)^\top` instead.
+    backend : {"auto", "torch", "numpy"}, optional
+        ``"torch"``: the family's torch form; ``"numpy"``: the bridge to the family's hooks
+        (CPU, float32/float64); ``"auto"``: the bridge for plain eager CPU float32/float64
+        calls, the torch form otherwise (see the module notes and docs/guide.md).
 
     Returns
     -------
@@ -168,14 +134,15 @@ def apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, *, tra
     Raises
     ------
     TypeError
-        If ``kernel`` is not a family, or ``theta``/``x`` are not float32/float64 tensors of
-        one dtype.
+        If ``kernel`` is not a family, ``transpose`` not a bool, or ``theta``/``x`` are not
+        floating tensors of one dtype.
     ValueError
-        If ``theta`` does not have shape ``(p,)``, is not finite or violates the family's
-        constraints (e.g. :math:`\theta \ge 0`), or ``x`` does not hold examples of the right
-        shape.
+        If ``backend`` is unknown, ``theta`` does not have shape ``(p,)`` or (a plain CPU
+        tensor) is not finite or violates the family's constraints (e.g. :math:`\theta \ge 0`),
+        or ``x`` does not hold examples of the right shape.
     NotImplementedError
-        For tensors not on the CPU (CUDA is not supported yet).
+        If the backend cannot run the call: ``"torch"`` for a family without a torch form,
+        ``"numpy"`` off the CPU, in half precision or inside a ``torch.func`` transform.
 
     Notes
     -----
@@ -186,7 +153,8 @@ def apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, *, tra
         \frac{\partial L}{\partial x_i} = K(\theta)^\top w_i, \qquad
         \frac{\partial L}{\partial \theta} = J(\theta, X)^\top W = \sum_i J(\theta, x_i)^\top w_i,
 
-    through the family's ``_apply`` (on the state prepared in the forward pass) and ``_vjp``.
+    by torch's autograd through the torch form, or by the family's ``_apply`` and ``_vjp``
+    through the bridge. The values of ``x`` are never scanned: NaN and Inf propagate as in torch.
 
     Examples
     --------
@@ -201,27 +169,20 @@ def apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, *, tra
     >>> y.sum().backward()
     >>> theta.grad.shape
     torch.Size([9])
+    >>> torch.func.vmap(lambda xi: apply(k, theta, xi[None])[0])(x).shape  # the torch form, chosen by "auto"
+    torch.Size([2, 1, 8, 8])
     """
     kernel = as_kernel(kernel)
-    transpose = _check_flag(transpose, "transpose")
-    theta = _check_tensor(theta, "theta")
-    x = _check_tensor(x, "x")
-    if theta.dtype != x.dtype:
-        raise TypeError(
-            f"`x` has dtype {x.dtype} but `theta` has dtype {theta.dtype}: pass both in the same precision, "
-            f"e.g. `x.to({theta.dtype})`."
+    theta, x, transpose = _validate(kernel, theta, x, transpose)
+    if choose_backend(kernel, theta, x, backend) == "numpy":
+        return _numpy_apply(kernel, theta, x, transpose)
+    if is_plain_eager(theta):  # the values of theta are checked where reading them costs nothing
+        kernel.validate_theta(
+            theta.detach().to(torch.float64 if theta.dtype == torch.float64 else torch.float32).numpy()
         )
-    if theta.ndim != 1 or theta.shape[0] != kernel.nparams:
-        raise ValueError(
-            f"`theta` must have shape ({kernel.nparams},) (p = kernel.nparams of {kernel!r}), "
-            f"got shape {tuple(theta.shape)}."
-        )
-    theta_np = kernel.validate_theta(_numpy(theta))
-    x_shape, y_shape = kernel._io_shapes(transpose)
-    check_batch(_numpy(x), x_shape, theta_np.dtype, name="x")
-    flat = x.reshape(x.shape[0], int(np.prod(x_shape)))
-    state = kernel._prepare(theta_np)
-    return _KernelApply.apply(theta, flat, kernel, transpose, state).reshape(x.shape[0], *y_shape)
+    x_shape, y_shape = (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
+    y = torch_apply(kernel, theta, x.reshape(x.shape[0], *x_shape), transpose)
+    return y.reshape(x.shape[0], *y_shape)
 
 
 class Layer(torch.nn.Module):
@@ -234,11 +195,20 @@ class Layer(torch.nn.Module):
     theta : torch.Tensor or array_like, shape (p,), optional
         Initial parameters (copied; float32 or float64, integers become float32). Default: the
         initialisation below, in torch's default dtype.
+    backend : {"auto", "torch", "numpy"}, optional
+        How :meth:`forward` computes (see :func:`apply`).
+    bias : bool, optional
+        Add a learned bias ``b`` (initialised to zero): one entry per output channel for the
+        convolution families (those with ``out_channels``, and a :class:`~structops.Chain`
+        around one), broadcast over the grid, so :math:`y_{o,i} = (K(\theta)x)_{o,i} + b_o`
+        as ``torch.nn.Conv2d``; one per output entry (shape ``kernel.out_shape``) otherwise.
 
     Attributes
     ----------
     theta : torch.nn.Parameter, shape (p,)
+    bias : torch.nn.Parameter or None
     kernel : ParametricKernel
+    backend : str
 
     Notes
     -----
@@ -266,17 +236,36 @@ class Layer(torch.nn.Module):
     True
     """
 
-    def __init__(self, kernel: ParametricKernel, theta: Any = None) -> None:
+    def __init__(
+        self, kernel: ParametricKernel, theta: Any = None, *, backend: str = "auto", bias: bool = False
+    ) -> None:
         super().__init__()
         self.kernel = as_kernel(kernel)
+        self.backend = check_backend(backend)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"`bias` must be True or False, got {bias!r}.")
         if theta is None:
             initial = self._initial_theta(torch.get_default_dtype())
         else:
-            array = np.asarray(_numpy(theta) if isinstance(theta, torch.Tensor) else theta)
+            array = np.asarray(theta.detach().cpu().numpy() if isinstance(theta, torch.Tensor) else theta)
             if array.dtype.kind in "iu":
                 array = array.astype(np.float32)
             initial = torch.from_numpy(np.array(self.kernel.validate_theta(array), copy=True))
         self.theta = torch.nn.Parameter(initial)
+        self._bias_shape = _bias_shape(self.kernel)
+        prepare(self.kernel)  # the torch form's constants, built now: compile and export trace torch operations only
+        if bias:
+            self.bias = torch.nn.Parameter(torch.zeros(self._bias_shape[0], dtype=initial.dtype))
+        else:
+            self.register_parameter("bias", None)
+
+    def __prepare_scriptable__(self) -> Layer:
+        """``torch.jit.script`` is not supported: raise a clear error naming the alternatives."""
+        raise RuntimeError(
+            f"structops.torch.Layer({self.kernel!r}) cannot be compiled by torch.jit.script (TorchScript cannot "
+            "run structops' Python kernels); use torch.compile (fullgraph=True works) or torch.export.export, "
+            "which trace the layer's torch form."
+        )
 
     def _initial_theta(self, dtype: torch.dtype) -> torch.Tensor:
         kernel = self.kernel
@@ -293,7 +282,10 @@ class Layer(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`K(\theta) x_i` for every example of ``x`` (shape ``(n, *kernel.in_shape)``)."""
-        return apply(self.kernel, self.theta, x)
+        y = apply(self.kernel, self.theta, x, backend=self.backend)
+        if self.bias is None:
+            return y
+        return y + self.bias.reshape(self._bias_shape[1])
 
     @torch.no_grad()
     def project_(self) -> Layer:
@@ -312,7 +304,20 @@ class Layer(torch.nn.Module):
         """The family, its number of parameters and its bounds (shown in ``repr(layer)``)."""
         bounds = self.kernel.bounds
         text = f"{self.kernel!r}, p={self.kernel.nparams}"
+        if self.backend != "auto":
+            text += f", backend={self.backend!r}"
+        if self.bias is not None:
+            text += ", bias=True"
         if bounds is not None:
             lo, hi = np.min(bounds[0]), np.max(bounds[1])
             text += f", bounds=[{lo:g}, {hi:g}]" if np.isfinite(hi) else f", bounds=[{lo:g}, inf)"
         return text
+
+
+def _bias_shape(kernel: ParametricKernel) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The bias's shape and the shape it broadcasts from: per output channel for convolutions, else per entry."""
+    conv = kernel.kernel if hasattr(kernel, "outer") and hasattr(kernel, "kernel") else kernel
+    out = kernel.out_shape
+    if hasattr(conv, "out_channels") and len(out) >= 2:
+        return (out[0],), (out[0],) + (1,) * (len(out) - 1)
+    return out, out

@@ -1,0 +1,170 @@
+"""Benchmark structops.torch's backends: the torch forms and the numpy bridge against ``torch.nn.Conv2d``.
+
+Three measurements, each interleaved in one process (every round runs all contenders, in a
+rotating order, so all see the same machine load), medians over ``--repeat`` rounds and the
+median of the per-round ratios (robust on a loaded machine):
+
+* **case A** (512×8×28×28, 3×3, 8→8, zero boundary, float32): ``Layer(Conv)`` forward and
+  backward (``y.backward(W)`` with ``x.requires_grad``) with ``backend="torch"``, ``"auto"`` and
+  ``"numpy"`` (the bridge as it was before the torch forms) beside ``nn.Conv2d(8, 8, 3,
+  padding=1, bias=False)``. Targets (issue 21): torch ÷ Conv2d ≤ 1.1, auto ÷ numpy ≤ 1.05.
+* **per-example gradients** of the same layer with ``torch.func.vmap(torch.func.grad(...))``
+  over ``--per-example`` images, beside ``nn.Conv2d`` through ``torch.func.functional_call``.
+* **CayleyConv** (16 channels, 28×28, 3×3, ``--n-cayley`` images, float32) forward and
+  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×.
+
+Before timing, each contender's output and gradients are checked against its peer.
+
+Usage::
+
+    python benchmarks/bench_torch.py                  # 2 threads, 9 rounds
+    python benchmarks/bench_torch.py --threads 1 --repeat 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+import structops
+from structops.torch import Layer
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+    """Seconds per round for every contender, the order rotating from round to round (one warm-up round)."""
+    names = list(contenders)
+    for name in names:
+        contenders[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeat):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(_timed(contenders[name]))
+    return times
+
+
+def report(title: str, times: dict[str, list[float]], ratios: list[tuple[str, str, float | None]]) -> None:
+    """A markdown table of medians, then each ``a ÷ b`` as the ratio of medians and the median of per-round ratios."""
+    print(f"\n### {title}\n\n| contender | median ms |\n|---|---|")
+    for name, t in times.items():
+        print(f"| {name} | {1e3 * statistics.median(t):.2f} |")
+    print("\n| ratio | of medians | median per round | target |\n|---|---|---|---|")
+    for a, b, target in ratios:
+        of_medians = statistics.median(times[a]) / statistics.median(times[b])
+        per_round = statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+        print(f"| {a} ÷ {b} | {of_medians:.2f} | {per_round:.2f} | {'' if target is None else f'≤ {target}'} |")
+
+
+def _fwd_bwd(module: torch.nn.Module, x: torch.Tensor, w: torch.Tensor) -> Callable[[], object]:
+    def run():
+        module.zero_grad(set_to_none=True)
+        xg = x.detach().requires_grad_()
+        module(xg).backward(w)
+        return xg.grad
+
+    return run
+
+
+def case_a(n: int, repeat: int) -> None:
+    k = structops.Conv((28, 28), 3, in_channels=8, out_channels=8)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    theta = k.theta_from_torch(conv.weight)
+    layers = {b: Layer(k, theta, backend=b) for b in ("torch", "auto", "numpy")}
+    x, w = torch.randn(n, 8, 28, 28), torch.randn(n, 8, 28, 28)
+    for layer in layers.values():  # the same values and gradients as nn.Conv2d
+        torch.testing.assert_close(layer(x), conv(x), rtol=1e-4, atol=1e-4)
+    contenders = {"nn.Conv2d": _fwd_bwd(conv, x, w), **{f"Layer {b}": _fwd_bwd(m, x, w) for b, m in layers.items()}}
+    times = interleaved(contenders, repeat)
+    report(
+        f"Case A: Layer(Conv) forward+backward, {n}×8×28×28, 3×3, float32",
+        times,
+        [("Layer torch", "nn.Conv2d", 1.1), ("Layer auto", "Layer numpy", 1.05), ("Layer numpy", "nn.Conv2d", None)],
+    )
+
+
+def per_example(n: int, repeat: int) -> None:
+    k = structops.Conv((28, 28), 3, in_channels=8, out_channels=8)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    layer = Layer(k, k.theta_from_torch(conv.weight))
+    x, w = torch.randn(n, 8, 28, 28), torch.randn(n, 8, 28, 28)
+
+    def gradients(module: torch.nn.Module) -> Callable[[], torch.Tensor]:
+        params = {name: p.detach() for name, p in module.named_parameters()}
+
+        def loss(p, xi, wi):
+            return (torch.func.functional_call(module, p, (xi[None],))[0] * wi).sum()
+
+        per = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))
+        return lambda: next(iter(per(params, x, w).values()))
+
+    ours, theirs = gradients(layer), gradients(conv)
+    flipped = theirs().flip((-1, -2)).reshape(n, -1)  # torch's weight layout -> θ
+    torch.testing.assert_close(ours(), flipped, rtol=1e-4, atol=1e-4)
+    times = interleaved({"nn.Conv2d vmap(grad)": theirs, "Layer vmap(grad)": ours}, repeat)
+    report(
+        f"Per-example gradients with torch.func.vmap(grad), {n}×8×28×28, 3×3, float32",
+        times,
+        [("Layer vmap(grad)", "nn.Conv2d vmap(grad)", None)],
+    )
+
+
+def cayley(n: int, repeat: int) -> None:
+    k = structops.CayleyConv((28, 28), 3, channels=16)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+    theta = Layer(k).theta.detach()
+    layers = {b: Layer(k, theta, backend=b) for b in ("torch", "numpy")}
+    x, w = torch.randn(n, 16, 28, 28), torch.randn(n, 16, 28, 28)
+    torch.testing.assert_close(layers["torch"](x), layers["numpy"](x), rtol=1e-4, atol=1e-4)
+    contenders = {"nn.Conv2d": _fwd_bwd(conv, x, w), **{f"Cayley {b}": _fwd_bwd(m, x, w) for b, m in layers.items()}}
+    times = interleaved(contenders, repeat)
+    report(
+        f"CayleyConv forward+backward, {n}×16×28×28, 3×3, float32",
+        times,
+        [("Cayley torch", "nn.Conv2d", 1.5), ("Cayley numpy", "nn.Conv2d", 1.5)],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="threads for numpy/BLAS, structops and torch")
+    parser.add_argument("--repeat", type=int, default=9, help="interleaved rounds (medians)")
+    parser.add_argument("--n", type=int, default=512, help="images of case A")
+    parser.add_argument("--per-example", type=int, default=128, help="images of the per-example gradients")
+    parser.add_argument("--n-cayley", type=int, default=128, help="images of the CayleyConv case")
+    args = parser.parse_args(argv)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+    except ImportError:
+        pass
+    structops.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    print(
+        f"structops {structops.__version__}, torch {torch.__version__}, numpy {np.__version__}; "
+        f"{platform.machine()}, {args.threads} threads; structops accelerator {structops.accelerator()!r}; "
+        f"median of {args.repeat} interleaved rounds"
+    )
+    case_a(args.n, args.repeat)
+    per_example(args.per_example, args.repeat)
+    cayley(args.n_cayley, args.repeat)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

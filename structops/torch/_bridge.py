@@ -1,0 +1,129 @@
+r"""The numpy bridge: a family's own hooks and numba kernels as a ``torch.autograd.Function``.
+
+The tensors are converted to numpy arrays (no copy: CPU tensors share memory with them) and the
+family's hooks (:class:`~structops.kernels.ParametricKernel`) run:
+
+* forward: ``state = _prepare(θ)`` once, then ``y = _apply(state, x)``; the state is kept for
+  the backward pass;
+* backward, for the output gradient :math:`W`:
+  :math:`\partial L/\partial x = K(\theta)^\top W` (``_apply`` with the flag flipped, on the
+  kept state) and :math:`\partial L/\partial\theta = J(\theta, X)^\top W` (``_prepare_data``
+  and ``_vjp``). Nothing is densified and the forward product is not recomputed.
+
+Both gradients are themselves bridge functions, so double backward is exact for the families
+affine in :math:`\theta`; for the others, differentiating the :math:`\theta`-gradient once more
+raises a ``RuntimeError`` that says so. The computation runs in numpy on the CPU, outside
+``torch.compile``'s graph (:func:`bridge_apply` is ``torch.compiler.disable``-d).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import internal
+from ..kernels import ParametricKernel
+
+__all__ = ["bridge_apply"]
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """The tensor's memory as a numpy array (no copy for CPU tensors)."""
+    return t.detach().numpy()
+
+
+def _tensor(a: np.ndarray, dtype: torch.dtype, *inputs: np.ndarray) -> torch.Tensor:
+    """``a`` as a tensor of ``dtype`` that owns writable memory not shared with ``inputs``."""
+    if not a.flags.writeable or any(np.may_share_memory(a, b) for b in inputs):
+        a = a.copy()
+    return torch.from_numpy(a).to(dtype)
+
+
+class _KernelApply(torch.autograd.Function):
+    """``y = K(θ) x`` (``K(θ)ᵀ x`` with ``transpose``) on flattened batches ``x`` of shape ``(n, cols)``.
+
+    ``state`` is the family's prepared state for ``θ`` when the caller has it (None: prepared
+    here). Inputs are validated by the callers.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, theta: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool, state: Any):
+        if state is None:
+            state = internal.prepare(kernel, _numpy(theta))
+        xs = _numpy(x)
+        y = internal.apply_prepared(kernel, state, np.ascontiguousarray(xs), transpose)
+        ctx.kernel, ctx.transpose, ctx.state = kernel, transpose, state
+        ctx.save_for_backward(theta, x)
+        return _tensor(np.asarray(y).reshape(xs.shape[0], kernel.shape[1 if transpose else 0]), x.dtype, xs)
+
+    @staticmethod
+    def backward(ctx: Any, w: torch.Tensor):
+        theta, x = ctx.saved_tensors
+        grad_theta = grad_x = None
+        if ctx.needs_input_grad[1]:
+            grad_x = _KernelApply.apply(theta, w, ctx.kernel, not ctx.transpose, ctx.state)
+        if ctx.needs_input_grad[0]:
+            grad_theta = _KernelVJP.apply(theta, x, w, ctx.kernel, ctx.transpose, ctx.state)
+        return grad_theta, grad_x, None, None, None
+
+
+class _KernelVJP(torch.autograd.Function):
+    r"""``J(θ, x)ᵀ w``: the gradient in ``θ`` of :math:`\langle w, K(\theta)x\rangle`, summed over the examples.
+
+    Differentiable again for families affine in ``θ``: with :math:`L` the linear part of
+    :math:`K` (:math:`L(v) = K(v) - K(0)`), the derivative in direction ``v`` is
+    :math:`\langle w, L(v)x\rangle`, whose gradients are :math:`L(v)x` in ``w``, :math:`L(v)^\top w`
+    in ``x`` and zero in ``θ``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, theta: torch.Tensor, x: torch.Tensor, w: torch.Tensor, kernel: ParametricKernel, transpose: bool,
+        state: Any,
+    ):  # fmt: skip
+        ctx.kernel, ctx.transpose = kernel, transpose
+        ctx.save_for_backward(theta, x, w)
+        ws = np.ascontiguousarray(_numpy(w))
+        if ws.shape[0] == 0:
+            return torch.zeros_like(theta)
+        data = internal.prepare_data(kernel, np.ascontiguousarray(_numpy(x)), transpose)
+        grad = internal.vjp_prepared(kernel, state, data, ws, transpose)
+        return _tensor(np.asarray(grad).reshape(-1), theta.dtype, ws)
+
+    @staticmethod
+    def backward(ctx: Any, v: torch.Tensor):
+        _, x, w = ctx.saved_tensors
+        kernel, transpose = ctx.kernel, ctx.transpose
+        if not kernel.linear:
+            raise RuntimeError(
+                f"structops.torch: double backward through the theta-gradient of {kernel!r} is not supported: the "
+                "family is not affine in theta and its hooks give first derivatives only (double backward "
+                "through the x-gradient, and any order for affine families, is exact)."
+            )
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_x = _linear_part(v, w, kernel, not transpose)
+        if ctx.needs_input_grad[2]:
+            grad_w = _linear_part(v, x, kernel, transpose)
+        # an affine family's theta-gradient does not depend on theta: its derivative is zero
+        return None, grad_x, grad_w, None, None, None
+
+
+def _linear_part(v: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool) -> torch.Tensor:
+    """``L(v) x`` for the linear part ``L(v) = K(v) - K(0)`` of an affine family (differentiable in ``v``, ``x``)."""
+    y = _KernelApply.apply(v, x, kernel, transpose, None)
+    # K(0) x is zero unless the family has a constant part; asking for `kernel.q` would build a
+    # dense vector of the matrix's size for some families, so only the base's q (None) is trusted
+    if type(kernel).q is not ParametricKernel.q:
+        y = y - _KernelApply.apply(torch.zeros_like(v), x, kernel, transpose, None)
+    return y
+
+
+@torch.compiler.disable
+def bridge_apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, transpose: bool, state: Any = None):
+    """``K(θ) x_i`` through the numpy bridge for validated CPU tensors, ``x`` flat of shape ``(n, cols)``."""
+    if state is None:
+        state = internal.prepare(kernel, _numpy(theta))
+    return _KernelApply.apply(theta, x, kernel, transpose, state)

@@ -1,0 +1,517 @@
+r"""Torch forms of the kernel families: :math:`K(\theta)x` computed with torch's own operations.
+
+A *torch form* of a family is a function ``form(kernel, theta, x, transpose) -> y`` of torch
+tensors: ``theta`` of shape ``(p,)``, ``x`` of shape ``(n, *in_shape)`` (``(n, *out_shape)``
+with ``transpose``) and ``y`` of shape ``(n, *out_shape)`` (``(n, *in_shape)``), built from
+torch operations only -- never a dense :math:`K`, never numpy -- so that autograd (any
+order), ``torch.func`` (``vmap``, ``grad``, ``jacrev``), ``torch.export``, ``torch.compile``
+and every device and dtype come from torch. The forms follow the families' structure:
+
+* :class:`~structops.Conv`: the stencil weights :math:`W(\theta)` (``θ`` flipped on the
+  spatial axes, PyTorch's weight layout) and ``torch.nn.functional.conv{1,2,3}d`` on the
+  padded grid :math:`K = S\,C_W\,P_{bc}`; the padding :math:`P_{bc}` is built from slices,
+  flips and concatenation of the grid (every boundary: zero, periodic, reflect, replicate,
+  the half-sample mirror ``symmetric``, valid), its adjoint by adding the slices back, and
+  :math:`K^\top = P_{bc}^\top C_W^\top S^\top` through ``conv_transpose{1,2,3}d``.
+* :class:`~structops.AntisymmetricConv`: :math:`C_W x - C_W^\top x` with one ``W``.
+* :class:`~structops.CayleyConv`: the generator's half spectrum by ``torch.fft.rfftn``, one
+  batched ``torch.linalg.solve`` over the frequencies, the product in the Fourier domain.
+* The pattern families (:class:`~structops.Dense`, :class:`~structops.Diagonal`,
+  :class:`~structops.Antisymmetric`, :class:`~structops.MMatrix`, :class:`~structops.Sparse`,
+  :class:`~structops.Banded`, :class:`~structops.LinearKernel`): the nonzeros of :math:`K`
+  as :math:`P\theta + k_0` on the fixed pattern of :math:`Q` (a gather and an
+  ``index_add``), then a dense product when :math:`K` has at most :data:`DENSE_ENTRIES`
+  entries or its pattern fills more than a tenth of it, else a sparse product
+  (gather the columns, scale, ``index_add`` into the rows).
+* :class:`~structops.Wavelet`: the fixed orthonormal transform :math:`W` as a sparse matrix,
+  :math:`K x = W^\top(Q\theta \odot W x)`.
+* :class:`~structops.Softplus`, :class:`~structops.kernels.LinearReparam` (and the families
+  built on it: :class:`~structops.SymmetricConv`, :class:`~structops.MMatrixConv`),
+  :class:`~structops.SeparableConv`, :class:`~structops.DepthwiseSeparableConv`: the inner
+  family's form at :math:`g(\varphi)`, with :math:`g` in torch (:func:`register_torch_map`);
+  :class:`~structops.Chain`: the inner form, then the outer map's (``avg_pool`` for
+  :class:`~structops.AvgPool`, a sparse product for a map with ``tosparse()``).
+
+A user family gives its own torch form by defining a method
+``torch_apply(self, theta, x, transpose)`` with the contract above (see docs/contract.md),
+or by :func:`register_torch_form` for a class it does not own. Constant index tensors are
+built once per family (on the CPU, from the family's structure) and moved to the device of
+``x`` at each call.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from ..kernels import (
+    AntisymmetricConv,
+    AvgPool,
+    CayleyConv,
+    Chain,
+    Conv,
+    DepthwiseSeparableConv,
+    Diagonal,
+    LinearReparam,
+    Reparametrized,
+    SeparableConv,
+    Softplus,
+    Wavelet,
+)
+from ..kernels.linear import PatternKernel
+
+__all__ = ["DENSE_ENTRIES", "has_torch_form", "prepare", "register_torch_form", "register_torch_map", "torch_apply"]
+
+#: A pattern family's :math:`K` is assembled dense (then one matrix product) up to this many entries.
+DENSE_ENTRIES = 2**18
+
+#: ``form(kernel, theta, x, transpose) -> y``
+Form = Callable[[Any, torch.Tensor, torch.Tensor, bool], torch.Tensor]
+#: ``g(kernel, phi) -> theta`` of a reparametrised family
+Map = Callable[[Any, torch.Tensor], torch.Tensor]
+
+_FORMS: dict[type, Form] = {}
+_MAPS: dict[type, Map] = {}
+
+
+def register_torch_form(cls: type, form: Form) -> Form:
+    """Register ``form(kernel, theta, x, transpose)`` as the torch form of the family ``cls`` and its subclasses.
+
+    Parameters
+    ----------
+    cls : type
+        A :class:`~structops.kernels.ParametricKernel` subclass.
+    form : callable
+        ``form(kernel, theta, x, transpose) -> y`` with torch operations only: ``theta`` shape
+        ``(p,)``, ``x`` shape ``(n, *in_shape)`` (``(n, *out_shape)`` with ``transpose``),
+        ``y`` shape ``(n, *out_shape)`` (``(n, *in_shape)``).
+
+    Returns
+    -------
+    callable
+        ``form`` (so this can decorate it).
+    """
+    _FORMS[cls] = form
+    return form
+
+
+def register_torch_map(cls: type, fn: Map) -> Map:
+    r"""Register ``fn(kernel, phi) -> theta``: a :class:`~structops.kernels.Reparametrized`'s map :math:`g` in torch."""
+    _MAPS[cls] = fn
+    return fn
+
+
+def _lookup(table: dict[type, Any], kernel: Any) -> Any:
+    for cls in type(kernel).__mro__:
+        found = table.get(cls)
+        if found is not None:
+            return found
+    return None
+
+
+def _form_of(kernel: Any) -> Form | None:
+    """The torch form of ``kernel``: its own ``torch_apply`` method, else the registered form of its class."""
+    method = getattr(type(kernel), "torch_apply", None)
+    if method is not None:
+        return lambda k, theta, x, transpose: method(k, theta, x, transpose)
+    if isinstance(kernel, Reparametrized):
+        if _lookup(_MAPS, kernel) is None or not has_torch_form(kernel.kernel):
+            return None
+        return _reparametrized
+    if isinstance(kernel, Chain):
+        return _chain if has_torch_form(kernel.kernel) and _outer_form(kernel.outer) is not None else None
+    return _lookup(_FORMS, kernel)
+
+
+def has_torch_form(kernel: Any) -> bool:
+    """Whether ``kernel`` has a torch form (its own ``torch_apply``, or a registered one)."""
+    return _form_of(kernel) is not None
+
+
+def torch_apply(kernel: Any, theta: torch.Tensor, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+    r""":math:`K(\theta)x_i` (:math:`K(\theta)^\top x_i`) for ``x`` of shape ``(n, *in_shape)``: the torch form.
+
+    No validation (the callers in :mod:`structops.torch` validate); raises ``NotImplementedError``
+    for a family without a torch form.
+    """
+    form = _form_of(kernel)
+    if form is None:
+        raise NotImplementedError(f"{kernel!r} has no torch form")
+    return form(kernel, theta, x, transpose)
+
+
+# ------------------------------------------------------------------ constants
+_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _constants(key: Any, build: Callable[[], dict[str, Any]], like: torch.Tensor) -> dict[str, Any]:
+    """What ``build()`` made once for ``key`` (tensors on the CPU), with the tensors on the device of ``like``."""
+    table = _CONSTANTS.get(key)
+    if table is None:
+        table = _store(_CONSTANTS, key, build)
+    if like.device.type == "cpu":
+        return table
+    return {name: t.to(like.device) if isinstance(t, torch.Tensor) else t for name, t in table.items()}
+
+
+@torch.compiler.disable
+def _store(cache: weakref.WeakKeyDictionary, key: Any, build: Callable[[], Any]) -> Any:
+    """``cache[key] = build()``, eagerly: never traced by torch.compile (:func:`prepare` builds before tracing)."""
+    value = cache[key] = build()
+    return value
+
+
+def prepare(kernel: Any) -> None:
+    """Build the constants of ``kernel``'s torch form now (index tensors, padding plans), by one run on meta tensors.
+
+    :class:`structops.torch.Layer` calls it at construction, so that ``torch.compile`` and
+    ``torch.export`` later trace only torch operations; a no-op for a family without a torch form.
+    """
+    if not has_torch_form(kernel):
+        return
+    theta = torch.empty(kernel.nparams, device="meta")
+    for transpose in (False, True):
+        shape = kernel.out_shape if transpose else kernel.in_shape
+        torch_apply(kernel, theta, torch.empty(1, *shape, device="meta"), transpose)
+
+
+def _coo(matrix: Any) -> dict[str, torch.Tensor]:
+    """Rows, columns and values of a fixed sparse matrix (float64 values; cast at use)."""
+    A = sp.coo_array(matrix)
+    A.sum_duplicates()
+    return {
+        "row": torch.from_numpy(A.row.astype(np.int64)),
+        "col": torch.from_numpy(A.col.astype(np.int64)),
+        "val": torch.from_numpy(A.data.astype(np.float64)),
+    }
+
+
+def _sparse_rows(A: dict[str, torch.Tensor], rows: int, x: torch.Tensor) -> torch.Tensor:
+    """``x @ Aᵀ`` for rows ``x`` of shape ``(n, cols)`` and a fixed sparse ``A`` (gather, scale, ``index_add``)."""
+    terms = x[:, A["col"]] * A["val"].to(x.dtype)
+    return x.new_zeros((x.shape[0], rows)).index_add(1, A["row"], terms)
+
+
+def _sparse_vec(A: dict[str, torch.Tensor], rows: int, v: torch.Tensor) -> torch.Tensor:
+    """``A v`` for a fixed sparse ``A`` and a vector ``v``."""
+    return v.new_zeros(rows).index_add(0, A["row"], v[A["col"]] * A["val"].to(v.dtype))
+
+
+def _transposed(A: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"row": A["col"], "col": A["row"], "val": A["val"]}
+
+
+# ------------------------------------------------------------------------ Conv
+def _runs(index: np.ndarray) -> list[tuple[str, int, int, int]]:
+    """Split a padding index map into runs ``(kind, position, source, length)``.
+
+    ``kind`` is ``"zero"`` (no source), ``"up"`` (sources ``source, source + 1, ...``) or
+    ``"down"`` (sources ``source, source - 1, ...``); ``position`` is where the run starts in
+    the padded axis.
+    """
+    runs: list[list[Any]] = []
+    for pos, src in enumerate(int(i) for i in index):
+        if runs:
+            kind, _, first, length = runs[-1]
+            last = first + (length - 1) * (1 if kind == "up" else -1)
+            if kind == "zero" and src < 0:
+                runs[-1][3] += 1
+                continue
+            if src >= 0 and kind != "zero":
+                if src == last + 1 and (kind == "up"):
+                    runs[-1][3] += 1
+                    continue
+                if src == last - 1 and (kind == "down" or length == 1):
+                    runs[-1][0], runs[-1][3] = "down", length + 1
+                    continue
+        runs.append(["zero" if src < 0 else "up", pos, max(src, 0), 1])
+    return [(str(k), int(p), int(s), int(n)) for k, p, s, n in runs]
+
+
+def _pad_axis(x: torch.Tensor, dim: int, runs: list[tuple[str, int, int, int]]) -> torch.Tensor:
+    """The padded axis ``dim`` of ``x``: its runs concatenated (slices, flipped slices, zeros)."""
+    if len(runs) == 1 and runs[0][0] == "up" and runs[0][2] == 0 and runs[0][3] == x.shape[dim]:
+        return x
+    pieces = []
+    for kind, _, src, length in runs:
+        if kind == "zero":
+            shape = list(x.shape)
+            shape[dim] = length
+            pieces.append(x.new_zeros(shape))
+        elif kind == "up":
+            pieces.append(x.narrow(dim, src, length))
+        else:
+            pieces.append(x.narrow(dim, src - length + 1, length).flip(dim))
+    return torch.cat(pieces, dim)
+
+
+def _place(piece: torch.Tensor, dim: int, start: int, size: int) -> torch.Tensor:
+    """``piece`` zero-padded along ``dim`` to ``size`` entries, starting at ``start``."""
+    after = size - start - piece.shape[dim]
+    if start == 0 and after == 0:
+        return piece
+    widths = [0, 0] * (piece.ndim - dim - 1) + [start, after]
+    return F.pad(piece, widths)
+
+
+def _pad_axis_adjoint(y: torch.Tensor, dim: int, runs: list[tuple[str, int, int, int]], size: int) -> torch.Tensor:
+    """The adjoint of :func:`_pad_axis`: every run's slice added back onto the ``size`` samples it came from."""
+    if len(runs) == 1 and runs[0][0] == "up" and runs[0][2] == 0 and runs[0][3] == size:
+        return y
+    out = None
+    for kind, pos, src, length in runs:
+        if kind == "zero":
+            continue
+        piece = y.narrow(dim, pos, length)
+        if kind == "down":
+            piece, src = piece.flip(dim), src - length + 1
+        placed = _place(piece, dim, src, size)
+        out = placed if out is None else out + placed
+    if out is None:
+        shape = list(y.shape)
+        shape[dim] = size
+        return y.new_zeros(shape)
+    return out
+
+
+def _conv_plan(geo: Any) -> dict[str, Any]:
+    """What the conv form needs from a geometry: padding runs, torch's conv arguments, output padding."""
+    nd = geo.ndim
+    dilation = tuple(getattr(geo, "dilation", (1,) * nd))
+    groups = int(getattr(geo, "groups", 1))
+    pads = tuple(geo.pads)
+    runs = [_runs(np.asarray(m)) for m in geo.maps]
+    # zero padding equal on both sides goes to torch's own `padding=`
+    native = geo.bc in ("zero", "valid") and all(lft == rgt for lft, rgt in pads)
+    size = geo.grid if native else geo.padded
+    extent = tuple(d * (s - 1) + 1 for d, s in zip(dilation, geo.stencil))
+    native_pad = tuple(lft for lft, _ in pads) if native else (0,) * nd
+    full = tuple((m - 1) * st - 2 * p + e for m, st, p, e in zip(geo.out_grid, geo.stride, native_pad, extent))
+    return {
+        "runs": runs,
+        "native": native,
+        "padding": native_pad,
+        "dilation": dilation,
+        "groups": groups,
+        "output_padding": tuple(g - f for g, f in zip(size, full)),
+    }
+
+
+_CONV = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d), 3: (F.conv3d, F.conv_transpose3d)}
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _plan(geo: Any) -> dict[str, Any]:
+    plan = _PLANS.get(geo)
+    if plan is None:
+        plan = _store(_PLANS, geo, lambda: _conv_plan(geo))
+    return plan
+
+
+def conv_weight(geo: Any, theta: torch.Tensor) -> torch.Tensor:
+    """PyTorch's weight ``(cout, cin / groups, *stencil)`` of the stencils ``theta``: flipped on the spatial axes."""
+    w = theta.reshape(geo.cout, -1, *geo.stencil)
+    return w.flip(tuple(range(2, w.ndim)))
+
+
+def conv_apply(geo: Any, weight: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    r""":math:`K x = S\,C_W\,P_{bc}\,x` (or :math:`K^\top x = P_{bc}^\top C_W^\top S^\top x`), torch weights ``W``."""
+    plan = _plan(geo)
+    conv, conv_t = _CONV[geo.ndim]
+    args = {"stride": geo.stride, "padding": plan["padding"], "dilation": plan["dilation"], "groups": plan["groups"]}
+    if not transpose:
+        if not plan["native"]:
+            for a, runs in enumerate(plan["runs"]):
+                x = _pad_axis(x, 2 + a, runs)
+        return conv(x, weight, **args)
+    y = conv_t(x, weight, output_padding=plan["output_padding"], **args)
+    if not plan["native"]:
+        for a, (runs, g) in enumerate(zip(plan["runs"], geo.grid)):
+            y = _pad_axis_adjoint(y, 2 + a, runs, g)
+    return y
+
+
+def _conv(kernel: Conv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    geo = kernel.geometry
+    return conv_apply(geo, conv_weight(geo, theta), x, transpose)
+
+
+def _antisymmetric_conv(kernel: AntisymmetricConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> Any:
+    geo = kernel.geometry
+    w = conv_weight(geo, theta)
+    y = conv_apply(geo, w, x, False) - conv_apply(geo, w, x, True)
+    return -y if transpose else y
+
+
+# ----------------------------------------------------------------- CayleyConv
+def first_columns(geo: Any, theta: torch.Tensor) -> torch.Tensor:
+    r"""Periodic first columns of the stencils, ``(cout, cin, *grid)``: tap ``j`` at ``(j - s//2) mod g``, wraps add."""
+    cols = theta.reshape(geo.cout, geo.cin, *geo.stencil)
+    for a, (s, g) in enumerate(zip(geo.stencil, geo.grid)):
+        dim = 2 + a
+        folds = -(-s // g)
+        cols = F.pad(cols, [0, 0] * (cols.ndim - dim - 1) + [0, folds * g - s])
+        shape = list(cols.shape)
+        cols = cols.reshape(*shape[:dim], folds, g, *shape[dim + 1 :]).sum(dim)
+        cols = cols.roll(-(s // 2), dim)
+    return cols
+
+
+def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    geo = kernel.geometry
+    axes = tuple(range(2, 2 + geo.ndim))
+    spec = torch.fft.rfftn(first_columns(geo, theta), dim=axes)
+    spec = spec.movedim((0, 1), (-2, -1))  # (*half, c, c)
+    skew = spec - spec.transpose(-1, -2).conj()
+    eye = torch.eye(geo.cin, dtype=skew.dtype, device=skew.device)
+    blocks = torch.linalg.solve(eye + skew, eye - skew)  # one batched solve over the frequencies
+    if transpose:
+        blocks = blocks.transpose(-1, -2).conj()
+    xf = torch.fft.rfftn(x, dim=axes)  # (n, c, *half)
+    half = xf.shape[2:]
+    # one (c, c) @ (c, n) product per frequency, the examples as columns (as the numpy hooks)
+    cols = xf.reshape(xf.shape[0], geo.cin, -1).permute(2, 1, 0)
+    yf = (blocks.reshape(-1, geo.cin, geo.cin) @ cols).permute(2, 1, 0).reshape(xf.shape[0], geo.cin, *half)
+    return torch.fft.irfftn(yf, s=geo.grid, dim=axes).to(x.dtype)
+
+
+# ------------------------------------------------------------- pattern families
+def _pattern_constants(kernel: PatternKernel) -> dict[str, Any]:
+    """The pattern of ``Q`` (rows and columns of ``K``), ``Q`` restricted to it and ``q`` on it."""
+    m, N = kernel.shape
+    Q = sp.csr_array(kernel.Q)
+    lin = np.flatnonzero(np.diff(Q.indptr))
+    q = kernel.q
+    if q is not None:
+        lin = np.union1d(lin, np.flatnonzero(q))
+    table: dict[str, Any] = {f"Q_{k}": v for k, v in _coo(Q[lin]).items()}
+    table["k0"] = torch.from_numpy(np.zeros(lin.size) if q is None else np.asarray(q, dtype=np.float64)[lin])
+    rows, cols = lin % m, lin // m
+    table["row"], table["col"] = torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols.astype(np.int64))
+    table["flat"] = torch.from_numpy((rows * N + cols).astype(np.int64))
+    table["dense"] = bool(m * N <= DENSE_ENTRIES or lin.size > 0.1 * m * N)
+    return table
+
+
+def _pattern(kernel: PatternKernel, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    c = _constants(kernel, lambda: _pattern_constants(kernel), x)
+    m, N = kernel.shape
+    Q = {k[2:]: v for k, v in c.items() if k.startswith("Q_")}
+    values = _sparse_vec(Q, c["row"].shape[0], theta) + c["k0"].to(theta.dtype)
+    if c["dense"]:
+        K = theta.new_zeros(m * N).index_add(0, c["flat"], values).reshape(m, N)
+        return x @ K if transpose else x @ K.T
+    rows, cols = (c["col"], c["row"]) if transpose else (c["row"], c["col"])
+    return x.new_zeros((x.shape[0], N if transpose else m)).index_add(1, rows, x[:, cols] * values)
+
+
+def _diagonal(kernel: Any, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    return x * theta
+
+
+# --------------------------------------------------------------------- Wavelet
+def _wavelet(kernel: Wavelet, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    def build() -> dict[str, torch.Tensor]:
+        table = _coo(kernel._sparse_W())
+        counts = [b.stop - b.start for b in kernel.subbands]
+        index = np.repeat(np.arange(len(counts)), counts) if kernel.per == "subband" else np.arange(kernel.nparams)
+        table["index"] = torch.from_numpy(index.astype(np.int64))
+        return table
+
+    c = _constants(kernel, build, x)
+    N = kernel.shape[0]
+    flat = x.reshape(x.shape[0], N)
+    coeffs = _sparse_rows(c, N, flat) * theta[c["index"]]
+    return _sparse_rows(_transposed(c), N, coeffs).reshape(x.shape)
+
+
+# ------------------------------------------------------------- compositions
+def _reparametrized(kernel: Reparametrized, phi: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    return torch_apply(kernel.kernel, _lookup(_MAPS, kernel)(kernel, phi), x, transpose)
+
+
+def _softplus(kernel: Softplus, phi: torch.Tensor) -> torch.Tensor:
+    return torch.logaddexp(torch.zeros_like(phi), phi)
+
+
+def _linear_map(kernel: LinearReparam, phi: torch.Tensor) -> torch.Tensor:
+    c = _constants(kernel, lambda: _coo(kernel.P), phi)
+    return _sparse_vec(c, kernel.P.shape[0], phi)
+
+
+_AXES = "ijk"
+
+
+def _separable_map(kernel: SeparableConv, phi: torch.Tensor) -> torch.Tensor:
+    blocks = phi.reshape(kernel.theta_shape)
+    sizes = list(kernel.stencil)
+    factors = torch.split(blocks, sizes, dim=-1)
+    d = len(sizes)
+    spec = ",".join(f"ocr{_AXES[a]}" for a in range(d)) + "->oc" + _AXES[:d]
+    return torch.einsum(spec, *factors).reshape(-1)
+
+
+def _depthwise_separable_map(kernel: DepthwiseSeparableConv, phi: torch.Tensor) -> torch.Tensor:
+    C, M, O = kernel.in_channels, kernel.multiplier, kernel.out_channels
+    ndepth = C * M * math.prod(kernel.stencil)
+    D, P = phi[:ndepth].reshape(C, M, -1), phi[ndepth:].reshape(O, C, M)
+    return torch.einsum("ocm,cms->ocs", P, D).reshape(-1)
+
+
+def _avg_pool(pool: AvgPool, y: torch.Tensor, transpose: bool) -> torch.Tensor:
+    nd = len(pool.grid)
+    if not transpose:
+        return getattr(F, f"avg_pool{nd}d")(y, pool.window, pool.window)
+    n, ch = y.shape[0], pool.channels
+    split = [ch, *(s for go, w in zip(pool.grid_out, pool.window) for s in (go, w))]
+    spread = [ch, *(s for go in pool.grid_out for s in (go, 1))]
+    kept = tuple(go * w for go, w in zip(pool.grid_out, pool.window))
+    z = (y.reshape(n, *spread).expand(n, *split) / math.prod(pool.window)).reshape(n, ch, *kept)
+    widths = [v for g, k in zip(reversed(pool.grid), reversed(kept)) for v in (0, g - k)]
+    return F.pad(z, widths) if any(widths) else z
+
+
+def _outer_form(outer: Any) -> Callable[[Any, torch.Tensor, bool], torch.Tensor] | None:
+    """How the outer map of a :class:`~structops.Chain` acts on torch rows: ``AvgPool``, or a sparse form."""
+    if isinstance(outer, AvgPool):
+        return _avg_pool
+    if hasattr(outer, "tosparse"):
+        return _sparse_outer
+    return None
+
+
+def _sparse_outer(outer: Any, y: torch.Tensor, transpose: bool) -> torch.Tensor:
+    c = _constants(outer, lambda: _coo(outer.tosparse()), y)
+    sizes = (math.prod(outer.in_shape), math.prod(outer.out_shape))
+    rows = y.reshape(y.shape[0], sizes[1 if transpose else 0])
+    return _sparse_rows(_transposed(c) if transpose else c, sizes[0 if transpose else 1], rows)
+
+
+def _chain(kernel: Chain, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    outer = _outer_form(kernel.outer)
+    assert outer is not None
+    inner = kernel.kernel
+    if transpose:
+        y = outer(kernel.outer, x.reshape(x.shape[0], *kernel.outer.out_shape), True)
+        return torch_apply(inner, theta, y.reshape(x.shape[0], *inner.out_shape), True)
+    y = torch_apply(inner, theta, x, False).reshape(x.shape[0], *kernel.outer.in_shape)
+    return outer(kernel.outer, y, False).reshape(x.shape[0], *kernel.out_shape)
+
+
+register_torch_form(Conv, _conv)
+register_torch_form(AntisymmetricConv, _antisymmetric_conv)
+register_torch_form(CayleyConv, _cayley)
+register_torch_form(PatternKernel, _pattern)
+register_torch_form(Diagonal, _diagonal)
+register_torch_form(Wavelet, _wavelet)
+register_torch_map(Softplus, _softplus)
+register_torch_map(LinearReparam, _linear_map)
+register_torch_map(SeparableConv, _separable_map)
+register_torch_map(DepthwiseSeparableConv, _depthwise_separable_map)

@@ -14,6 +14,8 @@ from structops.kernels.compose import Chain, LinearMap
 from structops.kernels.conv.pooling import AvgPool
 from structops.testing import check_kernel, default_rtol
 
+from ._helpers import atol_for
+
 DTYPES = [np.float32, np.float64]
 HAS_CONV = importlib.util.find_spec("structops.kernels.conv") is not None
 
@@ -89,7 +91,9 @@ def test_chain_passes_check_kernel(chain, dtype):
 def test_matrix_is_outer_times_inner(chain, rng):
     theta = chain.kernel.random_theta(rng)
     A = outer_matrix(chain)
-    np.testing.assert_allclose(chain.matrix(theta), A @ chain.kernel.matrix(theta), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        chain.matrix(theta), A @ chain.kernel.matrix(theta), rtol=0, atol=atol_for(A @ chain.kernel.matrix(theta))
+    )
     assert chain.shape == (A.shape[0], chain.kernel.shape[1])
     assert chain.in_shape == chain.kernel.in_shape and chain.out_shape == tuple(chain.outer.out_shape)
 
@@ -100,14 +104,19 @@ def test_Q_is_kron_identity_outer_times_inner_Q(chain):
     assert sp.issparse(Q) and Q.shape == (chain.shape[0] * chain.shape[1], chain.nparams)
     A = outer_matrix(chain)
     ref = np.kron(np.eye(chain.shape[1]), A) @ chain.kernel.Q.toarray()
-    np.testing.assert_allclose(Q.toarray(), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(Q.toarray(), ref, rtol=0, atol=atol_for(ref))
     # and the contract's generic column-by-column construction from K(e_k) - K(0)
-    np.testing.assert_allclose(Q.toarray(), ParametricKernel._build_Q(chain).toarray(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        Q.toarray(),
+        ParametricKernel._build_Q(chain).toarray(),
+        rtol=0,
+        atol=atol_for(ParametricKernel._build_Q(chain).toarray()),
+    )
     if chain.kernel.q is None:
         assert chain.q is None
     else:
         q_ref = (A @ chain.kernel.q.reshape(chain.kernel.shape, order="F")).ravel(order="F")
-        np.testing.assert_allclose(chain.q, q_ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(chain.q, q_ref, rtol=0, atol=atol_for(q_ref))
 
 
 def test_Q_of_pooled_kernel_stays_sparse():
@@ -135,7 +144,7 @@ def test_jacobian_is_block_diagonal_outer_times_inner_jacobian(chain, dtype, rng
     if isinstance(chain.outer, AvgPool):
         # the structured operator itself inside pylops' BlockDiag
         blocks_pool = pylops.BlockDiag([chain.outer] * n).todense()
-        np.testing.assert_allclose(blocks_pool, blocks, rtol=1e-15, atol=1e-15)
+        np.testing.assert_allclose(blocks_pool, blocks, rtol=0, atol=atol_for(blocks))
     # gradients: J^T w = J_K^T (I ⊗ A^T) w, summed and per example
     W = rng.standard_normal((n, *chain.out_shape)).astype(dtype)
     Jc = chain.jac(theta, X)
@@ -196,10 +205,12 @@ def test_pool_matmul_kernel_builds_a_chain(rng):
     chain = pool @ Diagonal(6)
     assert isinstance(chain, Chain) and chain.outer is pool
     theta = rng.standard_normal(6)
-    np.testing.assert_allclose(chain.matrix(theta), pool.matrix() @ np.diag(theta), rtol=1e-15)
+    np.testing.assert_allclose(
+        chain.matrix(theta), pool.matrix() @ np.diag(theta), rtol=0, atol=atol_for(pool.matrix() @ np.diag(theta))
+    )
     # pylops behaviour is unchanged for arrays and operators
     x = rng.standard_normal(6)
-    np.testing.assert_allclose(np.ravel(pool @ x), pool.matrix() @ x, rtol=1e-15)
+    np.testing.assert_allclose(np.ravel(pool @ x), pool.matrix() @ x, rtol=0, atol=atol_for(pool.matrix() @ x))
     assert isinstance(pool @ pylops.Identity(6), pylops.LinearOperator)
 
 
@@ -260,7 +271,7 @@ def test_pooled_conv_matches_torch(rng):
     X = rng.standard_normal((4, 2, 6, 4))
     weight = torch.tensor(theta.reshape(3, 2, 3, 3)[:, :, ::-1, ::-1].copy())  # K(θ) is torch's conv with flipped θ
     ref = torch.nn.functional.avg_pool2d(torch.nn.functional.conv2d(torch.tensor(X), weight, padding=1), 2)
-    np.testing.assert_allclose(chain.apply(theta, X), ref.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(chain.apply(theta, X), ref.numpy(), rtol=0, atol=atol_for(ref.numpy()))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

@@ -25,6 +25,7 @@ from structops.kernels._base import MAX_DENSE_ENTRIES
 from structops.testing import default_rtol
 
 from ._helpers import ConvCase as Case
+from ._helpers import atol_for
 
 BCS = ("zero", "periodic", "reflect", "replicate", "valid")
 METHODS = ("direct", "fft")
@@ -346,7 +347,7 @@ def test_seed_bccb_3x3(rng):
     want = seed[np.ix_(perm, perm)]
     np.testing.assert_array_equal(Conv((3, 3), (3, 3), bc="periodic", method="direct").matrix(th.ravel()), want)
     np.testing.assert_allclose(
-        Conv((3, 3), (3, 3), bc="periodic", method="fft").matrix(th.ravel()), want, rtol=0, atol=1e-14
+        Conv((3, 3), (3, 3), bc="periodic", method="fft").matrix(th.ravel()), want, rtol=0, atol=atol_for(want)
     )
     np.testing.assert_array_equal((Conv((3, 3), (3, 3), bc="periodic").Q @ th.ravel()).reshape(9, 9, order="F"), want)
 
@@ -501,7 +502,7 @@ def test_strided_operator_is_restriction_of_stride_one(name, bc, rng):
     full = k1.matrix(theta).reshape((*k1.out_shape, -1))
     rows = (slice(None), *(slice(None, None, st) for st in case.stride))
     want = full[rows].reshape(ks.shape[0], -1)
-    np.testing.assert_allclose(ks.matrix(theta), want, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(ks.matrix(theta), want, rtol=0, atol=atol_for(want))
 
 
 # ---------------------------------------------------------------------------- memory, scale

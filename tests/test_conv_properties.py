@@ -18,13 +18,15 @@ from hypothesis import strategies as st
 from structops import Conv
 from structops.testing import check_kernel, default_rtol
 
+from ._helpers import examples
+
 BCS = ("zero", "periodic", "reflect", "replicate", "valid")
 MAX_GRID = 200
 #: entries of check_kernel's dense Jacobian reference (rows * cols * nparams, from Q.toarray())
 MAX_DENSE_JACOBIAN = 1_500_000
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

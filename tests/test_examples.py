@@ -70,6 +70,7 @@ def test_training_example_checks_the_gradient_and_learns(tmp_path):
     assert all(b < a for a, b in itertools.pairwise(losses))
 
 
+@pytest.mark.slow  # long: the quick run keeps the smaller example runs
 def test_project_ideas_trains_every_new_family_and_draws_them(tmp_path):
     figures = tmp_path / "figures"
     figures.mkdir()
@@ -83,6 +84,7 @@ def test_project_ideas_trains_every_new_family_and_draws_them(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+@pytest.mark.slow  # long: the quick run keeps the smaller example runs
 def test_stable_resnet_trains_every_block_and_measures_stability(tmp_path):
     out = _run("stable_resnet.py", "--quick", "--out", str(tmp_path / "fig"), cwd=tmp_path)
     rows = {ln[:24].strip(): ln[24:].split() for ln in out.splitlines() if re.search(r"%\s+[0-9.]+%", ln)}

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from structops.kernels.conv.pooling import AvgPool
 from structops.testing import adjoint_test, default_rtol
 
+from ._helpers import atol_for, examples
+
 DTYPES = [np.float32, np.float64]
 
 
@@ -104,9 +106,9 @@ def test_matrix_equals_entrywise_definition(case, channels):
     np.testing.assert_array_equal(S.toarray(), M)
     # one stored entry per input cell that lies in a window, nothing else
     assert S.nnz == np.count_nonzero(M)
-    np.testing.assert_allclose(pool.matmat(np.eye(M.shape[1])), M, rtol=0, atol=1e-15)
-    np.testing.assert_allclose(pool.rmatmat(np.eye(M.shape[0])), M.T, rtol=0, atol=1e-15)
-    np.testing.assert_allclose(pool.H.todense(), M.T, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(pool.matmat(np.eye(M.shape[1])), M, rtol=0, atol=atol_for(M))
+    np.testing.assert_allclose(pool.rmatmat(np.eye(M.shape[0])), M.T, rtol=0, atol=atol_for(M.T))
+    np.testing.assert_allclose(pool.H.todense(), M.T, rtol=0, atol=atol_for(M.T))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -151,7 +153,8 @@ def test_pool_after_adjoint_is_scaled_identity(case, rng):
     # A A^T = I / |w|: each output cell owns |w| input cells, and windows do not overlap.
     pool = AvgPool(case.grid, case.window, channels=2, remainder=case.remainder)
     Y = rng.standard_normal((3, *pool.out_shape))
-    np.testing.assert_allclose(pool.apply(pool.apply(Y, transpose=True)), Y / np.prod(case.window), rtol=1e-14)
+    want = Y / np.prod(case.window)
+    np.testing.assert_allclose(pool.apply(pool.apply(Y, transpose=True)), want, rtol=0, atol=atol_for(want))
 
 
 def test_drop_ignores_trailing_cells_and_adjoint_zeroes_them(rng):
@@ -275,7 +278,7 @@ def pool_setups(draw):
     return grid, window, channels, dtype
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(pool_setups(), st.integers(0, 2**31))
 def test_property_drop_pool_matches_loops_and_passes_dot_test(setup, seed):
     grid, window, channels, dtype = setup
@@ -298,7 +301,12 @@ def test_input_is_never_modified(window, rng):
     Y = pool.apply(X)
     Y[...] = 0.0  # the output owns its memory
     (w0, w1) = window
-    np.testing.assert_allclose(pool.apply(X), X.reshape(3, 2, 4 // w0, w0, 6 // w1, w1).mean(axis=(3, 5)), rtol=1e-15)
+    np.testing.assert_allclose(
+        pool.apply(X),
+        X.reshape(3, 2, 4 // w0, w0, 6 // w1, w1).mean(axis=(3, 5)),
+        rtol=0,
+        atol=atol_for(X.reshape(3, 2, 4 // w0, w0, 6 // w1, w1).mean(axis=(3, 5))),
+    )
 
 
 @pytest.mark.parametrize("bad", [int, np.int32, bool, np.float16, complex])

@@ -19,6 +19,8 @@ from structops.kernels import Dense, LinearKernel, ParametricKernel
 from structops.kernels.compose import Chain
 from structops.kernels.reparam import LinearReparam
 
+from ._helpers import atol_for
+
 #: Bytes of traced allocations allowed per nonzero of Q: its CSC arrays (12-16 bytes) plus the
 #: pattern and a few temporaries of the same length, and nothing that grows with rows * cols.
 BYTES_PER_NNZ = 160
@@ -70,10 +72,17 @@ def test_Q_equals_the_column_by_column_reference_at_small_sizes(make):
     Q = k.Q
     assert sp.issparse(Q) and Q.format == "csc"
     assert Q.shape == (k.shape[0] * k.shape[1], k.nparams)
-    np.testing.assert_allclose(Q.toarray(), ParametricKernel._build_Q(k).toarray(), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(
+        Q.toarray(),
+        ParametricKernel._build_Q(k).toarray(),
+        rtol=0,
+        atol=atol_for(ParametricKernel._build_Q(k).toarray()),
+    )
     theta = k.random_theta(0)
     q = np.zeros(Q.shape[0]) if k.q is None else k.q
-    np.testing.assert_allclose(Q @ theta + q, k.matrix(theta).ravel(order="F"), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(
+        Q @ theta + q, k.matrix(theta).ravel(order="F"), rtol=0, atol=atol_for(k.matrix(theta).ravel(order="F"))
+    )
 
 
 LARGE = {

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,6 +44,7 @@ def test_deblur_example_chooses_alpha_and_beats_the_blurred_data(tmp_path):
     assert iterative and abs(float(iterative.group(2)) - psnr_of(out, "zero      L=I         discrepancy")) < 0.1
 
 
+@pytest.mark.slow  # long: the quick run keeps the smaller example runs
 def test_deblur_example_runs_on_the_shipped_phantom(tmp_path):
     out = run("examples/deblur.py", "--size", "48", "--phantom", "--out", str(tmp_path / "p.png"), cwd=tmp_path)
     assert "structops.data.phantom" in out
@@ -82,6 +85,7 @@ def test_iteration_count_benchmark_runs_and_preconditioning_helps(capsys):
         assert max(cg_strang, cg_chan) < cg_none and max(lsqr_strang, lsqr_chan) < lsqr_none, row
 
 
+@pytest.mark.slow  # long: the quick run keeps the smaller example runs
 def test_camera_benchmark_runs(capsys):
     _load("bench_deblur").main(["--size", "48"])
     out = capsys.readouterr().out

@@ -17,6 +17,8 @@ from structops.data import gaussian_stencil
 from structops.solvers import implicit_step, inverse
 from structops.solvers.tikhonov import ConvergenceWarning, split_preconditioner, tikhonov
 
+from ._helpers import atol_for
+
 LAPLACE_3x3 = np.array([0.0, -1.0, 0.0, -1.0, 4.0, -1.0, 0.0, -1.0, 0.0])
 LAPLACE_SYM = np.array([4.0, -1.0, -1.0, 0.0])  # SymmetricConv's first orthant: centre, axis-1, axis-0, corner
 
@@ -77,7 +79,7 @@ def test_implicit_step_with_L_is_the_dense_step(name):
     K = k.matrix(theta)
     op = implicit_step(k, theta, 0.3, L=L)
     want = np.linalg.inv(0.3 * (K.T @ K + Ld.T @ Ld) + np.eye(K.shape[1]))
-    np.testing.assert_allclose(op.todense(), want, atol=1e-12)
+    np.testing.assert_allclose(op.todense(), want, rtol=0, atol=atol_for(want))
 
 
 def test_multichannel_periodic_exact_solve(rng):
@@ -135,7 +137,7 @@ def test_split_preconditioner_squares_to_the_cg_preconditioner():
     P = split_preconditioner(ZERO, ZERO_THETA, alpha=1e-2, L=ZERO_LAP, kind="strang")
     M = split_preconditioner(ZERO, ZERO_THETA, alpha=1e-2, L=ZERO_LAP, kind="strang", power=1.0)
     Pd = P.todense()
-    np.testing.assert_allclose(Pd, Pd.T, atol=1e-12)
+    np.testing.assert_allclose(Pd, Pd.T, rtol=0, atol=atol_for(Pd.T))
     assert np.linalg.eigvalsh(Pd).min() > 0
     np.testing.assert_allclose(Pd @ Pd, M.todense(), atol=1e-10)
 

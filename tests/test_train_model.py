@@ -9,6 +9,8 @@ from structops import Antisymmetric, Conv, Dense, Diagonal, MMatrix, Softplus
 from structops.testing import adjoint_test, taylor_test
 from structops.train import LayerClassifier, Params, locally_connected
 
+from ._helpers import atol_for
+
 
 class Case(NamedTuple):
     name: str
@@ -127,7 +129,7 @@ def test_multichannel_features_are_flattened_channels_first(rng):
     model, X, _y, p = _problem(CASES[5], np.float64, rng, activation="identity")
     Z = model.features(p, X)
     ref = model.kernel.apply(p.theta, X) + p.bias[None, :, None, None]
-    np.testing.assert_allclose(Z, ref.reshape(X.shape[0], -1), rtol=1e-14)
+    np.testing.assert_allclose(Z, ref.reshape(X.shape[0], -1), rtol=0, atol=atol_for(ref.reshape(X.shape[0], -1)))
 
 
 def test_gauss_newton_matches_dense_jacobian_from_finite_differences(rng):

@@ -124,7 +124,8 @@ def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int,
     slack = LAPACK_CONSTANT * np.sqrt(max(kernel.shape)) * _EPS64 * big.lower + _conversion(kernel, theta, big.lower)
     lower = max(min(big.lower - slack, upper), 0.0)
     converged = upper <= lower * (1 + tol)
-    return SpectralEstimate(float(big.value), float(lower), float(upper), False, "certified", big.iterations, bool(converged), True)
+    value, lower, upper = float(big.value), float(lower), float(upper)
+    return SpectralEstimate(value, lower, upper, False, "certified", big.iterations, bool(converged), True)
 
 
 def certified_cond(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int, tol: float) -> SpectralEstimate:
@@ -209,8 +210,8 @@ def _plain_stencil(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[Conv,
     d = len(geo.grid)
     dilation = tuple(getattr(geo, "dilation", (1,) * d))
     padding = getattr(geo, "padding", None)
-    plain_padding = padding is None or padding == "same" or tuple(np.atleast_1d(padding)) == tuple(
-        s // 2 for s in geo.stencil
+    plain_padding = (
+        padding is None or padding == "same" or tuple(np.atleast_1d(padding)) == tuple(s // 2 for s in geo.stencil)
     )
     if dilation != (1,) * d or getattr(geo, "groups", 1) != 1 or not plain_padding:
         return None
@@ -267,7 +268,7 @@ def _aliased_top(half: np.ndarray, grid: tuple[int, ...], stride: tuple[int, ...
 
 
 def embedding_grid(conv: Conv) -> tuple[int, ...]:
-    """The periodic grid that contains a zero-boundary ``conv`` (``n + s - 1``, FFT-friendly, a multiple of the stride)."""
+    """The periodic grid containing a zero-boundary ``conv``: ``n + s - 1``, FFT-friendly, a multiple of the stride."""
     size = []
     for g, s, st in zip(conv.grid, conv.stencil, conv.stride):
         n = sfft.next_fast_len(g + s - 1, real=True)

@@ -79,6 +79,7 @@ class IllConditionedWarning(UserWarning):
     :func:`structops.solvers.tikhonov`.
     """
 
+
 _WHICH = ("LM", "SM", "LR", "SR", "LI", "SI")
 _DENSE_LIMIT = DENSE_LIMIT
 

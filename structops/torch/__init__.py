@@ -33,7 +33,17 @@ import torch
 from .._validation import check_batch
 from ..kernels._base import ParametricKernel, _check_flag, as_kernel
 
-__all__ = ["Layer", "apply"]
+__all__ = [
+    "BiasedLayer",
+    "CertifyReport",
+    "Layer",
+    "Residual",
+    "TransposedLayer",
+    "apply",
+    "certify",
+    "from_module",
+    "to_module",
+]
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -296,17 +306,25 @@ class Layer(torch.nn.Module):
         return apply(self.kernel, self.theta, x)
 
     @torch.no_grad()
-    def project_(self) -> Layer:
+    def project_(self, *, lipschitz: float | None = None) -> Layer:
         r"""Project ``theta`` in place onto the family's ``bounds`` (no-op when unbounded); returns ``self``.
 
         Call it after an optimiser step for a constrained family (e.g. :class:`structops.MMatrixConv`,
-        :math:`\theta \ge 0`), or reparametrise with :class:`structops.Softplus` instead.
+        :math:`\theta \ge 0`), or reparametrise with :class:`structops.Softplus` instead. With
+        ``lipschitz=L``, then also onto :math:`\|K(\theta)\|_2 \le L`, certified
+        (:func:`structops.solvers.project_spectral_norm`; families linear in ``theta``).
         """
         bounds = self.kernel.bounds
         if bounds is not None:
             lower, upper = (torch.as_tensor(b, dtype=self.theta.dtype) for b in bounds)
             self.theta.copy_(torch.maximum(torch.minimum(self.theta, upper), lower))
+        if lipschitz is not None:
+            project_lipschitz(self, lipschitz)
         return self
+
+    def to_module(self) -> torch.nn.Module:
+        """A plain torch module with the same output (fixed-stencil convolutions, Dense): see :func:`to_module`."""
+        return to_module(self)
 
     def extra_repr(self) -> str:
         """The family, its number of parameters and its bounds (shown in ``repr(layer)``)."""
@@ -316,3 +334,7 @@ class Layer(torch.nn.Module):
             lo, hi = np.min(bounds[0]), np.max(bounds[1])
             text += f", bounds=[{lo:g}, {hi:g}]" if np.isfinite(hi) else f", bounds=[{lo:g}, inf)"
         return text
+
+
+from ._modules import BiasedLayer, TransposedLayer, from_module, project_lipschitz, to_module  # noqa: E402
+from .certify import CertifyReport, Residual, certify  # noqa: E402

@@ -36,6 +36,7 @@ from ..kernels._base import ParametricKernel, _check_flag, as_kernel
 __all__ = [
     "BiasedLayer",
     "CertifyReport",
+    "LayerBound",
     "Layer",
     "Residual",
     "TransposedLayer",
@@ -337,4 +338,4 @@ class Layer(torch.nn.Module):
 
 
 from ._modules import BiasedLayer, TransposedLayer, from_module, project_lipschitz, to_module  # noqa: E402
-from .certify import CertifyReport, Residual, certify  # noqa: E402
+from .certify import CertifyReport, LayerBound, Residual, certify  # noqa: E402

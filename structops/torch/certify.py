@@ -310,16 +310,25 @@ def _input_shapes(model: torch.nn.Module, x: torch.Tensor) -> dict[torch.nn.Modu
 
 
 def _jacobian_norm(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
-    r"""A lower bound of :math:`\|J_f(x)\|_2`: power iteration on :math:`J^\top J` (``jvp``, ``vjp``)."""
+    r"""A lower bound of :math:`\|J_f(x)\|_2`: power iteration on :math:`J^\top J`.
+
+    :math:`J^\top w` is one backward pass; :math:`Jv` the derivative in :math:`u` of
+    :math:`\langle J^\top u, v\rangle` (double backward, exact through structops layers, which
+    ``torch.func.jvp`` cannot enter). Every :math:`\|Jv\|` with :math:`\|v\| = 1` is a lower bound.
+    """
     generator = torch.Generator().manual_seed(0)
     v = torch.randn(x.shape, generator=generator, dtype=x.dtype)
     v = v / v.norm()
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        y = model(x)
+        u = torch.zeros_like(y, requires_grad=True)
+        (pullback,) = torch.autograd.grad(y, x, u, create_graph=True)
     sigma = 0.0
     for _ in range(steps):
-        jv = torch.func.jvp(model, (x,), (v,))[1]
+        (jv,) = torch.autograd.grad(pullback, u, v, retain_graph=True)
         sigma = max(sigma, float(jv.detach().norm()))
-        pull = torch.func.vjp(model, x)[1]
-        (w,) = pull(jv)
+        (w,) = torch.autograd.grad(y, x, jv.detach(), retain_graph=True)
         norm = float(w.detach().norm())
         if norm == 0:
             break

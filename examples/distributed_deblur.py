@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     result = {
         "ranks": comm.size,
         "stencil_error": stencil_error,
-        "stencil_iterations": fit.itn,
+        "stencil_iterations": fit.iterations,
         "blurred_error": mean_error(blurred),
         "restored_error": mean_error(restored),
         "seconds": time.perf_counter() - t0,
@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
     if comm.rank == 0:
         print(
             f"{comm.size} rank(s), {args.images} images {args.size}×{args.size}\n"
-            f"learned stencil: relative error {stencil_error:.2e} after {fit.itn} CGLS iterations\n"
+            f"learned stencil: relative error {stencil_error:.2e} after {fit.iterations} CGLS iterations\n"
             f"mean relative error: blurred {result['blurred_error']:.3f}, deblurred {result['restored_error']:.3f}\n"
             f"time {result['seconds']:.1f} s"
         )

@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
                 fit = learn_stencil(kernel, X, data, solver=solver, damp=damp)
                 err = np.linalg.norm(fit.theta - theta) / np.linalg.norm(theta)
                 results[(name, setting, solver)] = err
-                print(f"{name:<36}{setting:<22}{solver:<7}{fit.itn:>6}{err:>13.2e}{fit.relative_residual:>11.2e}")
+                print(f"{name:<36}{setting:<22}{solver:<7}{fit.iterations:>6}{err:>13.2e}{fit.relative_residual:>11.2e}")
     return results
 
 

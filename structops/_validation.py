@@ -121,6 +121,23 @@ def check_batch(x, example_shape: Sequence[int], dtype: np.dtype, name: str = "X
     raise ValueError(f"`{name}` must hold examples along its first axis with shape {expected}, got shape {arr.shape}.")
 
 
+def check_flag(value, name: str) -> bool:
+    """Return ``value`` as a bool; anything but True/False (e.g. the string ``"no"``) is an error.
+
+    Examples
+    --------
+    >>> check_flag(True, "transpose")
+    True
+    >>> check_flag("no", "transpose")
+    Traceback (most recent call last):
+    ...
+    TypeError: `transpose` must be True or False, got 'no'.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
+
+
 def check_real_scalar(value, name: str, *, minimum: float | None = None) -> float:
     """Return ``value`` as a finite float, ``>= minimum`` when given.
 

@@ -18,7 +18,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .kernels._base import ParametricKernel, _check_flag, as_kernel
+from .internal import (
+    ParametricKernel,
+    apply_prepared,
+    as_kernel,
+    check_flag,
+    io_shapes,
+    prepare,
+    prepare_data,
+    vjp_prepared,
+)
 
 __all__ = ["apply"]
 
@@ -28,23 +37,24 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _host_apply(kernel: ParametricKernel, transpose: bool, theta, x) -> np.ndarray:
     theta = kernel.validate_theta(np.asarray(theta))
     x = np.ascontiguousarray(x)
-    return np.asarray(kernel._apply(kernel._prepare(theta), x, transpose), dtype=theta.dtype).reshape(x.shape[0], -1)
+    y = apply_prepared(kernel, prepare(kernel, theta), x, transpose)
+    return np.asarray(y, dtype=theta.dtype).reshape(x.shape[0], -1)
 
 
 def _host_grads(kernel: ParametricKernel, transpose: bool, theta, x, w) -> tuple[np.ndarray, np.ndarray]:
     theta = np.asarray(theta)
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-    state = kernel._prepare(theta)
-    grad_x = np.asarray(kernel._apply(state, w, not transpose), dtype=theta.dtype).reshape(x.shape)
+    state = prepare(kernel, theta)
+    grad_x = np.asarray(apply_prepared(kernel, state, w, not transpose), dtype=theta.dtype).reshape(x.shape)
     if w.shape[0] == 0:
         return np.zeros_like(theta), grad_x
-    grad_theta = kernel._vjp(state, kernel._prepare_data(x, transpose), w, transpose, False)
+    grad_theta = vjp_prepared(kernel, state, prepare_data(kernel, x, transpose), w, transpose)
     return np.asarray(grad_theta, dtype=theta.dtype).reshape(theta.shape), grad_x
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _flat_apply(kernel: ParametricKernel, transpose: bool, theta: jax.Array, x: jax.Array) -> jax.Array:
-    out = jax.ShapeDtypeStruct((x.shape[0], int(np.prod(kernel._io_shapes(transpose)[1]))), x.dtype)
+    out = jax.ShapeDtypeStruct((x.shape[0], int(np.prod(io_shapes(kernel, transpose)[1]))), x.dtype)
     return jax.pure_callback(partial(_host_apply, kernel, transpose), out, theta, x, vmap_method="sequential")
 
 
@@ -93,7 +103,7 @@ def apply(kernel: ParametricKernel, theta: Any, x: Any, *, transpose: bool = Fal
     -----
     ``jax.grad`` gives :math:`K(\theta)^\top W` in ``x`` and :math:`J(\theta, X)^\top W` in
     ``theta`` (the Jacobian transposes of :meth:`~structops.kernels.ParametricKernel.jac`), both from
-    one host call of the family's ``_apply`` and ``_vjp``.
+    one host call of the family's hooks (:mod:`structops.internal`).
 
     Examples
     --------
@@ -105,7 +115,7 @@ def apply(kernel: ParametricKernel, theta: Any, x: Any, *, transpose: bool = Fal
     (9,)
     """
     kernel = as_kernel(kernel)
-    transpose = _check_flag(transpose, "transpose")
+    transpose = check_flag(transpose, "transpose")
     theta, x = jnp.asarray(theta), jnp.asarray(x)
     if theta.dtype != x.dtype:
         raise TypeError(
@@ -118,7 +128,7 @@ def apply(kernel: ParametricKernel, theta: Any, x: Any, *, transpose: bool = Fal
         raise ValueError(
             f"`theta` must have shape ({kernel.nparams},) (p = kernel.nparams of {kernel!r}), got shape {theta.shape}."
         )
-    x_shape, y_shape = kernel._io_shapes(transpose)
+    x_shape, y_shape = io_shapes(kernel, transpose)
     size = int(np.prod(x_shape))
     if x.ndim < 1 or not (x.shape[1:] == x_shape or (x.ndim == 2 and x.shape[1] == size)):
         raise ValueError(

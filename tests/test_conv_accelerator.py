@@ -123,7 +123,7 @@ def test_thread_count_is_public_validated_and_changes_no_result(rng):
                 structops.set_num_threads(bad)
     finally:
         structops.set_num_threads(None)
-    assert _backend.workers() == -1
+    assert _backend.workers() == 1  # one FFT worker by default (issue 24)
     assert structops.accelerator() == _backend.accelerator()
 
 

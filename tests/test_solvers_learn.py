@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -170,3 +172,108 @@ def test_learn_stencil_names_X_as_the_source_of_the_precision():
     message = r"`Y` has dtype float32 but the computation runs in float64 \(the dtype of `X`\)"
     with pytest.raises(TypeError, match=message):
         learn_stencil(Conv(8, 3), X, X.astype(np.float32))
+
+
+# ------------------------------------------------------------------ constraint="psf"
+def line_psf(size: int) -> np.ndarray:
+    """A diagonal motion blur with a side lobe: non-negative, sums to one, mostly zeros."""
+    psf = np.eye(size)[::-1].copy()
+    psf[size // 2, size // 2 - 1] = 0.5
+    return (psf / psf.sum()).ravel()
+
+
+def psf_problem(rng, noise: float, size: int = 5, grid: int = 16, n: int = 3):
+    k = structops.Conv((grid, grid), (size, size), bc="zero")
+    true = line_psf(size)
+    X = rng.random((n, 1, grid, grid))
+    Y = k.apply(true, X) + noise * rng.standard_normal((n, 1, grid, grid))
+    return k, true, X, Y
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.05])
+def test_psf_fit_satisfies_the_kkt_conditions_of_the_dense_problem(noise, rng):
+    k, _, X, Y = psf_problem(rng, noise)
+    fit = learn_stencil(k, X, Y, constraint="psf")
+    assert fit.converged and fit.solver == "nnls" and fit.istop == 0 and fit.iterations >= 1
+    theta = fit.theta
+    assert theta.min() >= 0 and abs(theta.sum() - 1) <= 10 * k.nparams * np.finfo(float).eps
+    # KKT of min ½||Jθ - y||² on the simplex, with J built column by column
+    J = dense_jacobian(k, X)
+    grad = J.T @ (J @ theta - Y.ravel())
+    free = theta > 0
+    scale = np.linalg.norm(J, 2) ** 2 + np.abs(J.T @ Y.ravel()).max()
+    tol = 1e3 * np.finfo(float).eps * scale
+    mu = -grad[free].mean()
+    np.testing.assert_allclose(grad[free], -mu, rtol=0, atol=tol)  # stationary on the free set
+    assert (grad[~free] >= -mu - tol).all()  # and no zero wants to grow
+
+
+def test_psf_fit_matches_a_general_qp_solver(rng):
+    from scipy.optimize import minimize
+
+    k, _, X, Y = psf_problem(rng, 0.1, size=3)
+    J, y = dense_jacobian(k, X), Y.ravel()
+    ref = minimize(
+        lambda t: 0.5 * np.sum((J @ t - y) ** 2),
+        np.full(9, 1 / 9),
+        jac=lambda t: J.T @ (J @ t - y),
+        method="SLSQP",
+        bounds=[(0, None)] * 9,
+        constraints=[{"type": "eq", "fun": lambda t: t.sum() - 1, "jac": lambda t: np.ones_like(t)}],
+        options={"ftol": 1e-15, "maxiter": 500},
+    )
+    assert ref.success
+    fit = learn_stencil(k, X, Y, constraint="psf")
+    np.testing.assert_allclose(fit.theta, ref.x, atol=1e-6)
+    assert fit.residual_norm <= np.linalg.norm(J @ ref.x - y) * (1 + 1e-9)
+
+
+def test_psf_fit_recovers_a_psf_from_clean_pairs(dtype, rng):
+    k, true, X, Y = psf_problem(rng, 0.0)
+    fit = learn_stencil(k, X.astype(dtype), Y.astype(dtype), constraint="psf")
+    assert fit.theta.dtype == dtype
+    cond = np.linalg.cond(dense_jacobian(k, X))
+    np.testing.assert_allclose(fit.theta, true, rtol=0, atol=100 * np.finfo(dtype).eps * cond)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_psf_fit_on_noisy_pairs_is_no_worse_than_the_unconstrained_fit(seed):
+    rng = np.random.default_rng(seed)
+    k, true, X, Y = psf_problem(rng, 0.05, size=7, grid=24)
+    psf = learn_stencil(k, X, Y, constraint="psf")
+    free = learn_stencil(k, X, Y)
+    J = dense_jacobian(k, X)
+    # guaranteed: the J-metric projection onto the simplex (which holds the true PSF) is non-expansive
+    assert np.linalg.norm(J @ (psf.theta - true)) <= np.linalg.norm(J @ (free.theta - true)) * (1 + 1e-9)
+    # and in theta itself: the constraint removes the noise that leaves the simplex
+    assert np.linalg.norm(psf.theta - true) <= np.linalg.norm(free.theta - true)
+
+
+def test_psf_fit_with_damping_minimises_the_damped_objective(rng):
+    k, _, X, Y = psf_problem(rng, 0.05, size=3)
+    J, y, d = dense_jacobian(k, X), Y.ravel(), 2.0
+    fit = learn_stencil(k, X, Y, constraint="psf", damp=d)
+    objective = lambda t: np.sum((J @ t - y) ** 2) + d**2 * np.sum(t**2)  # noqa: E731
+    # no feasible point nearby does better (random moves along the simplex)
+    for _ in range(50):
+        step = rng.standard_normal(9)
+        step -= step.mean()
+        trial = fit.theta + 1e-3 * step
+        if trial.min() >= 0:
+            assert objective(trial) >= objective(fit.theta) - 1e-12
+
+
+def test_psf_constraint_is_validated(rng):
+    k, _, X, Y = psf_problem(rng, 0.0, size=3)
+    with pytest.raises(ValueError, match=r"`constraint` must be one of \(None, 'psf'\), got 'simplex'"):
+        learn_stencil(k, X, Y, constraint="simplex")
+    with pytest.raises(ValueError, match="maxiter"):
+        learn_stencil(k, X, Y, constraint="psf", maxiter=0)
+
+
+def test_itn_is_a_deprecated_alias_of_iterations(rng):
+    k, _, X, Y = psf_problem(rng, 0.05, size=3)
+    for fit in (learn_stencil(k, X, Y), learn_stencil(k, X, Y, constraint="psf")):
+        with pytest.warns(DeprecationWarning, match="LearnResult.iterations"):
+            assert fit.itn == fit.iterations
+    assert "itn" not in {f.name for f in dataclasses.fields(LearnResult)}

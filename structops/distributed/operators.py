@@ -198,7 +198,7 @@ def learn_stencil(
         theta=theta,
         solver="cgls",
         istop=istop,
-        itn=itn,
+        iterations=itn,
         residual_norm=float(residual),
         relative_residual=float(residual / bnorm) if bnorm else 0.0,
         converged=istop in (0, 1, 2),

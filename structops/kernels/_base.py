@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_batch, check_theta
+from .._validation import check_batch, check_flag, check_theta
 from .operators import KernelJacobian, KernelOperator
 
 if TYPE_CHECKING:
@@ -311,7 +311,7 @@ class ParametricKernel(abc.ABC):
         >>> k.apply(theta, np.ones((4, 5))).shape, k.apply(theta, np.ones((1, 4, 5))).shape
         ((4, 5), (1, 4, 5))
         """
-        transpose = _check_flag(transpose, "transpose")
+        transpose = check_flag(transpose, "transpose")
         theta = self.validate_theta(theta)
         x_shape, y_shape = self._io_shapes(transpose)
         single = _is_single_example(X, x_shape)
@@ -340,7 +340,7 @@ class ParametricKernel(abc.ABC):
         ``theta`` is copied; the batch ``X`` is not (it can be large): the Jacobian reads it,
         or caches what it derives from it, so do not modify ``X`` in place while ``J`` is in use.
         """
-        transpose = _check_flag(transpose, "transpose")
+        transpose = check_flag(transpose, "transpose")
         theta = self.validate_theta(theta).copy()
         x_shape, y_shape = self._io_shapes(transpose)
         if _is_single_example(X, x_shape):
@@ -406,8 +406,5 @@ def _single_output_shape(
     return out_shape[1:] if grid_shaped and len(out_shape) > 1 and out_shape[0] == 1 else out_shape
 
 
-def _check_flag(value, name: str) -> bool:
-    """``value`` as a bool; anything but True/False (e.g. the string ``"no"``) is an error."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
-    return bool(value)
+#: Kept for :mod:`structops.torch` until it imports :func:`structops.internal.check_flag` (helper h21).
+_check_flag = check_flag

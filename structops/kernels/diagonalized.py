@@ -39,6 +39,7 @@ import abc
 import numpy as np
 import scipy.fft as sfft
 
+from .._backend import blas_threads_for
 from .operators import ColumnBatched, real_apply
 
 __all__ = [
@@ -512,8 +513,9 @@ class CosineMultiplier(Diagonalized):
 # ------------------------------------------------------------------- Kronecker
 def _apply_axes(Z: np.ndarray, mats: tuple[np.ndarray, ...]) -> np.ndarray:
     r"""Multiply axis ``a`` of ``Z`` (shape ``(*grid, k)``) by ``mats[a]``: :math:`(\otimes_a M_a) z` per column."""
-    for a, M in enumerate(mats):
-        Z = np.moveaxis(np.tensordot(M.astype(Z.dtype, copy=False), Z, axes=([1], [a])), 0, a)
+    with blas_threads_for(max(Z.shape[:-1], default=0)):
+        for a, M in enumerate(mats):
+            Z = np.moveaxis(np.tensordot(M.astype(Z.dtype, copy=False), Z, axes=([1], [a])), 0, a)
     return Z
 
 
@@ -570,7 +572,8 @@ class KroneckerMultiplier(Diagonalized):
                 raise ValueError(f"`factors[{a}]` must be a square 2-D array, got shape {f.shape}.")
         if not residual >= 0:
             raise ValueError(f"`residual` must be >= 0, got {residual!r}.")
-        svds = [np.linalg.svd(f) for f in factors]
+        with blas_threads_for(max(f.shape[0] for f in factors)):  # one BLAS thread below 1024²
+            svds = [np.linalg.svd(f) for f in factors]
         left = tuple(u for u, _, _ in svds)
         right = tuple(vh.T for _, _, vh in svds)
         blocks = np.ones((), dtype=factors[0].dtype)

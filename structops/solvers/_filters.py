@@ -34,6 +34,7 @@ import numpy as np
 import pylops
 import scipy.fft as sfft
 
+from .._backend import blas_threads_for
 from .._validation import check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized
@@ -194,8 +195,9 @@ def coefficients(D: Diagonalized, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if D.transform == "dct2":
         return sfft.dctn(x, type=2, norm="ortho"), np.ones(grid)
     if D.transform == "kron":
-        for a, u in enumerate(D.left):
-            x = np.moveaxis(np.tensordot(u.T, x, axes=([1], [a])), 0, a)
+        with blas_threads_for(max(grid)):
+            for a, u in enumerate(D.left):
+                x = np.moveaxis(np.tensordot(u.T, x, axes=([1], [a])), 0, a)
         return x, np.ones(grid)
     raise ValueError(f"the coefficients of b need a unitary transform {UNITARY_TRANSFORMS!r}, got {D!r}.")
 

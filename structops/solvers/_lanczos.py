@@ -18,11 +18,11 @@ __all__ = ["EstimateWarning", "SpectralEstimate", "golub_kahan"]
 
 #: Default number of Golub--Kahan--Lanczos steps (one product with K and one with Kᵀ each); the
 #: bases kept for full reorthogonalisation take ``maxiter · (m + n)`` numbers.
-_MAXITER = 200
+MAXITER = 200
 #: Default relative accuracy of the iterative estimates.
-_TOL = 1e-6
+TOL = 1e-6
 #: Default number of ARPACK restarts (Arnoldi update iterations) in :func:`eigvals`.
-_EIGS_MAXITER = 100
+EIGS_MAXITER = 100
 #: Probability that one probabilistic bound of a :class:`SpectralEstimate` fails (over the start vector).
 _FAILURE_PROBABILITY = 1e-6
 

@@ -13,23 +13,34 @@ so fitting :math:`\theta` to pairs :math:`(x_i, y_i)` is the linear least-square
     \min_\theta \|J(X)\theta - (\operatorname{vec}(Y) - q(X))\|_2^2 + d^2\|\theta\|_2^2
 
 (Tikhonov damping :math:`d`), solved matrix-free by ``scipy.sparse.linalg.lsqr`` or
-``lsmr`` with products :math:`Jv` and :math:`J^\top w` -- the kernel's ``jac``.
+``lsmr`` with products :math:`Jv` and :math:`J^\top w` -- the kernel's ``jac``. With
+``constraint="psf"`` the parameters are a point spread function, :math:`\theta \ge 0` and
+:math:`\mathbf 1^\top\theta = 1` (a blur that neither creates nor loses light), and the fit is
+the quadratic programme on the :math:`p \times p` normal equations, solved exactly by a
+multiplier search over non-negative least squares (``learn_stencil``'s Notes). The lecture
+notes' parametric models (Ruthotto, *Numerical Methods for Deep Learning*, "Parametric
+Models") are fitted this way when they are affine.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse.linalg as spla
 
 from .._validation import as_float_array, check_batch, check_positive_int, check_real_scalar
 from ..kernels._base import ParametricKernel, as_kernel
 
-__all__ = ["SOLVERS", "LearnResult", "learn_stencil", "least_squares_problem"]
+__all__ = ["CONSTRAINTS", "SOLVERS", "LearnResult", "learn_stencil", "least_squares_problem"]
 
 #: The least-squares solvers :func:`learn_stencil` accepts.
 SOLVERS = ("lsqr", "lsmr")
+
+#: The constraints :func:`learn_stencil` accepts besides the family's own bounds.
+CONSTRAINTS = (None, "psf")
 
 #: Stopping codes of lsqr/lsmr that mean a (least-squares) solution was found.
 _CONVERGED = (0, 1, 2, 4, 5)
@@ -44,12 +55,16 @@ class LearnResult:
     theta : numpy.ndarray, shape (p,)
         The fitted parameters, in the dtype of ``X``.
     solver : str
-        ``"lsqr"`` or ``"lsmr"``.
+        ``"lsqr"``, ``"lsmr"``, ``"lsq_linear"`` (a family's bounds), ``"cgls"``
+        (:func:`structops.distributed.learn_stencil`) or ``"nnls"`` (``constraint="psf"``).
     istop : int
         The solver's stopping code (``scipy.sparse.linalg.lsqr``/``lsmr`` documentation):
-        1/4 solved, 2/5 least-squares solution, 3/6 condition limit, 7 iteration limit.
-    itn : int
-        Number of iterations.
+        1/4 solved, 2/5 least-squares solution, 3/6 condition limit, 7 iteration limit;
+        ``"nnls"``: 0 solved (the KKT conditions hold), 7 iteration limit.
+    iterations : int
+        Number of iterations (``"nnls"``: of the search for the multiplier of the sum,
+        each an exact non-negative least-squares solve). The name of
+        :class:`~structops.solvers.TikhonovResult`'s count; ``itn`` is a deprecated alias.
     residual_norm : float
         :math:`\|J\theta - b\|_2` at the returned ``theta`` (the data misfit, without damping).
     relative_residual : float
@@ -61,10 +76,20 @@ class LearnResult:
     theta: np.ndarray
     solver: str
     istop: int
-    itn: int
+    iterations: int
     residual_norm: float
     relative_residual: float
     converged: bool
+
+    @property
+    def itn(self) -> int:
+        """Deprecated alias of ``iterations`` (scipy's name; removed in a future release)."""
+        warnings.warn(
+            "`LearnResult.itn` is deprecated; use `LearnResult.iterations` (the name TikhonovResult uses).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.iterations
 
 
 def learn_stencil(
@@ -80,6 +105,7 @@ def learn_stencil(
     conlim: float | None = None,
     maxiter: int | None = None,
     theta0=None,
+    constraint: str | None = None,
 ) -> LearnResult:
     r"""Fit the parameters of an affine kernel family to examples: :math:`y_i \approx K(\theta)x_i`.
 
@@ -117,6 +143,13 @@ def learn_stencil(
         Parameters at which the Jacobian and offset are evaluated (any feasible point gives
         the same affine model); default zero, or ``kernel.random_theta(0)`` if zero violates a
         constraint.
+    constraint : {None, "psf"}, optional
+        ``"psf"``: :math:`\theta` is a point spread function, :math:`\theta \ge 0` and
+        :math:`\sum_j \theta_j = 1` over all ``p`` parameters (e.g. the stencil of a
+        one-channel ``Conv``: a blur that keeps the mean brightness). Solved exactly (see
+        Notes; ``solver="nnls"`` in the result), ``solver`` is then not used; ``maxiter``
+        bounds the multiplier search. Costs ``p`` products with :math:`J` and :math:`J^\top`
+        to form the normal equations.
 
     Returns
     -------
@@ -130,8 +163,8 @@ def learn_stencil(
         If ``kernel`` is not a kernel family or is not affine in :math:`\theta` (e.g.
         ``Softplus``: fit it with a nonlinear optimiser), or ``X``/``Y`` have other dtypes.
     ValueError
-        If ``X``/``Y`` have the wrong shapes or numbers of examples, ``solver`` is unknown or
-        ``damp`` is negative.
+        If ``X``/``Y`` have the wrong shapes or numbers of examples, ``solver`` or
+        ``constraint`` is unknown, or ``damp`` is negative.
 
     Notes
     -----
@@ -142,6 +175,15 @@ def learn_stencil(
     scipy's ``lsqr``/``lsmr`` iterate in float64 even for a float32 operator (the Jacobian's
     products then run in float64 too, as every structops operator computes in the wider of
     its own and its input's precision); the result is cast back to the dtype of ``X``.
+
+    With ``constraint="psf"`` the fit minimises :math:`\tfrac12\theta^\top H\theta - c^\top\theta`,
+    :math:`H = J^\top J + d^2 I`, :math:`c = J^\top b`, over the probability simplex. For
+    ``damp = 0`` that is the projection of the unconstrained fit :math:`\hat\theta` onto the
+    simplex in the metric of :math:`J`, so for a true PSF :math:`\theta^*` (which lies in the
+    simplex) the constrained fit's prediction error is never larger:
+    :math:`\|J(\theta_{\mathrm{psf}} - \theta^*)\| \le \|J(\hat\theta - \theta^*)\|` (a
+    projection onto a convex set is non-expansive); with noise it is usually much smaller in
+    :math:`\theta` too, as the constraint removes the noise that leaves the simplex.
 
     Examples
     --------
@@ -158,8 +200,13 @@ def learn_stencil(
     """
     if solver not in SOLVERS:
         raise ValueError(f"`solver` must be one of {SOLVERS!r}, got {solver!r}.")
+    if constraint not in CONSTRAINTS:
+        raise ValueError(f"`constraint` must be one of {CONSTRAINTS!r}, got {constraint!r}.")
     damp = check_real_scalar(damp, "damp", minimum=0.0)
     J, b, dtype = least_squares_problem(kernel, X, Y, transpose=transpose, theta0=theta0)
+    if constraint == "psf":
+        limit = 2 * kernel.nparams + 20 if maxiter is None else check_positive_int(maxiter, "maxiter")
+        return _psf_fit(J, b.astype(np.float64), damp, limit, dtype)
     eps = float(np.finfo(dtype).eps)
     atol = 100 * eps if atol is None else check_real_scalar(atol, "atol", minimum=0.0)
     btol = 100 * eps if btol is None else check_real_scalar(btol, "btol", minimum=0.0)
@@ -179,7 +226,9 @@ def learn_stencil(
     return _result(J, b, theta, solver, istop, itn, converged=istop in _CONVERGED)
 
 
-def _result(J, b: np.ndarray, theta: np.ndarray, solver: str, istop: int, itn: int, converged: bool) -> LearnResult:
+def _result(
+    J, b: np.ndarray, theta: np.ndarray, solver: str, istop: int, iterations: int, converged: bool
+) -> LearnResult:
     """The :class:`LearnResult` of ``theta``, with its misfit ``||J theta - b||`` and its ratio to ``||b||``."""
     residual = float(np.linalg.norm(J.matvec(theta) - b))
     bnorm = float(np.linalg.norm(b))
@@ -187,7 +236,7 @@ def _result(J, b: np.ndarray, theta: np.ndarray, solver: str, istop: int, itn: i
         theta=theta,
         solver=solver,
         istop=istop,
-        itn=itn,
+        iterations=iterations,
         residual_norm=residual,
         relative_residual=residual / bnorm if bnorm else 0.0,
         converged=converged,
@@ -255,3 +304,93 @@ def _bounded_fit(kernel: ParametricKernel, J, b: np.ndarray, damp: float, tol: f
     )
     theta = np.clip(out.x, lower, upper).astype(dtype, copy=False)
     return _result(J, b, theta, "lsq_linear", int(out.status), int(out.nit), converged=out.status > 0)
+
+
+def _psf_fit(J, b: np.ndarray, damp: float, maxiter: int, dtype) -> LearnResult:
+    r"""The ``constraint="psf"`` fit: the normal equations' QP over the simplex (:func:`_simplex_least_squares`)."""
+    p = J.shape[1]
+    H = np.empty((p, p))
+    unit = np.zeros(p)
+    for i in range(p):  # H = J^T J column by column: p products each way, memory of one column of J
+        unit[i] = 1.0
+        H[:, i] = J.rmatvec(J.matvec(unit))
+        unit[i] = 0.0
+    H = 0.5 * (H + H.T) + damp**2 * np.eye(p)
+    theta, iterations, converged = _simplex_least_squares(H, np.asarray(J.rmatvec(b), dtype=np.float64), maxiter)
+    theta = theta.astype(dtype, copy=False)
+    return _result(J, b, theta, "nnls", 0 if converged else 7, iterations, converged)
+
+
+def _simplex_least_squares(H: np.ndarray, c: np.ndarray, maxiter: int) -> tuple[np.ndarray, int, bool]:
+    r"""The exact minimiser of :math:`\tfrac12\theta^\top H\theta - c^\top\theta` on the probability simplex.
+
+    ``H`` symmetric positive (semi)definite, ``(p, p)``. Returns ``(theta, iterations, converged)``.
+
+    For a multiplier :math:`\mu` of the sum,
+    :math:`\theta(\mu) = \arg\min_{\theta \ge 0} \tfrac12\theta^\top H\theta - (c + \mu\mathbf 1)^\top\theta`
+    is the non-negative least-squares problem :math:`\|R\theta - R^{-\top}(c + \mu\mathbf 1)\|`
+    (:math:`H = R^\top R`), solved exactly by Lawson and Hanson's active-set method
+    (``scipy.optimize.nnls``); :math:`s(\mu) = \mathbf 1^\top\theta(\mu)` is continuous,
+    non-decreasing and piecewise affine (it is :math:`1 -` the derivative of the concave dual),
+    zero for :math:`\mu \le -\max_j c_j`. Each step takes :math:`\theta(\mu)`'s free set
+    :math:`F` and solves the KKT system of that piece,
+    :math:`H_{FF}\theta_F - \mu\mathbf 1 = c_F,\ \mathbf 1^\top\theta_F = 1`; when its
+    :math:`\theta_F \ge 0` and the multipliers of the zeros
+    :math:`(H\theta - c)_j - \mu \ge 0` (both to round-off), that is the solution (the KKT
+    conditions hold); otherwise :math:`\mu` moves into the bracket around :math:`s = 1`
+    (bisection when the piece's root lies outside it). As :math:`s` has finitely many
+    pieces, the search ends.
+
+    Why not the alternatives: ``nnls`` on :math:`[J; w\mathbf 1^\top]` with a large weight
+    :math:`w` only approaches the sum constraint (error :math:`O(w^{-2})`) while its
+    conditioning grows with :math:`w`; a Euclidean projection of the unconstrained fit onto
+    the simplex is not the constrained least-squares solution (it ignores the metric of
+    :math:`J`); projected gradient converges slowly on the ill-conditioned normal equations of
+    smooth images.
+    """
+    from scipy.optimize import nnls
+
+    p = c.shape[0]
+    scale = max(float(np.abs(H).max(initial=0.0)), float(np.abs(c).max(initial=0.0)), np.finfo(float).tiny)
+    tol = 100 * p * np.finfo(float).eps
+    try:
+        R = sla.cholesky(H)
+    except np.linalg.LinAlgError:  # singular data: the least-squares problem has many solutions
+        R = sla.cholesky(H + tol * scale * np.eye(p))
+
+    def kkt(free: np.ndarray) -> tuple[np.ndarray, float] | None:
+        k = int(free.sum())
+        A = np.zeros((k + 1, k + 1))
+        A[:k, :k], A[:k, k], A[k, :k] = H[np.ix_(free, free)], -1.0, 1.0
+        try:
+            sol = np.linalg.solve(A, np.append(c[free], 1.0))
+        except np.linalg.LinAlgError:
+            return None
+        theta = np.zeros(p)
+        theta[free] = sol[:k]
+        return theta, float(sol[k])
+
+    lo, hi, step = -float(c.max()), None, scale
+    mu = lo + step
+    for it in range(1, maxiter + 1):
+        theta = nnls(R, sla.solve_triangular(R, c + mu, trans="T"), maxiter=50 * p)[0]
+        if theta.sum() < 1:
+            lo = mu
+        else:
+            hi = mu
+        candidate = kkt(theta > 0) if theta.any() else None
+        if candidate is not None:
+            cand, mu_c = candidate
+            lam = H @ cand - c - mu_c
+            if cand.min() >= -tol and lam[cand <= 0].min(initial=0.0) >= -tol * scale:
+                cand = np.clip(cand, 0.0, None)
+                return cand / cand.sum(), it, True
+        if hi is None:  # no bracket yet: grow the step
+            step *= 4
+            mu = lo + step
+        elif candidate is not None and lo < candidate[1] < hi:
+            mu = candidate[1]
+        else:
+            mu = 0.5 * (lo + hi)
+    theta = np.clip(theta, 0.0, None)
+    return theta / max(float(theta.sum()), np.finfo(float).tiny), maxiter, False

@@ -34,9 +34,9 @@ from ..kernels.diagonalized import CosineMultiplier, Diagonalized, FourierMultip
 from ._certified import certified_cond, certified_norm
 from ._filters import regularized_inverse
 from ._lanczos import (
-    _EIGS_MAXITER,
-    _MAXITER,
-    _TOL,
+    EIGS_MAXITER,
+    MAXITER,
+    TOL,
     EstimateWarning,
     SpectralEstimate,
     check_estimate_options,
@@ -81,7 +81,6 @@ class IllConditionedWarning(UserWarning):
 
 
 _WHICH = ("LM", "SM", "LR", "SR", "LI", "SI")
-_DENSE_LIMIT = DENSE_LIMIT
 
 
 # ----------------------------------------------------------------- validation
@@ -447,7 +446,7 @@ def _no_exact_route(r: Route) -> ValueError:
     )
 
 
-def svdvals(kernel: ParametricKernel, theta, *, dense_limit: int = _DENSE_LIMIT) -> np.ndarray:
+def svdvals(kernel: ParametricKernel, theta, *, dense_limit: int = DENSE_LIMIT) -> np.ndarray:
     r"""Every singular value of :math:`K(\theta)`, descending, exact to round-off.
 
     Parameters
@@ -530,9 +529,9 @@ def spectral_norm(
     kernel: ParametricKernel,
     theta,
     *,
-    tol: float = _TOL,
-    maxiter: int = _MAXITER,
-    dense_limit: int = _DENSE_LIMIT,
+    tol: float = TOL,
+    maxiter: int = MAXITER,
+    dense_limit: int = DENSE_LIMIT,
     full_output: bool = False,
 ) -> float | SpectralEstimate:
     r"""Spectral norm :math:`\|K(\theta)\|_2 = \sigma_{\max}(K(\theta))`.
@@ -631,9 +630,9 @@ def cond(
     kernel: ParametricKernel,
     theta,
     *,
-    tol: float = _TOL,
-    maxiter: int = _MAXITER,
-    dense_limit: int = _DENSE_LIMIT,
+    tol: float = TOL,
+    maxiter: int = MAXITER,
+    dense_limit: int = DENSE_LIMIT,
     full_output: bool = False,
 ) -> float | SpectralEstimate:
     r"""2-norm condition number :math:`\sigma_{\max}/\sigma_{\min}` of :math:`K(\theta)`.
@@ -779,9 +778,9 @@ def eigvals(
     *,
     k: int | None = None,
     which: str = "LM",
-    tol: float = _TOL,
-    maxiter: int = _EIGS_MAXITER,
-    dense_limit: int = _DENSE_LIMIT,
+    tol: float = TOL,
+    maxiter: int = EIGS_MAXITER,
+    dense_limit: int = DENSE_LIMIT,
 ) -> np.ndarray:
     r"""Eigenvalues of a square :math:`K(\theta)`: all of them exactly (through a fast transform), or ``k`` of them.
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
+from ..._backend import kernel_threads
 from ..._validation import check_int_tuple, check_positive_int
 
 try:  # optional accelerator: ``pip install structops[fast]``; switched by structops._backend
@@ -549,16 +550,22 @@ def _blocks(n: int) -> int:
     return min(n, 4 * numba.get_num_threads())
 
 
+def _threads(geo: ConvGeometry, n: int):
+    """:func:`~structops._backend.kernel_threads` for ``n`` examples: ``n * cout * cin * S * width`` multiply-adds."""
+    return kernel_threads(n * geo.cout * geo.cin * int(np.prod(geo.stencil)) * flat_plan(geo).width, n)
+
+
 def numba_forward(theta: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """``K x`` for unpadded ``x`` of shape ``(n, cin, *grid)``; returns ``(n, cout, *out_grid)``."""
     plan = flat_plan(geo)
     n = x.shape[0]
     out = np.empty((n, geo.cout, int(np.prod(geo.out_grid))), dtype=x.dtype)
-    _nb.forward(
-        np.ascontiguousarray(theta, dtype=x.dtype).reshape(geo.cout, -1),
-        np.ascontiguousarray(x).reshape(n, geo.cin, -1),
-        plan.runs, plan.outruns, plan.shifts, plan.width, _tile(geo, out.dtype), _blocks(n), out,
-    )  # fmt: skip
+    with _threads(geo, n):
+        _nb.forward(
+            np.ascontiguousarray(theta, dtype=x.dtype).reshape(geo.cout, -1),
+            np.ascontiguousarray(x).reshape(n, geo.cin, -1),
+            plan.runs, plan.outruns, plan.shifts, plan.width, _tile(geo, out.dtype), _blocks(n), out,
+        )  # fmt: skip
     return out
 
 
@@ -570,11 +577,12 @@ def numba_adjoint(theta: np.ndarray, y: np.ndarray, geo: ConvGeometry) -> np.nda
     S = int(np.prod(geo.stencil))
     # the transposed stencil, (cin, cout * S): column o * S + j
     theta_t = np.ascontiguousarray(np.asarray(theta, dtype=y.dtype).reshape(geo.cout, geo.cin, S).transpose(1, 0, 2))
-    _nb.adjoint(
-        theta_t.reshape(geo.cin, geo.cout * S),
-        np.ascontiguousarray(y).reshape(n, geo.cout, -1),
-        plan.runs, plan.outruns, plan.shifts, plan.width, _tile(geo, out.dtype), plan.injective, _blocks(n), out,
-    )  # fmt: skip
+    with _threads(geo, n):
+        _nb.adjoint(
+            theta_t.reshape(geo.cin, geo.cout * S),
+            np.ascontiguousarray(y).reshape(n, geo.cout, -1),
+            plan.runs, plan.outruns, plan.shifts, plan.width, _tile(geo, out.dtype), plan.injective, _blocks(n), out,
+        )  # fmt: skip
     return out
 
 
@@ -583,14 +591,15 @@ def numba_gradient(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, per_example:
     plan = flat_plan(geo)
     n = x.shape[0]
     S = int(np.prod(geo.stencil))
-    blocks = n if per_example else max(1, _blocks(n))
-    g = np.empty((blocks, geo.cout, geo.cin * S), dtype=x.dtype)
-    group = 1 if per_example else _group(geo, g.dtype)
-    tile = _tile(geo, g.dtype) if group == 1 else max(64, _capacity(geo, g.dtype))
-    _nb.gradient(
-        np.ascontiguousarray(x).reshape(n, geo.cin, -1),
-        np.ascontiguousarray(w, dtype=x.dtype).reshape(n, geo.cout, -1),
-        plan.runs, plan.outruns, plan.shifts, plan.width, tile, group, g,
-    )  # fmt: skip
+    with _threads(geo, n):
+        blocks = n if per_example else max(1, _blocks(n))
+        g = np.empty((blocks, geo.cout, geo.cin * S), dtype=x.dtype)
+        group = 1 if per_example else _group(geo, g.dtype)
+        tile = _tile(geo, g.dtype) if group == 1 else max(64, _capacity(geo, g.dtype))
+        _nb.gradient(
+            np.ascontiguousarray(x).reshape(n, geo.cin, -1),
+            np.ascontiguousarray(w, dtype=x.dtype).reshape(n, geo.cout, -1),
+            plan.runs, plan.outruns, plan.shifts, plan.width, tile, group, g,
+        )  # fmt: skip
     g = g.reshape(blocks, geo.cout, geo.cin, S)
     return g if per_example else g.sum(0)

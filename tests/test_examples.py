@@ -101,3 +101,10 @@ def test_stable_resnet_trains_every_block_and_measures_stability(tmp_path):
     png = tmp_path / "fig" / "stable_resnet.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list(tmp_path.iterdir()) == [tmp_path / "fig"]  # nothing written into the working directory
+
+
+def test_certify_model_prints_both_tables_and_a_bound_below_one(tmp_path):
+    out = _run("certify_model.py", "--quick", cwd=tmp_path)
+    assert "== trained network ==" in out and "== projected to 1-Lipschitz layers ==" in out
+    assert out.count("network: certified Lipschitz upper bound") == 2
+    assert "(<= 1: True)" in out

@@ -55,6 +55,4 @@ def lift_rows(A, Q, rows_in: int) -> sp.csc_array:
     rows_out = A.shape[0]
     new_rows = A.indices[pos].astype(np.int64) + c[which] * rows_out
     cols_of_K = Qc.shape[0] // rows_in
-    return csc_from_triplets(
-        Qc.data[which] * A.data[pos], new_rows, Qc.col[which], (rows_out * cols_of_K, Qc.shape[1])
-    )
+    return csc_from_triplets(Qc.data[which] * A.data[pos], new_rows, Qc.col[which], (rows_out * cols_of_K, Qc.shape[1]))

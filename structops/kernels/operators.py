@@ -158,7 +158,6 @@ class KernelOperator(ColumnBatched):
     def _adjoint(self) -> KernelOperator:
         return KernelOperator(self.kernel, self.theta, not self.transposed, _states=self._states)
 
-
     _transpose = _adjoint
 
     def todense(self, backend: str = "numpy") -> np.ndarray:

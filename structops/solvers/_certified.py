@@ -19,6 +19,26 @@ on the grid padded by the stencil, :math:`K = R\,C_L\,E`
   minimum on a fine grid minus the Lipschitz constant :math:`\sum_o |(w_s)_o|\,|o|_2` times the
   largest distance to the grid; by Weyl, :math:`\sigma_{\min}(K) \ge \inf f - \|w_a\|_1` when
   :math:`\inf f > 0` (likewise with :math:`-\sup f` when the symbol is negative). Otherwise 0.
+
+**Round-off allowances** (:func:`norm_upper`). Every certificate is computed in float64 from the
+parameters as stored (a float32 :math:`\theta` converts exactly), so it bounds the norm of the
+operator *as computed*, the one whose matrix is ``kernel.matrix(theta.astype(float64))``:
+
+* an FFT of length :math:`N` has the normwise error
+  :math:`\|\mathrm{fl}(\hat c) - \hat c\|_2 \le c_F \log_2 N\,\varepsilon\,\|\hat c\|_2`
+  (Higham, *Accuracy and Stability of Numerical Algorithms*, Thm. 24.2), so every block of the
+  computed symbol is within :math:`c_F\log_2 N\,\varepsilon\,\|\hat K\|_F` (over all
+  frequencies) of the exact one, in the 2-norm;
+* an eigenvalue of the Gram block :math:`B^H B` (size :math:`k`) computed by LAPACK is within
+  :math:`c\,k\,\varepsilon\,\|B\|_2^2` of the exact one; dense SVD within
+  :math:`c\max(m, n)\,\varepsilon\,\|A\|_2`;
+* a family whose stencil is a computed function of :math:`\theta` (``SymmetricConv``: a sum of
+  parameters) differs from the float64 stencil by :math:`|\delta w| \le c\,\varepsilon_\theta |w|`,
+  and :math:`\|K(\delta w)\|_2 \le \|\delta w\|_1 \sqrt{m}` with :math:`m` the most times a
+  boundary condition reads one sample (1 for zero and periodic padding).
+
+The constants (:data:`FFT_CONSTANT`, :data:`LAPACK_CONSTANT`) are generous; in float64 the
+allowance is below :math:`10^{-11}` relative for every grid up to :math:`10^6` points.
 """
 
 from __future__ import annotations
@@ -27,13 +47,21 @@ import numpy as np
 import scipy.fft as sfft
 
 from ..kernels._base import ParametricKernel
-from ..kernels.diagonalized import PeriodicEmbedding, block_svdvals
+from ..kernels.conv import Conv, ConvBased
+from ..kernels.dense import Dense
+from ..kernels.diagonalized import PeriodicEmbedding, block_svdvals, full_spectrum
+from ..kernels.reparam import LinearReparam
 from ._lanczos import SpectralEstimate, golub_kahan
+from ._routes import route
 
-__all__ = ["certified_cond", "certified_norm", "symbol_range_bound"]
+__all__ = ["certified_cond", "certified_norm", "norm_upper", "symbol_range_bound"]
 
 #: Lanczos steps of the run that bounds :math:`\sigma_{\max}` from below.
 NORM_STEPS = 30
+#: :math:`c_F`: the FFT's normwise error is at most ``FFT_CONSTANT * log2(N) * eps`` relative.
+FFT_CONSTANT = 16.0
+#: LAPACK's eigenvalue/singular value error is at most ``LAPACK_CONSTANT * size * eps * norm``.
+LAPACK_CONSTANT = 8.0
 #: Points of the fine grid on which the symbol's range is bounded (in all, over the axes).
 SYMBOL_POINTS = 2**22
 
@@ -82,14 +110,22 @@ def _embedding(kernel: ParametricKernel, theta: np.ndarray) -> PeriodicEmbedding
 
 
 def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int, tol: float) -> SpectralEstimate:
-    r"""``lower <= ‖K(θ)‖₂ <= upper``, both guaranteed: Lanczos from the top mode, and the embedding certificate."""
+    r"""``lower <= ‖K(θ)‖₂ <= upper``, both guaranteed: Lanczos from the top mode, and :func:`norm_upper`.
+
+    ``converged`` is True only when the certified bracket is within ``tol`` (``upper <= lower (1 + tol)``):
+    the value returned, the Lanczos lower bound, is then within ``tol`` of the norm; otherwise the
+    caller warns with the bracket.
+    """
     emb = _embedding(kernel, theta)
-    upper = emb.upper_bound()
-    v0 = _start(kernel, theta, emb, largest=True)
-    big, _ = golub_kahan(kernel.op(theta), maxiter=maxiter, tol=tol, need_min=False, v0=v0)
-    lower = min(big.lower, upper)
-    converged = big.converged or upper <= lower * (1 + tol)
-    return SpectralEstimate(big.value, lower, upper, False, "certified", big.iterations, converged, True)
+    upper, _ = norm_upper(kernel, theta, dense_limit=0)
+    exact = theta.astype(np.float64)  # the operator as computed, in float64 (a float32 θ converts exactly)
+    v0 = _start(kernel, exact, emb, largest=True)
+    big, _ = golub_kahan(kernel.op(exact), maxiter=maxiter, tol=tol, need_min=False, v0=v0)
+    slack = LAPACK_CONSTANT * np.sqrt(max(kernel.shape)) * _EPS64 * big.lower + _conversion(kernel, theta, big.lower)
+    lower = max(min(big.lower - slack, upper), 0.0)
+    converged = upper <= lower * (1 + tol)
+    value, lower, upper = float(big.value), float(lower), float(upper)
+    return SpectralEstimate(value, lower, upper, False, "certified", big.iterations, bool(converged), True)
 
 
 def certified_cond(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int, tol: float) -> SpectralEstimate:
@@ -151,3 +187,190 @@ def symbol_range_bound(kernel: ParametricKernel, theta: np.ndarray) -> float:
     if high < 0:
         return max(-high - anti, 0.0)
     return 0.0
+
+
+# ------------------------------------------------------------------ upper bounds with round-off allowances
+_EPS64 = float(np.finfo(np.float64).eps)
+_TRANSFORMS = ("fourier", "cosine", "kronecker")
+
+
+def _plain_stencil(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[Conv, np.ndarray] | None:
+    """``(conv, w)``: the :class:`Conv` and its float64 stencil ``(out, in, *stencil)``, for plain geometries.
+
+    Plain: no dilation, one group, the default padding (the fast symbol below places tap ``j`` at
+    ``j - s//2``); anything else goes through the family's own ``periodic_embedding``.
+    """
+    if isinstance(kernel, Conv):
+        conv, w = kernel, theta64.reshape(kernel.theta_shape)
+    elif isinstance(kernel, ConvBased) and isinstance(kernel.kernel, Conv):
+        conv, w = kernel.kernel, np.asarray(kernel.weights(theta64), dtype=np.float64)
+    else:
+        return None
+    geo = conv.geometry
+    d = len(geo.grid)
+    dilation = tuple(getattr(geo, "dilation", (1,) * d))
+    padding = getattr(geo, "padding", None)
+    plain_padding = (
+        padding is None or padding == "same" or tuple(np.atleast_1d(padding)) == tuple(s // 2 for s in geo.stencil)
+    )
+    if dilation != (1,) * d or getattr(geo, "groups", 1) != 1 or not plain_padding:
+        return None
+    if w.shape != (geo.cout, geo.cin, *geo.stencil):
+        return None
+    return conv, w
+
+
+def half_symbol(w: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
+    r"""The ``rfftn`` half of the symbol of the periodic convolution of stencil ``w`` on ``grid``.
+
+    ``w`` has shape ``(out, in, *stencil)`` (tap :math:`j` at offset :math:`j - s/\!/2`, wrapped
+    when larger than the grid); returns ``(*half, out, in)`` complex, computed in ``w``'s dtype.
+    """
+    d = len(grid)
+    cols = np.zeros((*w.shape[:2], *grid), dtype=w.dtype)
+    index = (slice(None), slice(None), *np.ix_(*(np.mod(np.arange(s) - s // 2, g) for s, g in zip(w.shape[2:], grid))))
+    if all(s <= g for s, g in zip(w.shape[2:], grid)):
+        cols[index] = w
+    else:
+        np.add.at(cols, index, w)
+    spec = sfft.rfftn(cols, axes=tuple(range(2, 2 + d)))
+    return np.moveaxis(spec, (0, 1), (-2, -1))
+
+
+def gram_top(blocks: np.ndarray) -> float:
+    r""":math:`\max_\xi \sigma_{\max}(B(\xi))` from the eigenvalues of the smaller Gram block (no SVD)."""
+    m, n = blocks.shape[-2:]
+    if blocks.size == 0:
+        return 0.0
+    if m == n == 1:
+        return float(np.abs(blocks).max())
+    adjoint = np.conj(np.swapaxes(blocks, -1, -2))
+    gram = blocks @ adjoint if m <= n else adjoint @ blocks
+    return float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[..., -1].max()), 0.0)))
+
+
+def _aliased_top(half: np.ndarray, grid: tuple[int, ...], stride: tuple[int, ...]) -> float:
+    r""":math:`\|S\,C\|_2` for the sampling :math:`S` by ``stride`` (dividing ``grid``) after the periodic :math:`C`.
+
+    See :class:`~structops.kernels.diagonalized.PeriodicEmbedding`: the block of a coarse
+    frequency :math:`\eta` has the Gram :math:`m^{-1}\sum_r \hat C(\xi_r)\hat C(\xi_r)^H` over its aliases.
+    """
+    if all(st == 1 for st in stride):
+        return gram_top(half)
+    d = len(grid)
+    full = full_spectrum(half, grid)
+    shape: list[int] = []
+    for g, st in zip(grid, stride):
+        shape += [st, g // st]
+    full = full.reshape(*shape, *full.shape[d:])
+    gram = np.mean(full @ np.conj(np.swapaxes(full, -1, -2)), axis=tuple(range(0, 2 * d, 2)))
+    return float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[..., -1].max(initial=0.0)), 0.0)))
+
+
+def embedding_grid(conv: Conv) -> tuple[int, ...]:
+    """The periodic grid containing a zero-boundary ``conv``: ``n + s - 1``, FFT-friendly, a multiple of the stride."""
+    size = []
+    for g, s, st in zip(conv.grid, conv.stencil, conv.stride):
+        n = sfft.next_fast_len(g + s - 1, real=True)
+        size.append(-(-n // st) * st)
+    return tuple(size)
+
+
+def _fft_allowance(frobenius: float, grid: tuple[int, ...], block: int, top: float) -> float:
+    """Round-off allowance of a norm read from an FFT symbol (module notes): FFT error plus eigenvalue error."""
+    n = float(np.prod(grid))
+    return FFT_CONSTANT * np.log2(max(n, 2.0)) * _EPS64 * frobenius + LAPACK_CONSTANT * (block + 2) * _EPS64 * top
+
+
+def _conv_upper(conv: Conv, w: np.ndarray) -> tuple[float, str] | None:
+    """The certificate of a plain zero/valid/periodic convolution of stencil ``w`` (float64), or None."""
+    if conv.bc == "periodic":
+        grid = conv.grid
+        if any(g % st for g, st in zip(grid, conv.stride)):
+            stride = (1,) * len(grid)  # ‖R S C‖ <= ‖C‖: the sampling does not tile the grid
+        else:
+            stride = conv.stride
+        name = "fourier"
+    elif conv.bc in ("zero", "valid"):
+        grid, stride, name = embedding_grid(conv), conv.stride, "certified"
+    else:
+        return None
+    half = half_symbol(w, grid)
+    top = _aliased_top(half, grid, stride)
+    frobenius = float(np.sqrt(np.prod(grid))) * float(np.linalg.norm(w))
+    if any(s > g for s, g in zip(w.shape[2:], grid)):
+        frobenius = float(np.sqrt(np.prod(grid))) * float(np.abs(w).sum())
+    return top + _fft_allowance(frobenius, grid, min(w.shape[:2]) * int(np.prod(stride)), top), name
+
+
+def _multiplicity(kernel: ParametricKernel) -> float:
+    """The most times one input sample is read by one tap of one channel pair (1 for zero and periodic padding)."""
+    geo = getattr(kernel, "geometry", None)
+    if geo is None or geo.bc in ("zero", "valid", "periodic"):
+        return 1.0
+    return float(np.prod([s // 2 + 1 for s in geo.stencil]))
+
+
+def _conversion(kernel: ParametricKernel, theta: np.ndarray, top: float) -> float:
+    r"""Allowance for the stencil computed in ``theta``'s dtype instead of float64 (module notes)."""
+    if isinstance(kernel, (Conv, Dense)):
+        return 0.0  # θ holds the operator's entries: the float64 copy is exact
+    eps = float(np.finfo(theta.dtype).eps)
+    theta64 = theta.astype(np.float64)
+    if isinstance(kernel, LinearReparam) and isinstance(kernel.kernel, Conv):
+        P = kernel.P
+        nnz = int(np.diff(P.indptr).max(initial=1))
+        l1 = float((abs(P) @ np.abs(theta64)).sum())
+        return 4.0 * (nnz + 1) * eps * l1 * np.sqrt(_multiplicity(kernel))
+    if isinstance(kernel, ConvBased):
+        l1 = float(np.abs(kernel.weights(theta64)).sum())
+        return 8.0 * eps * l1 * np.sqrt(_multiplicity(kernel))
+    return 8.0 * eps * np.sqrt(float(min(kernel.shape))) * top  # ‖|ΔK|‖₂ <= sqrt(rank) ‖ΔK‖ entrywise
+
+
+def _structured_upper(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[float, str] | None:
+    """The structured certificate (transform or periodic embedding) at a float64 ``theta``, or None."""
+    plain = _plain_stencil(kernel, theta64)
+    if plain is not None:
+        found = _conv_upper(*plain)
+        if found is not None:
+            return found
+    r = route(kernel, theta64, "project_spectral_norm", dense_limit=0)
+    if r.name in _TRANSFORMS and r.diagonal is not None:
+        blocks = r.diagonal.blocks
+        top = float(block_svdvals(blocks).max(initial=0.0))
+        frobenius = float(np.sqrt(2.0)) * float(np.linalg.norm(blocks))
+        allowance = _fft_allowance(frobenius, r.diagonal.grid, min(blocks.shape[-2:]), top)
+        return top + r.diagonal.residual + allowance, r.name
+    emb = kernel.periodic_embedding(theta64)
+    if emb is not None:
+        top = emb.upper_bound()  # includes the symbol's allowance
+        return top + LAPACK_CONSTANT * (emb.multiplier.blocks.shape[-2] + 2) * _EPS64 * top, "certified"
+    return None
+
+
+def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int) -> tuple[float, str]:
+    r"""A certified upper bound on :math:`\|K(\theta)\|_2` of the operator as computed, and its route.
+
+    Structured routes first (a fast transform, the periodic embedding), all in float64 with the
+    round-off allowances of the module notes; dense LAPACK only when none applies and
+    ``max(kernel.shape) <= dense_limit``.
+
+    Raises
+    ------
+    ValueError
+        If no route applies (the message says why).
+    """
+    theta64 = np.asarray(theta).astype(np.float64)
+    found = _structured_upper(kernel, theta64)
+    if found is None and (max(kernel.shape) <= dense_limit or min(kernel.shape) == 0):
+        value = float(np.linalg.norm(kernel.matrix(theta64), 2)) if min(kernel.shape) else 0.0
+        found = value * (1 + LAPACK_CONSTANT * max(kernel.shape) * _EPS64), "dense"
+    if found is None:
+        r = route(kernel, theta64, "project_spectral_norm", dense_limit=dense_limit)
+        raise ValueError(
+            f"no certified bound on the spectral norm of {kernel!r}: {r.reason} Use "
+            "structops.solvers.spectral_norm for an estimate with (probabilistic) bounds."
+        )
+    top, name = found
+    return float(top + _conversion(kernel, np.asarray(theta), top)), name

@@ -193,6 +193,17 @@ def golub_kahan(
 def not_converged(what: str, est: SpectralEstimate, maxiter: int, tol: float) -> None:
     """Warn that an iterative estimate stopped at ``maxiter``, with its bounds and what they guarantee."""
     kind = "both bounds certified" if est.certified else "the upper bound holds with probability >= 1 - 1e-6"
+    if est.method == "certified" and what == "spectral_norm":
+        gap = est.upper / est.lower - 1 if est.lower > 0 else np.inf
+        warnings.warn(
+            f"{what}: the certified bracket [{est.lower:.6e}, {est.upper:.6e}] is {gap:.2e} wide relative, more "
+            f"than tol={tol:g}: the value returned, {est.value:.6e}, is a Lanczos lower bound and may lie that far "
+            "below the norm. For a certificate use structops.solvers.certified_norm_bound or `full_output=True` "
+            "and `.upper`; for the exact value raise `dense_limit` above max(kernel.shape).",
+            EstimateWarning,
+            stacklevel=3,
+        )
+        return
     warnings.warn(
         f"{what}: the Lanczos estimate {est.value:.6e} did not reach tol={tol:g} in maxiter={maxiter} steps; "
         f"the true value lies in [{est.lower:.6e}, {est.upper:.6e}] ({kind}; see `full_output=True` and the "

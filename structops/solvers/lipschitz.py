@@ -30,14 +30,13 @@ import scipy.fft as sfft
 
 from .._validation import check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
-from ..kernels.conv import Conv
-from ..kernels.diagonalized import half_spectrum
-from ._routes import DENSE_LIMIT, route
+from ._certified import embedding_grid, half_symbol, norm_upper
+from ._routes import DENSE_LIMIT
 
 __all__ = ["certified_norm_bound", "project_spectral_norm"]
 
 #: Rounds of clipping and projecting back onto the stencil support.
-CLIP_ROUNDS = 4
+CLIP_ROUNDS = 2
 
 
 def certified_norm_bound(kernel: ParametricKernel, theta, *, dense_limit: int = DENSE_LIMIT) -> float:
@@ -76,41 +75,65 @@ def certified_norm_bound(kernel: ParametricKernel, theta, *, dense_limit: int = 
 
 
 def _certified(kernel: ParametricKernel, theta: np.ndarray, dense_limit: int) -> float:
-    """:func:`certified_norm_bound` on a validated ``theta``: the smallest certificate available."""
-    return route(kernel, theta, "project_spectral_norm", dense_limit=dense_limit).norm_bound()
+    """:func:`certified_norm_bound` on a validated ``theta`` (:func:`~structops.solvers._certified.norm_upper`)."""
+    return norm_upper(kernel, theta, dense_limit=dense_limit)[0]
 
 
 def _stencil_maps(kernel: ParametricKernel):
     """``(conv, to_w, from_w)`` for families whose stencil is linear in ``theta``, else None.
 
     ``to_w(theta)`` is the full stencil ``(out, in, *stencil)`` of the :class:`Conv` ``conv``;
-    ``from_w(w)`` the least-squares parameter.
+    ``from_w(w)`` the least-squares parameter (the kernel hook ``as_convolution``).
     """
     view = kernel.as_convolution()
     return None if view is None or view.solve is None else (view.conv, view.weights, view.solve)
 
 
 def _clip_blocks(blocks: np.ndarray, bound: float) -> np.ndarray:
-    """The blocks with their singular values clipped at ``bound``."""
+    r"""The blocks with their singular values clipped at ``bound``: :math:`B\,V\min(1, L/\Sigma)V^H`.
+
+    From the eigenpairs of the smaller Gram block (``eigh`` is several times faster than an SVD
+    of the batch); singular values below ``bound`` are left alone, so their accuracy does not matter.
+    """
     if blocks.shape[-2:] == (1, 1):
         mag = np.abs(blocks)
         scale = np.where(mag > bound, bound / np.where(mag > 0, mag, 1), 1.0)
         return blocks * scale
-    U, s, Vh = np.linalg.svd(blocks, full_matrices=False)
-    return (U * np.minimum(s, bound)[..., None, :]) @ Vh
+    adjoint = np.conj(np.swapaxes(blocks, -1, -2))
+    wide = blocks.shape[-2] < blocks.shape[-1]
+    lam, V = np.linalg.eigh(blocks @ adjoint if wide else adjoint @ blocks)
+    sigma = np.sqrt(np.maximum(lam, 0.0))
+    scale = np.where(sigma > bound, bound / np.where(sigma > 0, sigma, 1.0), 1.0)
+    proj = (V * scale[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2))
+    return proj @ blocks if wide else blocks @ proj
 
 
 def _clip_on_grid(w: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndarray:
     """One round: clip the periodic convolution of stencil ``w`` on ``grid``, restrict back to the stencil support."""
     d = len(grid)
     stencil = w.shape[2:]
-    periodic = Conv(grid, stencil, bc="periodic", in_channels=w.shape[1], out_channels=w.shape[0])
-    half = half_spectrum(periodic.symbol(w.reshape(-1)), d)  # (*half, out, in)
-    clipped = np.moveaxis(_clip_blocks(half, bound), (-2, -1), (0, 1))  # (out, in, *half)
+    clipped = np.moveaxis(_clip_blocks(half_symbol(w, grid), bound), (-2, -1), (0, 1))  # (out, in, *half)
     cols = sfft.irfftn(clipped, s=grid, axes=tuple(range(2, 2 + d)))
     index = np.ix_(*(np.mod(np.arange(s) - s // 2, g) for s, g in zip(stencil, grid)))
     key = (slice(None), slice(None), *index)
     return cols[key]
+
+
+def _clip_grid(kernel: ParametricKernel) -> tuple[int, ...] | None:
+    """The periodic grid on which to clip: the kernel's own (periodic, stride 1), its embedding's (zero), else None."""
+    maps = _stencil_maps(kernel)
+    if maps is None:
+        return None
+    conv = maps[0]
+    geo = conv.geometry
+    d = len(geo.grid)
+    if tuple(getattr(geo, "dilation", (1,) * d)) != (1,) * d or getattr(geo, "groups", 1) != 1:
+        return None  # the stencil maps below assume the plain layout
+    if conv.bc == "periodic" and all(st == 1 for st in conv.stride):
+        return conv.grid
+    if conv.bc in ("zero", "valid"):
+        return embedding_grid(conv)
+    return None
 
 
 def _clipped(kernel: ParametricKernel, theta: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndarray | None:
@@ -208,10 +231,11 @@ def project_spectral_norm(
     norm = certified_norm_bound(kernel, theta, dense_limit=dense_limit)
     if norm <= bound:
         return theta
-    plain = _shrink(kernel, (theta * (bound / norm)).astype(theta.dtype), bound, dense_limit)
-    grid = route(kernel, theta, "project_spectral_norm", dense_limit=dense_limit).projection_grid()
+    grid = _clip_grid(kernel)
     clipped = None if grid is None else _clipped(kernel, theta, grid, bound)
-    if clipped is None:
-        return plain
-    clipped = _shrink(kernel, clipped, bound, dense_limit)
-    return clipped if np.linalg.norm(clipped - theta) <= np.linalg.norm(plain - theta) else plain
+    if clipped is not None:
+        clipped = _shrink(kernel, clipped, bound, dense_limit)
+        # the plain rescaling θ L/N is |1 - L/N| ‖θ‖ away: build it only when it is closer
+        if np.linalg.norm(clipped - theta) <= abs(1 - bound / norm) * np.linalg.norm(theta):
+            return clipped
+    return _shrink(kernel, (theta * (bound / norm)).astype(theta.dtype), bound, dense_limit)

@@ -43,6 +43,7 @@ from ._routes import DENSE_LIMIT, route
 
 __all__ = ["cond", "eigvals", "implicit_step", "inverse", "spectral_norm", "svdvals"]
 
+
 _WHICH = ("LM", "SM", "LR", "SR", "LI", "SI")
 
 

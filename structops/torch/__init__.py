@@ -42,7 +42,15 @@ from .solve import tikhonov as tikhonov  # the differentiable Tikhonov solve (st
 __all__ = [
     "BACKENDS",
     "DENSE_ENTRIES",
+    "BiasedLayer",
+    "CertifyReport",
+    "LayerBound",
     "Layer",
+    "Residual",
+    "TransposedLayer",
+    "certify",
+    "from_module",
+    "to_module",
     "apply",
     "has_torch_form",
     "prepare",
@@ -289,17 +297,25 @@ class Layer(torch.nn.Module):
         return y + self.bias.reshape(self._bias_shape[1])
 
     @torch.no_grad()
-    def project_(self) -> Layer:
+    def project_(self, *, lipschitz: float | None = None) -> Layer:
         r"""Project ``theta`` in place onto the family's ``bounds`` (no-op when unbounded); returns ``self``.
 
         Call it after an optimiser step for a constrained family (e.g. :class:`structops.MMatrixConv`,
-        :math:`\theta \ge 0`), or reparametrise with :class:`structops.Softplus` instead.
+        :math:`\theta \ge 0`), or reparametrise with :class:`structops.Softplus` instead. With
+        ``lipschitz=L``, then also onto :math:`\|K(\theta)\|_2 \le L`, certified
+        (:func:`structops.solvers.project_spectral_norm`; families linear in ``theta``).
         """
         bounds = self.kernel.bounds
         if bounds is not None:
             lower, upper = (torch.as_tensor(b, dtype=self.theta.dtype) for b in bounds)
             self.theta.copy_(torch.maximum(torch.minimum(self.theta, upper), lower))
+        if lipschitz is not None:
+            project_lipschitz(self, lipschitz)
         return self
+
+    def to_module(self) -> torch.nn.Module:
+        """A plain torch module with the same output (fixed-stencil convolutions, Dense): see :func:`to_module`."""
+        return to_module(self)
 
     def extra_repr(self) -> str:
         """The family, its number of parameters and its bounds (shown in ``repr(layer)``)."""
@@ -322,3 +338,7 @@ def _bias_shape(kernel: ParametricKernel) -> tuple[tuple[int, ...], tuple[int, .
     if hasattr(conv, "out_channels") and len(out) >= 2:
         return (out[0],), (out[0],) + (1,) * (len(out) - 1)
     return out, out
+
+
+from ._modules import BiasedLayer, TransposedLayer, from_module, project_lipschitz, to_module  # noqa: E402
+from .certify import CertifyReport, LayerBound, Residual, certify  # noqa: E402

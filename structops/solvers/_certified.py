@@ -52,7 +52,6 @@ from ..kernels.dense import Dense
 from ..kernels.diagonalized import PeriodicEmbedding, block_svdvals, full_spectrum
 from ..kernels.reparam import LinearReparam
 from ._lanczos import SpectralEstimate, golub_kahan
-from ._routes import route
 
 __all__ = ["certified_cond", "certified_norm", "norm_upper", "symbol_range_bound"]
 
@@ -191,7 +190,6 @@ def symbol_range_bound(kernel: ParametricKernel, theta: np.ndarray) -> float:
 
 # ------------------------------------------------------------------ upper bounds with round-off allowances
 _EPS64 = float(np.finfo(np.float64).eps)
-_TRANSFORMS = ("fourier", "cosine", "kronecker")
 
 
 def _plain_stencil(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[Conv, np.ndarray] | None:
@@ -208,12 +206,8 @@ def _plain_stencil(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[Conv,
         return None
     geo = conv.geometry
     d = len(geo.grid)
-    dilation = tuple(getattr(geo, "dilation", (1,) * d))
-    padding = getattr(geo, "padding", None)
-    plain_padding = (
-        padding is None or padding == "same" or tuple(np.atleast_1d(padding)) == tuple(s // 2 for s in geo.stencil)
-    )
-    if dilation != (1,) * d or getattr(geo, "groups", 1) != 1 or not plain_padding:
+    dilation = tuple(geo.dilation)
+    if dilation != (1,) * d or geo.groups != 1 or not geo.default_padding:
         return None
     if w.shape != (geo.cout, geo.cin, *geo.stencil):
         return None
@@ -335,13 +329,13 @@ def _structured_upper(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[fl
         found = _conv_upper(*plain)
         if found is not None:
             return found
-    r = route(kernel, theta64, "project_spectral_norm", dense_limit=0)
-    if r.name in _TRANSFORMS and r.diagonal is not None:
-        blocks = r.diagonal.blocks
+    D = kernel.diagonalize(theta64)
+    if D is not None and D.unitary:  # the singular values are those of the blocks
+        blocks = D.blocks
         top = float(block_svdvals(blocks).max(initial=0.0))
         frobenius = float(np.sqrt(2.0)) * float(np.linalg.norm(blocks))
-        allowance = _fft_allowance(frobenius, r.diagonal.grid, min(blocks.shape[-2:]), top)
-        return top + r.diagonal.residual + allowance, r.name
+        allowance = _fft_allowance(frobenius, D.grid, min(blocks.shape[-2:]), top)
+        return top + D.residual + allowance, D.route_name
     emb = kernel.periodic_embedding(theta64)
     if emb is not None:
         top = emb.upper_bound()  # includes the symbol's allowance
@@ -367,9 +361,10 @@ def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int)
         value = float(np.linalg.norm(kernel.matrix(theta64), 2)) if min(kernel.shape) else 0.0
         found = value * (1 + LAPACK_CONSTANT * max(kernel.shape) * _EPS64), "dense"
     if found is None:
-        r = route(kernel, theta64, "project_spectral_norm", dense_limit=dense_limit)
         raise ValueError(
-            f"no certified bound on the spectral norm of {kernel!r}: {r.reason} Use "
+            f"no certified bound on the spectral norm of {kernel!r}: no fast transform diagonalises it, it has "
+            f"no periodic embedding, and max(kernel.shape) = {max(kernel.shape)} exceeds `dense_limit` = "
+            f"{dense_limit} for dense LAPACK. Use "
             "structops.solvers.spectral_norm for an estimate with (probabilistic) bounds."
         )
     top, name = found

@@ -344,34 +344,37 @@ def _torch_conv(conv: Conv, transposed: bool, bias: bool, dtype: torch.dtype) ->
     """The torch convolution module of ``conv``'s geometry (weights set by the caller)."""
     geo = conv.geometry
     d = len(geo.grid)
-    if tuple(getattr(geo, "dilation", (1,) * d)) != (1,) * d or getattr(geo, "groups", 1) != 1:
-        raise ValueError(f"to_module: {conv!r} has dilation or groups: not supported in this version.")
-    odd = all(s % 2 for s in geo.stencil)
+    even = tuple(lft for lft, rgt in geo.pads if lft == rgt)
     stride1 = all(st == 1 for st in geo.stride)
-    if geo.bc == "valid":
-        padding: Any = 0
-    elif odd:
-        padding = tuple(s // 2 for s in geo.stencil)
-    elif geo.bc == "zero" and stride1 and not transposed:
+    if len(even) == d:
+        padding: Any = even
+    elif geo.bc == "zero" and stride1 and not transposed and geo.default_padding:
         padding = "same"
     else:
-        raise ValueError(f"to_module: {conv!r} has an even stencil with bc={geo.bc!r} or a stride: no torch padding.")
+        raise ValueError(
+            f"to_module: {conv!r} pads {geo.pads} (before, after) per axis: torch pads both sides alike "
+            "(or 'same' for a zero boundary with stride 1)."
+        )
     if transposed:
-        if geo.bc != "zero" or not odd:
-            raise ValueError(f"to_module: a transposed layer needs bc='zero' and an odd stencil, got {conv!r}.")
+        if geo.bc not in ("zero", "valid") or padding == "same":
+            raise ValueError(f"to_module: a transposed layer needs bc='zero' and even padding, got {conv!r}.")
         transposed_cls: Any = _TRANSPOSED[d - 1]
-        out_padding = tuple(g - ((o - 1) * st + 1) for g, o, st in zip(geo.grid, geo.out_grid, geo.stride))
+        out_padding = tuple(
+            g + 2 * p - ((o - 1) * st + dl * (s - 1) + 1)
+            for g, p, o, st, dl, s in zip(geo.grid, padding, geo.out_grid, geo.stride, geo.dilation, geo.stencil)
+        )
         return transposed_cls(
             geo.cout, geo.cin, geo.stencil, stride=geo.stride, padding=padding, output_padding=out_padding,
-            bias=bias, dtype=dtype,
+            dilation=geo.dilation, groups=geo.groups, bias=bias, dtype=dtype,
         )  # fmt: skip
     mode = _MODES_BY_BC.get("zero" if geo.bc == "valid" else geo.bc)
     if mode is None:
         raise ValueError(f"to_module: bc={geo.bc!r} has no torch padding_mode ({tuple(_MODES_BY_BC)}).")
     cls: Any = _CONVS[d - 1]
     return cls(
-        geo.cin, geo.cout, geo.stencil, stride=geo.stride, padding=padding, padding_mode=mode, bias=bias, dtype=dtype
-    )
+        geo.cin, geo.cout, geo.stencil, stride=geo.stride, padding=padding, padding_mode=mode,
+        dilation=geo.dilation, groups=geo.groups, bias=bias, dtype=dtype,
+    )  # fmt: skip
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ import torch
 from ..kernels.conv import Conv
 from ..kernels.dense import Dense
 from ..solvers import certified_norm_bound, spectral_norm
-from ..solvers.spectral import EstimateWarning, SpectralEstimate
+from ..solvers import EstimateWarning, SpectralEstimate
 from . import Layer
 from ._modules import BiasedLayer, TransposedLayer, from_module
 

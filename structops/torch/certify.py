@@ -32,8 +32,7 @@ import torch
 
 from ..kernels.conv import Conv
 from ..kernels.dense import Dense
-from ..solvers import certified_norm_bound, spectral_norm
-from ..solvers import EstimateWarning, SpectralEstimate
+from ..solvers import EstimateWarning, SpectralEstimate, certified_norm_bound, spectral_norm
 from . import Layer
 from ._modules import BiasedLayer, TransposedLayer, from_module
 

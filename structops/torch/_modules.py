@@ -26,7 +26,6 @@ the spatial axes (:meth:`structops.Conv.theta_from_torch`).
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -79,7 +78,8 @@ class TransposedLayer(Layer):
 
     def __init__(self, kernel: ParametricKernel, theta: Any, bias: torch.Tensor | None = None) -> None:
         super().__init__(kernel, theta)
-        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone().to(self.theta.dtype))
+        if bias is not None:
+            self.bias = torch.nn.Parameter(bias.detach().clone().to(self.theta.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`K(\theta)^\top x_i` (plus the bias)."""
@@ -157,12 +157,10 @@ def _with_bias(kernel: ParametricKernel, theta: np.ndarray, bias: torch.Tensor |
     tensor = torch.from_numpy(np.ascontiguousarray(theta))
     if bias is None:
         return Layer(kernel, tensor)
-    if "bias" in inspect.signature(Layer.__init__).parameters:
-        layer: Any = Layer(kernel, tensor, **{"bias": True})
-        with torch.no_grad():
-            layer.bias.copy_(bias.detach().reshape(layer.bias.shape))
-        return layer
-    return BiasedLayer(kernel, tensor, bias)
+    layer = Layer(kernel, tensor, bias=True)
+    with torch.no_grad():
+        layer.bias.copy_(bias.detach().reshape(layer.bias.shape))
+    return layer
 
 
 def _conv_layer(module: Any, input_shape: Any) -> Layer:

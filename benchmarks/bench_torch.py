@@ -81,7 +81,7 @@ def case_a(n: int, repeat: int) -> None:
     k = structops.Conv((28, 28), 3, in_channels=8, out_channels=8)
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False)
-    theta = k.theta_from_torch(conv.weight)
+    theta = k.theta_from_torch(conv)
     layers = {b: Layer(k, theta, backend=b) for b in ("torch", "auto", "numpy")}
     x, w = torch.randn(n, 8, 28, 28), torch.randn(n, 8, 28, 28)
     for layer in layers.values():  # the same values and gradients as nn.Conv2d
@@ -99,7 +99,7 @@ def per_example(n: int, repeat: int) -> None:
     k = structops.Conv((28, 28), 3, in_channels=8, out_channels=8)
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False)
-    layer = Layer(k, k.theta_from_torch(conv.weight))
+    layer = Layer(k, k.theta_from_torch(conv))
     x, w = torch.randn(n, 8, 28, 28), torch.randn(n, 8, 28, 28)
 
     def gradients(module: torch.nn.Module) -> Callable[[], torch.Tensor]:

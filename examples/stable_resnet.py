@@ -80,7 +80,7 @@ def layer_K(variant: str, grid: tuple[int, int], channels: int) -> nn.Module:
     if variant == "nn.Conv2d":
         return reference
     conv = Conv(grid, 3, in_channels=channels, out_channels=channels)
-    theta = torch.from_numpy(conv.theta_from_torch(reference.weight))  # the same map as `reference`
+    theta = torch.from_numpy(conv.theta_from_torch(reference))  # the same map as `reference`
     family = {
         "conv": conv,
         "parabolic": conv,

@@ -133,28 +133,53 @@ def test_odd_stencil_with_symmetric_padding_and_stride_equals_torch(bc, rng):
 def test_theta_from_torch_round_trip(rng):
     k = Conv((6, 5), (3, 2), in_channels=2, out_channels=3)
     weight = torch.randn(3, 2, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    theta = k.theta_from_torch(weight)
+    theta = k.theta_from_torch(weight, unchecked=True)
     assert theta.shape == (k.nparams,) and theta.dtype == np.float64
     np.testing.assert_array_equal(k.theta_to_torch(theta), weight.numpy())
-    np.testing.assert_array_equal(k.theta_from_torch(weight.numpy()), theta)  # numpy weights too
+    np.testing.assert_array_equal(k.theta_from_torch(weight.numpy(), unchecked=True), theta)  # numpy weights too
     # strides torch accepts, also when every flipped axis has size 1
     for shape in ((2, 3), (1, 1)):
         k1 = Conv((6, 5), shape, in_channels=2, out_channels=3)
         assert torch.tensor(k1.theta_to_torch(rng.standard_normal(k1.nparams))).shape == (3, 2, *shape)
     theta2 = rng.standard_normal(k.nparams)
-    np.testing.assert_array_equal(k.theta_from_torch(k.theta_to_torch(theta2)), theta2)
+    np.testing.assert_array_equal(k.theta_from_torch(k.theta_to_torch(theta2), unchecked=True), theta2)
     # torch's convention used directly: conv2d(x, weight, padding="same") == apply(theta_from_torch(weight), x)
     X = rng.standard_normal((2, *k.in_shape))
     out = F.conv2d(torch.tensor(X), weight, padding="same").numpy()
     assert rel(k.apply(theta, X), out) <= 1e-13
     # a weight that needs gradients is accepted (detached)
     w32 = torch.randn(3, 2, 3, 2, requires_grad=True)
-    assert k.theta_from_torch(w32).dtype == np.float32
+    assert k.theta_from_torch(w32, unchecked=True).dtype == np.float32
 
 
 def test_theta_from_torch_rejects_wrong_shape():
     k = Conv((6, 5), (3, 2), in_channels=2, out_channels=3)
     with pytest.raises(ValueError, match=r"`weight` must have shape \(3, 2, 3, 2\), got \(2, 3, 3, 2\)"):
-        k.theta_from_torch(torch.zeros(2, 3, 3, 2))
+        k.theta_from_torch(torch.zeros(2, 3, 3, 2), unchecked=True)
     with pytest.raises(ValueError, match=r"`theta` must have length nparams = 36"):
         k.theta_to_torch(np.zeros(35))
+
+
+@pytest.mark.parametrize(
+    "options, attribute",
+    [
+        ({"dilation": 2, "padding": 2}, "dilation"),
+        ({"stride": 2, "padding": 1}, "stride"),
+        ({"padding": 0}, "padding"),
+        ({"padding": 1, "padding_mode": "circular"}, "padding_mode"),
+        ({"padding": 1, "groups": 2}, "groups"),
+    ],
+)
+def test_theta_from_torch_checks_the_module_geometry(options, attribute, rng):
+    """A module of another geometry is refused by name; one of the same geometry gives the same map."""
+    k = Conv((6, 5), 3, in_channels=2, out_channels=4)
+    other = torch.nn.Conv2d(2, 4, 3, bias=False, **options).double()
+    with pytest.raises(ValueError, match=rf"the module's `{attribute}` is"):
+        k.theta_from_torch(other)
+    same = torch.nn.Conv2d(2, 4, 3, padding=1, bias=False).double()
+    X = rng.standard_normal((2, *k.in_shape))
+    assert rel(k.apply(k.theta_from_torch(same), X), same(torch.tensor(X)).detach().numpy()) <= default_rtol(
+        np.float64, 18
+    )
+    with pytest.raises(TypeError, match="cannot be checked"):
+        k.theta_from_torch(same.weight)

@@ -304,7 +304,7 @@ def test_layer_with_bias_is_nn_conv2d_with_its_weights():
     conv = torch.nn.Conv2d(3, 4, 3, padding=1)
     k = structops.Conv((7, 7), 3, in_channels=3, out_channels=4)
     for backend in ("numpy", "torch"):
-        layer = st.Layer(k, k.theta_from_torch(conv.weight), backend=backend, bias=True)
+        layer = st.Layer(k, k.theta_from_torch(conv), backend=backend, bias=True)
         with torch.no_grad():
             layer.bias.copy_(conv.bias)
         x = torch.randn(2, 3, 7, 7)

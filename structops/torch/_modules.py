@@ -170,7 +170,7 @@ def _conv_layer(module: Any, input_shape: Any) -> Layer:
     shape = _check_input_shape(input_shape, d, cin, module)
     options = _conv_options(module)
     conv = _build_conv(module, shape[1:], cin, int(module.out_channels), options)
-    theta = conv.theta_from_torch(weight)
+    theta = conv.theta_from_torch(module)
     return _with_bias(conv, theta, module.bias)
 
 
@@ -195,7 +195,7 @@ def _transposed_layer(module: Any, input_shape: Any) -> Layer:
             module, "output_padding", tuple(module.output_padding),
             f"the convolution it transposes maps {conv.in_shape} to {conv.out_shape}, not to the input {shape}.",
         )  # fmt: skip
-    theta = conv.theta_from_torch(weight)
+    theta = conv.theta_from_torch(weight, unchecked=True)  # checked above: the convolution it transposes
     bias = module.bias
     return TransposedLayer(conv, torch.from_numpy(np.ascontiguousarray(theta)), bias)
 

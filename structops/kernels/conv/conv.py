@@ -23,6 +23,7 @@ from ..diagonalized import (
 from . import _core as core
 from ._core import ConvGeometry, check_geometry  # noqa: F401 (check_geometry: re-exported for the families)
 from .polyphase import PolyphaseMultiplier, polyphase_applies
+from .torch_geometry import check_torch_module
 
 METHODS = ("auto", "direct", "fft")
 #: Boundaries under which a stencil that is an outer product gives a Kronecker product of 1-D operators.
@@ -162,7 +163,7 @@ class Conv(ParametricKernel):
     padding=padding, dilation=dilation, groups=groups, padding_mode=mode)`` with weight
     ``theta_to_torch(θ)`` for every bc but ``symmetric`` (mode ``zeros``, ``circular``,
     ``reflect``, ``replicate``). To use torch's weights and convention directly, pass
-    ``theta_from_torch(weight)``.
+    ``theta_from_torch(module)`` (the module's geometry is checked against the family's).
 
     Examples
     --------
@@ -562,28 +563,45 @@ class Conv(ParametricKernel):
         return D.eigenvalues()
 
     # -------------------------------------------------------------- PyTorch
-    def theta_from_torch(self, weight) -> np.ndarray:
-        """θ from a PyTorch weight of shape ``(out_channels, in_channels, *stencil)`` (flip the spatial axes).
+    def theta_from_torch(self, weight, *, unchecked: bool = False) -> np.ndarray:
+        """θ from a PyTorch convolution module (or its weight), flipping the spatial axes.
 
         Parameters
         ----------
-        weight : torch.Tensor or array_like
-            A ``conv{1,2,3}d`` weight; tensors are detached and copied to the CPU.
+        weight : torch.nn.Conv1d/2d/3d, or torch.Tensor or array_like
+            The module, whose ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``,
+            ``dilation``, ``groups``, ``padding`` and ``padding_mode`` are checked against this
+            family's geometry before its weight ``(out_channels, in_channels/groups, *stencil)`` is
+            taken; or the weight alone with ``unchecked=True``.
+        unchecked : bool, optional
+            Take a bare weight (or a gradient with respect to one), the caller vouching that it comes
+            from a module of this geometry. A bare weight without it is refused: its shape does not
+            show the dilation, the padding or the stride, and another geometry would give another
+            map with no error.
 
         Returns
         -------
         numpy.ndarray, shape (p,)
-            ``θ`` such that :meth:`~structops.kernels.ParametricKernel.apply` computes torch's cross-correlation
-            with ``weight``
-            (``padding="same"`` for ``bc="zero"``; see the class notes for the others).
+            ``θ`` such that :meth:`~structops.kernels.ParametricKernel.apply` computes torch's
+            cross-correlation with ``weight`` on this geometry.
 
         Raises
         ------
         ValueError
-            If ``weight`` has another shape or non-finite entries.
+            If the module's geometry differs (the message names the attribute and both values),
+            ``weight`` has another shape or non-finite entries.
         TypeError
-            If ``weight`` is not float32 or float64.
+            If a bare weight is given without ``unchecked=True``, or it is not float32 or float64.
         """
+        if hasattr(weight, "kernel_size") and hasattr(weight, "weight"):
+            check_torch_module(self.geometry, weight)
+            weight = weight.weight
+        elif not unchecked:
+            raise TypeError(
+                "`weight` must be the torch.nn.Conv module, whose dilation, padding, stride and groups are "
+                f"checked against {self!r}; a bare weight of shape {tuple(getattr(weight, 'shape', ()))} cannot be "
+                "checked (pass unchecked=True to vouch for it, or use structops.torch.from_module)."
+            )
         w = np.asarray(weight.detach().cpu().numpy() if hasattr(weight, "detach") else weight)
         expected = self.theta_shape
         if w.shape != expected:

@@ -220,7 +220,7 @@ class ConvGeometry:
     ((3, 3), (2, 2), (4, 4))
     >>> geo = ConvGeometry(10, 3, dilation=2, padding=1, cin=4, cout=2, groups=2)
     >>> geo.extent, geo.padding, geo.out_grid, geo.theta_shape
-    ((5,), ((1, 1),), (7,), (2, 2, 3))
+    ((5,), ((1, 1),), (8,), (2, 2, 3))
     """
 
     grid: tuple[int, ...]

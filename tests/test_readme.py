@@ -73,7 +73,7 @@ def test_the_three_commands_and_ci_runs_the_readme_test_command():
     before = [line for line in ci[: project_installs[0]] if line.startswith(("pip install", "python -m pip install"))]
     assert before == ["python -m pip install --upgrade pip >/dev/null", 'pip install "torch==2.13.0"'], before
     # then the slow tests, then the output-comparing tests again under one and two threads and an
-    # AVX2-only numba target, then the whole suite with numpy, OpenBLAS and numba restricted to AVX2
+    # AVX2-only numba target, then the README's suite with numpy, OpenBLAS and numba restricted to AVX2
     commands = [line for line in ci if line and not line.startswith("#")]
     assert commands[commands.index(tests) + 1] == "pytest -m slow", commands
     reruns = [line for line in ci if line.endswith("pytest -m output")]
@@ -84,7 +84,7 @@ def test_the_three_commands_and_ci_runs_the_readme_test_command():
     for setting in ("X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE=Haswell", "NUMBA_CPU_NAME=haswell"):
         assert setting in avx2, setting
     assert "NUMBA_CPU_FEATURES= " in avx2 and "NUMBA_CACHE_DIR=" in avx2, avx2
-    whole = commands.index('"${AVX2[@]}" pytest --runslow')
+    whole = commands.index('"${AVX2[@]}" pytest')
     last_rerun = max(i for i, line in enumerate(commands) if line.endswith("pytest -m output"))
     assert last_rerun < whole < commands.index('pip install -e ".[dev]"'), commands
     # the developer extra repeats the others (extras cannot portably name each other)

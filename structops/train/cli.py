@@ -97,10 +97,11 @@ def kernels_need_compiling() -> bool:
         return False
     source = Path(conv_package.__file__).with_name("_numba.py")
     custom = os.environ.get("NUMBA_CACHE_DIR")
-    folder = Path(custom).joinpath(*source.parent.resolve().parts[1:]) if custom else source.parent / "__pycache__"
+    # under NUMBA_CACHE_DIR numba keeps one folder per source folder, named after it and a hash of its path
+    folders = sorted(Path(custom).glob(f"{source.parent.name}_*")) if custom else [source.parent / "__pycache__"]
     stamp = source.stat().st_mtime
     for entry in ("forward", "adjoint", "gradient"):
-        index = list(folder.glob(f"_numba.{entry}-*.nbi"))
+        index = [f for folder in folders for f in folder.glob(f"_numba.{entry}-*.nbi")]
         if not any(f.stat().st_size and f.stat().st_mtime >= stamp for f in index):
             return True
     return False

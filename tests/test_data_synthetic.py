@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from structops.data import gaussian_stencil, phantom
+from structops.data import anisotropic_gaussian_stencil, gaussian_stencil, phantom
+from structops.testing import default_rtol
 
 
 @pytest.mark.parametrize("size", [1, 10, 33])
@@ -54,3 +55,15 @@ def test_synthetic_validation():
         gaussian_stencil(3, "1")
     with pytest.raises(ValueError, match=r"`ndim` must be an integer >= 1, got 0"):
         gaussian_stencil(3, 1.0, ndim=0)
+
+
+@pytest.mark.parametrize("degrees", [0.0, 90.0])
+def test_anisotropic_gaussian_is_separable_along_the_grid_axes(degrees):
+    """Unrotated: rows Gaussian with σ₂ times columns Gaussian with σ₁; rotated by 90°: the transpose."""
+    g = anisotropic_gaussian_stencil(9, (3.0, 1.0), degrees)
+    rows, cols = gaussian_stencil(9, 1.0, ndim=1), gaussian_stencil(9, 3.0, ndim=1)
+    want = np.outer(rows, cols) if degrees == 0 else np.outer(cols, rows)
+    tol = default_rtol(np.float64, 81)
+    np.testing.assert_allclose(g, want, rtol=tol, atol=tol * want.max())
+    with pytest.raises(ValueError, match="sigmas"):
+        anisotropic_gaussian_stencil(9, (3.0, 0.0))

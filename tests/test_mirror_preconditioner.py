@@ -11,20 +11,11 @@ import pytest
 import scipy.optimize as sopt
 
 from structops import Conv
-from structops.data import gaussian_stencil, phantom
+from structops.data import anisotropic_gaussian_stencil, gaussian_stencil, phantom
 from structops.solvers import choose_alpha, cosine_eigvals, split_preconditioner, tikhonov
 from structops.solvers.preconditioners import symmetric_part
 
 LAPLACE = np.array([0.0, -1.0, 0.0, -1.0, 4.0, -1.0, 0.0, -1.0, 0.0])
-
-
-def rotated_gaussian(size: int, s1: float, s2: float, degrees: float) -> np.ndarray:
-    c = np.arange(size) - size // 2
-    Y, X = np.meshgrid(c, c, indexing="ij")
-    t = np.deg2rad(degrees)
-    u, v = np.cos(t) * X + np.sin(t) * Y, -np.sin(t) * X + np.cos(t) * Y
-    g = np.exp(-(u**2) / (2 * s1**2) - v**2 / (2 * s2**2))
-    return g / g.sum()
 
 
 def test_symmetric_part_is_the_mean_of_the_mirror_images(rng):
@@ -47,7 +38,7 @@ def test_cosine_eigvals_are_exact_for_a_doubly_symmetric_stencil(bc, rng):
 @pytest.mark.parametrize("bc", ["symmetric", pytest.param("reflect", marks=pytest.mark.slow)])
 def test_dct_preconditioned_lsqr_reaches_the_dense_solution(bc, rng):
     k = Conv((14, 15), (5, 5), bc=bc)
-    theta = rotated_gaussian(5, 1.5, 0.6, 30).ravel()
+    theta = anisotropic_gaussian_stencil(5, (1.5, 0.6), 30).ravel()
     lap = Conv((14, 15), (3, 3), bc=bc).op(LAPLACE)
     b = rng.standard_normal((14, 15))
     K, Ld = k.matrix(theta), lap.todense()
@@ -62,7 +53,7 @@ def test_dct_preconditioned_lsqr_reaches_the_dense_solution(bc, rng):
 
 def test_dct_split_preconditioner_is_the_inverse_square_root_of_the_model(rng):
     k = Conv((8, 9), (3, 3), bc="symmetric")
-    theta = rotated_gaussian(3, 1.0, 0.5, 30).ravel()
+    theta = anisotropic_gaussian_stencil(3, (1.0, 0.5), 30).ravel()
     P = split_preconditioner(k, theta, alpha=0.1, kind="dct").todense()
     C = Conv((8, 9), (3, 3), bc="symmetric").matrix(symmetric_part(theta.reshape(3, 3)).ravel())
     want = np.linalg.inv(C.T @ C + 0.1 * np.eye(72))
@@ -75,7 +66,7 @@ def test_auto_uses_the_cosine_model_for_a_rotated_gaussian_and_not_for_a_diagona
     n = 32
     k = Conv((n, n), (7, 7), bc="symmetric")
     x = phantom(n)
-    gauss = rotated_gaussian(7, 2.0, 0.7, 30).ravel()
+    gauss = anisotropic_gaussian_stencil(7, (2.0, 0.7), 30).ravel()
     b = k.apply(gauss, x) + 0.01 * rng.standard_normal((n, n))
     runs = {
         p: tikhonov(k, gauss, b, alpha=1e-3, solver="lsqr", preconditioner=p, full_output=True) for p in (None, "auto")

@@ -19,9 +19,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .synthetic import gaussian_stencil, phantom
+from .synthetic import anisotropic_gaussian_stencil, gaussian_stencil, phantom
 
-__all__ = ["data_path", "gaussian_stencil", "phantom"]
+__all__ = ["anisotropic_gaussian_stencil", "data_path", "gaussian_stencil", "phantom"]
 
 
 def data_path(name: str) -> Path:

@@ -322,6 +322,17 @@ def _conversion(kernel: ParametricKernel, theta: np.ndarray, top: float) -> floa
     return 8.0 * eps * np.sqrt(float(min(kernel.shape))) * top  # ‖|ΔK|‖₂ <= sqrt(rank) ‖ΔK‖ entrywise
 
 
+def _transform_top(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[float, str] | None:
+    """The norm from a unitary diagonalisation at a float64 ``theta`` with its FFT and LAPACK allowances, or None."""
+    D = kernel.diagonalize(theta64)
+    if D is None or not D.unitary:  # otherwise the singular values are those of the blocks
+        return None
+    blocks = D.blocks
+    top = float(block_svdvals(blocks).max(initial=0.0))
+    frobenius = float(np.sqrt(2.0)) * float(np.linalg.norm(blocks))
+    return top + D.residual + _fft_allowance(frobenius, D.grid, min(blocks.shape[-2:]), top), D.route_name
+
+
 def _structured_upper(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[float, str] | None:
     """The structured certificate (transform or periodic embedding) at a float64 ``theta``, or None."""
     plain = _plain_stencil(kernel, theta64)
@@ -329,18 +340,33 @@ def _structured_upper(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[fl
         found = _conv_upper(*plain)
         if found is not None:
             return found
-    D = kernel.diagonalize(theta64)
-    if D is not None and D.unitary:  # the singular values are those of the blocks
-        blocks = D.blocks
-        top = float(block_svdvals(blocks).max(initial=0.0))
-        frobenius = float(np.sqrt(2.0)) * float(np.linalg.norm(blocks))
-        allowance = _fft_allowance(frobenius, D.grid, min(blocks.shape[-2:]), top)
-        return top + D.residual + allowance, D.route_name
+    found = _transform_top(kernel, theta64)
+    if found is not None:
+        return found
     emb = kernel.periodic_embedding(theta64)
     if emb is not None:
         top = emb.upper_bound()  # includes the symbol's allowance
         return top + LAPACK_CONSTANT * (emb.multiplier.blocks.shape[-2] + 2) * _EPS64 * top, "certified"
     return None
+
+
+def transform_upper(kernel: ParametricKernel, theta: np.ndarray) -> float | None:
+    r"""The certified bound read from the kernel's unitary diagonalisation, with every round-off allowance, or None.
+
+    The bound of :class:`~structops.solvers.Route` objects on a transform route: the largest
+    block singular value, the transform's residual, the FFT and LAPACK allowances and the
+    conversion of the stencil from ``theta``'s dtype (computed in float64).
+    """
+    found = _transform_top(kernel, np.asarray(theta).astype(np.float64))
+    return None if found is None else float(found[0] + _conversion(kernel, np.asarray(theta), found[0]))
+
+
+def dense_upper(kernel: ParametricKernel, theta: np.ndarray) -> float:
+    r"""The dense LAPACK norm of :math:`K(\theta)` in float64 with LAPACK's and the conversion's allowances."""
+    theta64 = np.asarray(theta).astype(np.float64)
+    value = float(np.linalg.norm(kernel.matrix(theta64), 2)) if min(kernel.shape) else 0.0
+    top = value * (1 + LAPACK_CONSTANT * max(kernel.shape) * _EPS64)
+    return float(top + _conversion(kernel, np.asarray(theta), top))
 
 
 def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int) -> tuple[float, str]:
@@ -358,8 +384,7 @@ def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int)
     theta64 = np.asarray(theta).astype(np.float64)
     found = _structured_upper(kernel, theta64)
     if found is None and (max(kernel.shape) <= dense_limit or min(kernel.shape) == 0):
-        value = float(np.linalg.norm(kernel.matrix(theta64), 2)) if min(kernel.shape) else 0.0
-        found = value * (1 + LAPACK_CONSTANT * max(kernel.shape) * _EPS64), "dense"
+        return dense_upper(kernel, theta), "dense"
     if found is None:
         raise ValueError(
             f"no certified bound on the spectral norm of {kernel!r}: no fast transform diagonalises it, it has "

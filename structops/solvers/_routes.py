@@ -42,7 +42,7 @@ import scipy.sparse.linalg as spla
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized, PeriodicEmbedding
 from ._blocks import invert_diagonal, normal_inverse, not_normal
-from ._certified import certified_cond, certified_norm
+from ._certified import certified_cond, certified_norm, dense_upper, norm_upper, transform_upper
 from ._filters import Regularizer, TikhonovSpectrum, as_regularizer, exact_solver, shares_basis, spectrum
 from ._lanczos import EstimateWarning, SpectralEstimate, exact_estimate, golub_kahan
 
@@ -263,8 +263,10 @@ class TransformRoute(Route):
         return normal_inverse(self._d, h, 1.0, None, f"{h:g}·KᵀK + I")
 
     def norm_bound(self) -> float:
-        """The largest block singular value plus the transform's residual."""
-        return self._d.extremes()[0] + self._d.residual
+        """The largest block singular value plus the transform's residual and the round-off allowances."""
+        bound = transform_upper(self._k, self._t)
+        assert bound is not None  # a transform route has a unitary diagonalisation
+        return bound
 
     def projection_grid(self) -> tuple[int, ...] | None:
         """The transform's periodic grid (a Fourier symbol), else the embedding's."""
@@ -316,11 +318,10 @@ class DenseRoute(Route):
         return order_eigvals(ev, which)[: 6 if k is None else k]
 
     def norm_bound(self) -> float:
-        r"""The dense norm times :math:`1 + 64\varepsilon`, or the embedding's certificate if smaller."""
-        eps = float(np.finfo(np.float64).eps)
-        bounds = [self._norm() * (1 + 64 * eps)]
+        r"""The dense norm with LAPACK's round-off allowance, or the structured certificate if smaller."""
+        bounds = [dense_upper(self._k, self._t)]
         if self.embedding is not None:
-            bounds.append(self.embedding.upper_bound())
+            bounds.append(norm_upper(self._k, self._t, dense_limit=0)[0])
         return min(bounds)
 
 
@@ -337,9 +338,8 @@ class CertifiedRoute(Route):
         return certified_cond(self._k, self._t, maxiter=maxiter, tol=tol)
 
     def norm_bound(self) -> float:
-        """The embedding's certificate."""
-        assert self.embedding is not None
-        return self.embedding.upper_bound()
+        """The embedding's certificate, with the round-off allowances of the operator as computed."""
+        return norm_upper(self._k, self._t, dense_limit=0)[0]
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,31 @@ def test_vjp_matches_central_differences(route, rng):
     assert g.alpha == pytest.approx((loss(theta, b, alpha + h, phi) - loss(theta, b, alpha - h, phi)) / (2 * h), **tol)
 
 
+@pytest.mark.parametrize("route", ["periodic", "iterative"])
+def test_a_fixed_regulariser_gives_the_gradients_of_its_family(route, rng):
+    """``L`` as a fixed operator: the gradients in θ, b and α are those with ``L`` as a family at the same φ."""
+    torch = pytest.importorskip("torch")
+    from structops.torch import tikhonov as torch_tikhonov
+
+    k, theta, L_family = case(route, rng)
+    phi = LAPLACE + 0.1 * rng.standard_normal(9)
+    c = torch.tensor(rng.standard_normal(GRID))
+    b0 = rng.standard_normal(GRID)
+    grads = []
+    for fixed in (False, True):
+        th = torch.tensor(theta, requires_grad=True)
+        b = torch.tensor(b0, requires_grad=True)
+        a = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+        if fixed:
+            x = torch_tikhonov(k, th, b, alpha=a, L=L_family.op(phi), rtol=1e-13)
+        else:
+            x = torch_tikhonov(k, th, b, alpha=a, L=L_family, theta_L=torch.tensor(phi), rtol=1e-13)
+        (c * x.reshape(GRID)).sum().backward()
+        grads.append([th.grad, b.grad, a.grad])
+    for fixed, family in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(fixed, family, rtol=1e-8, atol=1e-10)
+
+
 @pytest.mark.parametrize("route", ["periodic", "kronecker", pytest.param("iterative", marks=pytest.mark.slow)])
 def test_torch_tikhonov_passes_gradcheck(route, rng):
     torch = pytest.importorskip("torch")

@@ -55,6 +55,7 @@ def tikhonov_vjp(
     *,
     L_family: ParametricKernel | None = None,
     theta_L=None,
+    L=None,
     solver: str = "auto",
     preconditioner: str | None = "auto",
     rtol: float = 1e-10,
@@ -72,7 +73,9 @@ def tikhonov_vjp(
     x, g : numpy.ndarray, shape ``(N_in,)``
         The solution and :math:`\partial\ell/\partial x`.
     L_family, theta_L : optional
-        :math:`L(\phi)` as a family and its parameters (None: :math:`L = I`).
+        :math:`L(\phi)` as a family and its parameters (differentiated in :math:`\phi`).
+    L : pylops.LinearOperator, optional
+        A fixed regulariser instead of a family (no gradient through it); neither: :math:`L = I`.
     solver, preconditioner, rtol : optional
         The route of the adjoint solve (as for :func:`structops.solvers.tikhonov`).
 
@@ -82,7 +85,8 @@ def tikhonov_vjp(
     """
     as_kernel(kernel)
     theta = kernel.validate_theta(theta)
-    L = None if L_family is None else L_family.op(theta_L)
+    if L_family is not None:
+        L = L_family.op(theta_L)
     d = Deblurrer(kernel, theta, L=L, solver=solver, preconditioner=preconditioner, rtol=rtol)
     dtype = theta.dtype
     x, g, b = (np.asarray(a, dtype=dtype).ravel() for a in (x, g, b))

@@ -40,11 +40,6 @@ class _Tikhonov(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gx):
         theta, b, alpha, theta_L = ctx.saved_tensors
-        if ctx.L_fixed is not None:
-            raise NotImplementedError(
-                "structops.torch.tikhonov differentiates through a fixed pylops `L` only when it is a family: pass "
-                "`L=family` with `theta_L`."
-            )
         g = tikhonov_vjp(
             ctx.kernel,
             _host(theta),
@@ -54,6 +49,7 @@ class _Tikhonov(torch.autograd.Function):
             _host(gx),
             L_family=ctx.L_family,
             theta_L=None if ctx.L_family is None else _host(theta_L),
+            L=ctx.L_fixed,
             solver=ctx.options["solver"],
             preconditioner=ctx.options["preconditioner"],
             rtol=ctx.options["rtol"],

@@ -42,7 +42,6 @@ from .solve import tikhonov as tikhonov  # the differentiable Tikhonov solve (st
 __all__ = [
     "BACKENDS",
     "DENSE_ENTRIES",
-    "BiasedLayer",
     "CertifyReport",
     "LayerBound",
     "Layer",
@@ -340,5 +339,5 @@ def _bias_shape(kernel: ParametricKernel) -> tuple[tuple[int, ...], tuple[int, .
     return out, out
 
 
-from ._modules import BiasedLayer, TransposedLayer, from_module, project_lipschitz, to_module  # noqa: E402
+from ._modules import TransposedLayer, from_module, project_lipschitz, to_module  # noqa: E402
 from .certify import CertifyReport, LayerBound, Residual, certify  # noqa: E402

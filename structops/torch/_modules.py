@@ -5,18 +5,17 @@ r"""From a ``torch.nn`` module to a :class:`~structops.torch.Layer` and back, an
   ``nn.Linear`` (:class:`~structops.Dense`) as a :class:`~structops.torch.Layer` computing the
   same map. Every layer built is checked on a random input against the module itself (to
   :math:`10^{-12}` relative in float64, :math:`10^{-5}` in float32): nothing is ever silently
-  different. What :class:`structops.Conv` cannot represent is refused with a ``ValueError`` that
-  names the attribute and its value (``dilation``, ``groups`` and padding other than
-  ``kernel_size // 2`` until ``Conv`` takes them: the code passes them on as soon as it does).
+  different. Every ``dilation``, ``groups`` and ``padding`` is passed on to :class:`structops.Conv`;
+  what it cannot represent (an unknown ``padding_mode``, an ``output_padding`` that does not fit)
+  is refused with a ``ValueError`` that names the attribute and its value.
 * :func:`to_module` -- the plain torch module of a layer whose family is a convolution with a
   fixed stencil (zero-cost inference).
 * :func:`project_lipschitz` -- ``Layer.project_(lipschitz=L)``: the certified projection
   :func:`structops.solvers.project_spectral_norm` applied in place.
 
-**Bias.** A bias is held by the returned layer: as its ``bias`` parameter when
-:class:`~structops.torch.Layer` takes ``bias=`` itself, otherwise by a :class:`BiasedLayer`
-(a ``Layer`` whose forward adds ``bias`` per output channel). Either way ``layer.bias`` is a
-``torch.nn.Parameter`` of shape ``(out_channels,)`` (``(out_features,)``).
+**Bias.** A bias is held by the returned layer as its ``bias`` parameter
+(``Layer(..., bias=True)``), a ``torch.nn.Parameter`` of shape ``(out_channels,)``
+(``(out_features,)``).
 
 The convention (Lars Ruthotto, *Numerical Methods for Deep Learning*, "Parametric Models"):
 ``Conv`` computes :math:`z_i = \sum_j \theta_j x_{i + c - j}` with :math:`c = s/\!/2`, torch the
@@ -37,7 +36,7 @@ from ..kernels.dense import Dense
 from ..solvers.lipschitz import project_spectral_norm
 from . import Layer, apply
 
-__all__ = ["BiasedLayer", "TransposedLayer", "from_module", "project_lipschitz", "to_module"]
+__all__ = ["TransposedLayer", "from_module", "project_lipschitz", "to_module"]
 
 _PADDING_MODES = {"zeros": "zero", "circular": "periodic", "reflect": "reflect", "replicate": "replicate"}
 _MODES_BY_BC = {bc: mode for mode, bc in _PADDING_MODES.items()}
@@ -45,35 +44,12 @@ _CONVS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 _TRANSPOSED = (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
 
 
-class BiasedLayer(Layer):
-    r"""A :class:`~structops.torch.Layer` plus a bias per output channel: :math:`K(\theta)x + b`.
-
-    Used by :func:`from_module` when :class:`~structops.torch.Layer` itself takes no ``bias=``.
-
-    Parameters
-    ----------
-    kernel : ParametricKernel
-    theta : torch.Tensor or array_like, shape (p,)
-    bias : torch.Tensor, shape (out_shape[0],)
-        Copied into the parameter ``bias``.
-    """
-
-    def __init__(self, kernel: ParametricKernel, theta: Any, bias: torch.Tensor) -> None:
-        super().__init__(kernel, theta)
-        self.bias = torch.nn.Parameter(bias.detach().clone().to(self.theta.dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r""":math:`K(\theta)x_i + b` (``b`` broadcast over the grid)."""
-        y = super().forward(x)
-        return y + self.bias.reshape(-1, *([1] * (y.ndim - 2)))
-
-
 class TransposedLayer(Layer):
     r"""A :class:`~structops.torch.Layer` applying :math:`K(\theta)^\top` (a transposed convolution).
 
     ``forward(x)`` is :func:`~structops.torch.apply` with ``transpose=True``: inputs of shape
     ``(n, *kernel.out_shape)``, outputs ``(n, *kernel.in_shape)``; its norm is that of
-    :math:`K(\theta)`. An optional ``bias`` per output channel as in :class:`BiasedLayer`.
+    :math:`K(\theta)`. An optional ``bias`` per output channel, added after the product.
     """
 
     def __init__(self, kernel: ParametricKernel, theta: Any, bias: torch.Tensor | None = None) -> None:
@@ -132,28 +108,15 @@ def _conv_options(module: Any) -> dict[str, Any]:
     return {"stencil": stencil, "bc": bc, "stride": tuple(int(s) for s in module.stride), **extra}
 
 
-def _build_conv(module: Any, grid: tuple[int, ...], cin: int, cout: int, options: dict) -> Conv:
-    """The ``Conv`` of ``options`` (keywords ``Conv`` may not take yet are refused by name)."""
+def _build_conv(grid: tuple[int, ...], cin: int, cout: int, options: dict) -> Conv:
+    """The ``Conv`` of ``options`` (from :func:`_conv_options`) on ``grid``."""
     options = dict(options)
     stencil = options.pop("stencil")
-    planned = {key: options[key] for key in ("dilation", "groups", "padding") if key in options}
-    try:
-        return Conv(grid, stencil, in_channels=cin, out_channels=cout, **options)
-    except TypeError:
-        if not planned:
-            raise
-        key, value = next(iter(planned.items()))
-        raise _refuse(
-            module,
-            key,
-            value,
-            "structops.Conv does not take it in this version (dilation=1, groups=1 and "
-            "padding=kernel_size//2 or 0 only).",
-        ) from None
+    return Conv(grid, stencil, in_channels=cin, out_channels=cout, **options)
 
 
 def _with_bias(kernel: ParametricKernel, theta: np.ndarray, bias: torch.Tensor | None) -> Layer:
-    """A :class:`Layer` holding ``bias``: ``Layer(..., bias=...)`` when it takes one, else :class:`BiasedLayer`."""
+    """A :class:`Layer` holding ``bias`` (``Layer(..., bias=True)``, the parameter set to it), or none."""
     tensor = torch.from_numpy(np.ascontiguousarray(theta))
     if bias is None:
         return Layer(kernel, tensor)
@@ -169,7 +132,7 @@ def _conv_layer(module: Any, input_shape: Any) -> Layer:
     cin = int(module.in_channels)
     shape = _check_input_shape(input_shape, d, cin, module)
     options = _conv_options(module)
-    conv = _build_conv(module, shape[1:], cin, int(module.out_channels), options)
+    conv = _build_conv(shape[1:], cin, int(module.out_channels), options)
     theta = conv.theta_from_torch(module)
     return _with_bias(conv, theta, module.bias)
 
@@ -189,7 +152,7 @@ def _transposed_layer(module: Any, input_shape: Any) -> Layer:
         (n - 1) * st - 2 * p + dl * (k - 1) + op + 1
         for n, st, p, dl, k, op in zip(shape[1:], stride, pad, dilation, stencil, module.output_padding)
     )
-    conv = _build_conv(module, grid, cout, cin, options)
+    conv = _build_conv(grid, cout, cin, options)
     if conv.out_shape != shape:
         raise _refuse(
             module, "output_padding", tuple(module.output_padding),

@@ -34,7 +34,7 @@ from ..kernels.conv import Conv
 from ..kernels.dense import Dense
 from ..solvers import EstimateWarning, SpectralEstimate, certified_norm_bound, spectral_norm
 from . import Layer
-from ._modules import BiasedLayer, TransposedLayer, from_module
+from ._modules import TransposedLayer, from_module
 
 __all__ = ["CertifyReport", "LayerBound", "Residual", "certify"]
 
@@ -266,7 +266,7 @@ _LINEAR_MODULES = (
 def _foldable(module: Any) -> bool:
     if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
         return True
-    return isinstance(module, (Layer, BiasedLayer)) and isinstance(module.kernel, (Conv, Dense))
+    return isinstance(module, Layer) and isinstance(module.kernel, (Conv, Dense))
 
 
 def _tuple(value: Any, d: int) -> tuple[int, ...]:

@@ -205,9 +205,7 @@ def _plain_stencil(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[Conv,
     else:
         return None
     geo = conv.geometry
-    d = len(geo.grid)
-    dilation = tuple(geo.dilation)
-    if dilation != (1,) * d or geo.groups != 1 or not geo.default_padding:
+    if not geo.plain:
         return None
     if w.shape != (geo.cout, geo.cin, *geo.stencil):
         return None

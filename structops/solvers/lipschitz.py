@@ -126,9 +126,7 @@ def _clip_grid(kernel: ParametricKernel) -> tuple[int, ...] | None:
     if maps is None:
         return None
     conv = maps[0]
-    geo = conv.geometry
-    d = len(geo.grid)
-    if tuple(geo.dilation) != (1,) * d or geo.groups != 1 or not geo.default_padding:
+    if not conv.geometry.plain:
         return None  # the stencil maps below assume the plain layout
     if conv.bc == "periodic" and all(st == 1 for st in conv.stride):
         return conv.grid

@@ -293,6 +293,11 @@ class ConvGeometry:
         return self.padding == _default_pads(self.extent, self.bc)
 
     @property
+    def plain(self) -> bool:
+        """No dilation, one group and the default padding: tap ``j`` of the stencil sits at offset ``j - s//2``."""
+        return all(d == 1 for d in self.dilation) and self.groups == 1 and self.default_padding
+
+    @property
     def pads(self) -> tuple[tuple[int, int], ...]:
         """(before, after) padding per axis: the field ``padding``."""
         return self.padding

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
+from .._backend import blas_threads_for
 from .._validation import check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
 from ._certified import embedding_grid, half_symbol, norm_upper
@@ -102,11 +103,12 @@ def _clip_blocks(blocks: np.ndarray, bound: float) -> np.ndarray:
         return blocks * scale
     adjoint = np.conj(np.swapaxes(blocks, -1, -2))
     wide = blocks.shape[-2] < blocks.shape[-1]
-    lam, V = np.linalg.eigh(blocks @ adjoint if wide else adjoint @ blocks)
-    sigma = np.sqrt(np.maximum(lam, 0.0))
-    scale = np.where(sigma > bound, bound / np.where(sigma > 0, sigma, 1.0), 1.0)
-    proj = (V * scale[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2))
-    return proj @ blocks if wide else blocks @ proj
+    with blas_threads_for(max(blocks.shape[-2:])):  # small blocks: one BLAS thread (threads only spin)
+        lam, V = np.linalg.eigh(blocks @ adjoint if wide else adjoint @ blocks)
+        sigma = np.sqrt(np.maximum(lam, 0.0))
+        scale = np.where(sigma > bound, bound / np.where(sigma > 0, sigma, 1.0), 1.0)
+        proj = (V * scale[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2))
+        return proj @ blocks if wide else blocks @ proj
 
 
 def _clip_on_grid(w: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndarray:

@@ -167,7 +167,7 @@ def _fold_batchnorm(layer: Layer, bn: Any) -> np.ndarray:
     s = scale.double().numpy()
     theta = layer.theta.detach().double().numpy()
     kernel = layer.kernel
-    if isinstance(kernel, Conv) and not isinstance(layer, TransposedLayer):
+    if _is_conv(kernel) and not isinstance(layer, TransposedLayer):
         w = theta.reshape(kernel.out_channels, -1) * s[:, None]
         return w.ravel()
     if isinstance(kernel, Dense):
@@ -266,7 +266,13 @@ _LINEAR_MODULES = (
 def _foldable(module: Any) -> bool:
     if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
         return True
-    return isinstance(module, Layer) and isinstance(module.kernel, (Conv, Dense))
+    return isinstance(module, Layer) and (_is_conv(module.kernel) or isinstance(module.kernel, Dense))
+
+
+def _is_conv(kernel: Any) -> bool:
+    """Whether ``kernel`` is a convolution whose ``θ`` is its stencil (the kernel hook ``as_convolution``)."""
+    view = kernel.as_convolution()
+    return view is not None and view.conv is kernel
 
 
 def _tuple(value: Any, d: int) -> tuple[int, ...]:

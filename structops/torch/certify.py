@@ -167,8 +167,9 @@ def _fold_batchnorm(layer: Layer, bn: Any) -> np.ndarray:
     s = scale.double().numpy()
     theta = layer.theta.detach().double().numpy()
     kernel = layer.kernel
-    if _is_conv(kernel) and not isinstance(layer, TransposedLayer):
-        w = theta.reshape(kernel.out_channels, -1) * s[:, None]
+    conv = _conv_itself(kernel)
+    if conv is not None and not isinstance(layer, TransposedLayer):
+        w = theta.reshape(conv.out_channels, -1) * s[:, None]
         return w.ravel()
     if isinstance(kernel, Dense):
         return (theta.reshape(kernel.rows, kernel.cols, order="F") * s[:, None]).ravel(order="F")
@@ -266,13 +267,13 @@ _LINEAR_MODULES = (
 def _foldable(module: Any) -> bool:
     if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
         return True
-    return isinstance(module, Layer) and (_is_conv(module.kernel) or isinstance(module.kernel, Dense))
+    return isinstance(module, Layer) and (_conv_itself(module.kernel) is not None or isinstance(module.kernel, Dense))
 
 
-def _is_conv(kernel: Any) -> bool:
-    """Whether ``kernel`` is a convolution whose ``θ`` is its stencil (the kernel hook ``as_convolution``)."""
+def _conv_itself(kernel: Any) -> Conv | None:
+    """``kernel`` if it is a convolution whose ``θ`` is its stencil (the kernel hook ``as_convolution``), else None."""
     view = kernel.as_convolution()
-    return view is not None and view.conv is kernel
+    return view.conv if view is not None and view.conv is kernel else None
 
 
 def _tuple(value: Any, d: int) -> tuple[int, ...]:

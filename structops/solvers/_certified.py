@@ -308,11 +308,12 @@ def embedding_grid(conv: Conv) -> tuple[int, ...]:
     :math:`i` reads :math:`i - a \ldots i + b` with :math:`a = s/\!/2`, :math:`b = s - 1 - a`:
     on a grid :math:`L \ge n + \max(a, b)` no read wraps onto the image (``"zero"``; the reads
     of a ``"valid"`` output stay inside it, :math:`L \ge n`), so ``K`` is a restriction of the
-    periodic convolution there. The smallest such grid gives the fewest frequency blocks.
+    periodic convolution there. The smallest such grid whose FFT is fast (factors 2, 3, 5, 7,
+    11: 33 for 32, 30 for 28, not a prime) gives the fewest frequency blocks.
     """
     size = []
     for g, s, st in zip(conv.grid, conv.stencil, conv.stride):
-        n = g if conv.bc == "valid" else g + max(s // 2, s - 1 - s // 2)
+        n = sfft.next_fast_len(g if conv.bc == "valid" else g + max(s // 2, s - 1 - s // 2))  # 2, 3, 5, 7, 11
         size.append(-(-n // st) * st)
     return tuple(size)
 

@@ -260,6 +260,41 @@ def test_no_string_comparison_against_route_names_outside_the_selection():
         pytest.xfail("solvers still branch on route names (issue 23, dispatch by type):\n" + "\n".join(found))
 
 
+def _structure_calls() -> list[str]:
+    """Calls of ``.diagonalize(...)`` in the solvers' public modules (the route's building blocks, ``_*.py``, excepted)."""
+    found = []
+    for name, path in _sources().items():
+        if not name.startswith("structops.solvers") or name.rsplit(".", 1)[-1].startswith("_"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "diagonalize":
+                found.append(f"{name} (line {node.lineno}): {ast.unparse(node)}")
+    return found
+
+
+def test_the_solvers_get_the_structure_through_the_route_selection():
+    # dispatch by type: a solver asks route(kernel, theta, func) for its strategy, never the kernel directly
+    found = _structure_calls()
+    assert not found, "solvers calling kernel.diagonalize instead of structops.solvers.route:\n" + "\n".join(found)
+
+
+def test_the_convolution_families_have_one_structure_api():
+    # diagonalize is the way to the structure: no `circulant` property, `symbol` only as a deprecated alias
+    import warnings
+
+    import numpy as np
+
+    from structops import kernels
+
+    families = [getattr(kernels, n) for n in kernels.TOP_LEVEL if isinstance(getattr(kernels, n), type)]
+    assert not [f.__name__ for f in families if hasattr(f, "circulant")]
+    k = kernels.Conv((4, 4), 3, bc="periodic")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        np.testing.assert_array_equal(k.symbol(np.arange(9.0)), k.diagonalize(np.arange(9.0)).full_blocks())
+    assert [w.category for w in caught] == [DeprecationWarning]
+
+
 def _string_lists(tree: ast.AST):
     for node in ast.walk(tree):
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):

@@ -261,7 +261,7 @@ def test_no_string_comparison_against_route_names_outside_the_selection():
 
 
 def _structure_calls() -> list[str]:
-    """Calls of ``.diagonalize(...)`` in the solvers' public modules (the route's building blocks, ``_*.py``, excepted)."""
+    """Calls of ``.diagonalize(...)`` in the solvers' public modules (not in the route's building blocks, ``_*.py``)."""
     found = []
     for name, path in _sources().items():
         if not name.startswith("structops.solvers") or name.rsplit(".", 1)[-1].startswith("_"):

@@ -216,6 +216,34 @@ class Diagonalized(ColumnBatched, abc.ABC):
             return blocks[..., 0, 0]
         return np.linalg.eigvals(blocks)
 
+    def dot(self, x):
+        r"""``A @ x``, also for a stack of examples: one block product, the same as looping over them.
+
+        Besides pylops' conventions (and a one-channel example given as its grid alone, see
+        :meth:`~structops.kernels.operators.ColumnBatched.dot`), ``x`` may be a stack
+        ``(m, *dims)`` of examples, or for one input channel ``(m, *grid)`` with a grid of two or
+        more axes (``m`` images ``(m, H, W)``); the result is ``(m, *dimsd)``, or ``(m, *out_grid)``
+        for the latter (the output grid alone when there is one output channel). The ``m``
+        examples are the columns of one ``matmat``: ``inverse(kernel, theta) @ B`` solves for
+        every image of ``B`` with one transform of the stack.
+        """
+        out = self._stack_output(x.shape) if isinstance(x, np.ndarray) else None
+        if out is None:
+            return super().dot(x)
+        m = x.shape[0]
+        Y = np.asarray(super().dot(x.reshape(m, -1).T))
+        return np.ascontiguousarray(Y.T).reshape(m, *out)
+
+    def _stack_output(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The shape of one result when ``shape`` is a stack of examples (see :meth:`dot`), else None."""
+        dims, dimsd = tuple(self.dims), tuple(self.dimsd)
+        if len(shape) == len(dims) + 1 and tuple(shape[1:]) == dims:
+            return dimsd
+        one_channel = len(dims) >= 3 and dims[0] == 1 and tuple(shape) != dims
+        if one_channel and len(shape) == len(dims) and tuple(shape[1:]) == dims[1:]:
+            return dimsd[1:] if dimsd[0] == 1 else dimsd
+        return None
+
     def _full_blocks(self) -> np.ndarray:
         """The blocks on the whole grid, shape ``(*grid, out, in)``."""
         return self.blocks
@@ -671,9 +699,9 @@ class KroneckerMultiplier(Diagonalized):
         super().__init__(dtype=dtype, dims=(1, *self.grid), dimsd=(1, *self.grid), name=name)
 
     @classmethod
-    def _from_bases(cls, left, right, blocks, name) -> KroneckerMultiplier:
+    def _from_bases(cls, left, right, blocks, name, dtype=None) -> KroneckerMultiplier:
         new = cls.__new__(cls)
-        new._init(left, right, blocks, None, 0.0, None, name)
+        new._init(left, right, blocks, None, 0.0, dtype, name)
         return new
 
     def _cols(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
@@ -688,7 +716,7 @@ class KroneckerMultiplier(Diagonalized):
 
     def _adjoint(self) -> KroneckerMultiplier:
         name = None if self.name is None else f"({self.name})ᵀ"
-        return KroneckerMultiplier._from_bases(self.right, self.left, self.blocks, name)
+        return KroneckerMultiplier._from_bases(self.right, self.left, self.blocks, name, self.dtype)
 
     _transpose = _adjoint
 
@@ -699,10 +727,11 @@ class KroneckerMultiplier(Diagonalized):
             raise ValueError(
                 f"`blocks` of a KroneckerMultiplier must be real and 1×1, got {blocks.dtype} {blocks.shape}."
             )
+        # the advertised dtype is kept: a float32 problem's bases are computed in float64 but it stays float32
         if normal:
-            return KroneckerMultiplier._from_bases(self.right, self.right, blocks, name)
+            return KroneckerMultiplier._from_bases(self.right, self.right, blocks, name, self.dtype)
         left, right = (self.right, self.left) if swap else (self.left, self.right)
-        return KroneckerMultiplier._from_bases(left, right, blocks, name)
+        return KroneckerMultiplier._from_bases(left, right, blocks, name, self.dtype)
 
     def coefficients(self, b: np.ndarray) -> np.ndarray:
         r""":math:`(\otimes_a U_a)^\top b`, one 1-D basis per axis (see :meth:`Diagonalized.coefficients`)."""

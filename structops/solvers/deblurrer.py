@@ -325,7 +325,7 @@ class Deblurrer:
                 X[idx] = part
                 continue
             power = 1.0 if self.solver == "cg" else 0.5
-            P = None if kind is None else self._model(kind).operator(a, power, self.theta.dtype)
+            P = None if kind is None else self._model(kind).applier(a, power, self.theta.dtype)
             for i in idx:
                 X[i], its[i], ok[i] = krylov_solve(
                     self.K, self.reg, a, rows[i], self.solver, P, self.rtol, self.maxiter
@@ -396,7 +396,7 @@ class Deblurrer:
             G = np.abs(B[..., 0, 0]) ** 2 + alpha * (1.0 if C is None else np.abs(C[..., 0, 0]) ** 2)
             return np.asarray(D.with_blocks((1.0 / G)[..., None, None].astype(B.dtype), normal=True) @ g)
         kind = self._kind(alpha)
-        M = None if kind is None else self._model(kind).operator(alpha, 1.0, self.theta.dtype)
+        M = None if kind is None else self._model(kind).applier(alpha, 1.0, self.theta.dtype)
         lam, _, ok = normal_cg(normal_operator(self.K, self.reg, alpha), g, M, self.rtol, self.maxiter)
         if not ok:
             warnings.warn(

@@ -616,7 +616,7 @@ def _factor_svds(factors) -> tuple[list, float]:
             c = float(np.vdot(g, f) / max(np.vdot(g, g), np.finfo(float).tiny))
             gap = float(np.linalg.norm(f - c * g))
             if c != 0 and gap <= 16 * np.finfo(f.dtype).eps * float(np.linalg.norm(f)):
-                svds.append((u, abs(c) * sv, np.sign(c) * vh))
+                svds.append((u, abs(c) * sv, vh if c > 0 else -vh))  # c > 0 shares the basis: no copy
                 others = float(np.prod([np.linalg.norm(h) for h in factors if h is not f]))
                 extra += gap * others
                 break
@@ -677,6 +677,11 @@ class KroneckerMultiplier(Diagonalized):
         for a, f in enumerate(factors):
             if f.ndim != 2 or f.shape[0] != f.shape[1]:
                 raise ValueError(f"`factors[{a}]` must be a square 2-D array, got shape {f.shape}.")
+        # equal factors (a symmetric PSF) are kept once
+        factors = tuple(
+            next((g for g in factors[:a] if g.shape == f.shape and np.array_equal(g, f)), f)
+            for a, f in enumerate(factors)
+        )
         if not residual >= 0:
             raise ValueError(f"`residual` must be >= 0, got {residual!r}.")
         with blas_threads_for(max(f.shape[0] for f in factors)):  # one BLAS thread below 1024²
@@ -684,19 +689,37 @@ class KroneckerMultiplier(Diagonalized):
         residual = float(residual) + shared
         left = tuple(u for u, _, _ in svds)
         right = tuple(vh.T for _, _, vh in svds)
-        blocks = np.ones((), dtype=factors[0].dtype)
-        for _, s, _ in svds:
-            blocks = np.multiply.outer(blocks, s)
-        self._init(left, right, blocks[..., None, None], factors, float(residual), dtype, name)
+        self._init(left, right, None, factors, float(residual), dtype, name)
+        self.factor_singular_values: tuple[np.ndarray, ...] | None = tuple(s for _, s, _ in svds)
 
     def _init(self, left, right, blocks, factors, residual, dtype, name) -> None:
         self.left, self.right = left, right
-        self.blocks = blocks
+        self._blocks = blocks
+        self.factor_singular_values = None
         self.factors = factors
         self.residual = residual
         self.grid = tuple(int(u.shape[0]) for u in left)
-        dtype = np.dtype(blocks.dtype if dtype is None else dtype)
+        dtype = np.dtype((left[0].dtype if blocks is None else blocks.dtype) if dtype is None else dtype)
         super().__init__(dtype=dtype, dims=(1, *self.grid), dimsd=(1, *self.grid), name=name)
+
+    @property
+    def blocks(self) -> np.ndarray:
+        r"""The ``1 × 1`` blocks :math:`\prod_a s_{a, k_a}` on the grid, built on first use from the 1-D ones.
+
+        A solve that needs only the filter (:class:`structops.solvers.Deblurrer`) reads
+        :attr:`factor_singular_values` instead and never holds this grid.
+        """
+        if self._blocks is None:
+            assert self.factor_singular_values is not None
+            grid = np.ones((), dtype=self.factor_singular_values[0].dtype)
+            for sv in self.factor_singular_values:
+                grid = np.multiply.outer(grid, sv)
+            self._blocks = grid[..., None, None]
+        return self._blocks
+
+    @blocks.setter
+    def blocks(self, value: np.ndarray) -> None:
+        self._blocks = value
 
     @classmethod
     def _from_bases(cls, left, right, blocks, name, dtype=None) -> KroneckerMultiplier:

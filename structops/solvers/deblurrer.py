@@ -30,7 +30,7 @@ from ..kernels.diagonalized import Diagonalized, KroneckerMultiplier
 from ._blocks import SINGULAR_FACTOR, IllConditionedWarning
 from ._choice import METHODS, AlphaChoice, default_grid, exact_choice, grid_choice
 from ._filters import as_regularizer, exact_solver, regularized_inverse, shares_basis, spectrum, structure_error
-from ._hybrid import hybrid_discrepancy
+from ._hybrid import HYBRID_METHODS, hybrid_choice
 from ._krylov import (
     MAXITER,
     PRECONDITIONERS,
@@ -429,9 +429,9 @@ class Deblurrer:
             L_blocks = self.reg.blocks()
             if L_blocks is None or L_blocks.shape[-2:] == (1, 1):
                 return exact_choice(spectrum(D, self.reg.diagonal, row.astype(np.float64)), method, alphas, target)
-        if method == "discrepancy" and self.reg.op is None and alphas is None:
-            h = hybrid_discrepancy(self.K, row, float(target), maxiter=min(self.maxiter, 1000))
-            if h.reachable:
+        if method in HYBRID_METHODS and self.reg.op is None and alphas is None:  # one Golub-Kahan run (_hybrid)
+            h = hybrid_choice(self.K, row, method, target=target, maxiter=min(self.maxiter, 1000))
+            if h.reachable and (h.converged or method == "discrepancy"):
                 return AlphaChoice(h.alpha, method, h.grid, h.values, False, target, h.iterations)
 
         def solve(rhs: np.ndarray, a: float) -> np.ndarray:

@@ -652,7 +652,9 @@ class KroneckerMultiplier(Diagonalized):
     -----
     With :math:`K_a = U_a S_a V_a^\top` (``numpy.linalg.svd``),
     :math:`K = (\otimes U_a)(\otimes S_a)(\otimes V_a)^\top`: ``transform = "kron"``, unitary,
-    the blocks the ``1 × 1`` products :math:`\prod_a s_{a, k_a}` on the grid. It is not a
+    the blocks the ``1 × 1`` products :math:`\prod_a s_{a, k_a}` on the grid.
+    ``factor_singular_values`` holds the 1-D :math:`s_a`; the grid of products
+    (``blocks``) is built on first use only. It is not a
     similarity (:math:`U \ne V`), but :meth:`eigenvalues` are the products of the factors'
     eigenvalues. A product applies one dense ``n_a × n_a`` matrix per axis, twice:
     :math:`O(N \sum_a n_a)`; building costs the 1-D SVDs, :math:`O(\sum_a n_a^3)`.
@@ -707,7 +709,7 @@ class KroneckerMultiplier(Diagonalized):
         r"""The ``1 × 1`` blocks :math:`\prod_a s_{a, k_a}` on the grid, built on first use from the 1-D ones.
 
         A solve that needs only the filter (:class:`structops.solvers.Deblurrer`) reads
-        :attr:`factor_singular_values` instead and never holds this grid.
+        ``factor_singular_values`` instead and never holds this grid.
         """
         if self._blocks is None:
             assert self.factor_singular_values is not None

@@ -43,6 +43,7 @@ allowance is below :math:`10^{-11}` relative for every grid up to :math:`10^6` p
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -245,7 +246,17 @@ def half_symbol(w: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
 
 
 #: Work (blocks × side³) per Python thread below which :func:`block_tops` runs in the calling thread.
-_SPLIT_WORK = 1 << 24
+_SPLIT_WORK = 1 << 19
+#: ``(pid, workers, executor)``: the Python threads of :func:`block_tops`, made once per process.
+_POOL: list = []
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A thread pool of ``workers`` threads kept between calls (a new one after a fork or a new budget)."""
+    key = (os.getpid(), workers)
+    if not _POOL or _POOL[0][:2] != key:
+        _POOL[:] = [(*key, ThreadPoolExecutor(workers, thread_name_prefix="structops-blocks"))]
+    return _POOL[0][2]
 
 
 def block_tops(blocks: np.ndarray) -> np.ndarray:
@@ -272,8 +283,7 @@ def block_tops(blocks: np.ndarray) -> np.ndarray:
         if parts == 1:
             out = tops(flat)
         else:
-            with ThreadPoolExecutor(parts) as pool:
-                out = np.concatenate(list(pool.map(tops, np.array_split(flat, parts))))
+            out = np.concatenate(list(_pool(parts).map(tops, np.array_split(flat, parts))))
     return out.reshape(blocks.shape[:-2])
 
 

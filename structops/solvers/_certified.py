@@ -52,8 +52,9 @@ from ..kernels.dense import Dense
 from ..kernels.diagonalized import PeriodicEmbedding, block_svdvals, full_spectrum
 from ..kernels.reparam import LinearReparam
 from ._lanczos import SpectralEstimate, golub_kahan
+from ._verified import verified_upper
 
-__all__ = ["certified_cond", "certified_norm", "norm_upper", "symbol_range_bound"]
+__all__ = ["certified_cond", "certified_norm", "norm_upper", "symbol_range_bound", "verified_norm"]
 
 #: Lanczos steps of the run that bounds :math:`\sigma_{\max}` from below.
 NORM_STEPS = 30
@@ -61,6 +62,10 @@ NORM_STEPS = 30
 FFT_CONSTANT = 16.0
 #: LAPACK's eigenvalue/singular value error is at most ``LAPACK_CONSTANT * size * eps * norm``.
 LAPACK_CONSTANT = 8.0
+#: Lanczos steps of the estimate that places the trial value of the verified route (:mod:`._verified`).
+ESTIMATE_STEPS = 80
+#: The certified bracket is tightened by the verified route when ``upper > lower * (1 + TIGHTEN)``.
+TIGHTEN = 0.005
 #: Points of the fine grid on which the symbol's range is bounded (in all, over the axes).
 SYMBOL_POINTS = 2**22
 
@@ -111,16 +116,24 @@ def _embedding(kernel: ParametricKernel, theta: np.ndarray) -> PeriodicEmbedding
 def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int, tol: float) -> SpectralEstimate:
     r"""``lower <= ‖K(θ)‖₂ <= upper``, both guaranteed: Lanczos from the top mode, and :func:`norm_upper`.
 
+    When the bracket is wider than ``max(tol, TIGHTEN)``, the upper bound is tightened by verified
+    positive definiteness (:func:`verified_norm`) at the Lanczos value. Without a periodic
+    embedding (reflect and replicate padding) the run starts from a seeded random vector.
+
     ``converged`` is True only when the certified bracket is within ``tol`` (``upper <= lower (1 + tol)``):
     the value returned, the Lanczos lower bound, is then within ``tol`` of the norm; otherwise the
     caller warns with the bracket.
     """
-    emb = _embedding(kernel, theta)
+    emb = kernel.periodic_embedding(theta)
     upper, _ = norm_upper(kernel, theta, dense_limit=0)
     exact = theta.astype(np.float64)  # the operator as computed, in float64 (a float32 θ converts exactly)
-    v0 = _start(kernel, exact, emb, largest=True)
+    v0 = None if emb is None else _start(kernel, exact, emb, largest=True)
     big, _ = golub_kahan(kernel.op(exact), maxiter=maxiter, tol=tol, need_min=False, v0=v0)
     slack = LAPACK_CONSTANT * np.sqrt(max(kernel.shape)) * _EPS64 * big.lower + _conversion(kernel, theta, big.lower)
+    if upper > big.lower * (1 + max(tol, TIGHTEN)):  # a loose symbol bound (small grids): verify a tighter one
+        tight = verified_norm(kernel, theta, big.value)
+        if tight is not None:
+            upper = min(upper, tight + _conversion(kernel, theta, tight))
     lower = max(min(big.lower - slack, upper), 0.0)
     converged = upper <= lower * (1 + tol)
     value, lower, upper = float(big.value), float(lower), float(upper)
@@ -371,8 +384,9 @@ def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int)
     r"""A certified upper bound on :math:`\|K(\theta)\|_2` of the operator as computed, and its route.
 
     Structured routes first (a fast transform, the periodic embedding), all in float64 with the
-    round-off allowances of the module notes; dense LAPACK only when none applies and
-    ``max(kernel.shape) <= dense_limit``.
+    round-off allowances of the module notes; then, for any other convolution (reflect and
+    replicate padding), verified positive definiteness (:func:`verified_norm`, route
+    ``"verified"``); dense LAPACK only when none applies and ``max(kernel.shape) <= dense_limit``.
 
     Raises
     ------
@@ -381,6 +395,9 @@ def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int)
     """
     theta64 = np.asarray(theta).astype(np.float64)
     found = _structured_upper(kernel, theta64)
+    if found is None and kernel.as_convolution() is not None and min(kernel.shape) > 0:
+        bound = verified_norm(kernel, theta64)
+        found = None if bound is None else (bound, "verified")
     if found is None and (max(kernel.shape) <= dense_limit or min(kernel.shape) == 0):
         return dense_upper(kernel, theta), "dense"
     if found is None:
@@ -392,3 +409,17 @@ def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int)
         )
     top, name = found
     return float(top + _conversion(kernel, np.asarray(theta), top)), name
+
+
+def verified_norm(kernel: ParametricKernel, theta: np.ndarray, estimate: float | None = None) -> float | None:
+    r"""The verified-positive-definiteness bound of :mod:`structops.solvers._verified`, or None (too costly, or failed).
+
+    ``estimate`` places the trial values; by default the Ritz value of :data:`ESTIMATE_STEPS`
+    Golub--Kahan--Lanczos steps. The bound is of the operator at ``theta.astype(float64)``; the
+    caller adds the conversion allowance of a family computed from ``theta``.
+    """
+    theta64 = np.asarray(theta).astype(np.float64)
+    if estimate is None:
+        big, _ = golub_kahan(kernel.op(theta64), maxiter=ESTIMATE_STEPS, tol=1e-8, need_min=False)
+        estimate = big.value
+    return verified_upper(kernel, theta64, float(estimate))

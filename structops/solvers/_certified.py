@@ -52,7 +52,7 @@ from ..kernels.dense import Dense
 from ..kernels.diagonalized import PeriodicEmbedding, block_svdvals, full_spectrum
 from ..kernels.reparam import LinearReparam
 from ._lanczos import SpectralEstimate, golub_kahan
-from ._verified import verified_upper
+from ._verified import schur_upper, verified_upper
 
 __all__ = ["certified_cond", "certified_norm", "norm_upper", "symbol_range_bound", "verified_norm"]
 
@@ -309,11 +309,15 @@ def _conv_upper(conv: Conv, w: np.ndarray) -> tuple[float, str] | None:
 
 
 def _multiplicity(kernel: ParametricKernel) -> float:
-    """The most times one input sample is read by one tap of one channel pair (1 for zero and periodic padding)."""
+    """The most times one input sample is read by one tap of one channel pair (1 for zero and periodic padding).
+
+    Along an axis padded by ``p_before + p_after`` samples, at most ``1 + p_before + p_after``
+    positions of the padded line copy one sample (any padding rule, dilation and stride included).
+    """
     geo = getattr(kernel, "geometry", None)
     if geo is None or geo.bc in ("zero", "valid", "periodic"):
         return 1.0
-    return float(np.prod([s // 2 + 1 for s in geo.stencil]))
+    return float(np.prod([1 + before + after for before, after in geo.pads]))
 
 
 def _conversion(kernel: ParametricKernel, theta: np.ndarray, top: float) -> float:
@@ -386,7 +390,9 @@ def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int)
     Structured routes first (a fast transform, the periodic embedding), all in float64 with the
     round-off allowances of the module notes; then, for any other convolution (reflect and
     replicate padding), verified positive definiteness (:func:`verified_norm`, route
-    ``"verified"``); dense LAPACK only when none applies and ``max(kernel.shape) <= dense_limit``.
+    ``"verified"``; above its size limit, dense LAPACK when ``max(kernel.shape) <= dense_limit``,
+    else Schur's bound :func:`~structops.solvers._verified.schur_upper`, valid but looser); dense
+    LAPACK only when none applies and ``max(kernel.shape) <= dense_limit``.
 
     Raises
     ------
@@ -395,8 +401,11 @@ def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int)
     """
     theta64 = np.asarray(theta).astype(np.float64)
     found = _structured_upper(kernel, theta64)
-    if found is None and kernel.as_convolution() is not None and min(kernel.shape) > 0:
+    view = kernel.as_convolution()
+    if found is None and view is not None and min(kernel.shape) > 0:
         bound = verified_norm(kernel, theta64)
+        if bound is None and max(kernel.shape) > dense_limit:  # too costly to factorise: Schur's bound
+            bound = schur_upper(view.weights(theta64), _multiplicity(view.conv))
         found = None if bound is None else (bound, "verified")
     if found is None and (max(kernel.shape) <= dense_limit or min(kernel.shape) == 0):
         return dense_upper(kernel, theta), "dense"

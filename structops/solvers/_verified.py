@@ -63,12 +63,14 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from ..kernels._base import ParametricKernel
 
-__all__ = ["DELTAS", "MAX_ENTRIES", "MAX_FLOPS", "gram_band", "verified_upper"]
+__all__ = ["DELTAS", "MAX_ENTRIES", "MAX_FLOPS", "MAX_TERMS", "gram_band", "schur_upper", "verified_upper"]
 
 #: Largest :math:`n (k+1)^2` (flops of the banded Cholesky) the route takes.
 MAX_FLOPS = 4e10
 #: Largest :math:`n (k+1)` (numbers held by the banded factor) the route takes.
 MAX_ENTRIES = 6e7
+#: Largest number of stencil terms (``out · in/groups · taps · output pixels``) assembled into a sparse ``K``.
+MAX_TERMS = 3e7
 #: The relative margins :math:`\delta` tried in turn above the Lanczos estimate.
 DELTAS = (0.0005, 0.002, 0.01, 0.05)
 
@@ -163,6 +165,10 @@ def gram_band(kernel: ParametricKernel, theta64: np.ndarray) -> GramBand | None:
     if found is None or min(shape) == 0:
         return None
     Q, theta, conv = found
+    if conv is not None:
+        geo = conv.geometry
+        if geo.cout * geo.cin_group * np.prod(geo.stencil) * np.prod(geo.out_grid) > MAX_TERMS:
+            return None
     K, A = _assemble(Q, theta, shape)
     r = _terms(kernel, Q, conv, shape)
     rows, cols = np.diff(K.indptr), np.bincount(K.indices, minlength=shape[1])
@@ -237,3 +243,19 @@ def verified_upper(kernel: ParametricKernel, theta: np.ndarray, estimate: float,
         if root is not None:
             return (root + gram.entry_error) * (1 + 4 * _U)
     return None
+
+
+def schur_upper(w: np.ndarray, multiplicity: float) -> float:
+    r"""Schur's bound :math:`\|K\|_2 \le \sqrt{\|K\|_1\|K\|_\infty}` of a convolution of stencil ``w``, any boundary.
+
+    ``w`` has shape ``(out, in/groups, *stencil)`` (float64); ``multiplicity`` is the most times one
+    tap of one channel pair reads one input sample (1 for zero padding, up to :math:`2^d` for
+    reflect and replicate). A row of :math:`K` sums at most :math:`\sum_{i,j}|w_{o,i,j}|`, a column
+    at most ``multiplicity`` times :math:`\max_i \sum_{o,j}|w_{o,i,j}|`. The fallback of the
+    verified route when its factorisation is too costly (:data:`MAX_FLOPS`): valid, but looser.
+    The sums are computed with relative error below :math:`\gamma_N`, ``N = w.size``.
+    """
+    a = np.abs(np.asarray(w, dtype=np.float64))
+    rows = float(a.reshape(a.shape[0], -1).sum(axis=1).max(initial=0.0))
+    cols = float(np.moveaxis(a, 1, 0).reshape(a.shape[1], -1).sum(axis=1).max(initial=0.0))
+    return float(np.sqrt(rows * cols * multiplicity)) * (1 + _gamma(a.size + 4))

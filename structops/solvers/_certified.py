@@ -65,7 +65,7 @@ LAPACK_CONSTANT = 8.0
 #: Lanczos steps of the estimate that places the trial value of the verified route (:mod:`._verified`).
 ESTIMATE_STEPS = 80
 #: The certified bracket is tightened by the verified route when ``upper > lower * (1 + TIGHTEN)``.
-TIGHTEN = 0.005
+TIGHTEN = 0.008
 #: Points of the fine grid on which the symbol's range is bounded (in all, over the axes).
 SYMBOL_POINTS = 2**22
 

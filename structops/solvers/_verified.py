@@ -117,38 +117,39 @@ def _operator_matrix(kernel: ParametricKernel, theta64: np.ndarray):
     return kernel.Q, theta64, None
 
 
-def _assemble(Q: sp.csc_array, theta: np.ndarray, shape: tuple[int, int]):
+def _assemble(Q: sp.csc_array, theta: np.ndarray, shape: tuple[int, int], rows=None, cols=None):
     """``(K̂, A)``: the summed entries and the sums of the absolute terms (module notes), as sparse arrays.
 
     One pass over the terms: the real part carries them, the imaginary part their absolute values
-    (a complex sum adds the two parts independently, with the rounding of a real sum).
+    (a complex sum adds the two parts independently, with the rounding of a real sum). ``rows`` and
+    ``cols`` (optional) give the new position of each row and column.
     """
     coo = Q.tocoo()
     terms = coo.data * theta[coo.col]
     index = coo.row.astype(np.int64)
-    pair = sp.csr_array((terms + 1j * np.abs(terms), (index % shape[0], index // shape[0])), shape=shape)
+    i, j = index % shape[0], index // shape[0]
+    i, j = (i if rows is None else rows[i]), (j if cols is None else cols[j])
+    pair = sp.csr_array((terms + 1j * np.abs(terms), (i, j)), shape=shape)
     pair.sum_duplicates()
     K = sp.csr_array((pair.data.real.copy(), pair.indices, pair.indptr), shape=shape)
     A = sp.csr_array((pair.data.imag.copy(), pair.indices, pair.indptr), shape=shape)
     return K, A
 
 
-def _pixel_major(shape: tuple[int, ...]) -> np.ndarray:
-    """Order of a ``(c, *grid)`` vector with the largest grid axis outermost and the channels innermost."""
+def _inverse(order: np.ndarray) -> np.ndarray:
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
+    return position
+
+
+def _positions(shape: tuple[int, ...]) -> np.ndarray:
+    """Where each entry of a ``(c, *grid)`` vector goes: pixel-major, largest axis outermost, channels innermost."""
     grid = shape[1:]
     axes = sorted(range(len(grid)), key=lambda a: -grid[a])
-    return np.arange(int(np.prod(shape))).reshape(shape).transpose(*(1 + a for a in axes), 0).ravel()
+    return _inverse(np.arange(int(np.prod(shape))).reshape(shape).transpose(*(1 + a for a in axes), 0).ravel())
 
 
-def _order(K: sp.csr_array, layout: tuple[int, ...] | None) -> np.ndarray:
-    """The verified order of ``K``'s columns: pixel-major for a convolution, reverse Cuthill--McKee otherwise."""
-    if layout is not None and int(np.prod(layout)) == K.shape[1]:
-        return _pixel_major(layout)
-    pattern = sp.csr_matrix(abs(K).T @ abs(K))
-    return np.asarray(reverse_cuthill_mckee(pattern, symmetric_mode=True), dtype=np.int64)
-
-
-def _terms(kernel: ParametricKernel, Q: sp.csc_array, conv, shape: tuple[int, int]) -> int:
+def _terms(Q: sp.csc_array, conv, shape: tuple[int, int]) -> int:
     """``r``: the most terms summed into one entry of ``K̂`` (taps of a stencil, or counted from ``Q``)."""
     if conv is not None:
         return int(np.prod(conv.geometry.stencil))
@@ -158,32 +159,43 @@ def _terms(kernel: ParametricKernel, Q: sp.csc_array, conv, shape: tuple[int, in
     return int(ones.data.max(initial=1.0))
 
 
-def gram_band(kernel: ParametricKernel, theta64: np.ndarray) -> GramBand | None:
-    """The banded Gram matrix of the smaller side of ``K(θ)`` (float64 ``θ``), or None when too costly (module notes)."""
+def _ordered(kernel: ParametricKernel, theta64: np.ndarray):
+    """``(K̂, A, r, blocks)`` in the verified order (module notes), or None when unsupported or too large."""
     found = _operator_matrix(kernel, theta64)
     shape = (int(kernel.shape[0]), int(kernel.shape[1]))
     if found is None or min(shape) == 0:
         return None
     Q, theta, conv = found
-    if conv is not None:
-        geo = conv.geometry
-        if geo.cout * geo.cin_group * np.prod(geo.stencil) * np.prod(geo.out_grid) > MAX_TERMS:
-            return None
-    K, A = _assemble(Q, theta, shape)
-    r = _terms(kernel, Q, conv, shape)
-    rows, cols = np.diff(K.indptr), np.bincount(K.indices, minlength=shape[1])
-    m = int(max(rows.max(initial=0), cols.max(initial=0)))
+    if conv is None:
+        K, A = _assemble(Q, theta, shape)
+        side = abs(K) if shape[1] <= shape[0] else abs(K).T
+        order = reverse_cuthill_mckee(sp.csr_matrix(side.T @ side), symmetric_mode=True)
+        position = _inverse(np.asarray(order, dtype=np.int64))
+        rows, cols = (None, position) if shape[1] <= shape[0] else (position, None)
+        K, A = _assemble(Q, theta, shape, rows, cols)
+        return K, A, _terms(Q, conv, shape), (1, 1)
+    geo = conv.geometry
+    if geo.cout * geo.cin_group * np.prod(geo.stencil) * np.prod(geo.out_grid) > MAX_TERMS:
+        return None
+    K, A = _assemble(Q, theta, shape, _positions((geo.cout, *geo.out_grid)), _positions((geo.cin, *geo.grid)))
+    return K, A, _terms(Q, conv, shape), (geo.cout, geo.cin)
+
+
+def gram_band(kernel: ParametricKernel, theta64: np.ndarray) -> GramBand | None:
+    """The banded Gram matrix of the smaller side of ``K(θ)`` (float64 ``θ``), or None when too costly."""
+    found = _ordered(kernel, theta64)
+    if found is None:
+        return None
+    K, A, r, blocks = found
+    m = int(max(np.diff(K.indptr).max(initial=0), np.bincount(K.indices, minlength=K.shape[1]).max(initial=0)))
     grow = (1 + _gamma(m + 1)) ** 2  # the rounding of the row and column sums of A
-    a = float(np.abs(A).sum(axis=1).max(initial=0.0)) * float(np.abs(A).sum(axis=0).max(initial=0.0)) * grow
-    layout_in, layout_out = (None, None) if conv is None else ((conv.geometry.cin, *conv.geometry.grid),
-                                                             (conv.geometry.cout, *conv.geometry.out_grid))  # fmt: skip
-    if shape[1] > shape[0]:  # the Gram of the smaller side: K Kᵀ = (Kᵀ)ᵀ Kᵀ
-        K, layout_in = K.T.tocsr(), layout_out
-    K = K[:, _order(K, layout_in)]
-    G = (K.T @ K).tocsr()
+    a = float(A.sum(axis=1).max(initial=0.0)) * float(A.sum(axis=0).max(initial=0.0)) * grow
+    if K.shape[1] > K.shape[0]:  # the Gram of the smaller side: K Kᵀ = (Kᵀ)ᵀ Kᵀ
+        K, blocks = K.T.tocsr(), blocks[::-1]
+    B = sp.bsr_array(K, blocksize=blocks)  # dense channel blocks: the product runs block by block
+    G = (B.T @ B).tocoo()
     n = G.shape[0]
-    i = np.repeat(np.arange(n), np.diff(G.indptr))
-    j = G.indices.astype(np.int64)
+    i, j = G.row.astype(np.int64), G.col.astype(np.int64)
     upper = i <= j
     i, j, data = i[upper], j[upper], G.data[upper]
     k = int((j - i).max(initial=0))
@@ -195,7 +207,7 @@ def gram_band(kernel: ParametricKernel, theta64: np.ndarray) -> GramBand | None:
 
 
 def _certifies(gram: GramBand, t: float) -> float | None:
-    r""":math:`\sqrt{t + E}` (rounded up) if Cholesky of :math:`\mathrm{fl}(tI - \hat G)` runs to completion, else None."""
+    r""":math:`\sqrt{t + E}` (rounded up) if Cholesky of :math:`\mathrm{fl}(tI - \hat G)` completes, else None."""
     k, n = gram.bandwidth, gram.band.shape[1]
     ab = -gram.band
     ab[k] = t - gram.band[k]

@@ -308,6 +308,46 @@ def _conv_upper(conv: Conv, w: np.ndarray) -> tuple[float, str] | None:
     return top + _fft_allowance(frobenius, grid, min(w.shape[:2]) * int(np.prod(stride)), top), name
 
 
+def _copies(n: int, before: int, after: int, bc: str) -> int:
+    """The most positions of a line of ``n`` samples padded by ``before + after`` that hold one sample."""
+    if n > 1 and bc == "replicate":
+        return 1 + max(before, after)
+    if bc == "reflect" and max(before, after) < n and before + after < n - 1:  # the two sides touch no sample twice
+        return 1 + int(before > 0 or after > 0)
+    return 1 + before + after
+
+
+def _padded_upper(conv: Conv, w: np.ndarray) -> float:
+    r"""A loose certificate for any padding: :math:`\|K\| = \|K_{\mathrm{valid}} E\| \le \|K_{\mathrm{valid}}\|\,\|E\|`.
+
+    :math:`E` pads the grid by the boundary rule (each sample copied at most :math:`m_a` times per
+    axis, :func:`_copies`: :math:`\|E\|_2 = \sqrt{\prod_a m_a}` at most, 2 for a 3×3 stencil in 2-D)
+    and :math:`K_{\mathrm{valid}}` is the convolution without padding on the padded grid (the
+    periodic-embedding certificate). The smaller of this and Schur's bound
+    (:func:`~structops.solvers._verified.schur_upper`).
+    """
+    geo = conv.geometry
+    schur = schur_upper(w, _multiplicity(conv))
+    try:
+        valid = Conv(
+            tuple(n + b + a for n, (b, a) in zip(geo.grid, geo.pads)),
+            geo.stencil,
+            bc="valid",
+            in_channels=geo.cin,
+            out_channels=geo.cout,
+            stride=geo.stride,
+            dilation=geo.dilation,
+            groups=geo.groups,
+        )
+        found = _structured_upper(valid, w.ravel())
+    except (TypeError, ValueError):  # pragma: no cover - every geometry has a valid counterpart
+        return schur
+    if found is None:  # pragma: no cover
+        return schur
+    copies = np.prod([_copies(n, b, a, geo.bc) for n, (b, a) in zip(geo.grid, geo.pads)])
+    return min(schur, found[0] * float(np.sqrt(copies)) * (1 + 4 * _EPS64))
+
+
 def _multiplicity(kernel: ParametricKernel) -> float:
     """The most times one input sample is read by one tap of one channel pair (1 for zero and periodic padding).
 
@@ -404,8 +444,8 @@ def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int)
     view = kernel.as_convolution()
     if found is None and view is not None and min(kernel.shape) > 0:
         bound = verified_norm(kernel, theta64)
-        if bound is None and max(kernel.shape) > dense_limit:  # too costly to factorise: Schur's bound
-            bound = schur_upper(view.weights(theta64), _multiplicity(view.conv))
+        if bound is None and max(kernel.shape) > dense_limit:  # too costly to factorise
+            bound = _padded_upper(view.conv, np.asarray(view.weights(theta64), dtype=np.float64))
         found = None if bound is None else (bound, "verified")
     if found is None and (max(kernel.shape) <= dense_limit or min(kernel.shape) == 0):
         return dense_upper(kernel, theta), "dense"

@@ -20,6 +20,12 @@ on the grid padded by the stencil, :math:`K = R\,C_L\,E`
   largest distance to the grid; by Weyl, :math:`\sigma_{\min}(K) \ge \inf f - \|w_a\|_1` when
   :math:`\inf f > 0` (likewise with :math:`-\sup f` when the symbol is negative). Otherwise 0.
 
+Reflect and replicate padding (no periodic embedding), and zero-boundary layers whose symbol
+bound is loose (small grids: :func:`certified_norm` tightens when the bracket exceeds
+:data:`TIGHTEN`), are certified by verified positive definiteness of :math:`tI - K^\top K`
+(:mod:`structops.solvers._verified`, Rump 2006, with its own round-off allowances); above its
+size limit by :math:`\|K_{\mathrm{valid}}\|\,\|E\|` or Schur's bound (:func:`_padded_upper`).
+
 **Round-off allowances** (:func:`norm_upper`). Every certificate is computed in float64 from the
 parameters as stored (a float32 :math:`\theta` converts exactly), so it bounds the norm of the
 operator *as computed*, the one whose matrix is ``kernel.matrix(theta.astype(float64))``:

@@ -105,6 +105,16 @@ def test_verified_bound_holds_on_200_random_layers(route, dtype):
     _check_verified(route, range(100, 300), dtype)
 
 
+@pytest.mark.parametrize("rows, cols", [(30, 20), (20, 30)])
+def test_verified_bound_of_a_sparse_operator_without_a_stencil(rows, cols):
+    # the generic path: K from Q, reverse Cuthill-McKee order, the Gram of the smaller side
+    kernel = structops.Dense(rows, cols)
+    theta = kernel.random_theta(rows)
+    truth = np.linalg.norm(kernel.matrix(theta), 2)
+    bound = verified_norm(kernel, theta)
+    assert bound is not None and truth <= bound <= truth * (1 + DELTAS[-1])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("channels", [1, pytest.param(4, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("bc", ["reflect", "replicate"])

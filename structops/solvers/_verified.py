@@ -30,7 +30,8 @@ Stability of Numerical Algorithms*, §3.1, Thm. 10.3). :math:`K` is the exact op
 float64 parameters, :math:`\hat K` the sparse matrix formed from :math:`Q` (each entry a sum of at
 most ``r`` products :math:`q\theta`), :math:`|\hat K| \le A` entrywise with :math:`A` the sums of
 the absolute terms, and :math:`a = \|A\|_1\|A\|_\infty \ge \|A\|_2^2` (computed with the
-factor :math:`(1+\gamma_N)^2`, ``N`` the most terms of one row or column sum):
+factor :math:`(1+\gamma_{m+r+2})^2`, which covers the rounding of the entries of :math:`A` and of
+its row and column sums):
 
 1. :math:`|\hat K - K| \le \gamma_{r+1} A`, so :math:`\|K\|_2 \le \|\hat K\|_2 + \gamma_{r+1}\sqrt a`;
 2. the Gram :math:`\hat G = \mathrm{fl}(\hat K^\top\hat K)` (inner products of at most ``m`` terms,
@@ -188,7 +189,7 @@ def gram_band(kernel: ParametricKernel, theta64: np.ndarray) -> GramBand | None:
         return None
     K, A, r, blocks = found
     m = int(max(np.diff(K.indptr).max(initial=0), np.bincount(K.indices, minlength=K.shape[1]).max(initial=0)))
-    grow = (1 + _gamma(m + 1)) ** 2  # the rounding of the row and column sums of A
+    grow = (1 + _gamma(m + r + 2)) ** 2  # the rounding of A's entries (r terms) and of its row and column sums (m)
     a = float(A.sum(axis=1).max(initial=0.0)) * float(A.sum(axis=0).max(initial=0.0)) * grow
     if K.shape[1] > K.shape[0]:  # the Gram of the smaller side: K Kᵀ = (Kᵀ)ᵀ Kᵀ
         K, blocks = K.T.tocsr(), blocks[::-1]

@@ -11,11 +11,10 @@ Run with ``python benchmarks/bench_lipschitz.py [--quick] [--repeat R]``.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 import warnings
 
+import _common
 import numpy as np
 import torch
 
@@ -104,14 +103,13 @@ def boundary_rows(quick: bool, repeat: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__, what="structops and torch")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--boundaries", action="store_true", help="only the per-boundary rows (boundary_rows)")
-    args = parser.parse_args()
+    args = _common.setup(parser, torch=True)
     torch.manual_seed(0)
-    threads = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    print(f"threads: {threads}, torch {torch.get_num_threads()}")
+    print(f"torch threads {torch.get_num_threads()}")
     if args.boundaries:
         for r in boundary_rows(args.quick, args.repeat):
             print("  ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))

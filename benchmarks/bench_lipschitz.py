@@ -151,15 +151,37 @@ def _print(rows: list[dict]) -> None:
         print("  ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
 
 
+def boundary_rows(quick: bool, repeat: int) -> list[dict]:
+    """3×3 layers on 32×32 per boundary: the certificate (verified positive definiteness for reflect/replicate).
+
+    ``lower`` is the guaranteed Lanczos lower bound (a Ritz value, ``spectral_norm(...).lower``).
+    64→64 exceeds the factorisation's size limit: Schur's bound, valid but loose.
+    """
+    rows = []
+    cases = [(1, "reflect"), (16, "reflect"), (16, "replicate"), (16, "zero")]
+    cases += [] if quick else [(1, "replicate"), (64, "reflect")]
+    for c, bc in cases:
+        kernel = structops.Conv((32, 32), 3, bc=bc, in_channels=c, out_channels=c)
+        theta = kernel.random_theta(0)
+        (upper, lower), wall, cpu = _timed(lambda k=kernel, t=theta: _bounds(k, t), repeat)
+        row = {"layer": f"{c}->{c} 3x3 32x32 {bc}", "upper": upper, "lower": lower, "ratio": upper / lower}
+        rows.append({**row, "wall": wall, "cpu": cpu})
+    return rows
+
+
 def main() -> None:
     parser = _common.parser(__doc__, what="structops and torch")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="bounds,cnn,project", help="comma-separated: bounds, cnn, project")
+    parser.add_argument("--boundaries", action="store_true", help="only the per-boundary rows (boundary_rows)")
     args = _common.setup(parser, torch=True)
     only = set(args.only.split(","))
     torch.manual_seed(0)
     print(f"torch threads {torch.get_num_threads()}")
+    if args.boundaries:
+        _print(boundary_rows(args.quick, args.repeat))
+        return
     c, n = (16, 16) if args.quick else (64, 32)
     if "bounds" in only:
         rows = [layer_row(f"{c}->{c} 3x3 {n}x{n} zero", torch.nn.Conv2d(c, c, 3, padding=1), (c, n, n), args.repeat)]

@@ -20,6 +20,12 @@ on the grid padded by the stencil, :math:`K = R\,C_L\,E`
   largest distance to the grid; by Weyl, :math:`\sigma_{\min}(K) \ge \inf f - \|w_a\|_1` when
   :math:`\inf f > 0` (likewise with :math:`-\sup f` when the symbol is negative). Otherwise 0.
 
+Reflect and replicate padding (no periodic embedding), and zero-boundary layers whose symbol
+bound is loose (small grids: :func:`certified_norm` tightens when the bracket exceeds
+:data:`TIGHTEN`), are certified by verified positive definiteness of :math:`tI - K^\top K`
+(:mod:`structops.solvers._verified`, Rump 2006, with its own round-off allowances); above its
+size limit by :math:`\|K_{\mathrm{valid}}\|\,\|E\|` or Schur's bound (:func:`_padded_upper`).
+
 **Round-off allowances** (:func:`norm_upper`). Every certificate is computed in float64 from the
 parameters as stored (a float32 :math:`\theta` converts exactly), so it bounds the norm of the
 operator *as computed*, the one whose matrix is ``kernel.matrix(theta.astype(float64))``:
@@ -57,8 +63,9 @@ from ..kernels.dense import Dense
 from ..kernels.diagonalized import block_svdvals, full_spectrum
 from ..kernels.reparam import LinearReparam
 from ._lanczos import SpectralEstimate, golub_kahan
+from ._verified import schur_upper, verified_upper
 
-__all__ = ["certified_cond", "certified_norm", "norm_upper", "symbol_range_bound"]
+__all__ = ["certified_cond", "certified_norm", "norm_upper", "symbol_range_bound", "verified_norm"]
 
 #: Lanczos steps of the run that bounds :math:`\sigma_{\max}` from below.
 NORM_STEPS = 30
@@ -66,6 +73,10 @@ NORM_STEPS = 30
 FFT_CONSTANT = 16.0
 #: LAPACK's eigenvalue/singular value error is at most ``LAPACK_CONSTANT * size * eps * norm``.
 LAPACK_CONSTANT = 8.0
+#: Lanczos steps of the estimate that places the trial value of the verified route (:mod:`._verified`).
+ESTIMATE_STEPS = 80
+#: The certified bracket is tightened by the verified route when ``upper > lower * (1 + TIGHTEN)``.
+TIGHTEN = 0.008
 #: Points of the fine grid on which the symbol's range is bounded (in all, over the axes).
 SYMBOL_POINTS = 2**22
 
@@ -127,6 +138,10 @@ def _embedding(kernel: ParametricKernel, theta: np.ndarray) -> _Symbol:
 def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int, tol: float) -> SpectralEstimate:
     r"""``lower <= ‖K(θ)‖₂ <= upper``, both guaranteed: Lanczos from the top mode, and :func:`norm_upper`.
 
+    When the bracket is wider than ``max(tol, TIGHTEN)``, the upper bound is tightened by verified
+    positive definiteness (:func:`verified_norm`) at the Lanczos value. Without a periodic
+    embedding (reflect and replicate padding) the run starts from a seeded random vector.
+
     ``converged`` is True only when the certified bracket is within ``tol`` (``upper <= lower (1 + tol)``):
     the value returned, the Lanczos lower bound, is then within ``tol`` of the norm; otherwise the
     caller warns with the bracket.
@@ -134,10 +149,18 @@ def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int,
     seen: dict = {}
     upper, _ = norm_upper(kernel, theta, dense_limit=0, symbol=seen)
     exact = theta.astype(np.float64)  # the operator as computed, in float64 (a float32 θ converts exactly)
-    v0 = _start(kernel, exact, seen["symbol"] if "symbol" in seen else _embedding(kernel, theta), largest=True)
+    read = seen.get("symbol")
+    if read is None:
+        emb = kernel.periodic_embedding(theta)
+        read = None if emb is None else _Symbol(emb.grid, emb.multiplier.grid, emb.multiplier.blocks)
+    v0 = None if read is None else _start(kernel, exact, read, largest=True)
     with blas_threads_for(0):  # vector steps: BLAS threads only spin (measured: 10x the CPU on a loaded machine)
         big, _ = golub_kahan(kernel.op(exact), maxiter=maxiter, tol=tol, need_min=False, v0=v0)
     slack = LAPACK_CONSTANT * np.sqrt(max(kernel.shape)) * _EPS64 * big.lower + _conversion(kernel, theta, big.lower)
+    if upper > big.lower * (1 + max(tol, TIGHTEN)):  # a loose symbol bound (small grids): verify a tighter one
+        tight = verified_norm(kernel, theta, big.value)
+        if tight is not None:
+            upper = min(upper, tight + _conversion(kernel, theta, tight))
     lower = max(min(big.lower - slack, upper), 0.0)
     converged = upper <= lower * (1 + tol)
     value, lower, upper = float(big.value), float(lower), float(upper)
@@ -364,12 +387,56 @@ def _conv_upper(conv: Conv, w: np.ndarray, symbol: dict | None = None) -> tuple[
     return top + _fft_allowance(frobenius, grid, min(w.shape[:2]) * int(np.prod(stride)), top), name
 
 
+def _copies(n: int, before: int, after: int, bc: str) -> int:
+    """The most positions of a line of ``n`` samples padded by ``before + after`` that hold one sample."""
+    if n > 1 and bc == "replicate":
+        return 1 + max(before, after)
+    if bc == "reflect" and max(before, after) < n and before + after < n - 1:  # the two sides touch no sample twice
+        return 1 + int(before > 0 or after > 0)
+    return 1 + before + after
+
+
+def _padded_upper(conv: Conv, w: np.ndarray) -> float:
+    r"""A loose certificate for any padding: :math:`\|K\| = \|K_{\mathrm{valid}} E\| \le \|K_{\mathrm{valid}}\|\,\|E\|`.
+
+    :math:`E` pads the grid by the boundary rule (each sample copied at most :math:`m_a` times per
+    axis, :func:`_copies`: :math:`\|E\|_2 = \sqrt{\prod_a m_a}` at most, 2 for a 3×3 stencil in 2-D)
+    and :math:`K_{\mathrm{valid}}` is the convolution without padding on the padded grid (the
+    periodic-embedding certificate). The smaller of this and Schur's bound
+    (:func:`~structops.solvers._verified.schur_upper`).
+    """
+    geo = conv.geometry
+    schur = schur_upper(w, _multiplicity(conv))
+    try:
+        valid = Conv(
+            tuple(n + b + a for n, (b, a) in zip(geo.grid, geo.pads)),
+            geo.stencil,
+            bc="valid",
+            in_channels=geo.cin,
+            out_channels=geo.cout,
+            stride=geo.stride,
+            dilation=geo.dilation,
+            groups=geo.groups,
+        )
+        found = _structured_upper(valid, w.ravel())
+    except (TypeError, ValueError):  # pragma: no cover - every geometry has a valid counterpart
+        return schur
+    if found is None:  # pragma: no cover
+        return schur
+    copies = np.prod([_copies(n, b, a, geo.bc) for n, (b, a) in zip(geo.grid, geo.pads)])
+    return min(schur, found[0] * float(np.sqrt(copies)) * (1 + 4 * _EPS64))
+
+
 def _multiplicity(kernel: ParametricKernel) -> float:
-    """The most times one input sample is read by one tap of one channel pair (1 for zero and periodic padding)."""
+    """The most times one input sample is read by one tap of one channel pair (1 for zero and periodic padding).
+
+    Along an axis padded by ``p_before + p_after`` samples, at most ``1 + p_before + p_after``
+    positions of the padded line copy one sample (any padding rule, dilation and stride included).
+    """
     geo = getattr(kernel, "geometry", None)
     if geo is None or geo.bc in ("zero", "valid", "periodic"):
         return 1.0
-    return float(np.prod([s // 2 + 1 for s in geo.stencil]))
+    return float(np.prod([1 + before + after for before, after in geo.pads]))
 
 
 def _is_conv(kernel: ParametricKernel) -> bool:
@@ -450,9 +517,13 @@ def norm_upper(
     r"""A certified upper bound on :math:`\|K(\theta)\|_2` of the operator as computed, and its route.
 
     Structured routes first (a fast transform, the periodic embedding), all in float64 with the
-    round-off allowances of the module notes; dense LAPACK only when none applies and
-    ``max(kernel.shape) <= dense_limit``. A dict ``symbol`` receives the symbol read on the
-    plain zero-boundary route (key ``"symbol"``), so that :func:`certified_norm` need not rebuild it.
+    round-off allowances of the module notes; then, for any other convolution (reflect and
+    replicate padding), verified positive definiteness (:func:`verified_norm`, route
+    ``"verified"``; above its size limit, dense LAPACK when ``max(kernel.shape) <= dense_limit``,
+    else Schur's bound :func:`~structops.solvers._verified.schur_upper`, valid but looser); dense
+    LAPACK only when none applies and ``max(kernel.shape) <= dense_limit``. A dict ``symbol``
+    receives the symbol read on the plain zero-boundary route (key ``"symbol"``), so that
+    :func:`certified_norm` need not rebuild it.
 
     Raises
     ------
@@ -461,6 +532,12 @@ def norm_upper(
     """
     theta64 = np.asarray(theta).astype(np.float64)
     found = _structured_upper(kernel, theta64, symbol)
+    view = kernel.as_convolution()
+    if found is None and view is not None and min(kernel.shape) > 0:
+        bound = verified_norm(kernel, theta64)
+        if bound is None and max(kernel.shape) > dense_limit:  # too costly to factorise
+            bound = _padded_upper(view.conv, np.asarray(view.weights(theta64), dtype=np.float64))
+        found = None if bound is None else (bound, "verified")
     if found is None and (max(kernel.shape) <= dense_limit or min(kernel.shape) == 0):
         return dense_upper(kernel, theta), "dense"
     if found is None:
@@ -472,3 +549,17 @@ def norm_upper(
         )
     top, name = found
     return float(top + _conversion(kernel, np.asarray(theta), top)), name
+
+
+def verified_norm(kernel: ParametricKernel, theta: np.ndarray, estimate: float | None = None) -> float | None:
+    r"""The verified-positive-definiteness bound of :mod:`structops.solvers._verified`, or None (too costly, or failed).
+
+    ``estimate`` places the trial values; by default the Ritz value of :data:`ESTIMATE_STEPS`
+    Golub--Kahan--Lanczos steps. The bound is of the operator at ``theta.astype(float64)``; the
+    caller adds the conversion allowance of a family computed from ``theta``.
+    """
+    theta64 = np.asarray(theta).astype(np.float64)
+    if estimate is None:
+        big, _ = golub_kahan(kernel.op(theta64), maxiter=ESTIMATE_STEPS, tol=1e-8, need_min=False)
+        estimate = big.value
+    return verified_upper(kernel, theta64, float(estimate))

@@ -151,7 +151,9 @@ def _kernel_bounds(kernel, theta: np.ndarray) -> tuple[float, float, str]:
         warnings.simplefilter("ignore", EstimateWarning)
         est = spectral_norm(kernel, theta, tol=1e-4, full_output=True)
     assert isinstance(est, SpectralEstimate)
-    lower = float(est.lower) if est.certified else 0.0
+    lower = float(est.lower)  # a Ritz value less its round-off allowance on every route: guaranteed
+    if est.certified:  # the certified route's upper bound, tightened by verified positive definiteness
+        upper = min(upper, float(est.upper))
     if est.exact:  # LAPACK or a transform: within LAPACK_CONSTANT·n·eps of the norm
         allowance = 8.0 * max(kernel.shape) * float(np.finfo(np.float64).eps)
         lower = float(est.value) * (1 - allowance)

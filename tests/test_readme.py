@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import ast
 import configparser
 import importlib.util
 import re
@@ -292,3 +293,49 @@ def test_the_readme_families_table_is_the_registry():
     with pytest.raises(gen.MarkerError, match="families table"):
         gen.update_table("<!-- families table -->\nno end\n", table)
     assert gen.update_table("no table\n", table) == "no table\n"
+
+
+def _quick_tests(path: Path) -> list[str]:
+    """The test functions of a test module that are not marked slow as a whole (nor is their module).
+
+    tests/conftest.py keeps at least one case of each of these in the quick run (every word of every
+    parameter id, or the single case of an unparametrised test).
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in node.targets):
+            if "mark.slow" in ast.unparse(node.value):
+                return []
+    nodes = [*tree.body, *(n for c in tree.body if isinstance(c, ast.ClassDef) for n in c.body)]
+    return [
+        node.name
+        for node in nodes
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.name.startswith("test")
+        and not any("mark.slow" in ast.unparse(d) for d in node.decorator_list)
+    ]
+
+
+def test_the_quick_run_keeps_a_test_of_every_module_and_every_family():
+    # the README's `pytest` is the quick run: what it leaves to `pytest -m slow` must not empty a
+    # test module, nor leave out a built-in family
+    quick = {path.name: _quick_tests(path) for path in sorted((ROOT / "tests").glob("test_*.py"))}
+    assert len(quick) > 50 and all(quick.values()), sorted(name for name, tests in quick.items() if not tests)
+    # every built-in family: `structops check --quick` runs check_kernel on instances of each, in
+    # process, in two quick tests
+    assert "test_check_quick_prints_a_table_and_returns_0" in quick["test_cli.py"]
+    assert "test_the_quoted_quick_check_is_what_structops_check_prints" in quick["test_readme.py"]
+    from structops.families import FAMILIES
+
+    assert [f.name for f in FAMILIES if not [*f.check_per_size(3), *f.check()]] == []
+
+
+def test_the_quick_test_finder_sees_function_and_module_marks(tmp_path):
+    module = tmp_path / "test_m.py"
+    module.write_text(
+        "import pytest\n\n@pytest.mark.slow\ndef test_a(): pass\n\n"
+        "@pytest.mark.parametrize('n', [1])\ndef test_b(n): pass\n"
+    )
+    assert _quick_tests(module) == ["test_b"]
+    module.write_text("import pytest\npytestmark = [pytest.mark.slow]\n\ndef test_a(): pass\n")
+    assert _quick_tests(module) == []

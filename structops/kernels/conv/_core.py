@@ -768,9 +768,12 @@ def _threads(geo: ConvGeometry, n: int):
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
-    """A read-only view of ``a``: numba compiles a kernel once per argument type, and writable and
-    read-only arrays (jax hands the latter) are different types, so the kernels always get read-only
-    inputs and compile one signature per dtype instead of four (each costs seconds on a first run)."""
+    """A read-only view of ``a`` (no copy), for the inputs of the numba kernels.
+
+    numba compiles a kernel once per argument type, and writable and read-only arrays (jax hands
+    the latter) are different types: with read-only inputs always, each kernel compiles one
+    signature per dtype instead of four (each costs seconds of a first run).
+    """
     view = a.view()
     view.flags.writeable = False
     return view

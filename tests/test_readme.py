@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import functools
 import importlib.util
 import re
 import shlex
@@ -271,12 +272,10 @@ def test_malformed_markers_are_refused(text):
 def test_pytest_collects_without_the_mpi_extra():
     # `--doctest-modules` imports every module under tests/; the scripts run under mpiexec import
     # mpi4py at the top, so they are not collected (the tests that run them skip without mpi4py)
-    import ast
-
     from tests import conftest
 
     for path in sorted((ROOT / "tests").glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = _tree(path)
         top = {a.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for a in node.names}
         top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
         if top & {"mpi4py", "pylops_mpi"}:
@@ -295,13 +294,19 @@ def test_the_readme_families_table_is_the_registry():
     assert gen.update_table("no table\n", table) == "no table\n"
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    """A test module's syntax tree (parsed once for the two tests that read them all)."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def _quick_tests(path: Path) -> list[str]:
     """The test functions of a test module that are not marked slow as a whole (nor is their module).
 
     tests/conftest.py keeps at least one case of each of these in the quick run (every word of every
     parameter id, or the single case of an unparametrised test).
     """
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = _tree(path)
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in node.targets):
             if "mark.slow" in ast.unparse(node.value):
@@ -337,5 +342,6 @@ def test_the_quick_test_finder_sees_function_and_module_marks(tmp_path):
         "@pytest.mark.parametrize('n', [1])\ndef test_b(n): pass\n"
     )
     assert _quick_tests(module) == ["test_b"]
-    module.write_text("import pytest\npytestmark = [pytest.mark.slow]\n\ndef test_a(): pass\n")
-    assert _quick_tests(module) == []
+    slow_module = tmp_path / "test_slow.py"
+    slow_module.write_text("import pytest\npytestmark = [pytest.mark.slow]\n\ndef test_a(): pass\n")
+    assert _quick_tests(slow_module) == []

@@ -161,12 +161,15 @@ def test_spectral_norm_tightens_a_loose_symbol_bound_on_a_small_grid():
     assert est.certified and est.lower <= truth <= est.upper <= 1.01 * truth
 
 
-def test_float32_periodic_certificate_bounds_the_float64_norm_of_the_rounded_weights():
+# twenty draws, each a dense 1024² SVD: the quick run takes the first four, the slow run the rest
+@pytest.mark.parametrize(
+    "draws", [pytest.param(range(4), id="first4"), pytest.param(range(4, 20), id="next16", marks=pytest.mark.slow)]
+)
+def test_float32_periodic_certificate_bounds_the_float64_norm_of_the_rounded_weights(draws):
     # the case the issue reports: float32 symbols fell below the true norm by up to 7.5e-8 relative
     kernel = structops.Conv((16, 16), (3, 3), bc="periodic", in_channels=4, out_channels=4)
-    rng = np.random.default_rng(3)
-    for _ in range(20):
-        theta = rng.standard_normal(kernel.nparams).astype(np.float32)
+    thetas = np.random.default_rng(3).standard_normal((20, kernel.nparams)).astype(np.float32)
+    for theta in thetas[draws]:
         truth = np.linalg.norm(kernel.matrix(theta.astype(np.float64)), 2)
         bound = certified_norm_bound(kernel, theta)
         assert truth <= bound <= truth * (1 + 1e-10)

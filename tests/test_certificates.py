@@ -161,9 +161,9 @@ def test_spectral_norm_tightens_a_loose_symbol_bound_on_a_small_grid():
     assert est.certified and est.lower <= truth <= est.upper <= 1.01 * truth
 
 
-# twenty draws, each a dense 1024² SVD: the quick run takes the first four, the slow run the rest
+# twenty draws, each a dense 1024² SVD (seconds): the quick run takes the first, the slow run the rest
 @pytest.mark.parametrize(
-    "draws", [pytest.param(range(4), id="first4"), pytest.param(range(4, 20), id="next16", marks=pytest.mark.slow)]
+    "draws", [pytest.param(range(1), id="first1"), pytest.param(range(1, 20), id="next19", marks=pytest.mark.slow)]
 )
 def test_float32_periodic_certificate_bounds_the_float64_norm_of_the_rounded_weights(draws):
     # the case the issue reports: float32 symbols fell below the true norm by up to 7.5e-8 relative

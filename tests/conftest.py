@@ -10,6 +10,8 @@ tests again with their full budgets; ``pytest --runslow`` runs everything (full 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -23,7 +25,7 @@ DTYPES = (np.float32, np.float64)
 # scripts that tests/test_distributed.py and tests/test_train_mpi.py run under `mpiexec`: not
 # test modules, and --doctest-modules must not import them (they need mpi4py at import; the
 # tests that run them skip cleanly without it)
-collect_ignore = ["_mpi_checks.py", "_mpi_train_checks.py"]
+collect_ignore = ["_mpi_checks.py", "_mpi_train_checks.py", "_numba_warmup.py"]
 
 # property tests draw the same examples on every run (reproducible CI, no flaky draws); set
 # HYPOTHESIS_PROFILE=explore to search with fresh random examples. A test that sets its own budget
@@ -41,6 +43,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run the slow tests too (the exhaustive parameter matrices); `-m slow` runs only them",
     )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the numba kernels in a second process while this one collects and runs tests.
+
+    Only for a whole run (no paths or node ids on the command line: the README's ``pytest``,
+    ``-m slow``, ``--runslow``), where it takes a cold run's kernel compilation (about a minute
+    of one core) off the critical path on two cores; see tests/_numba_warmup.py.
+    """
+    config = session.config
+    if config.args_source is not pytest.Config.ArgsSource.TESTPATHS or hasattr(config, "workerinput"):
+        return
+    script = os.path.join(os.path.dirname(__file__), "_numba_warmup.py")
+    config._structops_warmup = subprocess.Popen(  # type: ignore[attr-defined]
+        [sys.executable, script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    warmup = getattr(session.config, "_structops_warmup", None)
+    if warmup is not None and warmup.poll() is None:
+        warmup.terminate()  # a short run (-m output, say) need not wait for it
+        warmup.wait()
 
 
 def _slow_selected(config: pytest.Config) -> bool:

@@ -364,22 +364,112 @@ def first_columns(geo: Any, theta: torch.Tensor) -> torch.Tensor:
     return cols
 
 
-def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
-    geo = kernel.geometry
-    axes = tuple(range(2, 2 + geo.ndim))
-    spec = torch.fft.rfftn(first_columns(geo, theta), dim=axes)
-    spec = spec.movedim((0, 1), (-2, -1))  # (*half, c, c)
+def _split(g: int) -> tuple[int, int]:
+    """``(a, b)`` with ``a * b = g`` and ``a <= b`` the divisor pair nearest ``sqrt(g)`` (``a = 1`` for a prime)."""
+    a = max(d for d in range(1, math.isqrt(g) + 1) if g % d == 0)
+    return a, g // a
+
+
+def _as_real(m: np.ndarray, inverse: bool) -> np.ndarray:
+    r"""A complex ``(..., K, J)`` matrix as a real one on ``(re, im)`` pairs: from ``(p, j)`` to ``(k, p)`` (from ``(k, p)`` to ``(p, j)``)."""
+    re, im = m.real, m.imag
+    blocks = np.stack([np.stack([re, -im], -1), np.stack([im, re], -1)], -2)  # (..., K, J, p', p)
+    order = (-3, -2, -4, -1) if inverse else (-4, -1, -3, -2)
+    *lead, K, J = m.shape
+    return np.moveaxis(blocks, (-4, -3, -2, -1), order).reshape(*lead, 2 * K, 2 * J)
+
+
+def _dft_tables(grid: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    r"""The DFTs of the Cayley form as real matrices (float64), complex numbers as ``(re, im)`` pairs ``p``.
+
+    For the last axis (length ``g``, ``h = g//2 + 1`` frequencies), the half spectrum of real
+    rows and its inverse (``irfft``'s weights: 1 at ``k = 0`` and ``g/2``, else 2):
+    ``rfft[j, (k, p)]`` is :math:`\cos` (``p = 0``) or :math:`-\sin` (``p = 1``) of
+    :math:`2\pi kj/g`, ``irfft[(k, p), j]`` the same times the weight over ``g``.
+
+    For every other axis ``i`` (length :math:`g = ab`), the complex DFT
+    :math:`\omega^{jk}`, :math:`\omega = e^{-2\pi i/g}`, in two steps (Cooley--Tukey, one
+    split): with :math:`j = b j_1 + j_2` and :math:`k = k_1 + a k_2`,
+    :math:`\omega^{jk} = \omega_a^{j_1k_1}\,\omega^{j_2k_1}\,\omega_b^{j_2k_2}`, so ``a_i``
+    (``a``-point DFTs over :math:`j_1`) then ``b_i`` (for each :math:`k_1`, a ``b × b``
+    matrix over :math:`j_2`) give the spectrum in the order :math:`(k_1, k_2)`
+    (``order_i``); ``ib_i`` and ``ia_i`` are the inverse steps (conjugates, over ``g``).
+    """
+    *rest, g = grid
+    k = np.arange(g // 2 + 1)[:, None]
+    ang = 2 * np.pi * k * np.arange(g) / g
+    weight = np.where((k == 0) | (2 * k == g), 1.0, 2.0) / g
+    half = np.stack([np.cos(ang), -np.sin(ang)], axis=1).reshape(-1, g)  # rows (k, p)
+    tables = {"rfft": half.T, "irfft": np.repeat(weight, 2, axis=0) * half}
+    for i, gi in enumerate(rest):
+        a, b = _split(gi)
+        fa = np.exp(-2j * np.pi * np.outer(np.arange(a), np.arange(a)) / a)  # [k1, j1]
+        twiddle = np.exp(-2j * np.pi * np.outer(np.arange(a), np.arange(b)) / gi)  # [k1, j2]
+        fb = twiddle[:, None, :] * np.exp(-2j * np.pi * np.outer(np.arange(b), np.arange(b)) / b)  # [k1, k2, j2]
+        tables |= {f"a_{i}": _as_real(fa, False), f"b_{i}": _as_real(fb, False)}
+        tables |= {f"ia_{i}": _as_real(fa.conj().T / gi, True), f"ib_{i}": _as_real(fb.conj().swapaxes(-1, -2), True)}
+        tables[f"order_{i}"] = (np.arange(a)[:, None] + a * np.arange(b)).reshape(-1)
+    return {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in tables.items()}
+
+
+def _cayley_blocks(geo: Any, theta: torch.Tensor, orders: list[torch.Tensor]) -> torch.Tensor:
+    r"""The unitary blocks :math:`\hat K(\xi) = (I + \hat A)^{-1}(I - \hat A)` as real ``2c × 2c`` blocks.
+
+    One batched ``torch.linalg.solve`` over the ``rfftn`` half spectrum of the generator (it
+    depends on ``theta`` only, never on the batch); frequencies ordered ``(k_last, k_0, ...)``
+    with each ``k_i`` permuted by ``orders[i]``, each block :math:`[[\Re, -\Im], [\Im, \Re]]`
+    acting on ``(re, im)``-stacked channels.
+    """
+    d, c = geo.ndim, geo.cin
+    spec = torch.fft.rfftn(first_columns(geo, theta), dim=tuple(range(2, 2 + d)))
+    spec = spec.movedim((0, 1, 1 + d), (-2, -1, 0))  # (h, g_0, ..., c, c)
+    for i, order in enumerate(orders):
+        spec = spec.index_select(1 + i, order)
     skew = spec - spec.transpose(-1, -2).conj()
-    eye = torch.eye(geo.cin, dtype=skew.dtype, device=skew.device)
-    blocks = torch.linalg.solve(eye + skew, eye - skew)  # one batched solve over the frequencies
+    eye = torch.eye(c, dtype=skew.dtype, device=skew.device)
+    blocks = torch.linalg.solve(eye + skew, eye - skew).reshape(-1, c, c)
+    re, im = blocks.real, blocks.imag
+    return torch.cat([torch.cat([re, -im], -1), torch.cat([im, re], -1)], -2)
+
+
+def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    r""":math:`K x`: real DFTs as matrix products, then one real ``(F, 2c, 2c) @ (F, 2c, n)`` product.
+
+    The complex ``torch.fft`` and complex batched products are slow in torch's CPU kernels, so
+    every step is a real matrix product (BLAS, see :func:`_dft_tables`): the half spectrum of
+    the last axis with ``x`` read transposed (the examples last), one copy to
+    ``(h, p, g_0, ..., c, n)``, then the DFT of each other axis in two steps on the adjacent
+    ``(p, j_1)`` and ``(p, j_2)``, so that the spectrum comes out as ``(F, 2c, n)`` for the
+    per-frequency product; the inverse retraces the steps.
+    """
+    geo = kernel.geometry
+    *rest, g = geo.grid
+    c, n, d = geo.cin, x.shape[0], geo.ndim
+    work = torch.promote_types(torch.promote_types(theta.dtype, x.dtype), torch.float32)
+    table = _constants(kernel, lambda: _dft_tables(geo.grid), x)
+    t = {name: m if name.startswith("order") else m.to(work) for name, m in table.items()}
+    blocks = _cayley_blocks(geo, theta.to(work), [t[f"order_{i}"] for i in range(d - 1)])
     if transpose:
-        blocks = blocks.transpose(-1, -2).conj()
-    xf = torch.fft.rfftn(x, dim=axes)  # (n, c, *half)
-    half = xf.shape[2:]
-    # one (c, c) @ (c, n) product per frequency, the examples as columns (as the numpy hooks)
-    cols = xf.reshape(xf.shape[0], geo.cin, -1).permute(2, 1, 0)
-    yf = (blocks.reshape(-1, geo.cin, geo.cin) @ cols).permute(2, 1, 0).reshape(xf.shape[0], geo.cin, *half)
-    return torch.fft.irfftn(yf, s=geo.grid, dim=axes).to(x.dtype)
+        blocks = blocks.transpose(-1, -2)  # the real block of the conjugate transpose
+    h, cols = g // 2 + 1, c * math.prod(rest)
+    z = t["rfft"].T @ x.to(work).reshape(n, cols, g).permute(1, 2, 0)  # (c, *rest, h, p, n)
+    z = z.reshape(c, -1, 2 * h, n).transpose(0, 2).contiguous()  # (h, p, *rest, c, n): runs of n
+    lead = h
+    for i, gi in enumerate(rest):  # (h, k_0.., p, j_1, j_2, ...) -> (h, k_0.., k_1, k_2, p, ...)
+        a, b = _split(gi)
+        z = (t[f"a_{i}"] @ z.reshape(lead, 2 * a, -1)).reshape(lead, a, 2 * b, -1)
+        z = t[f"b_{i}"] @ z
+        lead *= gi
+    z = blocks @ z.reshape(lead, 2 * c, n)
+    for i in reversed(range(d - 1)):
+        a, b = _split(rest[i])
+        lead //= rest[i]
+        z = (t[f"ib_{i}"] @ z.reshape(lead, a, 2 * b, -1)).reshape(lead, 2 * a, -1)
+        z = t[f"ia_{i}"] @ z
+    # (h, p, *rest, c, n) read as (*rest, c) matrices (h p, n) by BLAS, then runs of g into (n, c, *rest, g)
+    z = z.reshape(2 * h, cols, n).transpose(0, 1).mT @ t["irfft"]  # (*rest, c, n, g)
+    z = z.reshape(-1, c, n, g).permute(2, 1, 0, 3)
+    return z.reshape(n, c, *rest, g).to(x.dtype)
 
 
 # ------------------------------------------------------------- pattern families

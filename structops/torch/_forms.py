@@ -15,7 +15,9 @@ and every device and dtype come from torch. The forms follow the families' struc
   :math:`K^\top = P_{bc}^\top C_W^\top S^\top` through ``conv_transpose{1,2,3}d``.
 * :class:`~structops.AntisymmetricConv`: :math:`C_W x - C_W^\top x` with one ``W``.
 * :class:`~structops.CayleyConv`: the generator's half spectrum by ``torch.fft.rfftn``, one
-  batched ``torch.linalg.solve`` over the frequencies, the product in the Fourier domain.
+  batched ``torch.linalg.solve`` over the frequencies (once per call, for the whole batch), the
+  product in the Fourier domain with the DFTs of the examples as real matrix products (one
+  Cooley--Tukey split per complex axis) and one real ``(F, 2c, 2c) @ (F, 2c, n)`` product.
 * The pattern families (:class:`~structops.Dense`, :class:`~structops.Diagonal`,
   :class:`~structops.Antisymmetric`, :class:`~structops.MMatrix`, :class:`~structops.Sparse`,
   :class:`~structops.Banded`, :class:`~structops.LinearKernel`): the nonzeros of :math:`K`
@@ -371,7 +373,11 @@ def _split(g: int) -> tuple[int, int]:
 
 
 def _as_real(m: np.ndarray, inverse: bool) -> np.ndarray:
-    r"""A complex ``(..., K, J)`` matrix as a real one on ``(re, im)`` pairs: from ``(p, j)`` to ``(k, p)`` (from ``(k, p)`` to ``(p, j)``)."""
+    r"""A complex matrix ``m[..., r, s]`` as a real one on ``(re, im)`` pairs ``p``.
+
+    Rows ``(r, p)`` and columns ``(p, s)`` (a forward DFT step: the pair axis moves after the
+    transformed one); with ``inverse``, rows ``(p, r)`` and columns ``(s, p)`` (it moves back).
+    """
     re, im = m.real, m.imag
     blocks = np.stack([np.stack([re, -im], -1), np.stack([im, re], -1)], -2)  # (..., K, J, p', p)
     order = (-3, -2, -4, -1) if inverse else (-4, -1, -3, -2)

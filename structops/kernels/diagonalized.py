@@ -216,6 +216,34 @@ class Diagonalized(ColumnBatched, abc.ABC):
             return blocks[..., 0, 0]
         return np.linalg.eigvals(blocks)
 
+    def dot(self, x):
+        r"""``A @ x``, also for a stack of examples: one block product, the same as looping over them.
+
+        Besides pylops' conventions (and a one-channel example given as its grid alone, see
+        :meth:`~structops.kernels.operators.ColumnBatched.dot`), ``x`` may be a stack
+        ``(m, *dims)`` of examples, or for one input channel ``(m, *grid)`` with a grid of two or
+        more axes (``m`` images ``(m, H, W)``); the result is ``(m, *dimsd)``, or ``(m, *out_grid)``
+        for the latter (the output grid alone when there is one output channel). The ``m``
+        examples are the columns of one ``matmat``: ``inverse(kernel, theta) @ B`` solves for
+        every image of ``B`` with one transform of the stack.
+        """
+        out = self._stack_output(x.shape) if isinstance(x, np.ndarray) else None
+        if out is None:
+            return super().dot(x)
+        m = x.shape[0]
+        Y = np.asarray(super().dot(x.reshape(m, -1).T))
+        return np.ascontiguousarray(Y.T).reshape(m, *out)
+
+    def _stack_output(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The shape of one result when ``shape`` is a stack of examples (see :meth:`dot`), else None."""
+        dims, dimsd = tuple(self.dims), tuple(self.dimsd)
+        if len(shape) == len(dims) + 1 and tuple(shape[1:]) == dims:
+            return dimsd
+        one_channel = len(dims) >= 3 and dims[0] == 1 and tuple(shape) != dims
+        if one_channel and len(shape) == len(dims) and tuple(shape[1:]) == dims[1:]:
+            return dimsd[1:] if dimsd[0] == 1 else dimsd
+        return None
+
     def _full_blocks(self) -> np.ndarray:
         """The blocks on the whole grid, shape ``(*grid, out, in)``."""
         return self.blocks
@@ -588,7 +616,7 @@ def _factor_svds(factors) -> tuple[list, float]:
             c = float(np.vdot(g, f) / max(np.vdot(g, g), np.finfo(float).tiny))
             gap = float(np.linalg.norm(f - c * g))
             if c != 0 and gap <= 16 * np.finfo(f.dtype).eps * float(np.linalg.norm(f)):
-                svds.append((u, abs(c) * sv, np.sign(c) * vh))
+                svds.append((u, abs(c) * sv, vh if c > 0 else -vh))  # c > 0 shares the basis: no copy
                 others = float(np.prod([np.linalg.norm(h) for h in factors if h is not f]))
                 extra += gap * others
                 break
@@ -624,7 +652,9 @@ class KroneckerMultiplier(Diagonalized):
     -----
     With :math:`K_a = U_a S_a V_a^\top` (``numpy.linalg.svd``),
     :math:`K = (\otimes U_a)(\otimes S_a)(\otimes V_a)^\top`: ``transform = "kron"``, unitary,
-    the blocks the ``1 × 1`` products :math:`\prod_a s_{a, k_a}` on the grid. It is not a
+    the blocks the ``1 × 1`` products :math:`\prod_a s_{a, k_a}` on the grid.
+    ``factor_singular_values`` holds the 1-D :math:`s_a`; the grid of products
+    (``blocks``) is built on first use only. It is not a
     similarity (:math:`U \ne V`), but :meth:`eigenvalues` are the products of the factors'
     eigenvalues. A product applies one dense ``n_a × n_a`` matrix per axis, twice:
     :math:`O(N \sum_a n_a)`; building costs the 1-D SVDs, :math:`O(\sum_a n_a^3)`.
@@ -649,6 +679,11 @@ class KroneckerMultiplier(Diagonalized):
         for a, f in enumerate(factors):
             if f.ndim != 2 or f.shape[0] != f.shape[1]:
                 raise ValueError(f"`factors[{a}]` must be a square 2-D array, got shape {f.shape}.")
+        # equal factors (a symmetric PSF) are kept once
+        factors = tuple(
+            next((g for g in factors[:a] if g.shape == f.shape and np.array_equal(g, f)), f)
+            for a, f in enumerate(factors)
+        )
         if not residual >= 0:
             raise ValueError(f"`residual` must be >= 0, got {residual!r}.")
         with blas_threads_for(max(f.shape[0] for f in factors)):  # one BLAS thread below 1024²
@@ -656,24 +691,42 @@ class KroneckerMultiplier(Diagonalized):
         residual = float(residual) + shared
         left = tuple(u for u, _, _ in svds)
         right = tuple(vh.T for _, _, vh in svds)
-        blocks = np.ones((), dtype=factors[0].dtype)
-        for _, s, _ in svds:
-            blocks = np.multiply.outer(blocks, s)
-        self._init(left, right, blocks[..., None, None], factors, float(residual), dtype, name)
+        self._init(left, right, None, factors, float(residual), dtype, name)
+        self.factor_singular_values: tuple[np.ndarray, ...] | None = tuple(s for _, s, _ in svds)
 
     def _init(self, left, right, blocks, factors, residual, dtype, name) -> None:
         self.left, self.right = left, right
-        self.blocks = blocks
+        self._blocks = blocks
+        self.factor_singular_values = None
         self.factors = factors
         self.residual = residual
         self.grid = tuple(int(u.shape[0]) for u in left)
-        dtype = np.dtype(blocks.dtype if dtype is None else dtype)
+        dtype = np.dtype((left[0].dtype if blocks is None else blocks.dtype) if dtype is None else dtype)
         super().__init__(dtype=dtype, dims=(1, *self.grid), dimsd=(1, *self.grid), name=name)
 
+    @property
+    def blocks(self) -> np.ndarray:
+        r"""The ``1 × 1`` blocks :math:`\prod_a s_{a, k_a}` on the grid, built on first use from the 1-D ones.
+
+        A solve that needs only the filter (:class:`structops.solvers.Deblurrer`) reads
+        ``factor_singular_values`` instead and never holds this grid.
+        """
+        if self._blocks is None:
+            assert self.factor_singular_values is not None
+            grid = np.ones((), dtype=self.factor_singular_values[0].dtype)
+            for sv in self.factor_singular_values:
+                grid = np.multiply.outer(grid, sv)
+            self._blocks = grid[..., None, None]
+        return self._blocks
+
+    @blocks.setter
+    def blocks(self, value: np.ndarray) -> None:
+        self._blocks = value
+
     @classmethod
-    def _from_bases(cls, left, right, blocks, name) -> KroneckerMultiplier:
+    def _from_bases(cls, left, right, blocks, name, dtype=None) -> KroneckerMultiplier:
         new = cls.__new__(cls)
-        new._init(left, right, blocks, None, 0.0, None, name)
+        new._init(left, right, blocks, None, 0.0, dtype, name)
         return new
 
     def _cols(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
@@ -688,7 +741,7 @@ class KroneckerMultiplier(Diagonalized):
 
     def _adjoint(self) -> KroneckerMultiplier:
         name = None if self.name is None else f"({self.name})ᵀ"
-        return KroneckerMultiplier._from_bases(self.right, self.left, self.blocks, name)
+        return KroneckerMultiplier._from_bases(self.right, self.left, self.blocks, name, self.dtype)
 
     _transpose = _adjoint
 
@@ -699,10 +752,11 @@ class KroneckerMultiplier(Diagonalized):
             raise ValueError(
                 f"`blocks` of a KroneckerMultiplier must be real and 1×1, got {blocks.dtype} {blocks.shape}."
             )
+        # the advertised dtype is kept: a float32 problem's bases are computed in float64 but it stays float32
         if normal:
-            return KroneckerMultiplier._from_bases(self.right, self.right, blocks, name)
+            return KroneckerMultiplier._from_bases(self.right, self.right, blocks, name, self.dtype)
         left, right = (self.right, self.left) if swap else (self.left, self.right)
-        return KroneckerMultiplier._from_bases(left, right, blocks, name)
+        return KroneckerMultiplier._from_bases(left, right, blocks, name, self.dtype)
 
     def coefficients(self, b: np.ndarray) -> np.ndarray:
         r""":math:`(\otimes_a U_a)^\top b`, one 1-D basis per axis (see :meth:`Diagonalized.coefficients`)."""

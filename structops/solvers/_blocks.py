@@ -118,8 +118,6 @@ def _invert(blocks, sv, rcond: float | None, what: str, grid: tuple[int, ...], s
     return _inverse_blocks(blocks)
 
 
-
-
 def not_normal(kernel, what: str) -> ValueError:
     """The error for a function of ``KᵀK`` asked of a non-unitary transform (DCT-I)."""
     return ValueError(
@@ -194,4 +192,3 @@ def normal_inverse(D: Diagonalized, h, beta, rcond, what) -> Diagonalized:
         sv = np.concatenate([h * s**2 + beta, np.full((*s.shape[:-1], cin - s.shape[-1]), beta, dtype=s.dtype)], -1)
     inv = _invert(blocks, sv, rcond, what, D.grid, S.shape[-2:] == (1, 1), warn=beta == 0)
     return D.with_blocks(inv, normal=True, name=f"({what})⁻¹")
-

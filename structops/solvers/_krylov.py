@@ -22,6 +22,7 @@ import scipy.fft as sfft
 import scipy.sparse.linalg as spla
 from pylops.optimization.basic import cgls as pylops_cgls
 
+from .._backend import workers
 from ..kernels.diagonalized import (
     CosineMultiplier,
     Diagonalized,
@@ -39,6 +40,7 @@ __all__ = [
     "SOLVERS",
     "ConvergenceWarning",
     "PreconditionerModel",
+    "RealSymbolMultiplier",
     "TikhonovResult",
     "build_model",
     "cosine_model_helps",
@@ -129,6 +131,18 @@ class PreconditionerModel:
             )
         return denom
 
+    def applier(self, alpha: float, power: float, dtype) -> pylops.LinearOperator:
+        r"""The multiplier of :meth:`operator` in the form the Krylov loop applies, cheapest per product.
+
+        For the FFT model a :class:`RealSymbolMultiplier` (real FFTs, the real half-grid symbol
+        precomputed in ``dtype``); for the cosine model the :class:`CosineMultiplier` itself.
+        """
+        if self.transform != "fft":
+            return self.operator(alpha, power, dtype)
+        half = half_spectrum(self.denominator(alpha), len(self.grid))
+        name = f"(CᵀC + {alpha:g}·C_LᵀC_L)^-{power:g}"
+        return RealSymbolMultiplier((half ** (-power)).astype(dtype), self.grid, name=name)
+
     def operator(self, alpha: float, power: float, dtype) -> Diagonalized:
         r"""The symmetric positive definite multiplier :math:`(|\lambda|^2 + \alpha|\lambda_L|^2)^{-p}`."""
         mult = self.denominator(alpha) ** (-power)
@@ -137,6 +151,42 @@ class PreconditionerModel:
             blocks = half_spectrum(mult, len(self.grid)).astype(np.result_type(dtype, np.complex64))
             return FourierMultiplier(blocks[..., None, None], self.grid, dtype=dtype, name=name)
         return CosineMultiplier(mult.astype(dtype), 2, dtype=dtype, name=name)
+
+
+class RealSymbolMultiplier(pylops.LinearOperator):
+    r"""A symmetric BCCB preconditioner :math:`x \mapsto F^{-1}(h \circ F x)` with a real symbol ``h``, made cheap.
+
+    The preconditioners' symbols :math:`h = (|\lambda|^2 + \alpha|\lambda_L|^2)^{-p}` are real and
+    even, so the operator is symmetric and one product is ``irfftn(h_half * rfftn(x))``: two real
+    FFTs (``scipy.fft`` with :func:`structops.workers` workers), the half-grid symbol stored once
+    in the problem's dtype (a float32 solve runs its FFTs in float32), the product in place in the
+    transform's buffer and the inverse FFT allowed to overwrite it. No SVD is involved anywhere:
+    ``h`` comes from the stencil's FFT (:func:`structops.solvers.circulant_eigvals`).
+
+    Parameters
+    ----------
+    half : numpy.ndarray, real, shape ``(*grid[:-1], grid[-1] // 2 + 1)``
+        The symbol on the ``rfftn`` half grid.
+    grid : tuple of int
+    name : str, optional
+    """
+
+    def __init__(self, half: np.ndarray, grid: tuple[int, ...], *, name: str | None = None) -> None:
+        self.half = half
+        self.grid = tuple(grid)
+        n = int(np.prod(self.grid))
+        super().__init__(dtype=half.dtype, shape=(n, n), name=name)
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        w = workers()
+        X = sfft.rfftn(np.reshape(x, self.grid), workers=w)
+        X *= self.half
+        return sfft.irfftn(X, s=self.grid, workers=w, overwrite_x=True).reshape(-1)
+
+    _rmatvec = _matvec
+
+    def _adjoint(self) -> RealSymbolMultiplier:
+        return self
 
 
 def _fft_symbol(kernel, theta, kind: str, name: str) -> np.ndarray:

@@ -30,7 +30,7 @@ from ..kernels.diagonalized import Diagonalized, KroneckerMultiplier
 from ._blocks import SINGULAR_FACTOR, IllConditionedWarning
 from ._choice import METHODS, AlphaChoice, default_grid, exact_choice, grid_choice
 from ._filters import as_regularizer, exact_solver, regularized_inverse, shares_basis, spectrum, structure_error
-from ._hybrid import hybrid_discrepancy
+from ._hybrid import HYBRID_METHODS, hybrid_choice
 from ._krylov import (
     MAXITER,
     PRECONDITIONERS,
@@ -123,20 +123,32 @@ def _operator_norm(op, steps: int = 30) -> float:
     return float(np.sqrt(value))
 
 
-def _kron_filter(D: KroneckerMultiplier, l2: np.ndarray | None, alpha: float) -> np.ndarray:
-    r"""The filter :math:`F = k/(k^2 + \alpha l^2)` on the grid, in one buffer; raises when the system is singular."""
-    k = D.blocks[..., 0, 0]
-    F = np.multiply(k, k)
-    F += alpha if l2 is None else alpha * l2
-    low, top = float(F.min()), float(F.max())
-    limit = 1.0 / (SINGULAR_FACTOR * float(np.finfo(F.dtype).eps))
+def _kron_filter(D: KroneckerMultiplier, l2: np.ndarray | None, alpha: float, dtype) -> np.ndarray:
+    r"""The filter :math:`F = k/(k^2 + \alpha l^2)` on the grid, in one buffer; raises when the system is singular.
+
+    :math:`k = s_0 \otimes s_1` is formed from the 1-D singular values a band of rows at a time, in
+    float64, and the filter written into one buffer of ``dtype`` (the solve's): the operator's own
+    grid of singular values (``D.blocks``) is never built.
+    """
+    sv = D.factor_singular_values
+    n0, n1 = D.grid
+    F = np.empty((n0, n1), dtype=dtype)
+    low, top = np.inf, 0.0
+    step = max(1, (1 << 16) // max(n1, 1))
+    for r in range(0, n0, step):
+        k = D.blocks[r : r + step, :, 0, 0] if sv is None else np.multiply.outer(sv[0][r : r + step], sv[1])
+        den = k * k
+        den += alpha if l2 is None else alpha * l2[r : r + step]
+        low, top = min(low, float(den.min())), max(top, float(den.max()))
+        np.divide(k, den, out=F[r : r + step], casting="same_kind")
+    limit = 1.0 / (SINGULAR_FACTOR * float(np.finfo(np.float64).eps))
     if not (low > 0 and top / low <= limit):
         raise np.linalg.LinAlgError(
             f"`alpha` = {alpha!r}: KᵀK + α·LᵀL is singular or near-singular (condition number "
             f"{np.inf if low <= 0 else top / low:.3e} > {limit:.3e}); pass `alpha` > 0, or change `L` if K and L "
             "have a common null space."
         )
-    return np.divide(k, F, out=F)
+    return F
 
 
 def _kron_solve(D: KroneckerMultiplier, F: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
@@ -302,7 +314,7 @@ class Deblurrer:
         if isinstance(D, KroneckerMultiplier) and len(D.grid) == 2:
             C = self.reg.blocks()
             l2 = None if C is None else np.abs(C[..., 0, 0]) ** 2
-            _kron_solve(D, _kron_filter(D, l2, alpha), rows, out)
+            _kron_solve(D, _kron_filter(D, l2, alpha, out.dtype), rows, out)
             return
         out[:] = np.asarray(exact_solver(D, self.reg, alpha) @ rows.T).T
 
@@ -325,7 +337,7 @@ class Deblurrer:
                 X[idx] = part
                 continue
             power = 1.0 if self.solver == "cg" else 0.5
-            P = None if kind is None else self._model(kind).operator(a, power, self.theta.dtype)
+            P = None if kind is None else self._model(kind).applier(a, power, self.theta.dtype)
             for i in idx:
                 X[i], its[i], ok[i] = krylov_solve(
                     self.K, self.reg, a, rows[i], self.solver, P, self.rtol, self.maxiter
@@ -396,7 +408,7 @@ class Deblurrer:
             G = np.abs(B[..., 0, 0]) ** 2 + alpha * (1.0 if C is None else np.abs(C[..., 0, 0]) ** 2)
             return np.asarray(D.with_blocks((1.0 / G)[..., None, None].astype(B.dtype), normal=True) @ g)
         kind = self._kind(alpha)
-        M = None if kind is None else self._model(kind).operator(alpha, 1.0, self.theta.dtype)
+        M = None if kind is None else self._model(kind).applier(alpha, 1.0, self.theta.dtype)
         lam, _, ok = normal_cg(normal_operator(self.K, self.reg, alpha), g, M, self.rtol, self.maxiter)
         if not ok:
             warnings.warn(
@@ -417,9 +429,9 @@ class Deblurrer:
             L_blocks = self.reg.blocks()
             if L_blocks is None or L_blocks.shape[-2:] == (1, 1):
                 return exact_choice(spectrum(D, self.reg.diagonal, row.astype(np.float64)), method, alphas, target)
-        if method == "discrepancy" and self.reg.op is None and alphas is None:
-            h = hybrid_discrepancy(self.K, row, float(target), maxiter=min(self.maxiter, 1000))
-            if h.reachable:
+        if method in HYBRID_METHODS and self.reg.op is None and alphas is None:  # one Golub-Kahan run (_hybrid)
+            h = hybrid_choice(self.K, row, method, target=target, maxiter=min(self.maxiter, 1000))
+            if h.reachable and (h.converged or method == "discrepancy"):
                 return AlphaChoice(h.alpha, method, h.grid, h.values, False, target, h.iterations)
 
         def solve(rhs: np.ndarray, a: float) -> np.ndarray:

@@ -101,6 +101,7 @@ def test_cayley_torch_form_is_the_dense_matrix_on_every_grid(grid, channels, clo
     for transpose, ref in ((False, flat @ K.T), (True, flat @ K)):
         y = st.apply(k, theta, x, transpose=transpose, backend="torch")
         close(y.reshape(x.shape[0], -1).numpy(), ref, np.float64, size=K.shape[0])
+    assert st.apply(k, theta, x[:0], backend="torch").shape == (0, *k.out_shape)  # an empty batch
 
 
 @pytest.mark.parametrize("family", TABLE)

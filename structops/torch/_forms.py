@@ -457,24 +457,28 @@ def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose:
     blocks = _cayley_blocks(geo, theta.to(work), [t[f"order_{i}"] for i in range(d - 1)])
     if transpose:
         blocks = blocks.transpose(-1, -2)  # the real block of the conjugate transpose
-    h, cols = g // 2 + 1, c * math.prod(rest)
+    h, size = g // 2 + 1, math.prod(rest)
+    cols = c * size
+    total = 2 * h * cols * n  # explicit sizes: an empty batch has no -1 to infer
     z = t["rfft"].T @ x.to(work).reshape(n, cols, g).permute(1, 2, 0)  # (c, *rest, h, p, n)
-    z = z.reshape(c, -1, 2 * h, n).transpose(0, 2).contiguous()  # (h, p, *rest, c, n): runs of n
+    z = z.reshape(c, size, 2 * h, n).transpose(0, 2).contiguous()  # (h, p, *rest, c, n): runs of n
     lead = h
     for i, gi in enumerate(rest):  # (h, k_0.., p, j_1, j_2, ...) -> (h, k_0.., k_1, k_2, p, ...)
         a, b = _split(gi)
-        z = (t[f"a_{i}"] @ z.reshape(lead, 2 * a, -1)).reshape(lead, a, 2 * b, -1)
+        inner = total // (lead * 2 * gi)
+        z = (t[f"a_{i}"] @ z.reshape(lead, 2 * a, b * inner)).reshape(lead, a, 2 * b, inner)
         z = t[f"b_{i}"] @ z
         lead *= gi
     z = blocks @ z.reshape(lead, 2 * c, n)
     for i in reversed(range(d - 1)):
-        a, b = _split(rest[i])
-        lead //= rest[i]
-        z = (t[f"ib_{i}"] @ z.reshape(lead, a, 2 * b, -1)).reshape(lead, 2 * a, -1)
+        gi, (a, b) = rest[i], _split(rest[i])
+        lead //= gi
+        inner = total // (lead * 2 * gi)
+        z = (t[f"ib_{i}"] @ z.reshape(lead, a, 2 * b, inner)).reshape(lead, 2 * a, b * inner)
         z = t[f"ia_{i}"] @ z
     # (h, p, *rest, c, n) read as (*rest, c) matrices (h p, n) by BLAS, then runs of g into (n, c, *rest, g)
     z = z.reshape(2 * h, cols, n).transpose(0, 1).mT @ t["irfft"]  # (*rest, c, n, g)
-    z = z.reshape(-1, c, n, g).permute(2, 1, 0, 3)
+    z = z.reshape(size, c, n, g).permute(2, 1, 0, 3)
     return z.reshape(n, c, *rest, g).to(x.dtype)
 
 

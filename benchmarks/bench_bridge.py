@@ -24,12 +24,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import sys
 import time
 
+import _common
 import numpy as np
 import torch
 
@@ -38,25 +38,14 @@ from structops.torch import Layer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads for numpy/BLAS, structops and torch")
+    parser = _common.parser(__doc__, threads=2, what="numpy/BLAS, structops and torch")
     parser.add_argument("--repeat", type=int, default=15, help="interleaved rounds (medians)")
     parser.add_argument("--n", type=int, default=512, help="number of images")
-    args = parser.parse_args(argv)
-
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-
-        threadpool_limits(args.threads)
-        blas = ", ".join(f"{p['internal_api']} {p['num_threads']}" for p in threadpool_info())
-    except ImportError:
-        blas = "threadpoolctl not installed (BLAS default)"
-    structops.set_num_threads(args.threads)
-    torch.set_num_threads(args.threads)
+    args = _common.setup(parser, argv, torch=True)
     print(
         f"structops {structops.__version__}, torch {torch.__version__}, numpy {np.__version__}; "
-        f"{platform.machine()}, {args.threads} threads (torch {torch.get_num_threads()}; BLAS pools: {blas}; "
-        f"structops accelerator {structops.accelerator()!r})"
+        f"{platform.machine()}, torch threads {torch.get_num_threads()}; "
+        f"structops accelerator {structops.accelerator()!r}"
     )
 
     rng = np.random.default_rng(0)

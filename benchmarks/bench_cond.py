@@ -14,9 +14,10 @@ Run: ``python benchmarks/bench_cond.py`` (options: ``--size``, ``--stencil``, ``
 
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
+
+import _common
 
 import structops
 from structops.data import gaussian_stencil
@@ -24,14 +25,14 @@ from structops.solvers import EstimateWarning, cond, spectral_norm
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--stencil", type=int, default=9)
     parser.add_argument("--sigma", type=float, default=2.0)
     parser.add_argument("--maxiter", type=int, default=200)
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    args = parser.parse_args(argv)
+    args = _common.setup(parser, argv)
 
     n, s = args.size, args.stencil
     theta = gaussian_stencil(s, args.sigma).ravel().astype(args.dtype)

@@ -39,13 +39,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
 import sys
 import time
 
+import _common
 import numpy as np
 
 import structops
@@ -378,11 +378,10 @@ def print_row(r, file=sys.stdout):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__, threads=os.cpu_count(), what="every library")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (3) and a smaller pylops subset")
     parser.add_argument("--cases", default="A,B,C", help="comma-separated: A, B, C or full names like A-zero")
     parser.add_argument("--dtype", default="both", choices=("both", "float64", "float32"))
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every library")
     parser.add_argument("--repeat", type=int, default=None, help="timed calls per measurement (default 7)")
     parser.add_argument("--pylops-subset", type=int, default=None, help="examples timed through pylops")
     parser.add_argument("--no-torch", action="store_true")
@@ -400,17 +399,10 @@ def main(argv=None):
         parser.error(f"--cases {args.cases!r} matches none of {list(CASES)}")
     dtypes = [np.float64, np.float32] if args.dtype == "both" else [np.dtype(args.dtype).type]
 
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(args.threads)
-    except ImportError:
-        print("threadpoolctl not installed: BLAS uses its default thread count", file=sys.stderr)
-    structops.set_num_threads(args.threads)
+    _common.set_threads(args.threads, torch=not args.no_torch)
+    print(_common.thread_line(args.threads))
     if not args.no_torch:
         import torch
-
-        torch.set_num_threads(args.threads)
     rates = {"memcpy": memcpy_rate(args.threads)}
     for dt in dtypes:
         rates[np.dtype(dt).name] = gemm_rate(dt)

@@ -18,10 +18,10 @@ scikit-image the shipped phantom is used and the scikit-image rows are skipped).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import time
 
+import _common
 import numpy as np
 
 import structops
@@ -34,10 +34,10 @@ def psnr(x, ref) -> float:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--noise", type=float, default=0.01)
-    args = parser.parse_args(argv)
+    args = _common.setup(parser, argv)
     have_skimage = importlib.util.find_spec("skimage") is not None
     if have_skimage:
         from skimage import data, restoration, transform

@@ -21,10 +21,10 @@ Run: ``python benchmarks/bench_imaging.py [--size 512] [--kron-size 2048] [--rep
 
 from __future__ import annotations
 
-import argparse
 import time
 import tracemalloc
 
+import _common
 import numpy as np
 
 import structops
@@ -183,12 +183,12 @@ def bench_hybrid() -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--kron-size", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="reuse,kronecker,circulant,mirror,hybrid")
-    args = parser.parse_args(argv)
+    args = _common.setup(parser, argv)
     only = set(args.only.split(","))
     print("| case | peer | peer cost | ours |\n|---|---|---|---|")
     if "reuse" in only:

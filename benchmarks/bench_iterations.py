@@ -17,9 +17,9 @@ Run: ``python benchmarks/bench_iterations.py`` (defaults: α = 1e-4, rtol = 1e-6
 
 from __future__ import annotations
 
-import argparse
 import time
 
+import _common
 import numpy as np
 
 import structops
@@ -69,7 +69,7 @@ def table(ndim: int, sizes: list[int], args) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--alpha", type=float, default=1e-4)
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--noise", type=float, default=0.01)
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes1d", type=int, nargs="+", default=[256, 1024, 4096, 16384])
     parser.add_argument("--sizes2d", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
-    args = parser.parse_args(argv)
+    args = _common.setup(parser, argv)
     if args.quick:
         args.sizes1d, args.sizes2d = [128, 512], [32, 64]
     table(1, args.sizes1d, args)

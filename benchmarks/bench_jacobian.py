@@ -13,22 +13,20 @@ Run: ``python benchmarks/bench_jacobian.py [--dtype float32] [--repeat 21] [--th
 
 from __future__ import annotations
 
-import argparse
 import time
 
+import _common
 import numpy as np
 
 import structops
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__, threads=2)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeat", type=int, default=21)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n", type=int, default=64, help="examples (default 64)")
-    args = parser.parse_args(argv)
-    structops.set_num_threads(args.threads)
+    args = _common.setup(parser, argv)
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     kernels = {m: structops.Conv((128, 128), (15, 15), method=m) for m in ("direct", "fft", "auto")}

@@ -11,11 +11,10 @@ Run with ``python benchmarks/bench_lipschitz.py [--quick] [--repeat R]``.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 import warnings
 
+import _common
 import numpy as np
 import torch
 
@@ -86,13 +85,12 @@ def cnn(quick: bool) -> torch.nn.Sequential:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__, what="structops and torch")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = _common.setup(parser, torch=True)
     torch.manual_seed(0)
-    threads = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    print(f"threads: {threads}, torch {torch.get_num_threads()}")
+    print(f"torch threads {torch.get_num_threads()}")
     c, n = (16, 16) if args.quick else (64, 32)
     rows = [layer_row(f"{c}->{c} 3x3 {n}x{n} zero", torch.nn.Conv2d(c, c, 3, padding=1), (c, n, n), args.repeat)]
     rows.append(layer_row(f"{c}->{c} 3x3 {n}x{n} zero stride 2", torch.nn.Conv2d(c, c, 3, padding=1, stride=2),

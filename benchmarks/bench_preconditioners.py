@@ -15,9 +15,9 @@ Run: ``python benchmarks/bench_preconditioners.py`` (options: ``--size``, ``--al
 
 from __future__ import annotations
 
-import argparse
 import time
 
+import _common
 import numpy as np
 import pylops
 import scipy.sparse.linalg as spla
@@ -28,7 +28,7 @@ from structops.solvers import circulant_preconditioner
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--stencil", type=int, default=9)
     parser.add_argument("--sigma", type=float, default=2.0)
@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--maxiter", type=int, default=5000)
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    args = parser.parse_args(argv)
+    args = _common.setup(parser, argv)
 
     dtype = np.dtype(args.dtype)
     n = args.size

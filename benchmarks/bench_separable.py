@@ -31,11 +31,11 @@ import sys
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
-import argparse
 import platform
 import statistics
 import time
 
+import _common
 import numpy as np
 
 import structops
@@ -43,17 +43,14 @@ from structops._backend import have_numba
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__, threads=1, what="structops (numba)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--n", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--grid", type=int, default=128, help="image side (default 128)")
     parser.add_argument("--stencil", type=int, default=15, help="stencil side (default 15)")
     parser.add_argument("--rank", type=int, default=1, help="separable rank (default 1)")
     parser.add_argument("--repeats", type=int, default=21, help="timed repeats per method (default 21)")
-    parser.add_argument("--threads", type=int, default=1, help="structops (numba) threads (default 1)")
-    args = parser.parse_args(argv)
-
-    structops.set_num_threads(args.threads)
+    args = _common.setup(parser, argv)
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     grid, s = (args.grid, args.grid), (args.stencil, args.stencil)

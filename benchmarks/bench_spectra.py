@@ -19,11 +19,10 @@ Run: ``python benchmarks/bench_spectra.py`` (``--threads 1``, ``--repeat 3``).
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 import warnings
 
+import _common
 import numpy as np
 
 import structops
@@ -109,15 +108,10 @@ def other_cases(repeat: int) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        structops.set_num_threads(args.threads, blas_threads=args.threads)
-    env = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    print(f"threads: structops={args.threads or 'default'}, {env}, cpus={os.cpu_count()}")
+    args = _common.setup(parser, argv)
     spectra_cases(args.size, args.repeat)
     other_cases(args.repeat)
 

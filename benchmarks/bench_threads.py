@@ -26,13 +26,13 @@ Run: ``python benchmarks/bench_threads.py`` (``--repeats 3`` for a quicker run).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import _common
 import numpy as np
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -110,11 +110,11 @@ def child(config: str, inner: int) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)  # --threads: this process's; each child gets its configuration's
     parser.add_argument("--repeats", type=int, default=5, help="children per configuration (interleaved)")
     parser.add_argument("--inner", type=int, default=3, help="timed runs per child (their median)")
     parser.add_argument("--blas-one", action="store_true", help="also run default+blas1")
-    args = parser.parse_args(argv)
+    args = _common.setup(parser, argv)
     configs = ["default", "one"] + (["default+blas1"] if args.blas_one else [])
     runs: dict[str, list[dict]] = {c: [] for c in configs}
     for r in range(args.repeats):
@@ -124,10 +124,7 @@ def main(argv=None) -> None:
             print(f"run {r} {c}: cgls {row['cgls'][0]:.3f} s, tikhonov {row['tikhonov'][0]:.3f} s", file=sys.stderr)
     for c in configs:
         rep = runs[c][0]["report"]
-        print(
-            f"* {c}: budget {rep['budget']} ({rep['budget_source']}), numba layer {rep['numba_layer']}, "
-            f"numba pool {rep['numba_pool']}, BLAS {rep['blas_threads']}, FFT workers {rep['fft_workers']}"
-        )
+        print(f"* {c}: {_common.describe(rep)}")
     print()
     print("| workload | config | wall (s) | CPU (s) | in structops' products (s) | wall ÷ one | CPU ÷ one |")
     print("|---|---|---|---|---|---|---|")

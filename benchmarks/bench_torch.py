@@ -24,13 +24,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
+import _common
 import numpy as np
 import torch
 
@@ -144,8 +144,7 @@ def cayley(n: int, repeat: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads for numpy/BLAS, structops and torch")
+    parser = _common.parser(__doc__, threads=2, what="numpy/BLAS, structops and torch")
     parser.add_argument("--repeat", type=int, default=9, help="interleaved rounds (medians)")
     parser.add_argument("--n", type=int, default=512, help="images of case A")
     parser.add_argument("--per-example", type=int, default=128, help="images of the per-example gradients")
@@ -154,15 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=("case-a", "per-example", "cayley"), action="append", help="run only these cases (repeatable)"
     )
-    args = parser.parse_args(argv)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(args.threads)
-    except ImportError:
-        pass
-    structops.set_num_threads(args.threads)
-    torch.set_num_threads(args.threads)
+    args = _common.setup(parser, argv, torch=True)
     if args.cpu_time:
         CLOCK[0] = time.process_time
     print(

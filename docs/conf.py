@@ -41,7 +41,7 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 # autodoc: document what a user imports; MPI is imported lazily by structops.distributed,
 # mocking it lets the reference build without the `mpi` extra.
 autodoc_mock_imports = ["mpi4py", "pylops_mpi"]
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {"members": True, "show-inheritance": True, "exclude-members": "symbol"}  # symbol: deprecated alias
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # the numpydoc Parameters sections carry the types
 autosummary_generate = False

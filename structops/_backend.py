@@ -50,6 +50,8 @@ from types import TracebackType
 
 import numpy as np
 
+from ._integers import check_positive_int
+
 __all__ = [
     "BLAS_SIDE_MIN",
     "PARALLEL_WORK_MIN",
@@ -211,10 +213,10 @@ def set_num_threads(threads: int | None, *, blas_threads: int | None = None) -> 
     True
     """
     if threads is not None:
-        threads = _positive(threads, "threads")
+        threads = check_positive_int(threads, "threads")
     blas = None
     if blas_threads is not None:
-        blas_threads = _positive(blas_threads, "blas_threads")
+        blas_threads = check_positive_int(blas_threads, "blas_threads")
         try:
             import threadpoolctl
         except ImportError:  # pragma: no cover - threadpoolctl ships with the test extra
@@ -456,14 +458,6 @@ def thread_report() -> dict:
         "blas_threads": _blas_counts(),
         "blas_env": _env_count(_BLAS_ENV) is not None,
     }
-
-
-def _positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
-    return int(value)
 
 
 def total(flat: np.ndarray) -> float:

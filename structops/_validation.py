@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._backend import total
+from ._integers import check_optional_int as check_optional_int  # the integer rules live below _backend
+from ._integers import check_positive_int as check_positive_int
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -163,37 +165,6 @@ def check_flag(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"`{name}` must be True or False, got {value!r}.")
     return bool(value)
-
-
-def check_positive_int(value, name: str, minimum: int = 1, *, maximum: int | None = None) -> int:
-    """Return ``value`` as an int, raising if it is not an integer ``>= minimum`` (and ``<= maximum`` when given).
-
-    Examples
-    --------
-    >>> check_positive_int(3, "lower", 0, maximum=3)
-    3
-    >>> check_positive_int(4, "lower", 0, maximum=3)
-    Traceback (most recent call last):
-    ...
-    ValueError: `lower` must lie in [0, 3], got 4.
-    """
-    return _check_int(value, name, minimum, maximum, or_none=False)
-
-
-def check_optional_int(value, name: str, minimum: int = 1) -> int | None:
-    """:func:`check_positive_int` that lets None (an option left at its default) through."""
-    return None if value is None else _check_int(value, name, minimum, None, or_none=True)
-
-
-def _check_int(value, name: str, minimum: int, maximum: int | None, *, or_none: bool) -> int:
-    interval = "" if maximum is None else f" in [{minimum}, {maximum}]"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer{' or None' if or_none else ''}{interval}, got {value!r}.")
-    if maximum is not None and not minimum <= value <= maximum:
-        raise ValueError(f"`{name}` must lie in [{minimum}, {maximum}], got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def check_number(

@@ -102,10 +102,10 @@ def test_periodic_eigvals_are_every_eigenvalue_and_purely_imaginary(channels, rn
     np.testing.assert_allclose(np.sort(ev.imag.ravel()), np.sort(dense.imag), atol=atol_for(dense))
 
 
-def test_symbol_is_skew_hermitian_and_block_diagonalises_K(rng):
+def test_fourier_blocks_are_skew_hermitian_and_block_diagonalise_K(rng):
     k = AntisymmetricConv((4, 5), (3, 2), bc="periodic", channels=2)
     theta = k.random_theta(rng)
-    S = k.symbol(theta)
+    S = k.diagonalize(theta).full_blocks()
     np.testing.assert_allclose(S, -np.conj(np.swapaxes(S, -1, -2)), atol=atol_for(S, size=theta.size))
     x = rng.standard_normal(k.in_shape)
     xf = np.fft.fftn(x, axes=(1, 2))

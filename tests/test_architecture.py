@@ -260,6 +260,41 @@ def test_no_string_comparison_against_route_names_outside_the_selection():
         pytest.xfail("solvers still branch on route names (issue 23, dispatch by type):\n" + "\n".join(found))
 
 
+def _structure_calls() -> list[str]:
+    """Calls of ``.diagonalize(...)`` in the solvers' public modules (not in the route's building blocks, ``_*.py``)."""
+    found = []
+    for name, path in _sources().items():
+        if not name.startswith("structops.solvers") or name.rsplit(".", 1)[-1].startswith("_"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "diagonalize":
+                found.append(f"{name} (line {node.lineno}): {ast.unparse(node)}")
+    return found
+
+
+def test_the_solvers_get_the_structure_through_the_route_selection():
+    # dispatch by type: a solver asks route(kernel, theta, func) for its strategy, never the kernel directly
+    found = _structure_calls()
+    assert not found, "solvers calling kernel.diagonalize instead of structops.solvers.route:\n" + "\n".join(found)
+
+
+def test_the_convolution_families_have_one_structure_api():
+    # diagonalize is the way to the structure: no `circulant` property, `symbol` only as a deprecated alias
+    import warnings
+
+    import numpy as np
+
+    from structops import kernels
+
+    families = [getattr(kernels, n) for n in kernels.TOP_LEVEL if isinstance(getattr(kernels, n), type)]
+    assert not [f.__name__ for f in families if hasattr(f, "circulant")]
+    k = kernels.Conv((4, 4), 3, bc="periodic")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        np.testing.assert_array_equal(k.symbol(np.arange(9.0)), k.diagonalize(np.arange(9.0)).full_blocks())
+    assert [w.category for w in caught] == [DeprecationWarning]
+
+
 def _string_lists(tree: ast.AST):
     for node in ast.walk(tree):
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
@@ -292,11 +327,14 @@ def test_the_list_of_families_exists_once():
     assert not copies, "lists of families outside structops/families.py and kernels/__init__.py:\n" + "\n".join(copies)
 
 
-def _signature_lines(tree: ast.AST) -> set[int]:
-    """The lines of the constructors' signatures (``def __init__(...)`` up to its body)."""
+def _signature_lines(tree: ast.AST, constructors: bool) -> set[int]:
+    """The lines of the public functions' signatures (``def f(...)`` up to its body), and with
+    ``constructors`` those of ``__init__``: one API spelling its keywords alike is not copied logic."""
     lines: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        if not node.name.startswith("_") or (constructors and node.name == "__init__"):
             lines.update(range(node.lineno, node.body[0].lineno))
     return lines
 
@@ -311,7 +349,7 @@ def _repeated_blocks(texts: dict[str, str], size: int = 6) -> list[str]:
     seen: dict[tuple[str, ...], str] = {}
     found = []
     for name, text in texts.items():
-        skip = _signature_lines(ast.parse(text)) if ".conv." in name or name.endswith(".conv") else set()
+        skip = _signature_lines(ast.parse(text), ".conv." in name or name.endswith(".conv"))
         lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1)]
         lines = [(i, line) for i, line in lines if line and i not in skip]
         for k in range(len(lines) - size + 1):
@@ -333,10 +371,16 @@ def test_the_duplicate_finder_sees_a_repeated_block_and_skips_signatures():
     ]
     signature = "def __init__(\n" + "".join(f"    self_{i}: int = {i},\n" for i in range(6)) + ") -> None:\n    pass\n"
     assert _repeated_blocks({"structops.kernels.conv.a": signature, "structops.kernels.conv.b": signature}) == []
+    plain = {"structops.a": signature, "structops.b": signature}
+    assert _repeated_blocks(plain)[:1] == ["structops.a:1 ~ structops.b:1"]
+    public = signature.replace("__init__", "solve")
+    assert _repeated_blocks({"structops.a": public, "structops.b": public}) == []
+    private = signature.replace("__init__", "_solve")
+    assert _repeated_blocks({"structops.a": private, "structops.b": private})[:1] == ["structops.a:1 ~ structops.b:1"]
 
 
-#: Repeated blocks in modules other helpers own, until they land (h23c: spectral.py's solvers).
-REPEATS_PENDING = ("structops.solvers.spectral",)
+#: Repeated blocks in modules other helpers own, until they land (none left).
+REPEATS_PENDING: tuple[str, ...] = ()
 
 
 def test_no_block_of_six_lines_is_repeated_in_the_package():

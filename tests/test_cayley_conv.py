@@ -85,10 +85,10 @@ def test_spectral_norm_is_one_and_eigvals_lie_on_the_unit_circle(rng):
     np.testing.assert_allclose(np.sort(np.angle(ev.ravel())), np.sort(np.angle(dense)), atol=1e-10)
 
 
-def test_symbol_blocks_are_unitary_and_those_of_the_dense_matrix(rng):
+def test_fourier_blocks_are_unitary_and_those_of_the_dense_matrix(rng):
     k = CayleyConv((4, 5), (3, 2), channels=2)
     theta = k.random_theta(rng)
-    S = k.symbol(theta)
+    S = k.diagonalize(theta).full_blocks()
     np.testing.assert_allclose(np.conj(np.swapaxes(S, -1, -2)) @ S, np.broadcast_to(np.eye(2), S.shape), atol=1e-14)
     x = rng.standard_normal(k.in_shape)
     yf = np.einsum("...oc,c...->o...", S, np.fft.fftn(x, axes=(1, 2)))

@@ -234,7 +234,7 @@ def test_periodic_dilated_grouped_diagonalize_gives_block_diagonal_symbol_and_ex
     A = k.matrix(theta)
     D = k.diagonalize(theta)
     assert D is not None and D.transform == "fft"
-    blocks = k.symbol(theta)
+    blocks = D.full_blocks()
     assert blocks.shape == (8, 6, 6, 4)
     assert np.all(blocks[..., :3, 2:] == 0) and np.all(blocks[..., 3:, :2] == 0)  # off-group blocks vanish
     tol = default_rtol(np.float64, A.shape[0])

@@ -110,10 +110,10 @@ def test_seed_coding_exercise_n16(method, rng):
     [((8,), (3,), 2, 3), ((4, 5), (3, 2), 3, 2), ((3, 2, 4), (2, 2, 3), 1, 2), ((3, 4), (5, 5), 2, 2)],
     ids=str,
 )
-def test_symbol_blocks_reproduce_apply(grid, stencil, cin, cout, dtype, rng):
+def test_fourier_blocks_reproduce_apply(grid, stencil, cin, cout, dtype, rng):
     k = Conv(grid, stencil, bc="periodic", in_channels=cin, out_channels=cout)
     theta = rng.standard_normal(k.nparams).astype(dtype)
-    sym = k.symbol(theta)
+    sym = k.diagonalize(theta).full_blocks()
     assert sym.shape == (*grid, cout, cin)
     X = rng.standard_normal((2, cin, *grid)).astype(dtype)
     axes = tuple(range(2, 2 + len(grid)))
@@ -136,11 +136,11 @@ def test_symbol_blocks_reproduce_apply(grid, stencil, cin, cout, dtype, rng):
             np.testing.assert_allclose(sym[..., o, c], single.eigvals(th[o, c]), atol=rt * np.abs(th).sum())
 
 
-def test_symbol_singular_values_are_the_operator_norm(rng):
+def test_fourier_block_singular_values_are_the_operator_norm(rng):
     # the 2-norm of a periodic multi-channel conv is the largest singular value over all frequency blocks
     k = Conv((6, 5), (3, 3), bc="periodic", in_channels=2, out_channels=3)
     theta = rng.standard_normal(k.nparams)
-    sv = np.linalg.svd(k.symbol(theta), compute_uv=False)
+    sv = np.linalg.svd(k.diagonalize(theta).full_blocks(), compute_uv=False)
     norm = np.linalg.norm(k.matrix(theta), 2)
     np.testing.assert_allclose(sv.max(), norm, rtol=0, atol=atol_for(norm, size=k.shape[0]))
 
@@ -150,21 +150,22 @@ def test_spectra_need_periodic(bc):
     k = Conv(8, 3, bc=bc)
     with pytest.raises(ValueError, match=r"`eigvals` needs bc='periodic' and stride 1.*bc='" + bc):
         k.eigvals(np.ones(3))
-    with pytest.raises(ValueError, match=r"`symbol` needs bc='periodic'"):
-        k.symbol(np.ones(3))
+    with pytest.warns(DeprecationWarning, match=r"`symbol\(theta\)` is deprecated.*full_blocks"):
+        with pytest.raises(ValueError, match=r"`symbol` needs bc='periodic'"):
+            k.symbol(np.ones(3))
 
 
 def test_spectra_need_stride_one():
     k = Conv((8, 8), 3, bc="periodic", stride=(1, 2))
     with pytest.raises(ValueError, match=r"`eigvals` needs bc='periodic' and stride 1.*stride=\(1, 2\)"):
         k.eigvals(np.ones(9))
-    with pytest.raises(ValueError, match=r"`symbol` needs .*stride 1"):
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"`symbol` needs .*stride 1"):
         k.symbol(np.ones(9))
 
 
 def test_eigvals_need_one_channel():
     k = Conv(8, 3, bc="periodic", in_channels=2)
-    with pytest.raises(ValueError, match=r"`eigvals` needs in_channels = out_channels = 1.*use `symbol`"):
+    with pytest.raises(ValueError, match=r"`eigvals` needs in_channels = out_channels = 1.*full_blocks"):
         k.eigvals(np.ones(6))
 
 
@@ -173,4 +174,31 @@ def test_spectra_validate_theta():
     with pytest.raises(ValueError, match=r"`theta` must have length nparams = 3"):
         k.eigvals(np.ones(4))
     with pytest.raises(ValueError, match=r"`theta` must be finite"):
-        k.symbol(np.array([1.0, np.nan, 0.0]))
+        k.diagonalize(np.array([1.0, np.nan, 0.0]))
+
+
+def _deprecated_symbol_cases():
+    from structops import AntisymmetricConv, CayleyConv, SymmetricConv
+
+    return [
+        ("Conv", Conv((5, 4), (3, 2), bc="periodic", in_channels=2, out_channels=3), lambda k, t: (k, t)),
+        ("SymmetricConv", SymmetricConv((6, 5), (3, 3), bc="periodic"), lambda k, t: (k.conv, k.weights(t).ravel())),
+        ("AntisymmetricConv", AntisymmetricConv((4, 5), (3, 3), bc="periodic", channels=2), lambda k, t: (k, t)),
+        ("CayleyConv", CayleyConv((4, 4), (3, 3), channels=2), lambda k, t: (k, t)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4), ids=["Conv", "SymmetricConv", "AntisymmetricConv", "CayleyConv"])
+def test_symbol_is_a_deprecated_alias_of_the_fourier_blocks(case, rng):
+    # the removed symbol(theta) warns and returns diagonalize(theta).full_blocks(), which block-diagonalise K
+    _, k, source = _deprecated_symbol_cases()[case]
+    theta = k.random_theta(rng)
+    with pytest.warns(DeprecationWarning, match=r"`symbol\(theta\)` is deprecated.*diagonalize\(theta\)\.full_blocks"):
+        S = k.symbol(theta)
+    owner, t = source(k, theta)
+    np.testing.assert_array_equal(S, owner.diagonalize(t).full_blocks())
+    x = rng.standard_normal(k.in_shape)
+    axes = tuple(range(1, x.ndim))
+    y = np.fft.ifftn(np.einsum("...oc,c...->o...", S, np.fft.fftn(x, axes=axes)), axes=axes).real
+    want = k.apply(theta, x)
+    np.testing.assert_allclose(y, want, atol=atol_for(want, size=k.shape[0]))

@@ -60,16 +60,16 @@ def test_learn_stencil_example_recovers_the_stencils(tmp_path):
 
 def test_preconditioner_benchmark_runs(capsys):
     # in-process (the examples above cover the subprocess route): saves an interpreter start-up
-    spec = importlib.util.spec_from_file_location("bench_preconditioners", ROOT / "benchmarks/bench_preconditioners.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    bench.main(["--size", "40"])
+    _load("bench_preconditioners").main(["--size", "40"])
     out = capsys.readouterr().out
     assert iterations(out, "chan") < iterations(out, "none")
     assert iterations(out, "strang") < iterations(out, "none")
 
 
 def _load(name: str):
+    """A benchmark script as a module; its ``import _common`` finds benchmarks/ as ``python benchmarks/...`` does."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

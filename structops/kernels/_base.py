@@ -155,15 +155,6 @@ class ParametricKernel(abc.ABC):
         """Shape in which ``theta`` may also be passed (flattened C-order); ``(nparams,)`` by default."""
         return (self.nparams,)
 
-    @property
-    def circulant(self) -> bool:
-        """Whether ``K(θ)`` is block circulant, diagonalised by the FFT (then the family has ``symbol``).
-
-        False here; the periodic stride-1 convolution families say True. The spectral solvers
-        read the structure through :meth:`diagonalize` only.
-        """
-        return False
-
     def diagonalize(self, theta) -> Diagonalized | None:
         r"""``K(θ)`` as a :class:`~structops.kernels.diagonalized.Diagonalized` operator, or None.
 

@@ -211,7 +211,7 @@ class Diagonalized(ColumnBatched, abc.ABC):
                 f"the eigenvalues of {self!r} are not those of its blocks: transform {self.transform!r} "
                 f"(similarity={self.similarity}) with blocks {self.blocks.shape[-2:]}."
             )
-        blocks = self._full_blocks()
+        blocks = self.full_blocks()
         if blocks.shape[-2:] == (1, 1):
             return blocks[..., 0, 0]
         return np.linalg.eigvals(blocks)
@@ -244,8 +244,12 @@ class Diagonalized(ColumnBatched, abc.ABC):
             return dimsd[1:] if dimsd[0] == 1 else dimsd
         return None
 
-    def _full_blocks(self) -> np.ndarray:
-        """The blocks on the whole grid, shape ``(*grid, out, in)``."""
+    def full_blocks(self) -> np.ndarray:
+        r"""The blocks on every frequency of the grid, shape ``(*grid, out, in)`` (the stored ones here).
+
+        For :class:`FourierMultiplier` the per-frequency blocks :math:`\hat K(\xi)` of the
+        periodic convolution on the whole ``fftn`` grid (the stored half and its mirror).
+        """
         return self.blocks
 
     def _check_freq_shape(self, blocks: np.ndarray) -> np.ndarray:
@@ -398,8 +402,19 @@ class FourierMultiplier(Diagonalized):
         """The grid: the blocks are the Fourier symbol of a periodic convolution on it."""
         return self.grid
 
-    def _full_blocks(self) -> np.ndarray:
+    def full_blocks(self) -> np.ndarray:
+        r"""The blocks on the whole ``fftn`` grid, shape ``(*grid, out, in)``: ``full``, or the half and its mirror.
+
+        :math:`\widehat{(Kx)}_o(\xi) = \sum_c B_{oc}(\xi)\hat x_c(\xi)` for every frequency
+        :math:`\xi` of ``numpy.fft.fftn`` over the grid (the mirrored ones are :math:`\overline{B(-\xi)}`).
+        """
         return full_spectrum(self.blocks, self.grid) if self.full is None else self.full
+
+    @classmethod
+    def from_full(cls, full: np.ndarray, *, dtype, name: str | None = "K(θ)") -> FourierMultiplier:
+        """The multiplier of blocks given on the whole grid, shape ``(*grid, out, in)`` (kept as ``full``)."""
+        grid = full.shape[:-2]
+        return cls(half_spectrum(full, len(grid)), grid, dtype=dtype, name=name, full=full)
 
 
 # ---------------------------------------------------------------------- cosine

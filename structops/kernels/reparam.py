@@ -77,11 +77,6 @@ class Reparametrized(ParametricKernel):
         return self._map(self.validate_theta(phi, "phi"))
 
     # ---------------------------------------------------------------- spectra
-    @property
-    def circulant(self) -> bool:
-        """Whether the inner family is block circulant (a reparametrisation keeps the operator's structure)."""
-        return self.kernel.circulant
-
     def diagonalize(self, phi) -> Diagonalized | None:
         r"""The inner family's diagonalisation at :math:`\theta = g(\varphi)`: the operator is the same."""
         return self.kernel.diagonalize(self._map(self.validate_theta(phi, "phi")))

@@ -78,9 +78,15 @@ __all__ = [
 
 # ------------------------------------------------------------- deprecated
 def _is_circulant(kernel) -> bool:
+    """Whether ``kernel`` is a block-circulant convolution family (a reparametrisation: its inner family's)."""
     from ..kernels._base import ParametricKernel
+    from ..kernels.conv._core import block_circulant
+    from ..kernels.reparam import Reparametrized
 
-    return isinstance(kernel, ParametricKernel) and bool(kernel.circulant)
+    while isinstance(kernel, Reparametrized) and not hasattr(kernel, "geometry"):
+        kernel = kernel.kernel
+    geometry = getattr(kernel, "geometry", None) if isinstance(kernel, ParametricKernel) else None
+    return geometry is not None and block_circulant(geometry)
 
 
 #: Removed names the documentation once used: name -> (replacement, the call it forwards to).

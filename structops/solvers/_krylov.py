@@ -191,7 +191,7 @@ class RealSymbolMultiplier(pylops.LinearOperator):
 
 def _fft_symbol(kernel, theta, kind: str, name: str) -> np.ndarray:
     """Full-grid FFT symbol of ``kernel(theta)``: its own if periodic (no other work), else ``kind``'s circulant."""
-    if kernel.circulant:
+    if getattr(kernel, "bc", None) == "periodic":  # its own FFT symbol, when it has one
         D = kernel.diagonalize(theta)
         if isinstance(D, FourierMultiplier) and D.blocks.shape[-2:] == (1, 1):
             return full_spectrum(D.blocks[..., 0, 0], D.grid)

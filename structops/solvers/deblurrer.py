@@ -29,7 +29,7 @@ from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized, KroneckerMultiplier
 from ._blocks import SINGULAR_FACTOR, IllConditionedWarning
 from ._choice import METHODS, AlphaChoice, default_grid, exact_choice, grid_choice
-from ._filters import as_regularizer, exact_solver, regularized_inverse, shares_basis, spectrum, structure_error
+from ._filters import as_regularizer, regularized_inverse, structure_error
 from ._hybrid import HYBRID_METHODS, hybrid_choice
 from ._krylov import (
     MAXITER,
@@ -44,6 +44,7 @@ from ._krylov import (
     normal_cg,
     normal_operator,
 )
+from ._routes import Route, route
 from .preconditioners import MIRRORS, single_conv
 from .spectral import spectral_norm
 
@@ -241,14 +242,17 @@ class Deblurrer:
             raise ValueError(f"`rtol` must be in [0, 1), got {rtol!r}.")
         self.maxiter = check_positive_int(MAXITER if maxiter is None else maxiter, "maxiter")
         self.kernel, self.theta = kernel, kernel.validate_theta(theta)
-        self.reg = as_regularizer(L, kernel)
         self.K = kernel.op(self.theta)
-        D = kernel.diagonalize(self.theta) if solver in ("auto", "exact") else None
-        self.exact = shares_basis(D, self.reg)
+        # the structure comes from the route selection, as for every solver: exact (a shared transform) or iterative
+        self._route: Route | None = route(kernel, self.theta, "tikhonov", L=L) if solver in ("auto", "exact") else None
+        reg = None if self._route is None else self._route.regularizer
+        self.reg = as_regularizer(L, kernel) if reg is None else reg
+        self.exact = self._route is not None and self._route.exact
         if solver == "exact" and not self.exact:
+            D = None if self._route is None else self._route.diagonal
             err = structure_error(kernel, D, self.reg, "tikhonov(solver='exact')")
             raise ValueError(str(err).replace("preconditioner='chan'", f"preconditioner={self._advice()!r}"))
-        self.diagonal: Diagonalized | None = D if self.exact else None
+        self.diagonal: Diagonalized | None = self._route.diagonal if self.exact and self._route else None
         self.solver = "lsqr" if solver in ("auto", "exact") else solver
         self.preconditioner = preconditioner
         self._models: dict[str, PreconditionerModel] = {}
@@ -316,7 +320,8 @@ class Deblurrer:
             l2 = None if C is None else np.abs(C[..., 0, 0]) ** 2
             _kron_solve(D, _kron_filter(D, l2, alpha, out.dtype), rows, out)
             return
-        out[:] = np.asarray(exact_solver(D, self.reg, alpha) @ rows.T).T
+        assert self._route is not None
+        out[:] = np.asarray(self._route.tikhonov(alpha) @ rows.T).T
 
     def _solve_rows(self, rows: np.ndarray, alphas: np.ndarray):
         """Solve every row; ``(X, iterations, converged, method)``."""
@@ -428,7 +433,8 @@ class Deblurrer:
         if D is not None and D.blocks.shape[-2:] == (1, 1):
             L_blocks = self.reg.blocks()
             if L_blocks is None or L_blocks.shape[-2:] == (1, 1):
-                return exact_choice(spectrum(D, self.reg.diagonal, row.astype(np.float64)), method, alphas, target)
+                assert self._route is not None
+                return exact_choice(self._route.filter_spectrum(row.astype(np.float64)), method, alphas, target)
         if method in HYBRID_METHODS and self.reg.op is None and alphas is None:  # one Golub-Kahan run (_hybrid)
             h = hybrid_choice(self.K, row, method, target=target, maxiter=min(self.maxiter, 1000))
             if h.reachable and (h.converged or method == "discrepancy"):

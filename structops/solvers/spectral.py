@@ -340,12 +340,18 @@ def spectral_norm(
     >>> est.method, est.certified, bool(est.lower <= 2 - 2 * np.cos(64 * np.pi / 65) <= est.upper < 4 + 1e-12)
     ('certified', True, True)
     """
-    as_kernel(kernel)
-    maxiter, tol, dense_limit = check_estimate_options(maxiter, tol, dense_limit)
-    est = route(kernel, theta, "spectral_norm", dense_limit=dense_limit).spectral_norm(maxiter=maxiter, tol=tol)
+    est, maxiter, tol = _estimate(kernel, theta, "spectral_norm", maxiter, tol, dense_limit)
     if not est.converged:
         not_converged("spectral_norm", est, maxiter, tol)
     return est if full_output else est.value
+
+
+def _estimate(kernel, theta, func: str, maxiter, tol, dense_limit) -> tuple[SpectralEstimate, int, float]:
+    """``func`` (``"spectral_norm"`` or ``"cond"``) on its route, with the validated ``maxiter`` and ``tol``."""
+    as_kernel(kernel)
+    maxiter, tol, dense_limit = check_estimate_options(maxiter, tol, dense_limit)
+    strategy = route(kernel, theta, func, dense_limit=dense_limit)
+    return getattr(strategy, func)(maxiter=maxiter, tol=tol), maxiter, tol
 
 
 def cond(
@@ -454,9 +460,7 @@ def cond(
     >>> est.certified, bool(est.lower <= np.linalg.cond(structops.Conv(64, 3).matrix(theta)) <= est.upper)
     (True, True)
     """
-    as_kernel(kernel)
-    maxiter, tol, dense_limit = check_estimate_options(maxiter, tol, dense_limit)
-    est = route(kernel, theta, "cond", dense_limit=dense_limit).cond(maxiter=maxiter, tol=tol)
+    est, maxiter, tol = _estimate(kernel, theta, "cond", maxiter, tol, dense_limit)
     if not est.converged:
         not_converged("cond", est, maxiter, tol)
     return est if full_output else est.value

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels._base import ParametricKernel
+from ..kernels.diagonalized import FourierMultiplier
 from .model import LayerClassifier, Params
 
 __all__ = [
@@ -164,18 +165,21 @@ def spectrum_panels(kernel: ParametricKernel, theta: np.ndarray) -> list[tuple[s
     For a periodic convolution with stride 1, also when it is followed by a pooling
     (``Chain(AvgPool, Conv)``: the spectrum of the convolution before the pooling). Single
     channel: :math:`|\mathrm{eigvals}|`; multi-channel: the modulus of each entry of the
-    symbol. Zero frequency at the centre.
+    per-frequency blocks (``conv.diagonalize(theta).full_blocks()``). Zero frequency at the centre.
     """
     conv = _conv_of(kernel)
     if conv is None or getattr(conv, "bc", None) != "periodic" or any(s != 1 for s in conv.stride):
         return None
-    if _stencils_of(conv, theta) is None or not hasattr(conv, "symbol"):
+    if _stencils_of(conv, theta) is None:
         return None  # a reparametrised convolution: theta is not its stencil
+    D = conv.diagonalize(theta)
+    if not isinstance(D, FourierMultiplier):
+        return None
+    blocks = D.full_blocks()  # (*grid, out, in); one channel: the eigenvalues
     pairs = [(o, i) for o in range(conv.out_channels) for i in range(conv.in_channels)][:_MAX_PANELS]
     if len(pairs) == 1:
-        return [("|λ|", np.fft.fftshift(np.abs(conv.eigvals(theta))))]
-    sym = conv.symbol(theta)  # (*grid, out, in)
-    return [(f"|λ| out {o}, in {i}", np.fft.fftshift(np.abs(sym[..., o, i]))) for o, i in pairs]
+        return [("|λ|", np.fft.fftshift(np.abs(blocks[..., 0, 0])))]
+    return [(f"|λ| out {o}, in {i}", np.fft.fftshift(np.abs(blocks[..., o, i]))) for o, i in pairs]
 
 
 def plot_spectrum(kernel: ParametricKernel, theta: np.ndarray, path: str | Path) -> Path | None:

@@ -499,6 +499,25 @@ def first_columns(theta: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     return cols
 
 
+def block_circulant(geo: ConvGeometry) -> bool:
+    """Whether the convolution is block circulant: ``bc="periodic"``, stride 1, output on the input grid."""
+    return geo.bc == "periodic" and all(st == 1 for st in geo.stride) and geo.out_grid == geo.grid
+
+
+def periodic_symbol(theta: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    r"""Per-frequency ``cout × cin`` blocks of a block-circulant convolution, shape ``(*grid, cout, cin)``.
+
+    :math:`\hat K(\xi)` with :math:`\widehat{(Kx)}_o(\xi) = \sum_c \hat K_{oc}(\xi)\hat x_c(\xi)`: the
+    ``fftn`` over the grid of the first columns of the blocks (:func:`first_columns`; stencils
+    larger than the grid wrap around), block diagonal over the groups, in :math:`O(N \log N)`
+    without building ``K``. ``theta`` has the shape ``geo.theta_shape``; the caller has checked
+    :func:`block_circulant`.
+    """
+    cols = expand_groups(first_columns(theta, geo), geo)
+    spec = sfft.fftn(cols, axes=tuple(range(2, 2 + geo.ndim)))
+    return np.moveaxis(spec, (0, 1), (-2, -1))
+
+
 def spectrum(theta: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """Half-spectrum of the stencil on the FFT grid, shape ``(cout, cin/G, *half)`` (complex)."""
     return sfft.rfftn(first_columns(theta, geo), axes=tuple(range(2, 2 + geo.ndim)))

@@ -373,6 +373,24 @@ def _sweep4(acc, o, xp, theta, shifts, S, m0, m1, c0):  # pragma: no cover - com
         k += 1
 
 
+@nb.njit(inline="always", **_INLINE)  # inlined in numba's IR: the loops stay as they were written in each kernel
+def _sweep_groups(acc, src, theta, shifts, S, m0, m1, groups, rows, reads):  # pragma: no cover - compiled
+    """``acc[r, m0:m1] += sum_k theta[r, k] src[g(r) reads + k // S, m0 + shifts[k % S] : ...]`` for every row.
+
+    Row ``r`` of group ``g(r) = r // rows`` reads the ``reads`` rows of ``src`` of its group:
+    four rows at a time (:func:`_sweep4`), then one by one (:func:`_sweep`). The forward
+    sweep's rows are output channels reading input channels, the adjoint's the reverse.
+    """
+    for gi in range(groups):
+        r, end = gi * rows, (gi + 1) * rows
+        while r + 4 <= end:
+            _sweep4(acc, r, src, theta, shifts, S, m0, m1, gi * reads)
+            r += 4
+        while r < end:
+            _sweep(acc[r, m0:m1], src, theta[r], shifts, S, m0, m1, gi * reads)
+            r += 1
+
+
 @nb.njit(**_OPTS)
 def forward(theta, x, runs, outruns, shifts, width, tile, groups, blocks, out):  # pragma: no cover - compiled
     """``out[e, o, i] = sum_{c,j} theta[o, c, j] xp_e[g(o) cg + c, outidx[i] + shifts[j]]``.
@@ -396,14 +414,7 @@ def forward(theta, x, runs, outruns, shifts, width, tile, groups, blocks, out): 
             acc[:] = 0
             for m0 in range(0, width, tile):
                 m1 = min(m0 + tile, width)
-                for gi in range(groups):
-                    o, end = gi * og, (gi + 1) * og
-                    while o + 4 <= end:
-                        _sweep4(acc, o, xp, theta, shifts, S, m0, m1, gi * cg)
-                        o += 4
-                    while o < end:
-                        _sweep(acc[o, m0:m1], xp, theta[o], shifts, S, m0, m1, gi * cg)
-                        o += 1
+                _sweep_groups(acc, xp, theta, shifts, S, m0, m1, groups, og, cg)
             for o in range(cout):
                 for r in range(oi.shape[0]):
                     i0, p0, ln = oi[r], op[r], ol[r]
@@ -445,14 +456,8 @@ def adjoint(
             for m0 in range(lo, hi, tile):
                 m1 = min(m0 + tile, hi)
                 xp[:, m0:m1] = 0
-                for gi in range(groups):  # input channel c of group gi reads the og rows of its group
-                    c, end = gi * cg, (gi + 1) * cg
-                    while c + 4 <= end:
-                        _sweep4(xp, c, yw, theta, rev, S, m0, m1, gi * og)
-                        c += 4
-                    while c < end:
-                        _sweep(xp[c, m0:m1], yw, theta[c], rev, S, m0, m1, gi * og)
-                        c += 1
+                # input channel c of group gi reads the og rows of its group
+                _sweep_groups(xp, yw, theta, rev, S, m0, m1, groups, cg, og)
             for c in range(cin):
                 if injective:
                     _place(out[e, c], 0, xp[c], fl, fs)

@@ -16,10 +16,11 @@ import scipy.sparse as sp
 
 from ..._validation import check_positive_int
 from .._base import ParametricKernel
-from ..diagonalized import FourierMultiplier, half_spectrum
+from ..diagonalized import FourierMultiplier
+from . import _core as core
 from ._core import ConvGeometry
 from .based import ConvView
-from .conv import Conv
+from .conv import Conv, deprecated_symbol, fourier_multiplier
 
 __all__ = ["AntisymmetricConv", "transposed_vec"]
 
@@ -94,7 +95,7 @@ class AntisymmetricConv(ConvView, ParametricKernel):
 
     **Spectrum.** With ``bc="periodic"`` :math:`K` is block circulant with the per-frequency
     blocks :math:`\hat K(\xi) = \hat C(\xi) - \hat C(\xi)^H`, skew-Hermitian: every
-    eigenvalue of :math:`K` is purely imaginary (:meth:`symbol`, :meth:`eigvals`,
+    eigenvalue of :math:`K` is purely imaginary (:meth:`diagonalize`, :meth:`eigvals`,
     :func:`structops.solvers.eigvals`). With ``bc="zero"`` :math:`K` is a real
     antisymmetric matrix, so its eigenvalues are purely imaginary too (computed
     iteratively or densely by the solvers). With one channel and a periodic grid of at most two
@@ -182,26 +183,9 @@ class AntisymmetricConv(ConvView, ParametricKernel):
         return Q
 
     # -------------------------------------------------------------- spectra
-    @property
-    def circulant(self) -> bool:
-        """True for ``bc="periodic"``: block circulant, see :meth:`symbol`."""
-        return self.conv.circulant
-
     def symbol(self, theta) -> np.ndarray:
-        r"""Per-frequency skew-Hermitian blocks :math:`\hat K(\xi) = \hat C(\xi) - \hat C(\xi)^H` (periodic only).
-
-        Returns
-        -------
-        numpy.ndarray, complex, shape ``(*grid, channels, channels)``
-            See :meth:`structops.Conv.symbol`.
-
-        Raises
-        ------
-        ValueError
-            If ``bc`` is not ``"periodic"`` or ``theta`` is invalid.
-        """
-        S = self.conv.symbol(theta)
-        return S - np.conj(np.swapaxes(S, -1, -2))
+        """Deprecated: use ``diagonalize(theta).full_blocks()`` (the skew-Hermitian blocks)."""
+        return deprecated_symbol(self, theta)
 
     def diagonalize(self, theta) -> FourierMultiplier | None:
         r"""``K(θ)`` block-diagonalised by the FFT (``bc="periodic"``), else None.
@@ -209,17 +193,16 @@ class AntisymmetricConv(ConvView, ParametricKernel):
         Returns
         -------
         FourierMultiplier or None
-            The multiplier of the skew-Hermitian blocks :meth:`symbol` (the spectral solvers'
-            route: every eigenvalue, purely imaginary, and every singular value, exactly);
-            None for ``bc="zero"`` (a Toeplitz difference, no fast transform).
+            The multiplier of the skew-Hermitian blocks :math:`\hat K(\xi) = \hat C(\xi) - \hat C(\xi)^H`
+            (``full_blocks()``, shape ``(*grid, channels, channels)``; the spectral solvers' route:
+            every eigenvalue, purely imaginary, and every singular value, exactly); None for
+            ``bc="zero"`` (a Toeplitz difference, no fast transform).
         """
         theta = self.validate_theta(theta)
-        if not self.circulant:
+        if not core.block_circulant(self.geometry):
             return None
-        full = self.symbol(theta)
-        return FourierMultiplier(
-            half_spectrum(full, len(self.grid)), self.grid, dtype=theta.dtype, name="K(θ)", full=full
-        )
+        S = fourier_multiplier(self.conv, theta, "diagonalize").full_blocks()
+        return FourierMultiplier.from_full(S - np.conj(np.swapaxes(S, -1, -2)), dtype=theta.dtype)
 
     def eigvals(self, theta) -> np.ndarray:
         r"""Every eigenvalue, purely imaginary, of a periodic :math:`K(\theta)`, shape ``(*grid, channels)``.
@@ -231,7 +214,7 @@ class AntisymmetricConv(ConvView, ParametricKernel):
         ValueError
             If ``bc`` is not ``"periodic"`` or ``theta`` is invalid.
         """
-        S = self.symbol(theta)
+        S = fourier_multiplier(self, theta, "eigvals").full_blocks()
         if self.channels == 1:
             return 1j * S[..., 0, 0].imag
         # the blocks are skew-Hermitian: i B is Hermitian, with real eigenvalues μ, and λ = -i μ

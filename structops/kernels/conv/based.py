@@ -4,7 +4,7 @@ The cheaper convolution models of the lecture notes (Lars Ruthotto, *Numerical M
 Deep Learning*, "Parametric Models": symmetric, separable, M-matrix stencils) are all a
 :class:`~structops.Conv` :math:`C(w)` whose full stencil :math:`w = w(\varphi)` is built from
 fewer parameters. :class:`ConvBased` gives such a family the convolution's geometry and
-spectral tools (``grid``, ``stencil``, ``bc``, ``circulant``, ``symbol``, ``eigvals``,
+spectral tools (``grid``, ``stencil``, ``bc``, ``eigvals``,
 ``weights``, ``theta_to_torch``), so solvers treat it as the convolution it is; it is mixed
 into a :class:`~structops.kernels.Reparametrized` (or :class:`~structops.kernels.LinearReparam`)
 whose inner family is that :class:`~structops.Conv`.
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..diagonalized import ConvStencil
 from ._core import ConvGeometry
-from .conv import Conv
+from .conv import Conv, deprecated_symbol
 
 __all__ = ["ConvBased", "ConvView"]
 
@@ -99,11 +99,6 @@ class ConvBased(ConvView):
         """The convolution's validated geometry (grid, stencil, stride, bc, channels)."""
         return self.kernel.geometry
 
-    @property
-    def circulant(self) -> bool:
-        """Whether the convolution is block circulant (periodic, stride 1): see :meth:`symbol`."""
-        return self.kernel.circulant
-
     def weights(self, theta) -> np.ndarray:
         r"""The full stencil :math:`w(\varphi)`, shape ``(out_channels, in_channels, *stencil)``."""
         return self._map(self.validate_theta(theta)).reshape(self.kernel.theta_shape)
@@ -114,8 +109,8 @@ class ConvBased(ConvView):
         return ConvStencil(self.kernel, self.weights, None if linear is None else linear.solve)
 
     def symbol(self, theta) -> np.ndarray:
-        """Per-frequency blocks of the periodic convolution (see :meth:`structops.Conv.symbol`)."""
-        return self.kernel.symbol(self.weights(theta).ravel())
+        """Deprecated: use ``conv.diagonalize(weights(theta).ravel()).full_blocks()`` (the convolution's blocks)."""
+        return deprecated_symbol(self.kernel, self.weights(theta).ravel())
 
     def eigvals(self, theta) -> np.ndarray:
         """Eigenvalues of the single-channel periodic convolution (see :meth:`structops.Conv.eigvals`)."""

@@ -16,11 +16,12 @@ import scipy.fft as sfft
 
 from ..._backend import workers
 from .._base import ParametricKernel
-from ..diagonalized import FourierMultiplier, half_spectrum
+from ..diagonalized import FourierMultiplier
 from . import _core as core
 from ._core import ConvGeometry
 from .antisymmetric_conv import AntisymmetricConv
 from .based import ConvView
+from .conv import deprecated_symbol, fourier_multiplier
 
 __all__ = ["CayleyConv"]
 
@@ -206,35 +207,22 @@ class CayleyConv(ConvView, ParametricKernel):
         return -self._generator_vjp(state, u, self._multiply(state.resolvent, w, True), per_example)
 
     # -------------------------------------------------------------- spectra
-    @property
-    def circulant(self) -> bool:
-        """True: block circulant, see :meth:`symbol`."""
-        return True
-
     def symbol(self, theta) -> np.ndarray:
-        r"""Per-frequency unitary blocks :math:`\hat K(\xi)`, shape ``(*grid, channels, channels)``.
-
-        See :meth:`structops.Conv.symbol` for the convention; here every block is unitary.
-
-        Raises
-        ------
-        ValueError
-            If ``theta`` is invalid.
-        """
-        return cayley_blocks(self.generator.symbol(theta))[0]
+        """Deprecated: use ``diagonalize(theta).full_blocks()``, the unitary blocks ``(*grid, channels, channels)``."""
+        return deprecated_symbol(self, theta)
 
     def diagonalize(self, theta) -> FourierMultiplier:
-        r"""``K(θ)`` block-diagonalised by the FFT: the multiplier of its unitary blocks :meth:`symbol`.
+        r"""``K(θ)`` block-diagonalised by the FFT: the multiplier of its unitary blocks.
 
+        The blocks are the Cayley transforms :math:`(I - \hat A(\xi))^{-1}(I + \hat A(\xi))` of
+        the generator's skew-Hermitian ones (``full_blocks()``, shape ``(*grid, channels, channels)``).
         The spectral solvers take this route: every singular value is 1 (``spectral_norm`` and
         ``cond`` are 1 to round-off), the eigenvalues lie on the unit circle, and
         :math:`K^{-1} = K^\top` is the multiplier of the conjugate-transposed blocks.
         """
         theta = self.validate_theta(theta)
-        full = self.symbol(theta)
-        return FourierMultiplier(
-            half_spectrum(full, len(self.grid)), self.grid, dtype=theta.dtype, name="K(θ)", full=full
-        )
+        generator = fourier_multiplier(self.generator, theta, "diagonalize").full_blocks()
+        return FourierMultiplier.from_full(cayley_blocks(generator)[0], dtype=theta.dtype)
 
     def eigvals(self, theta) -> np.ndarray:
         r"""Every eigenvalue of :math:`K(\theta)`, on the unit circle: shape ``grid`` or ``(*grid, channels)``.
@@ -244,5 +232,5 @@ class CayleyConv(ConvView, ParametricKernel):
         ValueError
             If ``theta`` is invalid.
         """
-        S = self.symbol(theta)
+        S = self.diagonalize(theta).full_blocks()
         return S[..., 0, 0] if self.channels == 1 else np.linalg.eigvals(S)

@@ -2,6 +2,7 @@ r"""Multi-channel convolutions in 1, 2 and 3 dimensions as a parametric kernel f
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -30,6 +31,36 @@ METHODS = ("auto", "direct", "fft")
 KRONECKER_BCS = ("zero", "periodic", "reflect", "symmetric", "replicate")
 #: Largest grid axis whose dense 1-D factor :meth:`Conv.diagonalize` factorises (an ``n³`` SVD).
 KRONECKER_MAX_AXIS = 4096
+
+
+def fourier_multiplier(kernel: ParametricKernel, theta, what: str) -> FourierMultiplier:
+    """``kernel.diagonalize(theta)`` of a block-circulant convolution family; ``what`` (a method) needs one.
+
+    Raises
+    ------
+    ValueError
+        If the family's geometry is not block circulant (``bc="periodic"``, stride 1, the default
+        padding) or its diagonalisation is not the FFT's.
+    """
+    geo = getattr(kernel, "geometry", None)
+    D = kernel.diagonalize(theta) if geo is None or core.block_circulant(geo) else None
+    if not isinstance(D, FourierMultiplier):
+        raise ValueError(
+            f"`{what}` needs bc='periodic' and stride 1, with the default padding (a circulant operator); "
+            f"this is {kernel!r}."
+        )
+    return D
+
+
+def deprecated_symbol(kernel: ParametricKernel, theta) -> np.ndarray:
+    """The removed ``symbol(theta)`` of a convolution family: warn, then ``diagonalize(theta).full_blocks()``."""
+    warnings.warn(
+        "The convolution families' `symbol(theta)` is deprecated and will be removed; use "
+        "kernel.diagonalize(theta).full_blocks() (the per-frequency blocks, shape (*grid, out, in)).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return fourier_multiplier(kernel, theta, "symbol").full_blocks()
 
 
 class _ConvData(NamedTuple):
@@ -399,8 +430,12 @@ class Conv(ParametricKernel):
 
         * ``bc="periodic"``, stride 1, output on the input grid (the default padding), any
           channels, dilation and groups: a
-          :class:`~structops.kernels.diagonalized.FourierMultiplier` of the :meth:`symbol`
-          (groups: block-diagonal blocks; dilation: the symbol of the dilated stencil);
+          :class:`~structops.kernels.diagonalized.FourierMultiplier` of the per-frequency
+          ``out × in`` blocks :math:`\hat K(\xi)` (its ``blocks`` on the ``rfftn`` half grid,
+          ``full_blocks()`` on the whole ``fftn`` grid; stencils larger than the grid wrap
+          around; groups: block-diagonal blocks; dilation: the symbol
+          :math:`\sum_j \theta_j e^{-2\pi i \sum_a \xi_a (d_a j_a - e_a/\!/2)/n_a}` of the dilated
+          stencil), whose singular values over all frequencies are those of ``K(θ)``;
         * ``bc="periodic"`` with a stride :math:`t` dividing the grid and output grid
           ``grid / t`` (the default padding): a
           :class:`~structops.kernels.conv.PolyphaseMultiplier`, rectangular per-frequency
@@ -415,12 +450,9 @@ class Conv(ParametricKernel):
         * otherwise None.
         """
         theta = self.validate_theta(theta)
-        if self.circulant:
-            full = self.symbol(theta)
-            return FourierMultiplier(
-                half_spectrum(full, len(self.grid)), self.grid, dtype=theta.dtype, name="K(θ)", full=full
-            )
         geo = self.geometry
+        if core.block_circulant(geo):
+            return FourierMultiplier.from_full(core.periodic_symbol(self._stencil(theta), geo), dtype=theta.dtype)
         if polyphase_applies(geo):
             return PolyphaseMultiplier.from_stencil(self._stencil(theta), geo, dtype=theta.dtype)
         if (
@@ -465,61 +497,17 @@ class Conv(ParametricKernel):
             tuple(size), self.stencil, bc="periodic", in_channels=self.in_channels, out_channels=self.out_channels,
             dilation=geo.dilation, groups=geo.groups,
         )  # fmt: skip
-        S = half_spectrum(periodic.symbol(theta), len(size))
-        multiplier = FourierMultiplier(S, tuple(size), dtype=theta.dtype, name="C_L(θ)")
+        S = core.periodic_symbol(periodic._stencil(theta), periodic.geometry)
+        multiplier = FourierMultiplier(half_spectrum(S, len(size)), tuple(size), dtype=theta.dtype, name="C_L(θ)")
         return PeriodicEmbedding(multiplier, self.grid, self.stride, geo.dense_stencil(self._stencil(theta)))
 
     def as_convolution(self) -> ConvStencil:
         """Itself: ``weights(theta)`` is ``theta`` as ``(out, in, *stencil)``, ``solve(w)`` flattens it back."""
         return ConvStencil(self, lambda t: self.validate_theta(t).reshape(self.theta_shape), lambda w: w.reshape(-1))
 
-    @property
-    def circulant(self) -> bool:
-        """True for ``bc="periodic"``, stride 1 and output on the input grid: block circulant, see :meth:`symbol`."""
-        geo = self.geometry
-        return geo.bc == "periodic" and all(st == 1 for st in geo.stride) and geo.out_grid == geo.grid
-
-    def _require_periodic(self, what: str) -> None:
-        if not self.circulant:
-            raise ValueError(
-                f"`{what}` needs bc='periodic' and stride 1, with the default padding (a circulant operator); "
-                f"this is {self!r}."
-            )
-
     def symbol(self, theta) -> np.ndarray:
-        r"""Per-frequency ``out_channels × in_channels`` blocks of a periodic convolution.
-
-        Parameters
-        ----------
-        theta : array_like, shape (p,)
-            The stencils, shape ``(out_channels, in_channels, *stencil)`` flattened.
-
-        Returns
-        -------
-        numpy.ndarray, complex, shape ``(*grid, out_channels, in_channels)``
-            :math:`\hat K(\xi)` with :math:`\widehat{(Kx)}_o(\xi) = \sum_c \hat K_{oc}(\xi)\hat x_c(\xi)`,
-            the ``fftn`` over the grid of the first columns of the blocks; computed from the
-            stencil in :math:`O(N \log N)`, without building ``K``. Stencils larger than the
-            grid wrap around (their entries add up). A dilated stencil has the symbol
-            :math:`\sum_j \theta_j e^{-2\pi i \sum_a \xi_a (d_a j_a - e_a/\!/2)/n_a}`; with
-            ``groups`` the blocks are block diagonal (zero between channels of different groups).
-
-        Raises
-        ------
-        ValueError
-            If ``bc`` is not ``"periodic"`` or a stride is not 1 (the operator is not
-            block circulant), or ``theta`` is invalid.
-
-        Notes
-        -----
-        The singular values of the blocks, over all frequencies, are the singular values of
-        :math:`K(\theta)`; for the adjoint take the conjugate transposes of the blocks.
-        """
-        self._require_periodic("symbol")
-        theta = self.validate_theta(theta)
-        cols = core.expand_groups(core.first_columns(self._stencil(theta), self.geometry), self.geometry)
-        spec = sfft.fftn(cols, axes=tuple(range(2, 2 + len(self.grid))))
-        return np.moveaxis(spec, (0, 1), (-2, -1))
+        """Deprecated: use ``diagonalize(theta).full_blocks()``, the per-frequency blocks ``(*grid, out, in)``."""
+        return deprecated_symbol(self, theta)
 
     def eigvals(self, theta) -> np.ndarray:
         r"""Eigenvalues :math:`\lambda = F(K(\theta)u_1)` of a single-channel periodic convolution.
@@ -540,7 +528,7 @@ class Conv(ParametricKernel):
         ------
         ValueError
             If ``bc`` is not ``"periodic"``, a stride is not 1, or there is more than one
-            channel (use :meth:`symbol`).
+            channel (then ``diagonalize(theta).full_blocks()`` are the per-frequency blocks).
 
         Examples
         --------
@@ -552,15 +540,13 @@ class Conv(ParametricKernel):
         >>> bool(np.allclose(np.sort_complex(lam), np.sort_complex(np.linalg.eigvals(k.matrix(theta)))))
         True
         """
-        self._require_periodic("eigvals")
+        D = fourier_multiplier(self, theta, "eigvals")
         if self.in_channels != 1 or self.out_channels != 1:
             raise ValueError(
                 f"`eigvals` needs in_channels = out_channels = 1, got {self.in_channels} and "
-                f"{self.out_channels}; use `symbol` for the per-frequency blocks."
+                f"{self.out_channels}; use `diagonalize(theta).full_blocks()` for the per-frequency blocks."
             )
-        D = self.diagonalize(theta)  # periodic, stride 1: a FourierMultiplier, the notes' λ = F(K(θ)e₁)
-        assert D is not None
-        return D.eigenvalues()
+        return D.eigenvalues()  # the notes' λ = F(K(θ)e₁)
 
     # -------------------------------------------------------------- PyTorch
     def theta_from_torch(self, weight, *, unchecked: bool = False) -> np.ndarray:

@@ -87,7 +87,7 @@ class MMatrixConv(Nonnegative, ConvBased, LinearReparam):
     **Cost.** The family is a :class:`~structops.LinearReparam` of a full
     ``channels → channels`` :class:`~structops.Conv`, with the off-diagonal channel blocks
     zero: applications, Jacobians and :math:`Q = Q_C P` (sparse) come from it, and so do
-    ``symbol``, ``eigvals`` and the FFT solvers for ``"periodic"``. That costs
+    ``diagonalize``, ``eigvals`` and the FFT solvers for ``"periodic"``. That costs
     ``channels`` times a true depthwise convolution, fine for the small channel counts this
     family is meant for.
 

@@ -14,7 +14,7 @@ Methods for Deep Learning*, "Parametric Models", "Build your own parametric mode
 
 Both are multilinear in their parameters (so not affine: no ``Q``; their Taylor remainders fall
 as :math:`O(h^2)`) and are a :class:`~structops.Conv` :math:`C(w(\theta))` of the full
-stencil underneath (:class:`~structops.kernels.conv.ConvBased`): ``weights``, ``symbol``,
+stencil underneath (:class:`~structops.kernels.conv.ConvBased`): ``weights``,
 ``eigvals``, ``theta_to_torch``, dense checks and every boundary condition come from it, and
 the Jacobian is the chain rule :math:`J_\theta = J_w\,Dw(\theta)` with :math:`Dw` from the
 product rule -- only the :math:`p`-vector :math:`Dw(\theta)v` and the contraction

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..diagonalized import CosineMultiplier, Diagonalized, FourierMultiplier, cosine_symbol, half_spectrum
+from ..diagonalized import CosineMultiplier, Diagonalized, FourierMultiplier, cosine_symbol
 from ..reparam import LinearReparam
 from ._core import ConvGeometry
 from .based import ConvBased
@@ -226,13 +226,11 @@ class SymmetricConv(ConvBased, LinearReparam):
         (the FFT for ``"periodic"``).
         """
         theta = self.validate_theta(theta)
-        if self.circulant:  # a mirror-symmetric stencil has a real symbol: real blocks, real eigenvalues
-            full = np.ascontiguousarray(self.symbol(theta).real)
-            return FourierMultiplier(
-                half_spectrum(full, len(self.grid)), self.grid, dtype=theta.dtype, name="K(θ)", full=full
-            )
         if self.dct_type is None:
-            return super().diagonalize(theta)
+            D = super().diagonalize(theta)
+            if isinstance(D, FourierMultiplier):  # a mirror-symmetric stencil has a real symbol: real blocks
+                return FourierMultiplier.from_full(np.ascontiguousarray(D.full_blocks().real), dtype=theta.dtype)
+            return D
         lam = cosine_symbol(self.weights(theta)[0, 0], tuple(self.grid), self.dct_type)
         return CosineMultiplier(lam, self.dct_type, dtype=lam.dtype, name="K(θ)")
 

@@ -93,7 +93,7 @@ def test_gradcheck_and_gradgradcheck_on_the_torch_form(family, transpose):
     ids=["6x5", "9x4x3", "7x4"],
 )
 def test_cayley_torch_form_is_the_dense_matrix_on_every_grid(grid, channels, close):
-    """The Cayley form's real DFT products (Cooley--Tukey splits of 6 and 9, none of 7) against a dense K."""
+    """The Cayley form (rfftn, per-frequency real blocks, irfftn; even and odd axes) against a dense K."""
     k = structops.CayleyConv(grid, 3, channels=channels)
     theta, x, _ = _data(k, False, torch.float64)
     K = k.matrix(theta.numpy())

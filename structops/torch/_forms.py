@@ -15,9 +15,9 @@ and every device and dtype come from torch. The forms follow the families' struc
   :math:`K^\top = P_{bc}^\top C_W^\top S^\top` through ``conv_transpose{1,2,3}d``.
 * :class:`~structops.AntisymmetricConv`: :math:`C_W x - C_W^\top x` with one ``W``.
 * :class:`~structops.CayleyConv`: the generator's half spectrum by ``torch.fft.rfftn``, one
-  batched ``torch.linalg.solve`` over the frequencies (once per call, for the whole batch), the
-  product in the Fourier domain with the DFTs of the examples as real matrix products (one
-  Cooley--Tukey split per complex axis) and one real ``(F, 2c, 2c) @ (F, 2c, n)`` product.
+  batched ``torch.linalg.solve`` over the frequencies (once per call, for the whole batch), then
+  ``rfftn`` of the examples, one real ``(F, n, 2c) @ (F, 2c, 2c)`` product and ``irfftn``, in
+  a ``torch.autograd.Function`` whose backward uses the real DFTs' own adjoints.
 * The pattern families (:class:`~structops.Dense`, :class:`~structops.Diagonal`,
   :class:`~structops.Antisymmetric`, :class:`~structops.MMatrix`, :class:`~structops.Sparse`,
   :class:`~structops.Banded`, :class:`~structops.LinearKernel`): the nonzeros of :math:`K`
@@ -366,120 +366,105 @@ def first_columns(geo: Any, theta: torch.Tensor) -> torch.Tensor:
     return cols
 
 
-def _split(g: int) -> tuple[int, int]:
-    """``(a, b)`` with ``a * b = g`` and ``a <= b`` the divisor pair nearest ``sqrt(g)`` (``a = 1`` for a prime)."""
-    a = max(d for d in range(1, math.isqrt(g) + 1) if g % d == 0)
-    return a, g // a
-
-
-def _as_real(m: np.ndarray, inverse: bool) -> np.ndarray:
-    r"""A complex matrix ``m[..., r, s]`` as a real one on ``(re, im)`` pairs ``p``.
-
-    Rows ``(r, p)`` and columns ``(p, s)`` (a forward DFT step: the pair axis moves after the
-    transformed one); with ``inverse``, rows ``(p, r)`` and columns ``(s, p)`` (it moves back).
-    """
-    re, im = m.real, m.imag
-    blocks = np.stack([np.stack([re, -im], -1), np.stack([im, re], -1)], -2)  # (..., K, J, p', p)
-    order = (-3, -2, -4, -1) if inverse else (-4, -1, -3, -2)
-    *lead, K, J = m.shape
-    return np.moveaxis(blocks, (-4, -3, -2, -1), order).reshape(*lead, 2 * K, 2 * J)
-
-
-def _dft_tables(grid: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    r"""The DFTs of the Cayley form as real matrices (float64), complex numbers as ``(re, im)`` pairs ``p``.
-
-    For the last axis (length ``g``, ``h = g//2 + 1`` frequencies), the half spectrum of real
-    rows and its inverse (``irfft``'s weights: 1 at ``k = 0`` and ``g/2``, else 2):
-    ``rfft[j, (k, p)]`` is :math:`\cos` (``p = 0``) or :math:`-\sin` (``p = 1``) of
-    :math:`2\pi kj/g`, ``irfft[(k, p), j]`` the same times the weight over ``g``.
-
-    For every other axis ``i`` (length :math:`g = ab`), the complex DFT
-    :math:`\omega^{jk}`, :math:`\omega = e^{-2\pi i/g}`, in two steps (Cooley--Tukey, one
-    split): with :math:`j = b j_1 + j_2` and :math:`k = k_1 + a k_2`,
-    :math:`\omega^{jk} = \omega_a^{j_1k_1}\,\omega^{j_2k_1}\,\omega_b^{j_2k_2}`, so ``a_i``
-    (``a``-point DFTs over :math:`j_1`) then ``b_i`` (for each :math:`k_1`, a ``b × b``
-    matrix over :math:`j_2`) give the spectrum in the order :math:`(k_1, k_2)`
-    (``order_i``); ``ib_i`` and ``ia_i`` are the inverse steps (conjugates, over ``g``).
-    """
-    *rest, g = grid
-    k = np.arange(g // 2 + 1)[:, None]
-    ang = 2 * np.pi * k * np.arange(g) / g
-    weight = np.where((k == 0) | (2 * k == g), 1.0, 2.0) / g
-    half = np.stack([np.cos(ang), -np.sin(ang)], axis=1).reshape(-1, g)  # rows (k, p)
-    tables = {"rfft": half.T, "irfft": np.repeat(weight, 2, axis=0) * half}
-    for i, gi in enumerate(rest):
-        a, b = _split(gi)
-        fa = np.exp(-2j * np.pi * np.outer(np.arange(a), np.arange(a)) / a)  # [k1, j1]
-        twiddle = np.exp(-2j * np.pi * np.outer(np.arange(a), np.arange(b)) / gi)  # [k1, j2]
-        fb = twiddle[:, None, :] * np.exp(-2j * np.pi * np.outer(np.arange(b), np.arange(b)) / b)  # [k1, k2, j2]
-        tables |= {f"a_{i}": _as_real(fa, False), f"b_{i}": _as_real(fb, False)}
-        tables |= {f"ia_{i}": _as_real(fa.conj().T / gi, True), f"ib_{i}": _as_real(fb.conj().swapaxes(-1, -2), True)}
-        tables[f"order_{i}"] = (np.arange(a)[:, None] + a * np.arange(b)).reshape(-1)
-    return {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in tables.items()}
-
-
-def _cayley_blocks(geo: Any, theta: torch.Tensor, orders: list[torch.Tensor]) -> torch.Tensor:
-    r"""The unitary blocks :math:`\hat K(\xi) = (I + \hat A)^{-1}(I - \hat A)` as real ``2c × 2c`` blocks.
+def _cayley_blocks(geo: Any, theta: torch.Tensor) -> torch.Tensor:
+    r"""The unitary blocks :math:`\hat K(\xi) = (I + \hat A)^{-1}(I - \hat A)` as real ``2c × 2c`` right factors.
 
     One batched ``torch.linalg.solve`` over the ``rfftn`` half spectrum of the generator (it
-    depends on ``theta`` only, never on the batch); frequencies ordered ``(k_last, k_0, ...)``
-    with each ``k_i`` permuted by ``orders[i]``, each block :math:`[[\Re, -\Im], [\Im, \Re]]`
-    acting on ``(re, im)``-stacked channels.
+    depends on ``theta`` only, never on the batch), frequencies in ``rfftn``'s order. Block
+    ``M[f]`` acts on rows: with the spectrum of an example as a row of ``c`` complex numbers
+    read as ``2c`` reals ``(re, im)`` interleaved per channel (``torch.view_as_real``),
+    ``row @ M[f]`` is :math:`\hat K(\xi)` applied to it (``M[f]`` is the real form of
+    :math:`\hat K(\xi)^\top`; ``M[f]^\top`` that of :math:`\hat K(\xi)^*`, the block of :math:`K^\top`).
     """
     d, c = geo.ndim, geo.cin
     spec = torch.fft.rfftn(first_columns(geo, theta), dim=tuple(range(2, 2 + d)))
-    spec = spec.movedim((0, 1, 1 + d), (-2, -1, 0))  # (h, g_0, ..., c, c)
-    for i, order in enumerate(orders):
-        spec = spec.index_select(1 + i, order)
+    spec = spec.movedim((0, 1), (-2, -1)).reshape(-1, c, c)  # (F, c, c)
     skew = spec - spec.transpose(-1, -2).conj()
     eye = torch.eye(c, dtype=skew.dtype, device=skew.device)
-    blocks = torch.linalg.solve(eye + skew, eye - skew).reshape(-1, c, c)
-    re, im = blocks.real, blocks.imag
-    return torch.cat([torch.cat([re, -im], -1), torch.cat([im, re], -1)], -2)
+    right = torch.linalg.solve(eye + skew, eye - skew).transpose(-1, -2)  # [f, c_in, c_out]
+    re, im = right.real, right.imag
+    rows = torch.stack([torch.stack([re, im], -1), torch.stack([-im, re], -1)], -3)  # [f, ci, p, co, q]
+    return rows.reshape(-1, 2 * c, 2 * c)
+
+
+def _spectrum_rows(x: torch.Tensor) -> torch.Tensor:
+    """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, ``(re, im)`` interleaved."""
+    n, c = x.shape[:2]
+    spec = torch.fft.rfftn(x, dim=tuple(range(2, x.ndim)))
+    spec = spec.movedim((0, 1), (-2, -1)).contiguous()  # (*half, n, c)
+    return torch.view_as_real(spec).reshape(math.prod(spec.shape[:-2]), n, 2 * c)  # explicit: n may be 0
+
+
+def _fourier_product(rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``irfftn`` of the per-frequency products ``rows[f] @ blocks[f]``, back on the grid ``shape = (n, c, *grid)``."""
+    n, c, *grid = shape
+    half = [*grid[:-1], grid[-1] // 2 + 1]
+    prod = torch.bmm(rows, blocks).reshape(math.prod(half), n, c, 2)
+    spec = torch.view_as_complex(prod).reshape(*half, n, c).movedim((-2, -1), (0, 1))
+    return torch.fft.irfftn(spec, s=grid, dim=tuple(range(2, len(shape))))
+
+
+class _CayleyProduct(torch.autograd.Function):
+    r""":math:`y = \mathrm{irfftn}(\mathrm{rfftn}(x)\,M)` per frequency; the backward uses the real DFTs' adjoints.
+
+    torch's derivative of ``rfftn`` is a full complex FFT; here the adjoints are the real
+    transforms themselves. With :math:`N = \prod` grid and :math:`w_k` the weights of
+    ``irfftn`` on the last axis (1 at :math:`k = 0` and :math:`k = g/2`, else 2), the
+    real-linear adjoints are :math:`\mathrm{irfftn}^\top = (w/N)\,\mathrm{rfftn}` and
+    :math:`\mathrm{rfftn}^\top = N\,\mathrm{irfftn}\,w^{-1}`, so that with
+    :math:`G = \mathrm{rfftn}(\bar y)` (per frequency, a row for each example)
+
+    .. math:: \bar x = \mathrm{irfftn}(G\,M^\top), \qquad
+              \bar M(\xi) = \frac{w(\xi)}{N}\, X(\xi)^\top G(\xi),
+
+    the weights cancel in :math:`\bar x` (they are scalars per frequency). The backward is
+    made of torch operations, so it is differentiable again (double backward). The forward also
+    returns the spectrum rows of ``x`` (not differentiable), kept for :math:`\bar M`; a double
+    backward recomputes them from ``x``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = _spectrum_rows(x)
+        return _fourier_product(rows, blocks, x.shape), rows
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor], output: tuple[torch.Tensor, ...]) -> None:
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs, output[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, blocks, rows_x = ctx.saved_tensors
+        rows = _spectrum_rows(grad)
+        gx = _fourier_product(rows, blocks.transpose(-1, -2), x.shape) if ctx.needs_input_grad[0] else None
+        if not ctx.needs_input_grad[1]:
+            return gx, None
+        if torch.is_grad_enabled():  # double backward: the spectrum of x again, as a function of x
+            rows_x = _spectrum_rows(x)
+        *grid, g = x.shape[2:]
+        k = torch.arange(g // 2 + 1, device=x.device)
+        weight = torch.where((k == 0) | (2 * k == g), 1.0, 2.0).to(blocks.dtype) / (math.prod(grid) * g)
+        gm = torch.bmm(rows_x.transpose(-1, -2), rows)
+        return gx, (gm.reshape(-1, g // 2 + 1, *blocks.shape[1:]) * weight[:, None, None]).reshape(blocks.shape)
 
 
 def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
-    r""":math:`K x`: real DFTs as matrix products, then one real ``(F, 2c, 2c) @ (F, 2c, n)`` product.
+    r""":math:`K x`: ``rfftn`` of the batch, one real ``(F, n, 2c) @ (F, 2c, 2c)`` product, ``irfftn``.
 
-    The complex ``torch.fft`` and complex batched products are slow in torch's CPU kernels, so
-    every step is a real matrix product (BLAS, see :func:`_dft_tables`): the half spectrum of
-    the last axis with ``x`` read transposed (the examples last), one copy to
-    ``(h, p, g_0, ..., c, n)``, then the DFT of each other axis in two steps on the adjacent
-    ``(p, j_1)`` and ``(p, j_2)``, so that the spectrum comes out as ``(F, 2c, n)`` for the
-    per-frequency product; the inverse retraces the steps.
+    The blocks come from :func:`_cayley_blocks` (plain autograd in ``theta``), the batch path
+    from :class:`_CayleyProduct` (real DFT adjoints in the backward). Half precision is computed
+    in float32 (torch's CPU FFT has no half) and cast back.
     """
-    geo = kernel.geometry
-    *rest, g = geo.grid
-    c, n, d = geo.cin, x.shape[0], geo.ndim
     work = torch.promote_types(torch.promote_types(theta.dtype, x.dtype), torch.float32)
-    table = _constants(kernel, lambda: _dft_tables(geo.grid), x)
-    t = {name: m if name.startswith("order") else m.to(work) for name, m in table.items()}
-    blocks = _cayley_blocks(geo, theta.to(work), [t[f"order_{i}"] for i in range(d - 1)])
+    blocks = _cayley_blocks(kernel.geometry, theta.to(work))
     if transpose:
         blocks = blocks.transpose(-1, -2)  # the real block of the conjugate transpose
-    h, size = g // 2 + 1, math.prod(rest)
-    cols = c * size
-    total = 2 * h * cols * n  # explicit sizes: an empty batch has no -1 to infer
-    z = t["rfft"].T @ x.to(work).reshape(n, cols, g).permute(1, 2, 0)  # (c, *rest, h, p, n)
-    z = z.reshape(c, size, 2 * h, n).transpose(0, 2).contiguous()  # (h, p, *rest, c, n): runs of n
-    lead = h
-    for i, gi in enumerate(rest):  # (h, k_0.., p, j_1, j_2, ...) -> (h, k_0.., k_1, k_2, p, ...)
-        a, b = _split(gi)
-        inner = total // (lead * 2 * gi)
-        z = (t[f"a_{i}"] @ z.reshape(lead, 2 * a, b * inner)).reshape(lead, a, 2 * b, inner)
-        z = t[f"b_{i}"] @ z
-        lead *= gi
-    z = blocks @ z.reshape(lead, 2 * c, n)
-    for i in reversed(range(d - 1)):
-        gi, (a, b) = rest[i], _split(rest[i])
-        lead //= gi
-        inner = total // (lead * 2 * gi)
-        z = (t[f"ib_{i}"] @ z.reshape(lead, a, 2 * b, inner)).reshape(lead, 2 * a, b * inner)
-        z = t[f"ia_{i}"] @ z
-    # (h, p, *rest, c, n) read as (*rest, c) matrices (h p, n) by BLAS, then runs of g into (n, c, *rest, g)
-    z = z.reshape(2 * h, cols, n).transpose(0, 1).mT @ t["irfft"]  # (*rest, c, n, g)
-    z = z.reshape(size, c, n, g).permute(2, 1, 0, 3)
-    return z.reshape(n, c, *rest, g).to(x.dtype)
+    if x.shape[0] == 0:  # MKL's FFT refuses an empty batch; the result is empty, still a function of theta
+        return (x.to(work) * blocks.sum()).to(x.dtype)
+    return _CayleyProduct.apply(x.to(work), blocks)[0].to(x.dtype)
 
 
 # ------------------------------------------------------------- pattern families

@@ -353,35 +353,41 @@ def _antisymmetric_conv(kernel: AntisymmetricConv, theta: torch.Tensor, x: torch
 
 
 # ----------------------------------------------------------------- CayleyConv
-def first_columns(geo: Any, theta: torch.Tensor) -> torch.Tensor:
-    r"""Periodic first columns of the stencils, ``(cout, cin, *grid)``: tap ``j`` at ``(j - s//2) mod g``, wraps add."""
-    cols = theta.reshape(geo.cout, geo.cin, *geo.stencil)
-    for a, (s, g) in enumerate(zip(geo.stencil, geo.grid)):
-        dim = 2 + a
-        folds = -(-s // g)
-        cols = F.pad(cols, [0, 0] * (cols.ndim - dim - 1) + [0, folds * g - s])
-        shape = list(cols.shape)
-        cols = cols.reshape(*shape[:dim], folds, g, *shape[dim + 1 :]).sum(dim)
-        cols = cols.roll(-(s // 2), dim)
-    return cols
+def _tap_phases(geo: Any) -> dict[str, torch.Tensor]:
+    r"""The stencil taps' Fourier factors on the ``rfftn`` half spectrum, ``(T, F)`` real and imaginary parts.
+
+    Tap :math:`j` (C order over the stencil) sits at offset :math:`o_a = j_a - \lfloor s_a/2 \rfloor`
+    on axis ``a`` (periodic, as in the numpy form's first columns), so its factor at frequency
+    :math:`k` is :math:`\exp(-2\pi i \sum_a k_a o_a / g_a)`; float64, built once per kernel.
+    """
+    *rest, g = geo.grid
+    freqs = np.meshgrid(*[np.arange(gi) for gi in rest], np.arange(g // 2 + 1), indexing="ij")
+    taps = np.meshgrid(*[np.arange(s) - s // 2 for s in geo.stencil], indexing="ij")
+    phase = sum(np.outer(t.ravel(), k.ravel()) / gi for t, k, gi in zip(taps, freqs, geo.grid, strict=True))
+    factor = np.exp(-2j * np.pi * phase)
+    return {"re": torch.from_numpy(factor.real.copy()), "im": torch.from_numpy(factor.imag.copy())}
 
 
-def _cayley_blocks(geo: Any, theta: torch.Tensor) -> torch.Tensor:
+def _cayley_blocks(geo: Any, theta: torch.Tensor, phases: dict[str, torch.Tensor]) -> torch.Tensor:
     r"""The unitary blocks :math:`\hat K(\xi) = (I + \hat A)^{-1}(I - \hat A)` as real ``2c × 2c`` right factors.
 
-    One batched ``torch.linalg.solve`` over the ``rfftn`` half spectrum of the generator (it
-    depends on ``theta`` only, never on the batch), frequencies in ``rfftn``'s order. Block
-    ``M[f]`` acts on rows: with the spectrum of an example as a row of ``c`` complex numbers
-    read as ``2c`` reals ``(re, im)`` interleaved per channel (``torch.view_as_real``),
-    ``row @ M[f]`` is :math:`\hat K(\xi)` applied to it (``M[f]`` is the real form of
-    :math:`\hat K(\xi)^\top`; ``M[f]^\top`` that of :math:`\hat K(\xi)^*`, the block of :math:`K^\top`).
+    The generator's spectrum :math:`\hat S(\xi) = \sum_j \theta_j\, e^{-2\pi i \xi \cdot o_j}` is
+    two real ``(F, T) @ (T, c^2)`` products with the taps' factors (:func:`_tap_phases`), then
+    one batched ``torch.linalg.solve`` over the half spectrum (``theta`` only, never the
+    batch), frequencies in ``rfftn``'s order. Block ``M[f]`` acts on rows: with the spectrum of
+    an example as a row of ``c`` complex numbers read as ``2c`` reals ``(re, im)`` interleaved
+    per channel (``torch.view_as_real``), ``row @ M[f]`` is :math:`\hat K(\xi)` applied to it.
+    ``M[f]`` is the real form of :math:`\hat K^\top = (I + \hat A^\top)^{-1}(I - \hat A^\top)`
+    (:math:`\hat A = \hat S - \hat S^*`; the two Cayley factors commute), and ``M[f]^\top``
+    that of :math:`\hat K(\xi)^*`, the block of :math:`K^\top`.
     """
-    d, c = geo.ndim, geo.cin
-    spec = torch.fft.rfftn(first_columns(geo, theta), dim=tuple(range(2, 2 + d)))
-    spec = spec.movedim((0, 1), (-2, -1)).reshape(-1, c, c)  # (F, c, c)
-    skew = spec - spec.transpose(-1, -2).conj()
+    c = geo.cin
+    taps = theta.reshape(c * c, -1).T  # (T, c c): [tap, (c_out, c_in)]
+    re = (phases["re"].T @ taps).reshape(-1, c, c)
+    im = (phases["im"].T @ taps).reshape(-1, c, c)
+    skew = torch.complex(re.mT - re, im.mT + im)  # the transpose of S - S^*
     eye = torch.eye(c, dtype=skew.dtype, device=skew.device)
-    right = torch.linalg.solve(eye + skew, eye - skew).transpose(-1, -2)  # [f, c_in, c_out]
+    right = torch.linalg.solve(eye + skew, eye - skew)  # [f, c_in, c_out]
     re, im = right.real, right.imag
     rows = torch.stack([torch.stack([re, im], -1), torch.stack([-im, re], -1)], -3)  # [f, ci, p, co, q]
     return rows.reshape(-1, 2 * c, 2 * c)
@@ -459,7 +465,8 @@ def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose:
     in float32 (torch's CPU FFT has no half) and cast back.
     """
     work = torch.promote_types(torch.promote_types(theta.dtype, x.dtype), torch.float32)
-    blocks = _cayley_blocks(kernel.geometry, theta.to(work))
+    phases = {part: t.to(work) for part, t in _constants(kernel, lambda: _tap_phases(kernel.geometry), x).items()}
+    blocks = _cayley_blocks(kernel.geometry, theta.to(work), phases)
     if transpose:
         blocks = blocks.transpose(-1, -2)  # the real block of the conjugate transpose
     if x.shape[0] == 0:  # MKL's FFT refuses an empty batch; the result is empty, still a function of theta

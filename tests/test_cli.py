@@ -97,6 +97,7 @@ def test_bad_arguments_exit_2(capsys):
     assert "usage: structops" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh interpreter (7 s); the quick run checks `check --quick` in process above
 def test_python_dash_m_structops_check():
     proc = subprocess.run(
         # a fresh interpreter may compile the numba kernels first (minutes on a loaded or older machine)

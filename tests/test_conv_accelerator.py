@@ -180,6 +180,9 @@ print("ok")
 """
 
 
+# slow: a fresh interpreter compiling every kernel for a second CPU target (30 s on a cold cache);
+# the quick run under CI's AVX2 settings (NUMBA_CPU_NAME=haswell) runs every numba test on 16 registers
+@pytest.mark.slow
 def test_the_16_register_kernels_agree_with_numpy():
     """Compiled for a Haswell target (AVX2, 16 registers) whatever this machine is."""
     import os

@@ -143,6 +143,7 @@ def test_two_ranks_match_the_serial_operators():
     assert "ok 2" in run.stdout
 
 
+@pytest.mark.slow  # the example end to end on two ranks; the quick run keeps the two-rank operators above
 @pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec (pip install mpich)")
 def test_distributed_deblur_example_learns_the_blur_and_deblurs():
     script = Path(__file__).resolve().parents[1] / "examples" / "distributed_deblur.py"

@@ -61,6 +61,7 @@ def test_quickstart_prints_the_lecture_notes_matrices_and_passing_checks(tmp_pat
     assert "gmres info: 0" in out
 
 
+@pytest.mark.slow  # 6 s; the quick run keeps the quick-start example (tests/test_train_* train in process)
 def test_training_example_checks_the_gradient_and_learns(tmp_path):
     out = _run("train_digits.py", "--quick", cwd=tmp_path)
     assert "Taylor test of the objective: quadratic" in out
@@ -103,6 +104,7 @@ def test_stable_resnet_trains_every_block_and_measures_stability(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "fig"]  # nothing written into the working directory
 
 
+@pytest.mark.slow  # 6 s; the quick run keeps the quick-start example (tests/test_torch_modules.py certifies in process)
 def test_certify_model_prints_both_tables_and_a_bound_below_one(tmp_path):
     out = _run("certify_model.py", "--quick", cwd=tmp_path)
     assert "== trained network ==" in out and "== projected to 1-Lipschitz layers ==" in out

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import ast
 import configparser
+import functools
 import importlib.util
 import re
 import shlex
@@ -270,12 +272,10 @@ def test_malformed_markers_are_refused(text):
 def test_pytest_collects_without_the_mpi_extra():
     # `--doctest-modules` imports every module under tests/; the scripts run under mpiexec import
     # mpi4py at the top, so they are not collected (the tests that run them skip without mpi4py)
-    import ast
-
     from tests import conftest
 
     for path in sorted((ROOT / "tests").glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = _tree(path)
         top = {a.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for a in node.names}
         top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
         if top & {"mpi4py", "pylops_mpi"}:
@@ -292,3 +292,56 @@ def test_the_readme_families_table_is_the_registry():
     with pytest.raises(gen.MarkerError, match="families table"):
         gen.update_table("<!-- families table -->\nno end\n", table)
     assert gen.update_table("no table\n", table) == "no table\n"
+
+
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    """A test module's syntax tree (parsed once for the two tests that read them all)."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _quick_tests(path: Path) -> list[str]:
+    """The test functions of a test module that are not marked slow as a whole (nor is their module).
+
+    tests/conftest.py keeps at least one case of each of these in the quick run (every word of every
+    parameter id, or the single case of an unparametrised test).
+    """
+    tree = _tree(path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in node.targets):
+            if "mark.slow" in ast.unparse(node.value):
+                return []
+    nodes = [*tree.body, *(n for c in tree.body if isinstance(c, ast.ClassDef) for n in c.body)]
+    return [
+        node.name
+        for node in nodes
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.name.startswith("test")
+        and not any("mark.slow" in ast.unparse(d) for d in node.decorator_list)
+    ]
+
+
+def test_the_quick_run_keeps_a_test_of_every_module_and_every_family():
+    # the README's `pytest` is the quick run: what it leaves to `pytest -m slow` must not empty a
+    # test module, nor leave out a built-in family
+    quick = {path.name: _quick_tests(path) for path in sorted((ROOT / "tests").glob("test_*.py"))}
+    assert len(quick) > 50 and all(quick.values()), sorted(name for name, tests in quick.items() if not tests)
+    # every built-in family: `structops check --quick` runs check_kernel on instances of each, in
+    # process, in two quick tests
+    assert "test_check_quick_prints_a_table_and_returns_0" in quick["test_cli.py"]
+    assert "test_the_quoted_quick_check_is_what_structops_check_prints" in quick["test_readme.py"]
+    from structops.families import FAMILIES
+
+    assert [f.name for f in FAMILIES if not [*f.check_per_size(3), *f.check()]] == []
+
+
+def test_the_quick_test_finder_sees_function_and_module_marks(tmp_path):
+    module = tmp_path / "test_m.py"
+    module.write_text(
+        "import pytest\n\n@pytest.mark.slow\ndef test_a(): pass\n\n"
+        "@pytest.mark.parametrize('n', [1])\ndef test_b(n): pass\n"
+    )
+    assert _quick_tests(module) == ["test_b"]
+    slow_module = tmp_path / "test_slow.py"
+    slow_module.write_text("import pytest\npytestmark = [pytest.mark.slow]\n\ndef test_a(): pass\n")
+    assert _quick_tests(slow_module) == []

@@ -33,6 +33,7 @@ def psnr_of(out: str, label: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.slow  # a fresh interpreter and a figure (14 s); the quick run keeps the benchmarks in process
 def test_deblur_example_chooses_alpha_and_beats_the_blurred_data(tmp_path):
     png = tmp_path / "deblur.png"
     out = run("examples/deblur.py", "--size", "64", "--out", str(png), cwd=tmp_path)
@@ -51,6 +52,7 @@ def test_deblur_example_runs_on_the_shipped_phantom(tmp_path):
     assert psnr_of(out, "symmetric L=Laplacian discrepancy") > 0
 
 
+@pytest.mark.slow  # a fresh interpreter (8 s); tests/test_solvers_learn.py learns stencils in process
 def test_learn_stencil_example_recovers_the_stencils(tmp_path):
     out = run("examples/learn_stencil.py", "--size", "16", cwd=tmp_path)
     for line in out.splitlines()[1:]:

@@ -98,7 +98,14 @@ def _inputs(kernel, transpose: bool, dtype, rng, n: int = 2, grad: bool = True):
 
 
 # --------------------------------------------------------------------- gradients
+# gradcheck's finite differences on the two-channel 2-D Cayley layer take 10 s: slow; its 1-D sibling
+# keeps the family in the quick run
 @pytest.mark.parametrize("transpose", [False, True], ids=["K", "KT"])
+@pytest.mark.parametrize(
+    "family",
+    [pytest.param(f, id=f.name, marks=pytest.mark.slow if f.name == "CayleyConv" else ()) for f in FAMILIES],
+    indirect=True,
+)
 def test_gradcheck_in_theta_and_x_for_every_family(family, transpose, rng):
     theta, x, _ = _inputs(family, transpose, np.float64, rng)
     assert torch.autograd.gradcheck(lambda t, z: st.apply(family, t, z, transpose=transpose), (theta, x))
@@ -293,7 +300,9 @@ def test_adam_with_project_keeps_an_mmatrix_conv_feasible():
 
 
 # ----------------------------------------------------------------- torch.compile
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+# inductor compiles C++ for the layers around the graph break (slow on a cold cache); the break at
+# the structops layer is dynamo's and AOT autograd's, which aot_eager runs in the quick run
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
 def test_torch_compile_gives_the_eager_values_and_gradients(backend):
     torch.manual_seed(0)
     k = structops.Conv((8, 8), 3, in_channels=2, out_channels=2)

@@ -101,6 +101,9 @@ def _params(folder: Path) -> dict[str, np.ndarray]:
     return {n: getattr(ck.params, n) for n in ("theta", "bias", "W", "c")}
 
 
+# slow: five training runs on two ranks and two on one (20 s); the quick run keeps the one-rank
+# sharded objective above and tests/test_distributed.py's two-rank operators
+@pytest.mark.slow
 @pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec (pip install mpich)")
 def test_two_ranks_train_the_same_parameters_as_one(tmp_path, capsys):
     data = _digits_as_idx(tmp_path / "idx")

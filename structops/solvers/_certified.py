@@ -20,6 +20,12 @@ on the grid padded by the stencil, :math:`K = R\,C_L\,E`
   largest distance to the grid; by Weyl, :math:`\sigma_{\min}(K) \ge \inf f - \|w_a\|_1` when
   :math:`\inf f > 0` (likewise with :math:`-\sup f` when the symbol is negative). Otherwise 0.
 
+Reflect and replicate padding (no periodic embedding), and zero-boundary layers whose symbol
+bound is loose (small grids: :func:`certified_norm` tightens when the bracket exceeds
+:data:`TIGHTEN`), are certified by verified positive definiteness of :math:`tI - K^\top K`
+(:mod:`structops.solvers._verified`, Rump 2006, with its own round-off allowances); above its
+size limit by :math:`\|K_{\mathrm{valid}}\|\,\|E\|` or Schur's bound (:func:`_padded_upper`).
+
 **Round-off allowances** (:func:`norm_upper`). Every certificate is computed in float64 from the
 parameters as stored (a float32 :math:`\theta` converts exactly), so it bounds the norm of the
 operator *as computed*, the one whose matrix is ``kernel.matrix(theta.astype(float64))``:
@@ -43,17 +49,23 @@ allowance is below :math:`10^{-11}` relative for every grid up to :math:`10^6` p
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
 import numpy as np
 import scipy.fft as sfft
 
+from .._backend import blas_threads_for, thread_budget
 from ..kernels._base import ParametricKernel
 from ..kernels.conv import Conv, ConvBased
 from ..kernels.dense import Dense
-from ..kernels.diagonalized import PeriodicEmbedding, block_svdvals, full_spectrum
+from ..kernels.diagonalized import block_svdvals, full_spectrum
 from ..kernels.reparam import LinearReparam
 from ._lanczos import SpectralEstimate, golub_kahan
+from ._verified import schur_upper, verified_upper
 
-__all__ = ["certified_cond", "certified_norm", "norm_upper", "symbol_range_bound"]
+__all__ = ["certified_cond", "certified_norm", "norm_upper", "symbol_range_bound", "verified_norm"]
 
 #: Lanczos steps of the run that bounds :math:`\sigma_{\max}` from below.
 NORM_STEPS = 30
@@ -61,6 +73,10 @@ NORM_STEPS = 30
 FFT_CONSTANT = 16.0
 #: LAPACK's eigenvalue/singular value error is at most ``LAPACK_CONSTANT * size * eps * norm``.
 LAPACK_CONSTANT = 8.0
+#: Lanczos steps of the estimate that places the trial value of the verified route (:mod:`._verified`).
+ESTIMATE_STEPS = 80
+#: The certified bracket is tightened by the verified route when ``upper > lower * (1 + TIGHTEN)``.
+TIGHTEN = 0.008
 #: Points of the fine grid on which the symbol's range is bounded (in all, over the axes).
 SYMBOL_POINTS = 2**22
 
@@ -72,9 +88,9 @@ def _window(grid: tuple[int, ...]) -> np.ndarray:
     return w
 
 
-def _mode(emb: PeriodicEmbedding, index: tuple[int, ...], vector: np.ndarray, dtype) -> list[np.ndarray]:
+def _mode(symbol: _Symbol, index: tuple[int, ...], vector: np.ndarray, dtype) -> list[np.ndarray]:
     r"""Real and imaginary part of the windowed Fourier mode :math:`v\,e^{2\pi i \xi\cdot x/L}` on the grid."""
-    grid, L = emb.grid, emb.multiplier.grid
+    grid, L = symbol.grid, symbol.periodic
     phase = np.zeros(grid)
     for a, (n, xi, la) in enumerate(zip(grid, index, L)):
         shape = [1] * len(grid)
@@ -85,42 +101,66 @@ def _mode(emb: PeriodicEmbedding, index: tuple[int, ...], vector: np.ndarray, dt
     return [np.ascontiguousarray(part, dtype=dtype).ravel() for part in (mode.real, mode.imag)]
 
 
-def _start(kernel: ParametricKernel, theta: np.ndarray, emb: PeriodicEmbedding, largest: bool) -> np.ndarray:
+def _start(kernel: ParametricKernel, theta: np.ndarray, symbol: _Symbol, largest: bool) -> np.ndarray:
     """The better of the real and imaginary part of the extreme windowed mode (largest or smallest ``‖Kx‖/‖x‖``)."""
-    blocks = emb.multiplier.blocks
-    sv = block_svdvals(blocks)
-    pick = sv[..., 0] if largest else sv[..., -1]
+    blocks = symbol.blocks
+    if largest:
+        pick = symbol.tops if symbol.tops is not None else block_tops(blocks)
+    else:
+        pick = block_svdvals(blocks)[..., -1]
     index = np.unravel_index(int(np.argmax(pick) if largest else np.argmin(pick)), pick.shape)
     _, _, vh = np.linalg.svd(blocks[index])
     vector = np.conj(vh[0] if largest else vh[-1])
     op = kernel.op(theta)
-    parts = [x for x in _mode(emb, tuple(int(i) for i in index), vector, theta.dtype) if np.any(x)]
+    parts = [x for x in _mode(symbol, tuple(int(i) for i in index), vector, theta.dtype) if np.any(x)]
     scores = [float(np.linalg.norm(op.matvec(x)) / np.linalg.norm(x)) for x in parts]
     if not parts:  # pragma: no cover - the real or the imaginary part of a mode is nonzero
         return np.ones(kernel.shape[1], dtype=theta.dtype)
     return parts[int(np.argmax(scores) if largest else np.argmin(scores))]
 
 
-def _embedding(kernel: ParametricKernel, theta: np.ndarray) -> PeriodicEmbedding:
+class _Symbol(NamedTuple):
+    """The blocks of the periodic convolution on ``periodic`` that contains ``K`` on ``grid`` (rfft half grid)."""
+
+    grid: tuple[int, ...]
+    periodic: tuple[int, ...]
+    blocks: np.ndarray
+    tops: np.ndarray | None = None  # their largest singular values, when already computed
+
+
+def _embedding(kernel: ParametricKernel, theta: np.ndarray) -> _Symbol:
     emb = kernel.periodic_embedding(theta)
     if emb is None:
         raise ValueError(f"{kernel!r} has no periodic embedding at this theta: no certified bounds.")
-    return emb
+    return _Symbol(emb.grid, emb.multiplier.grid, emb.multiplier.blocks)
 
 
 def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int, tol: float) -> SpectralEstimate:
     r"""``lower <= ‖K(θ)‖₂ <= upper``, both guaranteed: Lanczos from the top mode, and :func:`norm_upper`.
 
+    When the bracket is wider than ``max(tol, TIGHTEN)``, the upper bound is tightened by verified
+    positive definiteness (:func:`verified_norm`) at the Lanczos value. Without a periodic
+    embedding (reflect and replicate padding) the run starts from a seeded random vector.
+
     ``converged`` is True only when the certified bracket is within ``tol`` (``upper <= lower (1 + tol)``):
     the value returned, the Lanczos lower bound, is then within ``tol`` of the norm; otherwise the
     caller warns with the bracket.
     """
-    emb = _embedding(kernel, theta)
-    upper, _ = norm_upper(kernel, theta, dense_limit=0)
+    seen: dict = {}
+    upper, _ = norm_upper(kernel, theta, dense_limit=0, symbol=seen)
     exact = theta.astype(np.float64)  # the operator as computed, in float64 (a float32 θ converts exactly)
-    v0 = _start(kernel, exact, emb, largest=True)
-    big, _ = golub_kahan(kernel.op(exact), maxiter=maxiter, tol=tol, need_min=False, v0=v0)
+    read = seen.get("symbol")
+    if read is None:
+        emb = kernel.periodic_embedding(theta)
+        read = None if emb is None else _Symbol(emb.grid, emb.multiplier.grid, emb.multiplier.blocks)
+    v0 = None if read is None else _start(kernel, exact, read, largest=True)
+    with blas_threads_for(0):  # vector steps: BLAS threads only spin (measured: 10x the CPU on a loaded machine)
+        big, _ = golub_kahan(kernel.op(exact), maxiter=maxiter, tol=tol, need_min=False, v0=v0)
     slack = LAPACK_CONSTANT * np.sqrt(max(kernel.shape)) * _EPS64 * big.lower + _conversion(kernel, theta, big.lower)
+    if upper > big.lower * (1 + max(tol, TIGHTEN)):  # a loose symbol bound (small grids): verify a tighter one
+        tight = verified_norm(kernel, theta, big.value)
+        if tight is not None:
+            upper = min(upper, tight + _conversion(kernel, theta, tight))
     lower = max(min(big.lower - slack, upper), 0.0)
     converged = upper <= lower * (1 + tol)
     value, lower, upper = float(big.value), float(lower), float(upper)
@@ -193,17 +233,16 @@ _EPS64 = float(np.finfo(np.float64).eps)
 
 
 def _plain_stencil(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[Conv, np.ndarray] | None:
-    """``(conv, w)``: the :class:`Conv` and its float64 stencil ``(out, in, *stencil)``, for plain geometries.
+    """``(conv, w)``: the :class:`Conv` behind ``kernel`` (``as_convolution``) and its float64 stencil, if plain.
 
-    Plain: no dilation, one group, the default padding (the fast symbol below places tap ``j`` at
-    ``j - s//2``); anything else goes through the family's own ``periodic_embedding``.
+    ``w`` has shape ``(out, in, *stencil)``. Plain: no dilation, one group, the default padding
+    (the fast symbol below places tap ``j`` at ``j - s//2``); anything else goes through the
+    family's own ``periodic_embedding``.
     """
-    if isinstance(kernel, Conv):
-        conv, w = kernel, theta64.reshape(kernel.theta_shape)
-    elif isinstance(kernel, ConvBased) and isinstance(kernel.kernel, Conv):
-        conv, w = kernel.kernel, np.asarray(kernel.weights(theta64), dtype=np.float64)
-    else:
+    view = kernel.as_convolution()  # the stencil hook (docs/contract.md), not isinstance
+    if view is None:
         return None
+    conv, w = view.conv, np.asarray(view.weights(theta64), dtype=np.float64)
     geo = conv.geometry
     if not geo.plain:
         return None
@@ -229,16 +268,51 @@ def half_symbol(w: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
     return np.moveaxis(spec, (0, 1), (-2, -1))
 
 
+#: Work (blocks × side³) per Python thread below which :func:`block_tops` runs in the calling thread.
+_SPLIT_WORK = 1 << 19
+#: ``(pid, workers, executor)``: the Python threads of :func:`block_tops`, made once per process.
+_POOL: list = []
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A thread pool of ``workers`` threads kept between calls (a new one after a fork or a new budget)."""
+    key = (os.getpid(), workers)
+    if not _POOL or _POOL[0][:2] != key:
+        _POOL[:] = [(*key, ThreadPoolExecutor(workers, thread_name_prefix="structops-blocks"))]
+    return _POOL[0][2]
+
+
+def block_tops(blocks: np.ndarray) -> np.ndarray:
+    r""":math:`\sigma_{\max}(B(\xi))` of every block ``(*freq, m, n)``, from the eigenvalues of the smaller Gram block.
+
+    LAPACK on small blocks gains nothing from BLAS threads (they cost several times the work on
+    a loaded machine): one BLAS thread, the batch split over the thread budget's
+    Python threads instead (the LAPACK loops release the GIL).
+    """
+    m, n = blocks.shape[-2:]
+    flat = blocks.reshape(-1, m, n)
+
+    def tops(chunk: np.ndarray) -> np.ndarray:
+        adjoint = np.conj(np.swapaxes(chunk, -1, -2))
+        gram = chunk @ adjoint if m <= n else adjoint @ chunk
+        return np.sqrt(np.maximum(np.linalg.eigvalsh(gram)[:, -1], 0.0))
+
+    if flat.shape[0] == 0 or m * n == 0:
+        return np.zeros(blocks.shape[:-2])
+    if m == n == 1:
+        return np.abs(blocks[..., 0, 0])
+    parts = max(1, min(thread_budget(), flat.shape[0] * max(m, n) ** 3 // _SPLIT_WORK))  # small batches: no threads
+    with blas_threads_for(max(m, n)):
+        if parts == 1:
+            out = tops(flat)
+        else:
+            out = np.concatenate(list(_pool(parts).map(tops, np.array_split(flat, parts))))
+    return out.reshape(blocks.shape[:-2])
+
+
 def gram_top(blocks: np.ndarray) -> float:
     r""":math:`\max_\xi \sigma_{\max}(B(\xi))` from the eigenvalues of the smaller Gram block (no SVD)."""
-    m, n = blocks.shape[-2:]
-    if blocks.size == 0:
-        return 0.0
-    if m == n == 1:
-        return float(np.abs(blocks).max())
-    adjoint = np.conj(np.swapaxes(blocks, -1, -2))
-    gram = blocks @ adjoint if m <= n else adjoint @ blocks
-    return float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[..., -1].max()), 0.0)))
+    return float(block_tops(blocks).max(initial=0.0))
 
 
 def _aliased_top(half: np.ndarray, grid: tuple[int, ...], stride: tuple[int, ...]) -> float:
@@ -255,15 +329,24 @@ def _aliased_top(half: np.ndarray, grid: tuple[int, ...], stride: tuple[int, ...
     for g, st in zip(grid, stride):
         shape += [st, g // st]
     full = full.reshape(*shape, *full.shape[d:])
-    gram = np.mean(full @ np.conj(np.swapaxes(full, -1, -2)), axis=tuple(range(0, 2 * d, 2)))
-    return float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[..., -1].max(initial=0.0)), 0.0)))
+    with blas_threads_for(full.shape[-1]):
+        gram = np.mean(full @ np.conj(np.swapaxes(full, -1, -2)), axis=tuple(range(0, 2 * d, 2)))
+        return float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[..., -1].max(initial=0.0)), 0.0)))
 
 
 def embedding_grid(conv: Conv) -> tuple[int, ...]:
-    """The periodic grid containing a zero-boundary ``conv``: ``n + s - 1``, FFT-friendly, a multiple of the stride."""
+    r"""The smallest periodic grid containing a plain zero-boundary ``conv``, a multiple of the stride.
+
+    Tap :math:`j` of a stencil of size :math:`s` reads offset :math:`j - s/\!/2`, so output
+    :math:`i` reads :math:`i - a \ldots i + b` with :math:`a = s/\!/2`, :math:`b = s - 1 - a`:
+    on a grid :math:`L \ge n + \max(a, b)` no read wraps onto the image (``"zero"``; the reads
+    of a ``"valid"`` output stay inside it, :math:`L \ge n`), so ``K`` is a restriction of the
+    periodic convolution there. The smallest such grid whose FFT is fast (factors 2, 3, 5, 7,
+    11: 33 for 32, 30 for 28, not a prime) gives the fewest frequency blocks.
+    """
     size = []
     for g, s, st in zip(conv.grid, conv.stencil, conv.stride):
-        n = sfft.next_fast_len(g + s - 1, real=True)
+        n = sfft.next_fast_len(g if conv.bc == "valid" else g + max(s // 2, s - 1 - s // 2))  # 2, 3, 5, 7, 11
         size.append(-(-n // st) * st)
     return tuple(size)
 
@@ -274,8 +357,11 @@ def _fft_allowance(frobenius: float, grid: tuple[int, ...], block: int, top: flo
     return FFT_CONSTANT * np.log2(max(n, 2.0)) * _EPS64 * frobenius + LAPACK_CONSTANT * (block + 2) * _EPS64 * top
 
 
-def _conv_upper(conv: Conv, w: np.ndarray) -> tuple[float, str] | None:
-    """The certificate of a plain zero/valid/periodic convolution of stencil ``w`` (float64), or None."""
+def _conv_upper(conv: Conv, w: np.ndarray, symbol: dict | None = None) -> tuple[float, str] | None:
+    """The certificate of a plain zero/valid/periodic convolution of stencil ``w`` (float64), or None.
+
+    For zero boundaries, ``symbol["symbol"]`` receives the :class:`_Symbol` it read (the start of the Lanczos run).
+    """
     if conv.bc == "periodic":
         grid = conv.grid
         if any(g % st for g, st in zip(grid, conv.stride)):
@@ -288,28 +374,84 @@ def _conv_upper(conv: Conv, w: np.ndarray) -> tuple[float, str] | None:
     else:
         return None
     half = half_symbol(w, grid)
-    top = _aliased_top(half, grid, stride)
+    if all(st == 1 for st in stride):
+        tops = block_tops(half)
+        top = float(tops.max(initial=0.0))
+    else:
+        tops, top = None, _aliased_top(half, grid, stride)
+    if symbol is not None and name == "certified":
+        symbol["symbol"] = _Symbol(conv.grid, grid, half, tops)
     frobenius = float(np.sqrt(np.prod(grid))) * float(np.linalg.norm(w))
     if any(s > g for s, g in zip(w.shape[2:], grid)):
         frobenius = float(np.sqrt(np.prod(grid))) * float(np.abs(w).sum())
     return top + _fft_allowance(frobenius, grid, min(w.shape[:2]) * int(np.prod(stride)), top), name
 
 
+def _copies(n: int, before: int, after: int, bc: str) -> int:
+    """The most positions of a line of ``n`` samples padded by ``before + after`` that hold one sample."""
+    if n > 1 and bc == "replicate":
+        return 1 + max(before, after)
+    if bc == "reflect" and max(before, after) < n and before + after < n - 1:  # the two sides touch no sample twice
+        return 1 + int(before > 0 or after > 0)
+    return 1 + before + after
+
+
+def _padded_upper(conv: Conv, w: np.ndarray) -> float:
+    r"""A loose certificate for any padding: :math:`\|K\| = \|K_{\mathrm{valid}} E\| \le \|K_{\mathrm{valid}}\|\,\|E\|`.
+
+    :math:`E` pads the grid by the boundary rule (each sample copied at most :math:`m_a` times per
+    axis, :func:`_copies`: :math:`\|E\|_2 = \sqrt{\prod_a m_a}` at most, 2 for a 3×3 stencil in 2-D)
+    and :math:`K_{\mathrm{valid}}` is the convolution without padding on the padded grid (the
+    periodic-embedding certificate). The smaller of this and Schur's bound
+    (:func:`~structops.solvers._verified.schur_upper`).
+    """
+    geo = conv.geometry
+    schur = schur_upper(w, _multiplicity(conv))
+    try:
+        valid = Conv(
+            tuple(n + b + a for n, (b, a) in zip(geo.grid, geo.pads)),
+            geo.stencil,
+            bc="valid",
+            in_channels=geo.cin,
+            out_channels=geo.cout,
+            stride=geo.stride,
+            dilation=geo.dilation,
+            groups=geo.groups,
+        )
+        found = _structured_upper(valid, w.ravel())
+    except (TypeError, ValueError):  # pragma: no cover - every geometry has a valid counterpart
+        return schur
+    if found is None:  # pragma: no cover
+        return schur
+    copies = np.prod([_copies(n, b, a, geo.bc) for n, (b, a) in zip(geo.grid, geo.pads)])
+    return min(schur, found[0] * float(np.sqrt(copies)) * (1 + 4 * _EPS64))
+
+
 def _multiplicity(kernel: ParametricKernel) -> float:
-    """The most times one input sample is read by one tap of one channel pair (1 for zero and periodic padding)."""
+    """The most times one input sample is read by one tap of one channel pair (1 for zero and periodic padding).
+
+    Along an axis padded by ``p_before + p_after`` samples, at most ``1 + p_before + p_after``
+    positions of the padded line copy one sample (any padding rule, dilation and stride included).
+    """
     geo = getattr(kernel, "geometry", None)
     if geo is None or geo.bc in ("zero", "valid", "periodic"):
         return 1.0
-    return float(np.prod([s // 2 + 1 for s in geo.stencil]))
+    return float(np.prod([1 + before + after for before, after in geo.pads]))
+
+
+def _is_conv(kernel: ParametricKernel) -> bool:
+    """Whether ``kernel`` is itself the convolution its stencil hook names (``θ`` is the stencil)."""
+    view = kernel.as_convolution()
+    return view is not None and view.conv is kernel
 
 
 def _conversion(kernel: ParametricKernel, theta: np.ndarray, top: float) -> float:
     r"""Allowance for the stencil computed in ``theta``'s dtype instead of float64 (module notes)."""
-    if isinstance(kernel, (Conv, Dense)):
+    if isinstance(kernel, Dense) or _is_conv(kernel):
         return 0.0  # θ holds the operator's entries: the float64 copy is exact
     eps = float(np.finfo(theta.dtype).eps)
     theta64 = theta.astype(np.float64)
-    if isinstance(kernel, LinearReparam) and isinstance(kernel.kernel, Conv):
+    if isinstance(kernel, LinearReparam) and _is_conv(kernel.kernel):
         P = kernel.P
         nnz = int(np.diff(P.indptr).max(initial=1))
         l1 = float((abs(P) @ np.abs(theta64)).sum())
@@ -331,11 +473,13 @@ def _transform_top(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[float
     return top + D.residual + _fft_allowance(frobenius, D.grid, min(blocks.shape[-2:]), top), D.route_name
 
 
-def _structured_upper(kernel: ParametricKernel, theta64: np.ndarray) -> tuple[float, str] | None:
+def _structured_upper(
+    kernel: ParametricKernel, theta64: np.ndarray, symbol: dict | None = None
+) -> tuple[float, str] | None:
     """The structured certificate (transform or periodic embedding) at a float64 ``theta``, or None."""
     plain = _plain_stencil(kernel, theta64)
     if plain is not None:
-        found = _conv_upper(*plain)
+        found = _conv_upper(*plain, symbol)
         if found is not None:
             return found
     found = _transform_top(kernel, theta64)
@@ -367,12 +511,19 @@ def dense_upper(kernel: ParametricKernel, theta: np.ndarray) -> float:
     return float(top + _conversion(kernel, np.asarray(theta), top))
 
 
-def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int) -> tuple[float, str]:
+def norm_upper(
+    kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int, symbol: dict | None = None
+) -> tuple[float, str]:
     r"""A certified upper bound on :math:`\|K(\theta)\|_2` of the operator as computed, and its route.
 
     Structured routes first (a fast transform, the periodic embedding), all in float64 with the
-    round-off allowances of the module notes; dense LAPACK only when none applies and
-    ``max(kernel.shape) <= dense_limit``.
+    round-off allowances of the module notes; then, for any other convolution (reflect and
+    replicate padding), verified positive definiteness (:func:`verified_norm`, route
+    ``"verified"``; above its size limit, dense LAPACK when ``max(kernel.shape) <= dense_limit``,
+    else Schur's bound :func:`~structops.solvers._verified.schur_upper`, valid but looser); dense
+    LAPACK only when none applies and ``max(kernel.shape) <= dense_limit``. A dict ``symbol``
+    receives the symbol read on the plain zero-boundary route (key ``"symbol"``), so that
+    :func:`certified_norm` need not rebuild it.
 
     Raises
     ------
@@ -380,7 +531,13 @@ def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int)
         If no route applies (the message says why).
     """
     theta64 = np.asarray(theta).astype(np.float64)
-    found = _structured_upper(kernel, theta64)
+    found = _structured_upper(kernel, theta64, symbol)
+    view = kernel.as_convolution()
+    if found is None and view is not None and min(kernel.shape) > 0:
+        bound = verified_norm(kernel, theta64)
+        if bound is None and max(kernel.shape) > dense_limit:  # too costly to factorise
+            bound = _padded_upper(view.conv, np.asarray(view.weights(theta64), dtype=np.float64))
+        found = None if bound is None else (bound, "verified")
     if found is None and (max(kernel.shape) <= dense_limit or min(kernel.shape) == 0):
         return dense_upper(kernel, theta), "dense"
     if found is None:
@@ -392,3 +549,17 @@ def norm_upper(kernel: ParametricKernel, theta: np.ndarray, *, dense_limit: int)
         )
     top, name = found
     return float(top + _conversion(kernel, np.asarray(theta), top)), name
+
+
+def verified_norm(kernel: ParametricKernel, theta: np.ndarray, estimate: float | None = None) -> float | None:
+    r"""The verified-positive-definiteness bound of :mod:`structops.solvers._verified`, or None (too costly, or failed).
+
+    ``estimate`` places the trial values; by default the Ritz value of :data:`ESTIMATE_STEPS`
+    Golub--Kahan--Lanczos steps. The bound is of the operator at ``theta.astype(float64)``; the
+    caller adds the conversion allowance of a family computed from ``theta``.
+    """
+    theta64 = np.asarray(theta).astype(np.float64)
+    if estimate is None:
+        big, _ = golub_kahan(kernel.op(theta64), maxiter=ESTIMATE_STEPS, tol=1e-8, need_min=False)
+        estimate = big.value
+    return verified_upper(kernel, theta64, float(estimate))

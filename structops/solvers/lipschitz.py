@@ -28,9 +28,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
+from .._backend import blas_threads_for
 from .._validation import check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
-from ._certified import embedding_grid, half_symbol, norm_upper
+from ._certified import block_tops, embedding_grid, half_symbol, norm_upper
 from ._routes import DENSE_LIMIT
 
 __all__ = ["certified_norm_bound", "project_spectral_norm"]
@@ -102,18 +103,34 @@ def _clip_blocks(blocks: np.ndarray, bound: float) -> np.ndarray:
         return blocks * scale
     adjoint = np.conj(np.swapaxes(blocks, -1, -2))
     wide = blocks.shape[-2] < blocks.shape[-1]
-    lam, V = np.linalg.eigh(blocks @ adjoint if wide else adjoint @ blocks)
-    sigma = np.sqrt(np.maximum(lam, 0.0))
-    scale = np.where(sigma > bound, bound / np.where(sigma > 0, sigma, 1.0), 1.0)
-    proj = (V * scale[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2))
-    return proj @ blocks if wide else blocks @ proj
+    with blas_threads_for(max(blocks.shape[-2:])):  # small blocks: one BLAS thread (threads only spin)
+        lam, V = np.linalg.eigh(blocks @ adjoint if wide else adjoint @ blocks)
+        sigma = np.sqrt(np.maximum(lam, 0.0))
+        scale = np.where(sigma > bound, bound / np.where(sigma > 0, sigma, 1.0), 1.0)
+        proj = (V * scale[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2))
+        return proj @ blocks if wide else blocks @ proj
 
 
-def _clip_on_grid(w: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndarray:
-    """One round: clip the periodic convolution of stencil ``w`` on ``grid``, restrict back to the stencil support."""
+def _clip_on_grid(w: np.ndarray, grid: tuple[int, ...], bound: float, known: tuple | None = None) -> np.ndarray | None:
+    """One round: clip the periodic convolution of stencil ``w`` on ``grid``, restrict back to the stencil support.
+
+    Only the blocks whose largest singular value exceeds ``bound`` are clipped (the others are
+    left as they are by the clip); ``known`` is ``(half, tops)`` of ``w`` on ``grid`` when the
+    certificate already read them. None when no block exceeds ``bound``.
+    """
     d = len(grid)
     stencil = w.shape[2:]
-    clipped = np.moveaxis(_clip_blocks(half_symbol(w, grid), bound), (-2, -1), (0, 1))  # (out, in, *half)
+    half, tops = known if known is not None else (None, None)
+    if half is None:
+        half = half_symbol(w, grid)
+    if tops is None:
+        tops = block_tops(half)
+    over = tops > bound
+    if not np.any(over):
+        return None
+    half = np.array(half, copy=True)
+    half[over] = _clip_blocks(half[over], bound)
+    clipped = np.moveaxis(half, (-2, -1), (0, 1))  # (out, in, *half)
     cols = sfft.irfftn(clipped, s=grid, axes=tuple(range(2, 2 + d)))
     index = np.ix_(*(np.mod(np.arange(s) - s // 2, g) for s, g in zip(stencil, grid)))
     key = (slice(None), slice(None), *index)
@@ -135,8 +152,13 @@ def _clip_grid(kernel: ParametricKernel) -> tuple[int, ...] | None:
     return None
 
 
-def _clipped(kernel: ParametricKernel, theta: np.ndarray, grid: tuple[int, ...], bound: float) -> np.ndarray | None:
-    """Steps 1--2 of the module notes on ``grid`` (the kernel's own, or its embedding's), or None."""
+def _clipped(
+    kernel: ParametricKernel, theta: np.ndarray, grid: tuple[int, ...], bound: float, known: tuple | None = None
+) -> np.ndarray | None:
+    """Steps 1--2 of the module notes on ``grid`` (the kernel's own, or its embedding's), or None.
+
+    ``known``: the symbol and block norms of ``theta`` on ``grid`` (from the certificate), for the first round.
+    """
     maps = _stencil_maps(kernel)
     if maps is None:
         return None
@@ -145,7 +167,11 @@ def _clipped(kernel: ParametricKernel, theta: np.ndarray, grid: tuple[int, ...],
         return None
     phi = theta.astype(np.float64)
     for _ in range(CLIP_ROUNDS):
-        phi = from_w(_clip_on_grid(to_w(phi), grid, bound))
+        w = _clip_on_grid(to_w(phi), grid, bound, known)
+        known = None
+        if w is None:  # every block is within the bound already
+            break
+        phi = from_w(w)
     phi = phi.astype(theta.dtype)
     return phi if kernel.is_feasible(phi) else None
 
@@ -227,11 +253,15 @@ def project_spectral_norm(
             f"{kernel!r}: project the parameter of its inner linear family instead."
         )
     theta = kernel.validate_theta(theta)
-    norm = certified_norm_bound(kernel, theta, dense_limit=dense_limit)
+    dense_limit = check_positive_int(dense_limit, "dense_limit", minimum=0)
+    seen: dict = {}
+    norm = norm_upper(kernel, theta, dense_limit=dense_limit, symbol=seen)[0]
     if norm <= bound:
         return theta
     grid = _clip_grid(kernel)
-    clipped = None if grid is None else _clipped(kernel, theta, grid, bound)
+    read = seen.get("symbol")
+    known = (read.blocks, read.tops) if read is not None and read.periodic == grid else None
+    clipped = None if grid is None else _clipped(kernel, theta, grid, bound, known)
     if clipped is not None:
         clipped = _shrink(kernel, clipped, bound, dense_limit)
         # the plain rescaling θ L/N is |1 - L/N| ‖θ‖ away: build it only when it is closer

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..kernels._base import ParametricKernel
-from ..kernels.conv import Conv, ConvBased
+from ..kernels.conv import Conv
 from ..kernels.dense import Dense
 from ..solvers.lipschitz import project_spectral_norm
 from . import Layer, apply
@@ -242,12 +242,11 @@ def from_module(module: torch.nn.Module, input_shape: Any = None) -> Layer:
 
 
 def _stencil_of(kernel: ParametricKernel, theta: np.ndarray) -> tuple[Conv, np.ndarray] | None:
-    """The :class:`Conv` and its full stencil, for a convolution with a fixed stencil; else None."""
-    if isinstance(kernel, Conv):
-        return kernel, theta
-    if isinstance(kernel, ConvBased) and isinstance(kernel.kernel, Conv):
-        return kernel.kernel, np.asarray(kernel.weights(theta)).ravel()
-    return None
+    """The :class:`Conv` and its full stencil (the kernel hook ``as_convolution``), for a convolution; else None."""
+    view = kernel.as_convolution()
+    if view is None:
+        return None
+    return view.conv, theta if view.conv is kernel else np.asarray(view.weights(theta)).ravel()
 
 
 def to_module(layer: Layer) -> torch.nn.Module:

@@ -151,7 +151,9 @@ def _kernel_bounds(kernel, theta: np.ndarray) -> tuple[float, float, str]:
         warnings.simplefilter("ignore", EstimateWarning)
         est = spectral_norm(kernel, theta, tol=1e-4, full_output=True)
     assert isinstance(est, SpectralEstimate)
-    lower = float(est.lower) if est.certified else 0.0
+    lower = float(est.lower)  # a Ritz value less its round-off allowance on every route: guaranteed
+    if est.certified:  # the certified route's upper bound, tightened by verified positive definiteness
+        upper = min(upper, float(est.upper))
     if est.exact:  # LAPACK or a transform: within LAPACK_CONSTANT·n·eps of the norm
         allowance = 8.0 * max(kernel.shape) * float(np.finfo(np.float64).eps)
         lower = float(est.value) * (1 - allowance)
@@ -167,8 +169,9 @@ def _fold_batchnorm(layer: Layer, bn: Any) -> np.ndarray:
     s = scale.double().numpy()
     theta = layer.theta.detach().double().numpy()
     kernel = layer.kernel
-    if isinstance(kernel, Conv) and not isinstance(layer, TransposedLayer):
-        w = theta.reshape(kernel.out_channels, -1) * s[:, None]
+    conv = _conv_itself(kernel)
+    if conv is not None and not isinstance(layer, TransposedLayer):
+        w = theta.reshape(conv.out_channels, -1) * s[:, None]
         return w.ravel()
     if isinstance(kernel, Dense):
         return (theta.reshape(kernel.rows, kernel.cols, order="F") * s[:, None]).ravel(order="F")
@@ -266,7 +269,13 @@ _LINEAR_MODULES = (
 def _foldable(module: Any) -> bool:
     if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
         return True
-    return isinstance(module, Layer) and isinstance(module.kernel, (Conv, Dense))
+    return isinstance(module, Layer) and (_conv_itself(module.kernel) is not None or isinstance(module.kernel, Dense))
+
+
+def _conv_itself(kernel: Any) -> Conv | None:
+    """``kernel`` if it is a convolution whose ``θ`` is its stencil (the kernel hook ``as_convolution``), else None."""
+    view = kernel.as_convolution()
+    return view.conv if view is not None and view.conv is kernel else None
 
 
 def _tuple(value: Any, d: int) -> tuple[int, ...]:

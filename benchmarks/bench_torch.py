@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/bench_torch.py                  # 2 threads, 9 rounds
     python benchmarks/bench_torch.py --threads 1 --repeat 15
+    python benchmarks/bench_torch.py --only cayley --repeat 5 --cpu-time   # CPU seconds (loaded machines)
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ import torch
 import structops
 from structops.torch import Layer
 
+#: The clock of every measurement: wall time, or the process's CPU time with ``--cpu-time``.
+CLOCK: list[Callable[[], float]] = [time.perf_counter]
+
 
 def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    start = CLOCK[0]()
     fn()
-    return time.perf_counter() - start
+    return CLOCK[0]() - start
 
 
 def interleaved(contenders: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
@@ -145,15 +149,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=512, help="images of case A")
     parser.add_argument("--per-example", type=int, default=128, help="images of the per-example gradients")
     parser.add_argument("--n-cayley", type=int, default=128, help="images of the CayleyConv case")
+    parser.add_argument("--cpu-time", action="store_true", help="time in process CPU seconds instead of wall seconds")
+    parser.add_argument(
+        "--only", choices=("case-a", "per-example", "cayley"), action="append", help="run only these cases (repeatable)"
+    )
     args = _common.setup(parser, argv, torch=True)
+    if args.cpu_time:
+        CLOCK[0] = time.process_time
     print(
         f"structops {structops.__version__}, torch {torch.__version__}, numpy {np.__version__}; "
         f"{platform.machine()}, {args.threads} threads; structops accelerator {structops.accelerator()!r}; "
-        f"median of {args.repeat} interleaved rounds"
+        f"median of {args.repeat} interleaved rounds, {'CPU' if args.cpu_time else 'wall'} time"
     )
-    case_a(args.n, args.repeat)
-    per_example(args.per_example, args.repeat)
-    cayley(args.n_cayley, args.repeat)
+    only = set(args.only or ("case-a", "per-example", "cayley"))
+    if "case-a" in only:
+        case_a(args.n, args.repeat)
+    if "per-example" in only:
+        per_example(args.per_example, args.repeat)
+    if "cayley" in only:
+        cayley(args.n_cayley, args.repeat)
     return 0
 
 

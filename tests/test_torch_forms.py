@@ -87,6 +87,23 @@ def test_gradcheck_and_gradgradcheck_on_the_torch_form(family, transpose):
     assert torch.autograd.gradgradcheck(f, (theta, x), fast_mode=True)  # exact second derivatives, non-affine too
 
 
+@pytest.mark.parametrize(
+    ("grid", "channels"),
+    [((6, 5), 2), pytest.param((9, 4, 3), 2, marks=pytest.mark.slow), pytest.param((7, 4), 3, marks=pytest.mark.slow)],
+    ids=["6x5", "9x4x3", "7x4"],
+)
+def test_cayley_torch_form_is_the_dense_matrix_on_every_grid(grid, channels, close):
+    """The Cayley form (rfftn, per-frequency real blocks, irfftn; even and odd axes) against a dense K."""
+    k = structops.CayleyConv(grid, 3, channels=channels)
+    theta, x, _ = _data(k, False, torch.float64)
+    K = k.matrix(theta.numpy())
+    flat = x.reshape(x.shape[0], -1).numpy()
+    for transpose, ref in ((False, flat @ K.T), (True, flat @ K)):
+        y = st.apply(k, theta, x, transpose=transpose, backend="torch")
+        close(y.reshape(x.shape[0], -1).numpy(), ref, np.float64, size=K.shape[0])
+    assert st.apply(k, theta, x[:0], backend="torch").shape == (0, *k.out_shape)  # an empty batch
+
+
 @pytest.mark.parametrize("family", TABLE)
 def test_every_family_runs_on_the_meta_device(family):
     """Nothing on the torch path reads host memory: meta tensors have none."""

@@ -15,7 +15,9 @@ and every device and dtype come from torch. The forms follow the families' struc
   :math:`K^\top = P_{bc}^\top C_W^\top S^\top` through ``conv_transpose{1,2,3}d``.
 * :class:`~structops.AntisymmetricConv`: :math:`C_W x - C_W^\top x` with one ``W``.
 * :class:`~structops.CayleyConv`: the generator's half spectrum by ``torch.fft.rfftn``, one
-  batched ``torch.linalg.solve`` over the frequencies, the product in the Fourier domain.
+  batched ``torch.linalg.solve`` over the frequencies (once per call, for the whole batch), then
+  ``rfftn`` of the examples, one real ``(F, n, 2c) @ (F, 2c, 2c)`` product and ``irfftn``, in
+  a ``torch.autograd.Function`` whose backward uses the real DFTs' own adjoints.
 * The pattern families (:class:`~structops.Dense`, :class:`~structops.Diagonal`,
   :class:`~structops.Antisymmetric`, :class:`~structops.MMatrix`, :class:`~structops.Sparse`,
   :class:`~structops.Banded`, :class:`~structops.LinearKernel`): the nonzeros of :math:`K`
@@ -351,35 +353,125 @@ def _antisymmetric_conv(kernel: AntisymmetricConv, theta: torch.Tensor, x: torch
 
 
 # ----------------------------------------------------------------- CayleyConv
-def first_columns(geo: Any, theta: torch.Tensor) -> torch.Tensor:
-    r"""Periodic first columns of the stencils, ``(cout, cin, *grid)``: tap ``j`` at ``(j - s//2) mod g``, wraps add."""
-    cols = theta.reshape(geo.cout, geo.cin, *geo.stencil)
-    for a, (s, g) in enumerate(zip(geo.stencil, geo.grid)):
-        dim = 2 + a
-        folds = -(-s // g)
-        cols = F.pad(cols, [0, 0] * (cols.ndim - dim - 1) + [0, folds * g - s])
-        shape = list(cols.shape)
-        cols = cols.reshape(*shape[:dim], folds, g, *shape[dim + 1 :]).sum(dim)
-        cols = cols.roll(-(s // 2), dim)
-    return cols
+def _tap_phases(geo: Any) -> dict[str, torch.Tensor]:
+    r"""The stencil taps' Fourier factors on the ``rfftn`` half spectrum, ``(T, F)`` real and imaginary parts.
+
+    Tap :math:`j` (C order over the stencil) sits at offset :math:`o_a = j_a - \lfloor s_a/2 \rfloor`
+    on axis ``a`` (periodic, as in the numpy form's first columns), so its factor at frequency
+    :math:`k` is :math:`\exp(-2\pi i \sum_a k_a o_a / g_a)`; float64, built once per kernel.
+    """
+    *rest, g = geo.grid
+    freqs = np.meshgrid(*[np.arange(gi) for gi in rest], np.arange(g // 2 + 1), indexing="ij")
+    taps = np.meshgrid(*[np.arange(s) - s // 2 for s in geo.stencil], indexing="ij")
+    phase = sum(np.outer(t.ravel(), k.ravel()) / gi for t, k, gi in zip(taps, freqs, geo.grid, strict=True))
+    factor = np.exp(-2j * np.pi * phase)
+    return {"re": torch.from_numpy(factor.real.copy()), "im": torch.from_numpy(factor.imag.copy())}
+
+
+def _cayley_blocks(geo: Any, theta: torch.Tensor, phases: dict[str, torch.Tensor]) -> torch.Tensor:
+    r"""The unitary blocks :math:`\hat K(\xi) = (I + \hat A)^{-1}(I - \hat A)` as real ``2c × 2c`` right factors.
+
+    The generator's spectrum :math:`\hat S(\xi) = \sum_j \theta_j\, e^{-2\pi i \xi \cdot o_j}` is
+    two real ``(F, T) @ (T, c^2)`` products with the taps' factors (:func:`_tap_phases`), then
+    one batched ``torch.linalg.solve`` over the half spectrum (``theta`` only, never the
+    batch), frequencies in ``rfftn``'s order. Block ``M[f]`` acts on rows: with the spectrum of
+    an example as a row of ``c`` complex numbers read as ``2c`` reals ``(re, im)`` interleaved
+    per channel (``torch.view_as_real``), ``row @ M[f]`` is :math:`\hat K(\xi)` applied to it.
+    ``M[f]`` is the real form of :math:`\hat K^\top = (I + \hat A^\top)^{-1}(I - \hat A^\top)`
+    (:math:`\hat A = \hat S - \hat S^*`; the two Cayley factors commute), and ``M[f]^\top``
+    that of :math:`\hat K(\xi)^*`, the block of :math:`K^\top`.
+    """
+    c = geo.cin
+    taps = theta.reshape(c * c, -1).T  # (T, c c): [tap, (c_out, c_in)]
+    re = (phases["re"].T @ taps).reshape(-1, c, c)
+    im = (phases["im"].T @ taps).reshape(-1, c, c)
+    skew = torch.complex(re.mT - re, im.mT + im)  # the transpose of S - S^*
+    eye = torch.eye(c, dtype=skew.dtype, device=skew.device)
+    right = torch.linalg.solve(eye + skew, eye - skew)  # [f, c_in, c_out]
+    re, im = right.real, right.imag
+    rows = torch.stack([torch.stack([re, im], -1), torch.stack([-im, re], -1)], -3)  # [f, ci, p, co, q]
+    return rows.reshape(-1, 2 * c, 2 * c)
+
+
+def _spectrum_rows(x: torch.Tensor) -> torch.Tensor:
+    """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, ``(re, im)`` interleaved."""
+    n, c = x.shape[:2]
+    spec = torch.fft.rfftn(x, dim=tuple(range(2, x.ndim)))
+    spec = spec.movedim((0, 1), (-2, -1)).contiguous()  # (*half, n, c)
+    return torch.view_as_real(spec).reshape(math.prod(spec.shape[:-2]), n, 2 * c)  # explicit: n may be 0
+
+
+def _fourier_product(rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``irfftn`` of the per-frequency products ``rows[f] @ blocks[f]``, back on the grid ``shape = (n, c, *grid)``."""
+    n, c, *grid = shape
+    half = [*grid[:-1], grid[-1] // 2 + 1]
+    prod = torch.bmm(rows, blocks).reshape(math.prod(half), n, c, 2)
+    spec = torch.view_as_complex(prod).reshape(*half, n, c).movedim((-2, -1), (0, 1))
+    return torch.fft.irfftn(spec, s=grid, dim=tuple(range(2, len(shape))))
+
+
+class _CayleyProduct(torch.autograd.Function):
+    r""":math:`y = \mathrm{irfftn}(\mathrm{rfftn}(x)\,M)` per frequency; the backward uses the real DFTs' adjoints.
+
+    torch's derivative of ``rfftn`` is a full complex FFT; here the adjoints are the real
+    transforms themselves. With :math:`N = \prod` grid and :math:`w_k` the weights of
+    ``irfftn`` on the last axis (1 at :math:`k = 0` and :math:`k = g/2`, else 2), the
+    real-linear adjoints are :math:`\mathrm{irfftn}^\top = (w/N)\,\mathrm{rfftn}` and
+    :math:`\mathrm{rfftn}^\top = N\,\mathrm{irfftn}\,w^{-1}`, so that with
+    :math:`G = \mathrm{rfftn}(\bar y)` (per frequency, a row for each example)
+
+    .. math:: \bar x = \mathrm{irfftn}(G\,M^\top), \qquad
+              \bar M(\xi) = \frac{w(\xi)}{N}\, X(\xi)^\top G(\xi),
+
+    the weights cancel in :math:`\bar x` (they are scalars per frequency). The backward is
+    made of torch operations, so it is differentiable again (double backward). The forward also
+    returns the spectrum rows of ``x`` (not differentiable), kept for :math:`\bar M`; a double
+    backward recomputes them from ``x``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = _spectrum_rows(x)
+        return _fourier_product(rows, blocks, x.shape), rows
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor], output: tuple[torch.Tensor, ...]) -> None:
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs, output[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, blocks, rows_x = ctx.saved_tensors
+        rows = _spectrum_rows(grad)
+        gx = _fourier_product(rows, blocks.transpose(-1, -2), x.shape) if ctx.needs_input_grad[0] else None
+        if not ctx.needs_input_grad[1]:
+            return gx, None
+        if torch.is_grad_enabled():  # double backward: the spectrum of x again, as a function of x
+            rows_x = _spectrum_rows(x)
+        *grid, g = x.shape[2:]
+        k = torch.arange(g // 2 + 1, device=x.device)
+        weight = torch.where((k == 0) | (2 * k == g), 1.0, 2.0).to(blocks.dtype) / (math.prod(grid) * g)
+        gm = torch.bmm(rows_x.transpose(-1, -2), rows)
+        return gx, (gm.reshape(-1, g // 2 + 1, *blocks.shape[1:]) * weight[:, None, None]).reshape(blocks.shape)
 
 
 def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
-    geo = kernel.geometry
-    axes = tuple(range(2, 2 + geo.ndim))
-    spec = torch.fft.rfftn(first_columns(geo, theta), dim=axes)
-    spec = spec.movedim((0, 1), (-2, -1))  # (*half, c, c)
-    skew = spec - spec.transpose(-1, -2).conj()
-    eye = torch.eye(geo.cin, dtype=skew.dtype, device=skew.device)
-    blocks = torch.linalg.solve(eye + skew, eye - skew)  # one batched solve over the frequencies
+    r""":math:`K x`: ``rfftn`` of the batch, one real ``(F, n, 2c) @ (F, 2c, 2c)`` product, ``irfftn``.
+
+    The blocks come from :func:`_cayley_blocks` (plain autograd in ``theta``), the batch path
+    from :class:`_CayleyProduct` (real DFT adjoints in the backward). Half precision is computed
+    in float32 (torch's CPU FFT has no half) and cast back.
+    """
+    work = torch.promote_types(torch.promote_types(theta.dtype, x.dtype), torch.float32)
+    phases = {part: t.to(work) for part, t in _constants(kernel, lambda: _tap_phases(kernel.geometry), x).items()}
+    blocks = _cayley_blocks(kernel.geometry, theta.to(work), phases)
     if transpose:
-        blocks = blocks.transpose(-1, -2).conj()
-    xf = torch.fft.rfftn(x, dim=axes)  # (n, c, *half)
-    half = xf.shape[2:]
-    # one (c, c) @ (c, n) product per frequency, the examples as columns (as the numpy hooks)
-    cols = xf.reshape(xf.shape[0], geo.cin, -1).permute(2, 1, 0)
-    yf = (blocks.reshape(-1, geo.cin, geo.cin) @ cols).permute(2, 1, 0).reshape(xf.shape[0], geo.cin, *half)
-    return torch.fft.irfftn(yf, s=geo.grid, dim=axes).to(x.dtype)
+        blocks = blocks.transpose(-1, -2)  # the real block of the conjugate transpose
+    if x.shape[0] == 0:  # MKL's FFT refuses an empty batch; the result is empty, still a function of theta
+        return (x.to(work) * blocks.sum()).to(x.dtype)
+    return _CayleyProduct.apply(x.to(work), blocks)[0].to(x.dtype)
 
 
 # ------------------------------------------------------------- pattern families

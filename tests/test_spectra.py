@@ -287,7 +287,9 @@ def test_certified_norm_contains_the_truth_and_is_tight(seed, grid, stencil, cin
     rt = default_rtol(np.float64, kernel.nparams)
     assert est.lower <= truth * (1 + rt) and truth <= est.upper
     assert est.upper / est.lower <= 1.02
-    assert certified_norm_bound(kernel, theta, dense_limit=0) == pytest.approx(est.upper, rel=rt)
+    # spectral_norm tightens a bracket wider than TIGHTEN by verified positive definiteness;
+    # certified_norm_bound (the projection's bound) keeps the symbol's certificate: never tighter
+    assert est.upper <= certified_norm_bound(kernel, theta, dense_limit=0) * (1 + rt)
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -32,6 +32,7 @@ from .._backend import blas_threads_for
 from .._validation import check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
 from ._certified import block_tops, embedding_grid, half_symbol, norm_upper
+from ._fastclip import applies, fast_projection
 from ._routes import DENSE_LIMIT
 
 __all__ = ["certified_norm_bound", "project_spectral_norm"]
@@ -254,11 +255,15 @@ def project_spectral_norm(
         )
     theta = kernel.validate_theta(theta)
     dense_limit = check_positive_int(dense_limit, "dense_limit", minimum=0)
+    grid = _clip_grid(kernel)
+    if applies(kernel, grid):  # a plain stride-1 Conv: the fast path (structops.solvers._fastclip)
+        fast = fast_projection(kernel, theta, bound, grid, CLIP_ROUNDS)  # type: ignore[arg-type]
+        if fast is not None:
+            return fast
     seen: dict = {}
     norm = norm_upper(kernel, theta, dense_limit=dense_limit, symbol=seen)[0]
     if norm <= bound:
         return theta
-    grid = _clip_grid(kernel)
     read = seen.get("symbol")
     known = (read.blocks, read.tops) if read is not None and read.periodic == grid else None
     clipped = None if grid is None else _clipped(kernel, theta, grid, bound, known)

@@ -26,6 +26,9 @@ def main() -> None:
         y = kernel.apply(theta, x)
         kernel.apply(theta, y, transpose=True)
         kernel.jac(theta, x).H @ y.ravel()
+    # the Cholesky test of the certified projection (structops.solvers._fastclip.within)
+    layer = structops.Conv((6, 6), (3, 3), in_channels=2, out_channels=2)
+    structops.solvers.project_spectral_norm(layer, np.ones(layer.nparams), 0.1)
 
 
 if __name__ == "__main__":

@@ -73,18 +73,23 @@ def _blocks_with_top(rng, count: int, m: int, n: int, tops: np.ndarray) -> np.nd
     return np.array(out)
 
 
+ACCELERATORS = ["numba", "numpy"] if structops.accelerator().startswith("numba") else ["numpy"]
+
+
+@pytest.mark.parametrize("accelerator", ACCELERATORS)  # the numba Cholesky, or LAPACK's potrf block by block
 @pytest.mark.parametrize("shape", [(16, 16), (7, 3), (5, 1)], ids=["square", "tall", "column"])
-def test_within_never_passes_a_block_above_t_and_passes_those_clearly_below(shape, rng):
+def test_within_never_passes_a_block_above_t_and_passes_those_clearly_below(shape, accelerator, rng):
     m, n = shape
     t = 1.3
     relative = np.array([-0.5, -1e-3, -1e-9, 1e-11, 1e-6, 1e-2])
     blocks = _blocks_with_top(rng, len(relative), m, n, t * (1 + relative))
     exact = np.linalg.svd(blocks, compute_uv=False)[:, 0]
-    passed = fast.within(blocks, t, 0.0)
+    with structops.set_accelerator(accelerator):
+        passed = fast.within(blocks, t, 0.0)
+        # the bound β on the blocks' own error counts against them
+        assert not np.any(fast.within(blocks, t, 1e-6 * t)[relative > -1e-6])
     assert not np.any(passed & (exact > t))  # sound
     assert np.all(passed[relative <= -1e-9])  # tight to 1e-9 relative
-    # the bound β on the blocks' own error counts against them
-    assert not np.any(fast.within(blocks, t, 1e-6 * t)[relative > -1e-6])
     parts = fast.decompose(blocks, 0.0)
     assert np.all(parts.upper >= exact) and np.all(parts.upper <= exact * (1 + 1e-12))
 

@@ -72,7 +72,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.linalg import lapack
 
-from .._backend import blas_threads_for
+from .._backend import blas_threads_for, have_numba
 from ..kernels._base import ParametricKernel
 from ..kernels.conv import Conv
 from ._certified import FFT_CONSTANT, LAPACK_CONSTANT
@@ -180,6 +180,10 @@ def within(blocks: np.ndarray, t: float, beta: float) -> np.ndarray:
     s = (target * target * (1 - 4 * _U) - _gamma(4 * m + 8) * frob2) / (1 + (alpha * n + _U) * (1 + _U)) * (1 - 8 * _U)
     if not (target > 0 and s > 0):
         return np.zeros(freq, dtype=bool)
+    if have_numba() and n > 1:
+        from ._numba_cholesky import factorises
+
+        return factorises(shifted, s, np.empty(freq, dtype=bool))
     np.negative(shifted, out=shifted)
     diagonal = np.arange(n)
     shifted[:, diagonal, diagonal] += s

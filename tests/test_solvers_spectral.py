@@ -335,11 +335,19 @@ def test_cond_of_a_small_zero_boundary_blur_matches_numpy():
 def test_iterative_estimates_of_a_blur_bracket_the_dense_truth():
     kernel, theta = gaussian_blur(32)  # N = 1024, forced onto the iterative path
     s = np.linalg.svd(kernel.matrix(theta), compute_uv=False)
-    norm = spectral_norm(kernel, theta, dense_limit=0, full_output=True)
+    # the Lanczos estimate itself (spectral_norm takes the verified route for a convolution, below)
+    lanczos = solvers.route(kernel, theta, "spectral_norm", dense_limit=0, embedding=False)
+    norm = lanczos.spectral_norm(maxiter=200, tol=1e-6)
     assert not norm.exact and norm.converged and norm.method == "golub-kahan-lanczos"
     assert 1 <= norm.iterations <= 200
     assert norm.value == pytest.approx(s[0], rel=1e-6)
     assert norm.lower <= s[0] <= norm.upper
+    # spectral_norm: the same value, and a certified upper bound by verified positive definiteness, 0.05 % above
+    with pytest.warns(EstimateWarning, match=r"spectral_norm: .*lies in \[.*both bounds certified"):
+        verified = spectral_norm(kernel, theta, dense_limit=0, full_output=True)
+    assert verified.certified and verified.method == "verified-cholesky"
+    assert verified.value == pytest.approx(s[0], rel=1e-6)
+    assert verified.lower <= s[0] <= verified.upper <= s[0] * 1.01
     # σ_min of a blur does not converge in 200 steps: a warning, a guaranteed lower bound, no error
     with pytest.warns(EstimateWarning, match=r"cond: the Lanczos estimate .* maxiter=200 .*lies in \["):
         est = cond(kernel, theta, dense_limit=0, full_output=True)
@@ -396,9 +404,15 @@ def test_non_convergence_warns_with_bounds_instead_of_an_arpack_error(func):
 
 def test_iterative_estimates_keep_float32():
     kernel, theta = gaussian_blur(32)
-    est = spectral_norm(kernel, theta.astype(np.float32), dense_limit=0, full_output=True)
-    assert est.converged
-    assert est.value == pytest.approx(np.linalg.norm(kernel.matrix(theta), 2), rel=1e-5)
+    truth = np.linalg.norm(kernel.matrix(theta.astype(np.float32).astype(np.float64)), 2)
+    est = solvers.route(kernel, theta, "spectral_norm", dense_limit=0, embedding=False).spectral_norm(
+        maxiter=200, tol=1e-6
+    )
+    assert est.converged and est.value == pytest.approx(truth, rel=1e-5)  # the Lanczos estimate
+    with pytest.warns(EstimateWarning, match="both bounds certified"):  # the verified route: a 0.05 % bracket
+        est = spectral_norm(kernel, theta.astype(np.float32), dense_limit=0, full_output=True)
+    assert est.method == "verified-cholesky" and est.lower <= truth <= est.upper
+    assert est.value == pytest.approx(truth, rel=1e-5)
 
 
 def test_eigvals_stops_at_maxiter_with_a_warning():

@@ -147,7 +147,7 @@ def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int,
     caller warns with the bracket.
     """
     seen: dict = {}
-    upper, _ = norm_upper(kernel, theta, dense_limit=0, symbol=seen)
+    upper, source = norm_upper(kernel, theta, dense_limit=0, symbol=seen)  # what gives the bound names the result
     exact = theta.astype(np.float64)  # the operator as computed, in float64 (a float32 θ converts exactly)
     read = seen.get("symbol")
     if read is None:
@@ -164,7 +164,7 @@ def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int,
     lower = max(min(big.lower - slack, upper), 0.0)
     converged = upper <= lower * (1 + tol)
     value, lower, upper = float(big.value), float(lower), float(upper)
-    return SpectralEstimate(value, lower, upper, False, "certified", big.iterations, bool(converged), True)
+    return SpectralEstimate(value, lower, upper, False, source, big.iterations, bool(converged), True)
 
 
 def certified_cond(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int, tol: float) -> SpectralEstimate:
@@ -519,8 +519,8 @@ def norm_upper(
     Structured routes first (a fast transform, the periodic embedding), all in float64 with the
     round-off allowances of the module notes; then, for any other convolution (reflect and
     replicate padding), verified positive definiteness (:func:`verified_norm`, route
-    ``"verified"``; above its size limit, dense LAPACK when ``max(kernel.shape) <= dense_limit``,
-    else Schur's bound :func:`~structops.solvers._verified.schur_upper`, valid but looser); dense
+    ``"verified-cholesky"``; above its size limit, dense LAPACK when ``max(kernel.shape) <= dense_limit``,
+    else :func:`_padded_upper`, route ``"padded"``, valid but looser); dense
     LAPACK only when none applies and ``max(kernel.shape) <= dense_limit``. A dict ``symbol``
     receives the symbol read on the plain zero-boundary route (key ``"symbol"``), so that
     :func:`certified_norm` need not rebuild it.
@@ -535,9 +535,9 @@ def norm_upper(
     view = kernel.as_convolution()
     if found is None and view is not None and min(kernel.shape) > 0:
         bound = verified_norm(kernel, theta64)
+        found = None if bound is None else (bound, "verified-cholesky")
         if bound is None and max(kernel.shape) > dense_limit:  # too costly to factorise
-            bound = _padded_upper(view.conv, np.asarray(view.weights(theta64), dtype=np.float64))
-        found = None if bound is None else (bound, "verified")
+            found = (_padded_upper(view.conv, np.asarray(view.weights(theta64), dtype=np.float64)), "padded")
     if found is None and (max(kernel.shape) <= dense_limit or min(kernel.shape) == 0):
         return dense_upper(kernel, theta), "dense"
     if found is None:

@@ -51,7 +51,9 @@ class SpectralEstimate:
         ``diagonalize``) or by dense LAPACK on ``kernel.matrix(theta)``.
     method : str
         The route taken (:func:`structops.solvers.route`): ``"fourier"``, ``"cosine"``,
-        ``"kronecker"``, ``"dense"``, ``"certified"`` or ``"golub-kahan-lanczos"``.
+        ``"kronecker"``, ``"dense"``, ``"certified"``, ``"verified-cholesky"`` or
+        ``"golub-kahan-lanczos"``; ``"padded"`` when the verified route's factorisation was too
+        costly and ``upper`` is :math:`\|K_{\rm valid}\|\,\|E\|` or Schur's bound.
     iterations : int
         Lanczos steps taken (each one product with :math:`K` and one with :math:`K^\top`); 0 if exact.
     converged : bool
@@ -60,8 +62,9 @@ class SpectralEstimate:
     certified : bool
         True when ``lower <= true value <= upper`` is guaranteed (up to round-off allowances):
         exact results, Weyl bounds of the Kronecker route, the periodic-embedding certificate of
-        the ``"certified"`` route. False when a bound is only probable (the Kuczyński--Woźniakowski
-        bounds of a random-start Lanczos run, see :func:`structops.solvers.cond`).
+        the ``"certified"`` route, verified positive definiteness (``"verified-cholesky"``). False
+        when a bound is only probable (the Kuczyński--Woźniakowski bounds of a random-start
+        Lanczos run, see :func:`structops.solvers.cond`).
     """
 
     value: float

@@ -13,6 +13,10 @@ route           strategy           when
 ``dense``       dense LAPACK       no usable transform, ``max(shape) <= dense_limit``: ``kernel.matrix``
 ``certified``   periodic embedding a zero-boundary convolution: certified upper bound from its periodic
                                    embedding, Lanczos lower bound (``spectral_norm``, ``cond``, projection)
+``verified-     verified positive  any other convolution (reflect, replicate padding): upper bound from a
+cholesky``      definiteness       Cholesky factorisation of :math:`tI - K^\top K` (``spectral_norm``,
+                                   projection); a result above the factorisation's size limit says
+                                   ``padded`` (:math:`\|K_{\rm valid}\|\|E\|` or Schur's bound)
 ``estimate``    iterative          Golub--Kahan--Lanczos (``spectral_norm``, ``cond``) or ARPACK
                                    (``eigvals``) with bounds
 ``iterative``   iterative          Krylov solvers (``tikhonov``, ``choose_alpha``): no shared transform
@@ -77,7 +81,7 @@ FUNCS = (
 )
 
 #: Every built-in route name (a user's transform adds its own ``route_name``).
-ROUTES = ("fourier", "cosine", "kronecker", "dense", "certified", "estimate", "iterative", "none")
+ROUTES = ("fourier", "cosine", "kronecker", "dense", "certified", "verified-cholesky", "estimate", "iterative", "none")
 
 _SINGULAR = ("svdvals", "spectral_norm", "cond", "project_spectral_norm", "tikhonov", "choose_alpha")
 _SOLVES = ("inverse", "implicit_step")
@@ -327,10 +331,15 @@ class DenseRoute(Route):
 
 @dataclass(frozen=True)
 class CertifiedRoute(Route):
-    """A zero-boundary convolution: the certificate of its periodic embedding, Lanczos lower bounds."""
+    """A convolution without a transform: a certified upper bound, Lanczos lower bounds.
+
+    Route ``"certified"`` (zero boundaries): the certificate of the periodic embedding;
+    ``"verified-cholesky"`` (reflect, replicate): verified positive definiteness (``spectral_norm``
+    and the projection only).
+    """
 
     def spectral_norm(self, *, maxiter: int, tol: float) -> SpectralEstimate:
-        """Lanczos from the top mode below, the embedding's certificate above."""
+        """Lanczos below (from the embedding's top mode, if any), the certificate above; ``method`` names its source."""
         return certified_norm(self._k, self._t, maxiter=maxiter, tol=tol)
 
     def cond(self, *, maxiter: int, tol: float) -> SpectralEstimate:
@@ -438,6 +447,12 @@ def _fallback(func: str, offered: str, dense_limit: int, embedding: bool, **comm
     if emb is not None:
         why = f"; it is a restriction of {emb!r}: certified bounds."
         return CertifiedRoute(func, "certified", offered + why, embedding=emb, **common)
+    if embedding and func in ("spectral_norm", "project_spectral_norm") and kernel.as_convolution() is not None:
+        why = (
+            "; a convolution with no periodic embedding (reflect or replicate padding): the upper bound by verified "
+            "positive definiteness of tI - KᵀK (Cholesky, Rump 2006), the lower by Golub-Kahan-Lanczos."
+        )
+        return CertifiedRoute(func, "verified-cholesky", offered + why, **common)
     if func in ("spectral_norm", "cond", "eigvals"):
         what = "ARPACK" if func == "eigvals" else "Golub-Kahan-Lanczos"
         why = f"; max(shape) = {size} > dense_limit = {dense_limit}: {what}."

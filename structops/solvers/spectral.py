@@ -286,8 +286,9 @@ def spectral_norm(
         Any kernel family; the route (:func:`route`) is, in order: a unitary fast transform
         (``"fourier"``, ``"cosine"``, ``"kronecker"``: exact); ``"dense"`` ``numpy.linalg.svd``
         of ``kernel.matrix(theta)`` when ``max(kernel.shape) <= dense_limit``; ``"certified"``
-        for zero-boundary convolutions (any channels and strides); else Golub--Kahan--Lanczos
-        on ``kernel.op(theta)``.
+        for zero-boundary convolutions (any channels and strides); ``"verified-cholesky"`` for
+        the other convolutions (reflect, replicate padding); else Golub--Kahan--Lanczos
+        (``"golub-kahan-lanczos"``) on ``kernel.op(theta)``.
     theta : array_like, shape (p,)
         Parameters.
     tol : float, optional
@@ -304,8 +305,11 @@ def spectral_norm(
     Returns
     -------
     float or SpectralEstimate
-        ``"certified"``: the value is the Lanczos lower bound, and ``upper`` (a certificate)
-        lies within ``tol`` of it or a warning says how far.
+        ``"certified"``, ``"verified-cholesky"``: the value is the Lanczos lower bound, and
+        ``upper`` (a certificate) lies within ``tol`` of it or a warning says how far.
+        ``SpectralEstimate.method`` names what gave ``upper``: the route, or ``"padded"`` when a
+        convolution is above the verified route's size limit (:math:`\|K_{\rm valid}\|\,\|E\|` or
+        Schur's bound, valid but looser).
 
     Raises
     ------
@@ -328,6 +332,9 @@ def spectral_norm(
     :math:`\|K\|_2 \le \|S C_L\|_2 = \max_\eta \sigma_{\max}` of the aliased blocks (exact,
     plus a round-off allowance): ``upper`` is a certificate; ``lower`` is the largest Ritz value
     of a Lanczos run started from the maximising Fourier mode, windowed to the grid (guaranteed).
+    Verified (reflect, replicate): a Cholesky factorisation of :math:`tI - K^\top K` that runs to
+    completion proves :math:`\|K\|_2 \le \sqrt t` up to its backward error (Rump 2006;
+    :mod:`structops.solvers._verified`); ``lower`` is the Ritz value of a seeded random start.
     Golub--Kahan--Lanczos: see :func:`cond`'s Notes.
 
     Examples

@@ -4,9 +4,11 @@ A feed-forward network :math:`f = f_L \circ \dots \circ f_1` is Lipschitz with c
 :math:`\prod_l \operatorname{Lip}(f_l)`; a residual block :math:`x + g(x)` with
 :math:`1 + \operatorname{Lip}(g)`. For a linear layer :math:`\operatorname{Lip} = \|K\|_2`, and
 structops certifies it (:func:`structops.solvers.certified_norm_bound`: exact for periodic
-convolutions, the periodic-embedding certificate for zero padding, dense LAPACK for small
-operators, each with a round-off allowance), and brackets it from below by a Lanczos run
-(:func:`structops.solvers.spectral_norm`). Batch normalisation in eval mode is the affine map
+convolutions, the periodic-embedding certificate for zero padding, verified positive
+definiteness for reflect and replicate padding, dense LAPACK for small operators, each with a
+round-off allowance), and brackets it from below by a Lanczos run
+(:func:`structops.solvers.spectral_norm`); a row's ``route`` names what gave its upper bound.
+Batch normalisation in eval mode is the affine map
 :math:`x \mapsto \gamma (x - \mu)/\sqrt{\sigma^2 + \epsilon} + \beta`; folded into the
 convolution or linear layer before it, it scales output channel :math:`o` by
 :math:`\gamma_o/\sqrt{\sigma_o^2+\epsilon}`, and the product is certified as one layer (tighter
@@ -32,7 +34,9 @@ import torch
 
 from ..kernels.conv import Conv
 from ..kernels.dense import Dense
-from ..solvers import EstimateWarning, SpectralEstimate, certified_norm_bound, spectral_norm
+from ..solvers import EstimateWarning, SpectralEstimate, spectral_norm
+from ..solvers._certified import norm_upper
+from ..solvers._routes import DENSE_LIMIT
 from . import Layer
 from ._modules import TransposedLayer, from_module
 
@@ -76,8 +80,9 @@ class LayerBound:
     family : str
         The structops family (``"Conv"``, ``"Dense"``) or the module type.
     route : str
-        How the bound was obtained: a solver route (``"fourier"``, ``"certified"``, ``"dense"``,
-        ...), ``"1-Lipschitz"``, ``"exact"`` (pooling), ``"given"`` (from ``bounds``) or ``"residual"``.
+        What gave the upper bound: a solver route (``"fourier"``, ``"certified"``,
+        ``"verified-cholesky"``, ``"padded"``, ``"dense"``, ...; ``SpectralEstimate.method``),
+        ``"1-Lipschitz"``, ``"exact"`` (pooling), ``"given"`` (from ``bounds``) or ``"residual"``.
     upper, lower : float
         Certified upper bound and a guaranteed lower bound of the layer's Lipschitz constant.
     seconds : float
@@ -122,11 +127,11 @@ class CertifyReport:
         return {"rows": rows, "upper": self.upper, "lower": self.lower, "seconds": self.seconds}
 
     def __str__(self) -> str:
-        head = f"{'layer':<14} {'family':<12} {'route':<12} {'upper':>11} {'lower':>11} {'ratio':>8} {'time':>7}"
+        head = f"{'layer':<14} {'family':<12} {'route':<18} {'upper':>11} {'lower':>11} {'ratio':>8} {'time':>7}"
         lines = [head, "-" * len(head)]
         for r in self.rows:
             lines.append(
-                f"{r.name:<14} {r.family:<12} {r.route:<12} {r.upper:>11.5g} {r.lower:>11.5g} {r.ratio:>8.4f} "
+                f"{r.name:<14} {r.family:<12} {r.route:<18} {r.upper:>11.5g} {r.lower:>11.5g} {r.ratio:>8.4f} "
                 f"{r.seconds:>6.2f}s"
             )
         lines.append(f"network: certified Lipschitz upper bound {self.upper:.6g}")
@@ -144,21 +149,28 @@ class CertifyReport:
         return json.dumps(self.to_dict())
 
 
+#: ``SpectralEstimate.method`` of the routes whose ``upper`` is already the certificate (tightened where loose).
+_CERTIFYING = ("certified", "verified-cholesky", "padded")
+
+
 def _kernel_bounds(kernel, theta: np.ndarray) -> tuple[float, float, str]:
-    """Certified upper bound, guaranteed lower bound and route of ``‖K(θ)‖₂``."""
-    upper = certified_norm_bound(kernel, theta)
+    """Certified upper bound, guaranteed lower bound of ``‖K(θ)‖₂``, and the route that gave the upper bound."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EstimateWarning)
         est = spectral_norm(kernel, theta, tol=1e-4, full_output=True)
     assert isinstance(est, SpectralEstimate)
     lower = float(est.lower)  # a Ritz value less its round-off allowance on every route: guaranteed
-    if est.certified:  # the certified route's upper bound, tightened by verified positive definiteness
-        upper = min(upper, float(est.upper))
+    if est.method in _CERTIFYING:  # the certificate of certified_norm_bound, tightened by verified PD where loose
+        return float(est.upper), min(lower, float(est.upper)), est.method
+    upper, source = norm_upper(kernel, theta, dense_limit=DENSE_LIMIT)  # certified_norm_bound, and its route
+    if est.certified and float(est.upper) < upper:  # Weyl bounds of the Kronecker route
+        upper, source = float(est.upper), est.method
     if est.exact:  # LAPACK or a transform: within LAPACK_CONSTANT·n·eps of the norm
         allowance = 8.0 * max(kernel.shape) * float(np.finfo(np.float64).eps)
         lower = float(est.value) * (1 - allowance)
-        upper = min(upper, float(est.value) * (1 + allowance))
-    return float(upper), min(lower, float(upper)), str(est.method)
+        if float(est.value) * (1 + allowance) < upper:
+            upper, source = float(est.value) * (1 + allowance), est.method
+    return float(upper), min(lower, float(upper)), source
 
 
 def _fold_batchnorm(layer: Layer, bn: Any) -> np.ndarray:

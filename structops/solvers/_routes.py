@@ -4,24 +4,31 @@ A family declares a fast transform through :meth:`ParametricKernel.diagonalize`
 (:class:`~structops.kernels.diagonalized.Diagonalized`); :func:`route` asks for it once and
 returns the strategy that computes the call, with its name and the reason it was chosen:
 
-==============  =================  =====================================================================
-route           strategy           when
-==============  =================  =====================================================================
-``fourier``     exact transform    ``diagonalize`` gave an FFT multiplier (periodic convolutions)
-``cosine``      exact transform    a DCT multiplier (doubly symmetric stencils with mirror boundaries)
-``kronecker``   exact transform    a Kronecker product of 1-D factors (outer-product stencils, any bc)
-``dense``       dense LAPACK       no usable transform, ``max(shape) <= dense_limit``: ``kernel.matrix``
-``certified``   periodic embedding a zero-boundary convolution: certified upper bound from its periodic
-                                   embedding, Lanczos lower bound (``spectral_norm``, ``cond``, projection)
-``verified-     verified positive  any other convolution (reflect, replicate padding): upper bound from a
-cholesky``      definiteness       Cholesky factorisation of :math:`tI - K^\top K` (``spectral_norm``,
-                                   projection); a result above the factorisation's size limit says
-                                   ``padded`` (:math:`\|K_{\rm valid}\|\|E\|` or Schur's bound)
-``estimate``    iterative          Golub--Kahan--Lanczos (``spectral_norm``, ``cond``) or ARPACK
-                                   (``eigvals``) with bounds
-``iterative``   iterative          Krylov solvers (``tikhonov``, ``choose_alpha``): no shared transform
-``none``        none               nothing applies: the strategy raises ``ValueError`` with the reason
-==============  =================  =====================================================================
+=====================  ==================  ==============================================================
+route                  strategy            when
+=====================  ==================  ==============================================================
+``fourier``            exact transform     ``diagonalize`` gave an FFT multiplier (periodic convolutions)
+``cosine``             exact transform     a DCT multiplier (doubly symmetric stencils with mirror
+                                           boundaries)
+``kronecker``          exact transform     a Kronecker product of 1-D factors (outer-product stencils,
+                                           any bc)
+``dense``              dense LAPACK        no usable transform, ``max(shape) <= dense_limit``:
+                                           ``kernel.matrix``
+``certified``          periodic embedding  a zero-boundary convolution: certified upper bound from its
+                                           periodic embedding, Lanczos lower bound (``spectral_norm``,
+                                           ``cond``, projection)
+``verified-cholesky``  verified positive   any other convolution (reflect, replicate padding): upper
+                       definiteness        bound from a Cholesky factorisation of :math:`tI - K^\top K`
+                                           (``spectral_norm``, projection); a result above the
+                                           factorisation's size limit says ``padded``
+                                           (:math:`\|K_{\rm valid}\|\|E\|` or Schur's bound)
+``estimate``           iterative           Golub--Kahan--Lanczos (``spectral_norm``, ``cond``) or ARPACK
+                                           (``eigvals``) with bounds
+``iterative``          iterative           Krylov solvers (``tikhonov``, ``choose_alpha``): no shared
+                                           transform
+``none``               none                nothing applies: the strategy raises ``ValueError`` with the
+                                           reason
+=====================  ==================  ==============================================================
 
 The exact-transform route is named by the transform (:attr:`Diagonalized.route_name
 <structops.solvers.Diagonalized>`), so a new transform is one new ``Diagonalized`` subclass:

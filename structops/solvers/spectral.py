@@ -334,7 +334,7 @@ def spectral_norm(
     of a Lanczos run started from the maximising Fourier mode, windowed to the grid (guaranteed).
     Verified (reflect, replicate): a Cholesky factorisation of :math:`tI - K^\top K` that runs to
     completion proves :math:`\|K\|_2 \le \sqrt t` up to its backward error (Rump 2006;
-    :mod:`structops.solvers._verified`); ``lower`` is the Ritz value of a seeded random start.
+    ``structops/solvers/_verified.py``); ``lower`` is the Ritz value of a seeded random start.
     Golub--Kahan--Lanczos: see :func:`cond`'s Notes.
 
     Examples

@@ -116,24 +116,29 @@ def projection_rows(steps: int, repeat: int) -> list[dict]:
             loss.backward()
             optimizer.step()
 
-        def projection(convs=convs) -> int:
-            changed = 0
+        def projection(convs=convs) -> tuple[int, list[float]]:
+            changed, cpu = 0, []
             for layer in convs:
-                before = layer.theta.detach().clone()
+                before, start = layer.theta.detach().clone(), time.process_time()
                 layer.project_(lipschitz=1.0)
+                cpu.append(time.process_time() - start)
                 changed += int(not torch.equal(before, layer.theta.detach()))
-            return changed
+            return changed, cpu
 
-        times, moved = [], 0
+        times, layers, moved = [], [], 0
         for batch in batches:
             w, c = time.perf_counter(), time.process_time()
             step(batch)
             w2, c2 = time.perf_counter(), time.process_time()
             if project:
-                moved += projection()
+                changed, cpu = projection()
+                moved += changed
+                layers.append(cpu)
             times.append((w2 - w, c2 - c, time.perf_counter() - w2, time.process_time() - c2))
         skip = min(2, steps - 1)  # the first steps build the torch forms
         per_step[project] = np.median(np.array(times[skip:]), axis=0)
+        for i, cpu in enumerate(np.median(np.array(layers[skip:]), axis=0) if project else []):
+            rows.append({"case": f"project_ of layer {i} ({(1, 16, 16)[i]}->16), CPU median", "cpu": float(cpu)})
         if project:
             worst = max(certified_norm_bound(c.kernel, c.theta.detach().numpy()) for c in convs)
             rows.append({"case": "largest certified layer norm after the projected loop", "value": worst})

@@ -249,6 +249,17 @@ def rescaled(w: np.ndarray, norm: float, t: float, dtype) -> np.ndarray:
     return (w * c).astype(dtype).astype(np.float64)
 
 
+def room(w: np.ndarray, t: float) -> float:
+    r"""How far below ``t`` (relative) a block must be for :func:`within` to prove it within ``t``.
+
+    Four times the test's round-off margin (items 1--4, with :math:`\|\hat B\|_F^2 \le n t^2`): a
+    layer rescaled this far inside is found within at once when it is projected again.
+    """
+    m, n = w.shape[:2]
+    alpha = _gamma(4 * n + 8) / (1 - _gamma(4 * n + 8))
+    return 4 * ((alpha * n + _U) * (1 + _U) + _gamma(4 * m + 8) * n + 16 * _U + symbol_error(w) / t)
+
+
 def target(w: np.ndarray, grid: tuple[int, ...], bound: float) -> float:
     r""":math:`t = L - 4A`, :math:`A` the round-off allowance of the certificate of ``w`` at norm ``bound`` (notes)."""
     points = float(np.prod(grid))
@@ -363,10 +374,10 @@ def fast_projection(
         w = new
         state = _follow(w, tw, state.followed, rest, t) if rest <= t else _read(w, tw, low, t)
     if state.norm > t:
-        w = rescaled(w, state.norm, t, theta.dtype)
+        w = rescaled(w, state.norm, t * (1 - room(w, t)), theta.dtype)
     clipped = back(w).astype(theta.dtype)
     # the plain rescaling θ t/N is about |1 - L/N| ‖θ‖ away: build it only when it is closer
     distance = abs(1 - bound / first.norm) * np.linalg.norm(theta)
     if kernel.is_feasible(clipped) and np.linalg.norm(clipped - theta) <= distance:
         return clipped
-    return back(rescaled(w0, first.norm, t, theta.dtype)).astype(theta.dtype)
+    return back(rescaled(w0, first.norm, t * (1 - room(w0, t)), theta.dtype)).astype(theta.dtype)

@@ -15,6 +15,7 @@ once). For any :math:`\alpha` the split preconditioner is then the multiplier
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,6 @@ from ._filters import Regularizer
 from .preconditioners import MIRRORS, circulant_eigvals, cosine_eigvals, single_conv, symmetric_part
 
 __all__ = [
-    "CG_FFT_DTYPE",
     "MAXITER",
     "PRECONDITIONERS",
     "SOLVERS",
@@ -58,11 +58,6 @@ SOLVERS = ("auto", "exact", "lsqr", "cgls", "cg")
 
 #: The preconditioners of the Krylov route (``"auto"`` picks one, or none, per kernel).
 PRECONDITIONERS = ("auto", "strang", "chan", "dct")
-
-#: The precision of the FFTs of ``cg``'s circulant preconditioner :math:`M`, whatever the problem's
-#: dtype: float32 transforms cost about a third of float64 ones on one image, and :func:`normal_cg`'s
-#: flexible update makes ``M``'s rounding harmless (same iterations, same ``x``; tested).
-CG_FFT_DTYPE = np.float32
 
 #: Default most iterations of the Krylov solvers.
 MAXITER = 5000
@@ -144,8 +139,9 @@ class PreconditionerModel:
         r"""The multiplier of :meth:`operator` in the form the Krylov loop applies, cheapest per product.
 
         For the FFT model a :class:`RealSymbolMultiplier` of dtype ``dtype`` whose real FFTs and
-        half-grid symbol are in ``fft_dtype`` (default ``dtype``; ``cg`` passes
-        :data:`CG_FFT_DTYPE`); for the cosine model the :class:`CosineMultiplier` itself.
+        half-grid symbol are in ``fft_dtype`` (default ``dtype``, what the solvers use: float32
+        transforms of a float64 problem cost ``cg`` iterations, see :class:`RealSymbolMultiplier`);
+        for the cosine model the :class:`CosineMultiplier` itself.
         """
         if self.transform != "fft":
             return self.operator(alpha, power, dtype)
@@ -176,11 +172,11 @@ class RealSymbolMultiplier(pylops.LinearOperator):
 
     The FFTs run in the symbol's precision, ``half.dtype``, whatever the operator's ``dtype``: a
     float32 symbol makes a float64 operator whose products are computed in float32 (rounded to
-    about :math:`10^{-7}` relative) and returned in float64. ``cg`` uses that form
-    (:data:`CG_FFT_DTYPE`): a preconditioner need not be exact, the float32 transforms of one
-    image cost about a third of the float64 ones (half the memory traffic), and
-    :func:`normal_cg`'s flexible update keeps the iteration count and the accuracy of ``x``,
-    which comes from the exact operator.
+    about :math:`10^{-7}` relative) and returned in float64. The solvers do not use that form for
+    a float64 problem: the symbol spans :math:`1/\alpha` over its minimum (about :math:`10^4`),
+    the rounding perturbs the preconditioned operator by about :math:`10^{-3}`, and ``cg`` then
+    takes 2 % (512², 9×9 Gaussian, α = 1e-4) to 17 % (48²) more iterations, which eats the
+    transforms' saving (``benchmarks/README.md``).
 
     Parameters
     ----------
@@ -195,22 +191,42 @@ class RealSymbolMultiplier(pylops.LinearOperator):
     def __init__(self, half: np.ndarray, grid: tuple[int, ...], *, dtype=None, name: str | None = None) -> None:
         self.half = half
         self.grid = tuple(grid)
+        self._buffers: dict[int, np.ndarray] = {}
         n = int(np.prod(self.grid))
         super().__init__(dtype=half.dtype if dtype is None else np.dtype(dtype), shape=(n, n), name=name)
 
     def apply(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Write the product with ``x`` (``N`` values) into ``out`` (a contiguous array of ``N``); return ``out``.
 
-        The only arrays of the grid's size made are the FFTs' own (and a cast of ``x`` when it is
-        not in the symbol's precision).
+        On one FFT worker with a float64 symbol, ``numpy.fft`` transforms into a spectrum buffer
+        kept per thread and back into ``out`` itself: no array of the grid's size is made per
+        product. (Fresh FFT outputs are what made a product dear: at 512² the pair costs about
+        2.5 ms of CPU with new arrays against 1.9 ms in place.) Otherwise ``scipy.fft`` with
+        :func:`structops.workers` workers, in the symbol's precision (``numpy.fft`` has no
+        workers, and no native float32).
         """
         w = workers()
         src = np.reshape(x, self.grid)
+        dst = np.reshape(out, self.grid)
+        if w == 1 and self.half.dtype == np.float64 and src.dtype == np.float64 and dst.dtype == np.float64:
+            axes = tuple(range(len(self.grid)))
+            X = self._spectrum()
+            np.fft.rfftn(src, axes=axes, out=X)
+            np.multiply(X, self.half, out=X)
+            np.fft.irfftn(X, s=self.grid, axes=axes, out=dst)
+            return out
         X = sfft.rfftn(src if src.dtype == self.half.dtype else src.astype(self.half.dtype), workers=w)
         X *= self.half
-        y = sfft.irfftn(X, s=self.grid, workers=w, overwrite_x=True)
-        np.copyto(np.reshape(out, self.grid), y, casting="unsafe")
+        np.copyto(dst, sfft.irfftn(X, s=self.grid, workers=w, overwrite_x=True), casting="unsafe")
         return out
+
+    def _spectrum(self) -> np.ndarray:
+        """The calling thread's complex128 work buffer of the half grid (threads never share one)."""
+        key = threading.get_ident()
+        X = self._buffers.get(key)
+        if X is None:
+            X = self._buffers[key] = np.empty(self.half.shape, dtype=np.complex128)
+        return X
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self.apply(x, np.empty(self.shape[0], dtype=np.result_type(self.dtype, x.dtype)))
@@ -415,8 +431,9 @@ def normal_cg(A, rhs: np.ndarray, M, rtol: float, maxiter: int):
     *flexible* (Polak--Ribière) direction update of Notay (2000),
     :math:`\beta_k = z_{k+1}^\top(r_{k+1} - r_k)/z_k^\top r_k = -a_k\, z_{k+1}^\top q_k / z_k^\top r_k`
     (:math:`q_k = A p_k`, :math:`a_k` the step): equal to Fletcher--Reeves' for an exactly
-    applied symmetric ``M``, and robust to a preconditioner applied in lower precision
-    (:data:`CG_FFT_DTYPE`). Without ``M`` it is plain CG, :math:`\beta_k = \|r_{k+1}\|^2/\|r_k\|^2`.
+    applied symmetric ``M``, and the safer one when ``M`` is applied inexactly (in float32, or
+    by FFTs whose rounding makes it slightly unsymmetric). Without ``M`` it is plain CG,
+    :math:`\beta_k = \|r_{k+1}\|^2/\|r_k\|^2`.
 
     Parameters
     ----------

@@ -32,7 +32,6 @@ from ._choice import METHODS, AlphaChoice, default_grid, exact_choice, grid_choi
 from ._filters import as_regularizer, regularized_inverse, structure_error
 from ._hybrid import HYBRID_METHODS, hybrid_choice
 from ._krylov import (
-    CG_FFT_DTYPE,
     MAXITER,
     PRECONDITIONERS,
     SOLVERS,
@@ -276,11 +275,6 @@ class Deblurrer:
             self._models[kind] = build_model(self.kernel, self.theta, self.reg, kind)
         return self._models[kind]
 
-    def _applier(self, kind: str, alpha: float, power: float, cg: bool = False):
-        """The preconditioner as applied: ``cg``'s circulant runs its FFTs in :data:`CG_FFT_DTYPE`."""
-        fft_dtype = CG_FFT_DTYPE if cg or self.solver == "cg" else None
-        return self._model(kind).applier(alpha, power, self.theta.dtype, fft_dtype=fft_dtype)
-
     def _kind(self, alpha: float) -> str | None:
         """The preconditioner used at ``alpha`` (``"auto"`` resolved)."""
         if self.preconditioner != "auto":
@@ -348,7 +342,7 @@ class Deblurrer:
                 X[idx] = part
                 continue
             power = 1.0 if self.solver == "cg" else 0.5
-            P = None if kind is None else self._applier(kind, a, power)
+            P = None if kind is None else self._model(kind).applier(a, power, self.theta.dtype)
             for i in idx:
                 X[i], its[i], ok[i] = krylov_solve(
                     self.K, self.reg, a, rows[i], self.solver, P, self.rtol, self.maxiter
@@ -419,7 +413,7 @@ class Deblurrer:
             G = np.abs(B[..., 0, 0]) ** 2 + alpha * (1.0 if C is None else np.abs(C[..., 0, 0]) ** 2)
             return np.asarray(D.with_blocks((1.0 / G)[..., None, None].astype(B.dtype), normal=True) @ g)
         kind = self._kind(alpha)
-        M = None if kind is None else self._applier(kind, alpha, 1.0, cg=True)
+        M = None if kind is None else self._model(kind).applier(alpha, 1.0, self.theta.dtype)
         lam, _, ok = normal_cg(normal_operator(self.K, self.reg, alpha), g, M, self.rtol, self.maxiter)
         if not ok:
             warnings.warn(

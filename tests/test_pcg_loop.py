@@ -15,7 +15,7 @@ from structops import Conv
 from structops.data import gaussian_stencil, phantom
 from structops.solvers import Deblurrer, circulant_eigvals
 from structops.solvers._filters import as_regularizer
-from structops.solvers._krylov import NormalOperator, RealSymbolMultiplier, build_model, normal_cg
+from structops.solvers._krylov import NormalOperator, RealSymbolMultiplier, build_model, edge_cg, normal_cg
 from structops.testing import default_rtol
 
 LAPLACE = np.array([0.0, -1.0, 0.0, -1.0, 4.0, -1.0, 0.0, -1.0, 0.0])
@@ -116,14 +116,12 @@ def test_preconditioned_loop_solves_the_system(kind, fft_dtype, rng):
     count = [0]
     spla.cg(A, rhs, rtol=rtol, maxiter=2000, M=M, callback=lambda _: count.__setitem__(0, count[0] + 1))
     assert abs(iterations - count[0]) <= max(2, count[0] // 50)  # scipy's loop with the same M
-    # each solution's residual is below rtol·‖rhs‖, so they differ by at most 2·rtol·cond(A)·‖x‖
-    Ad = dense(A)
-    exact = np.linalg.solve(Ad, rhs)
-    bound = 2 * rtol * np.linalg.cond(Ad) * np.linalg.norm(exact)
+    # each true residual is about rtol·‖rhs‖, so the solutions differ by at most 2·rtol·cond(A)·‖x‖,
+    # cond(A) ≤ (‖K‖² + α)/α with ‖K‖ ≤ Σ|θ|
     for y in (x, plain[0]):
-        assert np.linalg.norm(Ad @ y - rhs) <= 1.01 * rtol * np.linalg.norm(rhs)
-        assert np.linalg.norm(y - exact) <= bound
-    assert np.linalg.norm(x - plain[0]) <= bound
+        assert np.linalg.norm(A @ y - rhs) <= 1.01 * rtol * np.linalg.norm(rhs)
+    cond = (np.abs(theta).sum() ** 2 + 1e-4) / 1e-4
+    assert np.linalg.norm(x - plain[0]) <= 2.02 * rtol * cond * np.linalg.norm(plain[0])
 
 
 def test_in_place_product_equals_the_dense_one_on_both_fft_paths(rng, close, monkeypatch):
@@ -154,3 +152,59 @@ def test_tikhonov_cg_matches_the_dense_solution(dtype, rng):
     # rtol 1e-6 on the normal equations, cond(KᵀK + αI) ≤ (1 + α)/α
     tol = 1e-6 * (1 + 1e-3) / 1e-3 + 1e3 * default_rtol(dtype, n * n)
     assert np.linalg.norm(it.x.ravel() - exact) <= tol * np.linalg.norm(exact)
+
+
+@pytest.mark.parametrize(
+    "grid, stencil",
+    [((256,), (5,)), ((8, 64), (1, 3)), ((64, 8), (3, 1)), ((128, 128), (3, 3)), ((192, 128), (4, 3))],
+)
+def test_edge_normal_is_the_normal_operator(grid, stencil, rng, close):
+    """Periodic symbol + exact edge strips = KᵀK z (the dense matrix where small, else the stencil pair)."""
+    k = Conv(grid, stencil)
+    theta = rng.standard_normal(int(np.prod(stencil)))
+    model = build_model(k, theta, as_regularizer(None, k), "chan")
+    band = model.band
+    assert band is not None
+    z = rng.standard_normal(grid)
+    w = np.fft.irfftn(np.fft.rfftn(z) * band.k2, s=grid, axes=tuple(range(len(grid))))
+    band.fix(z, w)
+    K = k.op(theta)
+    N = int(np.prod(grid))
+    reference = dense(K).T @ (dense(K) @ z.ravel()) if N <= 600 else K.H @ (K @ z.ravel())
+    close(w.ravel(), reference, np.float64, N)
+
+
+def test_edge_normal_only_where_it_applies(rng):
+    theta = rng.standard_normal(9)
+    small, reflect = Conv((64, 64), (3, 3)), Conv((128, 128), (3, 3), bc="reflect")
+    assert build_model(small, theta, as_regularizer(None, small), "chan").band is None  # strips too wide
+    big = Conv((128, 128), (3, 3))
+    lap = Conv((128, 128), (3, 3)).op(LAPLACE)
+    assert build_model(big, theta, as_regularizer(lap, big), "chan").band is None  # L ≠ I
+    assert build_model(reflect, theta, as_regularizer(None, reflect), "dct").band is None
+    M = build_model(big, theta, as_regularizer(None, big), "chan").applier(1e-3, 0.5, np.float64)
+    assert M.band is None  # lsqr's split preconditioner
+
+
+@pytest.mark.parametrize("kind", ["chan", "strang"])
+def test_edge_cg_is_preconditioned_cg(kind, rng):
+    """edge_cg: the generic loop's iterations and a solution within the rtol bound; tikhonov takes it."""
+    n = 128
+    k = Conv((n, n), (3, 3))
+    theta = np.array([0.05, 0.1, 0.04, 0.12, 0.4, 0.1, 0.06, 0.1, 0.03])
+    b = k.apply(theta, phantom(n)) + 0.01 * rng.standard_normal((n, n))
+    K = k.op(theta)
+    alpha, rtol = 1e-3, 1e-8
+    A = NormalOperator(K, alpha)
+    rhs = K.H @ b.ravel()
+    model = build_model(k, theta, as_regularizer(None, k), kind)
+    M = model.applier(alpha, 1.0, np.float64)
+    x, iterations, converged = edge_cg(A, model.band, M, alpha, rhs, rtol, 1000)
+    xg, ig, okg = normal_cg(A, rhs, M, rtol, 1000)
+    assert converged and okg and abs(iterations - ig) <= max(2, ig // 50)
+    assert np.linalg.norm(rhs - A @ x) < rtol * np.linalg.norm(rhs)  # the true residual, not the recurrence's
+    cond = (np.abs(theta).sum() ** 2 + alpha) / alpha  # ‖K‖ ≤ Σ|θ|
+    assert np.linalg.norm(x - xg) <= 2 * rtol * cond * np.linalg.norm(xg)
+    r = Deblurrer(k, theta, solver="cg", preconditioner=kind, rtol=rtol).solve(b, alpha, full_output=True)
+    assert r.iterations == iterations and r.converged
+    np.testing.assert_array_equal(r.x.ravel(), x)

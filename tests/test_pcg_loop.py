@@ -178,6 +178,9 @@ def test_edge_normal_only_where_it_applies(rng):
     theta = rng.standard_normal(9)
     small, reflect = Conv((64, 64), (3, 3)), Conv((128, 128), (3, 3), bc="reflect")
     assert build_model(small, theta, as_regularizer(None, small), "chan").band is None  # strips too wide
+    assert build_model(small, theta, as_regularizer(None, small), "strang").band is not None  # one FFT pair
+    sixty = Conv((60, 60), (3, 3))
+    assert build_model(sixty, theta, as_regularizer(None, sixty), "strang").band is None
     big = Conv((128, 128), (3, 3))
     lap = Conv((128, 128), (3, 3)).op(LAPLACE)
     assert build_model(big, theta, as_regularizer(lap, big), "chan").band is None  # L ≠ I
@@ -208,3 +211,7 @@ def test_edge_cg_is_preconditioned_cg(kind, rng):
     r = Deblurrer(k, theta, solver="cg", preconditioner=kind, rtol=rtol).solve(b, alpha, full_output=True)
     assert r.iterations == iterations and r.converged
     np.testing.assert_array_equal(r.x.ravel(), x)
+    if kind == "strang":  # "auto" takes Strang's circulant for cg where its edge form applies
+        auto = Deblurrer(k, theta, solver="cg", rtol=rtol).solve(b, alpha, full_output=True)
+        assert auto.method == "cg+strang"
+        np.testing.assert_array_equal(auto.x.ravel(), x)

@@ -298,7 +298,7 @@ def build_model(kernel, theta, reg: Regularizer, kind: str) -> PreconditionerMod
     l2 = np.ones_like(k2) if lam_l is None else np.abs(lam_l) ** 2
     if l2.shape != k2.shape:
         raise ValueError(f"`L` acts on grid {l2.shape}, the kernel on {k2.shape}.")
-    band = EdgeNormal.build(kernel, theta) if kind != "dct" and reg.op is None else None
+    band = EdgeNormal.build(kernel, theta, kind) if kind != "dct" and reg.op is None else None
     return PreconditionerModel(kind, transform, tuple(k2.shape), k2, l2.astype(np.float64), band)
 
 
@@ -522,24 +522,25 @@ class EdgeNormal:
         first, the kept band along it in the strip, and its place in the grid.
     """
 
-    def __init__(self, grid: tuple[int, ...], k2: np.ndarray, strips: list) -> None:
-        self.grid, self.k2, self.strips = grid, k2, strips
+    def __init__(self, grid: tuple[int, ...], k2: np.ndarray, strips: list, kind: str = "chan") -> None:
+        self.grid, self.k2, self.strips, self.kind = grid, k2, strips, kind
 
     @classmethod
-    def build(cls, kernel, theta) -> EdgeNormal | None:
+    def build(cls, kernel, theta, kind: str = "chan") -> EdgeNormal | None:
         r"""The edge form of ``kernel(theta)``'s normal operator, or None where it does not apply or would not pay.
 
         It needs a one-channel stride-1 zero-boundary ``Conv`` (or a family on one) whose strips
-        cover at most an eighth of the image, :math:`\sum_a 4(s_a - 1)/n_a \le 1/8` (so each
-        stencil is shorter than half its axis and Strang's circulant is the periodic
-        convolution). On smaller images the strips cost as much as the stencil pass they save
-        (measured: 256², 9×9).
+        cover at most a quarter of the image for ``kind="strang"``, an eighth for ``"chan"``,
+        :math:`\sum_a 4(s_a - 1)/n_a \le 1/4` or :math:`1/8` (so each stencil is shorter than a
+        sixteenth of its axis and Strang's circulant is the periodic convolution). On smaller
+        images the strips cost as much as the stencil pass they save (measured with a 9×9
+        stencil: Strang's at 128², T. Chan's, which needs a second inverse FFT, at 256²).
         """
         conv = single_conv(kernel, ("zero",))
         if conv is None:
             return None
         grid, stencil = tuple(conv.grid), tuple(conv.stencil)
-        if sum(32 * (s - 1) / n for s, n in zip(stencil, grid)) > 1:
+        if sum(4 * (s - 1) / n for s, n in zip(stencil, grid)) > (0.25 if kind == "strang" else 0.125):
             return None
         lam = circulant_eigvals(kernel, theta, "strang").astype(np.complex128)
         k2 = half_spectrum(np.abs(lam) ** 2, len(grid))
@@ -559,7 +560,7 @@ class EdgeNormal:
                 pick = tuple(place if a == axis else slice(None) for a in range(len(grid)))
                 put = tuple(into if a == axis else slice(None) for a in range(len(grid)))
                 strips.append((axis, pick, op, keep, put))
-        return cls(grid, k2, strips)
+        return cls(grid, k2, strips, kind)
 
     def fix(self, z: np.ndarray, y: np.ndarray) -> None:
         r"""Overwrite ``y`` (:math:`C^\top C z`, grid-shaped) on the edge bands with :math:`K^\top K z`."""
@@ -574,9 +575,14 @@ def edge_cg(A, band: EdgeNormal, M: RealSymbolMultiplier, alpha: float, rhs: np.
 
     The preconditioner :math:`M = F^{-1} h F` already transforms the residual; the same spectrum
     gives :math:`z = F^{-1}(h\hat r)` and :math:`C^\top C z = F^{-1}(|\lambda_S|^2 h \hat r)`
-    (one forward and two inverse real FFTs), :meth:`EdgeNormal.fix` makes the latter
-    :math:`K^\top K z` on the edge bands, and :math:`q = Ap` follows from
-    :math:`p = z + \beta p` as :math:`q = Az + \beta q`. Otherwise it is
+    (one forward and two inverse real FFTs), and :meth:`EdgeNormal.fix` makes the latter
+    :math:`K^\top K z` on the edge bands. With Strang's circulant,
+    :math:`h = 1/(|\lambda_S|^2 + \alpha)`, the second transform is not needed:
+    :math:`C^\top C z = r - \alpha z`, so :math:`Az` is :math:`r` inside and exact on the bands
+    (Strang's preconditioned operator is :math:`I` plus an edge term): one FFT pair and the strips
+    per iteration, less than plain CG's stencil pair over the image.
+
+    :math:`q = Ap` follows from :math:`p = z + \beta p` as :math:`q = Az + \beta q`; otherwise it is
     :func:`normal_cg`'s loop (Fletcher--Reeves, ``M`` being applied exactly in float64) with the
     same stopping test; when it is met the residual is recomputed as :math:`\mathrm{rhs} - Ax`
     with ``A`` itself (the recurrences' drift) and the loop goes on from it if that one is not.
@@ -589,6 +595,7 @@ def edge_cg(A, band: EdgeNormal, M: RealSymbolMultiplier, alpha: float, rhs: np.
     spec = np.empty((2, *M.half.shape), dtype=np.complex128)
     zw = np.empty((2, *grid))
     z, w = zw[0], zw[1]
+    strang = band.kind == "strang"  # M's symbol is 1/(|λ_S|² + α) itself
     hk2 = M.half * band.k2
     p = q = np.zeros(0)
     rr, rho, restart, iteration = float(np.dot(r, r)), 0.0, True, 0
@@ -601,9 +608,15 @@ def edge_cg(A, band: EdgeNormal, M: RealSymbolMultiplier, alpha: float, rhs: np.
         if iteration == maxiter:
             return x, iteration, False
         np.fft.rfftn(r.reshape(grid), axes=axes, out=spec[0])
-        np.multiply(spec[0], hk2, out=spec[1])
-        spec[0] *= M.half
-        np.fft.irfftn(spec, s=grid, axes=tuple(a + 1 for a in axes), out=zw)
+        if strang:  # CᵀC z = F⁻¹(|λ_S|² ĥr̂) = r - α z: one inverse FFT
+            spec[0] *= M.half
+            np.fft.irfftn(spec[0], s=grid, axes=axes, out=z)
+            np.multiply(z, -alpha, out=w)
+            w += r.reshape(grid)
+        else:
+            np.multiply(spec[0], hk2, out=spec[1])
+            spec[0] *= M.half
+            np.fft.irfftn(spec, s=grid, axes=tuple(a + 1 for a in axes), out=zw)
         band.fix(z, w)
         _axpy(z, w, alpha)  # w = A z
         rho, rho_prev = float(np.dot(r, z.reshape(-1))), rho

@@ -16,9 +16,9 @@ camera when scikit-image is not installed; noise σ = 0.01):
 5. **hybrid** -- ``choose_alpha(method="discrepancy")`` on the 256² symmetric-boundary line blur:
    seconds and the discrepancy of the chosen α over the target;
 6. **pcg** (only when asked: ``--only pcg``) -- plain against preconditioned ``cg`` side by side at
-   ``--pcg-sizes`` (default 256, 512, 1024): ``tikhonov(solver="cg")`` without and with T. Chan's
-   preconditioner (``edge_cg`` where it applies), and the generic preconditioned loop ``normal_cg``
-   with float64 and float32 FFTs; iterations, medians of wall and CPU time over ``--repeat``
+   ``--pcg-sizes`` (default 256, 512, 1024): ``tikhonov(solver="cg")`` without a preconditioner,
+   with ``"auto"`` (Strang's, ``edge_cg``) and ``"chan"``, and the generic preconditioned loop
+   ``normal_cg`` with float64 and float32 FFTs; iterations, medians of wall and CPU time over ``--repeat``
    interleaved rounds, and the ratios to plain CG.
 
 Run: ``python benchmarks/bench_imaging.py [--size 512] [--kron-size 2048] [--repeat 3]``;
@@ -160,8 +160,9 @@ def pcg_cases(k, theta, b):
         return x, iterations
 
     return {
-        "plain (tikhonov, cg)": lambda: tik(None),
-        "chan (tikhonov, cg)": lambda: tik("chan"),
+        "plain: tikhonov(cg, None)": lambda: tik(None),
+        "tikhonov(cg, 'auto')": lambda: tik("auto"),
+        "tikhonov(cg, 'chan')": lambda: tik("chan"),
         "chan, stencil-pass loop": lambda: loop(None),
         "chan, float32 FFTs": lambda: loop(np.float32),
     }
@@ -171,11 +172,13 @@ def bench_pcg(sizes: list[int], repeat: int) -> None:
     """Plain against preconditioned ``cg`` at each size, interleaved rounds.
 
     Per size: the 9×9 zero-boundary Gaussian (σ = 2, perturbed so it is not separable) of
-    ``bench_circulant``, α = 1e-4, rtol = 1e-6. ``tikhonov(solver="cg")`` with no preconditioner and
-    with T. Chan's (what a user calls, setup included: it takes ``edge_cg`` where the edge strips pay),
-    and the generic preconditioned loop ``normal_cg`` with the float64 and the float32-FFT
-    preconditioner (operator built outside the timing). ``repeat`` rounds, each running every case once
-    in turn; medians of wall and CPU time, ratios to plain CG, each solution's difference from plain's.
+    ``bench_circulant``, α = 1e-4, rtol = 1e-6. ``tikhonov(solver="cg")`` with no preconditioner, with
+    ``"auto"`` (Strang's circulant and ``edge_cg`` where its edge strips pay, 256² and up for 9×9) and
+    with ``"chan"`` (``edge_cg`` with a second inverse FFT from 512², else the generic loop): what a
+    user calls, setup included; then the generic preconditioned loop ``normal_cg`` with T. Chan's
+    preconditioner in float64 and with float32 FFTs (operator built outside the timing). ``repeat``
+    rounds, each running every case once in turn; medians of wall and CPU time, ratios to plain CG,
+    each solution's difference from plain's.
     """
     print(
         "| size | case | iterations | wall (median) | CPU (median) | wall ratio | CPU ratio | iteration ratio "

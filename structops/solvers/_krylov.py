@@ -562,12 +562,14 @@ class EdgeNormal:
                 strips.append((axis, pick, op, keep, put))
         return cls(grid, k2, strips, kind)
 
-    def fix(self, z: np.ndarray, y: np.ndarray) -> None:
-        r"""Overwrite ``y`` (:math:`C^\top C z`, grid-shaped) on the edge bands with :math:`K^\top K z`."""
+    def fix(self, z: np.ndarray, y: np.ndarray, alpha: float = 0.0) -> None:
+        r"""Overwrite ``y`` (grid-shaped) on the edge bands with :math:`K^\top K z + \alpha z`."""
         for axis, pick, op, keep, put in self.strips:
             part = np.ascontiguousarray(np.moveaxis(z[pick], axis, 0))
             ktk = op.rmatvec(op.matvec(part.ravel())).reshape(part.shape)
             y[put] = np.moveaxis(ktk[keep], 0, axis)
+            if alpha:
+                y[put] += alpha * z[put]
 
 
 def edge_cg(A, band: EdgeNormal, M: RealSymbolMultiplier, alpha: float, rhs: np.ndarray, rtol: float, maxiter: int):
@@ -608,17 +610,17 @@ def edge_cg(A, band: EdgeNormal, M: RealSymbolMultiplier, alpha: float, rhs: np.
         if iteration == maxiter:
             return x, iteration, False
         np.fft.rfftn(r.reshape(grid), axes=axes, out=spec[0])
-        if strang:  # CᵀC z = F⁻¹(|λ_S|² ĥr̂) = r - α z: one inverse FFT
+        if strang:  # CᵀC z = F⁻¹(|λ_S|² ĥr̂) = r - α z, so A z = r off the bands: one inverse FFT
             spec[0] *= M.half
             np.fft.irfftn(spec[0], s=grid, axes=axes, out=z)
-            np.multiply(z, -alpha, out=w)
-            w += r.reshape(grid)
+            w[...] = r.reshape(grid)
+            band.fix(z, w, alpha)
         else:
             np.multiply(spec[0], hk2, out=spec[1])
             spec[0] *= M.half
             np.fft.irfftn(spec, s=grid, axes=tuple(a + 1 for a in axes), out=zw)
-        band.fix(z, w)
-        _axpy(z, w, alpha)  # w = A z
+            band.fix(z, w)
+            _axpy(z, w, alpha)  # w = A z
         rho, rho_prev = float(np.dot(r, z.reshape(-1))), rho
         if restart:
             p, q, restart = z.reshape(-1).copy(), w.reshape(-1).copy(), False

@@ -416,7 +416,7 @@ def dissection_certifies(gram: ConvGram, tree: Dissection, t: float) -> float | 
         local[tree.own[node]] = -1
         local[tree.boundary[node]] = -1
     alpha = _gamma(n + 2) / (1 - _gamma(n + 2))
-    # the factors 1.01 cover the rounding of the trace (a sum of n terms: γ_n < 1e-3 for any n < 1e12) and of these products
+    # 1.01 covers the rounding of the trace (n terms: γ_n < 1e-3 for n < 1e12) and of these products
     chol = 1.01 * alpha * trace + 4 * n * (2 * (n + 2) + top) * _ETA
     total = t + chol + 2 * _U * top + 1.01 * gram.gram_error
     return float(np.sqrt(total)) * (1 + 4 * _U)

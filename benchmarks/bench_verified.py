@@ -7,9 +7,9 @@ dissection, ``structops.solvers._dissection``), timed (CPU, i.e. process, and wa
 Ritz value); their ratio. In the same run the previous
 configuration as the peer: the nested dissection switched off (``MAX_DISSECTION_FLOPS = 0``),
 so the banded factorisation up to its limit and ``‖K_valid‖‖E‖`` or Schur's bound above it.
-Medians over ``--repeat`` runs (one for 64 channels); the largest resident memory of the
-process at the end. The machine may be loaded: compare CPU times, and run with
-``OMP_NUM_THREADS=1`` for one thread.
+Medians over ``--repeat`` runs (one for 64 channels); ``maxrss_mb``, the largest resident
+memory of the process so far (run ``--channels 64`` alone for the 64-channel figure). The
+machine may be loaded: compare CPU times, and run with ``OMP_NUM_THREADS=1`` for one thread.
 
 Run with ``OMP_NUM_THREADS=1 python benchmarks/bench_verified.py [--quick] [--repeat R]``.
 """
@@ -33,6 +33,11 @@ def _lower(kernel, theta) -> float:
         return spectral_norm(kernel, theta, tol=1e-6, dense_limit=0, full_output=True).lower
 
 
+def _maxrss() -> float:
+    """The largest resident memory of the process so far, MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _timed(fn, repeat: int):
     walls, cpus = [], []
     for _ in range(repeat):
@@ -43,8 +48,8 @@ def _timed(fn, repeat: int):
     return out, float(np.median(walls)), float(np.median(cpus))
 
 
-def rows(quick: bool, repeat: int) -> list[dict]:
-    channels = (16,) if quick else (16, 32, 64)
+def rows(quick: bool, repeat: int, channels=None) -> list[dict]:
+    channels = channels or ((16,) if quick else (16, 32, 64))
     budget = _certified.MAX_DISSECTION_FLOPS
     out = []
     for c in channels:
@@ -62,18 +67,19 @@ def rows(quick: bool, repeat: int) -> list[dict]:
                 finally:
                     _certified.MAX_DISSECTION_FLOPS = budget
                 out.append({"layer": f"{c}->{c} 3x3 32x32 {bc}", "route": name, "upper": upper, "lower": lower,
-                            "ratio": upper / lower, "wall": wall, "cpu": cpu})  # fmt: skip
+                            "ratio": upper / lower, "wall": wall, "cpu": cpu, "maxrss_mb": _maxrss()})  # fmt: skip
     return out
 
 
 def main() -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="16 channels only")
+    parser.add_argument("--channels", type=int, nargs="*", help="channel counts (default 16 32 64)")
     parser.add_argument("--repeat", type=int, default=3)
     args = _common.setup(parser)
-    for r in rows(args.quick, args.repeat):
+    for r in rows(args.quick, args.repeat, args.channels):
         print("  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
-    print(f"max resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"max resident memory {_maxrss():.0f} MB")
 
 
 if __name__ == "__main__":

@@ -161,8 +161,8 @@ def conv_gram(geo, w: np.ndarray) -> ConvGram:
     tap = np.broadcast_to((t1 * r + t2).ravel(), q1.shape)
     ok = (q1 >= 0) & (q2 >= 0)
     key, number = np.unique((q1[ok] * npx + q2[ok]) * (r * r) + tap[ok], return_counts=True)
-    rows, row = np.unique(key // (r * r), return_inverse=True)  # sorted by q1, then q2
-    counts = sp.csr_array((number.astype(np.float64), (row, key % (r * r))), shape=(rows.size, r * r))
+    rows, which = np.unique(key // (r * r), return_inverse=True)  # sorted by q1, then q2
+    counts = sp.csr_array((number.astype(np.float64), (which, key % (r * r))), shape=(rows.size, r * r))
     pairs = np.stack([rows // npx, rows % npx], axis=1)
     starts = np.searchsorted(pairs[:, 0], np.arange(npx + 1))
     taps = _dense_taps(geo, w)

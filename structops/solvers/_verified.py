@@ -24,6 +24,10 @@ Cuthill--McKee order. LAPACK's banded Cholesky (``dpbtrf``) costs about :math:`n
 holds :math:`(k+1) n` numbers for bandwidth :math:`k`; the route is refused (the caller falls
 back to its other bounds) above :data:`MAX_FLOPS` or :data:`MAX_ENTRIES`. A 16→16 3×3 layer on
 32×32 has :math:`n = 16384`, :math:`k \approx 1070`: about :math:`2\cdot 10^{10}` flops.
+For a convolution whose banded factorisation would cost more, the same test runs in
+nested-dissection order with dense fronts (:mod:`structops.solvers._dissection`, its own
+round-off analysis), up to ``budget`` flops (:func:`verified_upper`): 64→64 3×3 on 32×32 takes
+:math:`7.8\cdot 10^{11}` flops there instead of :math:`1.2\cdot 10^{12}` banded.
 
 **Round-off** (:math:`u = 2^{-53}`, :math:`\gamma_j = ju/(1-ju)`, Higham, *Accuracy and
 Stability of Numerical Algorithms*, §3.1, Thm. 10.3). :math:`K` is the exact operator at the

@@ -47,12 +47,12 @@ def cayley_blocks(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     transform, resolvent : numpy.ndarray, shape ``(..., c, c)``
-        Unitary blocks and :math:`(I + B)^{-1}`, from one batched ``numpy.linalg.solve``.
+        Unitary blocks :math:`2(I + B)^{-1} - I` and :math:`(I + B)^{-1}`, from one batched
+        ``numpy.linalg.inv``.
     """
-    c = skew.shape[-1]
-    eye = np.broadcast_to(np.eye(c, dtype=skew.dtype), skew.shape)
-    solved = np.linalg.solve(eye + skew, np.concatenate([eye - skew, eye], axis=-1))
-    return solved[..., :c], solved[..., c:]
+    eye = np.eye(skew.shape[-1], dtype=skew.dtype)
+    resolvent = np.linalg.inv(eye + skew)
+    return 2 * resolvent - eye, resolvent  # (I + B)^{-1}(I - B) = 2 (I + B)^{-1} - I
 
 
 #: The examples are transformed in chunks whose half spectrum takes at most this many bytes
@@ -60,10 +60,10 @@ def cayley_blocks(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 CHUNK_BYTES = 2**19
 
 
-def _chunks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the chunks of the ``shape[0]`` examples of shape ``(c, *grid)``: :data:`CHUNK_BYTES` each."""
+def _chunks(shape: tuple[int, ...], scale: int = 1) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the chunks of the ``shape[0]`` examples ``(c, *grid)``: ``scale`` × :data:`CHUNK_BYTES` each."""
     n, c, *grid = shape
-    step = max(1, CHUNK_BYTES // (16 * c * math.prod(grid[:-1]) * (grid[-1] // 2 + 1)))
+    step = max(1, scale * CHUNK_BYTES // (16 * c * math.prod(grid[:-1]) * (grid[-1] // 2 + 1)))
     return [(start, min(n, start + step)) for start in range(0, n, step)]
 
 
@@ -209,13 +209,13 @@ class CayleyConv(ConvView, ParametricKernel):
         (:func:`real_right_factors`), ``irfftn``.
         """
         n, c = x.shape[0], self.channels
-        x = x.reshape(n, c, *self.grid)
+        x = x.reshape(n, c, *self.grid)  # (explicit: n may be 0)
         right = real_right_factors(np.conj(blocks) if adjoint else np.swapaxes(blocks, -1, -2))
         y = np.empty(x.shape, dtype=np.result_type(x.dtype, right.dtype))
         for start, stop in _chunks(x.shape):
             rows = self._rows(x[start:stop])
             y[start:stop] = self._from_rows(rows @ right, stop - start)
-        return y.reshape(n, -1).astype(x.dtype, copy=False)
+        return y.reshape(n, math.prod(x.shape[1:])).astype(x.dtype, copy=False)
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
         """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, (re, im) interleaved."""
@@ -277,7 +277,7 @@ class CayleyConv(ConvView, ParametricKernel):
         c, grid = self.channels, self.grid
         gram = np.zeros((math.prod(grid[:-1]) * (grid[-1] // 2 + 1), 2 * c, 2 * c), np.result_type(x, w))
         xs, ws = x.reshape(-1, c, *grid), w.reshape(-1, c, *grid)
-        for start, stop in _chunks(xs.shape):
+        for start, stop in _chunks(xs.shape, 4):  # (larger: the products' inner size is the chunk)
             gram += np.swapaxes(self._rows(xs[start:stop]), -1, -2) @ self._rows(ws[start:stop])
         g = grid[-1]
         k = np.arange(g // 2 + 1)
@@ -288,7 +288,9 @@ class CayleyConv(ConvView, ParametricKernel):
         R = state.resolvent.reshape(-1, c, c)
         Q = -2 * (R @ P @ R)
         E = Q - np.conj(np.swapaxes(Q, -1, -2))
-        grad = np.real(np.einsum("fba,jf->abj", E, self._factors()))
+        phi = self._factors()  # (T, F); grad[a, b, j] = Re sum_f E[f, b, a] phi[j, f]
+        Et = np.swapaxes(E, -1, -2).reshape(E.shape[0], c * c)
+        grad = (phi.real @ Et.real - phi.imag @ Et.imag).T
         return grad.reshape(-1).astype(np.result_type(x.dtype, w.dtype), copy=False)
 
     def _factors(self) -> np.ndarray:

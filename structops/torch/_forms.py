@@ -427,7 +427,7 @@ def _eager(*tensors: torch.Tensor) -> bool:
 
 
 def _chunked_product(x: torch.Tensor, blocks: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_fourier_product` of :func:`_spectrum_rows` chunk by chunk into one output (and the rows, with ``keep``)."""
+    """:func:`_fourier_product` of :func:`_spectrum_rows` by chunks into one output (the rows too, with ``keep``)."""
     n = x.shape[0]
     y = torch.empty_like(x)
     rows = x.new_empty(blocks.shape[0], n, blocks.shape[1]) if keep else x.new_empty(0)
@@ -482,7 +482,8 @@ class _CayleyProduct(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, blocks, rows_x = ctx.saved_tensors
         need_x, need_m = ctx.needs_input_grad[:2]
-        if _eager(x, blocks, grad, rows_x) and rows_x.shape[1] == x.shape[0]:
+        gx: torch.Tensor | None
+        if _eager(x, blocks, grad, rows_x):
             gx, rows = _chunked_product(grad, blocks.transpose(-1, -2), need_m)
         else:
             if torch.is_grad_enabled():  # double backward: the spectrum of x again, as a function of x

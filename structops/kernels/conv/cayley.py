@@ -61,7 +61,7 @@ CHUNK_BYTES = 2**19
 
 
 def _chunks(shape: tuple[int, ...], scale: int = 1) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the chunks of the ``shape[0]`` examples ``(c, *grid)``: ``scale`` × :data:`CHUNK_BYTES` each."""
+    """``(start, stop)`` of the chunks of ``shape[0]`` examples ``(c, *grid)``: ``scale`` × :data:`CHUNK_BYTES` each."""
     n, c, *grid = shape
     step = max(1, scale * CHUNK_BYTES // (16 * c * math.prod(grid[:-1]) * (grid[-1] // 2 + 1)))
     return [(start, min(n, start + step)) for start in range(0, n, step)]

@@ -41,6 +41,24 @@ from structops.torch import Layer
 CLOCK: list[Callable[[], float]] = [time.perf_counter]
 
 
+def steady_heap() -> bool:
+    """Ask glibc to keep freed memory (no trimming, no ``mmap`` below 32 MiB): no contender pays page faults.
+
+    By default glibc returns large freed blocks to the kernel, and the next large allocation
+    faults its pages in again (about 1 ms per 6 MB here); whose allocations fault depends on the
+    heap's layout left by the others, which moves ratios by up to 40 % in one process. Returns
+    whether ``mallopt`` took the settings (False off glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-1, 1 << 30)) and bool(libc.mallopt(-3, 32 << 20))  # M_TRIM_, M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def _timed(fn: Callable[[], object]) -> float:
     start = CLOCK[0]()
     fn()
@@ -151,15 +169,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-cayley", type=int, default=128, help="images of the CayleyConv case")
     parser.add_argument("--cpu-time", action="store_true", help="time in process CPU seconds instead of wall seconds")
     parser.add_argument(
+        "--steady-heap", action="store_true", help="glibc keeps freed memory: no page faults in any contender"
+    )
+    parser.add_argument(
         "--only", choices=("case-a", "per-example", "cayley"), action="append", help="run only these cases (repeatable)"
     )
     args = _common.setup(parser, argv, torch=True)
     if args.cpu_time:
         CLOCK[0] = time.process_time
+    heap = "steady heap (mallopt)" if args.steady_heap and steady_heap() else "default heap"
     print(
         f"structops {structops.__version__}, torch {torch.__version__}, numpy {np.__version__}; "
         f"{platform.machine()}, {args.threads} threads; structops accelerator {structops.accelerator()!r}; "
-        f"median of {args.repeat} interleaved rounds, {'CPU' if args.cpu_time else 'wall'} time"
+        f"median of {args.repeat} interleaved rounds, {'CPU' if args.cpu_time else 'wall'} time, {heap}"
     )
     only = set(args.only or ("case-a", "per-example", "cayley"))
     if "case-a" in only:

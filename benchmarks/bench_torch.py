@@ -11,7 +11,15 @@ median of the per-round ratios (robust on a loaded machine):
 * **per-example gradients** of the same layer with ``torch.func.vmap(torch.func.grad(...))``
   over ``--per-example`` images, beside ``nn.Conv2d`` through ``torch.func.functional_call``.
 * **CayleyConv** (16 channels, 28×28, 3×3, ``--n-cayley`` images, float32) forward and
-  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×.
+  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×, not met:
+  one thread, CPU time, ``--steady-heap``, 2.2–2.3× (torch form) and 2.5–2.8× (numpy bridge) on a
+  loaded 2-core AVX-512 machine (seventh session; 2.3–2.4× and 5.1–5.2× before it). The floor of
+  the FFT design is about 2×: four 2-D FFTs alone cost about 0.9× ``nn.Conv2d`` (see
+  benchmarks/README.md, "CayleyConv by DFT matrices (seventh session)").
+
+``--steady-heap`` asks glibc to keep freed memory, so that no contender pays page faults for its
+large temporaries (which contender does depends on the heap left by the others, up to 40 % in
+one process); use it with ``--cpu-time`` for comparisons on a loaded machine.
 
 Before timing, each contender's output and gradients are checked against its peer.
 
@@ -20,6 +28,7 @@ Usage::
     python benchmarks/bench_torch.py                  # 2 threads, 9 rounds
     python benchmarks/bench_torch.py --threads 1 --repeat 15
     python benchmarks/bench_torch.py --only cayley --repeat 5 --cpu-time   # CPU seconds (loaded machines)
+    python benchmarks/bench_torch.py --only cayley --threads 1 --cpu-time --steady-heap
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def cayley_blocks(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 #: The examples are transformed in chunks whose half spectrum takes at most this many bytes
 #: (cache-sized pieces: no large temporaries, hence no page faults; see benchmarks/README.md).
-CHUNK_BYTES = 2**19
+CHUNK_BYTES = 2**21
 
 
 def _chunks(shape: tuple[int, ...], scale: int = 1) -> list[tuple[int, int]]:

@@ -356,7 +356,7 @@ def _antisymmetric_conv(kernel: AntisymmetricConv, theta: torch.Tensor, x: torch
 # ----------------------------------------------------------------- CayleyConv
 #: The eager CPU path of the Cayley product runs the batch in chunks whose half spectrum takes at
 #: most this many bytes (cache-sized: no large temporaries, hence no page faults; see benchmarks/README.md).
-CAYLEY_CHUNK_BYTES = 2**22
+CAYLEY_CHUNK_BYTES = 2**21
 
 
 def _tap_phases(geo: Any) -> dict[str, torch.Tensor]:

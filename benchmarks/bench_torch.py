@@ -12,8 +12,8 @@ median of the per-round ratios (robust on a loaded machine):
   over ``--per-example`` images, beside ``nn.Conv2d`` through ``torch.func.functional_call``.
 * **CayleyConv** (16 channels, 28×28, 3×3, ``--n-cayley`` images, float32) forward and
   backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×, not met:
-  one thread, CPU time, ``--steady-heap``, 2.2–2.3× (torch form) and 2.5–2.8× (numpy bridge) on a
-  loaded 2-core AVX-512 machine (seventh session; 2.3–2.4× and 5.1–5.2× before it). The floor of
+  one thread, CPU time, ``--steady-heap``, 2.5× (torch form) and 2.8× (numpy bridge) on a loaded
+  2-core AVX-512 machine (seventh session; 2.4–2.6× and 4.6–4.9× before it). The floor of
   the FFT design is about 2×: four 2-D FFTs alone cost about 0.9× ``nn.Conv2d`` (see
   benchmarks/README.md, "CayleyConv by DFT matrices (seventh session)").
 

@@ -25,9 +25,10 @@ BACKENDS = ("auto", "torch", "numpy")
 #: The dtypes the numpy bridge computes in.
 BRIDGE_DTYPES = (torch.float32, torch.float64)
 #: Families whose torch form ``"auto"`` prefers on the CPU as well (measured faster than the bridge):
-#: CayleyConv, 16 channels on 28×28, forward+backward 2.2–2.3× ``nn.Conv2d`` against the bridge's
-#: 2.5–2.8× in CPU time on one thread with ``--steady-heap`` (``benchmarks/bench_torch.py``, loaded
-#: machine, seventh session in benchmarks/README.md); the torch form also has exact second derivatives.
+#: CayleyConv, 16 channels on 28×28, forward+backward 2.5× ``nn.Conv2d`` against the bridge's 2.8×
+#: in CPU time on one thread with ``--steady-heap`` (``benchmarks/bench_torch.py``, loaded machine,
+#: seventh session in benchmarks/README.md: within 10 % either way); the torch form alone has exact
+#: second derivatives in θ.
 TORCH_ON_CPU: tuple[type, ...] = (CayleyConv,)
 
 

@@ -1,7 +1,7 @@
 """Certified norms of reflect and replicate 3×3 layers on 32×32 by verified positive definiteness, 16 to 64 channels.
 
 For each layer, ``certified_norm_bound(kernel, theta)`` gives the certified upper bound (route
-``"verified"``: Cholesky's factorisation of :math:`tI - K^\\top K`, banded or by nested
+``"verified-cholesky"``: Cholesky's factorisation of :math:`tI - K^\\top K`, banded or by nested
 dissection, ``structops.solvers._dissection``), timed (CPU, i.e. process, and wall time), and
 ``spectral_norm(..., tol=1e-6, full_output=True).lower`` the guaranteed Lanczos lower bound (a
 Ritz value); their ratio. In the same run the previous

@@ -132,6 +132,7 @@ def _kron_filter(D: KroneckerMultiplier, l2: np.ndarray | None, alpha: float, dt
     grid of singular values (``D.blocks``) is never built.
     """
     sv = D.factor_singular_values
+    sv = None if sv is None else tuple(np.asarray(v, dtype=np.float64) for v in sv)  # float32 SVDs: filter in float64
     n0, n1 = D.grid
     F = np.empty((n0, n1), dtype=dtype)
     low, top = np.inf, 0.0

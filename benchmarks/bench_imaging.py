@@ -14,7 +14,10 @@ camera when scikit-image is not installed; noise σ = 0.01):
    with ``L = I``, α = 1e-3, and the 15×15 diagonal line with the Laplacian ``L``, α = 2e-3:
    lsqr/cgls iterations to ``rtol = 1e-6`` with no preconditioner, ``"dct"`` and ``"auto"``;
 5. **hybrid** -- ``choose_alpha(method="discrepancy")`` on the 256² symmetric-boundary line blur:
-   seconds and the discrepancy of the chosen α over the target.
+   seconds and the discrepancy of the chosen α over the target;
+6. **kron32** (``--only kron32``, not in the default set) -- the exact Kronecker route of ``tikhonov`` at
+   ``kron-size``² in float32 (float32 factors, SVDs and GEMMs) against float64: median CPU time
+   (``time.process_time``, so that load on a shared machine counts less) and peak traced memory.
 
 Run: ``python benchmarks/bench_imaging.py [--size 512] [--kron-size 2048] [--repeat 3]``.
 """
@@ -174,6 +177,27 @@ def bench_hybrid() -> None:
     )
 
 
+def bench_kron32(n: int, repeat: int) -> None:
+    """The exact Kronecker route in float32 (float32 factors and SVDs) against float64: CPU time, peak memory."""
+    k = structops.Conv((n, n), (9, 9))
+    theta = np.outer(gaussian_stencil(9, 2.0, ndim=1), gaussian_stencil(9, 2.0, ndim=1)).ravel()
+    b = blurred(k, theta, phantom(n))
+    rows = {}
+    for dtype in (np.float64, np.float32):
+        t, bb = theta.astype(dtype), b.astype(dtype)
+        x = tikhonov(k, t, bb, alpha=1e-3)
+        cpu = median_time(lambda t=t, bb=bb: tikhonov(k, t, bb, alpha=1e-3), repeat, time.process_time)
+        peak = traced(lambda t=t, bb=bb: tikhonov(k, t, bb, alpha=1e-3))[2]
+        rows[dtype] = (x, cpu, peak)
+    (x64, c64, m64), (x32, c32, m32) = rows[np.float64], rows[np.float32]
+    err = np.linalg.norm(x32 - x64) / np.linalg.norm(x64)
+    print(
+        f"| Kronecker exact, {n}², float32 vs float64 (CPU medians of {repeat}) | float64 | {c64:.2f} s CPU, "
+        f"{m64:.0f} MiB | float32 {c32:.2f} s CPU, {m32:.0f} MiB (ratios {c32 / c64:.2f}, {m32 / m64:.2f}; "
+        f"x dtype {x32.dtype}, relative difference {err:.1e}) |"
+    )
+
+
 def main(argv=None) -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("--size", type=int, default=512)
@@ -193,6 +217,8 @@ def main(argv=None) -> None:
         bench_mirror()
     if "hybrid" in only:
         bench_hybrid()
+    if "kron32" in only:
+        bench_kron32(args.kron_size, args.repeat)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ Each stops when :math:`\alpha_k` and :math:`x_k` settle, as for the discrepancy 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,14 @@ import scipy.optimize as sopt
 from ._choice import exact_choice
 from ._filters import TikhonovSpectrum
 
-__all__ = ["HYBRID_METHODS", "HybridResult", "hybrid_choice", "hybrid_discrepancy"]
+__all__ = [
+    "HYBRID_METHODS",
+    "HybridResult",
+    "ProjectedStep",
+    "golub_kahan_steps",
+    "hybrid_choice",
+    "hybrid_discrepancy",
+]
 
 #: The criteria :func:`hybrid_choice` applies to the projected problem.
 HYBRID_METHODS = ("discrepancy", "lcurve")
@@ -126,6 +134,58 @@ def hybrid_discrepancy(K, b: np.ndarray, target: float, *, tol: float = 1e-4, ma
     return hybrid_choice(K, b, "discrepancy", target=target, tol=tol, maxiter=maxiter)
 
 
+@dataclass
+class ProjectedStep:
+    r"""Step :math:`k` of the Golub--Kahan bidiagonalisation of :math:`K` from :math:`b` (see the module notes).
+
+    ``s``, ``Qt``: the SVD :math:`B_k = P\,\mathrm{diag}(s)\,Q^\top`; ``c`` :math:`= \beta_1 P^\top e_1`;
+    ``off`` :math:`= \beta_1^2 - \|c\|^2` (the part of :math:`b` off :math:`\mathrm{range}(B_k)`);
+    ``V``: the :math:`k` right basis vectors; ``last``: whether the subspace stopped growing here.
+    """
+
+    k: int
+    s: np.ndarray
+    c: np.ndarray
+    Qt: np.ndarray
+    off: float
+    V: list
+    last: bool
+
+    def solution(self, alpha: float) -> np.ndarray:
+        r""":math:`x_k(\alpha) = V_k y_\alpha`, the Tikhonov solution on the subspace."""
+        return np.asarray(self.V).T @ (self.Qt.T @ (self.s / (self.s**2 + alpha) * self.c))
+
+
+def golub_kahan_steps(K, b: np.ndarray, maxiter: int) -> Iterator[ProjectedStep]:
+    """The projected problem after each of at most ``maxiter`` steps (full reorthogonalisation, float64)."""
+    beta = float(np.linalg.norm(b))
+    dtype = np.float64
+    U = [np.asarray(b, dtype) / beta]
+    v = np.asarray(K.H @ U[0], dtype)
+    a = float(np.linalg.norm(v))
+    V: list[np.ndarray] = [v / a]
+    diag, sub = [a], []
+    for k in range(1, maxiter + 1):
+        u = _reorth(np.asarray(K @ V[-1], dtype) - diag[-1] * U[-1], U)
+        bk = float(np.linalg.norm(u))
+        sub.append(bk)
+        B = np.zeros((k + 1, k))
+        B[np.arange(k), np.arange(k)] = diag
+        B[np.arange(1, k + 1), np.arange(k)] = sub
+        s, c, Qt, off = _projected(B, beta)
+        last = bool(bk <= np.finfo(float).eps * beta)
+        if not last:
+            U.append(u / bk)
+            v = _reorth(np.asarray(K.H @ U[-1], dtype) - bk * V[-1], V)
+            a = float(np.linalg.norm(v))
+            last = bool(a <= np.finfo(float).eps * beta)
+        yield ProjectedStep(k, s, c, Qt, off, V[:k], last)
+        if last:
+            return
+        V.append(v / a)
+        diag.append(a)
+
+
 def hybrid_choice(
     K, b: np.ndarray, method: str, *, target: float | None = None, tol: float = 1e-4, maxiter: int = 500
 ) -> HybridResult:
@@ -157,42 +217,21 @@ def hybrid_choice(
     if method not in HYBRID_METHODS:
         raise ValueError(f"`method` must be one of {HYBRID_METHODS!r}, got {method!r}.")
     beta = float(np.linalg.norm(b))
-    dtype = np.float64
-    U = [np.asarray(b, dtype) / beta]
-    v = np.asarray(K.H @ U[0], dtype)
-    a = float(np.linalg.norm(v))
-    V: list[np.ndarray] = [v / a]
-    diag, sub = [a], []
     best = None  # (alpha, x, grid, values) of the last step that defined one
-    for k in range(1, maxiter + 1):
-        u = _reorth(np.asarray(K @ V[-1], dtype) - diag[-1] * U[-1], U)
-        bk = float(np.linalg.norm(u))
-        sub.append(bk)
-        B = np.zeros((k + 1, k))
-        B[np.arange(k), np.arange(k)] = diag
-        B[np.arange(1, k + 1), np.arange(k)] = sub
-        s, c, Qt, off = _projected(B, beta)
+    for step in golub_kahan_steps(K, b, maxiter):
+        s, c, off = step.s, step.c, step.off
         alpha, grid, values = _criterion_alpha(method, s, c, off, beta, target)
         if alpha is not None:
-            x = np.asarray(V).T @ (Qt.T @ (s / (s**2 + alpha) * c))
+            x = step.solution(alpha)
             if best is not None:
                 dx = np.linalg.norm(x - best[1]) / max(np.linalg.norm(x), np.finfo(float).tiny)
                 if abs(alpha - best[0]) <= tol * alpha and dx <= tol:
-                    return _result(alpha, x, k, s, c, off, True, grid, values, True)
+                    return _result(alpha, x, step.k, s, c, off, True, grid, values, True)
             best = (alpha, x, grid, values)
-        if bk <= np.finfo(float).eps * beta:
-            break
-        U.append(u / bk)
-        v = _reorth(np.asarray(K.H @ U[-1], dtype) - bk * V[-1], V)
-        a = float(np.linalg.norm(v))
-        if a <= np.finfo(float).eps * beta:
-            break
-        V.append(v / a)
-        diag.append(a)
-    exhausted = k < maxiter  # an invariant subspace: the projected problem is the whole one
+    exhausted = step.last  # an invariant subspace: the projected problem is the whole one
     if best is not None:
-        return _result(best[0], best[1], k, s, c, off, True, best[2], best[3], exhausted)
-    return _result(0.0, np.zeros(K.shape[1]), k, s, c, off, False, None, None, False)
+        return _result(best[0], best[1], step.k, s, c, off, True, best[2], best[3], exhausted)
+    return _result(0.0, np.zeros(K.shape[1]), step.k, s, c, off, False, None, None, False)
 
 
 def _result(alpha, x, k, s, c, off, reachable, grid, values, converged) -> HybridResult:

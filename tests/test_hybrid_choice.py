@@ -13,6 +13,7 @@ from structops import Conv
 from structops.data import gaussian_stencil, phantom
 from structops.solvers import Deblurrer, choose_alpha
 from structops.solvers._filters import spectrum
+from structops.solvers._hybrid import golub_kahan_steps
 
 
 @pytest.mark.parametrize("noise", [0.01, 0.05])
@@ -35,3 +36,22 @@ def test_hybrid_lcurve_matches_the_exact_choice_and_stops_early(noise):
     assert abs(np.log(hybrid.alpha / exact.alpha)) < 1e-2
     s = spectrum(k.diagonalize(theta), None, b)
     assert s.curvature(hybrid.alpha) >= (1 - 1e-3) * s.curvature(exact.alpha)
+
+
+def test_golub_kahan_steps_project_the_tikhonov_problem(rng):
+    """Each step's x_k(α) is the Tikhonov solution on the Krylov space; the last step's is the full one."""
+    k = Conv((6, 5), (3, 3))
+    theta = gaussian_stencil(3, 0.8).ravel()
+    K, b, alpha = k.matrix(theta), rng.standard_normal(30), 1e-2
+    steps = list(golub_kahan_steps(k.op(theta), b, maxiter=100))
+    assert steps[-1].last and not any(s.last for s in steps[:-1]) and steps[-1].k <= 30
+    for step in (steps[2], steps[-1]):
+        V = np.asarray(step.V).T  # an orthonormal basis of the Krylov space K_k(KᵀK, Kᵀb)
+        np.testing.assert_allclose(V.T @ V, np.eye(step.k), atol=1e-12)
+        y = np.linalg.solve(V.T @ (K.T @ K + alpha * np.eye(30)) @ V, V.T @ K.T @ b)  # Galerkin on that space
+        np.testing.assert_allclose(step.solution(alpha), V @ y, rtol=1e-9, atol=1e-12)
+        # the projected residual is the full one: ‖K x_k − b‖² = Σ(α c_i/(s_i² + α))² + off
+        rho2 = np.sum((alpha * step.c / (step.s**2 + alpha)) ** 2) + step.off
+        assert rho2 == pytest.approx(np.linalg.norm(K @ step.solution(alpha) - b) ** 2, rel=1e-9)
+    full = np.linalg.solve(K.T @ K + alpha * np.eye(30), K.T @ b)
+    np.testing.assert_allclose(steps[-1].solution(alpha), full, rtol=1e-9, atol=1e-12)

@@ -21,21 +21,36 @@ problem with the spectrum :math:`(s_i, c_i)` of :math:`B_k = P\,\mathrm{diag}(s)
 :math:`\mathrm{range}(B_k)` (a :class:`~structops.solvers._filters.TikhonovSpectrum` with one extra
 component :math:`k = 0`), so the exact route's criterion applies to it unchanged: the maximiser of
 the curvature of :math:`(\log\rho_k, \log\|y_\alpha\|)` (:math:`\|x_k\| = \|y_\alpha\|`,
-:math:`V_k` orthonormal).
+:math:`V_k` orthonormal). Each stops when :math:`\alpha_k` and :math:`x_k` settle, as for the
+discrepancy principle.
 
-GCV is not chosen this way. On the projected problem its minimiser depends on the weight
-:math:`\omega` of Chung, Nagy and O'Leary's weighted GCV
-:math:`G_\omega = k\,\rho_k/\operatorname{trace}(I_{k+1} - \omega B_kB_k^\alpha)^2`, and tried on
-periodic blurs (32², 64², noise 0.01--0.05) none reproduced the exact route's GCV choice: the
-adaptive weight (a stationary point of :math:`G_\omega` at the smallest singular value of
-:math:`B_k`, averaged over the steps) settled in 24--196 steps on an :math:`\alpha` 1.8--7.4 times
-the exact one; :math:`\omega = (k+1)/m`, which makes :math:`G_\omega` the full problem's GCV
-function evaluated with the Krylov residual, and fixed :math:`\omega \le 0.5` drove
-:math:`\alpha_k` to 0 (the Krylov subspace picks up the largest, noisiest coefficients of
-:math:`b` first, so the projected noise is not white). ``method="gcv"`` keeps the grid route
+GCV is not chosen this way. Chung, Nagy and O'Leary's weighted GCV of the projected problem,
+
+.. math::
+    G_{\omega,k}(\alpha) = \frac{k\,\|(I_{k+1} - B_kB_k^\alpha)\beta_1e_1\|^2}
+    {\operatorname{trace}(I_{k+1} - \omega B_kB_k^\alpha)^2},
+    \qquad B_k^\alpha = (B_k^\top B_k + \alpha I)^{-1}B_k^\top ,
+
+with their adaptive weight (:math:`\omega_k` solving :math:`\partial_\alpha G_\omega = 0` at
+:math:`\alpha = s_{\min}(B_k)^2`, capped at 1; :math:`\omega` the mean of the
+:math:`\omega_j` so far) and HyBR's stopping rules (the Krylov GCV
+:math:`m\|r_k\|^2/(m - \sum_i\varphi_i)^2` at :math:`\alpha_k` flat to :math:`10^{-6}` of its
+first value, or minimal over a window of 3 steps), was tried as they give it on the test
+problems of the hybrid tests (9×9 Gaussian, σ = 2, zero and mirrored boundaries, 64²--256²,
+noise 0.01 and 0.001; ``benchmarks/bench_imaging.py --only wgcv``, figures in
+``benchmarks/README.md``). Against the exact GCV of the full problem (from the diagonalisation)
+its :math:`\alpha` was 5.6--9.6 times too large at noise 0.01 and 20--31 times at 0.001; the
+images' error against the truth was 1.03--1.05 times the exact GCV image's at noise 0.01 but
+1.21--1.33 times at 0.001 (the grid route: 1.01--1.08 and 0.98--1.01), and they differed from
+the exact GCV image by 11--16 %. The adaptive weight stays at its cap
+(:math:`\omega_k > 1` on these problems), and the minimiser is too sensitive to :math:`\omega`
+for any fixed weight to serve: at the stopping step, :math:`\omega` = 1, 0.9, 0.8, 0.5 move
+:math:`\alpha_k` from 31 to 4.6, 2.2 and 0.56 times the exact choice (64², noise 0.001), and
+after 100--300 steps :math:`\omega \le 0.8` sends it to 0 (the Krylov subspace takes up the
+largest, noisiest coefficients of :math:`b` first, so one Ritz component carries the noise of
+many and the projected trace undercounts it). ``method="gcv"`` therefore keeps the grid route
 with Hutchinson's trace estimate.
 
-Each stops when :math:`\alpha_k` and :math:`x_k` settle, as for the discrepancy principle.
 """
 
 from __future__ import annotations

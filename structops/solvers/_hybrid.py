@@ -70,11 +70,16 @@ __all__ = [
     "ProjectedStep",
     "golub_kahan_steps",
     "hybrid_choice",
+    "hybrid_gcv",
     "hybrid_discrepancy",
 ]
 
-#: The criteria :func:`hybrid_choice` applies to the projected problem.
-HYBRID_METHODS = ("discrepancy", "lcurve")
+#: The criteria :func:`hybrid_choice` applies to the projected problem(s).
+HYBRID_METHODS = ("discrepancy", "lcurve", "gcv")
+
+#: Bytes the Krylov bases of the hybrid GCV (``1 + probes`` runs, ``U`` and ``V`` each) may hold:
+#: the steps are capped to fit, and the grid route takes over when they do not settle by then.
+GCV_MEMORY = 2**31
 
 
 @dataclass(frozen=True)
@@ -202,7 +207,14 @@ def golub_kahan_steps(K, b: np.ndarray, maxiter: int) -> Iterator[ProjectedStep]
 
 
 def hybrid_choice(
-    K, b: np.ndarray, method: str, *, target: float | None = None, tol: float = 1e-4, maxiter: int = 500
+    K,
+    b: np.ndarray,
+    method: str,
+    *,
+    target: float | None = None,
+    tol: float = 1e-4,
+    maxiter: int = 500,
+    probes: int = 4,
 ) -> HybridResult:
     r"""Tikhonov (:math:`L = I`) with :math:`\alpha` chosen on the Golub--Kahan projected problem (module notes).
 
@@ -212,15 +224,17 @@ def hybrid_choice(
         The forward operator.
     b : numpy.ndarray, shape (m,)
         The data.
-    method : {"discrepancy", "lcurve"}
-        The criterion on the projected problem: the discrepancy principle, or the L-curve's
-        maximum curvature.
+    method : {"discrepancy", "lcurve", "gcv"}
+        The criterion on the projected problem: the discrepancy principle, the L-curve's
+        maximum curvature, or GCV (:func:`hybrid_gcv`, with ``probes`` runs more).
     target : float, optional
         :math:`\tau\sigma\sqrt m` (``"discrepancy"`` only).
     tol : float
         Stop when :math:`\alpha_k` and :math:`x_k` change by less than ``tol`` (relative) in a step.
     maxiter : int
         Most bidiagonalisation steps.
+    probes : int
+        Rademacher probes of the GCV trace estimate (``"gcv"`` only).
 
     Returns
     -------
@@ -231,6 +245,8 @@ def hybrid_choice(
     """
     if method not in HYBRID_METHODS:
         raise ValueError(f"`method` must be one of {HYBRID_METHODS!r}, got {method!r}.")
+    if method == "gcv":
+        return hybrid_gcv(K, b, probes=probes, maxiter=maxiter)
     beta = float(np.linalg.norm(b))
     best = None  # (alpha, x, grid, values) of the last step that defined one
     for step in golub_kahan_steps(K, b, maxiter):
@@ -247,6 +263,75 @@ def hybrid_choice(
     if best is not None:
         return _result(best[0], best[1], step.k, s, c, off, True, best[2], best[3], exhausted)
     return _result(0.0, np.zeros(K.shape[1]), step.k, s, c, off, False, None, None, False)
+
+
+def _gcv_curve(data: ProjectedStep, runs: list[ProjectedStep], m: int):
+    r"""``G(log α)`` from the projected problems: :math:`m\rho_k(\alpha)/(m - t_k(\alpha))^2` (module notes)."""
+
+    def G(t: float) -> float:
+        a = float(np.exp(t))
+        f = a / (data.s**2 + a)
+        rho = float(np.sum((f * data.c) ** 2)) + data.off
+        trace = float(np.mean([np.sum(r.c**2 * r.s**2 / (r.s**2 + a)) for r in runs]))
+        return m * rho / (m - trace) ** 2 if trace < m else np.inf
+
+    return G
+
+
+def _gcv_alpha(data: ProjectedStep, runs: list[ProjectedStep], m: int):
+    """The minimiser of the GCV curve over 16 decades below ``s_max²`` (and one above), its grid and values."""
+    G = _gcv_curve(data, runs, m)
+    top = np.log(float(data.s[0]) ** 2)
+    t = np.linspace(top - 37.0, top + 2.3, 121)
+    values = np.array([G(x) for x in t])
+    i = int(np.argmin(values))
+    res = sopt.minimize_scalar(G, bounds=(t[max(i - 1, 0)], t[min(i + 1, t.size - 1)]), method="bounded")
+    best = float(res.x) if G(float(res.x)) <= values[i] else float(t[i])
+    return float(np.exp(best)), np.exp(t), values
+
+
+def hybrid_gcv(
+    K, b: np.ndarray, *, probes: int = 4, tol: float = 1e-3, patience: int = 3, maxiter: int = 500
+) -> HybridResult:
+    r"""GCV's :math:`\alpha` (:math:`L = I`) from ``1 + probes`` Golub--Kahan runs (see the module notes).
+
+    Parameters
+    ----------
+    K : pylops.LinearOperator
+        The forward operator, :math:`m` rows.
+    b : numpy.ndarray, shape (m,)
+        The data.
+    probes : int
+        Seeded Rademacher vectors :math:`z_j` of the trace estimate (the grid route's).
+    tol, patience : float, int
+        Stop when :math:`\alpha_k` has moved by at most ``tol`` (relative) over ``patience`` steps.
+    maxiter : int
+        Most steps per run, lowered so that the ``2 (1 + probes)`` bases fit in :data:`GCV_MEMORY` bytes.
+
+    Returns
+    -------
+    HybridResult
+        ``iterations`` counts the steps of all runs; ``converged`` is False when :math:`\alpha_k`
+        had not settled by the last step (the caller then falls back to the grid route).
+    """
+    m = int(b.size)
+    z = np.random.default_rng(0).choice([-1.0, 1.0], size=(probes, m))
+    maxiter = max(min(maxiter, GCV_MEMORY // (16 * (1 + probes) * max(m, K.shape[1]))), 3)
+    runs = [golub_kahan_steps(K, v, maxiter) for v in (b, *z)]
+    steps: list[ProjectedStep] = [next(r) for r in runs]
+    alphas: list[float] = []
+    for k in range(1, maxiter + 1):
+        if k > 1:
+            steps = [s if s.last else next(r, s) for r, s in zip(runs, steps)]
+        alpha, grid, values = _gcv_alpha(steps[0], steps[1:], m)
+        alphas.append(alpha)
+        recent = alphas[-patience - 1 :]
+        settled = len(recent) > patience and max(abs(a - alpha) for a in recent) <= tol * alpha
+        if settled or all(s.last for s in steps):
+            break
+    total = sum(s.k for s in steps)
+    data = steps[0]
+    return HybridResult(alpha, data.solution(alpha), total, grid, values, True, bool(settled or data.last))
 
 
 def _result(alpha, x, k, s, c, off, reachable, grid, values, converged) -> HybridResult:

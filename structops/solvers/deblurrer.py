@@ -437,7 +437,7 @@ class Deblurrer:
                 assert self._route is not None
                 return exact_choice(self._route.filter_spectrum(row.astype(np.float64)), method, alphas, target)
         if method in HYBRID_METHODS and self.reg.op is None and alphas is None:  # one Golub-Kahan run (_hybrid)
-            h = hybrid_choice(self.K, row, method, target=target, maxiter=min(self.maxiter, 1000))
+            h = hybrid_choice(self.K, row, method, target=target, maxiter=min(self.maxiter, 1000), probes=probes)
             if h.reachable and (h.converged or method == "discrepancy"):
                 return AlphaChoice(h.alpha, method, h.grid, h.values, False, target, h.iterations)
 

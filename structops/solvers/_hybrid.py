@@ -40,9 +40,9 @@ Golub and von Matt (1997). The :math:`1 + p` runs advance together; at each step
 and the runs stop when the minimiser has moved by at most ``tol`` = 1e-3 over 3 steps. On 9×9
 Gaussian blurs (zero and mirrored boundaries, 64²--256², noise 0.01 and 0.001;
 ``benchmarks/bench_imaging.py --only wgcv``, figures in ``benchmarks/README.md``) its
-:math:`\alpha` is within a few per cent of the exact GCV choice and its image within 0.5 % of the
-exact GCV image, where the grid route (a decade between weights) is up to 8 % worse against
-the truth; it costs :math:`2(1 + p)` products a step and :math:`2(1 + p)` stored bases, capped
+:math:`\alpha` is within 3 % of the exact GCV choice and its image within 0.3 % of the exact
+GCV image, where the grid route (a decade between weights) is up to 19 % worse against the
+truth; it costs :math:`2(1 + p)` products a step and :math:`2(1 + p)` stored bases, capped
 to :data:`GCV_MEMORY` bytes (the grid route takes over when :math:`\alpha_k` has not settled).
 
 Chung, Nagy and O'Leary's own choice, the weighted GCV of the projected problem,
@@ -57,9 +57,9 @@ with their adaptive weight (:math:`\omega_k` solving :math:`\partial_\alpha G_\o
 :math:`\omega_j` so far) and HyBR's stopping rules (the Krylov GCV
 :math:`m\rho_k/(m - \sum_i\varphi_i)^2` at :math:`\alpha_k` flat to :math:`10^{-6}` of its first
 value, or minimal over a window of 3 steps), needs one run but failed on the same problems:
-its :math:`\alpha` was 5.6--9.6 times the exact GCV choice at noise 0.01 and 20--31 times at
-0.001, its images' error against the truth 1.03--1.05 times the exact GCV image's at noise 0.01
-and 1.21--1.33 times at 0.001. The adaptive weight stays at its cap, and the minimiser is too
+its :math:`\alpha` was 5.1--9.6 times the exact GCV choice at noise 0.01 and 11--31 times at
+0.001, its images' error against the truth 0.95--1.05 times the exact GCV image's at noise 0.01
+but 1.18--1.33 times at 0.001. The adaptive weight stays at its cap, and the minimiser is too
 sensitive to :math:`\omega` for any fixed weight to serve: at the stopping step
 :math:`\omega` = 1, 0.9, 0.8, 0.5 give 31, 4.6, 2.2 and 0.56 times the exact choice (64², noise
 0.001), and after 100--300 steps :math:`\omega \le 0.8` sends :math:`\alpha_k` to 0 (the Krylov

@@ -27,7 +27,7 @@ whose projected problem gives :math:`z_j^\top K(K^\top K + \alpha I)^{-1}K^\top 
 route's trace estimate, minimised over :math:`\alpha` at each step until the minimiser settles
 (``iterations`` counts the steps of all runs). The grid route takes over when it does not settle
 within ``maxiter`` steps or the memory cap of the stored bases. (The weighted GCV of the projected
-problem that Chung, Nagy and O'Leary propose chose :math:`\alpha` 5.6--31 times the full problem's
+problem that Chung, Nagy and O'Leary propose chose :math:`\alpha` 5.1--31 times the full problem's
 GCV choice on 9×9 Gaussian blurs; see ``structops.solvers._hybrid``.)
 
 **Iterative fallback** (any other ``K`` and ``L``): each :math:`x_\alpha` on the grid is a

@@ -15,17 +15,23 @@ camera when scikit-image is not installed; noise σ = 0.01):
    lsqr/cgls iterations to ``rtol = 1e-6`` with no preconditioner, ``"dct"`` and ``"auto"``;
 5. **hybrid** -- ``choose_alpha(method="discrepancy")`` on the 256² symmetric-boundary line blur:
    seconds and the discrepancy of the chosen α over the target;
-6. **kron32** (``--only kron32``, not in the default set) -- the exact Kronecker route of ``tikhonov`` at
+6. **pcg** (only when asked: ``--only pcg``) -- plain against preconditioned ``cg`` side by side at
+   ``--pcg-sizes`` (default 256, 512, 1024): ``tikhonov(solver="cg")`` without a preconditioner,
+   with ``"auto"`` (Strang's, ``edge_cg``) and ``"chan"``, and the generic preconditioned loop
+   ``normal_cg`` with float64 and float32 FFTs; iterations, medians of wall and CPU time over ``--repeat``
+   interleaved rounds, and the ratios to plain CG;
+7. **kron32** (``--only kron32``, not in the default set) -- the exact Kronecker route of ``tikhonov`` at
    ``kron-size``² in float32 (float32 factors, SVDs and GEMMs) against float64: median CPU time
    (``time.process_time``, so that load on a shared machine counts less) and peak traced memory;
-7. **wgcv** (``--only wgcv``, not in the default set) -- the weighted GCV of Chung, Nagy and O'Leary
+8. **wgcv** (``--only wgcv``, not in the default set) -- the weighted GCV of Chung, Nagy and O'Leary
    (2008) on the Golub--Kahan projected problem (adaptive ω, HyBR's stopping rules) against the
    exact GCV choice of the full problem and against the iterative grid route, on zero and
    mirrored 9×9 Gaussian blurs (σ = 2) at ``--wgcv-sizes``, noise 0.01 and 0.001, and the shipped
    hybrid GCV (``choose_alpha(method="gcv")`` off the exact routes: 1 + 4 Golub--Kahan runs): α,
    the relative error of the image against the truth and against the exact GCV image, CPU time.
 
-Run: ``python benchmarks/bench_imaging.py [--size 512] [--kron-size 2048] [--repeat 3]``.
+Run: ``python benchmarks/bench_imaging.py [--size 512] [--kron-size 2048] [--repeat 3]``;
+``python benchmarks/bench_imaging.py --only pcg --threads 1 --repeat 5`` for the pcg table.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from structops.data import anisotropic_gaussian_stencil, gaussian_stencil, phant
 from structops.solvers import Deblurrer, choose_alpha, tikhonov
 from structops.solvers._choice import default_grid
 from structops.solvers._hybrid import golub_kahan_steps
-from structops.solvers._krylov import build_model, normal_operator
+from structops.solvers._krylov import build_model, normal_cg, normal_operator
 
 LAPLACE = np.array([0.0, -1.0, 0.0, -1.0, 4.0, -1.0, 0.0, -1.0, 0.0])
 
@@ -146,6 +152,73 @@ def bench_circulant(n: int) -> None:
         f"| cg, zero boundary, {n}² | plain, {i0} it | {t0_:.2f} s (CPU {c0_:.2f} s) | +chan {i1} it, {t1:.2f} s "
         f"(CPU {c1:.2f} s; time ratio {t1 / t0_:.2f}, CPU ratio {c1 / c0_:.2f}, iteration ratio {i1 / i0:.2f}) |"
     )
+
+
+def pcg_cases(k, theta, b):
+    """The timed solves of ``bench_pcg``: label -> a function returning ``(x, iterations)``."""
+    d = Deblurrer(k, theta, solver="cg", preconditioner="chan")
+    A = normal_operator(d.K, d.reg, 1e-4)
+    rhs = d.K.H @ b.ravel()
+    chan = build_model(k, d.theta, d.reg, "chan")
+
+    def tik(p):
+        r = tikhonov(k, theta, b, alpha=1e-4, solver="cg", preconditioner=p, rtol=1e-6, full_output=True)
+        return r.x.ravel(), r.iterations
+
+    def loop(fft_dtype):
+        M = chan.applier(1e-4, 1.0, np.float64, fft_dtype=fft_dtype)
+        x, iterations, converged = normal_cg(A, rhs, M, 1e-6, 5000)
+        assert converged
+        return x, iterations
+
+    return {
+        "plain: tikhonov(cg, None)": lambda: tik(None),
+        "tikhonov(cg, 'auto')": lambda: tik("auto"),
+        "tikhonov(cg, 'chan')": lambda: tik("chan"),
+        "chan, stencil-pass loop": lambda: loop(None),
+        "chan, float32 FFTs": lambda: loop(np.float32),
+    }
+
+
+def bench_pcg(sizes: list[int], repeat: int) -> None:
+    """Plain against preconditioned ``cg`` at each size, interleaved rounds.
+
+    Per size: the 9×9 zero-boundary Gaussian (σ = 2, perturbed so it is not separable) of
+    ``bench_circulant``, α = 1e-4, rtol = 1e-6. ``tikhonov(solver="cg")`` with no preconditioner, with
+    ``"auto"`` (Strang's circulant and ``edge_cg`` where its edge strips pay, 256² and up for 9×9) and
+    with ``"chan"`` (``edge_cg`` with a second inverse FFT from 512², else the generic loop): what a
+    user calls, setup included; then the generic preconditioned loop ``normal_cg`` with T. Chan's
+    preconditioner in float64 and with float32 FFTs (operator built outside the timing). ``repeat``
+    rounds, each running every case once in turn; medians of wall and CPU time, ratios to plain CG,
+    each solution's difference from plain's.
+    """
+    print(
+        "| size | case | iterations | wall (median) | CPU (median) | wall ratio | CPU ratio | iteration ratio "
+        "| ‖x − x_plain‖/‖x_plain‖ |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        k = structops.Conv((n, n), (9, 9))
+        theta = gaussian_stencil(9, 2.0).ravel() + 1e-3 * np.random.default_rng(1).standard_normal(81)
+        cases = pcg_cases(k, theta, blurred(k, theta, phantom(n)))
+        runs: dict[str, list] = {label: [] for label in cases}
+        for _ in range(repeat):
+            for label, fn in cases.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                x, iterations = fn()
+                runs[label].append((time.perf_counter() - t0, time.process_time() - c0, iterations, x))
+        first = next(iter(runs))
+        wall0, cpu0 = (float(np.median([r[j] for r in runs[first]])) for j in (0, 1))
+        it0, x0 = runs[first][0][2], runs[first][0][3]
+        for label, rows in runs.items():
+            wall, cpu = (float(np.median([r[j] for r in rows])) for j in (0, 1))
+            it, x = rows[0][2], rows[0][3]
+            gap = np.linalg.norm(x - x0) / np.linalg.norm(x0)
+            print(
+                f"| {n}² | {label} | {it} | {wall:.3f} s | {cpu:.3f} s | {wall / wall0:.2f} | {cpu / cpu0:.2f} | "
+                f"{it / it0:.2f} | {gap:.1e} |",
+                flush=True,
+            )
 
 
 def bench_mirror() -> None:
@@ -338,6 +411,7 @@ def main(argv=None) -> None:
     parser.add_argument("--only", default="reuse,kronecker,circulant,mirror,hybrid")
     parser.add_argument("--wgcv-sizes", default="64,128,256", help="grid sizes of the wgcv section")
     parser.add_argument("--no-grid", action="store_true", help="wgcv section: skip the (slow) grid route")
+    parser.add_argument("--pcg-sizes", default="256,512,1024", help="sizes of the pcg section (comma-separated)")
     args = _common.setup(parser, argv)
     only = set(args.only.split(","))
     print("| case | peer | peer cost | ours |\n|---|---|---|---|")
@@ -349,6 +423,8 @@ def main(argv=None) -> None:
         bench_circulant(args.size)
     if "mirror" in only:
         bench_mirror()
+    if "pcg" in only:
+        bench_pcg([int(v) for v in args.pcg_sizes.split(",")], args.repeat)
     if "hybrid" in only:
         bench_hybrid()
     if "kron32" in only:

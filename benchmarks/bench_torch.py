@@ -11,7 +11,15 @@ median of the per-round ratios (robust on a loaded machine):
 * **per-example gradients** of the same layer with ``torch.func.vmap(torch.func.grad(...))``
   over ``--per-example`` images, beside ``nn.Conv2d`` through ``torch.func.functional_call``.
 * **CayleyConv** (16 channels, 28×28, 3×3, ``--n-cayley`` images, float32) forward and
-  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×.
+  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×, not met:
+  one thread, CPU time, ``--steady-heap``, 2.5× (torch form) and 2.8× (numpy bridge) on a loaded
+  2-core AVX-512 machine (seventh session; 2.4–2.6× and 4.6–4.9× before it). The floor of
+  the FFT design is about 2×: four 2-D FFTs alone cost about 0.9× ``nn.Conv2d`` (see
+  benchmarks/README.md, "CayleyConv by DFT matrices (seventh session)").
+
+``--steady-heap`` asks glibc to keep freed memory, so that no contender pays page faults for its
+large temporaries (which contender does depends on the heap left by the others, up to 40 % in
+one process); use it with ``--cpu-time`` for comparisons on a loaded machine.
 
 Before timing, each contender's output and gradients are checked against its peer.
 
@@ -20,6 +28,7 @@ Usage::
     python benchmarks/bench_torch.py                  # 2 threads, 9 rounds
     python benchmarks/bench_torch.py --threads 1 --repeat 15
     python benchmarks/bench_torch.py --only cayley --repeat 5 --cpu-time   # CPU seconds (loaded machines)
+    python benchmarks/bench_torch.py --only cayley --threads 1 --cpu-time --steady-heap
 """
 
 from __future__ import annotations
@@ -39,6 +48,24 @@ from structops.torch import Layer
 
 #: The clock of every measurement: wall time, or the process's CPU time with ``--cpu-time``.
 CLOCK: list[Callable[[], float]] = [time.perf_counter]
+
+
+def steady_heap() -> bool:
+    """Ask glibc to keep freed memory (no trimming, no ``mmap`` below 32 MiB): no contender pays page faults.
+
+    By default glibc returns large freed blocks to the kernel, and the next large allocation
+    faults its pages in again (about 1 ms per 6 MB here); whose allocations fault depends on the
+    heap's layout left by the others, which moves ratios by up to 40 % in one process. Returns
+    whether ``mallopt`` took the settings (False off glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-1, 1 << 30)) and bool(libc.mallopt(-3, 32 << 20))  # M_TRIM_, M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -151,15 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-cayley", type=int, default=128, help="images of the CayleyConv case")
     parser.add_argument("--cpu-time", action="store_true", help="time in process CPU seconds instead of wall seconds")
     parser.add_argument(
+        "--steady-heap", action="store_true", help="glibc keeps freed memory: no page faults in any contender"
+    )
+    parser.add_argument(
         "--only", choices=("case-a", "per-example", "cayley"), action="append", help="run only these cases (repeatable)"
     )
     args = _common.setup(parser, argv, torch=True)
     if args.cpu_time:
         CLOCK[0] = time.process_time
+    heap = "steady heap (mallopt)" if args.steady_heap and steady_heap() else "default heap"
     print(
         f"structops {structops.__version__}, torch {torch.__version__}, numpy {np.__version__}; "
         f"{platform.machine()}, {args.threads} threads; structops accelerator {structops.accelerator()!r}; "
-        f"median of {args.repeat} interleaved rounds, {'CPU' if args.cpu_time else 'wall'} time"
+        f"median of {args.repeat} interleaved rounds, {'CPU' if args.cpu_time else 'wall'} time, {heap}"
     )
     only = set(args.only or ("case-a", "per-example", "cayley"))
     if "case-a" in only:

@@ -110,6 +110,31 @@ def test_jacobian_is_the_dense_formula(case, transpose, rng):
 
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["K", "KT"])
+def test_gradient_and_product_in_chunks_are_the_dense_formula(case, transpose, rng, monkeypatch):
+    """J^T w (the spectral gradient, summed) and K x with the examples in chunks of two against the dense formulas."""
+    from structops.kernels.conv import cayley
+
+    grid, stencil, c = case
+    k = CayleyConv(grid, stencil, channels=c)
+    half = int(np.prod(grid[:-1])) * (grid[-1] // 2 + 1)
+    monkeypatch.setattr(cayley, "CHUNK_BYTES", 2 * 16 * c * half)  # two examples a chunk (8 in the Gram's)
+    theta = k.random_theta(rng)
+    X, W = rng.standard_normal((5, k.shape[0])), rng.standard_normal((5, k.shape[0]))
+    A, K = generator(theta, grid, stencil, c), reference(theta, grid, stencil, c)
+    eye = np.eye(K.shape[0])
+    M = K.T if transpose else K
+    tol = atol_for(X, size=K.shape[0], cond=np.linalg.cond(eye + A))
+    np.testing.assert_allclose(k.apply(theta, X, transpose=transpose).reshape(5, -1), X @ M.T, atol=tol)
+    # column j of the dense Jacobian: the derivative along the j-th unit vector of theta
+    cols = []
+    for j in range(k.nparams):
+        dK = -np.linalg.solve(eye + A, generator(np.eye(k.nparams)[j], grid, stencil, c) @ (eye + K))
+        cols.append((X @ (dK if transpose else dK.T)).ravel())
+    expected = np.stack(cols, axis=1).T @ W.ravel()
+    np.testing.assert_allclose(k.jac(theta, X, transpose).H @ W.ravel(), expected, atol=tol * np.abs(W).sum())
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["K", "KT"])
 def test_jacobian_taylor_order_two(case, dtype, transpose, rng):
     grid, stencil, c = case
     k = CayleyConv(grid, stencil, channels=c)

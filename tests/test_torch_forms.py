@@ -104,6 +104,24 @@ def test_cayley_torch_form_is_the_dense_matrix_on_every_grid(grid, channels, clo
     assert st.apply(k, theta, x[:0], backend="torch").shape == (0, *k.out_shape)  # an empty batch
 
 
+@pytest.mark.parametrize("transpose", [False, True], ids=["K", "KT"])
+def test_cayley_eager_chunks_are_the_dense_product_and_jacobian(transpose, monkeypatch, close):
+    """The eager CPU path's chunks (3 examples each, a partial last one) give K x, K^T w and J^T w of the dense K."""
+    from structops.torch import _forms
+
+    k = structops.CayleyConv((6, 5), 3, channels=2)
+    monkeypatch.setattr(_forms, "CAYLEY_CHUNK_BYTES", 3 * 8 * 2 * 6 * 3)  # 3 examples of the half spectrum
+    theta, x, w = _data(k, transpose, torch.float64, n=7)
+    y, gt, gx = _value_and_grads(k, theta, x, w, transpose, "torch")
+    K, n = k.matrix(theta.numpy()), x.shape[0]
+    K = K.T if transpose else K
+    flat, wf = x.reshape(n, -1).numpy(), w.reshape(n, -1).numpy()
+    close(y.reshape(n, -1).numpy(), flat @ K.T, np.float64, size=K.shape[0])
+    close(gx.reshape(n, -1).numpy(), wf @ K, np.float64, size=K.shape[0])
+    J = np.asarray(k.jac(theta.numpy(), x.numpy(), transpose=transpose) @ np.eye(k.nparams)).reshape(-1, k.nparams)
+    close(gt.numpy(), J.T @ wf.reshape(-1), np.float64, size=J.shape[0])
+
+
 @pytest.mark.parametrize("family", TABLE)
 def test_every_family_runs_on_the_meta_device(family):
     """Nothing on the torch path reads host memory: meta tensors have none."""

@@ -23,8 +23,10 @@ on the grid padded by the stencil, :math:`K = R\,C_L\,E`
 Reflect and replicate padding (no periodic embedding), and zero-boundary layers whose symbol
 bound is loose (small grids: :func:`certified_norm` tightens when the bracket exceeds
 :data:`TIGHTEN`), are certified by verified positive definiteness of :math:`tI - K^\top K`
-(:mod:`structops.solvers._verified`, Rump 2006, with its own round-off allowances); above its
-size limit by :math:`\|K_{\mathrm{valid}}\|\,\|E\|` or Schur's bound (:func:`_padded_upper`).
+(:mod:`structops.solvers._verified`, Rump 2006, with its own round-off allowances; a banded
+Cholesky factorisation, or for larger layers, up to 64→64 3×3 on 32×32, a nested-dissection
+one, :mod:`structops.solvers._dissection`); above its size limit by
+:math:`\|K_{\mathrm{valid}}\|\,\|E\|` or Schur's bound (:func:`_padded_upper`).
 
 **Round-off allowances** (:func:`norm_upper`). Every certificate is computed in float64 from the
 parameters as stored (a float32 :math:`\theta` converts exactly), so it bounds the norm of the
@@ -63,7 +65,7 @@ from ..kernels.dense import Dense
 from ..kernels.diagonalized import block_svdvals, full_spectrum
 from ..kernels.reparam import LinearReparam
 from ._lanczos import SpectralEstimate, golub_kahan
-from ._verified import schur_upper, verified_upper
+from ._verified import MAX_DISSECTION_FLOPS, MAX_FLOPS, schur_upper, verified_upper
 
 __all__ = ["certified_cond", "certified_norm", "norm_upper", "symbol_range_bound", "verified_norm"]
 
@@ -519,7 +521,8 @@ def norm_upper(
     Structured routes first (a fast transform, the periodic embedding), all in float64 with the
     round-off allowances of the module notes; then, for any other convolution (reflect and
     replicate padding), verified positive definiteness (:func:`verified_norm`, route
-    ``"verified"``; above its size limit, dense LAPACK when ``max(kernel.shape) <= dense_limit``,
+    ``"verified"``, banded or by nested dissection; above its size limit, dense LAPACK when
+    ``max(kernel.shape) <= dense_limit``,
     else Schur's bound :func:`~structops.solvers._verified.schur_upper`, valid but looser); dense
     LAPACK only when none applies and ``max(kernel.shape) <= dense_limit``. A dict ``symbol``
     receives the symbol read on the plain zero-boundary route (key ``"symbol"``), so that
@@ -534,7 +537,7 @@ def norm_upper(
     found = _structured_upper(kernel, theta64, symbol)
     view = kernel.as_convolution()
     if found is None and view is not None and min(kernel.shape) > 0:
-        bound = verified_norm(kernel, theta64)
+        bound = verified_norm(kernel, theta64, budget=MAX_DISSECTION_FLOPS)
         if bound is None and max(kernel.shape) > dense_limit:  # too costly to factorise
             bound = _padded_upper(view.conv, np.asarray(view.weights(theta64), dtype=np.float64))
         found = None if bound is None else (bound, "verified")
@@ -551,15 +554,21 @@ def norm_upper(
     return float(top + _conversion(kernel, np.asarray(theta), top)), name
 
 
-def verified_norm(kernel: ParametricKernel, theta: np.ndarray, estimate: float | None = None) -> float | None:
+def verified_norm(
+    kernel: ParametricKernel, theta: np.ndarray, estimate: float | None = None, *, budget: float = MAX_FLOPS
+) -> float | None:
     r"""The verified-positive-definiteness bound of :mod:`structops.solvers._verified`, or None (too costly, or failed).
 
     ``estimate`` places the trial values; by default the Ritz value of :data:`ESTIMATE_STEPS`
-    Golub--Kahan--Lanczos steps. The bound is of the operator at ``theta.astype(float64)``; the
+    Golub--Kahan--Lanczos steps. ``budget`` caps the flops of the nested-dissection
+    factorisation (:mod:`structops.solvers._dissection`, for convolutions): :func:`norm_upper`
+    passes :data:`~structops.solvers._verified.MAX_DISSECTION_FLOPS` (reflect and replicate
+    layers up to 64→64 3×3 on 32×32, tens of seconds), the tightening in :func:`certified_norm`
+    the banded route's limit. The bound is of the operator at ``theta.astype(float64)``; the
     caller adds the conversion allowance of a family computed from ``theta``.
     """
     theta64 = np.asarray(theta).astype(np.float64)
     if estimate is None:
         big, _ = golub_kahan(kernel.op(theta64), maxiter=ESTIMATE_STEPS, tol=1e-8, need_min=False)
         estimate = big.value
-    return verified_upper(kernel, theta64, float(estimate))
+    return verified_upper(kernel, theta64, float(estimate), budget=budget)

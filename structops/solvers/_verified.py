@@ -24,6 +24,10 @@ Cuthill--McKee order. LAPACK's banded Cholesky (``dpbtrf``) costs about :math:`n
 holds :math:`(k+1) n` numbers for bandwidth :math:`k`; the route is refused (the caller falls
 back to its other bounds) above :data:`MAX_FLOPS` or :data:`MAX_ENTRIES`. A 16→16 3×3 layer on
 32×32 has :math:`n = 16384`, :math:`k \approx 1070`: about :math:`2\cdot 10^{10}` flops.
+For a convolution whose banded factorisation would cost more, the same test runs in
+nested-dissection order with dense fronts (:mod:`structops.solvers._dissection`, its own
+round-off analysis), up to ``budget`` flops (:func:`verified_upper`): 64→64 3×3 on 32×32 takes
+:math:`7.8\cdot 10^{11}` flops there instead of :math:`1.2\cdot 10^{12}` banded.
 
 **Round-off** (:math:`u = 2^{-53}`, :math:`\gamma_j = ju/(1-ju)`, Higham, *Accuracy and
 Stability of Numerical Algorithms*, §3.1, Thm. 10.3). :math:`K` is the exact operator at the
@@ -63,8 +67,18 @@ from scipy.linalg import lapack
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from ..kernels._base import ParametricKernel
+from ._dissection import conv_gram, dissection, dissection_certifies
 
-__all__ = ["DELTAS", "MAX_ENTRIES", "MAX_FLOPS", "MAX_TERMS", "gram_band", "schur_upper", "verified_upper"]
+__all__ = [
+    "DELTAS",
+    "MAX_DISSECTION_FLOPS",
+    "MAX_ENTRIES",
+    "MAX_FLOPS",
+    "MAX_TERMS",
+    "gram_band",
+    "schur_upper",
+    "verified_upper",
+]
 
 #: Largest :math:`n (k+1)^2` (flops of the banded Cholesky) the route takes.
 MAX_FLOPS = 4e10
@@ -72,10 +86,17 @@ MAX_FLOPS = 4e10
 MAX_ENTRIES = 6e7
 #: Largest number of stencil terms (``out · in/groups · taps · output pixels``) assembled into a sparse ``K``.
 MAX_TERMS = 3e7
+#: Largest flop count of the nested-dissection factorisation (:mod:`._dissection`) that
+#: :func:`verified_upper` takes when called with ``budget=MAX_DISSECTION_FLOPS`` (reflect and
+#: replicate layers, :func:`~structops.solvers._certified.norm_upper`): 64→64 3×3 on 32×32 needs
+#: :math:`7.8\cdot 10^{11}` (about 20 s on one core).
+MAX_DISSECTION_FLOPS = 1.2e12
 #: The relative margins :math:`\delta` tried in turn above the Lanczos estimate.
 DELTAS = (0.0005, 0.002, 0.01, 0.05)
 
 _U = float(np.finfo(np.float64).eps) / 2
+#: Banded flop counts below which the banded route is taken without planning a dissection.
+_SMALL = 1e8
 _ETA = float(np.nextafter(0.0, 1.0))
 
 
@@ -162,6 +183,11 @@ def _terms(Q: sp.csc_array, conv, shape: tuple[int, int]) -> int:
 
 def _ordered(kernel: ParametricKernel, theta64: np.ndarray):
     """``(K̂, A, r, blocks)`` in the verified order (module notes), or None when unsupported or too large."""
+    view = kernel.as_convolution()
+    if view is not None:  # refuse before building Q (3.8e7 terms, about 1 GB, for 64->64 3x3 on 32x32)
+        geo = view.conv.geometry
+        if geo.cout * geo.cin_group * np.prod(geo.stencil) * np.prod(geo.out_grid) > MAX_TERMS:
+            return None
     found = _operator_matrix(kernel, theta64)
     shape = (int(kernel.shape[0]), int(kernel.shape[1]))
     if found is None or min(shape) == 0:
@@ -176,8 +202,6 @@ def _ordered(kernel: ParametricKernel, theta64: np.ndarray):
         K, A = _assemble(Q, theta, shape, rows, cols)
         return K, A, _terms(Q, conv, shape), (1, 1)
     geo = conv.geometry
-    if geo.cout * geo.cin_group * np.prod(geo.stencil) * np.prod(geo.out_grid) > MAX_TERMS:
-        return None
     K, A = _assemble(Q, theta, shape, _positions((geo.cout, *geo.out_grid)), _positions((geo.cin, *geo.grid)))
     return K, A, _terms(Q, conv, shape), (geo.cout, geo.cin)
 
@@ -224,7 +248,31 @@ def _certifies(gram: GramBand, t: float) -> float | None:
     return float(np.sqrt(total)) * (1 + 4 * _U)
 
 
-def verified_upper(kernel: ParametricKernel, theta: np.ndarray, estimate: float, *, deltas=DELTAS) -> float | None:
+def _dissected(kernel: ParametricKernel, theta64: np.ndarray, budget: float):
+    r"""``t ↦ √(t + E)`` by the nested-dissection Cholesky (:mod:`._dissection`), when cheaper than the band; else None.
+
+    Only for convolutions whose input side is not the larger (the Gram :math:`K^\top K` on the
+    input grid); the banded route's cost is estimated in its own order (:func:`_positions`).
+    """
+    view = kernel.as_convolution()
+    if view is None or kernel.shape[1] > kernel.shape[0] or min(kernel.shape) == 0:
+        return None
+    geo = view.conv.geometry
+    gram = conv_gram(geo, np.asarray(view.weights(theta64), dtype=np.float64))
+    place = _positions((1, *geo.grid))
+    reach = int(np.abs(place[gram.pairs[:, 0]] - place[gram.pairs[:, 1]]).max(initial=0))
+    banded = float(kernel.shape[1]) * ((reach + 1) * geo.cin) ** 2
+    if banded <= _SMALL:
+        return None
+    tree = dissection(gram)
+    if tree is None or tree.flops > budget or (tree.flops >= banded and banded <= MAX_FLOPS):
+        return None
+    return lambda t: dissection_certifies(gram, tree, t)
+
+
+def verified_upper(
+    kernel: ParametricKernel, theta: np.ndarray, estimate: float, *, deltas=DELTAS, budget: float = MAX_FLOPS
+) -> float | None:
     r"""A certified upper bound on :math:`\|K(\theta)\|_2` by verified positive definiteness, or None.
 
     Parameters
@@ -238,15 +286,26 @@ def verified_upper(kernel: ParametricKernel, theta: np.ndarray, estimate: float,
         An estimate :math:`\hat\sigma` of the norm (a Lanczos Ritz value); it need not be a bound.
     deltas : sequence of float
         The margins tried: :math:`t = (\hat\sigma(1+\delta))^2`.
+    budget : float
+        Largest flop count of the nested-dissection factorisation (:mod:`._dissection`), taken
+        for a convolution when cheaper than the banded one (whose limit is :data:`MAX_FLOPS`).
 
     Returns
     -------
     float or None
-        :math:`\sqrt{t + E} + \gamma_{r+1}\sqrt a` (module notes) for the first margin whose
-        factorisation succeeds; None when the route is too costly or none succeeds.
+        :math:`\sqrt{t + E} + \gamma_{r+1}\sqrt a` (module notes; :mod:`._dissection` for the
+        dissection route) for the first margin whose factorisation succeeds; None when the
+        route is too costly or none succeeds.
     """
     theta64 = np.asarray(theta).astype(np.float64)
     if not np.isfinite(estimate) or estimate <= 0:
+        return None
+    factor = _dissected(kernel, theta64, budget)
+    if factor is not None:
+        for delta in deltas:
+            root = factor((estimate * (1 + delta)) ** 2)
+            if root is not None:
+                return root
         return None
     gram = gram_band(kernel, theta64)
     if gram is None:

@@ -13,7 +13,10 @@ boundary by the SVDs of their 1-D factors), and otherwise by a Krylov method:
   :math:`\min_z \|[K; \sqrt\alpha L]Pz - [b; 0]\|`, :math:`x = Pz`, with the *split (right)*
   circulant preconditioner :math:`P = (C^\top C + \alpha C_L^\top C_L)^{-1/2}`
   (:func:`split_preconditioner`);
-* ``"cg"`` (scipy) on the normal equations with :math:`M = P^2 = (C^\top C + \alpha C_L^\top C_L)^{-1}`.
+* ``"cg"`` on the normal equations with :math:`M = P^2 = (C^\top C + \alpha C_L^\top C_L)^{-1}`
+  (scipy's loop with in-place updates; for a zero-boundary ``K`` with ``L = I`` on a large enough
+  grid, ``A z`` comes from the preconditioner's own spectrum plus exact edge strips, so an
+  iteration costs one FFT pair instead of the FFT pair and the stencil pair).
 
 Here :math:`C` is Strang's or T. Chan's circulant approximation of a zero-boundary ``K``
 (:mod:`structops.solvers.preconditioners`; built from the stencil's FFT alone, no SVDs), or for
@@ -140,7 +143,9 @@ def tikhonov(
     preconditioner : {"auto", None, "strang", "chan", "dct"}
         Split preconditioner of the Krylov solvers (:func:`split_preconditioner`): circulant
         (zero boundary), cosine (mirrored boundary), or None. ``"auto"`` (default): ``"chan"``
-        for zero-boundary and periodic convolutions, ``"dct"`` for mirrored ones where a cheap
+        for zero-boundary and periodic convolutions (``"strang"`` for ``cg`` with ``L = I`` and a
+        zero boundary on a large enough grid, whose iterations then skip the stencil pass),
+        ``"dct"`` for mirrored ones where a cheap
         estimate from the stencils says it lowers the condition number enough, else none (see
         :class:`~structops.solvers.Deblurrer`).
     rtol : float

@@ -25,9 +25,10 @@ BACKENDS = ("auto", "torch", "numpy")
 #: The dtypes the numpy bridge computes in.
 BRIDGE_DTYPES = (torch.float32, torch.float64)
 #: Families whose torch form ``"auto"`` prefers on the CPU as well (measured faster than the bridge):
-#: CayleyConv, 16 channels on 28×28, forward+backward 3.2× ``nn.Conv2d`` against the bridge's 5.3×
-#: (``benchmarks/bench_torch.py`` on an idle 2-core machine); with the rfftn/bmm form, 2.7–3.2×
-#: against 4.8–5.1× in CPU time on one thread (loaded machine, benchmarks/README.md).
+#: CayleyConv, 16 channels on 28×28, forward+backward 2.5× ``nn.Conv2d`` against the bridge's 2.8×
+#: in CPU time on one thread with ``--steady-heap`` (``benchmarks/bench_torch.py``, loaded machine,
+#: seventh session in benchmarks/README.md: within 10 % either way); the torch form alone has exact
+#: second derivatives in θ.
 TORCH_ON_CPU: tuple[type, ...] = (CayleyConv,)
 
 

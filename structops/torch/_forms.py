@@ -67,6 +67,7 @@ from ..kernels import (
     Softplus,
     Wavelet,
 )
+from ..kernels.conv.cayley import tap_factors
 from ..kernels.linear import PatternKernel
 
 __all__ = ["DENSE_ENTRIES", "has_torch_form", "prepare", "register_torch_form", "register_torch_map", "torch_apply"]
@@ -353,19 +354,73 @@ def _antisymmetric_conv(kernel: AntisymmetricConv, theta: torch.Tensor, x: torch
 
 
 # ----------------------------------------------------------------- CayleyConv
+#: The eager CPU path of the Cayley product runs the batch in chunks whose half spectrum takes at
+#: most this many bytes (cache-sized: no large temporaries, hence no page faults; see benchmarks/README.md).
+CAYLEY_CHUNK_BYTES = 2**21
+
+
 def _tap_phases(geo: Any) -> dict[str, torch.Tensor]:
     r"""The stencil taps' Fourier factors on the ``rfftn`` half spectrum, ``(T, F)`` real and imaginary parts.
 
-    Tap :math:`j` (C order over the stencil) sits at offset :math:`o_a = j_a - \lfloor s_a/2 \rfloor`
-    on axis ``a`` (periodic, as in the numpy form's first columns), so its factor at frequency
-    :math:`k` is :math:`\exp(-2\pi i \sum_a k_a o_a / g_a)`; float64, built once per kernel.
+    Float64, built once per kernel from :func:`structops.kernels.conv.cayley.tap_factors`.
     """
-    *rest, g = geo.grid
-    freqs = np.meshgrid(*[np.arange(gi) for gi in rest], np.arange(g // 2 + 1), indexing="ij")
-    taps = np.meshgrid(*[np.arange(s) - s // 2 for s in geo.stencil], indexing="ij")
-    phase = sum(np.outer(t.ravel(), k.ravel()) / gi for t, k, gi in zip(taps, freqs, geo.grid, strict=True))
-    factor = np.exp(-2j * np.pi * phase)
+    factor = tap_factors(geo)
     return {"re": torch.from_numpy(factor.real.copy()), "im": torch.from_numpy(factor.imag.copy())}
+
+
+def _cayley_factors(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The real right factors ``M`` ``(F, 2c, 2c)`` and the complex :math:`(I + \hat A^\top)^{-1}` ``(F, c, c)``.
+
+    ``re``, ``im``: the taps' factors :func:`_tap_phases` ``(T, F)`` in ``theta``'s dtype.
+    """
+    c = math.isqrt(theta.shape[0] // re.shape[0])
+    taps = theta.reshape(c * c, -1).T  # (T, c c): [tap, (c_out, c_in)]
+    s_re, s_im = (re.T @ taps).reshape(-1, c, c), (im.T @ taps).reshape(-1, c, c)
+    skew = torch.complex(s_re.mT - s_re, s_im.mT + s_im)  # the transpose of S - S^*
+    eye = torch.eye(c, dtype=skew.dtype, device=skew.device)
+    resolvent = torch.linalg.inv(eye + skew)
+    right = 2 * resolvent - eye  # (I + B)^{-1}(I - B) = 2 (I + B)^{-1} - I, [f, c_in, c_out]
+    k_re, k_im = right.real, right.imag
+    rows = torch.stack([torch.stack([k_re, k_im], -1), torch.stack([-k_im, k_re], -1)], -3)  # [f, ci, p, co, q]
+    return rows.reshape(-1, 2 * c, 2 * c), resolvent
+
+
+class _CayleyBlocks(torch.autograd.Function):
+    r"""``theta`` to the real right factors of :func:`_cayley_blocks`, with the backward in closed form.
+
+    With :math:`B = \hat A^\top`, :math:`R = (I + B)^{-1}` and :math:`\hat K^\top = 2R - I`:
+    the gradient of the real form gives :math:`\bar K = (\bar M_{00} + \bar M_{11}) +
+    i(\bar M_{01} - \bar M_{10})` (the (re, im) parts of each entry), then
+    :math:`\bar B = -2 R^H \bar K R^H`, :math:`\bar S_{re} = \bar B_{re}^\top - \bar B_{re}`,
+    :math:`\bar S_{im} = \bar B_{im}^\top + \bar B_{im}` and one real product with the taps'
+    factors: two small products per frequency instead of autograd's second solve and complex
+    bookkeeping. Made of torch operations (double backward recomputes :math:`R` from ``theta``).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _cayley_factors(theta, re, im)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: tuple[torch.Tensor, ...]) -> None:
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs, output[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, None, None]:
+        theta, re, im, resolvent = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: R as a function of theta
+            resolvent = _cayley_factors(theta, re, im)[1]
+        c = resolvent.shape[-1]
+        g = grad.reshape(-1, c, 2, c, 2)
+        k_bar = torch.complex(g[:, :, 0, :, 0] + g[:, :, 1, :, 1], g[:, :, 0, :, 1] - g[:, :, 1, :, 0])
+        rh = resolvent.mH
+        b_bar = -2 * (rh @ k_bar @ rh)
+        s_re, s_im = b_bar.real.mT - b_bar.real, b_bar.imag.mT + b_bar.imag
+        taps = re @ s_re.reshape(-1, c * c) + im @ s_im.reshape(-1, c * c)  # (T, c c)
+        return taps.T.reshape(theta.shape), None, None
 
 
 def _cayley_blocks(geo: Any, theta: torch.Tensor, phases: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -373,41 +428,67 @@ def _cayley_blocks(geo: Any, theta: torch.Tensor, phases: dict[str, torch.Tensor
 
     The generator's spectrum :math:`\hat S(\xi) = \sum_j \theta_j\, e^{-2\pi i \xi \cdot o_j}` is
     two real ``(F, T) @ (T, c^2)`` products with the taps' factors (:func:`_tap_phases`), then
-    one batched ``torch.linalg.solve`` over the half spectrum (``theta`` only, never the
-    batch), frequencies in ``rfftn``'s order. Block ``M[f]`` acts on rows: with the spectrum of
-    an example as a row of ``c`` complex numbers read as ``2c`` reals ``(re, im)`` interleaved
-    per channel (``torch.view_as_real``), ``row @ M[f]`` is :math:`\hat K(\xi)` applied to it.
+    one batched ``torch.linalg.inv`` over the half spectrum (``theta`` only, never the batch):
+    :math:`(I + B)^{-1}(I - B) = 2(I + B)^{-1} - I`; the backward is :class:`_CayleyBlocks`'.
+    Frequencies in ``rfftn``'s order. Block ``M[f]`` acts on rows: with the spectrum of an
+    example as a row of ``c`` complex numbers read as ``2c`` reals ``(re, im)`` interleaved per
+    channel (``torch.view_as_real``), ``row @ M[f]`` is :math:`\hat K(\xi)` applied to it.
     ``M[f]`` is the real form of :math:`\hat K^\top = (I + \hat A^\top)^{-1}(I - \hat A^\top)`
-    (:math:`\hat A = \hat S - \hat S^*`; the two Cayley factors commute), and ``M[f]^\top``
-    that of :math:`\hat K(\xi)^*`, the block of :math:`K^\top`.
+    (:math:`\hat A = \hat S - \hat S^*`), and ``M[f]^\top`` that of :math:`\hat K(\xi)^*`, the
+    block of :math:`K^\top`. ``geo`` is kept for the callers (the channels come from ``theta``).
     """
-    c = geo.cin
-    taps = theta.reshape(c * c, -1).T  # (T, c c): [tap, (c_out, c_in)]
-    re = (phases["re"].T @ taps).reshape(-1, c, c)
-    im = (phases["im"].T @ taps).reshape(-1, c, c)
-    skew = torch.complex(re.mT - re, im.mT + im)  # the transpose of S - S^*
-    eye = torch.eye(c, dtype=skew.dtype, device=skew.device)
-    right = torch.linalg.solve(eye + skew, eye - skew)  # [f, c_in, c_out]
-    re, im = right.real, right.imag
-    rows = torch.stack([torch.stack([re, im], -1), torch.stack([-im, re], -1)], -3)  # [f, ci, p, co, q]
-    return rows.reshape(-1, 2 * c, 2 * c)
+    return _CayleyBlocks.apply(theta, phases["re"], phases["im"])[0]
 
 
-def _spectrum_rows(x: torch.Tensor) -> torch.Tensor:
-    """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, ``(re, im)`` interleaved."""
+def _spectrum_rows(x: torch.Tensor, into: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, ``(re, im)`` interleaved.
+
+    ``into``: a complex ``(*half, n, c)`` tensor (a slice of a larger one) to write the spectrum to.
+    """
     n, c = x.shape[:2]
-    spec = torch.fft.rfftn(x, dim=tuple(range(2, x.ndim)))
-    spec = spec.movedim((0, 1), (-2, -1)).contiguous()  # (*half, n, c)
+    spec = torch.fft.rfftn(x, dim=tuple(range(2, x.ndim))).movedim((0, 1), (-2, -1))  # (*half, n, c)
+    spec = spec.contiguous() if into is None else into.copy_(spec)
     return torch.view_as_real(spec).reshape(math.prod(spec.shape[:-2]), n, 2 * c)  # explicit: n may be 0
 
 
-def _fourier_product(rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+def _fourier_product(
+    rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``irfftn`` of the per-frequency products ``rows[f] @ blocks[f]``, back on the grid ``shape = (n, c, *grid)``."""
     n, c, *grid = shape
     half = [*grid[:-1], grid[-1] // 2 + 1]
-    prod = torch.bmm(rows, blocks).reshape(math.prod(half), n, c, 2)
-    spec = torch.view_as_complex(prod).reshape(*half, n, c).movedim((-2, -1), (0, 1))
-    return torch.fft.irfftn(spec, s=grid, dim=tuple(range(2, len(shape))))
+    prod = torch.bmm(rows, blocks).reshape(*half, n, c, 2)
+    # irfftn of a contiguous spectrum: MKL's strided c2r costs half as much again as the copy
+    spec = torch.view_as_complex(prod.movedim((-3, -2), (0, 1)).contiguous())
+    return torch.fft.irfftn(spec, s=grid, dim=tuple(range(2, len(shape))), out=out)
+
+
+def _chunk(shape: torch.Size) -> int:
+    """Examples per chunk of the eager path: the chunk's half spectrum within :data:`CAYLEY_CHUNK_BYTES`."""
+    n, c, *grid = shape
+    per_example = 8 * c * math.prod(grid[:-1]) * (grid[-1] // 2 + 1)
+    return max(1, min(n, CAYLEY_CHUNK_BYTES // per_example))
+
+
+def _eager(*tensors: torch.Tensor) -> bool:
+    """A plain eager CPU call: no transform, tracing or compile, no tensor subclass (the chunked path runs)."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or torch.is_grad_enabled():
+        return False
+    return all(type(t) is torch.Tensor and t.device.type == "cpu" for t in tensors)
+
+
+def _chunked_product(x: torch.Tensor, blocks: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_fourier_product` of :func:`_spectrum_rows` by chunks into one output (the rows too, with ``keep``)."""
+    n, c, *grid = x.shape
+    half = (*grid[:-1], grid[-1] // 2 + 1)
+    y = torch.empty_like(x)
+    spectrum = torch.empty(*half, n if keep else 0, c, dtype=torch.promote_types(x.dtype, torch.complex64))
+    step = _chunk(x.shape)
+    for start in range(0, n, step):
+        part = x[start : start + step]
+        rows = _spectrum_rows(part, spectrum[..., start : start + step, :] if keep else None)
+        _fourier_product(rows, blocks, part.shape, out=y[start : start + step])
+    return y, torch.view_as_real(spectrum).reshape(blocks.shape[0], spectrum.shape[-2], 2 * c)
 
 
 class _CayleyProduct(torch.autograd.Function):
@@ -427,12 +508,18 @@ class _CayleyProduct(torch.autograd.Function):
     made of torch operations, so it is differentiable again (double backward). The forward also
     returns the spectrum rows of ``x`` (not differentiable), kept for :math:`\bar M`; a double
     backward recomputes them from ``x``.
+
+    A plain eager call on CPU tensors runs the batch in chunks (:func:`_chunked_product`,
+    :data:`CAYLEY_CHUNK_BYTES`): the same operations on cache-sized pieces, with no large
+    temporaries besides the outputs (large ones cost page faults at every call).
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if _eager(x, blocks):
+            return _chunked_product(x, blocks, True)
         rows = _spectrum_rows(x)
         return _fourier_product(rows, blocks, x.shape), rows
 
@@ -444,17 +531,23 @@ class _CayleyProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, blocks, rows_x = ctx.saved_tensors
-        rows = _spectrum_rows(grad)
-        gx = _fourier_product(rows, blocks.transpose(-1, -2), x.shape) if ctx.needs_input_grad[0] else None
-        if not ctx.needs_input_grad[1]:
-            return gx, None
-        if torch.is_grad_enabled():  # double backward: the spectrum of x again, as a function of x
-            rows_x = _spectrum_rows(x)
+        need_x, need_m = ctx.needs_input_grad[:2]
+        gx: torch.Tensor | None
+        if _eager(x, blocks, grad, rows_x):
+            gx, rows = _chunked_product(grad, blocks.transpose(-1, -2), need_m)
+        else:
+            if torch.is_grad_enabled():  # double backward: the spectrum of x again, as a function of x
+                rows_x = _spectrum_rows(x)
+            rows = _spectrum_rows(grad)
+            gx = _fourier_product(rows, blocks.transpose(-1, -2), x.shape) if need_x else None
+        if not need_m:
+            return gx if need_x else None, None
         *grid, g = x.shape[2:]
         k = torch.arange(g // 2 + 1, device=x.device)
         weight = torch.where((k == 0) | (2 * k == g), 1.0, 2.0).to(blocks.dtype) / (math.prod(grid) * g)
         gm = torch.bmm(rows_x.transpose(-1, -2), rows)
-        return gx, (gm.reshape(-1, g // 2 + 1, *blocks.shape[1:]) * weight[:, None, None]).reshape(blocks.shape)
+        gm = (gm.reshape(-1, g // 2 + 1, *blocks.shape[1:]) * weight[:, None, None]).reshape(blocks.shape)
+        return gx if need_x else None, gm
 
 
 def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:

@@ -8,6 +8,7 @@ blocks, so :math:`K` is computed exactly through the FFT.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -23,7 +24,7 @@ from .antisymmetric_conv import AntisymmetricConv
 from .based import ConvView
 from .conv import deprecated_symbol, fourier_multiplier
 
-__all__ = ["CayleyConv"]
+__all__ = ["CayleyConv", "tap_factors"]
 
 
 class _CayleyState(NamedTuple):
@@ -46,12 +47,52 @@ def cayley_blocks(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     transform, resolvent : numpy.ndarray, shape ``(..., c, c)``
-        Unitary blocks and :math:`(I + B)^{-1}`, from one batched ``numpy.linalg.solve``.
+        Unitary blocks :math:`2(I + B)^{-1} - I` and :math:`(I + B)^{-1}`, from one batched
+        ``numpy.linalg.inv``.
     """
-    c = skew.shape[-1]
-    eye = np.broadcast_to(np.eye(c, dtype=skew.dtype), skew.shape)
-    solved = np.linalg.solve(eye + skew, np.concatenate([eye - skew, eye], axis=-1))
-    return solved[..., :c], solved[..., c:]
+    eye = np.eye(skew.shape[-1], dtype=skew.dtype)
+    resolvent = np.linalg.inv(eye + skew)
+    return 2 * resolvent - eye, resolvent  # (I + B)^{-1}(I - B) = 2 (I + B)^{-1} - I
+
+
+#: The examples are transformed in chunks whose half spectrum takes at most this many bytes
+#: (cache-sized pieces: no large temporaries, hence no page faults; see benchmarks/README.md).
+CHUNK_BYTES = 2**21
+
+
+def _chunks(shape: tuple[int, ...], scale: int = 1) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the chunks of ``shape[0]`` examples ``(c, *grid)``: ``scale`` × :data:`CHUNK_BYTES` each."""
+    n, c, *grid = shape
+    step = max(1, scale * CHUNK_BYTES // (16 * c * math.prod(grid[:-1]) * (grid[-1] // 2 + 1)))
+    return [(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+def real_right_factors(blocks: np.ndarray) -> np.ndarray:
+    r"""The real ``2c × 2c`` forms of complex ``c × c`` blocks ``B`` acting on rows: ``row @ M`` is ``z @ B``.
+
+    A row holds the complex ``z`` as ``2c`` reals, (re, im) interleaved per entry; shape
+    ``(..., c, c)`` in, ``(F, 2c, 2c)`` out (leading axes flattened), real of the blocks' precision.
+    """
+    c = blocks.shape[-1]
+    re, im = blocks.real.reshape(-1, c, c), blocks.imag.reshape(-1, c, c)
+    rows = np.stack([np.stack([re, im], -1), np.stack([-im, re], -1)], -3)  # [f, ci, p, co, q]
+    return rows.reshape(-1, 2 * c, 2 * c)
+
+
+def tap_factors(geometry: ConvGeometry) -> np.ndarray:
+    r"""The stencil taps' Fourier factors on the ``rfftn`` half spectrum, complex128 of shape ``(T, F)``.
+
+    Tap :math:`j` (C order over the stencil) sits at offset :math:`o_a = j_a - \lfloor s_a/2 \rfloor`
+    on axis ``a`` (periodic, as in the first columns of :func:`~structops.kernels.conv._core.first_columns`),
+    so its factor at frequency :math:`k` (C order over the half grid ``(*grid[:-1], grid[-1]//2 + 1)``)
+    is :math:`\exp(-2\pi i \sum_a k_a o_a / g_a)`: the generator's half spectrum is
+    :math:`\hat S(\xi_f) = \sum_j \Theta_j\, \phi_{jf}` for the ``c × c`` tap matrices :math:`\Theta_j`.
+    """
+    *rest, g = geometry.grid
+    freqs = np.meshgrid(*[np.arange(gi) for gi in rest], np.arange(g // 2 + 1), indexing="ij")
+    taps = np.meshgrid(*[np.arange(s) - s // 2 for s in geometry.stencil], indexing="ij")
+    phase = sum(np.outer(t.ravel(), k.ravel()) / gi for t, k, gi in zip(taps, freqs, geometry.grid, strict=True))
+    return np.exp(-2j * np.pi * phase)
 
 
 class CayleyConv(ConvView, ParametricKernel):
@@ -161,20 +202,33 @@ class CayleyConv(ConvView, ParametricKernel):
         return np.dtype(state.blocks.real.dtype)
 
     def _multiply(self, blocks: np.ndarray, x: np.ndarray, adjoint: bool) -> np.ndarray:
-        """``x`` (rows of examples) through the multiplier of ``blocks`` (of their conjugate transposes)."""
+        """``x`` (rows of examples) through the multiplier of ``blocks`` (of their conjugate transposes).
+
+        Chunk by chunk (:data:`CHUNK_BYTES`): ``rfftn``, the half spectrum as real rows
+        ``(F, chunk, 2c)``, one stacked real product with the blocks' real forms
+        (:func:`real_right_factors`), ``irfftn``.
+        """
         n, c = x.shape[0], self.channels
-        if n == 0:
-            return np.zeros_like(x)
-        xf = sfft.rfftn(x.reshape(n, c, *self.grid), axes=self._axes, workers=workers())
-        if c == 1:
-            b = blocks[..., 0, 0]
-            yf = xf * (np.conj(b) if adjoint else b)
-        else:
-            mat = np.conj(np.swapaxes(blocks, -1, -2)) if adjoint else blocks
-            # (*half, c, c) @ (n, *half, c, 1): one small product per frequency and example
-            yf = np.moveaxis((mat @ np.moveaxis(xf, 1, -1)[..., None])[..., 0], -1, 1)
-        y = sfft.irfftn(yf, s=self.grid, axes=self._axes, workers=workers())
-        return y.reshape(n, -1).astype(x.dtype, copy=False)
+        x = x.reshape(n, c, *self.grid)  # (explicit: n may be 0)
+        right = real_right_factors(np.conj(blocks) if adjoint else np.swapaxes(blocks, -1, -2))
+        y = np.empty(x.shape, dtype=np.result_type(x.dtype, right.dtype))
+        for start, stop in _chunks(x.shape):
+            rows = self._rows(x[start:stop])
+            y[start:stop] = self._from_rows(rows @ right, stop - start)
+        return y.reshape(n, math.prod(x.shape[1:])).astype(x.dtype, copy=False)
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, (re, im) interleaved."""
+        spec = sfft.rfftn(x, axes=self._axes, workers=workers())
+        spec = np.ascontiguousarray(np.moveaxis(spec, (0, 1), (-2, -1)))  # (*half, n, c)
+        return spec.view(spec.real.dtype).reshape(-1, x.shape[0], 2 * self.channels)
+
+    def _from_rows(self, rows: np.ndarray, n: int) -> np.ndarray:
+        """``irfftn`` of real rows ``(F, n, 2c)`` back to the grid, shape ``(n, c, *grid)``."""
+        half = (*self.grid[:-1], self.grid[-1] // 2 + 1)
+        spec = rows.reshape(*half, n, self.channels, 2).view(np.result_type(rows.dtype, np.complex64))[..., 0]
+        spec = np.ascontiguousarray(np.moveaxis(spec, (-2, -1), (0, 1)))
+        return sfft.irfftn(spec, s=self.grid, axes=self._axes, workers=workers())
 
     def _apply(self, state, x, transpose):
         return self._multiply(state.blocks, x, transpose)
@@ -200,11 +254,51 @@ class CayleyConv(ConvView, ParametricKernel):
 
     def _vjp(self, state, data, w, transpose, per_example):
         x = data
+        if not per_example:  # <w, K x> = <x, K^T w>: the same spectral gradient with the roles swapped
+            return self._spectral_vjp(state, w, x) if transpose else self._spectral_vjp(state, x, w)
         if transpose:
             s = self._multiply(state.resolvent, x, True)
             return self._generator_vjp(state, s, w + self._multiply(state.blocks, w, False), per_example)
         u = x + self._multiply(state.blocks, x, False)
         return -self._generator_vjp(state, u, self._multiply(state.resolvent, w, True), per_example)
+
+    def _spectral_vjp(self, state, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        r""":math:`\nabla_\theta \langle w, K(\theta)x\rangle` summed over the examples, through the blocks.
+
+        By Parseval on the half spectrum (weights :math:`\omega_\xi = 1` on the last axis'
+        self-conjugate bins, else 2), :math:`\langle w, Kx\rangle = \operatorname{Re}\sum_\xi
+        \operatorname{tr}(\hat K_\xi P_\xi)` with :math:`P_\xi = (\omega_\xi/N)\sum_n \hat x_n \hat w_n^H`
+        (one stacked product of the spectra's rows, chunk by chunk). With
+        :math:`R = (I + \hat A)^{-1}`, :math:`\hat K = 2R - I` and :math:`\hat A = \hat S - \hat S^H`:
+        :math:`d\hat K = -2R\,d\hat A\,R`, so :math:`Q = -2RPR`, :math:`E = Q - Q^H` and
+        :math:`\partial/\partial\theta_{abj} = \operatorname{Re}\sum_\xi E_\xi[b, a]\,\phi_{j\xi}`
+        (:func:`tap_factors`). No generator convolution runs.
+        """
+        c, grid = self.channels, self.grid
+        gram = np.zeros((math.prod(grid[:-1]) * (grid[-1] // 2 + 1), 2 * c, 2 * c), np.result_type(x, w))
+        xs, ws = x.reshape(-1, c, *grid), w.reshape(-1, c, *grid)
+        for start, stop in _chunks(xs.shape, 4):  # (larger: the products' inner size is the chunk)
+            gram += np.swapaxes(self._rows(xs[start:stop]), -1, -2) @ self._rows(ws[start:stop])
+        g = grid[-1]
+        k = np.arange(g // 2 + 1)
+        weight = np.where((k == 0) | (2 * k == g), 1.0, 2.0) / math.prod(grid)
+        gram = (gram.reshape(-1, g // 2 + 1, 2 * c, 2 * c) * weight[:, None, None]).reshape(-1, c, 2, c, 2)
+        # P[a, b] = sum_n x_a conj(w_b): the (re, im) parts of the real Gram
+        P = gram[:, :, 0, :, 0] + gram[:, :, 1, :, 1] + 1j * (gram[:, :, 1, :, 0] - gram[:, :, 0, :, 1])
+        R = state.resolvent.reshape(-1, c, c)
+        Q = -2 * (R @ P @ R)
+        E = Q - np.conj(np.swapaxes(Q, -1, -2))
+        phi = self._factors()  # (T, F); grad[a, b, j] = Re sum_f E[f, b, a] phi[j, f]
+        Et = np.swapaxes(E, -1, -2).reshape(E.shape[0], c * c)
+        grad = (phi.real @ Et.real - phi.imag @ Et.imag).T
+        return grad.reshape(-1).astype(np.result_type(x.dtype, w.dtype), copy=False)
+
+    def _factors(self) -> np.ndarray:
+        """:func:`tap_factors` of the geometry, built once per kernel."""
+        factors = self.__dict__.get("_tap_factors")
+        if factors is None:
+            factors = self.__dict__["_tap_factors"] = tap_factors(self.geometry)
+        return factors
 
     # -------------------------------------------------------------- spectra
     def symbol(self, theta) -> np.ndarray:

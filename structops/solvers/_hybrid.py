@@ -135,12 +135,35 @@ def _alpha_for(s, c, off, beta: float, target: float) -> float | None:
     return float(np.exp(root))
 
 
-def _reorth(w: np.ndarray, basis: list[np.ndarray]) -> np.ndarray:
-    if basis:
-        Q = np.asarray(basis)
-        w = w - Q.T @ (Q @ w)
-        w = w - Q.T @ (Q @ w)
-    return w
+class _Basis:
+    """Orthonormal vectors stored as the rows of one array that grows by doubling (no copy per step)."""
+
+    def __init__(self, first: np.ndarray) -> None:
+        self._rows = np.empty((8, first.size), dtype=first.dtype)
+        self._rows[0] = first
+        self.size = 1
+
+    def append(self, v: np.ndarray) -> None:
+        if self.size == self._rows.shape[0]:
+            grown = np.empty((2 * self.size, self._rows.shape[1]), dtype=self._rows.dtype)
+            grown[: self.size] = self._rows
+            self._rows = grown
+        self._rows[self.size] = v
+        self.size += 1
+
+    def rows(self, k: int | None = None) -> np.ndarray:
+        """The first ``k`` vectors (all by default) as a ``(k, N)`` view; later appends never change it."""
+        return self._rows[: self.size if k is None else k]
+
+    def last(self) -> np.ndarray:
+        return self._rows[self.size - 1]
+
+
+def _reorth(w: np.ndarray, basis: _Basis) -> np.ndarray:
+    """``w`` with its components along ``basis`` removed, twice (classical Gram--Schmidt, reorthogonalised)."""
+    Q = basis.rows()
+    w = w - Q.T @ (Q @ w)
+    return w - Q.T @ (Q @ w)
 
 
 def _projected_spectrum(s: np.ndarray, c: np.ndarray, off: float) -> TikhonovSpectrum:
@@ -175,7 +198,8 @@ class ProjectedStep:
 
     ``s``, ``Qt``: the SVD :math:`B_k = P\,\mathrm{diag}(s)\,Q^\top`; ``c`` :math:`= \beta_1 P^\top e_1`;
     ``off`` :math:`= \beta_1^2 - \|c\|^2` (the part of :math:`b` off :math:`\mathrm{range}(B_k)`);
-    ``V``: the :math:`k` right basis vectors; ``last``: whether the subspace stopped growing here.
+    ``V``: the :math:`k` right basis vectors, the rows of a ``(k, N)`` array;
+    ``last``: whether the subspace stopped growing here.
     """
 
     k: int
@@ -183,25 +207,25 @@ class ProjectedStep:
     c: np.ndarray
     Qt: np.ndarray
     off: float
-    V: list
+    V: np.ndarray
     last: bool
 
     def solution(self, alpha: float) -> np.ndarray:
         r""":math:`x_k(\alpha) = V_k y_\alpha`, the Tikhonov solution on the subspace."""
-        return np.asarray(self.V).T @ (self.Qt.T @ (self.s / (self.s**2 + alpha) * self.c))
+        return self.V.T @ (self.Qt.T @ (self.s / (self.s**2 + alpha) * self.c))
 
 
 def golub_kahan_steps(K, b: np.ndarray, maxiter: int) -> Iterator[ProjectedStep]:
     """The projected problem after each of at most ``maxiter`` steps (full reorthogonalisation, float64)."""
     beta = float(np.linalg.norm(b))
     dtype = np.float64
-    U = [np.asarray(b, dtype) / beta]
-    v = np.asarray(K.H @ U[0], dtype)
+    U = _Basis(np.asarray(b, dtype).reshape(-1) / beta)
+    v = np.asarray(K.H @ U.last(), dtype)
     a = float(np.linalg.norm(v))
-    V: list[np.ndarray] = [v / a]
+    V = _Basis(v / a)
     diag, sub = [a], []
     for k in range(1, maxiter + 1):
-        u = _reorth(np.asarray(K @ V[-1], dtype) - diag[-1] * U[-1], U)
+        u = _reorth(np.asarray(K @ V.last(), dtype) - diag[-1] * U.last(), U)
         bk = float(np.linalg.norm(u))
         sub.append(bk)
         B = np.zeros((k + 1, k))
@@ -211,10 +235,10 @@ def golub_kahan_steps(K, b: np.ndarray, maxiter: int) -> Iterator[ProjectedStep]
         last = bool(bk <= np.finfo(float).eps * beta)
         if not last:
             U.append(u / bk)
-            v = _reorth(np.asarray(K.H @ U[-1], dtype) - bk * V[-1], V)
+            v = _reorth(np.asarray(K.H @ U.last(), dtype) - bk * V.last(), V)
             a = float(np.linalg.norm(v))
             last = bool(a <= np.finfo(float).eps * beta)
-        yield ProjectedStep(k, s, c, Qt, off, V[:k], last)
+        yield ProjectedStep(k, s, c, Qt, off, V.rows(k), last)
         if last:
             return
         V.append(v / a)

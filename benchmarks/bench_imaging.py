@@ -19,7 +19,16 @@ camera when scikit-image is not installed; noise σ = 0.01):
    ``--pcg-sizes`` (default 256, 512, 1024): ``tikhonov(solver="cg")`` without a preconditioner,
    with ``"auto"`` (Strang's, ``edge_cg``) and ``"chan"``, and the generic preconditioned loop
    ``normal_cg`` with float64 and float32 FFTs; iterations, medians of wall and CPU time over ``--repeat``
-   interleaved rounds, and the ratios to plain CG.
+   interleaved rounds, and the ratios to plain CG;
+7. **kron32** (``--only kron32``, not in the default set) -- the exact Kronecker route of ``tikhonov`` at
+   ``kron-size``² in float32 (float32 factors, SVDs and GEMMs) against float64: median CPU time
+   (``time.process_time``, so that load on a shared machine counts less) and peak traced memory;
+8. **wgcv** (``--only wgcv``, not in the default set) -- the weighted GCV of Chung, Nagy and O'Leary
+   (2008) on the Golub--Kahan projected problem (adaptive ω, HyBR's stopping rules) against the
+   exact GCV choice of the full problem and against the iterative grid route, on zero and
+   mirrored 9×9 Gaussian blurs (σ = 2) at ``--wgcv-sizes``, noise 0.01 and 0.001, and the shipped
+   hybrid GCV (``choose_alpha(method="gcv")`` off the exact routes: 1 + 4 Golub--Kahan runs): α,
+   the relative error of the image against the truth and against the exact GCV image, CPU time.
 
 Run: ``python benchmarks/bench_imaging.py [--size 512] [--kron-size 2048] [--repeat 3]``;
 ``python benchmarks/bench_imaging.py --only pcg --threads 1 --repeat 5`` for the pcg table.
@@ -32,10 +41,13 @@ import tracemalloc
 
 import _common
 import numpy as np
+from scipy.optimize import minimize_scalar
 
 import structops
 from structops.data import anisotropic_gaussian_stencil, gaussian_stencil, phantom
 from structops.solvers import Deblurrer, choose_alpha, tikhonov
+from structops.solvers._choice import default_grid
+from structops.solvers._hybrid import golub_kahan_steps
 from structops.solvers._krylov import build_model, normal_cg, normal_operator
 
 LAPLACE = np.array([0.0, -1.0, 0.0, -1.0, 4.0, -1.0, 0.0, -1.0, 0.0])
@@ -247,12 +259,158 @@ def bench_hybrid() -> None:
     )
 
 
+def bench_kron32(n: int, repeat: int) -> None:
+    """The exact Kronecker route in float32 (float32 factors and SVDs) against float64: CPU time, peak memory."""
+    k = structops.Conv((n, n), (9, 9))
+    theta = np.outer(gaussian_stencil(9, 2.0, ndim=1), gaussian_stencil(9, 2.0, ndim=1)).ravel()
+    b = blurred(k, theta, phantom(n))
+    rows = {}
+    for dtype in (np.float64, np.float32):
+        t, bb = theta.astype(dtype), b.astype(dtype)
+        x = tikhonov(k, t, bb, alpha=1e-3)
+        cpu = median_time(lambda t=t, bb=bb: tikhonov(k, t, bb, alpha=1e-3), repeat, time.process_time)
+        peak = traced(lambda t=t, bb=bb: tikhonov(k, t, bb, alpha=1e-3))[2]
+        rows[dtype] = (x, cpu, peak)
+    (x64, c64, m64), (x32, c32, m32) = rows[np.float64], rows[np.float32]
+    err = np.linalg.norm(x32 - x64) / np.linalg.norm(x64)
+    print(
+        f"| Kronecker exact, {n}², float32 vs float64 (CPU medians of {repeat}) | float64 | {c64:.2f} s CPU, "
+        f"{m64:.0f} MiB | float32 {c32:.2f} s CPU, {m32:.0f} MiB (ratios {c32 / c64:.2f}, {m32 / m64:.2f}; "
+        f"x dtype {x32.dtype}, relative difference {err:.1e}) |"
+    )
+
+
+# ------------------------------------------- weighted GCV on the projected problem (Chung, Nagy & O'Leary 2008)
+def projected_wgcv(s, c, off: float, alpha: float, omega: float) -> float:
+    """G_ω(α) = k‖(I − B_k B_k^α)β₁e₁‖² / trace(I_{k+1} − ω B_k B_k^α)² from the SVD of B_k."""
+    f = alpha / (s**2 + alpha)  # 1 − the projected filter factors
+    return s.size * (float(np.sum((f * c) ** 2)) + off) / (s.size + 1 - omega * float(np.sum(1 - f))) ** 2
+
+
+def adaptive_omega(s, c, off: float) -> float:
+    """ω_k making α = s_min² a stationary point of G_ω (their section 3.3): dG_ω/dα = 0 solved for ω."""
+    a = float(s[-1]) ** 2
+    t = 1.0 / (s**2 + a)
+    trace_f, dtrace = float(np.sum(s**2 * t)), float(np.sum(s**2 * t**2))  # Σφ, −dΣφ/dα
+    rho = float(np.sum((a * c * t) ** 2)) + off  # ‖r_k(α)‖²
+    drho = 2.0 * a * float(np.sum((c * s) ** 2 * t**3))  # dρ/dα
+    # d/dα [ρ / (k+1 − ωΣφ)²] = 0  ⇔  drho·(k+1 − ωΣφ) = 2ρ·ω·dtrace
+    return (s.size + 1) * drho / (trace_f * drho + 2.0 * rho * dtrace)
+
+
+def krylov_gcv(s, c, off: float, alpha: float, m: int) -> float:
+    """The full problem's GCV with the Krylov residual and trace, m‖r_k‖²/(m − Σφ)²: the stopping function."""
+    f = alpha / (s**2 + alpha)
+    return m * (float(np.sum((f * c) ** 2)) + off) / (m - float(np.sum(1 - f))) ** 2
+
+
+def wgcv_alpha(s, c, off: float, omega: float) -> float:
+    """The minimiser of G_ω over α in [s_min²·1e-9, 10·s_max²]: a log grid, then a bounded scalar search."""
+    t = np.linspace(np.log(float(s[-1]) ** 2) - 20.0, np.log(float(s[0]) ** 2) + 2.0, 200)
+    g = [projected_wgcv(s, c, off, float(np.exp(x)), omega) for x in t]
+    i = int(np.argmin(g))
+    res = minimize_scalar(
+        lambda x: projected_wgcv(s, c, off, float(np.exp(x)), omega),
+        bounds=(t[max(i - 1, 0)], t[min(i + 1, t.size - 1)]),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(np.exp(res.x))
+
+
+def hybrid_wgcv(K, b: np.ndarray, maxiter: int = 400, flat: float = 1e-6, window: int = 3):
+    """HyBR's weighted GCV: ω the running mean of min(1, ω_j); stop on a flat or a window-minimal Krylov GCV.
+
+    Returns ``(alpha, x, steps, why, omega, step)`` at the stopping step.
+    """
+    kept, omegas, gcv = [], [], []
+    low = None  # the step of a candidate minimum of the Krylov GCV
+    for step in golub_kahan_steps(K, b, maxiter):
+        if step.k < 2:
+            continue
+        omegas.append(min(1.0, adaptive_omega(step.s, step.c, step.off)))
+        omega = float(np.mean(omegas))
+        alpha = wgcv_alpha(step.s, step.c, step.off, omega)
+        kept.append((alpha, step, omega))
+        gcv.append(krylov_gcv(step.s, step.c, step.off, alpha, b.size))
+        j = len(gcv) - 1
+        if j and abs(gcv[j] - gcv[j - 1]) / gcv[0] < flat:
+            return (*_pick(kept[j]), "flat")
+        if low is None and j and gcv[j - 1] < gcv[j]:
+            low = j - 1
+        elif low is not None and j >= low + window:
+            if all(gcv[low] < g for g in gcv[low + 1 : low + window + 1]):
+                return (*_pick(kept[low]), "minimum")
+            low = None
+    return (*_pick(kept[-1]), "maxiter")
+
+
+def _pick(kept):
+    alpha, step, omega = kept
+    return alpha, step.solution(alpha), step.k, omega, step
+
+
+def bench_wgcv(sizes: list[int], grid: bool) -> None:
+    """Hybrid weighted GCV against the exact GCV choice (and the grid route) on zero and mirrored 9×9 blurs."""
+    print(
+        "| problem | exact GCV: α, error | hybrid WGCV: α (ratio), steps, stop, ω, error (ratio), vs GCV image, "
+        "CPU | α at that step for ω = 1, 0.9, 0.8, 0.5 (ratios) | hybrid GCV (shipped): α (ratio), steps of the "
+        "5 runs, error (ratio), vs GCV image, CPU | grid route: α, error (ratio), vs GCV image, CPU |"
+    )
+    print("|---|---|---|---|---|---|")
+    for n in sizes:
+        for bc in ("zero", "symmetric"):
+            for noise in (0.01, 0.001):
+                k = structops.Conv((n, n), (9, 9), bc=bc)
+                theta, x = gaussian_stencil(9, 2.0).ravel(), phantom(n)
+                b = k.apply(theta, x) + noise * np.random.default_rng(0).standard_normal((n, n))
+                exact = choose_alpha(k, theta, b, method="gcv")
+                x_gcv = tikhonov(k, theta, b, alpha=exact.alpha)
+                e_gcv = _rel(x_gcv, x)
+                c0 = time.process_time()
+                alpha, xh, steps, omega, step, why = hybrid_wgcv(k.op(theta), b.ravel())
+                cpu = time.process_time() - c0
+                sens = ", ".join(
+                    f"{wgcv_alpha(step.s, step.c, step.off, w) / exact.alpha:.2g}" for w in (1, 0.9, 0.8, 0.5)
+                )
+                row = (
+                    f"| {bc} {n}², σ = {noise:g} | {exact.alpha:.2e}, {e_gcv:.4f} | {alpha:.2e} "
+                    f"({alpha / exact.alpha:.1f}×), {steps}, {why}, {omega:.2f}, {_rel(xh, x):.4f} "
+                    f"({_rel(xh, x) / e_gcv:.3f}), {_rel(xh, x_gcv):.3f}, {cpu:.2f} s | {sens} |"
+                )
+                c0 = time.process_time()
+                d = Deblurrer(k, theta, solver="lsqr")
+                h = d.choose_alpha(b, method="gcv")  # the hybrid GCV route (1 + 4 Golub-Kahan runs)
+                xk = tikhonov(k, theta, b, alpha=h.alpha)
+                cpu = time.process_time() - c0
+                row += (
+                    f" {h.alpha:.2e} ({h.alpha / exact.alpha:.2f}×), {h.iterations}, {_rel(xk, x):.4f} "
+                    f"({_rel(xk, x) / e_gcv:.3f}), {_rel(xk, x_gcv):.4f}, {cpu:.1f} s |"
+                )
+                if grid:
+                    c0 = time.process_time()
+                    g = d.choose_alpha(b, method="gcv", alphas=default_grid(None, d._grid_scale()))
+                    xg = d.solve(b, g.alpha)
+                    cpu = time.process_time() - c0
+                    row += (
+                        f" {g.alpha:.2e}, {_rel(xg, x):.4f} ({_rel(xg, x) / e_gcv:.3f}), {_rel(xg, x_gcv):.3f}, "
+                        f"{cpu:.1f} s |"
+                    )
+                print(row, flush=True)
+
+
+def _rel(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(np.ravel(a) - np.ravel(ref)) / np.linalg.norm(ref))
+
+
 def main(argv=None) -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--kron-size", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="reuse,kronecker,circulant,mirror,hybrid")
+    parser.add_argument("--wgcv-sizes", default="64,128,256", help="grid sizes of the wgcv section")
+    parser.add_argument("--no-grid", action="store_true", help="wgcv section: skip the (slow) grid route")
     parser.add_argument("--pcg-sizes", default="256,512,1024", help="sizes of the pcg section (comma-separated)")
     args = _common.setup(parser, argv)
     only = set(args.only.split(","))
@@ -269,6 +427,10 @@ def main(argv=None) -> None:
         bench_pcg([int(v) for v in args.pcg_sizes.split(",")], args.repeat)
     if "hybrid" in only:
         bench_hybrid()
+    if "kron32" in only:
+        bench_kron32(args.kron_size, args.repeat)
+    if "wgcv" in only:
+        bench_wgcv([int(v) for v in args.wgcv_sizes.split(",")], not args.no_grid)
 
 
 if __name__ == "__main__":

@@ -640,6 +640,27 @@ def _factor_svds(factors) -> tuple[list, float]:
     return svds, extra
 
 
+def _factors_in(factors: tuple[np.ndarray, ...], dtype) -> tuple[tuple[np.ndarray, ...], float]:
+    r"""The factors in the operator's ``dtype`` when it is narrower than theirs (float32 data: float32 SVDs).
+
+    Rounding :math:`K_a` to :math:`\tilde K_a` moves the product by at most
+    :math:`\sum_a \|K_a - \tilde K_a\|_F \prod_{b \ne a} \max(\|K_b\|_F, \|\tilde K_b\|_F)`
+    (telescoping), returned to be added to the certified ``residual`` (0 when nothing is cast).
+    """
+    if dtype is None or np.dtype(dtype).kind != "f":
+        return factors, 0.0
+    target = np.dtype(dtype)
+    if all(f.dtype.kind == "f" and f.dtype.itemsize <= target.itemsize for f in factors):
+        return factors, 0.0
+    cast = tuple(f.astype(target) for f in factors)
+    norms = [max(float(np.linalg.norm(f)), float(np.linalg.norm(g))) for f, g in zip(factors, cast)]
+    bound = 0.0
+    for a, (f, g) in enumerate(zip(factors, cast)):
+        gap = float(np.linalg.norm(f.astype(np.float64) - g.astype(np.float64)))
+        bound += gap * float(np.prod(norms[:a] + norms[a + 1 :]))
+    return cast, bound * (1.0 + 4.0 * float(np.finfo(np.float64).eps) * len(factors))
+
+
 class KroneckerMultiplier(Diagonalized):
     r"""One-channel operator :math:`K = K_1 \otimes \dots \otimes K_d` diagonalised by the SVDs of its 1-D factors.
 
@@ -649,7 +670,10 @@ class KroneckerMultiplier(Diagonalized):
         Square real 1-D operators :math:`K_a` (``n_a × n_a``), one per grid axis, axis 0 first
         (C-order: :math:`K = K_0 \otimes K_1 \otimes \dots`, ``numpy.kron``'s order).
     dtype : numpy dtype, optional
-        Real dtype the operator advertises (default: that of the factors).
+        Real dtype the operator advertises (default: that of the factors). Factors of a wider
+        dtype are rounded to it first, so that a float32 operator has float32 SVDs and bases
+        (half the memory, single-precision GEMMs); the rounding's effect on the product is
+        added to ``residual``.
     residual : float, optional
         A certified bound on :math:`\|K_{\rm true} - K_0 \otimes \dots\|_2` when this operator
         stands for one whose stencil is an outer product only to round-off (default 0). By
@@ -694,6 +718,7 @@ class KroneckerMultiplier(Diagonalized):
         for a, f in enumerate(factors):
             if f.ndim != 2 or f.shape[0] != f.shape[1]:
                 raise ValueError(f"`factors[{a}]` must be a square 2-D array, got shape {f.shape}.")
+        factors, rounding = _factors_in(factors, dtype)
         # equal factors (a symmetric PSF) are kept once
         factors = tuple(
             next((g for g in factors[:a] if g.shape == f.shape and np.array_equal(g, f)), f)
@@ -703,7 +728,7 @@ class KroneckerMultiplier(Diagonalized):
             raise ValueError(f"`residual` must be >= 0, got {residual!r}.")
         with blas_threads_for(max(f.shape[0] for f in factors)):  # one BLAS thread below 1024²
             svds, shared = _factor_svds(factors)
-        residual = float(residual) + shared
+        residual = float(residual) + shared + rounding
         left = tuple(u for u, _, _ in svds)
         right = tuple(vh.T for _, _, vh in svds)
         self._init(left, right, None, factors, float(residual), dtype, name)
@@ -767,7 +792,7 @@ class KroneckerMultiplier(Diagonalized):
             raise ValueError(
                 f"`blocks` of a KroneckerMultiplier must be real and 1×1, got {blocks.dtype} {blocks.shape}."
             )
-        # the advertised dtype is kept: a float32 problem's bases are computed in float64 but it stays float32
+        # the advertised dtype is kept (a float32 problem's bases are float32 too: see ``_factors_in``)
         if normal:
             return KroneckerMultiplier._from_bases(self.right, self.right, blocks, name, self.dtype)
         left, right = (self.right, self.left) if swap else (self.left, self.right)

@@ -58,7 +58,7 @@ class AlphaChoice:
         The discrepancy principle's :math:`\tau\sigma\sqrt m` (None for the other methods).
     iterations : int or numpy.ndarray
         Krylov iterations spent (0 on the exact route; the bidiagonalisation steps of the hybrid
-        discrepancy route).
+        routes, summed over the ``1 + probes`` runs of the hybrid GCV).
     """
 
     alpha: float | np.ndarray

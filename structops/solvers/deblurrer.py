@@ -132,6 +132,7 @@ def _kron_filter(D: KroneckerMultiplier, l2: np.ndarray | None, alpha: float, dt
     grid of singular values (``D.blocks``) is never built.
     """
     sv = D.factor_singular_values
+    sv = None if sv is None else tuple(np.asarray(v, dtype=np.float64) for v in sv)  # float32 SVDs: filter in float64
     n0, n1 = D.grid
     F = np.empty((n0, n1), dtype=dtype)
     low, top = np.inf, 0.0
@@ -440,7 +441,7 @@ class Deblurrer:
                 assert self._route is not None
                 return exact_choice(self._route.filter_spectrum(row.astype(np.float64)), method, alphas, target)
         if method in HYBRID_METHODS and self.reg.op is None and alphas is None:  # one Golub-Kahan run (_hybrid)
-            h = hybrid_choice(self.K, row, method, target=target, maxiter=min(self.maxiter, 1000))
+            h = hybrid_choice(self.K, row, method, target=target, maxiter=min(self.maxiter, 1000), probes=probes)
             if h.reachable and (h.converged or method == "discrepancy"):
                 return AlphaChoice(h.alpha, method, h.grid, h.values, False, target, h.iterations)
 

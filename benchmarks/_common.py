@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import structops
 from structops._backend import thread_report
@@ -70,3 +71,17 @@ def setup(p: argparse.ArgumentParser, argv: Sequence[str] | None = None, *, torc
     set_threads(args.threads, torch=torch)
     print(thread_line(args.threads))
     return args
+
+
+def timed(fn: Callable[[], object], repeat: int) -> tuple[object, float, float]:
+    """``(fn(), median wall seconds, median CPU seconds)`` over ``repeat`` calls (CPU: ``time.process_time``)."""
+    walls, cpus = [], []
+    out = None
+    for _ in range(repeat):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    walls.sort()
+    cpus.sort()
+    return out, walls[len(walls) // 2], cpus[len(cpus) // 2]

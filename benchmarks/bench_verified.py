@@ -3,8 +3,8 @@
 For each layer, ``certified_norm_bound(kernel, theta)`` gives the certified upper bound (route
 ``"verified-cholesky"``: Cholesky's factorisation of :math:`tI - K^\\top K`, banded or by nested
 dissection, ``structops.solvers._dissection``), timed (CPU, i.e. process, and wall time), and
-``spectral_norm(..., tol=1e-6, full_output=True).lower`` the guaranteed Lanczos lower bound (a
-Ritz value); their ratio. In the same run the previous
+the guaranteed Lanczos lower bound of the estimate route (a Ritz value,
+``route(kernel, theta, "spectral_norm", embedding=False)``); their ratio. In the same run the previous
 configuration as the peer: the nested dissection switched off (``MAX_DISSECTION_FLOPS = 0``),
 so the banded factorisation up to its limit and ``‖K_valid‖‖E‖`` or Schur's bound above it.
 Medians over ``--repeat`` runs (one for 64 channels); ``maxrss_mb``, the largest resident
@@ -17,35 +17,25 @@ Run with ``OMP_NUM_THREADS=1 python benchmarks/bench_verified.py [--quick] [--re
 from __future__ import annotations
 
 import resource
-import time
 import warnings
 
 import _common
-import numpy as np
 
 import structops
-from structops.solvers import EstimateWarning, _certified, certified_norm_bound, spectral_norm
+from structops.solvers import EstimateWarning, _certified, certified_norm_bound, route
 
 
 def _lower(kernel, theta) -> float:
+    """The Lanczos lower bound alone (the estimate route: ``spectral_norm`` itself would verify too)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EstimateWarning)
-        return spectral_norm(kernel, theta, tol=1e-6, dense_limit=0, full_output=True).lower
+        lanczos = route(kernel, theta, "spectral_norm", dense_limit=0, embedding=False)
+        return lanczos.spectral_norm(maxiter=300, tol=1e-6).lower
 
 
 def _maxrss() -> float:
     """The largest resident memory of the process so far, MB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _timed(fn, repeat: int):
-    walls, cpus = [], []
-    for _ in range(repeat):
-        w, c = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return out, float(np.median(walls)), float(np.median(cpus))
 
 
 def rows(quick: bool, repeat: int, channels=None) -> list[dict]:
@@ -61,7 +51,7 @@ def rows(quick: bool, repeat: int, channels=None) -> list[dict]:
             for name, cap in (("dissection", budget), ("previous", 0.0)):
                 _certified.MAX_DISSECTION_FLOPS = cap
                 try:
-                    upper, wall, cpu = _timed(
+                    upper, wall, cpu = _common.timed(
                         lambda k=kernel, t=theta: certified_norm_bound(k, t, dense_limit=0), times
                     )
                 finally:

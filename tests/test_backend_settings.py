@@ -250,3 +250,40 @@ def test_the_default_budget_follows_the_environment_and_multiprocessing(monkeypa
         monkeypatch.setenv(name, "0")  # not a positive count: ignored
     monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())  # a pool worker
     assert _backend._default_budget() == (1, "multiprocessing child")
+
+
+@pytest.mark.parametrize("solver", ["cg", "lsqr", "cgls"])
+def test_krylov_loops_run_their_vector_operations_on_one_blas_thread(solver):
+    """Inside the Krylov loop of ``tikhonov`` BLAS has one thread (its vector operations would fight
+    the numba kernels' threads for the cores); the count is put back afterwards."""
+    import pylops
+
+    from structops.solvers._filters import as_regularizer
+    from structops.solvers._krylov import krylov_solve
+
+    before = _blas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("BLAS already runs on one thread here")
+    seen: list[list[int]] = []
+    kernel = structops.Conv((12, 12), (3, 3))
+    theta = np.full(9, 1.0 / 9.0)
+    inner = kernel.op(theta)
+
+    class Watching(pylops.LinearOperator):
+        def __init__(self):
+            super().__init__(dtype=inner.dtype, shape=inner.shape)
+
+        def _matvec(self, x):
+            seen.append(_blas_threads())
+            return inner.matvec(x)
+
+        def _rmatvec(self, y):
+            return inner.rmatvec(y)
+
+    b = np.random.default_rng(0).standard_normal(144)
+    x, _, converged = krylov_solve(Watching(), as_regularizer(None, kernel), 1e-2, b, solver, None, 1e-10, 500)
+    assert converged
+    reference = np.linalg.solve(inner.todense().T @ inner.todense() + 1e-2 * np.eye(144), inner.rmatvec(b))
+    assert np.linalg.norm(x - reference) <= 1e-5 * np.linalg.norm(reference)
+    assert seen and all(set(counts) == {1} for counts in seen)
+    assert _blas_threads() == before

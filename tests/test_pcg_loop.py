@@ -208,10 +208,13 @@ def test_edge_cg_is_preconditioned_cg(kind, rng):
     assert np.linalg.norm(rhs - A @ x) < rtol * np.linalg.norm(rhs)  # the true residual, not the recurrence's
     cond = (np.abs(theta).sum() ** 2 + alpha) / alpha  # ‖K‖ ≤ Σ|θ|
     assert np.linalg.norm(x - xg) <= 2 * rtol * cond * np.linalg.norm(xg)
-    r = Deblurrer(k, theta, solver="cg", preconditioner=kind, rtol=rtol).solve(b, alpha, full_output=True)
-    assert r.iterations == iterations and r.converged
-    np.testing.assert_array_equal(r.x.ravel(), x)
+
+    def same_loop(res) -> None:  # its dot products may sum in another order (one BLAS thread inside tikhonov)
+        assert res.converged and abs(res.iterations - iterations) <= max(2, iterations // 50)
+        assert np.linalg.norm(res.x.ravel() - x) <= 2 * rtol * cond * np.linalg.norm(x)
+
+    same_loop(Deblurrer(k, theta, solver="cg", preconditioner=kind, rtol=rtol).solve(b, alpha, full_output=True))
     if kind == "strang":  # "auto" takes Strang's circulant for cg where its edge form applies
         auto = Deblurrer(k, theta, solver="cg", rtol=rtol).solve(b, alpha, full_output=True)
         assert auto.method == "cg+strang"
-        np.testing.assert_array_equal(auto.x.ravel(), x)
+        same_loop(auto)

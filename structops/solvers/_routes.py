@@ -488,7 +488,10 @@ def route(
     dense_limit : int, optional
         Largest ``max(kernel.shape)`` that may go to dense LAPACK (``eigvals``: ``N``).
     embedding : bool, optional
-        Whether the certified route (periodic embedding of a zero-boundary convolution) may be taken.
+        Whether a certified route may be taken: the periodic embedding of a zero-boundary
+        convolution, or verified positive definiteness for reflect and replicate padding (for a
+        64→64 layer on 32×32 a nested-dissection factorisation, about 25 s of CPU). False gives
+        the Lanczos estimate alone (route ``"estimate"``).
     L : pylops.LinearOperator, optional
         The regularisation operator of ``"tikhonov"`` and ``"choose_alpha"`` (None: the identity):
         their exact route needs ``L`` to share the kernel's basis.

@@ -130,11 +130,17 @@ class _Symbol(NamedTuple):
     tops: np.ndarray | None = None  # their largest singular values, when already computed
 
 
-def _embedding(kernel: ParametricKernel, theta: np.ndarray) -> _Symbol:
+def _periodic_symbol(kernel: ParametricKernel, theta: np.ndarray) -> _Symbol | None:
+    """The symbol of ``kernel.periodic_embedding(theta)``, or None without one (reflect, replicate padding)."""
     emb = kernel.periodic_embedding(theta)
-    if emb is None:
+    return None if emb is None else _Symbol(emb.grid, emb.multiplier.grid, emb.multiplier.blocks)
+
+
+def _embedding(kernel: ParametricKernel, theta: np.ndarray) -> _Symbol:
+    symbol = _periodic_symbol(kernel, theta)
+    if symbol is None:
         raise ValueError(f"{kernel!r} has no periodic embedding at this theta: no certified bounds.")
-    return _Symbol(emb.grid, emb.multiplier.grid, emb.multiplier.blocks)
+    return symbol
 
 
 def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int, tol: float) -> SpectralEstimate:
@@ -151,10 +157,7 @@ def certified_norm(kernel: ParametricKernel, theta: np.ndarray, *, maxiter: int,
     seen: dict = {}
     upper, source = norm_upper(kernel, theta, dense_limit=0, symbol=seen)  # what gives the bound names the result
     exact = theta.astype(np.float64)  # the operator as computed, in float64 (a float32 θ converts exactly)
-    read = seen.get("symbol")
-    if read is None:
-        emb = kernel.periodic_embedding(theta)
-        read = None if emb is None else _Symbol(emb.grid, emb.multiplier.grid, emb.multiplier.blocks)
+    read = seen["symbol"] if "symbol" in seen else _periodic_symbol(kernel, theta)
     v0 = None if read is None else _start(kernel, exact, read, largest=True)
     with blas_threads_for(0):  # vector steps: BLAS threads only spin (measured: 10x the CPU on a loaded machine)
         big, _ = golub_kahan(kernel.op(exact), maxiter=maxiter, tol=tol, need_min=False, v0=v0)

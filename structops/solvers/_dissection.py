@@ -75,17 +75,13 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack
 
+from ._roundoff import cholesky_alpha, cholesky_root, gamma
+
 __all__ = ["MAX_FRONT", "ConvGram", "Dissection", "conv_gram", "dissection", "dissection_certifies"]
 
 #: Largest front (variables) the dissection route takes: 9000 variables hold 650 MB.
 MAX_FRONT = 9000
 
-_U = float(np.finfo(np.float64).eps) / 2
-_ETA = float(np.nextafter(0.0, 1.0))
-
-
-def _gamma(j: float) -> float:
-    return j * _U / (1 - j * _U)
 
 
 @dataclass(frozen=True)
@@ -179,8 +175,8 @@ def conv_gram(geo, w: np.ndarray) -> ConvGram:
     for t in range(r):
         readers[:, t] = np.bincount(src[:, t][src[:, t] >= 0], minlength=npx)
     col = float((readers @ absw.sum(axis=1)).max(initial=0.0))
-    a = row * col * (1 + _gamma(r * (geo.cin + geo.cout + 1) + 2)) ** 2
-    return ConvGram(tuple(geo.grid), cin, pairs, counts, products, _gamma(r * r + geo.cout) * a, reach, starts)
+    a = row * col * (1 + gamma(r * (geo.cin + geo.cout + 1) + 2)) ** 2
+    return ConvGram(tuple(geo.grid), cin, pairs, counts, products, gamma(r * r + geo.cout) * a, reach, starts)
 
 
 @dataclass(frozen=True)
@@ -415,8 +411,5 @@ def dissection_certifies(gram: ConvGram, tree: Dissection, t: float) -> float | 
             updates[node] = blas.dsyrk(-1.0, X, beta=1.0, c=fbb, trans=0, lower=1, overwrite_c=1)
         local[tree.own[node]] = -1
         local[tree.boundary[node]] = -1
-    alpha = _gamma(n + 2) / (1 - _gamma(n + 2))
     # 1.01 covers the rounding of the trace (n terms: γ_n < 1e-3 for n < 1e12) and of these products
-    chol = 1.01 * alpha * trace + 4 * n * (2 * (n + 2) + top) * _ETA
-    total = t + chol + 2 * _U * top + 1.01 * gram.gram_error
-    return float(np.sqrt(total)) * (1 + 4 * _U)
+    return cholesky_root(t, 1.01 * cholesky_alpha(n + 2) * trace, n, n + 2, top, 1.01 * gram.gram_error)

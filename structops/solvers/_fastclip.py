@@ -76,6 +76,7 @@ from .._backend import blas_threads_for, have_numba
 from ..kernels._base import ParametricKernel
 from ..kernels.conv import Conv
 from ._certified import FFT_CONSTANT, LAPACK_CONSTANT
+from ._roundoff import U, cholesky_alpha, gamma
 
 __all__ = ["MAX_TAPS", "MAX_TWIDDLES", "TWIDDLE_ULPS", "fast_projection", "twiddles", "within"]
 
@@ -88,12 +89,7 @@ MAX_TWIDDLES = 1 << 21
 #: Blocks within ``1 - WATCH`` of the target are followed exactly through the rounds; the others by a bound.
 WATCH = 2.0**-6
 
-_U = float(np.finfo(np.float64).eps) / 2
-_EPS = 2 * _U
-
-
-def _gamma(j: int) -> float:
-    return j * _U / (1 - j * _U)
+_EPS = 2 * U
 
 
 class Twiddles(NamedTuple):
@@ -147,8 +143,8 @@ def symbol_error(w: np.ndarray) -> float:
     r""":math:`\beta`: a bound on :math:`\|\hat B(\xi) - B(\xi)\|_2` for every frequency (module notes, item 1)."""
     taps = int(np.prod(w.shape[2:]))
     a = np.abs(w).reshape(*w.shape[:2], taps).sum(axis=-1)
-    tau = TWIDDLE_ULPS * _U
-    scale = np.sqrt(2.0) * (_gamma(taps) * (1 + tau) + tau) * (1 + _gamma(taps + a.size + 4))
+    tau = TWIDDLE_ULPS * U
+    scale = np.sqrt(2.0) * (gamma(taps) * (1 + tau) + tau) * (1 + gamma(taps + a.size + 4))
     return float(scale * np.linalg.norm(a))
 
 
@@ -156,7 +152,7 @@ def _frobenius2(gram: np.ndarray, m: int) -> np.ndarray:
     r""":math:`\|\hat B(\xi)\|_F^2` per block, from the trace of the computed Gram (of ``m`` rows), rounded up."""
     n = gram.shape[-1]
     diagonal = np.arange(n)
-    return gram[:, diagonal, diagonal].real.sum(axis=-1) * (1 + _gamma(2 * m + n + 8))
+    return gram[:, diagonal, diagonal].real.sum(axis=-1) * (1 + gamma(2 * m + n + 8))
 
 
 def _gram(blocks: np.ndarray) -> np.ndarray:
@@ -174,10 +170,10 @@ def within(blocks: np.ndarray, t: float, beta: float) -> np.ndarray:
     """
     freq, m, n = blocks.shape
     target = t - beta
-    alpha = _gamma(4 * n + 8) / (1 - _gamma(4 * n + 8))
+    alpha = cholesky_alpha(4 * n + 8)
     shifted = _gram(blocks)
     frob2 = float(_frobenius2(shifted, m).max(initial=0.0))
-    s = (target * target * (1 - 4 * _U) - _gamma(4 * m + 8) * frob2) / (1 + (alpha * n + _U) * (1 + _U)) * (1 - 8 * _U)
+    s = (target * target * (1 - 4 * U) - gamma(4 * m + 8) * frob2) / (1 + (alpha * n + U) * (1 + U)) * (1 - 8 * U)
     if not (target > 0 and s > 0):
         return np.zeros(freq, dtype=bool)
     if have_numba() and n > 1:
@@ -210,8 +206,8 @@ def decompose(blocks: np.ndarray, beta: float) -> Decomposed:
         values, vectors = np.linalg.eigh(gram)
     size = np.abs(values).max(axis=-1, initial=0.0)
     top2 = values[:, -1] if n else np.zeros(len(blocks))
-    top2 = top2 + LAPACK_CONSTANT * n * _EPS * size * (1 + 4 * _U) + _gamma(4 * m + 8) * _frobenius2(gram, m)
-    upper = np.sqrt(np.maximum(top2, 0.0)) * (1 + 4 * _U) + beta
+    top2 = top2 + LAPACK_CONSTANT * n * _EPS * size * (1 + 4 * U) + gamma(4 * m + 8) * _frobenius2(gram, m)
+    upper = np.sqrt(np.maximum(top2, 0.0)) * (1 + 4 * U) + beta
     return Decomposed(values, vectors, upper)
 
 
@@ -244,8 +240,8 @@ def rescaled(w: np.ndarray, norm: float, t: float, dtype) -> np.ndarray:
     \varepsilon_\theta\|a\|_F) \le t`.
     """
     taps = int(np.prod(w.shape[2:]))
-    a = float(np.linalg.norm(np.abs(w).reshape(*w.shape[:2], taps).sum(axis=-1))) * (1 + _gamma(taps + w.size))
-    c = t / (norm + float(np.finfo(dtype).eps) * a) * (1 - 8 * _U)
+    a = float(np.linalg.norm(np.abs(w).reshape(*w.shape[:2], taps).sum(axis=-1))) * (1 + gamma(taps + w.size))
+    c = t / (norm + float(np.finfo(dtype).eps) * a) * (1 - 8 * U)
     return (w * c).astype(dtype).astype(np.float64)
 
 
@@ -256,8 +252,8 @@ def room(w: np.ndarray, t: float) -> float:
     layer rescaled this far inside is found within at once when it is projected again.
     """
     m, n = w.shape[:2]
-    alpha = _gamma(4 * n + 8) / (1 - _gamma(4 * n + 8))
-    return 4 * ((alpha * n + _U) * (1 + _U) + _gamma(4 * m + 8) * n + 16 * _U + symbol_error(w) / t)
+    alpha = cholesky_alpha(4 * n + 8)
+    return 4 * ((alpha * n + U) * (1 + U) + gamma(4 * m + 8) * n + 16 * U + symbol_error(w) / t)
 
 
 def target(w: np.ndarray, grid: tuple[int, ...], bound: float) -> float:
@@ -278,7 +274,7 @@ def change_bound(delta: np.ndarray) -> float:
     taps = int(np.prod(delta.shape[2:]))
     a = np.abs(delta).reshape(*delta.shape[:2], taps).sum(axis=-1)
     bound = min(float(np.linalg.norm(a)), float(np.sqrt(a.sum(axis=0).max() * a.sum(axis=1).max())))
-    return bound * (1 + _gamma(taps + a.size + 8))
+    return bound * (1 + gamma(taps + a.size + 8))
 
 
 class _Watch(NamedTuple):

@@ -68,6 +68,7 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from ..kernels._base import ParametricKernel
 from ._dissection import conv_gram, dissection, dissection_certifies
+from ._roundoff import U, cholesky_alpha, cholesky_root, gamma
 
 __all__ = [
     "DELTAS",
@@ -94,14 +95,8 @@ MAX_DISSECTION_FLOPS = 1.2e12
 #: The relative margins :math:`\delta` tried in turn above the Lanczos estimate.
 DELTAS = (0.0005, 0.002, 0.01, 0.05)
 
-_U = float(np.finfo(np.float64).eps) / 2
 #: Banded flop counts below which the banded route is taken without planning a dissection.
 _SMALL = 1e8
-_ETA = float(np.nextafter(0.0, 1.0))
-
-
-def _gamma(j: int) -> float:
-    return j * _U / (1 - j * _U)
 
 
 @dataclass(frozen=True)
@@ -213,7 +208,7 @@ def gram_band(kernel: ParametricKernel, theta64: np.ndarray) -> GramBand | None:
         return None
     K, A, r, blocks = found
     m = int(max(np.diff(K.indptr).max(initial=0), np.bincount(K.indices, minlength=K.shape[1]).max(initial=0)))
-    grow = (1 + _gamma(m + r + 2)) ** 2  # the rounding of A's entries (r terms) and of its row and column sums (m)
+    grow = (1 + gamma(m + r + 2)) ** 2  # the rounding of A's entries (r terms) and of its row and column sums (m)
     a = float(A.sum(axis=1).max(initial=0.0)) * float(A.sum(axis=0).max(initial=0.0)) * grow
     if K.shape[1] > K.shape[0]:  # the Gram of the smaller side: K Kᵀ = (Kᵀ)ᵀ Kᵀ
         K, blocks = K.T.tocsr(), blocks[::-1]
@@ -228,7 +223,7 @@ def gram_band(kernel: ParametricKernel, theta64: np.ndarray) -> GramBand | None:
         return None
     band = np.zeros((k + 1, n))
     band[k + i - j, j] = data
-    return GramBand(band, _gamma(max(m, 1)) * a, _gamma(r + 1) * float(np.sqrt(a)))
+    return GramBand(band, gamma(max(m, 1)) * a, gamma(r + 1) * float(np.sqrt(a)))
 
 
 def _certifies(gram: GramBand, t: float) -> float | None:
@@ -242,10 +237,7 @@ def _certifies(gram: GramBand, t: float) -> float | None:
     _, info = lapack.dpbtrf(ab, lower=0, overwrite_ab=1)
     if info != 0:
         return None
-    alpha = _gamma(k + 2) / (1 - _gamma(k + 2))
-    chol = alpha * (2 * k + 1) * top + 4 * n * (2 * (k + 2) + top) * _ETA
-    total = t + chol + 2 * _U * top + gram.gram_error
-    return float(np.sqrt(total)) * (1 + 4 * _U)
+    return cholesky_root(t, cholesky_alpha(k + 2) * (2 * k + 1) * top, n, k + 2, top, gram.gram_error)
 
 
 def _dissected(kernel: ParametricKernel, theta64: np.ndarray, budget: float):
@@ -313,7 +305,7 @@ def verified_upper(
     for delta in deltas:
         root = _certifies(gram, (estimate * (1 + delta)) ** 2)
         if root is not None:
-            return (root + gram.entry_error) * (1 + 4 * _U)
+            return (root + gram.entry_error) * (1 + 4 * U)
     return None
 
 
@@ -330,4 +322,4 @@ def schur_upper(w: np.ndarray, multiplicity: float) -> float:
     a = np.abs(np.asarray(w, dtype=np.float64))
     rows = float(a.reshape(a.shape[0], -1).sum(axis=1).max(initial=0.0))
     cols = float(np.moveaxis(a, 1, 0).reshape(a.shape[1], -1).sum(axis=1).max(initial=0.0))
-    return float(np.sqrt(rows * cols * multiplicity)) * (1 + _gamma(a.size + 4))
+    return float(np.sqrt(rows * cols * multiplicity)) * (1 + gamma(a.size + 4))

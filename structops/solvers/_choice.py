@@ -18,7 +18,16 @@ import scipy.optimize as sopt
 
 from ._filters import TikhonovSpectrum
 
-__all__ = ["METHODS", "TAU", "AlphaChoice", "default_grid", "exact_choice", "grid_choice", "noise_error"]
+__all__ = [
+    "METHODS",
+    "TAU",
+    "AlphaChoice",
+    "default_grid",
+    "exact_choice",
+    "grid_choice",
+    "noise_error",
+    "rademacher_probes",
+]
 
 #: The parameter-choice rules of :func:`~structops.solvers.choose_alpha`.
 METHODS = ("gcv", "discrepancy", "lcurve")
@@ -164,12 +173,21 @@ def grid_choice(solve: Solve, K, Lop, b: np.ndarray, method: str, grid: np.ndarr
         p1, e1 = np.gradient(P, t), np.gradient(E, t)
         kappa = (p1 * np.gradient(e1, t) - np.gradient(p1, t) * e1) / (p1**2 + e1**2) ** 1.5
         return AlphaChoice(float(grid[int(np.argmax(kappa))]), method, grid, kappa, False)
-    rng = np.random.default_rng(0)
-    z = rng.choice([-1.0, 1.0], size=(probes, b.size)).astype(b.dtype)
+    z = rademacher_probes(probes, b.size).astype(b.dtype)
     trace = np.array([np.mean([zj @ (K @ solve(zj, float(a))) for zj in z]) for a in grid])
     m = b.size
     values = (rho**2 / m) / (1.0 - trace / m) ** 2
     return AlphaChoice(float(grid[int(np.argmin(values))]), method, grid, values, False)
+
+
+def rademacher_probes(probes: int, size: int) -> np.ndarray:
+    r"""The seeded Rademacher vectors :math:`z_j` of GCV's trace estimate, shape ``(probes, size)``, float64.
+
+    Hutchinson's :math:`\operatorname{trace}A \approx \frac1p\sum_j z_j^\top A z_j`; the grid route
+    (:func:`grid_choice`) and the hybrid one (:func:`~structops.solvers._hybrid.hybrid_gcv`) draw the
+    same ones, so they estimate the same GCV function.
+    """
+    return np.random.default_rng(0).choice([-1.0, 1.0], size=(probes, size))
 
 
 def default_grid(alphas, scale: float) -> np.ndarray:

@@ -76,7 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize as sopt
 
-from ._choice import exact_choice
+from ._choice import exact_choice, rademacher_probes
 from ._filters import TikhonovSpectrum
 
 __all__ = [
@@ -309,8 +309,7 @@ def _gcv_curve(data: ProjectedStep, runs: list[ProjectedStep], m: int):
 
     def G(t: float) -> float:
         a = float(np.exp(t))
-        f = a / (data.s**2 + a)
-        rho = float(np.sum((f * data.c) ** 2)) + data.off
+        rho = _residual2(data.s, data.c, data.off, a)
         trace = float(np.mean([np.sum(r.c**2 * r.s**2 / (r.s**2 + a)) for r in runs]))
         return m * rho / (m - trace) ** 2 if trace < m else np.inf
 
@@ -354,7 +353,7 @@ def hybrid_gcv(
         had not settled by the last step (the caller then falls back to the grid route).
     """
     m = int(b.size)
-    z = np.random.default_rng(0).choice([-1.0, 1.0], size=(probes, m))
+    z = rademacher_probes(probes, m)
     maxiter = max(min(maxiter, GCV_MEMORY // (16 * (1 + probes) * max(m, K.shape[1]))), 3)
     runs = [golub_kahan_steps(K, v, maxiter) for v in (b, *z)]
     steps: list[ProjectedStep] = [next(r) for r in runs]

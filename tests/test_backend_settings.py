@@ -252,13 +252,14 @@ def test_the_default_budget_follows_the_environment_and_multiprocessing(monkeypa
     assert _backend._default_budget() == (1, "multiprocessing child")
 
 
-@pytest.mark.parametrize("solver", ["cg", "lsqr", "cgls"])
+@pytest.mark.parametrize("solver", ["cg", "lsqr", "cgls", "hybrid"])
 def test_krylov_loops_run_their_vector_operations_on_one_blas_thread(solver):
-    """Inside the Krylov loop of ``tikhonov`` BLAS has one thread (its vector operations would fight
-    the numba kernels' threads for the cores); the count is put back afterwards."""
+    """Inside the Krylov loops of ``tikhonov`` and ``choose_alpha`` BLAS has one thread (its vector
+    operations would fight the numba kernels' threads for the cores); the count is put back afterwards."""
     import pylops
 
     from structops.solvers._filters import as_regularizer
+    from structops.solvers._hybrid import hybrid_choice
     from structops.solvers._krylov import krylov_solve
 
     before = _blas_threads()
@@ -281,9 +282,13 @@ def test_krylov_loops_run_their_vector_operations_on_one_blas_thread(solver):
             return inner.rmatvec(y)
 
     b = np.random.default_rng(0).standard_normal(144)
-    x, _, converged = krylov_solve(Watching(), as_regularizer(None, kernel), 1e-2, b, solver, None, 1e-10, 500)
-    assert converged
     reference = np.linalg.solve(inner.todense().T @ inner.todense() + 1e-2 * np.eye(144), inner.rmatvec(b))
-    assert np.linalg.norm(x - reference) <= 1e-5 * np.linalg.norm(reference)
+    if solver == "hybrid":  # the discrepancy principle on the Golub-Kahan projected problem
+        found = hybrid_choice(Watching(), b, "discrepancy", target=0.5 * float(np.linalg.norm(b)))
+        assert found.reachable and found.alpha > 0
+    else:
+        x, _, converged = krylov_solve(Watching(), as_regularizer(None, kernel), 1e-2, b, solver, None, 1e-10, 500)
+        assert converged
+        assert np.linalg.norm(x - reference) <= 1e-5 * np.linalg.norm(reference)
     assert seen and all(set(counts) == {1} for counts in seen)
     assert _blas_threads() == before

@@ -76,6 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize as sopt
 
+from .._backend import blas_threads_for
 from ._choice import exact_choice, rademacher_probes
 from ._filters import TikhonovSpectrum
 
@@ -284,8 +285,15 @@ def hybrid_choice(
     """
     if method not in HYBRID_METHODS:
         raise ValueError(f"`method` must be one of {HYBRID_METHODS!r}, got {method!r}.")
-    if method == "gcv":
-        return hybrid_gcv(K, b, probes=probes, maxiter=maxiter)
+    # the vector operations between the products run on one BLAS thread (as krylov_solve's)
+    with blas_threads_for(1):
+        if method == "gcv":
+            return hybrid_gcv(K, b, probes=probes, maxiter=maxiter)
+        return _one_run(K, b, method, target, tol, maxiter)
+
+
+def _one_run(K, b: np.ndarray, method: str, target: float | None, tol: float, maxiter: int) -> HybridResult:
+    """:func:`hybrid_choice` for the discrepancy principle and the L-curve: one Golub--Kahan run."""
     beta = float(np.linalg.norm(b))
     best = None  # (alpha, x, grid, values) of the last step that defined one
     for step in golub_kahan_steps(K, b, maxiter):

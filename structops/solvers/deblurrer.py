@@ -24,7 +24,6 @@ import warnings
 
 import numpy as np
 
-from .._backend import blas_threads_for
 from .._validation import check_finite_fast, check_number, check_positive_int
 from ..kernels._base import ParametricKernel, as_kernel
 from ..kernels.diagonalized import Diagonalized, KroneckerMultiplier
@@ -442,8 +441,7 @@ class Deblurrer:
                 assert self._route is not None
                 return exact_choice(self._route.filter_spectrum(row.astype(np.float64)), method, alphas, target)
         if method in HYBRID_METHODS and self.reg.op is None and alphas is None:  # one Golub-Kahan run (_hybrid)
-            with blas_threads_for(1):  # vector operations between numba products: one BLAS thread (krylov_solve)
-                h = hybrid_choice(self.K, row, method, target=target, maxiter=min(self.maxiter, 1000), probes=probes)
+            h = hybrid_choice(self.K, row, method, target=target, maxiter=min(self.maxiter, 1000), probes=probes)
             if h.reachable and (h.converged or method == "discrepancy"):
                 return AlphaChoice(h.alpha, method, h.grid, h.values, False, target, h.iterations)
 

@@ -61,6 +61,7 @@ import scipy.fft as sfft
 from .._backend import blas_threads_for, thread_budget
 from ..kernels._base import ParametricKernel
 from ..kernels.conv import Conv, ConvBased
+from ..kernels.conv.based import conv_itself
 from ..kernels.dense import Dense
 from ..kernels.diagonalized import block_svdvals, full_spectrum
 from ..kernels.reparam import LinearReparam
@@ -444,19 +445,13 @@ def _multiplicity(kernel: ParametricKernel) -> float:
     return float(np.prod([1 + before + after for before, after in geo.pads]))
 
 
-def _is_conv(kernel: ParametricKernel) -> bool:
-    """Whether ``kernel`` is itself the convolution its stencil hook names (``θ`` is the stencil)."""
-    view = kernel.as_convolution()
-    return view is not None and view.conv is kernel
-
-
 def _conversion(kernel: ParametricKernel, theta: np.ndarray, top: float) -> float:
     r"""Allowance for the stencil computed in ``theta``'s dtype instead of float64 (module notes)."""
-    if isinstance(kernel, Dense) or _is_conv(kernel):
+    if isinstance(kernel, Dense) or conv_itself(kernel) is not None:
         return 0.0  # θ holds the operator's entries: the float64 copy is exact
     eps = float(np.finfo(theta.dtype).eps)
     theta64 = theta.astype(np.float64)
-    if isinstance(kernel, LinearReparam) and _is_conv(kernel.kernel):
+    if isinstance(kernel, LinearReparam) and conv_itself(kernel.kernel) is not None:
         P = kernel.P
         nnz = int(np.diff(P.indptr).max(initial=1))
         l1 = float((abs(P) @ np.abs(theta64)).sum())

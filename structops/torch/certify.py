@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..kernels.conv import Conv
+from ..kernels.conv.based import conv_itself
 from ..kernels.dense import Dense
 from ..solvers import EstimateWarning, SpectralEstimate, spectral_norm
 from ..solvers._certified import norm_upper
@@ -181,7 +182,7 @@ def _fold_batchnorm(layer: Layer, bn: Any) -> np.ndarray:
     s = scale.double().numpy()
     theta = layer.theta.detach().double().numpy()
     kernel = layer.kernel
-    conv = _conv_itself(kernel)
+    conv = conv_itself(kernel)
     if conv is not None and not isinstance(layer, TransposedLayer):
         w = theta.reshape(conv.out_channels, -1) * s[:, None]
         return w.ravel()
@@ -281,13 +282,7 @@ _LINEAR_MODULES = (
 def _foldable(module: Any) -> bool:
     if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
         return True
-    return isinstance(module, Layer) and (_conv_itself(module.kernel) is not None or isinstance(module.kernel, Dense))
-
-
-def _conv_itself(kernel: Any) -> Conv | None:
-    """``kernel`` if it is a convolution whose ``θ`` is its stencil (the kernel hook ``as_convolution``), else None."""
-    view = kernel.as_convolution()
-    return view.conv if view is not None and view.conv is kernel else None
+    return isinstance(module, Layer) and (conv_itself(module.kernel) is not None or isinstance(module.kernel, Dense))
 
 
 def _tuple(value: Any, d: int) -> tuple[int, ...]:

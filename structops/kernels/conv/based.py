@@ -24,6 +24,12 @@ from .conv import Conv, deprecated_symbol
 __all__ = ["ConvBased", "ConvView"]
 
 
+def conv_itself(kernel) -> Conv | None:
+    """``kernel`` when it is a convolution whose ``θ`` is its stencil (``as_convolution`` names itself); else None."""
+    view = kernel.as_convolution()
+    return view.conv if view is not None and view.conv is kernel else None
+
+
 class ConvView:
     """Mixin: a convolution family's geometry (grid, stencil, bc, stride, channels), read from its :attr:`geometry`."""
 

@@ -423,7 +423,7 @@ class _CayleyBlocks(torch.autograd.Function):
         return taps.T.reshape(theta.shape), None, None
 
 
-def _cayley_blocks(geo: Any, theta: torch.Tensor, phases: dict[str, torch.Tensor]) -> torch.Tensor:
+def _cayley_blocks(theta: torch.Tensor, phases: dict[str, torch.Tensor]) -> torch.Tensor:
     r"""The unitary blocks :math:`\hat K(\xi) = (I + \hat A)^{-1}(I - \hat A)` as real ``2c × 2c`` right factors.
 
     The generator's spectrum :math:`\hat S(\xi) = \sum_j \theta_j\, e^{-2\pi i \xi \cdot o_j}` is
@@ -435,7 +435,7 @@ def _cayley_blocks(geo: Any, theta: torch.Tensor, phases: dict[str, torch.Tensor
     channel (``torch.view_as_real``), ``row @ M[f]`` is :math:`\hat K(\xi)` applied to it.
     ``M[f]`` is the real form of :math:`\hat K^\top = (I + \hat A^\top)^{-1}(I - \hat A^\top)`
     (:math:`\hat A = \hat S - \hat S^*`), and ``M[f]^\top`` that of :math:`\hat K(\xi)^*`, the
-    block of :math:`K^\top`. ``geo`` is kept for the callers (the channels come from ``theta``).
+    block of :math:`K^\top`. The channels come from ``theta``'s length and the taps'.
     """
     return _CayleyBlocks.apply(theta, phases["re"], phases["im"])[0]
 
@@ -553,13 +553,13 @@ class _CayleyProduct(torch.autograd.Function):
 def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
     r""":math:`K x`: ``rfftn`` of the batch, one real ``(F, n, 2c) @ (F, 2c, 2c)`` product, ``irfftn``.
 
-    The blocks come from :func:`_cayley_blocks` (plain autograd in ``theta``), the batch path
-    from :class:`_CayleyProduct` (real DFT adjoints in the backward). Half precision is computed
-    in float32 (torch's CPU FFT has no half) and cast back.
+    The blocks come from :func:`_cayley_blocks` (a closed-form backward in ``theta``,
+    :class:`_CayleyBlocks`), the batch path from :class:`_CayleyProduct` (real DFT adjoints in the
+    backward). Half precision is computed in float32 (torch's CPU FFT has no half) and cast back.
     """
     work = torch.promote_types(torch.promote_types(theta.dtype, x.dtype), torch.float32)
     phases = {part: t.to(work) for part, t in _constants(kernel, lambda: _tap_phases(kernel.geometry), x).items()}
-    blocks = _cayley_blocks(kernel.geometry, theta.to(work), phases)
+    blocks = _cayley_blocks(theta.to(work), phases)
     if transpose:
         blocks = blocks.transpose(-1, -2)  # the real block of the conjugate transpose
     if x.shape[0] == 0:  # MKL's FFT refuses an empty batch; the result is empty, still a function of theta

@@ -128,6 +128,21 @@ class ParametricKernel(abc.ABC):
     def _check_constraints(self, theta: np.ndarray) -> None:
         """Raise ``ValueError`` when ``theta`` violates a constraint of the family."""
 
+    # Optional transform-domain hooks (docs/contract.md): a family whose products run through a
+    # transform of the batch (an FFT) overrides all three, and the torch bridge then transforms
+    # each batch once, keeping the forward's transform for the gradient in theta.
+    def _transform(self, x: np.ndarray, transpose: bool) -> Any:
+        """The batch's transform, what :meth:`_apply_transformed` and :meth:`_vjp_transformed` take."""
+        raise NotImplementedError
+
+    def _apply_transformed(self, state: Any, t: Any, transpose: bool) -> np.ndarray:
+        """:meth:`_apply` of the batch whose :meth:`_transform` is ``t``."""
+        raise NotImplementedError
+
+    def _vjp_transformed(self, state: Any, tx: Any, tw: Any, transpose: bool) -> np.ndarray:
+        """:meth:`_vjp` summed over the examples, from the transforms of ``x`` and of ``w``."""
+        raise NotImplementedError
+
     def _dense(self, state: Any) -> np.ndarray:
         """``K(theta)`` as a dense array from the prepared state (by default: applied to the identity)."""
         eye = np.eye(self.shape[1], dtype=self._state_dtype(state))

@@ -41,20 +41,35 @@ def _tensor(a: np.ndarray, dtype: torch.dtype, *inputs: np.ndarray) -> torch.Ten
     return torch.from_numpy(a).to(dtype)
 
 
+def _transforms(kernel: ParametricKernel) -> bool:
+    """Whether the family has the transform-domain hooks (``_transform`` and the two that take its result)."""
+    return type(kernel)._transform is not ParametricKernel._transform
+
+
 class _KernelApply(torch.autograd.Function):
     """``y = K(θ) x`` (``K(θ)ᵀ x`` with ``transpose``) on flattened batches ``x`` of shape ``(n, cols)``.
 
     ``state`` is the family's prepared state for ``θ`` when the caller has it (None: prepared
-    here). Inputs are validated by the callers.
+    here). For a family with the transform-domain hooks, ``kept`` is the transform of ``x`` when
+    the caller has it; the forward keeps it (computing it when ``θ`` needs a gradient) for the
+    backward's gradient in ``θ``, so each batch is transformed once. Inputs are validated by the callers.
     """
 
     @staticmethod
-    def forward(ctx: Any, theta: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool, state: Any):
+    def forward(
+        ctx: Any, theta: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool, state: Any,
+        kept: Any = None,
+    ):  # fmt: skip
         if state is None:
             state = internal.prepare(kernel, _numpy(theta))
         xs = _numpy(x)
-        y = internal.apply_prepared(kernel, state, np.ascontiguousarray(xs), transpose)
-        ctx.kernel, ctx.transpose, ctx.state = kernel, transpose, state
+        if kept is None and ctx.needs_input_grad[0] and _transforms(kernel) and xs.shape[0]:
+            kept = kernel._transform(np.ascontiguousarray(xs), transpose)
+        if kept is not None:
+            y = kernel._apply_transformed(state, kept, transpose)
+        else:
+            y = internal.apply_prepared(kernel, state, np.ascontiguousarray(xs), transpose)
+        ctx.kernel, ctx.transpose, ctx.state, ctx.kept = kernel, transpose, state, kept
         ctx.save_for_backward(theta, x)
         return _tensor(np.asarray(y).reshape(xs.shape[0], kernel.shape[1 if transpose else 0]), x.dtype, xs)
 
@@ -62,11 +77,14 @@ class _KernelApply(torch.autograd.Function):
     def backward(ctx: Any, w: torch.Tensor):
         theta, x = ctx.saved_tensors
         grad_theta = grad_x = None
+        kept = None
+        if ctx.kept is not None and ctx.needs_input_grad[0]:  # transform w once, for both gradients
+            kept = (ctx.kept, ctx.kernel._transform(np.ascontiguousarray(_numpy(w)), not ctx.transpose))
         if ctx.needs_input_grad[1]:
-            grad_x = _KernelApply.apply(theta, w, ctx.kernel, not ctx.transpose, ctx.state)
+            grad_x = _KernelApply.apply(theta, w, ctx.kernel, not ctx.transpose, ctx.state, None if kept is None else kept[1])
         if ctx.needs_input_grad[0]:
-            grad_theta = _KernelVJP.apply(theta, x, w, ctx.kernel, ctx.transpose, ctx.state)
-        return grad_theta, grad_x, None, None, None
+            grad_theta = _KernelVJP.apply(theta, x, w, ctx.kernel, ctx.transpose, ctx.state, kept)
+        return grad_theta, grad_x, None, None, None, None
 
 
 class _KernelVJP(torch.autograd.Function):
@@ -81,15 +99,18 @@ class _KernelVJP(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, theta: torch.Tensor, x: torch.Tensor, w: torch.Tensor, kernel: ParametricKernel, transpose: bool,
-        state: Any,
+        state: Any, kept: tuple[Any, Any] | None = None,
     ):  # fmt: skip
         ctx.kernel, ctx.transpose = kernel, transpose
         ctx.save_for_backward(theta, x, w)
         ws = np.ascontiguousarray(_numpy(w))
         if ws.shape[0] == 0:
             return torch.zeros_like(theta)
-        data = internal.prepare_data(kernel, np.ascontiguousarray(_numpy(x)), transpose)
-        grad = internal.vjp_prepared(kernel, state, data, ws, transpose)
+        if kept is not None:  # the transforms of x and w (the transform-domain hooks)
+            grad = kernel._vjp_transformed(state, kept[0], kept[1], transpose)
+        else:
+            data = internal.prepare_data(kernel, np.ascontiguousarray(_numpy(x)), transpose)
+            grad = internal.vjp_prepared(kernel, state, data, ws, transpose)
         return _tensor(np.asarray(grad).reshape(-1), theta.dtype, ws)
 
     @staticmethod
@@ -108,7 +129,7 @@ class _KernelVJP(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_w = _linear_part(v, x, kernel, transpose)
         # an affine family's theta-gradient does not depend on theta: its derivative is zero
-        return None, grad_x, grad_w, None, None, None
+        return None, grad_x, grad_w, None, None, None, None
 
 
 def _linear_part(v: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.fft as sfft
 
-from ..._backend import workers
+from ..._backend import have_numba, workers
 from .._base import ParametricKernel
 from ..diagonalized import FourierMultiplier
 from . import _core as core
@@ -47,11 +47,18 @@ def cayley_blocks(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     transform, resolvent : numpy.ndarray, shape ``(..., c, c)``
-        Unitary blocks :math:`2(I + B)^{-1} - I` and :math:`(I + B)^{-1}`, from one batched
-        ``numpy.linalg.inv``.
+        Unitary blocks :math:`2(I + B)^{-1} - I` and :math:`(I + B)^{-1}`: complex64 blocks with
+        numba by Gauss--Jordan on all blocks at once, in float64
+        (:mod:`structops.kernels.conv._numba_resolvent`: no pivoting is needed, as the Hermitian
+        part of :math:`I + B` is :math:`I`), else one batched ``numpy.linalg.inv``.
     """
     eye = np.eye(skew.shape[-1], dtype=skew.dtype)
-    resolvent = np.linalg.inv(eye + skew)
+    if have_numba() and skew.dtype == np.complex64 and skew.size:
+        from ._numba_resolvent import resolvents
+
+        resolvent = resolvents(skew)  # all blocks at once, no per-block LAPACK call
+    else:
+        resolvent = np.linalg.inv(eye + skew)
     return 2 * resolvent - eye, resolvent  # (I + B)^{-1}(I - B) = 2 (I + B)^{-1} - I
 
 
@@ -67,15 +74,23 @@ def _chunks(shape: tuple[int, ...], scale: int = 1) -> list[tuple[int, int]]:
     return [(start, min(n, start + step)) for start in range(0, n, step)]
 
 
-def real_right_factors(blocks: np.ndarray) -> np.ndarray:
+def real_right_factors(blocks: np.ndarray, adjoint: bool = False) -> np.ndarray:
     r"""The real ``2c × 2c`` forms of complex ``c × c`` blocks ``B`` acting on rows: ``row @ M`` is ``z @ B``.
 
     A row holds the complex ``z`` as ``2c`` reals, (re, im) interleaved per entry; shape
     ``(..., c, c)`` in, ``(F, 2c, 2c)`` out (leading axes flattened), real of the blocks' precision.
+    ``adjoint``: the forms of :math:`\bar B` instead (``z @ conj(B)``).
     """
     c = blocks.shape[-1]
     re, im = blocks.real.reshape(-1, c, c), blocks.imag.reshape(-1, c, c)
-    rows = np.stack([np.stack([re, im], -1), np.stack([-im, re], -1)], -3)  # [f, ci, p, co, q]
+    rows = np.empty((re.shape[0], c, 2, c, 2), re.dtype)  # [f, ci, p, co, q]
+    rows[:, :, 0, :, 0] = rows[:, :, 1, :, 1] = re
+    if adjoint:
+        rows[:, :, 1, :, 0] = im
+        np.negative(im, out=rows[:, :, 0, :, 1])
+    else:
+        rows[:, :, 0, :, 1] = im
+        np.negative(im, out=rows[:, :, 1, :, 0])
     return rows.reshape(-1, 2 * c, 2 * c)
 
 
@@ -210,25 +225,47 @@ class CayleyConv(ConvView, ParametricKernel):
         """
         n, c = x.shape[0], self.channels
         x = x.reshape(n, c, *self.grid)  # (explicit: n may be 0)
-        right = real_right_factors(np.conj(blocks) if adjoint else np.swapaxes(blocks, -1, -2))
+        right = self._right(blocks, adjoint)
         y = np.empty(x.shape, dtype=np.result_type(x.dtype, right.dtype))
         for start, stop in _chunks(x.shape):
-            rows = self._rows(x[start:stop])
-            y[start:stop] = self._from_rows(rows @ right, stop - start)
+            self._from_rows(self._rows(x[start:stop]) @ right, y[start:stop])
         return y.reshape(n, math.prod(x.shape[1:])).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def _right(blocks: np.ndarray, adjoint: bool) -> np.ndarray:
+        """The real right factors of the blocks' multiplier (of its adjoint), :func:`real_right_factors`."""
+        return real_right_factors(blocks, True) if adjoint else real_right_factors(np.swapaxes(blocks, -1, -2))
+
+    def _numba_fft(self, dtype: np.dtype) -> bool:
+        """Whether the transforms run on the numba kernels (:mod:`._numba_fft`): 2-D grids, both float types."""
+        if not have_numba() or dtype not in (np.float32, np.float64):
+            return False
+        from . import _numba_fft
+
+        return _numba_fft.supported(self.grid)
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
         """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, (re, im) interleaved."""
+        if self._numba_fft(x.dtype):
+            from . import _numba_fft
+
+            return _numba_fft.rfft2_rows(np.ascontiguousarray(x))
         spec = sfft.rfftn(x, axes=self._axes, workers=workers())
         spec = np.ascontiguousarray(np.moveaxis(spec, (0, 1), (-2, -1)))  # (*half, n, c)
         return spec.view(spec.real.dtype).reshape(-1, x.shape[0], 2 * self.channels)
 
-    def _from_rows(self, rows: np.ndarray, n: int) -> np.ndarray:
-        """``irfftn`` of real rows ``(F, n, 2c)`` back to the grid, shape ``(n, c, *grid)``."""
+    def _from_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """``irfftn`` of real rows ``(F, n, 2c)`` back to the grid, into ``out`` ``(n, c, *grid)`` (C-contiguous)."""
+        if self._numba_fft(rows.dtype) and out.dtype == rows.dtype:
+            from . import _numba_fft
+
+            _numba_fft.irfft2_rows(np.ascontiguousarray(rows), self.grid, out)
+            return
         half = (*self.grid[:-1], self.grid[-1] // 2 + 1)
+        n = rows.shape[1]
         spec = rows.reshape(*half, n, self.channels, 2).view(np.result_type(rows.dtype, np.complex64))[..., 0]
         spec = np.ascontiguousarray(np.moveaxis(spec, (-2, -1), (0, 1)))
-        return sfft.irfftn(spec, s=self.grid, axes=self._axes, workers=workers())
+        out[...] = sfft.irfftn(spec, s=self.grid, axes=self._axes, workers=workers())
 
     def _apply(self, state, x, transpose):
         return self._multiply(state.blocks, x, transpose)
@@ -279,19 +316,45 @@ class CayleyConv(ConvView, ParametricKernel):
         xs, ws = x.reshape(-1, c, *grid), w.reshape(-1, c, *grid)
         for start, stop in _chunks(xs.shape, 4):  # (larger: the products' inner size is the chunk)
             gram += np.swapaxes(self._rows(xs[start:stop]), -1, -2) @ self._rows(ws[start:stop])
+        return self._gram_gradient(state, gram).astype(np.result_type(x.dtype, w.dtype), copy=False)
+
+    def _gram_gradient(self, state, gram: np.ndarray) -> np.ndarray:
+        r"""The gradient in :math:`\theta` from the real Gram ``(F, 2c, 2c)`` of the spectra's rows (:meth:`_spectral_vjp`)."""
+        c, grid = self.channels, self.grid
         g = grid[-1]
         k = np.arange(g // 2 + 1)
-        weight = np.where((k == 0) | (2 * k == g), 1.0, 2.0) / math.prod(grid)
-        gram = (gram.reshape(-1, g // 2 + 1, 2 * c, 2 * c) * weight[:, None, None]).reshape(-1, c, 2, c, 2)
-        # P[a, b] = sum_n x_a conj(w_b): the (re, im) parts of the real Gram
-        P = gram[:, :, 0, :, 0] + gram[:, :, 1, :, 1] + 1j * (gram[:, :, 1, :, 0] - gram[:, :, 0, :, 1])
+        # the Parseval weights, with the -2 of dK = -2 R dA R folded in
+        weight = (np.where((k == 0) | (2 * k == g), -2.0, -4.0) / math.prod(grid)).astype(gram.dtype)
+        gram = gram.reshape(-1, c, 2, c, 2)
+        # P[a, b] = sum_n x_a conj(w_b): the (re, im) parts of the real Gram, in its precision
+        P = np.empty((gram.shape[0], c, c), np.result_type(gram.dtype, np.complex64))
+        P.real = gram[:, :, 0, :, 0] + gram[:, :, 1, :, 1]
+        P.imag = gram[:, :, 1, :, 0] - gram[:, :, 0, :, 1]
+        P.reshape(-1, g // 2 + 1, c, c)[...] *= weight[:, None, None]
         R = state.resolvent.reshape(-1, c, c)
-        Q = -2 * (R @ P @ R)
+        Q = R @ P @ R
         E = Q - np.conj(np.swapaxes(Q, -1, -2))
         phi = self._factors()  # (T, F); grad[a, b, j] = Re sum_f E[f, b, a] phi[j, f]
         Et = np.swapaxes(E, -1, -2).reshape(E.shape[0], c * c)
-        grad = (phi.real @ Et.real - phi.imag @ Et.imag).T
-        return grad.reshape(-1).astype(np.result_type(x.dtype, w.dtype), copy=False)
+        return (phi.real @ Et.real - phi.imag @ Et.imag).T.reshape(-1)
+
+    # ------------------------------------------- transform-domain hooks (the torch bridge)
+    def _transform(self, x: np.ndarray, transpose: bool) -> np.ndarray:
+        """The half spectrum of a flattened batch as real rows ``(F, n, 2c)`` (:meth:`_rows`)."""
+        return self._rows(x.reshape(x.shape[0], self.channels, *self.grid))
+
+    def _apply_transformed(self, state, rows: np.ndarray, transpose: bool) -> np.ndarray:
+        """:meth:`_apply` from the batch's rows (:meth:`_transform`): one product, one ``irfftn``."""
+        right = self._right(state.blocks, transpose).astype(rows.dtype, copy=False)
+        y = np.empty((rows.shape[1], self.channels, *self.grid), rows.dtype)
+        self._from_rows(rows @ right, y)
+        return y.reshape(rows.shape[1], -1)
+
+    def _vjp_transformed(self, state, rows_x: np.ndarray, rows_w: np.ndarray, transpose: bool) -> np.ndarray:
+        r""":meth:`_vjp` summed over the examples from both batches' rows: one Gram, no transform."""
+        a, b = (rows_w, rows_x) if transpose else (rows_x, rows_w)
+        gram = np.swapaxes(a, -1, -2) @ b
+        return self._gram_gradient(state, gram).astype(rows_x.dtype, copy=False)
 
     def _factors(self) -> np.ndarray:
         """:func:`tap_factors` of the geometry, built once per kernel."""

@@ -421,4 +421,3 @@ def _single_output_shape(
     gives ``out_shape`` (pylops' ``dimsd``).
     """
     return grid_output_shape(out_shape) if is_grid_of(shape, example_shape) else out_shape
-

@@ -83,7 +83,6 @@ __all__ = ["MAX_FRONT", "ConvGram", "Dissection", "conv_gram", "dissection", "di
 MAX_FRONT = 9000
 
 
-
 @dataclass(frozen=True)
 class ConvGram:
     r"""The Gram :math:`K^\top K` of a convolution on its input grid, as pixel pairs and channel blocks.

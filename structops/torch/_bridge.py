@@ -81,7 +81,8 @@ class _KernelApply(torch.autograd.Function):
         if ctx.kept is not None and ctx.needs_input_grad[0]:  # transform w once, for both gradients
             kept = (ctx.kept, ctx.kernel._transform(np.ascontiguousarray(_numpy(w)), not ctx.transpose))
         if ctx.needs_input_grad[1]:
-            grad_x = _KernelApply.apply(theta, w, ctx.kernel, not ctx.transpose, ctx.state, None if kept is None else kept[1])
+            kept_w = None if kept is None else kept[1]
+            grad_x = _KernelApply.apply(theta, w, ctx.kernel, not ctx.transpose, ctx.state, kept_w)
         if ctx.needs_input_grad[0]:
             grad_theta = _KernelVJP.apply(theta, x, w, ctx.kernel, ctx.transpose, ctx.state, kept)
         return grad_theta, grad_x, None, None, None, None

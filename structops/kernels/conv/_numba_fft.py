@@ -158,8 +158,9 @@ def _radix2(sr, si, dr, di, n, lanes, L, off, tr, ti):  # pragma: no cover - com
 
 @nb.njit(**_INLINE)
 def _radix_odd(sr, si, dr, di, n, lanes, p, L, off, tr, ti, sign):  # pragma: no cover - compiled
-    r"""One stage of an odd radix ``p``, by pairs: with :math:`s_t = a_t + a_{p-t}`, :math:`d_t = a_t - a_{p-t}`,
+    r"""One stage of an odd radix ``p``, by pairs of conjugate twiddles.
 
+    With :math:`s_t = a_t + a_{p-t}`, :math:`d_t = a_t - a_{p-t}`,
     :math:`A_k = a_0 + \sum_t \cos(2\pi tk/p)\, s_t`, :math:`B_k = \sum_t \sin(2\pi tk/p)\, d_t` and
     ``out[k] = A_k + sign i B_k``, ``out[p - k] = A_k - sign i B_k`` (``t, k = 1 … (p-1)/2``). The
     twiddled inputs of one group go through a small buffer ``(p, lanes)``.
@@ -370,7 +371,7 @@ BLOCK_BYTES = 2**20
 
 
 def block(example: tuple[int, ...], itemsize: int) -> int:
-    """Examples transformed together (their channels side by side in the lanes): at most 8, within :data:`BLOCK_BYTES`."""
+    """Examples transformed together (channels side by side in the lanes): at most 8, within :data:`BLOCK_BYTES`."""
     c, H, W = example
     per_example = 4 * itemsize * c * max(W * ((H + 1) // 2), H * (W // 2 + 1))
     return max(1, min(8, BLOCK_BYTES // max(1, per_example)))
@@ -408,7 +409,7 @@ def rfft2_rows(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 def irfft2_rows(rows: np.ndarray, grid: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """``irfftn`` of real rows ``(F, n, 2c)`` (:func:`rfft2_rows`' layout) back to ``(n, c, H, W)``."""
-    F, n, c2 = rows.shape
+    _, n, c2 = rows.shape
     H, W = grid
     if out is None:
         out = np.empty((n, c2 // 2, H, W), rows.dtype)
@@ -417,4 +418,3 @@ def irfft2_rows(rows: np.ndarray, grid: tuple[int, int], out: np.ndarray | None 
         with kernel_threads(10 * out.size, -(-n // m)):
             _irfft2_rows(rows, out, m, *_plans((H, W), True, rows.dtype))
     return out
-

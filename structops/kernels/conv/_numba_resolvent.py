@@ -1,4 +1,4 @@
-r"""A numba kernel for the resolvents :math:`(I + B)^{-1}` of many small skew-Hermitian blocks (:class:`~structops.CayleyConv`).
+r"""A numba kernel for the resolvents :math:`(I + B)^{-1}` of many small skew-Hermitian blocks (CayleyConv).
 
 ``numpy.linalg.inv`` (and ``torch.linalg.inv``) call LAPACK once per block: for the
 ``H(W/2+1)`` blocks of ``16 × 16`` of a 28×28 Cayley layer that is ~3 ms of call overhead for

@@ -319,7 +319,7 @@ class CayleyConv(ConvView, ParametricKernel):
         return self._gram_gradient(state, gram).astype(np.result_type(x.dtype, w.dtype), copy=False)
 
     def _gram_gradient(self, state, gram: np.ndarray) -> np.ndarray:
-        r"""The gradient in :math:`\theta` from the real Gram ``(F, 2c, 2c)`` of the spectra's rows (:meth:`_spectral_vjp`)."""
+        r"""The gradient in :math:`\theta` from the real Gram ``(F, 2c, 2c)`` of the rows (:meth:`_spectral_vjp`)."""
         c, grid = self.channels, self.grid
         g = grid[-1]
         k = np.arange(g // 2 + 1)

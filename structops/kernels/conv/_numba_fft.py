@@ -407,7 +407,7 @@ def rfft2_rows(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def irfft2_rows(rows: np.ndarray, grid: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+def irfft2_rows(rows: np.ndarray, grid: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
     """``irfftn`` of real rows ``(F, n, 2c)`` (:func:`rfft2_rows`' layout) back to ``(n, c, H, W)``."""
     _, n, c2 = rows.shape
     H, W = grid

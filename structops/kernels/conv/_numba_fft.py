@@ -41,6 +41,8 @@ reassociate).
 
 from __future__ import annotations
 
+import math
+
 import numba as nb
 import numpy as np
 
@@ -156,6 +158,72 @@ def _radix2(sr, si, dr, di, n, lanes, L, off, tr, ti):  # pragma: no cover - com
                 y1i[q] = x0i[q] - ai
 
 
+#: Lanes per piece of the radix-7 stage: its sums and differences stay in L1.
+_PIECE = 256
+
+
+@nb.njit(**_INLINE)
+def _radix7(sr, si, dr, di, n, lanes, L, off, tr, ti, sign):  # pragma: no cover - compiled
+    r"""One radix-7 Stockham stage ``s → d``: :func:`_radix_odd`'s pairs in three fused loops per piece of lanes.
+
+    Per group and piece of :data:`_PIECE` lanes: the twiddled pairs' sums :math:`p_t` and
+    differences :math:`m_t` (``t = 1, 2, 3``) into a small buffer, then each output pair
+    :math:`k, 7 - k` from them, then :math:`y_0`. Each loop touches few arrays, so LLVM's runtime
+    alias checks stay within its limit and every loop is vectorised.
+    """
+    Jp = n // (7 * L)
+    cs = (math.cos(2 * math.pi / 7), math.cos(4 * math.pi / 7), math.cos(6 * math.pi / 7))
+    sn = (sign * math.sin(2 * math.pi / 7), sign * math.sin(4 * math.pi / 7), sign * math.sin(6 * math.pi / 7))
+    pr, pi = np.empty((3, _PIECE), sr.dtype), np.empty((3, _PIECE), sr.dtype)
+    mr, mi = np.empty((3, _PIECE), sr.dtype), np.empty((3, _PIECE), sr.dtype)
+    for k1 in range(L):
+        for jj in range(Jp):
+            i, o = (jj + Jp * 7 * k1) * lanes, (jj + Jp * k1) * lanes
+            step, out = Jp * lanes, Jp * L * lanes
+            for q0 in range(0, lanes, _PIECE):
+                nq = min(_PIECE, lanes - q0)
+                for t in range(1, 4):
+                    w, v = off + 7 * k1 + t, off + 7 * k1 + 7 - t
+                    wr, wi, vr, vi = tr[w], ti[w], tr[v], ti[v]
+                    a, b = i + t * step + q0, i + (7 - t) * step + q0
+                    xr, xi, yr, yi = sr[a : a + nq], si[a : a + nq], sr[b : b + nq], si[b : b + nq]
+                    Pr, Pi, Mr, Mi = pr[t - 1], pi[t - 1], mr[t - 1], mi[t - 1]
+                    for q in range(nq):
+                        ar, ai = wr * xr[q] - wi * xi[q], wr * xi[q] + wi * xr[q]
+                        br, bi = vr * yr[q] - vi * yi[q], vr * yi[q] + vi * yr[q]
+                        Pr[q], Pi[q], Mr[q], Mi[q] = ar + br, ai + bi, ar - br, ai - bi
+                x0r, x0i = sr[i + q0 : i + q0 + nq], si[i + q0 : i + q0 + nq]
+                for k in range(1, 4):
+                    c1, c2, c3 = _cos7(k, 1, cs), _cos7(k, 2, cs), _cos7(k, 3, cs)
+                    s1, s2, s3 = _sin7(k, 1, sn), _sin7(k, 2, sn), _sin7(k, 3, sn)
+                    a, b = o + k * out + q0, o + (7 - k) * out + q0
+                    ur, ui, zr, zi = dr[a : a + nq], di[a : a + nq], dr[b : b + nq], di[b : b + nq]
+                    for q in range(nq):
+                        Ar = x0r[q] + c1 * pr[0, q] + c2 * pr[1, q] + c3 * pr[2, q]
+                        Ai = x0i[q] + c1 * pi[0, q] + c2 * pi[1, q] + c3 * pi[2, q]
+                        Br = s1 * mr[0, q] + s2 * mr[1, q] + s3 * mr[2, q]
+                        Bi = s1 * mi[0, q] + s2 * mi[1, q] + s3 * mi[2, q]
+                        ur[q], ui[q], zr[q], zi[q] = Ar - Bi, Ai + Br, Ar + Bi, Ai - Br
+                yr, yi = dr[o + q0 : o + q0 + nq], di[o + q0 : o + q0 + nq]
+                for q in range(nq):
+                    yr[q] = x0r[q] + pr[0, q] + pr[1, q] + pr[2, q]
+                    yi[q] = x0i[q] + pi[0, q] + pi[1, q] + pi[2, q]
+
+
+@nb.njit(**_INLINE)
+def _cos7(k, t, cs):  # pragma: no cover - compiled
+    r""":math:`\cos(2\pi tk/7)` from the cosines of :math:`2\pi m/7`, ``m = 1, 2, 3``."""
+    m = (t * k) % 7
+    return cs[m - 1] if m < 4 else cs[6 - m]
+
+
+@nb.njit(**_INLINE)
+def _sin7(k, t, sn):  # pragma: no cover - compiled
+    r""":math:`\sin(2\pi tk/7)` (times the sign) from the sines of :math:`2\pi m/7`, ``m = 1, 2, 3``."""
+    m = (t * k) % 7
+    return sn[m - 1] if m < 4 else -sn[6 - m]
+
+
 @nb.njit(**_INLINE)
 def _radix_odd(sr, si, dr, di, n, lanes, p, L, off, tr, ti, sign):  # pragma: no cover - compiled
     r"""One stage of an odd radix ``p``, by pairs of conjugate twiddles.
@@ -225,6 +293,8 @@ def _fft(ar, ai, br, bi, n, lanes, stages, tr, ti, sign):  # pragma: no cover - 
             _radix4(sr, si, dr, di, n, lanes, L, off, tr, ti, sign)
         elif p == 2:
             _radix2(sr, si, dr, di, n, lanes, L, off, tr, ti)
+        elif p == 7:
+            _radix7(sr, si, dr, di, n, lanes, L, off, tr, ti, sign)
         else:
             _radix_odd(sr, si, dr, di, n, lanes, p, L, off, tr, ti, sign)
         in_b = not in_b

@@ -18,7 +18,6 @@ import scipy.fft as sfft
 from ..._backend import have_numba, workers
 from .._base import ParametricKernel
 from ..diagonalized import FourierMultiplier
-from . import _core as core
 from ._core import ConvGeometry
 from .antisymmetric_conv import AntisymmetricConv
 from .based import ConvView
@@ -203,10 +202,19 @@ class CayleyConv(ConvView, ParametricKernel):
 
     # ------------------------------------------------------------------- hooks
     def _half_generator(self, theta: np.ndarray) -> np.ndarray:
-        r""":math:`\hat A(\xi)` on the ``rfftn`` half grid, shape ``(*half, c, c)``, in ``theta``'s precision."""
-        conv = self.generator.conv
-        cols = core.first_columns(conv._stencil(theta), conv.geometry)
-        spec = np.moveaxis(sfft.rfftn(cols, axes=self._axes, workers=workers()), (0, 1), (-2, -1))
+        r""":math:`\hat A(\xi)` on the ``rfftn`` half grid, shape ``(*half, c, c)``, in ``theta``'s precision.
+
+        :math:`\hat A = \hat S - \hat S^H` with :math:`\hat S(\xi_f) = \sum_j \Theta_j \phi_{jf}`: two real
+        products of the taps with their Fourier factors (:func:`tap_factors`), no FFT of the
+        mostly-zero first columns.
+        """
+        c, T = self.channels, int(np.prod(self.stencil))
+        phi = self._factors()
+        taps = np.asarray(theta).reshape(c * c, T)
+        spec = np.empty((c, c, phi.shape[1]), np.result_type(taps.dtype, np.complex64))
+        spec.real = (taps @ phi.real.astype(taps.dtype, copy=False)).reshape(c, c, -1)
+        spec.imag = (taps @ phi.imag.astype(taps.dtype, copy=False)).reshape(c, c, -1)
+        spec = np.moveaxis(spec, -1, 0).reshape(*self.grid[:-1], self.grid[-1] // 2 + 1, c, c)
         return spec - np.conj(np.swapaxes(spec, -1, -2))
 
     def _prepare(self, theta):

@@ -161,6 +161,46 @@ def test_the_backward_pass_reuses_the_forward_state_and_neither_densifies_nor_re
     assert calls == {"prepare": 1, "apply": [False, True]}
 
 
+@pytest.mark.parametrize("transpose", [False, True], ids=["K", "KT"])
+def test_a_family_with_transform_hooks_transforms_each_batch_once(transpose, dtype, rng, monkeypatch):
+    """CayleyConv through the bridge: x in the forward, w in the backward, nothing twice; gradients exact.
+
+    With theta trainable the forward keeps the transform of x for the gradient in theta and the
+    backward transforms w once for both gradients; with theta frozen the plain products run.
+    """
+    k = structops.CayleyConv((7, 6), 3, channels=2)
+    calls = {"transform": 0, "apply": 0}
+    transform, apply_ = k._transform, k._apply
+
+    def counted_transform(x, transpose):
+        calls["transform"] += 1
+        return transform(x, transpose)
+
+    def counted_apply(state, x, transpose):
+        calls["apply"] += 1
+        return apply_(state, x, transpose)
+
+    monkeypatch.setattr(k, "_transform", counted_transform)
+    monkeypatch.setattr(k, "_apply", counted_apply)
+    theta, x, w = _inputs(k, transpose, dtype, rng, n=3)
+    y = st.apply(k, theta, x, transpose=transpose, backend="numpy")
+    (y * torch.from_numpy(w)).sum().backward()
+    assert calls == {"transform": 2, "apply": 0}
+    th, X = theta.detach().numpy(), x.detach().numpy()
+    rt = default_rtol(dtype, k.shape[0])
+    grad_theta = k.jac(th, X, transpose=transpose).H @ w.ravel()
+    grad_x = k.apply(th, w, transpose=not transpose)
+    assert np.linalg.norm(y.detach().numpy() - k.apply(th, X, transpose=transpose)) <= rt * np.linalg.norm(X)
+    assert np.linalg.norm(theta.grad.numpy() - grad_theta) <= rt * (np.linalg.norm(grad_theta) + np.linalg.norm(w))
+    assert np.linalg.norm(x.grad.numpy() - grad_x) <= rt * np.linalg.norm(w)
+    calls.update(transform=0, apply=0)
+    x.grad = None
+    y = st.apply(k, theta.detach(), x, transpose=transpose, backend="numpy")
+    (y * torch.from_numpy(w)).sum().backward()
+    assert calls == {"transform": 0, "apply": 2}
+    assert np.linalg.norm(x.grad.numpy() - grad_x) <= rt * np.linalg.norm(w)
+
+
 # ------------------------------------------------------------ torch's own convolutions
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 

@@ -122,7 +122,8 @@ class _KernelVJP(torch.autograd.Function):
             raise RuntimeError(
                 f"structops.torch: double backward through the theta-gradient of {kernel!r} is not supported: the "
                 "family is not affine in theta and its hooks give first derivatives only (double backward "
-                "through the x-gradient, and any order for affine families, is exact)."
+                "through the x-gradient, and any order for affine families, is exact; backend='torch' differentiates "
+                "every family with a torch form twice)."
             )
         grad_x = grad_w = None
         if ctx.needs_input_grad[1]:

@@ -27,7 +27,6 @@ def case(request):
     return CASES[request.param]
 
 
-
 def generator(theta, grid, stencil, channels) -> np.ndarray:
     R = reference_matrix(theta, grid, stencil, "periodic", channels, channels)
     return R - R.T

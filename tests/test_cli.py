@@ -101,7 +101,10 @@ def test_bad_arguments_exit_2(capsys):
 def test_python_dash_m_structops_check():
     proc = subprocess.run(
         # a fresh interpreter may compile the numba kernels first (minutes on a loaded or older machine)
-        [sys.executable, "-m", "structops", "check", "--quick"], capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "structops", "check", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "family checks passed" in proc.stdout

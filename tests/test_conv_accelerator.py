@@ -41,9 +41,7 @@ def test_numba_and_numpy_direct_paths_agree(case, dtype, numpy_backend):
     grid, stencil, bc, cin, cout, stride = case
 
     def family():
-        return structops.Conv(
-            grid, stencil, bc=bc, in_channels=cin, out_channels=cout, stride=stride, method="direct"
-        )
+        return structops.Conv(grid, stencil, bc=bc, in_channels=cin, out_channels=cout, stride=stride, method="direct")
 
     k = family()
     rng = np.random.default_rng(7)

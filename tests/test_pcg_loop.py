@@ -85,9 +85,7 @@ def test_float32_fft_preconditioner_is_symmetric_positive_definite(rng, close):
     assert (M @ x).dtype == np.float64
     lam = circulant_eigvals(k, theta, "chan")
     h = 1.0 / (np.abs(lam) ** 2 + 1e-3)
-    reference = np.stack(
-        [np.fft.ifft2(h * np.fft.fft2(e.reshape(n, n))).real.ravel() for e in np.eye(n * n)], axis=1
-    )
+    reference = np.stack([np.fft.ifft2(h * np.fft.fft2(e.reshape(n, n))).real.ravel() for e in np.eye(n * n)], axis=1)
     Md = dense(M)
     close(Md, reference, np.float32, n * n)
     # symmetric and positive definite to float32 accuracy: the eigenvalues of the symmetric part are

@@ -385,26 +385,32 @@ def _join_pairs(ar, ai, br, bi, H, W, P, lanes):  # pragma: no cover - compiled
                     zi[q] = keep * xi[q]
 
 
+# Each kernel calls _fft from one place, in a loop over the two axes: LLVM inlines the FFT
+# (all its radices) into the kernel, and a second call site would double the code it compiles.
 @nb.njit(**_OPTS)
 def _rfft2_rows(x, out, block, sw, twr, twi, sh, thr, thi):  # pragma: no cover - compiled
     n, c, H, W = x.shape
     Wh, P = W // 2 + 1, (H + 1) // 2
     F, flat = H * Wh, out.reshape(-1)
-    odd = (sw.shape[0] + sh.shape[0]) % 2 == 1  # the last stage writes the buffer the packing used
     for blk in nb.prange((n + block - 1) // block):
         b0 = blk * block
         m = min(block, n - b0)
         size = max(W * P, F) * m * c
-        sr, si = np.empty(size, x.dtype), np.empty(size, x.dtype)
-        tr, ti = np.empty(size, x.dtype), np.empty(size, x.dtype)
-        ur, ui, vr, vi = (sr, si, tr, ti) if odd else (tr, ti, sr, si)
+        ur, ui = np.empty(size, x.dtype), np.empty(size, x.dtype)
+        vr, vi = np.empty(size, x.dtype), np.empty(size, x.dtype)
         _pack_rows(x[b0 : b0 + m], ur, ui, P)
-        if _fft(ur, ui, vr, vi, W, P * m * c, sw, twr, twi, -1.0):
-            ur, ui, vr, vi = vr, vi, ur, ui
-        _split_pairs(ur, ui, vr, vi, H, W, P, m * c)
-        _fft(vr, vi, ur, ui, H, Wh * m * c, sh, thr, thi, -1.0)
+        for axis in range(2):  # W (the row pairs), then H
+            if axis == 0:
+                N, lanes, st, tr, ti = W, P * m * c, sw, twr, twi
+            else:
+                N, lanes, st, tr, ti = H, Wh * m * c, sh, thr, thi
+            if _fft(ur, ui, vr, vi, N, lanes, st, tr, ti, -1.0):
+                ur, ui, vr, vi = vr, vi, ur, ui
+            if axis == 0:
+                _split_pairs(ur, ui, vr, vi, H, W, P, m * c)
+                ur, ui, vr, vi = vr, vi, ur, ui
         for f in range(F):  # the block's rows of one frequency are contiguous in `out`
-            zr, zi = sr[f * m * c : (f + 1) * m * c], si[f * m * c : (f + 1) * m * c]
+            zr, zi = ur[f * m * c : (f + 1) * m * c], ui[f * m * c : (f + 1) * m * c]
             row = flat[(f * n + b0) * 2 * c : (f * n + b0 + m) * 2 * c]
             for q in range(m * c):
                 row[2 * q] = zr[q]
@@ -428,12 +434,17 @@ def _irfft2_rows(rows, y, block, sw, twr, twi, sh, thr, thi):  # pragma: no cove
             for q in range(m * c):
                 zr[q] = row[2 * q]
                 zi[q] = row[2 * q + 1]
-        if _fft(ur, ui, vr, vi, H, Wh * m * c, sh, thr, thi, 1.0):
-            ur, ui, vr, vi = vr, vi, ur, ui
-        _join_pairs(ur, ui, vr, vi, H, W, P, m * c)
-        if _fft(vr, vi, ur, ui, W, P * m * c, sw, twr, twi, 1.0):
-            vr, vi = ur, ui
-        _unpack_rows(y[b0 : b0 + m], vr, vi, P, 1.0 / (H * W))
+        for axis in range(2):  # H, then W (the row pairs)
+            if axis == 0:
+                N, lanes, st, tr, ti = H, Wh * m * c, sh, thr, thi
+            else:
+                N, lanes, st, tr, ti = W, P * m * c, sw, twr, twi
+            if _fft(ur, ui, vr, vi, N, lanes, st, tr, ti, 1.0):
+                ur, ui, vr, vi = vr, vi, ur, ui
+            if axis == 0:
+                _join_pairs(ur, ui, vr, vi, H, W, P, m * c)
+                ur, ui, vr, vi = vr, vi, ur, ui
+        _unpack_rows(y[b0 : b0 + m], ur, ui, P, 1.0 / (H * W))
 
 
 #: The four work buffers of a block of examples take at most this many bytes (about an L2 cache).

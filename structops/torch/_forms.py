@@ -371,7 +371,7 @@ def _tap_phases(geo: Any) -> dict[str, torch.Tensor]:
 
 
 def _cayley_factors(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The complex right factors :math:`\hat K^\top` ``(F, c, c)`` and :math:`R = (I + \hat A^\top)^{-1}` ``(F, c, c)``.
+    r"""The complex right factors :math:`\hat K^\top` and :math:`R = (I + \hat A^\top)^{-1}`, each ``(F, c, c)``.
 
     ``re``, ``im``: the taps' factors :func:`_tap_phases` ``(T, F)`` in ``theta``'s dtype.
     """
@@ -504,7 +504,7 @@ def _blocks_gradient(gram: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def _chunked_product(x: torch.Tensor, blocks: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    """:func:`_fourier_product` of :func:`_spectrum_rows` by chunks into one output (the rows into ``rows``, chunk-major)."""
+    """:func:`_fourier_product` of :func:`_spectrum_rows` by chunks into one output (the rows into ``rows``)."""
     y = torch.empty_like(x)
     for start, stop in _chunks(x.shape, blocks.shape[0]):
         part = x[start:stop]

@@ -364,9 +364,12 @@ CAYLEY_CHUNK_BYTES = 2**19
 def _tap_phases(geo: Any) -> dict[str, torch.Tensor]:
     r"""The stencil taps' Fourier factors on the ``rfftn`` half spectrum, ``(T, F)`` real and imaginary parts.
 
-    Float64, built once per kernel from :func:`structops.kernels.conv.cayley.tap_factors`.
+    Float64, built once per kernel from :func:`structops.kernels.conv.cayley.tap_factors`, with
+    the frequencies in the rows' order (:func:`_spectrum_rows`: the halved last axis first).
     """
+    *rest, g = geo.grid
     factor = tap_factors(geo)
+    factor = np.moveaxis(factor.reshape(-1, *rest, g // 2 + 1), -1, 1).reshape(factor.shape[0], -1)
     return {"re": torch.from_numpy(factor.real.copy()), "im": torch.from_numpy(factor.imag.copy())}
 
 
@@ -427,7 +430,7 @@ def _cayley_blocks(theta: torch.Tensor, phases: dict[str, torch.Tensor]) -> torc
     two real ``(F, T) @ (T, c^2)`` products with the taps' factors (:func:`_tap_phases`), then
     one batched ``torch.linalg.inv`` over the half spectrum (``theta`` only, never the batch):
     :math:`(I + B)^{-1}(I - B) = 2(I + B)^{-1} - I`; the backward is :class:`_CayleyBlocks`'.
-    Frequencies in ``rfftn``'s order. Block ``M[f]`` ``(c, c)`` acts on rows: with the spectrum
+    Frequencies in the rows' order (:func:`_spectrum_rows`). Block ``M[f]`` ``(c, c)`` acts on rows: with the spectrum
     of an example at frequency ``f`` as a row of ``c`` complex numbers, ``row @ M[f]`` is
     :math:`\hat K(\xi)` applied to it, i.e. ``M[f]`` is
     :math:`\hat K^\top = (I + \hat A^\top)^{-1}(I - \hat A^\top)` (:math:`\hat A = \hat S - \hat S^*`),
@@ -440,26 +443,33 @@ def _cayley_blocks(theta: torch.Tensor, phases: dict[str, torch.Tensor]) -> torc
 def _spectrum_rows(x: torch.Tensor, into: torch.Tensor | None = None) -> torch.Tensor:
     """The ``rfftn`` half spectrum of ``x`` ``(m, c, *grid)`` as complex rows ``(F, m, c)``, frequency-major.
 
-    One transposing copy of the ``(m c, F)`` spectrum (torch's blocked 2-D transpose); ``into``: a
-    contiguous complex tensor of ``F m c`` elements to write the rows to (else a new one).
+    The frequencies run over the halved last axis first, then the others in C order (so that
+    :func:`_fourier_product`'s inverse needs one layout copy fewer). One copy of the ``(m c, *half)``
+    spectrum into that layout; ``into``: a contiguous complex tensor of ``F m c`` elements to write
+    the rows to (else a new one).
     """
     m, c = x.shape[:2]
     spec = torch.fft.rfftn(x, dim=tuple(range(2, x.ndim)))
-    f = math.prod(spec.shape[2:])
-    rows = spec.reshape(m * c, f).t()
-    rows = rows.contiguous() if into is None else into.view(f, m * c).copy_(rows)
-    return rows.view(f, m, c)
+    last = spec.shape[-1]
+    rows = spec.reshape(m * c, -1, last).permute(2, 1, 0)  # (last, rest, m c)
+    rows = rows.contiguous() if into is None else into.view(rows.shape).copy_(rows)
+    return rows.view(-1, m, c)
 
 
 def _fourier_product(
     rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``irfftn`` of the per-frequency products ``rows[f] @ blocks[f]``, back on the grid ``shape = (m, c, *grid)``."""
-    m, c, *grid = shape
-    half = [*grid[:-1], grid[-1] // 2 + 1]
+    """``irfftn`` of the per-frequency products ``rows[f] @ blocks[f]``, back on the grid ``shape = (m, c, *grid)``.
+
+    One 2-D transposing copy to ``(m, c, last, *rest)``, the complex inverse over the other axes
+    (contiguous: no copy inside), then the real inverse over the halved axis, into ``out``.
+    """
+    m, c, *rest, g = shape
     prod = torch.bmm(rows, blocks)
-    spec = prod.reshape(prod.shape[0], m * c).t().contiguous().view(m, c, *half)  # one 2-D transposing copy
-    return torch.fft.irfftn(spec, s=grid, dim=tuple(range(2, len(shape))), out=out)
+    spec = prod.reshape(prod.shape[0], m * c).t().contiguous().view(m, c, g // 2 + 1, *rest)
+    if rest:
+        spec = torch.fft.ifftn(spec, dim=tuple(range(3, spec.ndim)))
+    return torch.fft.irfft(spec.movedim(2, -1), n=g, dim=-1, out=out)
 
 
 def _chunks(shape: torch.Size, count: int) -> list[tuple[int, int]]:
@@ -500,7 +510,7 @@ def _blocks_gradient(gram: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     k_bar = torch.complex(p[:, :, 0, :, 0] + p[:, :, 1, :, 1], p[:, :, 0, :, 1] - p[:, :, 1, :, 0])
     k = torch.arange(g // 2 + 1, device=gram.device)
     weight = torch.where((k == 0) | (2 * k == g), 1.0, 2.0).to(gram.dtype) / (math.prod(grid) * g)
-    return (k_bar.reshape(-1, g // 2 + 1, c, c) * weight[:, None, None]).reshape(-1, c, c)
+    return (k_bar.reshape(g // 2 + 1, -1, c, c) * weight[:, None, None, None]).reshape(-1, c, c)
 
 
 def _chunked_product(x: torch.Tensor, blocks: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:

@@ -408,10 +408,13 @@ class _CayleyBlocks(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: tuple[torch.Tensor, ...]) -> None:
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zeros for the unused second output (a 7 MB fill per step)
         ctx.save_for_backward(*inputs, output[1])
 
     @staticmethod
-    def backward(ctx: Any, k_bar: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, None, None]:
+    def backward(ctx: Any, k_bar: torch.Tensor | None, _: Any) -> tuple[torch.Tensor | None, None, None]:
+        if k_bar is None:
+            return None, None, None
         theta, re, im, resolvent = ctx.saved_tensors
         if torch.is_grad_enabled():  # double backward: R as a function of theta
             resolvent = _cayley_factors(theta, re, im)[1]
@@ -584,10 +587,13 @@ class _CayleyProduct(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor], output: tuple[torch.Tensor, ...]) -> None:
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zeros for the unused second output (a 7 MB fill per step)
         ctx.save_for_backward(*inputs, output[1])
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def backward(ctx: Any, grad: torch.Tensor | None, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if grad is None:
+            return None, None
         x, blocks, rows_x = ctx.saved_tensors
         need_x, need_m = ctx.needs_input_grad[:2]
         if _eager(x, blocks, grad, rows_x):

@@ -357,8 +357,9 @@ def _antisymmetric_conv(kernel: AntisymmetricConv, theta: torch.Tensor, x: torch
 #: The eager CPU path of the Cayley product runs the batch in chunks whose half spectrum takes at
 #: most this many bytes (counted in complex64): the chunk's transforms, layout copies and products
 #: stay in a core's L2 cache, and no large temporaries are made (large ones cost page faults at
-#: every call). 512 KiB was measured fastest (10 images of 16 channels on 28×28; see benchmarks/README.md).
-CAYLEY_CHUNK_BYTES = 2**19
+#: every call). 768 KiB (14 images of 16 channels on 28×28) was measured fastest among 256 KiB to
+#: 3 MiB, with glibc's default heap and with a steady one (see benchmarks/README.md).
+CAYLEY_CHUNK_BYTES = 3 * 2**18
 
 
 def _tap_phases(geo: Any) -> dict[str, torch.Tensor]:

@@ -380,12 +380,14 @@ def _cayley_factors(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> 
     ``re``, ``im``: the taps' factors :func:`_tap_phases` ``(T, F)`` in ``theta``'s dtype.
     """
     c = math.isqrt(theta.shape[0] // re.shape[0])
-    taps = theta.reshape(c * c, -1).T  # (T, c c): [tap, (c_out, c_in)]
-    s_re, s_im = (re.T @ taps).reshape(-1, c, c), (im.T @ taps).reshape(-1, c, c)
-    skew = torch.complex(s_re.mT - s_re, s_im.mT + s_im)  # the transpose of S - S^*
-    eye = torch.eye(c, dtype=skew.dtype, device=skew.device)
-    resolvent = torch.linalg.inv(eye + skew)
-    return 2 * resolvent - eye, resolvent  # (I + B)^{-1}(I - B) = 2 (I + B)^{-1} - I, [f, c_in, c_out]
+    taps = theta.reshape(c, c, -1).permute(2, 0, 1)  # (T, c_out, c_in)
+    eye = torch.eye(c, dtype=theta.dtype, device=theta.device)
+    # I + B with B the transpose of S - S^*: sum_j re_j (Theta_j^T - Theta_j) + i im_j (Theta_j^T + Theta_j),
+    # antisymmetrised on the taps (small) before the products with their factors
+    minus, plus = (taps.mT - taps).reshape(-1, c * c), (taps.mT + taps).reshape(-1, c * c)
+    system = torch.complex(torch.addmm(eye.reshape(1, -1), re.T, minus), im.T @ plus).reshape(-1, c, c)
+    resolvent = torch.linalg.inv(system)
+    return torch.add(-eye, resolvent, alpha=2), resolvent  # (I + B)^{-1}(I - B) = 2 (I + B)^{-1} - I
 
 
 class _CayleyBlocks(torch.autograd.Function):
@@ -394,10 +396,12 @@ class _CayleyBlocks(torch.autograd.Function):
     With :math:`B = \hat A^\top`, :math:`R = (I + B)^{-1}` and :math:`\hat K^\top = 2R - I`, the
     gradient :math:`\bar K` of the factors (torch's convention for complex tensors:
     :math:`\partial L/\partial \operatorname{Re} + i\,\partial L/\partial \operatorname{Im}`) gives
-    :math:`\bar B = -2 R^H \bar K R^H`, :math:`\bar S_{re} = \bar B_{re}^\top - \bar B_{re}`,
-    :math:`\bar S_{im} = \bar B_{im}^\top + \bar B_{im}` and one real product with the taps'
-    factors: two small products per frequency instead of autograd's second solve and complex
-    bookkeeping. Made of torch operations (double backward recomputes :math:`R` from ``theta``).
+    :math:`\bar B = -2 R^H \bar K R^H`, and the gradient of tap :math:`j` is
+    :math:`\sum_f \mathrm{re}_{jf} (\bar B_{re}^\top - \bar B_{re})_f + \mathrm{im}_{jf}
+    (\bar B_{im}^\top + \bar B_{im})_f`, the sums over the frequencies (two real products with the
+    taps' factors) taken before the transposes: two small products per frequency instead of
+    autograd's second solve and complex bookkeeping. Made of torch operations (double backward
+    recomputes :math:`R` from ``theta``).
     """
 
     generate_vmap_rule = True
@@ -421,10 +425,10 @@ class _CayleyBlocks(torch.autograd.Function):
             resolvent = _cayley_factors(theta, re, im)[1]
         c = resolvent.shape[-1]
         rh = resolvent.mH
-        b_bar = -2 * (rh @ k_bar @ rh)
-        s_re, s_im = b_bar.real.mT - b_bar.real, b_bar.imag.mT + b_bar.imag
-        taps = re @ s_re.reshape(-1, c * c) + im @ s_im.reshape(-1, c * c)  # (T, c c)
-        return taps.T.reshape(theta.shape), None, None
+        parts = torch.view_as_real(rh @ k_bar @ rh).reshape(rh.shape[0], -1)  # B_bar / -2, (F, c c 2)
+        b_re, b_im = (re @ parts).reshape(-1, c, c, 2)[..., 0], (im @ parts).reshape(-1, c, c, 2)[..., 1]
+        taps = -2 * (b_re.mT - b_re + b_im.mT + b_im)  # (T, c_out, c_in): the sums over f before the transposes
+        return taps.permute(1, 2, 0).reshape(theta.shape), None, None
 
 
 def _cayley_blocks(theta: torch.Tensor, phases: dict[str, torch.Tensor]) -> torch.Tensor:

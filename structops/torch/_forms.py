@@ -464,20 +464,27 @@ def _spectrum_rows(x: torch.Tensor, into: torch.Tensor | None = None) -> torch.T
     return rows.view(-1, m, c)
 
 
-def _fourier_product(
-    rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size, out: torch.Tensor | None = None
+def _mixed_spectrum(
+    rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size, into: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``irfftn`` of the per-frequency products ``rows[f] @ blocks[f]``, back on the grid ``shape = (m, c, *grid)``.
+    """The products ``rows[f] @ blocks[f]`` inverted over every axis but the halved one, ``(m, c, *rest, last)``.
 
-    One 2-D transposing copy to ``(m, c, last, *rest)``, the complex inverse over the other axes
-    (contiguous: no copy inside), then the real inverse over the halved axis, into ``out``.
+    ``shape = (m, c, *grid)``. One 2-D transposing copy to ``(m, c, last, *rest)``, the complex
+    inverse over the other axes (contiguous: no copy inside), then the halved axis moved last: a
+    view, or copied into ``into`` (a contiguous ``(m, c, *rest, last)`` tensor).
     """
     m, c, *rest, g = shape
     prod = torch.bmm(rows, blocks)
     spec = prod.reshape(prod.shape[0], m * c).t().contiguous().view(m, c, g // 2 + 1, *rest)
     if rest:
         spec = torch.fft.ifftn(spec, dim=tuple(range(3, spec.ndim)))
-    return torch.fft.irfft(spec.movedim(2, -1), n=g, dim=-1, out=out)
+    spec = spec.movedim(2, -1)
+    return spec if into is None else into.copy_(spec)
+
+
+def _fourier_product(rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``irfftn`` of the per-frequency products ``rows[f] @ blocks[f]``, back on the grid ``shape = (m, c, *grid)``."""
+    return torch.fft.irfft(_mixed_spectrum(rows, blocks, shape), n=shape[-1], dim=-1)
 
 
 def _chunks(shape: torch.Size, count: int) -> list[tuple[int, int]]:
@@ -522,13 +529,17 @@ def _blocks_gradient(gram: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def _chunked_product(x: torch.Tensor, blocks: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    """:func:`_fourier_product` of :func:`_spectrum_rows` by chunks into one output (the rows into ``rows``)."""
-    y = torch.empty_like(x)
+    """:func:`_fourier_product` of :func:`_spectrum_rows` by chunks (the rows into ``rows``).
+
+    Each chunk's :func:`_mixed_spectrum` is copied into one ``(n, c, *rest, last)`` spectrum, whose
+    real inverse over the halved axis is one ``irfft`` for the batch, straight into the output.
+    """
+    half = torch.empty(*x.shape[:-1], x.shape[-1] // 2 + 1, dtype=blocks.dtype)
     for start, stop in _chunks(x.shape, blocks.shape[0]):
         part = x[start:stop]
         into = None if rows is None else _rows_of(rows, start, stop, x.shape)
-        _fourier_product(_spectrum_rows(part, into), blocks, part.shape, out=y[start:stop])
-    return y
+        _mixed_spectrum(_spectrum_rows(part, into), blocks, part.shape, half[start:stop])
+    return torch.fft.irfft(half, n=x.shape[-1], dim=-1)
 
 
 def _chunked_backward(
@@ -539,18 +550,18 @@ def _chunked_backward(
     The Gram ``(F, 2c, 2c)`` is :func:`_real_rows` of ``x``'s rows transposed times those of ``grad``'s,
     summed over the chunks (:func:`_blocks_gradient` turns it into the blocks' gradient).
     """
-    gx = torch.empty_like(grad) if needs[0] else None
+    half = torch.empty(*grad.shape[:-1], grad.shape[-1] // 2 + 1, dtype=blocks.dtype) if needs[0] else None
     f, c = blocks.shape[:2]
     gram = torch.zeros(f, 2 * c, 2 * c, dtype=grad.dtype) if needs[1] else None
     adjoint = blocks.mH.resolve_conj()
     for start, stop in _chunks(grad.shape, f):
         part = grad[start:stop]
         rows = _spectrum_rows(part)
-        if gx is not None:
-            _fourier_product(rows, adjoint, part.shape, out=gx[start:stop])
+        if half is not None:
+            _mixed_spectrum(rows, adjoint, part.shape, half[start:stop])
         if gram is not None:
             gram.baddbmm_(_real_rows(_rows_of(rows_x, start, stop, grad.shape)).mT, _real_rows(rows))
-    return gx, gram
+    return None if half is None else torch.fft.irfft(half, n=grad.shape[-1], dim=-1), gram
 
 
 class _CayleyProduct(torch.autograd.Function):
@@ -572,11 +583,16 @@ class _CayleyProduct(torch.autograd.Function):
     of ``x`` (flat, not differentiable), kept for :math:`\bar M`; a double backward recomputes
     them from ``x``.
 
+    Per pass (forward, or the backward's :math:`\bar x`): ``rfftn``, one copy of its ``(m c, *half)``
+    spectrum to the frequency-major rows (:func:`_spectrum_rows`), one batched complex product,
+    one 2-D transposing copy back, the complex inverse over all axes but the halved one, and the
+    real inverse over that one (:func:`_mixed_spectrum`, :func:`_fourier_product`).
+
     A plain eager call on CPU tensors runs the batch in chunks (:func:`_chunked_product`,
-    :data:`CAYLEY_CHUNK_BYTES`): the same operations on cache-sized pieces, with no large
-    temporaries besides the outputs and the kept rows (stored chunk-major: each chunk's rows
-    ``(F, m, c)`` contiguous, :func:`_rows_of`). The layout copies between ``rfftn``'s
-    ``(m c, F)`` and the products' frequency-major ``(F, m c)`` are 2-D transposes.
+    :func:`_chunked_backward`, :data:`CAYLEY_CHUNK_BYTES`): the same operations on cache-sized
+    pieces up to the last inverse, which runs once on the batch's half spectrum. Besides the
+    output, the kept rows (stored chunk-major: each chunk's rows ``(F, m, c)`` contiguous,
+    :func:`_rows_of`) and that half spectrum, no large temporaries are made.
     """
 
     generate_vmap_rule = True

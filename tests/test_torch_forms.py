@@ -110,7 +110,8 @@ def test_cayley_eager_chunks_are_the_dense_product_and_jacobian(transpose, monke
     from structops.torch import _forms
 
     k = structops.CayleyConv((6, 5), 3, channels=2)
-    monkeypatch.setattr(_forms, "CAYLEY_CHUNK_BYTES", 3 * 8 * 2 * 6 * 3)  # 3 examples of the half spectrum
+    monkeypatch.setattr(_forms, "CAYLEY_CHUNK_BYTES", 3 * 8 * 2 * 6 * 3)  # 3 examples of the half spectrum a thread
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     theta, x, w = _data(k, transpose, torch.float64, n=7)
     y, gt, gx = _value_and_grads(k, theta, x, w, transpose, "torch")
     K, n = k.matrix(theta.numpy()), x.shape[0]

@@ -355,10 +355,12 @@ def _antisymmetric_conv(kernel: AntisymmetricConv, theta: torch.Tensor, x: torch
 
 # ----------------------------------------------------------------- CayleyConv
 #: The eager CPU path of the Cayley product runs the batch in chunks whose half spectrum takes at
-#: most this many bytes (counted in complex64): the chunk's transforms, layout copies and products
-#: stay in a core's L2 cache, and no large temporaries are made (large ones cost page faults at
-#: every call). 768 KiB (14 images of 16 channels on 28×28) was measured fastest among 256 KiB to
-#: 3 MiB, with glibc's default heap and with a steady one (see benchmarks/README.md).
+#: most this many bytes (counted in complex64) per thread of torch's pool: the chunk's transforms,
+#: layout copies and products stay in the cores' L2 caches, and no large temporaries are made
+#: (large ones cost page faults at every call). 768 KiB (14 images of 16 channels on 28×28) was
+#: measured fastest on one thread among 256 KiB to 3 MiB, with glibc's default heap and with a
+#: steady one; with two threads, twice that halves the parallel regions per call, which is what
+#: costs when the cores are shared (see benchmarks/README.md).
 CAYLEY_CHUNK_BYTES = 3 * 2**18
 
 
@@ -488,9 +490,9 @@ def _fourier_product(rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size
 
 
 def _chunks(shape: torch.Size, count: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the eager path's chunks: each one's half spectrum within :data:`CAYLEY_CHUNK_BYTES`."""
+    """``(start, stop)`` of the eager path's chunks: each one's half spectrum within ``CAYLEY_CHUNK_BYTES`` a thread."""
     n, c = shape[:2]
-    step = max(1, min(n, CAYLEY_CHUNK_BYTES // (8 * c * count)))
+    step = max(1, min(n, CAYLEY_CHUNK_BYTES * torch.get_num_threads() // (8 * c * count)))
     return [(start, min(n, start + step)) for start in range(0, n, step)]
 
 

@@ -110,7 +110,8 @@ def test_cayley_eager_chunks_are_the_dense_product_and_jacobian(transpose, monke
     from structops.torch import _forms
 
     k = structops.CayleyConv((6, 5), 3, channels=2)
-    monkeypatch.setattr(_forms, "CAYLEY_CHUNK_BYTES", 3 * 8 * 2 * 6 * 3)  # 3 examples of the half spectrum
+    monkeypatch.setattr(_forms, "CAYLEY_CHUNK_BYTES", 3 * 8 * 2 * 6 * 3)  # 3 examples of the half spectrum a thread
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     theta, x, w = _data(k, transpose, torch.float64, n=7)
     y, gt, gx = _value_and_grads(k, theta, x, w, transpose, "torch")
     K, n = k.matrix(theta.numpy()), x.shape[0]
@@ -264,6 +265,28 @@ def test_compile_fullgraph_with_inductor_trains_like_eager():
         torch.testing.assert_close(loss, loss_eager, rtol=1e-5, atol=1e-6)
     for name in params:
         torch.testing.assert_close(params[name], eager[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_a_cayley_network_exports_and_compiles_fullgraph_like_eager(backend):
+    """The Cayley form's autograd Functions (complex blocks, chunk-free traced path) under export and compile."""
+    torch.manual_seed(0)
+    k = structops.CayleyConv((6, 5), 3, channels=2)
+    net = torch.nn.Sequential(st.Layer(k), torch.nn.Tanh(), st.Layer(k), torch.nn.Flatten(), torch.nn.Linear(60, 2))
+    x, target = torch.randn(4, 2, 6, 5), torch.randn(4, 2)
+
+    def forward_loss(inputs):
+        return torch.nn.functional.mse_loss(net(inputs), target)
+
+    explanation = torch._dynamo.explain(forward_loss)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    x2 = torch.randn(4, 2, 6, 5)
+    torch.testing.assert_close(torch.export.export(net, (x,)).module()(x2), net(x2))
+    loss, eager = torch.compile(forward_loss, fullgraph=True, backend=backend)(x), forward_loss(x)
+    torch.testing.assert_close(loss, eager)
+    params = list(net.parameters())
+    for g, e in zip(torch.autograd.grad(loss, params), torch.autograd.grad(eager, params), strict=True):
+        torch.testing.assert_close(g, e)
 
 
 # ----------------------------------------------------------- dtypes, backends

@@ -14,10 +14,10 @@ and every device and dtype come from torch. The forms follow the families' struc
   the half-sample mirror ``symmetric``, valid), its adjoint by adding the slices back, and
   :math:`K^\top = P_{bc}^\top C_W^\top S^\top` through ``conv_transpose{1,2,3}d``.
 * :class:`~structops.AntisymmetricConv`: :math:`C_W x - C_W^\top x` with one ``W``.
-* :class:`~structops.CayleyConv`: the generator's half spectrum by ``torch.fft.rfftn``, one
-  batched ``torch.linalg.solve`` over the frequencies (once per call, for the whole batch), then
-  ``rfftn`` of the examples, one real ``(F, n, 2c) @ (F, 2c, 2c)`` product and ``irfftn``, in
-  a ``torch.autograd.Function`` whose backward uses the real DFTs' own adjoints.
+* :class:`~structops.CayleyConv`: the generator's half spectrum from the taps' Fourier factors,
+  one batched ``torch.linalg.inv`` over the frequencies (once per call, for the whole batch),
+  then ``rfftn`` of the examples, one complex ``(F, n, c) @ (F, c, c)`` product and
+  ``irfftn``, in a ``torch.autograd.Function`` whose backward uses the real DFTs' own adjoints.
 * The pattern families (:class:`~structops.Dense`, :class:`~structops.Diagonal`,
   :class:`~structops.Antisymmetric`, :class:`~structops.MMatrix`, :class:`~structops.Sparse`,
   :class:`~structops.Banded`, :class:`~structops.LinearKernel`): the nonzeros of :math:`K`
@@ -355,46 +355,55 @@ def _antisymmetric_conv(kernel: AntisymmetricConv, theta: torch.Tensor, x: torch
 
 # ----------------------------------------------------------------- CayleyConv
 #: The eager CPU path of the Cayley product runs the batch in chunks whose half spectrum takes at
-#: most this many bytes (cache-sized: no large temporaries, hence no page faults; see benchmarks/README.md).
-CAYLEY_CHUNK_BYTES = 2**21
+#: most this many bytes (counted in complex64) per thread of torch's pool: the chunk's transforms,
+#: layout copies and products stay in the cores' L2 caches, and no large temporaries are made
+#: (large ones cost page faults at every call). 768 KiB (14 images of 16 channels on 28×28) was
+#: measured fastest on one thread among 256 KiB to 3 MiB, with glibc's default heap and with a
+#: steady one; with two threads, twice that halves the parallel regions per call, which is what
+#: costs when the cores are shared (see benchmarks/README.md).
+CAYLEY_CHUNK_BYTES = 3 * 2**18
 
 
 def _tap_phases(geo: Any) -> dict[str, torch.Tensor]:
     r"""The stencil taps' Fourier factors on the ``rfftn`` half spectrum, ``(T, F)`` real and imaginary parts.
 
-    Float64, built once per kernel from :func:`structops.kernels.conv.cayley.tap_factors`.
+    Float64, built once per kernel from :func:`structops.kernels.conv.cayley.tap_factors`, with
+    the frequencies in the rows' order (:func:`_spectrum_rows`: the halved last axis first).
     """
+    *rest, g = geo.grid
     factor = tap_factors(geo)
+    factor = np.moveaxis(factor.reshape(-1, *rest, g // 2 + 1), -1, 1).reshape(factor.shape[0], -1)
     return {"re": torch.from_numpy(factor.real.copy()), "im": torch.from_numpy(factor.imag.copy())}
 
 
 def _cayley_factors(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The real right factors ``M`` ``(F, 2c, 2c)`` and the complex :math:`(I + \hat A^\top)^{-1}` ``(F, c, c)``.
+    r"""The complex right factors :math:`\hat K^\top` and :math:`R = (I + \hat A^\top)^{-1}`, each ``(F, c, c)``.
 
     ``re``, ``im``: the taps' factors :func:`_tap_phases` ``(T, F)`` in ``theta``'s dtype.
     """
     c = math.isqrt(theta.shape[0] // re.shape[0])
-    taps = theta.reshape(c * c, -1).T  # (T, c c): [tap, (c_out, c_in)]
-    s_re, s_im = (re.T @ taps).reshape(-1, c, c), (im.T @ taps).reshape(-1, c, c)
-    skew = torch.complex(s_re.mT - s_re, s_im.mT + s_im)  # the transpose of S - S^*
-    eye = torch.eye(c, dtype=skew.dtype, device=skew.device)
-    resolvent = torch.linalg.inv(eye + skew)
-    right = 2 * resolvent - eye  # (I + B)^{-1}(I - B) = 2 (I + B)^{-1} - I, [f, c_in, c_out]
-    k_re, k_im = right.real, right.imag
-    rows = torch.stack([torch.stack([k_re, k_im], -1), torch.stack([-k_im, k_re], -1)], -3)  # [f, ci, p, co, q]
-    return rows.reshape(-1, 2 * c, 2 * c), resolvent
+    taps = theta.reshape(c, c, -1).permute(2, 0, 1)  # (T, c_out, c_in)
+    eye = torch.eye(c, dtype=theta.dtype, device=theta.device)
+    # I + B with B the transpose of S - S^*: sum_j re_j (Theta_j^T - Theta_j) + i im_j (Theta_j^T + Theta_j),
+    # antisymmetrised on the taps (small) before the products with their factors
+    minus, plus = (taps.mT - taps).reshape(-1, c * c), (taps.mT + taps).reshape(-1, c * c)
+    system = torch.complex(torch.addmm(eye.reshape(1, -1), re.T, minus), im.T @ plus).reshape(-1, c, c)
+    resolvent = torch.linalg.inv(system)
+    return torch.add(-eye, resolvent, alpha=2), resolvent  # (I + B)^{-1}(I - B) = 2 (I + B)^{-1} - I
 
 
 class _CayleyBlocks(torch.autograd.Function):
-    r"""``theta`` to the real right factors of :func:`_cayley_blocks`, with the backward in closed form.
+    r"""``theta`` to the complex right factors of :func:`_cayley_blocks`, with the backward in closed form.
 
-    With :math:`B = \hat A^\top`, :math:`R = (I + B)^{-1}` and :math:`\hat K^\top = 2R - I`:
-    the gradient of the real form gives :math:`\bar K = (\bar M_{00} + \bar M_{11}) +
-    i(\bar M_{01} - \bar M_{10})` (the (re, im) parts of each entry), then
-    :math:`\bar B = -2 R^H \bar K R^H`, :math:`\bar S_{re} = \bar B_{re}^\top - \bar B_{re}`,
-    :math:`\bar S_{im} = \bar B_{im}^\top + \bar B_{im}` and one real product with the taps'
-    factors: two small products per frequency instead of autograd's second solve and complex
-    bookkeeping. Made of torch operations (double backward recomputes :math:`R` from ``theta``).
+    With :math:`B = \hat A^\top`, :math:`R = (I + B)^{-1}` and :math:`\hat K^\top = 2R - I`, the
+    gradient :math:`\bar K` of the factors (torch's convention for complex tensors:
+    :math:`\partial L/\partial \operatorname{Re} + i\,\partial L/\partial \operatorname{Im}`) gives
+    :math:`\bar B = -2 R^H \bar K R^H`, and the gradient of tap :math:`j` is
+    :math:`\sum_f \mathrm{re}_{jf} (\bar B_{re}^\top - \bar B_{re})_f + \mathrm{im}_{jf}
+    (\bar B_{im}^\top + \bar B_{im})_f`, the sums over the frequencies (two real products with the
+    taps' factors) taken before the transposes: two small products per frequency instead of
+    autograd's second solve and complex bookkeeping. Made of torch operations (double backward
+    recomputes :math:`R` from ``theta``).
     """
 
     generate_vmap_rule = True
@@ -406,68 +415,85 @@ class _CayleyBlocks(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: tuple[torch.Tensor, ...]) -> None:
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zeros for the unused second output (a 7 MB fill per step)
         ctx.save_for_backward(*inputs, output[1])
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, None, None]:
+    def backward(ctx: Any, k_bar: torch.Tensor | None, _: Any) -> tuple[torch.Tensor | None, None, None]:
+        if k_bar is None:
+            return None, None, None
         theta, re, im, resolvent = ctx.saved_tensors
         if torch.is_grad_enabled():  # double backward: R as a function of theta
             resolvent = _cayley_factors(theta, re, im)[1]
         c = resolvent.shape[-1]
-        g = grad.reshape(-1, c, 2, c, 2)
-        k_bar = torch.complex(g[:, :, 0, :, 0] + g[:, :, 1, :, 1], g[:, :, 0, :, 1] - g[:, :, 1, :, 0])
         rh = resolvent.mH
-        b_bar = -2 * (rh @ k_bar @ rh)
-        s_re, s_im = b_bar.real.mT - b_bar.real, b_bar.imag.mT + b_bar.imag
-        taps = re @ s_re.reshape(-1, c * c) + im @ s_im.reshape(-1, c * c)  # (T, c c)
-        return taps.T.reshape(theta.shape), None, None
+        parts = torch.view_as_real(rh @ k_bar @ rh).reshape(rh.shape[0], -1)  # B_bar / -2, (F, c c 2)
+        b_re, b_im = (re @ parts).reshape(-1, c, c, 2)[..., 0], (im @ parts).reshape(-1, c, c, 2)[..., 1]
+        taps = -2 * (b_re.mT - b_re + b_im.mT + b_im)  # (T, c_out, c_in): the sums over f before the transposes
+        return taps.permute(1, 2, 0).reshape(theta.shape), None, None
 
 
 def _cayley_blocks(theta: torch.Tensor, phases: dict[str, torch.Tensor]) -> torch.Tensor:
-    r"""The unitary blocks :math:`\hat K(\xi) = (I + \hat A)^{-1}(I - \hat A)` as real ``2c × 2c`` right factors.
+    r"""The unitary blocks :math:`\hat K(\xi) = (I + \hat A)^{-1}(I - \hat A)` as complex ``c × c`` right factors.
 
     The generator's spectrum :math:`\hat S(\xi) = \sum_j \theta_j\, e^{-2\pi i \xi \cdot o_j}` is
     two real ``(F, T) @ (T, c^2)`` products with the taps' factors (:func:`_tap_phases`), then
     one batched ``torch.linalg.inv`` over the half spectrum (``theta`` only, never the batch):
     :math:`(I + B)^{-1}(I - B) = 2(I + B)^{-1} - I`; the backward is :class:`_CayleyBlocks`'.
-    Frequencies in ``rfftn``'s order. Block ``M[f]`` acts on rows: with the spectrum of an
-    example as a row of ``c`` complex numbers read as ``2c`` reals ``(re, im)`` interleaved per
-    channel (``torch.view_as_real``), ``row @ M[f]`` is :math:`\hat K(\xi)` applied to it.
-    ``M[f]`` is the real form of :math:`\hat K^\top = (I + \hat A^\top)^{-1}(I - \hat A^\top)`
-    (:math:`\hat A = \hat S - \hat S^*`), and ``M[f]^\top`` that of :math:`\hat K(\xi)^*`, the
-    block of :math:`K^\top`. The channels come from ``theta``'s length and the taps'.
+    Frequencies in the rows' order (:func:`_spectrum_rows`). Block ``M[f]`` ``(c, c)`` acts on rows: with the spectrum
+    of an example at frequency ``f`` as a row of ``c`` complex numbers, ``row @ M[f]`` is
+    :math:`\hat K(\xi)` applied to it, i.e. ``M[f]`` is
+    :math:`\hat K^\top = (I + \hat A^\top)^{-1}(I - \hat A^\top)` (:math:`\hat A = \hat S - \hat S^*`),
+    and ``M[f]^H`` is the right factor of :math:`\hat K(\xi)^*`, the block of :math:`K^\top`. The
+    channels come from ``theta``'s length and the taps'.
     """
     return _CayleyBlocks.apply(theta, phases["re"], phases["im"])[0]
 
 
 def _spectrum_rows(x: torch.Tensor, into: torch.Tensor | None = None) -> torch.Tensor:
-    """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, ``(re, im)`` interleaved.
+    """The ``rfftn`` half spectrum of ``x`` ``(m, c, *grid)`` as complex rows ``(F, m, c)``, frequency-major.
 
-    ``into``: a complex ``(*half, n, c)`` tensor (a slice of a larger one) to write the spectrum to.
+    The frequencies run over the halved last axis first, then the others in C order (so that
+    :func:`_fourier_product`'s inverse needs one layout copy fewer). One copy of the ``(m c, *half)``
+    spectrum into that layout; ``into``: a contiguous complex tensor of ``F m c`` elements to write
+    the rows to (else a new one).
     """
-    n, c = x.shape[:2]
-    spec = torch.fft.rfftn(x, dim=tuple(range(2, x.ndim))).movedim((0, 1), (-2, -1))  # (*half, n, c)
-    spec = spec.contiguous() if into is None else into.copy_(spec)
-    return torch.view_as_real(spec).reshape(math.prod(spec.shape[:-2]), n, 2 * c)  # explicit: n may be 0
+    m, c = x.shape[:2]
+    spec = torch.fft.rfftn(x, dim=tuple(range(2, x.ndim)))
+    last = spec.shape[-1]
+    rows = spec.reshape(m * c, -1, last).permute(2, 1, 0)  # (last, rest, m c)
+    rows = rows.contiguous() if into is None else into.view(rows.shape).copy_(rows)
+    return rows.view(-1, m, c)
 
 
-def _fourier_product(
-    rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size, out: torch.Tensor | None = None
+def _mixed_spectrum(
+    rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size, into: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``irfftn`` of the per-frequency products ``rows[f] @ blocks[f]``, back on the grid ``shape = (n, c, *grid)``."""
-    n, c, *grid = shape
-    half = [*grid[:-1], grid[-1] // 2 + 1]
-    prod = torch.bmm(rows, blocks).reshape(*half, n, c, 2)
-    # irfftn of a contiguous spectrum: MKL's strided c2r costs half as much again as the copy
-    spec = torch.view_as_complex(prod.movedim((-3, -2), (0, 1)).contiguous())
-    return torch.fft.irfftn(spec, s=grid, dim=tuple(range(2, len(shape))), out=out)
+    """The products ``rows[f] @ blocks[f]`` inverted over every axis but the halved one, ``(m, c, *rest, last)``.
+
+    ``shape = (m, c, *grid)``. One 2-D transposing copy to ``(m, c, last, *rest)``, the complex
+    inverse over the other axes (contiguous: no copy inside), then the halved axis moved last: a
+    view, or copied into ``into`` (a contiguous ``(m, c, *rest, last)`` tensor).
+    """
+    m, c, *rest, g = shape
+    prod = torch.bmm(rows, blocks)
+    spec = prod.reshape(prod.shape[0], m * c).t().contiguous().view(m, c, g // 2 + 1, *rest)
+    if rest:
+        spec = torch.fft.ifftn(spec, dim=tuple(range(3, spec.ndim)))
+    spec = spec.movedim(2, -1)
+    return spec if into is None else into.copy_(spec)
 
 
-def _chunk(shape: torch.Size) -> int:
-    """Examples per chunk of the eager path: the chunk's half spectrum within :data:`CAYLEY_CHUNK_BYTES`."""
-    n, c, *grid = shape
-    per_example = 8 * c * math.prod(grid[:-1]) * (grid[-1] // 2 + 1)
-    return max(1, min(n, CAYLEY_CHUNK_BYTES // per_example))
+def _fourier_product(rows: torch.Tensor, blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``irfftn`` of the per-frequency products ``rows[f] @ blocks[f]``, back on the grid ``shape = (m, c, *grid)``."""
+    return torch.fft.irfft(_mixed_spectrum(rows, blocks, shape), n=shape[-1], dim=-1)
+
+
+def _chunks(shape: torch.Size, count: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the eager path's chunks: each one's half spectrum within ``CAYLEY_CHUNK_BYTES`` a thread."""
+    n, c = shape[:2]
+    step = max(1, min(n, CAYLEY_CHUNK_BYTES * torch.get_num_threads() // (8 * c * count)))
+    return [(start, min(n, start + step)) for start in range(0, n, step)]
 
 
 def _eager(*tensors: torch.Tensor) -> bool:
@@ -477,18 +503,67 @@ def _eager(*tensors: torch.Tensor) -> bool:
     return all(type(t) is torch.Tensor and t.device.type == "cpu" for t in tensors)
 
 
-def _chunked_product(x: torch.Tensor, blocks: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_fourier_product` of :func:`_spectrum_rows` by chunks into one output (the rows too, with ``keep``)."""
-    n, c, *grid = x.shape
-    half = (*grid[:-1], grid[-1] // 2 + 1)
-    y = torch.empty_like(x)
-    spectrum = torch.empty(*half, n if keep else 0, c, dtype=torch.promote_types(x.dtype, torch.complex64))
-    step = _chunk(x.shape)
-    for start in range(0, n, step):
-        part = x[start : start + step]
-        rows = _spectrum_rows(part, spectrum[..., start : start + step, :] if keep else None)
-        _fourier_product(rows, blocks, part.shape, out=y[start : start + step])
-    return y, torch.view_as_real(spectrum).reshape(blocks.shape[0], spectrum.shape[-2], 2 * c)
+def _rows_of(rows: torch.Tensor, start: int, stop: int, shape: torch.Size) -> torch.Tensor:
+    """Examples ``start:stop`` of the flat chunk-major rows (:class:`_CayleyProduct`), ``(F, stop - start, c)``."""
+    c, f = shape[1], rows.shape[0] // (shape[0] * shape[1])
+    return rows[start * f * c : stop * f * c].view(f, stop - start, c)
+
+
+def _real_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Complex rows ``(F, m, c)`` read as real rows ``(F, m, 2c)``, ``(re, im)`` interleaved per channel (a view)."""
+    f, m, c = rows.shape
+    return torch.view_as_real(rows).reshape(f, m, 2 * c)
+
+
+def _blocks_gradient(gram: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    r"""The blocks' gradient :math:`\bar M(\xi) = (w_\xi/N)\, X(\xi)^H G(\xi)` from the real Gram ``(F, 2c, 2c)``.
+
+    ``X^H G`` is :math:`(P_{00} + P_{11}) + i(P_{01} - P_{10})` of the real Gram's ``(re, im)``
+    parts; :math:`w_\xi` and :math:`N` as in :class:`_CayleyProduct`.
+    """
+    *grid, g = shape[2:]
+    c = shape[1]
+    p = gram.reshape(-1, c, 2, c, 2)
+    k_bar = torch.complex(p[:, :, 0, :, 0] + p[:, :, 1, :, 1], p[:, :, 0, :, 1] - p[:, :, 1, :, 0])
+    k = torch.arange(g // 2 + 1, device=gram.device)
+    weight = torch.where((k == 0) | (2 * k == g), 1.0, 2.0).to(gram.dtype) / (math.prod(grid) * g)
+    return (k_bar.reshape(g // 2 + 1, -1, c, c) * weight[:, None, None, None]).reshape(-1, c, c)
+
+
+def _chunked_product(x: torch.Tensor, blocks: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """:func:`_fourier_product` of :func:`_spectrum_rows` by chunks (the rows into ``rows``).
+
+    Each chunk's :func:`_mixed_spectrum` is copied into one ``(n, c, *rest, last)`` spectrum, whose
+    real inverse over the halved axis is one ``irfft`` for the batch, straight into the output.
+    """
+    half = torch.empty(*x.shape[:-1], x.shape[-1] // 2 + 1, dtype=blocks.dtype)
+    for start, stop in _chunks(x.shape, blocks.shape[0]):
+        part = x[start:stop]
+        into = None if rows is None else _rows_of(rows, start, stop, x.shape)
+        _mixed_spectrum(_spectrum_rows(part, into), blocks, part.shape, half[start:stop])
+    return torch.fft.irfft(half, n=x.shape[-1], dim=-1)
+
+
+def _chunked_backward(
+    grad: torch.Tensor, blocks: torch.Tensor, rows_x: torch.Tensor, needs: tuple[bool, bool]
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    r"""The eager backward of :class:`_CayleyProduct` by the forward's chunks: :math:`\bar x` and the real Gram.
+
+    The Gram ``(F, 2c, 2c)`` is :func:`_real_rows` of ``x``'s rows transposed times those of ``grad``'s,
+    summed over the chunks (:func:`_blocks_gradient` turns it into the blocks' gradient).
+    """
+    half = torch.empty(*grad.shape[:-1], grad.shape[-1] // 2 + 1, dtype=blocks.dtype) if needs[0] else None
+    f, c = blocks.shape[:2]
+    gram = torch.zeros(f, 2 * c, 2 * c, dtype=grad.dtype) if needs[1] else None
+    adjoint = blocks.mH.resolve_conj()
+    for start, stop in _chunks(grad.shape, f):
+        part = grad[start:stop]
+        rows = _spectrum_rows(part)
+        if half is not None:
+            _mixed_spectrum(rows, adjoint, part.shape, half[start:stop])
+        if gram is not None:
+            gram.baddbmm_(_real_rows(_rows_of(rows_x, start, stop, grad.shape)).mT, _real_rows(rows))
+    return None if half is None else torch.fft.irfft(half, n=grad.shape[-1], dim=-1), gram
 
 
 class _CayleyProduct(torch.autograd.Function):
@@ -501,17 +576,25 @@ class _CayleyProduct(torch.autograd.Function):
     :math:`\mathrm{rfftn}^\top = N\,\mathrm{irfftn}\,w^{-1}`, so that with
     :math:`G = \mathrm{rfftn}(\bar y)` (per frequency, a row for each example)
 
-    .. math:: \bar x = \mathrm{irfftn}(G\,M^\top), \qquad
-              \bar M(\xi) = \frac{w(\xi)}{N}\, X(\xi)^\top G(\xi),
+    .. math:: \bar x = \mathrm{irfftn}(G\,M^H), \qquad
+              \bar M(\xi) = \frac{w(\xi)}{N}\, X(\xi)^H G(\xi)
 
-    the weights cancel in :math:`\bar x` (they are scalars per frequency). The backward is
-    made of torch operations, so it is differentiable again (double backward). The forward also
-    returns the spectrum rows of ``x`` (not differentiable), kept for :math:`\bar M`; a double
-    backward recomputes them from ``x``.
+    (torch's convention for the gradient of a complex tensor), the weights cancel in
+    :math:`\bar x` (they are scalars per frequency). The backward is made of torch operations,
+    so it is differentiable again (double backward). The forward also returns the spectrum rows
+    of ``x`` (flat, not differentiable), kept for :math:`\bar M`; a double backward recomputes
+    them from ``x``.
+
+    Per pass (forward, or the backward's :math:`\bar x`): ``rfftn``, one copy of its ``(m c, *half)``
+    spectrum to the frequency-major rows (:func:`_spectrum_rows`), one batched complex product,
+    one 2-D transposing copy back, the complex inverse over all axes but the halved one, and the
+    real inverse over that one (:func:`_mixed_spectrum`, :func:`_fourier_product`).
 
     A plain eager call on CPU tensors runs the batch in chunks (:func:`_chunked_product`,
-    :data:`CAYLEY_CHUNK_BYTES`): the same operations on cache-sized pieces, with no large
-    temporaries besides the outputs (large ones cost page faults at every call).
+    :func:`_chunked_backward`, :data:`CAYLEY_CHUNK_BYTES`): the same operations on cache-sized
+    pieces up to the last inverse, which runs once on the batch's half spectrum. Besides the
+    output, the kept rows (stored chunk-major: each chunk's rows ``(F, m, c)`` contiguous,
+    :func:`_rows_of`) and that half spectrum, no large temporaries are made.
     """
 
     generate_vmap_rule = True
@@ -519,39 +602,37 @@ class _CayleyProduct(torch.autograd.Function):
     @staticmethod
     def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if _eager(x, blocks):
-            return _chunked_product(x, blocks, True)
+            rows = torch.empty(x.shape[0] * x.shape[1] * blocks.shape[0], dtype=blocks.dtype)
+            return _chunked_product(x, blocks, rows), rows
         rows = _spectrum_rows(x)
-        return _fourier_product(rows, blocks, x.shape), rows
+        return _fourier_product(rows, blocks, x.shape), rows.reshape(-1)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor], output: tuple[torch.Tensor, ...]) -> None:
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zeros for the unused second output (a 7 MB fill per step)
         ctx.save_for_backward(*inputs, output[1])
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def backward(ctx: Any, grad: torch.Tensor | None, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if grad is None:
+            return None, None
         x, blocks, rows_x = ctx.saved_tensors
         need_x, need_m = ctx.needs_input_grad[:2]
-        gx: torch.Tensor | None
         if _eager(x, blocks, grad, rows_x):
-            gx, rows = _chunked_product(grad, blocks.transpose(-1, -2), need_m)
+            gx, gram = _chunked_backward(grad, blocks, rows_x, (need_x, need_m))
         else:
             if torch.is_grad_enabled():  # double backward: the spectrum of x again, as a function of x
-                rows_x = _spectrum_rows(x)
+                rows_x = _spectrum_rows(x).reshape(-1)
             rows = _spectrum_rows(grad)
-            gx = _fourier_product(rows, blocks.transpose(-1, -2), x.shape) if need_x else None
-        if not need_m:
-            return gx if need_x else None, None
-        *grid, g = x.shape[2:]
-        k = torch.arange(g // 2 + 1, device=x.device)
-        weight = torch.where((k == 0) | (2 * k == g), 1.0, 2.0).to(blocks.dtype) / (math.prod(grid) * g)
-        gm = torch.bmm(rows_x.transpose(-1, -2), rows)
-        gm = (gm.reshape(-1, g // 2 + 1, *blocks.shape[1:]) * weight[:, None, None]).reshape(blocks.shape)
+            gx = _fourier_product(rows, blocks.mH, x.shape) if need_x else None
+            gram = torch.bmm(_real_rows(rows_x.view(rows.shape)).mT, _real_rows(rows)) if need_m else None
+        gm = None if gram is None else _blocks_gradient(gram, x.shape)
         return gx if need_x else None, gm
 
 
 def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
-    r""":math:`K x`: ``rfftn`` of the batch, one real ``(F, n, 2c) @ (F, 2c, 2c)`` product, ``irfftn``.
+    r""":math:`K x`: ``rfftn`` of the batch, one complex ``(F, n, c) @ (F, c, c)`` product, ``irfftn``.
 
     The blocks come from :func:`_cayley_blocks` (a closed-form backward in ``theta``,
     :class:`_CayleyBlocks`), the batch path from :class:`_CayleyProduct` (real DFT adjoints in the
@@ -561,9 +642,9 @@ def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose:
     phases = {part: t.to(work) for part, t in _constants(kernel, lambda: _tap_phases(kernel.geometry), x).items()}
     blocks = _cayley_blocks(theta.to(work), phases)
     if transpose:
-        blocks = blocks.transpose(-1, -2)  # the real block of the conjugate transpose
+        blocks = blocks.mH  # the right factor of the conjugate transpose
     if x.shape[0] == 0:  # MKL's FFT refuses an empty batch; the result is empty, still a function of theta
-        return (x.to(work) * blocks.sum()).to(x.dtype)
+        return (x.to(work) * blocks.real.sum()).to(x.dtype)
     return _CayleyProduct.apply(x.to(work), blocks)[0].to(x.dtype)
 
 

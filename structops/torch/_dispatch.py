@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels import CayleyConv, ParametricKernel
+from ..kernels import ParametricKernel
 from ._forms import has_torch_form
 
 __all__ = ["BACKENDS", "TORCH_ON_CPU", "choose_backend", "is_plain_eager"]
@@ -24,12 +24,13 @@ __all__ = ["BACKENDS", "TORCH_ON_CPU", "choose_backend", "is_plain_eager"]
 BACKENDS = ("auto", "torch", "numpy")
 #: The dtypes the numpy bridge computes in.
 BRIDGE_DTYPES = (torch.float32, torch.float64)
-#: Families whose torch form ``"auto"`` prefers on the CPU as well (measured faster than the bridge):
-#: CayleyConv, 16 channels on 28×28, forward+backward 2.5× ``nn.Conv2d`` against the bridge's 2.8×
-#: in CPU time on one thread with ``--steady-heap`` (``benchmarks/bench_torch.py``, loaded machine,
-#: seventh session in benchmarks/README.md: within 10 % either way); the torch form alone has exact
-#: second derivatives in θ.
-TORCH_ON_CPU: tuple[type, ...] = (CayleyConv,)
+#: Families whose torch form ``"auto"`` prefers on the CPU as well (where it is measured faster than
+#: the bridge): none at present. CayleyConv was one until the bridge got its numba FFTs (eighth
+#: session, ``benchmarks/bench_torch.py --only cayley`` on an idle 2-core AVX-512 machine,
+#: 128×16×28×28 float32 forward+backward: bridge 1.42× ``nn.Conv2d`` against the torch form's
+#: 1.75× on one thread in CPU time, 1.84× against 2.25× on two threads in wall time). The torch
+#: form alone has exact second derivatives in θ of the non-affine families: ask for ``backend="torch"``.
+TORCH_ON_CPU: tuple[type, ...] = ()
 
 
 def _plain(t: torch.Tensor) -> bool:

@@ -11,11 +11,11 @@ median of the per-round ratios (robust on a loaded machine):
 * **per-example gradients** of the same layer with ``torch.func.vmap(torch.func.grad(...))``
   over ``--per-example`` images, beside ``nn.Conv2d`` through ``torch.func.functional_call``.
 * **CayleyConv** (16 channels, 28×28, 3×3, ``--n-cayley`` images, float32) forward and
-  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×, not met:
-  one thread, CPU time, ``--steady-heap``, 2.5× (torch form) and 2.8× (numpy bridge) on a loaded
-  2-core AVX-512 machine (seventh session; 2.4–2.6× and 4.6–4.9× before it). The floor of
-  the FFT design is about 2×: four 2-D FFTs alone cost about 0.9× ``nn.Conv2d`` (see
-  benchmarks/README.md, "CayleyConv by DFT matrices (seventh session)").
+  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×. Idle
+  2-core AVX-512 machine, eighth session: the numpy bridge (numba FFTs, ``"auto"`` on the CPU)
+  1.42× on one thread (CPU time) and 1.84× on two (wall time); the torch form 1.75× and 2.25×.
+  The torch form's floor with torch's CPU FFTs is about 1.3× before any layout copy (see
+  benchmarks/README.md, "CayleyConv with numba FFTs (eighth session)").
 
 ``--steady-heap`` asks glibc to keep freed memory, so that no contender pays page faults for its
 large temporaries (which contender does depends on the heap left by the others, up to 40 % in

@@ -250,7 +250,7 @@ class CayleyConv(ConvView, ParametricKernel):
         """The real right factors of the blocks' multiplier (of its adjoint), :func:`real_right_factors`."""
         return real_right_factors(blocks, True) if adjoint else real_right_factors(np.swapaxes(blocks, -1, -2))
 
-    def _numba_fft(self, dtype: np.dtype) -> bool:
+    def _fast_fft(self, dtype: np.dtype) -> bool:
         """Whether the transforms run on the numba kernels (:mod:`._numba_fft`): 2-D grids, both float types."""
         if not have_numba() or dtype not in (np.float32, np.float64):
             return False
@@ -260,7 +260,7 @@ class CayleyConv(ConvView, ParametricKernel):
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
         """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, (re, im) interleaved."""
-        if self._numba_fft(x.dtype):
+        if self._fast_fft(x.dtype):
             from . import _numba_fft
 
             return _numba_fft.rfft2_rows(np.ascontiguousarray(x))
@@ -270,7 +270,7 @@ class CayleyConv(ConvView, ParametricKernel):
 
     def _from_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
         """``irfftn`` of real rows ``(F, n, 2c)`` back to the grid, into ``out`` ``(n, c, *grid)`` (C-contiguous)."""
-        if self._numba_fft(rows.dtype) and out.dtype == rows.dtype:
+        if self._fast_fft(rows.dtype) and out.dtype == rows.dtype:
             from . import _numba_fft
 
             _numba_fft.irfft2_rows(np.ascontiguousarray(rows), self.grid, out)

@@ -8,7 +8,10 @@ family's hooks (:class:`~structops.kernels.ParametricKernel`) run:
 * backward, for the output gradient :math:`W`:
   :math:`\partial L/\partial x = K(\theta)^\top W` (``_apply`` with the flag flipped, on the
   kept state) and :math:`\partial L/\partial\theta = J(\theta, X)^\top W` (``_prepare_data``
-  and ``_vjp``). Nothing is densified and the forward product is not recomputed.
+  and ``_vjp``). Nothing is densified and the forward product is not recomputed. A family with
+  the transform-domain hooks (``_transform``, ``_apply_transformed``, ``_vjp_transformed``;
+  docs/contract.md) has each batch transformed once: the forward keeps the transform of ``x``
+  and the backward transforms :math:`W` once for both gradients.
 
 Both gradients are themselves bridge functions, so double backward is exact for the families
 affine in :math:`\theta`; for the others, differentiating the :math:`\theta`-gradient once more

@@ -44,7 +44,6 @@ built once per family (on the CPU, from the family's structure) and moved to the
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -151,23 +150,29 @@ def torch_apply(kernel: Any, theta: torch.Tensor, x: torch.Tensor, transpose: bo
 
 
 # ------------------------------------------------------------------ constants
-_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# The constants live on the object they belong to (a kernel, a geometry), under these attribute
+# names: torch.compile guards an attribute of an object the traced module holds, where a guard on
+# an entry of a global weak dictionary breaks when an unrelated entry is collected during the
+# compilation (found by a Cayley network compiled after another network had been exported).
+_CONSTANTS = "_structops_torch_constants"
+_PLAN = "_structops_torch_plan"
 
 
 def _constants(key: Any, build: Callable[[], dict[str, Any]], like: torch.Tensor) -> dict[str, Any]:
     """What ``build()`` made once for ``key`` (tensors on the CPU), with the tensors on the device of ``like``."""
-    table = _CONSTANTS.get(key)
+    table = getattr(key, _CONSTANTS, None)
     if table is None:
-        table = _store(_CONSTANTS, key, build)
+        table = _store(key, _CONSTANTS, build)
     if like.device.type == "cpu":
         return table
     return {name: t.to(like.device) if isinstance(t, torch.Tensor) else t for name, t in table.items()}
 
 
 @torch.compiler.disable
-def _store(cache: weakref.WeakKeyDictionary, key: Any, build: Callable[[], Any]) -> Any:
-    """``cache[key] = build()``, eagerly: never traced by torch.compile (:func:`prepare` builds before tracing)."""
-    value = cache[key] = build()
+def _store(key: Any, name: str, build: Callable[[], Any]) -> Any:
+    """``key.name = build()`` (frozen dataclasses too), eagerly: never traced (:func:`prepare` builds first)."""
+    value = build()
+    object.__setattr__(key, name, value)
     return value
 
 
@@ -308,13 +313,10 @@ def _conv_plan(geo: Any) -> dict[str, Any]:
 
 
 _CONV = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d), 3: (F.conv3d, F.conv_transpose3d)}
-_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _plan(geo: Any) -> dict[str, Any]:
-    plan = _PLANS.get(geo)
+    plan = getattr(geo, _PLAN, None)
     if plan is None:
-        plan = _store(_PLANS, geo, lambda: _conv_plan(geo))
+        plan = _store(geo, _PLAN, lambda: _conv_plan(geo))
     return plan
 
 

@@ -8,8 +8,7 @@
   self-conjugate bins, as ``irfftn`` does);
 * ``resolvents`` (Gauss--Jordan without pivoting on all blocks at once) against
   ``numpy.linalg.inv`` in float64, for skew-Hermitian blocks small and large;
-* CayleyConv's products and gradient with the kernels against the scipy path (numba off);
-* the per-frequency kernels (products, Gram and skew part) against numpy's stacked products.
+* CayleyConv's products and gradient with the kernels against the scipy path (numba off).
 """
 
 from __future__ import annotations
@@ -106,21 +105,3 @@ def test_cayley_products_and_gradient_agree_with_and_without_numba(transpose, dt
         slow = k.apply(theta, X, transpose=transpose), k.jac(theta, X, transpose).H @ W.ravel()
     tol = default_rtol(dtype, k.shape[0])
     assert _rel(fast[0], slow[0]) <= tol and _rel(fast[1], slow[1]) <= tol
-
-
-def test_frequency_products_and_gram_skew_are_numpys(dtype, rng):
-    """The prange-over-frequencies kernels against numpy's stacked products and CayleyConv's numpy formula."""
-    from structops.kernels.conv import _numba_frequency
-
-    F, n, c = 7, 5, 3
-    rows, other = (rng.standard_normal((F, n, 2 * c)).astype(dtype) for _ in range(2))
-    right = rng.standard_normal((F, 2 * c, 2 * c)).astype(dtype)
-    tol = default_rtol(dtype, n * 2 * c)
-    assert _rel(_numba_frequency.products(rows, right), rows.astype(np.float64) @ right) <= tol
-    S = rng.standard_normal((F, c, c)) + 1j * rng.standard_normal((F, c, c))
-    R = np.linalg.inv(np.eye(c) + S - np.conj(np.swapaxes(S, -1, -2))).astype(np.result_type(dtype, np.complex64))
-    weight = rng.standard_normal(F)
-    expected = structops.CayleyConv._skew_of_gram(
-        np.swapaxes(rows, -1, -2).astype(np.float64) @ other, R.astype(np.complex128), weight
-    )
-    assert _rel(_numba_frequency.gram_skew(rows, other, R, weight), expected) <= 10 * tol

@@ -330,31 +330,25 @@ class CayleyConv(ConvView, ParametricKernel):
         xs, ws = x.reshape(-1, c, *grid), w.reshape(-1, c, *grid)
         for start, stop in _chunks(xs.shape, 4):  # (larger: the products' inner size is the chunk)
             gram += np.swapaxes(self._rows(xs[start:stop]), -1, -2) @ self._rows(ws[start:stop])
-        E = self._skew_of_gram(gram, state.resolvent.reshape(gram.shape[0], c, c), self._weights())
-        return self._gradient_of_skew(E).astype(np.result_type(x.dtype, w.dtype), copy=False)
+        return self._gram_gradient(state, gram).astype(np.result_type(x.dtype, w.dtype), copy=False)
 
-    def _weights(self) -> np.ndarray:
-        """The Parseval weight of every frequency, ``(F,)``, with the -2 of ``dK = -2 R dA R`` folded in."""
-        g = self.grid[-1]
+    def _gram_gradient(self, state, gram: np.ndarray) -> np.ndarray:
+        r"""The gradient in :math:`\theta` from the real Gram ``(F, 2c, 2c)`` of the rows (:meth:`_spectral_vjp`)."""
+        c, grid = self.channels, self.grid
+        g = grid[-1]
         k = np.arange(g // 2 + 1)
-        return np.tile(np.where((k == 0) | (2 * k == g), -2.0, -4.0) / math.prod(self.grid), math.prod(self.grid[:-1]))
-
-    @staticmethod
-    def _skew_of_gram(gram: np.ndarray, R: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        r""":math:`E = Q - Q^H`, :math:`Q = RPR`, from the rows' real Grams ``(F, 2c, 2c)`` (:meth:`_spectral_vjp`)."""
-        c = R.shape[-1]
+        # the Parseval weights, with the -2 of dK = -2 R dA R folded in
+        weight = (np.where((k == 0) | (2 * k == g), -2.0, -4.0) / math.prod(grid)).astype(gram.dtype)
         gram = gram.reshape(-1, c, 2, c, 2)
         # P[a, b] = sum_n x_a conj(w_b): the (re, im) parts of the real Gram, in its precision
         P = np.empty((gram.shape[0], c, c), np.result_type(gram.dtype, np.complex64))
         P.real = gram[:, :, 0, :, 0] + gram[:, :, 1, :, 1]
         P.imag = gram[:, :, 1, :, 0] - gram[:, :, 0, :, 1]
-        P *= weight.astype(gram.dtype)[:, None, None]
+        P.reshape(-1, g // 2 + 1, c, c)[...] *= weight[:, None, None]
+        R = state.resolvent.reshape(-1, c, c)
         Q = R @ P @ R
-        return Q - np.conj(np.swapaxes(Q, -1, -2))
-
-    def _gradient_of_skew(self, E: np.ndarray) -> np.ndarray:
-        r"""The gradient in :math:`\theta`, :math:`\operatorname{Re}\sum_\xi E_\xi[b, a]\,\phi_{j\xi}`."""
-        phi, c = self._factors(), self.channels  # (T, F)
+        E = Q - np.conj(np.swapaxes(Q, -1, -2))
+        phi = self._factors()  # (T, F); grad[a, b, j] = Re sum_f E[f, b, a] phi[j, f]
         Et = np.swapaxes(E, -1, -2).reshape(E.shape[0], c * c)
         return (phi.real @ Et.real - phi.imag @ Et.imag).T.reshape(-1)
 
@@ -364,29 +358,17 @@ class CayleyConv(ConvView, ParametricKernel):
         return self._rows(x.reshape(x.shape[0], self.channels, *self.grid))
 
     def _apply_transformed(self, state, rows: np.ndarray, transpose: bool) -> np.ndarray:
-        """:meth:`_apply` from the batch's rows (:meth:`_transform`): one product per frequency, one ``irfftn``."""
+        """:meth:`_apply` from the batch's rows (:meth:`_transform`): one product, one ``irfftn``."""
         right = self._right(state.blocks, transpose).astype(rows.dtype, copy=False)
-        if self._fast_fft(rows.dtype):  # the products on numba's threads, beside the transforms
-            from ._numba_frequency import products
-
-            prod = products(rows, right)
-        else:
-            prod = rows @ right
         y = np.empty((rows.shape[1], self.channels, *self.grid), rows.dtype)
-        self._from_rows(prod, y)
+        self._from_rows(rows @ right, y)
         return y.reshape(rows.shape[1], -1)
 
     def _vjp_transformed(self, state, rows_x: np.ndarray, rows_w: np.ndarray, transpose: bool) -> np.ndarray:
-        r""":meth:`_vjp` summed over the examples from both batches' rows: one Gram per frequency, no transform."""
+        r""":meth:`_vjp` summed over the examples from both batches' rows: one Gram, no transform."""
         a, b = (rows_w, rows_x) if transpose else (rows_x, rows_w)
-        R = state.resolvent.reshape(a.shape[0], self.channels, self.channels)
-        if self._fast_fft(a.dtype):
-            from ._numba_frequency import gram_skew
-
-            E = gram_skew(a, b, R, self._weights())
-        else:
-            E = self._skew_of_gram(np.swapaxes(a, -1, -2) @ b, R, self._weights())
-        return self._gradient_of_skew(E).astype(rows_x.dtype, copy=False)
+        gram = np.swapaxes(a, -1, -2) @ b
+        return self._gram_gradient(state, gram).astype(rows_x.dtype, copy=False)
 
     def _factors(self) -> np.ndarray:
         """:func:`tap_factors` of the geometry, built once per kernel."""

@@ -13,7 +13,8 @@ median of the per-round ratios (robust on a loaded machine):
 * **CayleyConv** (16 channels, 28×28, 3×3, ``--n-cayley`` images, float32) forward and
   backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×. Idle
   2-core AVX-512 machine, eighth session: the numpy bridge (numba FFTs, ``"auto"`` on the CPU)
-  1.42× on one thread (CPU time) and 1.84× on two (wall time); the torch form 1.75× and 2.25×.
+  1.42–1.48× on one thread (CPU time) and 1.8–2.0× on two (wall time); the torch form 1.77×
+  and 2.4–2.5×.
   The torch form's floor with torch's CPU FFTs is about 1.3× before any layout copy (see
   benchmarks/README.md, "CayleyConv with numba FFTs (eighth session)").
 

@@ -27,8 +27,9 @@ BRIDGE_DTYPES = (torch.float32, torch.float64)
 #: Families whose torch form ``"auto"`` prefers on the CPU as well (where it is measured faster than
 #: the bridge): none at present. CayleyConv was one until the bridge got its numba FFTs (eighth
 #: session, ``benchmarks/bench_torch.py --only cayley`` on an idle 2-core AVX-512 machine,
-#: 128×16×28×28 float32 forward+backward: bridge 1.42× ``nn.Conv2d`` against the torch form's
-#: 1.75× on one thread in CPU time, 1.84× against 2.25× on two threads in wall time). The torch
+#: 128×16×28×28 float32 forward+backward: bridge 1.42–1.48× ``nn.Conv2d`` against the torch
+#: form's 1.77× on one thread in CPU time, 1.8–2.0× against 2.4–2.5× on two threads in wall
+#: time). The torch
 #: form alone has exact second derivatives in θ of the non-affine families: ask for ``backend="torch"``.
 TORCH_ON_CPU: tuple[type, ...] = ()
 

@@ -313,6 +313,8 @@ def _conv_plan(geo: Any) -> dict[str, Any]:
 
 
 _CONV = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d), 3: (F.conv3d, F.conv_transpose3d)}
+
+
 def _plan(geo: Any) -> dict[str, Any]:
     plan = getattr(geo, _PLAN, None)
     if plan is None:

@@ -385,6 +385,16 @@ def _join_pairs(ar, ai, br, bi, H, W, P, lanes):  # pragma: no cover - compiled
                     zi[q] = keep * xi[q]
 
 
+@nb.njit(**_INLINE)
+def _block(blk, block, x, per_channel):  # pragma: no cover - compiled
+    """Block ``blk``: its first example, its size and four work buffers of ``per_channel`` values a channel."""
+    n, c = x.shape[:2]
+    b0 = blk * block
+    m = min(block, n - b0)
+    size = per_channel * m * c
+    return b0, m, np.empty(size, x.dtype), np.empty(size, x.dtype), np.empty(size, x.dtype), np.empty(size, x.dtype)
+
+
 # Each kernel calls _fft from one place, in a loop over the two axes: LLVM inlines the FFT
 # (all its radices) into the kernel, and a second call site would double the code it compiles.
 @nb.njit(**_OPTS)
@@ -393,11 +403,7 @@ def _rfft2_rows(x, out, block, sw, twr, twi, sh, thr, thi):  # pragma: no cover 
     Wh, P = W // 2 + 1, (H + 1) // 2
     F, flat = H * Wh, out.reshape(-1)
     for blk in nb.prange((n + block - 1) // block):
-        b0 = blk * block
-        m = min(block, n - b0)
-        size = max(W * P, F) * m * c
-        ur, ui = np.empty(size, x.dtype), np.empty(size, x.dtype)
-        vr, vi = np.empty(size, x.dtype), np.empty(size, x.dtype)
+        b0, m, ur, ui, vr, vi = _block(blk, block, x, max(W * P, F))
         _pack_rows(x[b0 : b0 + m], ur, ui, P)
         for axis in range(2):  # W (the row pairs), then H
             if axis == 0:
@@ -423,11 +429,7 @@ def _irfft2_rows(rows, y, block, sw, twr, twi, sh, thr, thi):  # pragma: no cove
     Wh, P = W // 2 + 1, (H + 1) // 2
     F, flat = H * Wh, rows.reshape(-1)
     for blk in nb.prange((n + block - 1) // block):
-        b0 = blk * block
-        m = min(block, n - b0)
-        size = max(W * P, F) * m * c
-        ur, ui = np.empty(size, y.dtype), np.empty(size, y.dtype)
-        vr, vi = np.empty(size, y.dtype), np.empty(size, y.dtype)
+        b0, m, ur, ui, vr, vi = _block(blk, block, y, max(W * P, F))
         for f in range(F):
             zr, zi = ur[f * m * c : (f + 1) * m * c], ui[f * m * c : (f + 1) * m * c]
             row = flat[(f * n + b0) * 2 * c : (f * n + b0 + m) * 2 * c]

@@ -130,7 +130,10 @@ class ParametricKernel(abc.ABC):
 
     # Optional transform-domain hooks (docs/contract.md): a family whose products run through a
     # transform of the batch (an FFT) overrides all three, and the torch bridge then transforms
-    # each batch once, keeping the forward's transform for the gradient in theta.
+    # each batch once, keeping the forward's transform for the gradient in theta. The bridge calls
+    # them only for a family that overrides `_transform` (these bodies are never reached); they
+    # have no default made of the other hooks because the kept "transform" would then be a view
+    # of the input tensor, outside autograd's check that saved tensors are not modified in place.
     def _transform(self, x: np.ndarray, transpose: bool) -> Any:
         """The batch's transform, what :meth:`_apply_transformed` and :meth:`_vjp_transformed` take."""
         raise NotImplementedError

@@ -33,10 +33,10 @@ radix :math:`p` maps the length-:math:`L` transforms of the residue classes
     A'[j' + J'(k_1 + L k_2)] = \sum_{t=0}^{p-1} \omega_{pL}^{t(k_1 + L k_2)}\, A[j' + J'(t + p k_1)],
     \qquad \omega_m = e^{-2\pi i/m},
 
-radix 4 and 2 with their multiplication-free butterflies after the twiddles, odd radices by
-pairs of conjugate twiddles (:func:`_radix_odd`). Twiddles are computed in float64 and rounded to the
-data's precision; results differ from ``scipy.fft`` by round-off (``fastmath`` lets LLVM
-reassociate).
+radix 4 and 2 with their multiplication-free butterflies after the twiddles, radix 7 written
+out (:func:`_radix7`), 3 and 5 by pairs of conjugate twiddles (:func:`_radix_odd`). Twiddles
+are computed in float64 and rounded to the data's precision; results differ from ``scipy.fft``
+by round-off (``fastmath`` lets LLVM reassociate).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ __all__ = ["irfft2_rows", "plan", "rfft2_rows", "supported"]
 _OPTS = dict(parallel=True, fastmath=True, cache=True, nogil=True)
 _INLINE = dict(fastmath=True, cache=True, nogil=True)
 
-#: Radices the plans use: 4 and 2 have their own butterflies, 3, 5 and 7 the dense one.
+#: Radices the plans use: 4, 2 and 7 have their own stages, 3 and 5 the generic odd one.
 RADICES = (4, 2, 3, 5, 7)
 
 

@@ -6,12 +6,18 @@
   batches that do not fill the last block of examples;
 * ``irfft2_rows`` on spectra that are not Hermitian (it drops the imaginary parts of the
   self-conjugate bins, as ``irfftn`` does);
+* ``irfft2_rows`` with per-frequency right factors (the products computed inside the kernel)
+  against the separate stacked product, on one thread and on two;
+* ``pair_grams`` against an ``einsum`` of the complex rows in float64;
+* the reused scratch arrays (``workspace``): per thread, per size, large ones not kept;
 * ``resolvents`` (Gauss--Jordan without pivoting on all blocks at once) against
   ``numpy.linalg.inv`` in float64, for skew-Hermitian blocks small and large;
 * CayleyConv's products and gradient with the kernels against the scipy path (numba off).
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -21,7 +27,7 @@ import structops
 from structops.testing import default_rtol
 
 pytest.importorskip("numba")
-from structops.kernels.conv import _numba_fft, _numba_resolvent
+from structops.kernels.conv import _numba_fft, _numba_gram, _numba_resolvent
 
 GRIDS = [(28, 28), (7, 14), (5, 9), (12, 10), (1, 8), (6, 1), (3, 5), (2, 2), (16, 21)]
 
@@ -64,6 +70,56 @@ def test_inverse_of_a_non_hermitian_spectrum_is_scipys(grid, dtype, rng):
     expected = sfft.irfftn(spec, s=grid, axes=(2, 3))
     got = _numba_fft.irfft2_rows(rows, grid, np.empty((n, c, *grid), dtype))
     assert _rel(got, expected) <= default_rtol(dtype, int(np.prod(grid)))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("grid", [(28, 28), (5, 9)], ids=["28x28", "5x9"])
+def test_products_inside_the_inverse_are_the_stacked_products(grid, threads, dtype, rng):
+    """``irfft2_rows(rows, grid, out, right)`` is ``irfftn`` of ``rows[f] @ right[f]``.
+
+    64 examples of 16 channels on 28×28 are enough work for two threads (``kernel_threads``), so
+    the per-thread work buffers and the parallel products both run.
+    """
+    n, c = (64, 16) if grid == (28, 28) else (5, 2)
+    F = grid[0] * (grid[1] // 2 + 1)
+    rows = rng.standard_normal((F, n, 2 * c)).astype(dtype)
+    right = rng.standard_normal((F, 2 * c, 2 * c)).astype(dtype)
+    with structops.set_num_threads(threads):
+        got = _numba_fft.irfft2_rows(rows, grid, None, right)
+        again = _numba_fft.irfft2_rows(rows, grid, None, right)  # the reused scratch gives the same
+    prod = np.einsum("fnk,fkj->fnj", rows.astype(np.float64), right.astype(np.float64))
+    spec = np.moveaxis(_complex(prod).reshape(*grid[:-1], grid[-1] // 2 + 1, n, c), (-2, -1), (0, 1))
+    expected = sfft.irfftn(spec, s=grid, axes=(2, 3))
+    assert _rel(got, expected) <= default_rtol(dtype, int(np.prod(grid)) * 2 * c)
+    np.testing.assert_array_equal(got, again)
+    with pytest.raises(ValueError, match="`right` must have shape"):
+        _numba_fft.irfft2_rows(rows, grid, None, right[:-1])
+
+
+def test_workspaces_are_per_thread_and_per_size():
+    a = _numba_fft.workspace((3, 4), np.float32)
+    assert a.shape == (3, 4) and a.dtype == np.float32
+    assert _numba_fft.workspace((3, 4), np.float32) is a
+    assert _numba_fft.workspace((3, 4), np.float64) is not a
+    other = []
+    thread = threading.Thread(target=lambda: other.append(_numba_fft.workspace((3, 4), np.float32)))
+    thread.start()
+    thread.join()
+    assert other[0] is not a  # another thread has its own
+    big = (_numba_fft.WORKSPACE_BYTES // 8 + 1,)
+    assert _numba_fft.workspace(big, np.float64) is not _numba_fft.workspace(big, np.float64)
+
+
+@pytest.mark.parametrize("n", [1, 37])
+def test_pair_grams_are_the_weighted_complex_grams(n, dtype, rng):
+    F, c = 6, 3
+    a, b = (rng.standard_normal((F, n, 2 * c)).astype(dtype) for _ in range(2))
+    weight = rng.standard_normal(F)
+    complex_dtype = np.result_type(dtype, np.complex64)
+    got = _numba_gram.pair_grams(a, b, weight, complex_dtype)
+    assert got.shape == (F, c, c) and got.dtype == complex_dtype
+    expected = weight[:, None, None] * np.einsum("fni,fnj->fij", _complex(a), np.conj(_complex(b)))
+    assert _rel(got, expected) <= default_rtol(dtype, n)
 
 
 def test_plans_factor_the_length_and_refuse_other_primes():

@@ -235,14 +235,14 @@ class CayleyConv(ConvView, ParametricKernel):
 
         Chunk by chunk (:data:`CHUNK_BYTES`): ``rfftn``, the half spectrum as real rows
         ``(F, chunk, 2c)``, one stacked real product with the blocks' real forms
-        (:func:`real_right_factors`), ``irfftn``.
+        (:func:`real_right_factors`), ``irfftn`` (:meth:`_from_rows`).
         """
         n, c = x.shape[0], self.channels
         x = x.reshape(n, c, *self.grid)  # (explicit: n may be 0)
         right = self._right(blocks, adjoint)
         y = np.empty(x.shape, dtype=np.result_type(x.dtype, right.dtype))
         for start, stop in _chunks(x.shape):
-            self._from_rows(self._rows(x[start:stop]) @ right, y[start:stop])
+            self._from_rows(self._rows(x[start:stop]), y[start:stop], right)
         return y.reshape(n, math.prod(x.shape[1:])).astype(x.dtype, copy=False)
 
     @staticmethod
@@ -268,13 +268,18 @@ class CayleyConv(ConvView, ParametricKernel):
         spec = np.ascontiguousarray(np.moveaxis(spec, (0, 1), (-2, -1)))  # (*half, n, c)
         return spec.view(spec.real.dtype).reshape(-1, x.shape[0], 2 * self.channels)
 
-    def _from_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """``irfftn`` of real rows ``(F, n, 2c)`` back to the grid, into ``out`` ``(n, c, *grid)`` (C-contiguous)."""
+    def _from_rows(self, rows: np.ndarray, out: np.ndarray, right: np.ndarray) -> None:
+        """``irfftn`` of the products ``rows @ right`` (rows ``(F, n, 2c)``) into ``out`` ``(n, c, *grid)``.
+
+        ``right``: real right factors ``(F, 2c, 2c)`` (:meth:`_right`); ``out`` C-contiguous. With
+        numba the products run inside the inverse transform's kernel, on its threads.
+        """
         if self._fast_fft(rows.dtype) and out.dtype == rows.dtype:
             from . import _numba_fft
 
-            _numba_fft.irfft2_rows(np.ascontiguousarray(rows), self.grid, out)
+            _numba_fft.irfft2_rows(np.ascontiguousarray(rows), self.grid, out, right)
             return
+        rows = rows @ right
         half = (*self.grid[:-1], self.grid[-1] // 2 + 1)
         n = rows.shape[1]
         spec = rows.reshape(*half, n, self.channels, 2).view(np.result_type(rows.dtype, np.complex64))[..., 0]
@@ -326,28 +331,49 @@ class CayleyConv(ConvView, ParametricKernel):
         (:func:`tap_factors`). No generator convolution runs.
         """
         c, grid = self.channels, self.grid
-        gram = np.zeros((math.prod(grid[:-1]) * (grid[-1] // 2 + 1), 2 * c, 2 * c), np.result_type(x, w))
         xs, ws = x.reshape(-1, c, *grid), w.reshape(-1, c, *grid)
-        for start, stop in _chunks(xs.shape, 4):  # (larger: the products' inner size is the chunk)
-            gram += np.swapaxes(self._rows(xs[start:stop]), -1, -2) @ self._rows(ws[start:stop])
-        return self._gram_gradient(state, gram).astype(np.result_type(x.dtype, w.dtype), copy=False)
+        E = np.zeros(state.resolvent.shape, np.result_type(state.resolvent, x.dtype, w.dtype)).reshape(-1, c, c)
+        for start, stop in _chunks(xs.shape, 4):  # E is linear in the Gram: summed chunk by chunk (larger chunks,
+            E += self._skew(state, self._rows(xs[start:stop]), self._rows(ws[start:stop]))  # the inner size)
+        return self._skew_gradient(E).astype(np.result_type(x.dtype, w.dtype), copy=False)
 
-    def _gram_gradient(self, state, gram: np.ndarray) -> np.ndarray:
-        r"""The gradient in :math:`\theta` from the real Gram ``(F, 2c, 2c)`` of the rows (:meth:`_spectral_vjp`)."""
-        c, grid = self.channels, self.grid
-        g = grid[-1]
+    def _weights(self, dtype: np.dtype) -> np.ndarray:
+        r"""The Parseval weights :math:`\omega_\xi` per frequency ``(F,)``.
+
+        With the -2 of :math:`d\hat K = -2R\,d\hat A\,R` and the :math:`1/N` folded in.
+        """
+        g = self.grid[-1]
         k = np.arange(g // 2 + 1)
-        # the Parseval weights, with the -2 of dK = -2 R dA R folded in
-        weight = (np.where((k == 0) | (2 * k == g), -2.0, -4.0) / math.prod(grid)).astype(gram.dtype)
-        gram = gram.reshape(-1, c, 2, c, 2)
-        # P[a, b] = sum_n x_a conj(w_b): the (re, im) parts of the real Gram, in its precision
-        P = np.empty((gram.shape[0], c, c), np.result_type(gram.dtype, np.complex64))
-        P.real = gram[:, :, 0, :, 0] + gram[:, :, 1, :, 1]
-        P.imag = gram[:, :, 1, :, 0] - gram[:, :, 0, :, 1]
-        P.reshape(-1, g // 2 + 1, c, c)[...] *= weight[:, None, None]
+        weight = np.where((k == 0) | (2 * k == g), -2.0, -4.0) / math.prod(self.grid)
+        return np.tile(weight, math.prod(self.grid[:-1])).astype(dtype)
+
+    def _skew(self, state, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        r"""The blocks :math:`E = Q - Q^H`, :math:`Q = RPR`, of rows ``a``, ``b`` ``(F, n, 2c)``.
+
+        :math:`P` in the rows' precision: with numba by one parallel kernel over the frequencies
+        (:func:`._numba_gram.pair_grams`), else from the real Gram :math:`a^\top b` of one stacked
+        product. The gradient is linear in :math:`E`, so chunks of examples add their :math:`E`.
+        """
+        c = self.channels
         R = state.resolvent.reshape(-1, c, c)
+        dtype = np.result_type(a.dtype, b.dtype, np.complex64)
+        if self._fast_fft(a.dtype) and a.dtype == b.dtype:
+            from ._numba_gram import pair_grams
+
+            P = pair_grams(np.ascontiguousarray(a), np.ascontiguousarray(b), self._weights(a.dtype), dtype)
+        else:
+            gram = (np.swapaxes(a, -1, -2) @ b).reshape(-1, c, 2, c, 2)
+            # P[a, b] = sum_n x_a conj(w_b): the (re, im) parts of the real Gram, in its precision
+            P = np.empty((gram.shape[0], c, c), dtype)
+            P.real = gram[:, :, 0, :, 0] + gram[:, :, 1, :, 1]
+            P.imag = gram[:, :, 1, :, 0] - gram[:, :, 0, :, 1]
+            P *= self._weights(gram.dtype)[:, None, None]
         Q = R @ P @ R
-        E = Q - np.conj(np.swapaxes(Q, -1, -2))
+        return Q - np.conj(np.swapaxes(Q, -1, -2))
+
+    def _skew_gradient(self, E: np.ndarray) -> np.ndarray:
+        r"""The gradient in :math:`\theta` from the blocks :math:`E` ``(F, c, c)`` of :meth:`_skew`."""
+        c = self.channels
         phi = self._factors()  # (T, F); grad[a, b, j] = Re sum_f E[f, b, a] phi[j, f]
         Et = np.swapaxes(E, -1, -2).reshape(E.shape[0], c * c)
         return (phi.real @ Et.real - phi.imag @ Et.imag).T.reshape(-1)
@@ -361,14 +387,13 @@ class CayleyConv(ConvView, ParametricKernel):
         """:meth:`_apply` from the batch's rows (:meth:`_transform`): one product, one ``irfftn``."""
         right = self._right(state.blocks, transpose).astype(rows.dtype, copy=False)
         y = np.empty((rows.shape[1], self.channels, *self.grid), rows.dtype)
-        self._from_rows(rows @ right, y)
+        self._from_rows(rows, y, right)
         return y.reshape(rows.shape[1], -1)
 
     def _vjp_transformed(self, state, rows_x: np.ndarray, rows_w: np.ndarray, transpose: bool) -> np.ndarray:
         r""":meth:`_vjp` summed over the examples from both batches' rows: one Gram, no transform."""
         a, b = (rows_w, rows_x) if transpose else (rows_x, rows_w)
-        gram = np.swapaxes(a, -1, -2) @ b
-        return self._gram_gradient(state, gram).astype(rows_x.dtype, copy=False)
+        return self._skew_gradient(self._skew(state, a, b)).astype(rows_x.dtype, copy=False)
 
     def _factors(self) -> np.ndarray:
         """:func:`tap_factors` of the geometry, built once per kernel."""

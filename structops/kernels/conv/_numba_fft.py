@@ -387,22 +387,24 @@ def _join_pairs(ar, ai, br, bi, H, W, P, lanes):  # pragma: no cover - compiled
 
 
 @nb.njit(**_INLINE)
-def _block(blk, block, n, buffers):  # pragma: no cover - compiled
-    """Block ``blk`` of ``n`` examples: its first example, its size and the running thread's four work buffers."""
+def _block(blk, block, x, per_channel):  # pragma: no cover - compiled
+    """Block ``blk``: its first example, its size and four work buffers of ``per_channel`` values a channel."""
+    n, c = x.shape[:2]
     b0 = blk * block
-    w = buffers[nb.get_thread_id()]
-    return b0, min(block, n - b0), w[0], w[1], w[2], w[3]
+    m = min(block, n - b0)
+    size = per_channel * m * c
+    return b0, m, np.empty(size, x.dtype), np.empty(size, x.dtype), np.empty(size, x.dtype), np.empty(size, x.dtype)
 
 
 # Each kernel calls _fft from one place, in a loop over the two axes: LLVM inlines the FFT
 # (all its radices) into the kernel, and a second call site would double the code it compiles.
 @nb.njit(**_OPTS)
-def _rfft2_rows(x, out, block, buffers, sw, twr, twi, sh, thr, thi):  # pragma: no cover - compiled
+def _rfft2_rows(x, out, block, sw, twr, twi, sh, thr, thi):  # pragma: no cover - compiled
     n, c, H, W = x.shape
     Wh, P = W // 2 + 1, (H + 1) // 2
     F, flat = H * Wh, out.reshape(-1)
     for blk in nb.prange((n + block - 1) // block):
-        b0, m, ur, ui, vr, vi = _block(blk, block, n, buffers)
+        b0, m, ur, ui, vr, vi = _block(blk, block, x, max(W * P, F))
         _pack_rows(x[b0 : b0 + m], ur, ui, P)
         for axis in range(2):  # W (the row pairs), then H
             if axis == 0:
@@ -423,7 +425,7 @@ def _rfft2_rows(x, out, block, buffers, sw, twr, twi, sh, thr, thi):  # pragma: 
 
 
 @nb.njit(**_OPTS)
-def _irfft2_rows(rows, right, prod, y, block, buffers, sw, twr, twi, sh, thr, thi):  # pragma: no cover - compiled
+def _irfft2_rows(rows, right, prod, y, block, sw, twr, twi, sh, thr, thi):  # pragma: no cover - compiled
     n, c, H, W = y.shape
     Wh, P = W // 2 + 1, (H + 1) // 2
     F = H * Wh
@@ -433,7 +435,7 @@ def _irfft2_rows(rows, right, prod, y, block, buffers, sw, twr, twi, sh, thr, th
         rows = prod
     flat = rows.reshape(-1)
     for blk in nb.prange((n + block - 1) // block):
-        b0, m, ur, ui, vr, vi = _block(blk, block, n, buffers)
+        b0, m, ur, ui, vr, vi = _block(blk, block, y, max(W * P, F))
         for f in range(F):
             zr, zi = ur[f * m * c : (f + 1) * m * c], ui[f * m * c : (f + 1) * m * c]
             row = flat[(f * n + b0) * 2 * c : (f * n + b0 + m) * 2 * c]
@@ -470,12 +472,6 @@ def block(example: tuple[int, ...], itemsize: int) -> int:
     return max(1, min(8, BLOCK_BYTES // max(1, per_example)))
 
 
-def _buffers(threads: int, m: int, example: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """Four work buffers per thread for blocks of ``m`` examples ``(c, H, W)`` (:func:`workspace`)."""
-    c, H, W = example
-    return workspace((threads, 4, m * c * max(W * ((H + 1) // 2), H * (W // 2 + 1))), dtype)
-
-
 def _plans(grid: tuple[int, int], inverse: bool, dtype: np.dtype) -> tuple[np.ndarray, ...]:
     """The plans of both axes (cached per grid, direction and precision)."""
     key = (grid, inverse, np.dtype(dtype).str)
@@ -501,8 +497,8 @@ def rfft2_rows(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty((H * (W // 2 + 1), n, 2 * c), x.dtype)
     if n:
         m = block(x.shape[1:], x.itemsize)
-        with kernel_threads(WORK_PER_VALUE * x.size, -(-n // m)) as threads:
-            _rfft2_rows(x, out, m, _buffers(threads, m, x.shape[1:], x.dtype), *_plans((H, W), False, x.dtype))
+        with kernel_threads(WORK_PER_VALUE * x.size, -(-n // m)):
+            _rfft2_rows(x, out, m, *_plans((H, W), False, x.dtype))
     return out
 
 
@@ -527,9 +523,9 @@ def irfft2_rows(
     if n:
         m = block(out.shape[1:], rows.itemsize)
         work = WORK_PER_VALUE * out.size + (rows.size * c2 if right.shape[0] else 0)
-        with kernel_threads(work, -(-n // m)) as threads:
-            right, buffers = np.ascontiguousarray(right, rows.dtype), _buffers(threads, m, out.shape[1:], rows.dtype)
-            _irfft2_rows(rows, right, prod, out, m, buffers, *_plans((H, W), True, rows.dtype))
+        with kernel_threads(work, -(-n // m)):
+            right = np.ascontiguousarray(right, rows.dtype)
+            _irfft2_rows(rows, right, prod, out, m, *_plans((H, W), True, rows.dtype))
     return out
 
 
@@ -545,7 +541,7 @@ def workspace(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     The products of :func:`irfft2_rows` fill a batch-sized array on every call; a fresh one is
     fresh memory, and the page faults of touching it cost as much as the transform on a
     training step (glibc returns large freed blocks to the system). Each thread keeps its last
-    four sizes, each up to :data:`WORKSPACE_BYTES`; larger arrays are not kept.
+    two sizes, each up to :data:`WORKSPACE_BYTES`; larger arrays are not kept.
     """
     cache = _WORKSPACES.__dict__.setdefault("arrays", {})
     key = (tuple(shape), np.dtype(dtype).str)
@@ -553,7 +549,7 @@ def workspace(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if hit is None:
         hit = np.empty(shape, dtype)
         if hit.nbytes <= WORKSPACE_BYTES:
-            if len(cache) >= 4:
+            if len(cache) >= 2:
                 cache.pop(next(iter(cache)))
             cache[key] = hit
     return hit

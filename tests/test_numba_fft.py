@@ -6,8 +6,8 @@
   batches that do not fill the last block of examples;
 * ``irfft2_rows`` on spectra that are not Hermitian (it drops the imaginary parts of the
   self-conjugate bins, as ``irfftn`` does);
-* ``irfft2_rows`` with per-frequency right factors (the products computed inside the kernel)
-  against the separate stacked product, on one thread and on two;
+* ``irfft2_rows`` through per-frequency blocks and their adjoints (the products computed inside
+  the kernel) against ``einsum`` and ``irfftn``, on one thread and on two;
 * ``pair_grams`` against an ``einsum`` of the complex rows in float64;
 * the reused scratch arrays (``workspace``): per thread, per size, large ones not kept;
 * ``resolvents`` (Gauss--Jordan without pivoting on all blocks at once) against
@@ -72,28 +72,30 @@ def test_inverse_of_a_non_hermitian_spectrum_is_scipys(grid, dtype, rng):
     assert _rel(got, expected) <= default_rtol(dtype, int(np.prod(grid)))
 
 
+@pytest.mark.parametrize("adjoint", [False, True], ids=["K", "KH"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("grid", [(28, 28), (5, 9)], ids=["28x28", "5x9"])
-def test_products_inside_the_inverse_are_the_stacked_products(grid, threads, dtype, rng):
-    """``irfft2_rows(rows, grid, out, right)`` is ``irfftn`` of ``rows[f] @ right[f]``.
+def test_products_inside_the_inverse_are_the_blocks_multiplier(grid, threads, adjoint, dtype, rng):
+    """``irfft2_rows(rows, grid, out, blocks, adjoint)`` is ``irfftn`` of :math:`K_f z` (:math:`K_f^H z`).
 
     64 examples of 16 channels on 28×28 are enough work for two threads (``kernel_threads``), so
-    the per-thread work buffers and the parallel products both run.
+    the parallel products run.
     """
     n, c = (64, 16) if grid == (28, 28) else (5, 2)
     F = grid[0] * (grid[1] // 2 + 1)
     rows = rng.standard_normal((F, n, 2 * c)).astype(dtype)
-    right = rng.standard_normal((F, 2 * c, 2 * c)).astype(dtype)
+    K = (rng.standard_normal((F, c, c)) + 1j * rng.standard_normal((F, c, c))).astype(np.result_type(dtype, 1j))
     with structops.set_num_threads(threads):
-        got = _numba_fft.irfft2_rows(rows, grid, None, right)
-        again = _numba_fft.irfft2_rows(rows, grid, None, right)  # the reused scratch gives the same
-    prod = np.einsum("fnk,fkj->fnj", rows.astype(np.float64), right.astype(np.float64))
-    spec = np.moveaxis(_complex(prod).reshape(*grid[:-1], grid[-1] // 2 + 1, n, c), (-2, -1), (0, 1))
+        got = _numba_fft.irfft2_rows(rows, grid, None, K, adjoint)
+        again = _numba_fft.irfft2_rows(rows, grid, None, K, adjoint)  # the reused scratch gives the same
+    M = np.conj(np.swapaxes(K, -1, -2)) if adjoint else K
+    prod = np.einsum("foi,fni->fno", M.astype(np.complex128), _complex(rows))  # (K_f z_n) per example
+    spec = np.moveaxis(prod.reshape(*grid[:-1], grid[-1] // 2 + 1, n, c), (-2, -1), (0, 1))
     expected = sfft.irfftn(spec, s=grid, axes=(2, 3))
     assert _rel(got, expected) <= default_rtol(dtype, int(np.prod(grid)) * 2 * c)
     np.testing.assert_array_equal(got, again)
-    with pytest.raises(ValueError, match="`right` must have shape"):
-        _numba_fft.irfft2_rows(rows, grid, None, right[:-1])
+    with pytest.raises(ValueError, match="`blocks` must have shape"):
+        _numba_fft.irfft2_rows(rows, grid, None, K[:-1])
 
 
 def test_workspaces_are_per_thread_and_per_size():

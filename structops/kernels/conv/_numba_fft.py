@@ -424,14 +424,35 @@ def _rfft2_rows(x, out, block, sw, twr, twi, sh, thr, thi):  # pragma: no cover 
                 row[2 * q + 1] = zi[q]
 
 
+@nb.njit(**_INLINE)
+def _right_factor(K, adjoint, dtype):  # pragma: no cover - compiled
+    r"""The real ``2c × 2c`` matrix ``M`` with ``row @ M`` the row of :math:`Kz` (:math:`K^H z` with ``adjoint``).
+
+    A row holds :math:`z` as ``(re, im)`` pairs; the row of :math:`Kz` is :math:`z^\top B` with
+    :math:`B = K^\top` (:math:`\bar K` for the adjoint), whose real form has blocks
+    ``[[Re B, Im B], [-Im B, Re B]]`` per entry.
+    """
+    c = K.shape[0]
+    M = np.empty((2 * c, 2 * c), dtype)
+    for i in range(c):
+        for o in range(c):
+            if adjoint:
+                re, im = K[i, o].real, -K[i, o].imag
+            else:
+                re, im = K[o, i].real, K[o, i].imag
+            M[2 * i, 2 * o], M[2 * i, 2 * o + 1] = re, im
+            M[2 * i + 1, 2 * o], M[2 * i + 1, 2 * o + 1] = -im, re
+    return M
+
+
 @nb.njit(**_OPTS)
-def _irfft2_rows(rows, right, prod, y, block, sw, twr, twi, sh, thr, thi):  # pragma: no cover - compiled
+def _irfft2_rows(rows, blocks, adjoint, prod, y, block, sw, twr, twi, sh, thr, thi):  # pragma: no cover - compiled
     n, c, H, W = y.shape
     Wh, P = W // 2 + 1, (H + 1) // 2
     F = H * Wh
-    if right.shape[0]:  # the products rows[f] @ right[f] into `prod` first, one BLAS call per frequency
+    if blocks.shape[0]:  # the products K_f z (K_f^H z) into `prod` first: one BLAS call per frequency
         for f in nb.prange(F):
-            np.dot(rows[f], right[f], prod[f])
+            np.dot(rows[f], _right_factor(blocks[f], adjoint, rows.dtype), prod[f])
         rows = prod
     flat = rows.reshape(-1)
     for blk in nb.prange((n + block - 1) // block):
@@ -503,29 +524,36 @@ def rfft2_rows(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def irfft2_rows(
-    rows: np.ndarray, grid: tuple[int, ...], out: np.ndarray | None = None, right: np.ndarray | None = None
+    rows: np.ndarray,
+    grid: tuple[int, ...],
+    out: np.ndarray | None = None,
+    blocks: np.ndarray | None = None,
+    adjoint: bool = False,
 ) -> np.ndarray:
     """``irfftn`` of real rows ``(F, n, 2c)`` (:func:`rfft2_rows`' layout) back to ``(n, c, H, W)``.
 
-    ``right`` (``(F, 2c, 2c)``, the rows' dtype): transform the products ``rows[f] @ right[f]``
-    instead, computed in the kernel (one BLAS call per frequency on the kernel's threads).
+    ``blocks`` (complex, ``(F, c, c)``): transform :math:`K_f z` instead, for each example's
+    complex row :math:`z` at frequency :math:`f` (:math:`K_f^H z` with ``adjoint``), computed in
+    the kernel on its threads (one BLAS call per frequency with the real form of :math:`K_f`),
+    in the rows' precision.
     """
     F, n, c2 = rows.shape
     H, W = grid
     if out is None:
         out = np.empty((n, c2 // 2, H, W), rows.dtype)
-    if right is None:
-        right = prod = np.zeros((0, c2, c2), rows.dtype)
-    elif right.shape != (F, c2, c2):
-        raise ValueError(f"`right` must have shape {(F, c2, c2)}, got {right.shape}.")
+    complex_dtype = np.result_type(rows.dtype, np.complex64)
+    if blocks is None:
+        blocks, prod = np.zeros((0, c2 // 2, c2 // 2), complex_dtype), np.zeros((0, 0, 0), rows.dtype)
+    elif blocks.shape != (F, c2 // 2, c2 // 2):
+        raise ValueError(f"`blocks` must have shape {(F, c2 // 2, c2 // 2)}, got {blocks.shape}.")
     else:
         prod = workspace(rows.shape, rows.dtype)
     if n:
         m = block(out.shape[1:], rows.itemsize)
-        work = WORK_PER_VALUE * out.size + (rows.size * c2 if right.shape[0] else 0)
+        work = WORK_PER_VALUE * out.size + (rows.size * c2 if blocks.shape[0] else 0)
         with kernel_threads(work, -(-n // m)):
-            right = np.ascontiguousarray(right, rows.dtype)
-            _irfft2_rows(rows, right, prod, out, m, *_plans((H, W), True, rows.dtype))
+            blocks = np.ascontiguousarray(blocks, complex_dtype)
+            _irfft2_rows(rows, blocks, bool(adjoint), prod, out, m, *_plans((H, W), True, rows.dtype))
     return out
 
 

@@ -239,10 +239,9 @@ class CayleyConv(ConvView, ParametricKernel):
         """
         n, c = x.shape[0], self.channels
         x = x.reshape(n, c, *self.grid)  # (explicit: n may be 0)
-        right = self._right(blocks, adjoint)
-        y = np.empty(x.shape, dtype=np.result_type(x.dtype, right.dtype))
+        y = np.empty(x.shape, dtype=np.result_type(x.dtype, blocks.real.dtype))
         for start, stop in _chunks(x.shape):
-            self._from_rows(self._rows(x[start:stop]), y[start:stop], right)
+            self._from_rows(self._rows(x[start:stop]), y[start:stop], blocks, adjoint)
         return y.reshape(n, math.prod(x.shape[1:])).astype(x.dtype, copy=False)
 
     @staticmethod
@@ -268,18 +267,20 @@ class CayleyConv(ConvView, ParametricKernel):
         spec = np.ascontiguousarray(np.moveaxis(spec, (0, 1), (-2, -1)))  # (*half, n, c)
         return spec.view(spec.real.dtype).reshape(-1, x.shape[0], 2 * self.channels)
 
-    def _from_rows(self, rows: np.ndarray, out: np.ndarray, right: np.ndarray) -> None:
-        """``irfftn`` of the products ``rows @ right`` (rows ``(F, n, 2c)``) into ``out`` ``(n, c, *grid)``.
+    def _from_rows(self, rows: np.ndarray, out: np.ndarray, blocks: np.ndarray, adjoint: bool) -> None:
+        """``irfftn`` of the rows ``(F, n, 2c)`` through the blocks' multiplier (its adjoint) into ``out``.
 
-        ``right``: real right factors ``(F, 2c, 2c)`` (:meth:`_right`); ``out`` C-contiguous. With
-        numba the products run inside the inverse transform's kernel, on its threads.
+        ``blocks`` ``(*half, c, c)``; ``out`` ``(n, c, *grid)``, C-contiguous, of the rows' dtype or wider. With numba
+        the products run inside the inverse transform's kernel, on its threads; else one stacked
+        product with the real right factors (:meth:`_right`).
         """
         if self._fast_fft(rows.dtype) and out.dtype == rows.dtype:
             from . import _numba_fft
 
-            _numba_fft.irfft2_rows(np.ascontiguousarray(rows), self.grid, out, right)
+            c = self.channels
+            _numba_fft.irfft2_rows(np.ascontiguousarray(rows), self.grid, out, blocks.reshape(-1, c, c), adjoint)
             return
-        rows = rows @ right
+        rows = rows @ self._right(blocks, adjoint)
         half = (*self.grid[:-1], self.grid[-1] // 2 + 1)
         n = rows.shape[1]
         spec = rows.reshape(*half, n, self.channels, 2).view(np.result_type(rows.dtype, np.complex64))[..., 0]
@@ -374,9 +375,16 @@ class CayleyConv(ConvView, ParametricKernel):
     def _skew_gradient(self, E: np.ndarray) -> np.ndarray:
         r"""The gradient in :math:`\theta` from the blocks :math:`E` ``(F, c, c)`` of :meth:`_skew`."""
         c = self.channels
-        phi = self._factors()  # (T, F); grad[a, b, j] = Re sum_f E[f, b, a] phi[j, f]
-        Et = np.swapaxes(E, -1, -2).reshape(E.shape[0], c * c)
-        return (phi.real @ Et.real - phi.imag @ Et.imag).T.reshape(-1)
+        real = E.real.dtype
+        parts = self.__dict__.setdefault("_tap_factor_parts", {})  # (re, im) of the factors per precision
+        if real not in parts:
+            phi = self._factors()
+            parts[real] = np.ascontiguousarray(phi.real, real), np.ascontiguousarray(phi.imag, real)
+        re, im = parts[real]
+        # grad[a, b, j] = Re sum_f E[f, b, a] phi[j, f], from E's (re, im) pairs as contiguous real columns
+        pairs = np.ascontiguousarray(E).view(real).reshape(E.shape[0], 2 * c * c)
+        G = (re @ pairs)[:, 0::2] - (im @ pairs)[:, 1::2]  # [j, (b, a)]
+        return G.reshape(-1, c, c).transpose(2, 1, 0).reshape(-1)
 
     # ------------------------------------------- transform-domain hooks (the torch bridge)
     def _transform(self, x: np.ndarray, transpose: bool) -> np.ndarray:
@@ -385,9 +393,8 @@ class CayleyConv(ConvView, ParametricKernel):
 
     def _apply_transformed(self, state, rows: np.ndarray, transpose: bool) -> np.ndarray:
         """:meth:`_apply` from the batch's rows (:meth:`_transform`): one product, one ``irfftn``."""
-        right = self._right(state.blocks, transpose).astype(rows.dtype, copy=False)
         y = np.empty((rows.shape[1], self.channels, *self.grid), rows.dtype)
-        self._from_rows(rows, y, right)
+        self._from_rows(rows, y, state.blocks.astype(np.result_type(rows.dtype, np.complex64), copy=False), transpose)
         return y.reshape(rows.shape[1], -1)
 
     def _vjp_transformed(self, state, rows_x: np.ndarray, rows_w: np.ndarray, transpose: bool) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.fft as sfft
 
-from ..._backend import have_numba, workers
+from ..._backend import blas_threads_for, have_numba, workers
 from .._base import ParametricKernel
 from ..diagonalized import FourierMultiplier
 from ._core import ConvGeometry
@@ -218,8 +218,9 @@ class CayleyConv(ConvView, ParametricKernel):
         phi = self._factors()
         taps = np.asarray(theta).reshape(c * c, T)
         spec = np.empty((c, c, phi.shape[1]), np.result_type(taps.dtype, np.complex64))
-        spec.real = (taps @ phi.real.astype(taps.dtype, copy=False)).reshape(c, c, -1)
-        spec.imag = (taps @ phi.imag.astype(taps.dtype, copy=False)).reshape(c, c, -1)
+        with blas_threads_for(phi.shape[1]):  # (small: one BLAS thread, see _skew_gradient)
+            spec.real = (taps @ phi.real.astype(taps.dtype, copy=False)).reshape(c, c, -1)
+            spec.imag = (taps @ phi.imag.astype(taps.dtype, copy=False)).reshape(c, c, -1)
         spec = np.moveaxis(spec, -1, 0).reshape(*self.grid[:-1], self.grid[-1] // 2 + 1, c, c)
         return spec - np.conj(np.swapaxes(spec, -1, -2))
 
@@ -383,7 +384,10 @@ class CayleyConv(ConvView, ParametricKernel):
         re, im = parts[real]
         # grad[a, b, j] = Re sum_f E[f, b, a] phi[j, f], from E's (re, im) pairs as contiguous real columns
         pairs = np.ascontiguousarray(E).view(real).reshape(E.shape[0], 2 * c * c)
-        G = (re @ pairs)[:, 0::2] - (im @ pairs)[:, 1::2]  # [j, (b, a)]
+        # One BLAS thread: OpenBLAS threads a product this size, and its idle workers then spin for
+        # milliseconds, taking a core from the numba kernels (and torch) that run next.
+        with blas_threads_for(pairs.shape[0]):
+            G = (re @ pairs)[:, 0::2] - (im @ pairs)[:, 1::2]  # [j, (b, a)]
         return G.reshape(-1, c, c).transpose(2, 1, 0).reshape(-1)
 
     # ------------------------------------------- transform-domain hooks (the torch bridge)

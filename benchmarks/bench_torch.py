@@ -11,10 +11,10 @@ median of the per-round ratios (robust on a loaded machine):
 * **per-example gradients** of the same layer with ``torch.func.vmap(torch.func.grad(...))``
   over ``--per-example`` images, beside ``nn.Conv2d`` through ``torch.func.functional_call``.
 * **CayleyConv** (16 channels, 28×28, 3×3, ``--n-cayley`` images, float32) forward and
-  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×. Idle
-  2-core AVX-512 machine, eighth session: the numpy bridge (numba FFTs, ``"auto"`` on the CPU)
-  1.42–1.48× on one thread (CPU time) and 1.8–2.0× on two (wall time); the torch form 1.77×
-  and 2.4–2.5×.
+  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×. 2-core
+  AVX-512 machine, ninth session: the numpy bridge (numba FFTs, ``"auto"`` on the CPU)
+  1.39–1.43× on one thread (CPU time) and 1.56–1.73× on two (wall time, ``--steady-heap``); the
+  torch form 1.7–1.9× and 2.1–2.6×.
   The torch form's floor with torch's CPU FFTs is about 1.3× before any layout copy (see
   benchmarks/README.md, "CayleyConv with numba FFTs (eighth session)").
 

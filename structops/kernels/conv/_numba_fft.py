@@ -5,7 +5,9 @@ The Cayley product works per frequency on rows ``(F, n, 2c)``: for each frequenc
 ``(re, im)`` pairs. With ``scipy.fft`` (or torch's MKL) the spectrum comes out as
 ``(n, c, *half)`` and a layout copy of the whole complex spectrum sits between every transform
 and every product. These kernels transform one example at a time in cache and write (read) the
-rows directly, so no layout copy of the batch is made.
+rows directly, so no layout copy of the batch is made. The inverse can apply the per-frequency
+blocks first (:func:`irfft2_rows`' ``blocks``): one BLAS product per frequency inside the kernel,
+on its threads, into a scratch array that each thread reuses (:func:`workspace`).
 
 **The transform.** For an example :math:`x` of shape ``(c, H, W)`` (``W`` even or odd):
 

@@ -161,6 +161,35 @@ def test_the_backward_pass_reuses_the_forward_state_and_neither_densifies_nor_re
     assert calls == {"prepare": 1, "apply": [False, True]}
 
 
+def test_the_numpy_side_of_a_small_operator_runs_on_one_blas_thread(monkeypatch, rng):
+    """Every hook the bridge calls for an operator of side below ``BLAS_SIDE_MIN`` sees one BLAS thread.
+
+    A multi-threaded OpenBLAS product leaves its workers spinning, and torch's next parallel
+    operation waits for the core they hold; the pools are put back afterwards.
+    """
+    from structops import _backend
+
+    before = _backend._blas_counts()
+    if not before:
+        pytest.skip("no BLAS pool visible to threadpoolctl")
+    k = structops.Dense(5, 4)
+    seen = []
+    for name in ("_prepare", "_apply", "_vjp"):
+        hook = getattr(k, name)
+
+        def counted(*args, _hook=hook, **kwargs):
+            seen.append(tuple(_backend._blas_counts()))
+            return _hook(*args, **kwargs)
+
+        monkeypatch.setattr(k, name, counted)
+    theta, x, _ = _inputs(k, False, np.float64, rng, n=3)
+    with structops.set_num_threads(2, blas_threads=2):
+        st.apply(k, theta, x).square().sum().backward()
+        after = _backend._blas_counts()
+    assert len(seen) >= 4 and set(seen) == {tuple(1 for _ in before)}  # prepare, forward, both gradients
+    assert after == [2] * len(before)  # put back
+
+
 @pytest.mark.parametrize("transpose", [False, True], ids=["K", "KT"])
 def test_a_family_with_transform_hooks_transforms_each_batch_once(transpose, dtype, rng, monkeypatch):
     """CayleyConv through the bridge: x in the forward, w in the backward, nothing twice; gradients exact.

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .. import internal
+from .._backend import blas_threads_for
 from ..kernels import ParametricKernel
 
 __all__ = ["bridge_apply"]
@@ -42,6 +43,17 @@ def _tensor(a: np.ndarray, dtype: torch.dtype, *inputs: np.ndarray) -> torch.Ten
     if not a.flags.writeable or any(np.may_share_memory(a, b) for b in inputs):
         a = a.copy()
     return torch.from_numpy(a).to(dtype)
+
+
+def _numpy_side(kernel: ParametricKernel):
+    """BLAS threads for the family's numpy work between torch's operations (``blas_threads_for``).
+
+    One thread unless the operator's side reaches ``BLAS_SIDE_MIN``: a multi-threaded OpenBLAS
+    product leaves its workers spinning for milliseconds, and torch's (or numba's) next parallel
+    region then waits a scheduler tick for the core they hold (a 256² product followed by a
+    two-thread torch operation: 8 ms instead of 0.33 ms on two cores).
+    """
+    return blas_threads_for(max(kernel.shape))
 
 
 def _transforms(kernel: ParametricKernel) -> bool:
@@ -63,15 +75,16 @@ class _KernelApply(torch.autograd.Function):
         ctx: Any, theta: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool, state: Any,
         kept: Any = None,
     ):  # fmt: skip
-        if state is None:
-            state = internal.prepare(kernel, _numpy(theta))
         xs = _numpy(x)
-        if kept is None and ctx.needs_input_grad[0] and _transforms(kernel) and xs.shape[0]:
-            kept = kernel._transform(np.ascontiguousarray(xs), transpose)
-        if kept is not None:
-            y = kernel._apply_transformed(state, kept, transpose)
-        else:
-            y = internal.apply_prepared(kernel, state, np.ascontiguousarray(xs), transpose)
+        with _numpy_side(kernel):
+            if state is None:
+                state = internal.prepare(kernel, _numpy(theta))
+            if kept is None and ctx.needs_input_grad[0] and _transforms(kernel) and xs.shape[0]:
+                kept = kernel._transform(np.ascontiguousarray(xs), transpose)
+            if kept is not None:
+                y = kernel._apply_transformed(state, kept, transpose)
+            else:
+                y = internal.apply_prepared(kernel, state, np.ascontiguousarray(xs), transpose)
         ctx.kernel, ctx.transpose, ctx.state, ctx.kept = kernel, transpose, state, kept
         ctx.save_for_backward(theta, x)
         return _tensor(np.asarray(y).reshape(xs.shape[0], kernel.shape[1 if transpose else 0]), x.dtype, xs)
@@ -82,7 +95,8 @@ class _KernelApply(torch.autograd.Function):
         grad_theta = grad_x = None
         kept = None
         if ctx.kept is not None and ctx.needs_input_grad[0]:  # transform w once, for both gradients
-            kept = (ctx.kept, ctx.kernel._transform(np.ascontiguousarray(_numpy(w)), not ctx.transpose))
+            with _numpy_side(ctx.kernel):
+                kept = (ctx.kept, ctx.kernel._transform(np.ascontiguousarray(_numpy(w)), not ctx.transpose))
         if ctx.needs_input_grad[1]:
             kept_w = None if kept is None else kept[1]
             grad_x = _KernelApply.apply(theta, w, ctx.kernel, not ctx.transpose, ctx.state, kept_w)
@@ -110,11 +124,12 @@ class _KernelVJP(torch.autograd.Function):
         ws = np.ascontiguousarray(_numpy(w))
         if ws.shape[0] == 0:
             return torch.zeros_like(theta)
-        if kept is not None:  # the transforms of x and w (the transform-domain hooks)
-            grad = kernel._vjp_transformed(state, kept[0], kept[1], transpose)
-        else:
-            data = internal.prepare_data(kernel, np.ascontiguousarray(_numpy(x)), transpose)
-            grad = internal.vjp_prepared(kernel, state, data, ws, transpose)
+        with _numpy_side(kernel):
+            if kept is not None:  # the transforms of x and w (the transform-domain hooks)
+                grad = kernel._vjp_transformed(state, kept[0], kept[1], transpose)
+            else:
+                data = internal.prepare_data(kernel, np.ascontiguousarray(_numpy(x)), transpose)
+                grad = internal.vjp_prepared(kernel, state, data, ws, transpose)
         return _tensor(np.asarray(grad).reshape(-1), theta.dtype, ws)
 
     @staticmethod
@@ -151,5 +166,6 @@ def _linear_part(v: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, tra
 def bridge_apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, transpose: bool, state: Any = None):
     """``K(θ) x_i`` through the numpy bridge for validated CPU tensors, ``x`` flat of shape ``(n, cols)``."""
     if state is None:
-        state = internal.prepare(kernel, _numpy(theta))
+        with _numpy_side(kernel):
+            state = internal.prepare(kernel, _numpy(theta))
     return _KernelApply.apply(theta, x, kernel, transpose, state)

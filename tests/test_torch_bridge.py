@@ -161,7 +161,7 @@ def test_the_backward_pass_reuses_the_forward_state_and_neither_densifies_nor_re
     assert calls == {"prepare": 1, "apply": [False, True]}
 
 
-def test_the_numpy_side_of_a_small_operator_runs_on_one_blas_thread(monkeypatch, rng):
+def test_thenumpy_side_of_a_small_operator_runs_on_one_blas_thread(monkeypatch, rng):
     """Every hook the bridge calls for an operator of side below ``BLAS_SIDE_MIN`` sees one BLAS thread.
 
     A multi-threaded OpenBLAS product leaves its workers spinning, and torch's next parallel

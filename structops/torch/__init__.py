@@ -34,7 +34,7 @@ import torch
 
 from .. import internal
 from ..kernels import ParametricKernel, as_kernel
-from ._bridge import _numpy_side, bridge_apply
+from ._bridge import bridge_apply, numpy_side
 from ._dispatch import BACKENDS, check_backend, choose_backend, is_plain_eager
 from ._forms import DENSE_ENTRIES, has_torch_form, prepare, register_torch_form, register_torch_map, torch_apply
 from .solve import tikhonov as tikhonov  # the differentiable Tikhonov solve (structops.torch.solve)
@@ -106,7 +106,7 @@ def _numpy_apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor,
     theta_np = kernel.validate_theta(theta.detach().numpy())
     x_shape, y_shape = (kernel.out_shape, kernel.in_shape) if transpose else (kernel.in_shape, kernel.out_shape)
     flat = x.reshape(x.shape[0], math.prod(x_shape))
-    with _numpy_side(kernel):
+    with numpy_side(kernel):
         state = internal.prepare(kernel, theta_np)
     return bridge_apply(kernel, theta, flat, transpose, state).reshape(x.shape[0], *y_shape)
 

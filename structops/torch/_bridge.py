@@ -30,7 +30,7 @@ from .. import internal
 from .._backend import blas_threads_for
 from ..kernels import ParametricKernel
 
-__all__ = ["bridge_apply"]
+__all__ = ["bridge_apply", "numpy_side"]
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -45,7 +45,7 @@ def _tensor(a: np.ndarray, dtype: torch.dtype, *inputs: np.ndarray) -> torch.Ten
     return torch.from_numpy(a).to(dtype)
 
 
-def _numpy_side(kernel: ParametricKernel):
+def numpy_side(kernel: ParametricKernel):
     """BLAS threads for the family's numpy work between torch's operations (``blas_threads_for``).
 
     One thread unless the operator's side reaches ``BLAS_SIDE_MIN``: a multi-threaded OpenBLAS
@@ -76,7 +76,7 @@ class _KernelApply(torch.autograd.Function):
         kept: Any = None,
     ):  # fmt: skip
         xs = _numpy(x)
-        with _numpy_side(kernel):
+        with numpy_side(kernel):
             if state is None:
                 state = internal.prepare(kernel, _numpy(theta))
             if kept is None and ctx.needs_input_grad[0] and _transforms(kernel) and xs.shape[0]:
@@ -95,7 +95,7 @@ class _KernelApply(torch.autograd.Function):
         grad_theta = grad_x = None
         kept = None
         if ctx.kept is not None and ctx.needs_input_grad[0]:  # transform w once, for both gradients
-            with _numpy_side(ctx.kernel):
+            with numpy_side(ctx.kernel):
                 kept = (ctx.kept, ctx.kernel._transform(np.ascontiguousarray(_numpy(w)), not ctx.transpose))
         if ctx.needs_input_grad[1]:
             kept_w = None if kept is None else kept[1]
@@ -124,7 +124,7 @@ class _KernelVJP(torch.autograd.Function):
         ws = np.ascontiguousarray(_numpy(w))
         if ws.shape[0] == 0:
             return torch.zeros_like(theta)
-        with _numpy_side(kernel):
+        with numpy_side(kernel):
             if kept is not None:  # the transforms of x and w (the transform-domain hooks)
                 grad = kernel._vjp_transformed(state, kept[0], kept[1], transpose)
             else:
@@ -166,6 +166,6 @@ def _linear_part(v: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, tra
 def bridge_apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, transpose: bool, state: Any = None):
     """``K(θ) x_i`` through the numpy bridge for validated CPU tensors, ``x`` flat of shape ``(n, cols)``."""
     if state is None:
-        with _numpy_side(kernel):
+        with numpy_side(kernel):
             state = internal.prepare(kernel, _numpy(theta))
     return _KernelApply.apply(theta, x, kernel, transpose, state)

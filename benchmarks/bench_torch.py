@@ -1,6 +1,6 @@
 """Benchmark structops.torch's backends: the torch forms and the numpy bridge against ``torch.nn.Conv2d``.
 
-Three measurements, each interleaved in one process (every round runs all contenders, in a
+Four measurements, each interleaved in one process (every round runs all contenders, in a
 rotating order, so all see the same machine load), medians over ``--repeat`` rounds and the
 median of the per-round ratios (robust on a loaded machine):
 
@@ -10,6 +10,11 @@ median of the per-round ratios (robust on a loaded machine):
   padding=1, bias=False)``. Targets (issue 21): torch ÷ Conv2d ≤ 1.1, auto ÷ numpy ≤ 1.05.
 * **per-example gradients** of the same layer with ``torch.func.vmap(torch.func.grad(...))``
   over ``--per-example`` images, beside ``nn.Conv2d`` through ``torch.func.functional_call``.
+* **small dense families** (``--only dense``): ``Layer(Dense(256, 256))`` and ``Layer(MMatrix(256))``
+  through the bridge, forward, ReLU and backward on ``--n-dense`` examples, beside
+  ``nn.Linear(256, 256)`` and beside the same bridge with its BLAS rule switched off (the numpy
+  side keeping BLAS's threads: OpenBLAS's spinning workers then stall torch's next parallel
+  operation; ninth session).
 * **CayleyConv** (16 channels, 28×28, 3×3, ``--n-cayley`` images, float32) forward and
   backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×. 2-core
   AVX-512 machine, ninth session: the numpy bridge (numba FFTs, ``"auto"`` on the CPU)
@@ -34,11 +39,13 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import _common
 import numpy as np
@@ -171,18 +178,65 @@ def cayley(n: int, repeat: int) -> None:
     )
 
 
+def _uncapped(run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` with the bridge's BLAS rule switched off (its numpy side keeps BLAS's threads)."""
+    import structops.torch as st
+    from structops.torch import _bridge
+
+    def uncapped():
+        with (
+            mock.patch.object(_bridge, "numpy_side", lambda kernel: contextlib.nullcontext()),
+            mock.patch.object(st, "numpy_side", lambda kernel: contextlib.nullcontext()),
+        ):
+            return run()
+
+    return uncapped
+
+
+def small_dense(n: int, repeat: int) -> None:
+    """Training steps of small dense families through the bridge, with and without its BLAS rule."""
+    torch.manual_seed(0)
+    x, w = torch.randn(n, 256), torch.randn(n, 256)
+
+    def step(module: torch.nn.Module) -> Callable[[], object]:
+        def run():  # an activation after the layer: a parallel torch operation, as in a network
+            module.zero_grad(set_to_none=True)
+            xg = x.detach().requires_grad_()
+            torch.relu(module(xg)).backward(w)
+            return xg.grad
+
+        return run
+
+    linear = torch.nn.Linear(256, 256, bias=False)
+    for name, k in (("Dense(256, 256)", structops.Dense(256, 256)), ("MMatrix(256)", structops.MMatrix(256))):
+        layer = Layer(k, backend="numpy")
+        run = step(layer)
+        torch.testing.assert_close(run(), _uncapped(run)())
+        contenders = {"nn.Linear": step(linear), "bridge": run, "bridge, BLAS uncapped": _uncapped(run)}
+        times = interleaved(contenders, repeat)
+        report(
+            f"Layer({name}) forward+relu+backward through the bridge, {n} examples, float32",
+            times,
+            [("bridge", "nn.Linear", None), ("bridge, BLAS uncapped", "bridge", None)],
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _common.parser(__doc__, threads=2, what="numpy/BLAS, structops and torch")
     parser.add_argument("--repeat", type=int, default=9, help="interleaved rounds (medians)")
     parser.add_argument("--n", type=int, default=512, help="images of case A")
     parser.add_argument("--per-example", type=int, default=128, help="images of the per-example gradients")
     parser.add_argument("--n-cayley", type=int, default=128, help="images of the CayleyConv case")
+    parser.add_argument("--n-dense", type=int, default=256, help="examples of the small dense families")
     parser.add_argument("--cpu-time", action="store_true", help="time in process CPU seconds instead of wall seconds")
     parser.add_argument(
         "--steady-heap", action="store_true", help="glibc keeps freed memory: no page faults in any contender"
     )
     parser.add_argument(
-        "--only", choices=("case-a", "per-example", "cayley"), action="append", help="run only these cases (repeatable)"
+        "--only",
+        choices=("case-a", "per-example", "cayley", "dense"),
+        action="append",
+        help="run only these cases (repeatable)",
     )
     args = _common.setup(parser, argv, torch=True)
     if args.cpu_time:
@@ -193,13 +247,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.machine()}, {args.threads} threads; structops accelerator {structops.accelerator()!r}; "
         f"median of {args.repeat} interleaved rounds, {'CPU' if args.cpu_time else 'wall'} time, {heap}"
     )
-    only = set(args.only or ("case-a", "per-example", "cayley"))
+    only = set(args.only or ("case-a", "per-example", "cayley", "dense"))
     if "case-a" in only:
         case_a(args.n, args.repeat)
     if "per-example" in only:
         per_example(args.per_example, args.repeat)
     if "cayley" in only:
         cayley(args.n_cayley, args.repeat)
+    if "dense" in only:
+        small_dense(args.n_dense, args.repeat)
     return 0
 
 

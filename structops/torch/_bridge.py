@@ -164,8 +164,8 @@ def _linear_part(v: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, tra
 
 @torch.compiler.disable
 def bridge_apply(kernel: ParametricKernel, theta: torch.Tensor, x: torch.Tensor, transpose: bool, state: Any = None):
-    """``K(θ) x_i`` through the numpy bridge for validated CPU tensors, ``x`` flat of shape ``(n, cols)``."""
-    if state is None:
-        with numpy_side(kernel):
-            state = internal.prepare(kernel, _numpy(theta))
+    """``K(θ) x_i`` through the numpy bridge for validated CPU tensors, ``x`` flat of shape ``(n, cols)``.
+
+    ``state`` None: prepared from ``theta`` in the forward (:class:`_KernelApply`).
+    """
     return _KernelApply.apply(theta, x, kernel, transpose, state)

@@ -215,12 +215,12 @@ class CayleyConv(ConvView, ParametricKernel):
         mostly-zero first columns.
         """
         c, T = self.channels, int(np.prod(self.stencil))
-        phi = self._factors()
         taps = np.asarray(theta).reshape(c * c, T)
-        spec = np.empty((c, c, phi.shape[1]), np.result_type(taps.dtype, np.complex64))
-        with blas_threads_for(phi.shape[1]):  # (small: one BLAS thread, see _skew_gradient)
-            spec.real = (taps @ phi.real.astype(taps.dtype, copy=False)).reshape(c, c, -1)
-            spec.imag = (taps @ phi.imag.astype(taps.dtype, copy=False)).reshape(c, c, -1)
+        re, im = self._factor_parts(taps.dtype)
+        spec = np.empty((c, c, re.shape[1]), np.result_type(taps.dtype, np.complex64))
+        with blas_threads_for(re.shape[1]):  # (small: one BLAS thread, see _skew_gradient)
+            spec.real = (taps @ re).reshape(c, c, -1)
+            spec.imag = (taps @ im).reshape(c, c, -1)
         spec = np.moveaxis(spec, -1, 0).reshape(*self.grid[:-1], self.grid[-1] // 2 + 1, c, c)
         return spec - np.conj(np.swapaxes(spec, -1, -2))
 
@@ -235,8 +235,9 @@ class CayleyConv(ConvView, ParametricKernel):
         """``x`` (rows of examples) through the multiplier of ``blocks`` (of their conjugate transposes).
 
         Chunk by chunk (:data:`CHUNK_BYTES`): ``rfftn``, the half spectrum as real rows
-        ``(F, chunk, 2c)``, one stacked real product with the blocks' real forms
-        (:func:`real_right_factors`), ``irfftn`` (:meth:`_from_rows`).
+        ``(F, chunk, 2c)``, the products with the blocks' real forms and ``irfftn``
+        (:meth:`_from_rows`: inside the numba kernel, else :func:`real_right_factors` and one
+        stacked product).
         """
         n, c = x.shape[0], self.channels
         x = x.reshape(n, c, *self.grid)  # (explicit: n may be 0)
@@ -377,11 +378,7 @@ class CayleyConv(ConvView, ParametricKernel):
         r"""The gradient in :math:`\theta` from the blocks :math:`E` ``(F, c, c)`` of :meth:`_skew`."""
         c = self.channels
         real = E.real.dtype
-        parts = self.__dict__.setdefault("_tap_factor_parts", {})  # (re, im) of the factors per precision
-        if real not in parts:
-            phi = self._factors()
-            parts[real] = np.ascontiguousarray(phi.real, real), np.ascontiguousarray(phi.imag, real)
-        re, im = parts[real]
+        re, im = self._factor_parts(real)
         # grad[a, b, j] = Re sum_f E[f, b, a] phi[j, f], from E's (re, im) pairs as contiguous real columns
         pairs = np.ascontiguousarray(E).view(real).reshape(E.shape[0], 2 * c * c)
         # One BLAS thread: OpenBLAS threads a product this size, and its idle workers then spin for
@@ -412,6 +409,15 @@ class CayleyConv(ConvView, ParametricKernel):
         if factors is None:
             factors = self.__dict__["_tap_factors"] = tap_factors(self.geometry)
         return factors
+
+    def _factor_parts(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The real and imaginary parts of :meth:`_factors`, C-contiguous in ``dtype``, built once per precision."""
+        parts = self.__dict__.setdefault("_tap_factor_parts", {})
+        key = np.dtype(dtype)
+        if key not in parts:
+            phi = self._factors()
+            parts[key] = np.ascontiguousarray(phi.real, key), np.ascontiguousarray(phi.imag, key)
+        return parts[key]
 
     # -------------------------------------------------------------- spectra
     def symbol(self, theta) -> np.ndarray:

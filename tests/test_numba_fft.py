@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import threading
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -139,17 +140,22 @@ def test_plans_factor_the_length_and_refuse_other_primes():
         _numba_fft.plan(22, False, np.float64)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("c", [1, 3, 16])
 @pytest.mark.parametrize("scale", [0.1, 3.0, 100.0])
-def test_resolvents_are_the_inverses_of_identity_plus_skew(c, scale, rng):
+def test_resolvents_are_the_inverses_of_identity_plus_skew(c, scale, threads, rng):
     S = scale * (rng.standard_normal((4, 5, c, c)) + 1j * rng.standard_normal((4, 5, c, c)))
     B = S - np.conj(np.swapaxes(S, -1, -2))
     B32 = B.astype(np.complex64)
-    got = _numba_resolvent.resolvents(B32)
-    assert got.shape == B.shape and got.dtype == np.complex64
+    # blocks sliced over the threads: every slice size (20 blocks on two threads, 10 each)
+    with structops.set_num_threads(threads), mock.patch.object(_numba_resolvent, "WORK_PER_MULTIPLY_ADD", 2**30):
+        got, transform = _numba_resolvent.resolvents(B32)
+    assert got.shape == transform.shape == B.shape and got.dtype == transform.dtype == np.complex64
     # the exact inverse of the rounded blocks; float64 elimination keeps the error at complex64's rounding
     expected = np.linalg.inv(np.eye(c) + B32.astype(np.complex128))
     assert _rel(got, expected) <= default_rtol(np.float32, c)
+    cayley = np.linalg.solve(np.eye(c) + B32.astype(np.complex128), np.eye(c) - B32.astype(np.complex128))
+    assert _rel(transform, cayley) <= default_rtol(np.float32, c)
 
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["K", "KT"])

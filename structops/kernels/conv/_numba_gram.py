@@ -15,6 +15,7 @@ import numba as nb
 import numpy as np
 
 from ..._backend import kernel_threads
+from ._numba_fft import WORK_PER_VALUE
 
 __all__ = ["pair_grams"]
 
@@ -49,8 +50,9 @@ def pair_grams(a: np.ndarray, b: np.ndarray, weight: np.ndarray, dtype: np.dtype
     -------
     numpy.ndarray, shape ``(F, c, c)``
     """
-    F, n, c2 = a.shape
+    F, c2 = a.shape[0], a.shape[2]
     out = np.empty((F, c2 // 2, c2 // 2), dtype)
-    with kernel_threads(F * n * c2 * c2, F):
+    # as many threads as the transforms that made the rows (they count their work per value)
+    with kernel_threads(WORK_PER_VALUE * a.size, F):
         _pair_grams(a, b, np.ascontiguousarray(weight, a.dtype), out)
     return out

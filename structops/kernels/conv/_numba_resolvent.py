@@ -3,7 +3,10 @@ r"""A numba kernel for the resolvents :math:`(I + B)^{-1}` of many small skew-He
 ``numpy.linalg.inv`` (and ``torch.linalg.inv``) call LAPACK once per block: for the
 ``H(W/2+1)`` blocks of ``16 × 16`` of a 28×28 Cayley layer that is ~3 ms of call overhead for
 ~0.1 ms of arithmetic. Here Gauss–Jordan elimination runs on all blocks at once, the blocks
-being the vector lanes (planar real and imaginary parts of shape ``(c, c, F)``).
+being the vector lanes (planar real and imaginary parts of shape ``(c, c, F)``). With more than one
+thread (:data:`WORK_PER_MULTIPLY_ADD`) each thread takes a slice of the blocks; the kernel gathers
+its lanes from the complex blocks and writes both the resolvents and the Cayley transforms
+:math:`2(I + B)^{-1} - I`, so no layout copy runs outside it.
 
 **No pivoting, and why that is stable.** With :math:`B^H = -B` the Hermitian part of
 :math:`A = I + B` is :math:`I`. Eliminating the first row leaves the Schur complement
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+
+from ..._backend import kernel_threads
 
 __all__ = ["resolvents"]
 
@@ -60,20 +65,53 @@ def _gauss_jordan(ar, ai):  # pragma: no cover - compiled
                         yi[f] -= mr[f] * xi[f] + mi[f] * xr[f]
 
 
-def resolvents(skew: np.ndarray) -> np.ndarray:
-    r""":math:`(I + B)^{-1}` for skew-Hermitian complex64 blocks ``skew`` of shape ``(..., c, c)``, computed in float64.
+@nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _resolvents(skew, parts, resolvent, transform):  # pragma: no cover - compiled
+    """``resolvent = (I + skew)^{-1}`` and ``transform = 2 resolvent - I``, ``parts`` slices of the blocks in parallel.
 
-    Without pivoting the entries of the Schur complements grow like :math:`\|B\|`, so the
-    rounding error is about :math:`u\,\|B\|^2` instead of LAPACK's :math:`u\,\|B\|`; in
-    float64 that stays far below complex64's own rounding (complex128 blocks go to LAPACK).
+    Each slice is gathered into planar float64 lanes ``(c, c, n)``, inverted by
+    :func:`_gauss_jordan` and scattered back: no layout copies outside the kernel.
+    """
+    F, c = skew.shape[0], skew.shape[1]
+    for t in nb.prange(parts):
+        lo, hi = t * F // parts, (t + 1) * F // parts
+        n = hi - lo
+        ar, ai = np.empty((c, c, n)), np.empty((c, c, n))
+        for i in range(c):
+            for j in range(c):
+                for f in range(n):
+                    z = skew[lo + f, i, j]
+                    ar[i, j, f] = z.real + (1.0 if i == j else 0.0)
+                    ai[i, j, f] = z.imag
+        _gauss_jordan(ar, ai)
+        for f in range(n):
+            for i in range(c):
+                for j in range(c):
+                    re, im = ar[i, j, f], ai[i, j, f]
+                    resolvent[lo + f, i, j] = complex(re, im)
+                    transform[lo + f, i, j] = complex(2.0 * re - (1.0 if i == j else 0.0), 2.0 * im)
+
+
+#: The elimination's work per complex multiply-add, in the units of
+#: :data:`~structops._backend.PARALLEL_WORK_MIN` (:func:`~structops._backend.kernel_threads`): four
+#: real multiply-adds in float64 and the loads and stores of both planes. Measured (2-core AVX-512):
+#: the 420 blocks of 16 of a 28×28 Cayley layer (110·10⁶) take 1.1 ms on one thread and 0.6 ms on
+#: two, in a training step as alone; 420 blocks of 8 (14·10⁶) stay on one.
+WORK_PER_MULTIPLY_ADD = 64
+
+
+def resolvents(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r""":math:`(I + B)^{-1}` and :math:`2(I + B)^{-1} - I` for skew-Hermitian complex64 blocks ``skew`` ``(..., c, c)``.
+
+    Computed in float64. Without pivoting the entries of the Schur complements grow like
+    :math:`\|B\|`, so the rounding error is about :math:`u\,\|B\|^2` instead of LAPACK's
+    :math:`u\,\|B\|`; in float64 that stays far below complex64's own rounding (complex128
+    blocks go to LAPACK). Returns ``(resolvent, transform)``, both complex64 of ``skew``'s shape.
     """
     c = skew.shape[-1]
-    blocks = skew.reshape(-1, c, c)
-    ar = np.ascontiguousarray(np.moveaxis(blocks.real, 0, -1), dtype=np.float64)
-    ai = np.ascontiguousarray(np.moveaxis(blocks.imag, 0, -1), dtype=np.float64)
-    ar[np.arange(c), np.arange(c)] += 1
-    _gauss_jordan(ar, ai)
-    out = np.empty(blocks.shape, skew.dtype)
-    out.real = np.moveaxis(ar, -1, 0)
-    out.imag = np.moveaxis(ai, -1, 0)
-    return out.reshape(skew.shape)
+    blocks = np.ascontiguousarray(skew.reshape(-1, c, c))
+    resolvent, transform = np.empty(blocks.shape, skew.dtype), np.empty(blocks.shape, skew.dtype)
+    F = blocks.shape[0]
+    with kernel_threads(WORK_PER_MULTIPLY_ADD * F * c**3, F) as threads:
+        _resolvents(blocks, threads, resolvent, transform)
+    return resolvent.reshape(skew.shape), transform.reshape(skew.shape)

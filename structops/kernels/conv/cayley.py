@@ -55,9 +55,9 @@ def cayley_blocks(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if have_numba() and skew.dtype == np.complex64 and skew.size:
         from ._numba_resolvent import resolvents
 
-        resolvent = resolvents(skew)  # all blocks at once, no per-block LAPACK call
-    else:
-        resolvent = np.linalg.inv(eye + skew)
+        resolvent, transform = resolvents(skew)  # all blocks at once, no per-block LAPACK call
+        return transform, resolvent
+    resolvent = np.linalg.inv(eye + skew)
     return 2 * resolvent - eye, resolvent  # (I + B)^{-1}(I - B) = 2 (I + B)^{-1} - I
 
 
@@ -343,12 +343,17 @@ class CayleyConv(ConvView, ParametricKernel):
     def _weights(self, dtype: np.dtype) -> np.ndarray:
         r"""The Parseval weights :math:`\omega_\xi` per frequency ``(F,)``.
 
-        With the -2 of :math:`d\hat K = -2R\,d\hat A\,R` and the :math:`1/N` folded in.
+        With the -2 of :math:`d\hat K = -2R\,d\hat A\,R` and the :math:`1/N` folded in; built once
+        per precision.
         """
-        g = self.grid[-1]
-        k = np.arange(g // 2 + 1)
-        weight = np.where((k == 0) | (2 * k == g), -2.0, -4.0) / math.prod(self.grid)
-        return np.tile(weight, math.prod(self.grid[:-1])).astype(dtype)
+        cache = self.__dict__.setdefault("_weight_cache", {})
+        key = np.dtype(dtype)
+        if key not in cache:
+            g = self.grid[-1]
+            k = np.arange(g // 2 + 1)
+            weight = np.where((k == 0) | (2 * k == g), -2.0, -4.0) / math.prod(self.grid)
+            cache[key] = np.tile(weight, math.prod(self.grid[:-1])).astype(key)
+        return cache[key]
 
     def _skew(self, state, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         r"""The blocks :math:`E = Q - Q^H`, :math:`Q = RPR`, of rows ``a``, ``b`` ``(F, n, 2c)``.

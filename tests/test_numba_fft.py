@@ -158,6 +158,23 @@ def test_resolvents_are_the_inverses_of_identity_plus_skew(c, scale, threads, rn
     assert _rel(transform, cayley) <= default_rtol(np.float32, c)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("grid", "c"), [((28, 28), 16), ((7, 6), 3), ((5,), 1), ((4, 3, 6), 2)])
+def test_tap_resolvents_are_the_cayley_blocks_of_the_taps_spectrum(grid, c, threads, rng):
+    """The generator's spectrum summed inside the kernel, against its dense Fourier sum and LAPACK, in float64."""
+    k = structops.CayleyConv(grid, 3, channels=c)
+    theta = k.random_theta(rng, np.float32)
+    taps = theta.reshape(c, c, -1).astype(np.float64)
+    phi = structops.kernels.conv.cayley.tap_factors(k.geometry)  # (T, F)
+    S = np.einsum("ijt,tf->fij", taps, phi)
+    A = np.eye(c) + S - np.conj(np.swapaxes(S, -1, -2))
+    with structops.set_num_threads(threads), mock.patch.object(_numba_resolvent, "WORK_PER_MULTIPLY_ADD", 2**30):
+        resolvent, transform = _numba_resolvent.tap_resolvents(taps, phi.real, phi.imag, np.complex64)
+    assert resolvent.dtype == transform.dtype == np.complex64 and resolvent.shape == (phi.shape[1], c, c)
+    assert _rel(resolvent, np.linalg.inv(A)) <= default_rtol(np.float32, c)
+    assert _rel(transform, np.linalg.solve(A, 2 * np.eye(c) - A)) <= default_rtol(np.float32, c)
+
+
 @pytest.mark.parametrize("transpose", [False, True], ids=["K", "KT"])
 def test_cayley_products_and_gradient_agree_with_and_without_numba(transpose, dtype, rng):
     """The numba transforms and resolvents against the scipy/LAPACK path of the same family."""

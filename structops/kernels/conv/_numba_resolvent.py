@@ -24,7 +24,7 @@ import numpy as np
 
 from ..._backend import kernel_threads
 
-__all__ = ["resolvents"]
+__all__ = ["resolvents", "tap_resolvents"]
 
 
 @nb.njit(fastmath=True, cache=True, nogil=True)
@@ -65,6 +65,18 @@ def _gauss_jordan(ar, ai):  # pragma: no cover - compiled
                         yi[f] -= mr[f] * xi[f] + mi[f] * xr[f]
 
 
+@nb.njit(fastmath=True, cache=True, nogil=True)
+def _store(ar, ai, lo, resolvent, transform):  # pragma: no cover - compiled
+    """The inverted lanes ``(c, c, n)`` into blocks ``lo:lo + n`` of ``resolvent`` and ``2 resolvent - I``."""
+    c, n = ar.shape[0], ar.shape[2]
+    for f in range(n):
+        for i in range(c):
+            for j in range(c):
+                re, im = ar[i, j, f], ai[i, j, f]
+                resolvent[lo + f, i, j] = complex(re, im)
+                transform[lo + f, i, j] = complex(2.0 * re - (1.0 if i == j else 0.0), 2.0 * im)
+
+
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def _resolvents(skew, parts, resolvent, transform):  # pragma: no cover - compiled
     """``resolvent = (I + skew)^{-1}`` and ``transform = 2 resolvent - I``, ``parts`` slices of the blocks in parallel.
@@ -75,21 +87,41 @@ def _resolvents(skew, parts, resolvent, transform):  # pragma: no cover - compil
     F, c = skew.shape[0], skew.shape[1]
     for t in nb.prange(parts):
         lo, hi = t * F // parts, (t + 1) * F // parts
-        n = hi - lo
-        ar, ai = np.empty((c, c, n)), np.empty((c, c, n))
+        ar, ai = np.empty((c, c, hi - lo)), np.empty((c, c, hi - lo))
         for i in range(c):
             for j in range(c):
-                for f in range(n):
+                for f in range(hi - lo):
                     z = skew[lo + f, i, j]
                     ar[i, j, f] = z.real + (1.0 if i == j else 0.0)
                     ai[i, j, f] = z.imag
         _gauss_jordan(ar, ai)
-        for f in range(n):
-            for i in range(c):
-                for j in range(c):
-                    re, im = ar[i, j, f], ai[i, j, f]
-                    resolvent[lo + f, i, j] = complex(re, im)
-                    transform[lo + f, i, j] = complex(2.0 * re - (1.0 if i == j else 0.0), 2.0 * im)
+        _store(ar, ai, lo, resolvent, transform)
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _tap_resolvents(taps, re, im, parts, resolvent, transform):  # pragma: no cover - compiled
+    r""":func:`_resolvents` of the skew blocks :math:`\hat S - \hat S^H`, :math:`\hat S_f = \sum_t \Theta_t \phi_{tf}`.
+
+    ``taps`` ``(c, c, T)``, ``re``/``im`` ``(T, F)`` the factors' parts (float64): each slice's
+    lanes are built from the taps directly, :math:`\operatorname{Re}(I + B)_{ij} = \delta_{ij} +
+    \sum_t (\Theta_{ijt} - \Theta_{jit})\,\mathrm{re}_{tf}` and :math:`\operatorname{Im}(I + B)_{ij} =
+    \sum_t (\Theta_{ijt} + \Theta_{jit})\,\mathrm{im}_{tf}`.
+    """
+    c, T, F = taps.shape[0], taps.shape[2], re.shape[1]
+    for p in nb.prange(parts):
+        lo, hi = p * F // parts, (p + 1) * F // parts
+        ar, ai = np.zeros((c, c, hi - lo)), np.zeros((c, c, hi - lo))
+        for i in range(c):
+            for j in range(c):
+                for t in range(T):
+                    d, s = taps[i, j, t] - taps[j, i, t], taps[i, j, t] + taps[j, i, t]
+                    for f in range(hi - lo):
+                        ar[i, j, f] += d * re[t, lo + f]
+                        ai[i, j, f] += s * im[t, lo + f]
+            for f in range(hi - lo):
+                ar[i, i, f] += 1.0
+        _gauss_jordan(ar, ai)
+        _store(ar, ai, lo, resolvent, transform)
 
 
 #: The elimination's work per complex multiply-add, in the units of
@@ -115,3 +147,32 @@ def resolvents(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with kernel_threads(WORK_PER_MULTIPLY_ADD * F * c**3, F) as threads:
         _resolvents(blocks, threads, resolvent, transform)
     return resolvent.reshape(skew.shape), transform.reshape(skew.shape)
+
+
+def tap_resolvents(taps: np.ndarray, re: np.ndarray, im: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    r""":func:`resolvents` of the skew blocks :math:`\hat S_f - \hat S_f^H` of taps and their Fourier factors.
+
+    Parameters
+    ----------
+    taps : numpy.ndarray, shape ``(c, c, T)``
+        The generator's ``c × c`` tap matrices :math:`\Theta_t`, real.
+    re, im : numpy.ndarray, shape ``(T, F)``
+        The real and imaginary parts of the taps' factors :math:`\phi_{tf}` at ``F`` frequencies.
+    dtype : numpy.dtype
+        The complex dtype of the results.
+
+    Returns
+    -------
+    resolvent, transform : numpy.ndarray, shape ``(F, c, c)``
+        :math:`(I + B_f)^{-1}` and :math:`2(I + B_f)^{-1} - I` with
+        :math:`B_f = \hat S_f - \hat S_f^H`, :math:`\hat S_f = \sum_t \Theta_t \phi_{tf}`:
+        the generator's spectrum is summed inside the kernel, slice by slice, in float64.
+    """
+    c, F = taps.shape[0], re.shape[1]
+    resolvent, transform = np.empty((F, c, c), dtype), np.empty((F, c, c), dtype)
+    with kernel_threads(WORK_PER_MULTIPLY_ADD * F * c**3, F) as threads:
+        _tap_resolvents(
+            np.ascontiguousarray(taps, np.float64), np.ascontiguousarray(re, np.float64),
+            np.ascontiguousarray(im, np.float64), threads, resolvent, transform,
+        )  # fmt: skip
+    return resolvent, transform

@@ -224,9 +224,26 @@ class CayleyConv(ConvView, ParametricKernel):
         spec = np.moveaxis(spec, -1, 0).reshape(*self.grid[:-1], self.grid[-1] // 2 + 1, c, c)
         return spec - np.conj(np.swapaxes(spec, -1, -2))
 
+    def _blocks(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r"""The half spectrum's Cayley blocks and resolvents, each ``(*half, c, c)`` (:func:`cayley_blocks`).
+
+        For float32 ``theta`` with numba, one parallel kernel sums the generator's spectrum and
+        inverts it, slice by slice (:func:`._numba_resolvent.tap_resolvents`); else
+        :meth:`_half_generator` and :func:`cayley_blocks`.
+        """
+        theta = np.asarray(theta)
+        if not (have_numba() and theta.dtype == np.float32):
+            return cayley_blocks(self._half_generator(theta))
+        from ._numba_resolvent import tap_resolvents
+
+        c = self.channels
+        re, im = self._factor_parts(np.float64)
+        resolvent, blocks = tap_resolvents(theta.reshape(c, c, -1), re, im, np.complex64)
+        half = (*self.grid[:-1], self.grid[-1] // 2 + 1, c, c)
+        return blocks.reshape(half), resolvent.reshape(half)
+
     def _prepare(self, theta):
-        blocks, resolvent = cayley_blocks(self._half_generator(theta))
-        return _CayleyState(self.generator._prepare(theta), blocks, resolvent)
+        return _CayleyState(self.generator._prepare(theta), *self._blocks(theta))
 
     def _state_dtype(self, state):
         return np.dtype(state.blocks.real.dtype)

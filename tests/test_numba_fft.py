@@ -9,7 +9,7 @@
 * ``irfft2_rows`` through per-frequency blocks and their adjoints (the products computed inside
   the kernel) against ``einsum`` and ``irfftn``, on one thread and on two;
 * ``pair_grams`` against an ``einsum`` of the complex rows in float64;
-* the reused scratch arrays (``workspace``): per thread, per size, large ones not kept;
+* the reused scratch arrays (``workspace``): per thread, slot and dtype, large ones not kept;
 * ``resolvents`` (Gauss--Jordan without pivoting on all blocks at once) against
   ``numpy.linalg.inv`` in float64, for skew-Hermitian blocks small and large;
 * CayleyConv's products and gradient with the kernels against the scipy path (numba off).
@@ -99,18 +99,22 @@ def test_products_inside_the_inverse_are_the_blocks_multiplier(grid, threads, ad
         _numba_fft.irfft2_rows(rows, grid, None, K[:-1])
 
 
-def test_workspaces_are_per_thread_and_per_size():
+def test_workspaces_are_per_thread_slot_and_dtype():
     a = _numba_fft.workspace((3, 4), np.float32)
-    assert a.shape == (3, 4) and a.dtype == np.float32
-    assert _numba_fft.workspace((3, 4), np.float32) is a
-    assert _numba_fft.workspace((3, 4), np.float64) is not a
+    assert a.shape == (3, 4) and a.dtype == np.float32 and a.flags.c_contiguous
+    assert np.shares_memory(_numba_fft.workspace((3, 4), np.float32), a)
+    assert np.shares_memory(_numba_fft.workspace((2, 5), np.float32), a)  # a smaller one: the same buffer
+    grown = _numba_fft.workspace((5, 7), np.float32)  # a larger one grows it
+    assert grown.shape == (5, 7) and np.shares_memory(_numba_fft.workspace((3, 4), np.float32), grown)
+    assert not np.shares_memory(_numba_fft.workspace((3, 4), np.float64), grown)
+    assert not np.shares_memory(_numba_fft.workspace((3, 4), np.float32, "rows"), grown)
     other = []
     thread = threading.Thread(target=lambda: other.append(_numba_fft.workspace((3, 4), np.float32)))
     thread.start()
     thread.join()
-    assert other[0] is not a  # another thread has its own
+    assert not np.shares_memory(other[0], grown)  # another thread has its own
     big = (_numba_fft.WORKSPACE_BYTES // 8 + 1,)
-    assert _numba_fft.workspace(big, np.float64) is not _numba_fft.workspace(big, np.float64)
+    assert not np.shares_memory(_numba_fft.workspace(big, np.float64), _numba_fft.workspace(big, np.float64))
 
 
 @pytest.mark.parametrize("n", [1, 37])

@@ -565,21 +565,23 @@ WORKSPACE_BYTES = 2**26
 _WORKSPACES = threading.local()
 
 
-def workspace(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A scratch array of ``shape`` and ``dtype`` that the calling thread's next call of the same size reuses.
+def workspace(shape: tuple[int, ...], dtype: np.dtype, slot: str = "products") -> np.ndarray:
+    """A C-contiguous scratch array of ``shape`` and ``dtype`` in memory the calling thread reuses.
 
-    The products of :func:`irfft2_rows` fill a batch-sized array on every call; a fresh one is
-    fresh memory, and the page faults of touching it cost as much as the transform on a
-    training step (glibc returns large freed blocks to the system). Each thread keeps its last
-    two sizes, each up to :data:`WORKSPACE_BYTES`; larger arrays are not kept.
+    A batch-sized array made fresh on every call is fresh memory, and the page faults of
+    touching it cost as much as the transform on a training step (glibc returns large freed
+    blocks to the system). Each thread keeps one buffer per ``slot`` and dtype, grown to the
+    largest size asked for up to :data:`WORKSPACE_BYTES` (larger arrays are not kept); the
+    result is a view of its start, valid until the thread's next call with the same ``slot``:
+    a caller that needs two scratch arrays at once names two slots.
     """
-    cache = _WORKSPACES.__dict__.setdefault("arrays", {})
-    key = (tuple(shape), np.dtype(dtype).str)
-    hit = cache.get(key)
-    if hit is None:
-        hit = np.empty(shape, dtype)
-        if hit.nbytes <= WORKSPACE_BYTES:
-            if len(cache) >= 2:
-                cache.pop(next(iter(cache)))
-            cache[key] = hit
-    return hit
+    cache = _WORKSPACES.__dict__.setdefault("buffers", {})
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    if size * dtype.itemsize > WORKSPACE_BYTES:
+        return np.empty(shape, dtype)
+    key = (slot, dtype.str)
+    buffer = cache.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = cache[key] = np.empty(size, dtype)
+    return buffer[:size].reshape(shape)

@@ -63,6 +63,9 @@ def cayley_blocks(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 #: The examples are transformed in chunks whose half spectrum takes at most this many bytes
 #: (cache-sized pieces: no large temporaries, hence no page faults; see benchmarks/README.md).
+#: The numba kernels take chunks of up to :data:`._numba_fft.WORKSPACE_BYTES` instead: their rows
+#: go to scratch memory each thread reuses (no page faults either), and they split a chunk over
+#: their threads, which a cache-sized chunk is too little work for (one thread at 2 MB).
 CHUNK_BYTES = 2**21
 
 
@@ -251,7 +254,7 @@ class CayleyConv(ConvView, ParametricKernel):
     def _multiply(self, blocks: np.ndarray, x: np.ndarray, adjoint: bool) -> np.ndarray:
         """``x`` (rows of examples) through the multiplier of ``blocks`` (of their conjugate transposes).
 
-        Chunk by chunk (:data:`CHUNK_BYTES`): ``rfftn``, the half spectrum as real rows
+        Chunk by chunk (:data:`CHUNK_BYTES`, :meth:`_chunk_scale`): ``rfftn``, the half spectrum as real rows
         ``(F, chunk, 2c)``, the products with the blocks' real forms and ``irfftn``
         (:meth:`_from_rows`: inside the numba kernel, else :func:`real_right_factors` and one
         stacked product).
@@ -259,9 +262,17 @@ class CayleyConv(ConvView, ParametricKernel):
         n, c = x.shape[0], self.channels
         x = x.reshape(n, c, *self.grid)  # (explicit: n may be 0)
         y = np.empty(x.shape, dtype=np.result_type(x.dtype, blocks.real.dtype))
-        for start, stop in _chunks(x.shape):
-            self._from_rows(self._rows(x[start:stop]), y[start:stop], blocks, adjoint)
+        for start, stop in _chunks(x.shape, self._chunk_scale(x.dtype)):
+            self._from_rows(self._rows(x[start:stop], "rows"), y[start:stop], blocks, adjoint)
         return y.reshape(n, math.prod(x.shape[1:])).astype(x.dtype, copy=False)
+
+    def _chunk_scale(self, dtype: np.dtype) -> int:
+        """Chunks of this many :data:`CHUNK_BYTES`: one, or with the numba kernels up to their workspaces' size."""
+        if not self._fast_fft(dtype):
+            return 1
+        from ._numba_fft import WORKSPACE_BYTES
+
+        return WORKSPACE_BYTES // CHUNK_BYTES
 
     @staticmethod
     def _right(blocks: np.ndarray, adjoint: bool) -> np.ndarray:
@@ -276,12 +287,19 @@ class CayleyConv(ConvView, ParametricKernel):
 
         return _numba_fft.supported(self.grid)
 
-    def _rows(self, x: np.ndarray) -> np.ndarray:
-        """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, (re, im) interleaved."""
+    def _rows(self, x: np.ndarray, slot: str | None = None) -> np.ndarray:
+        """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, (re, im) interleaved.
+
+        ``slot``: with the numba kernels, the rows go to that scratch slot of the calling thread
+        (:func:`._numba_fft.workspace`), valid until its next use; None: a new array.
+        """
         if self._fast_fft(x.dtype):
             from . import _numba_fft
 
-            return _numba_fft.rfft2_rows(np.ascontiguousarray(x))
+            n, c, H, W = x.shape
+            shape = (H * (W // 2 + 1), n, 2 * c)
+            out = None if slot is None else _numba_fft.workspace(shape, x.dtype, slot)
+            return _numba_fft.rfft2_rows(np.ascontiguousarray(x), out)
         spec = sfft.rfftn(x, axes=self._axes, workers=workers())
         spec = np.ascontiguousarray(np.moveaxis(spec, (0, 1), (-2, -1)))  # (*half, n, c)
         return spec.view(spec.real.dtype).reshape(-1, x.shape[0], 2 * self.channels)
@@ -353,8 +371,9 @@ class CayleyConv(ConvView, ParametricKernel):
         c, grid = self.channels, self.grid
         xs, ws = x.reshape(-1, c, *grid), w.reshape(-1, c, *grid)
         E = np.zeros(state.resolvent.shape, np.result_type(state.resolvent, x.dtype, w.dtype)).reshape(-1, c, c)
-        for start, stop in _chunks(xs.shape, 4):  # E is linear in the Gram: summed chunk by chunk (larger chunks,
-            E += self._skew(state, self._rows(xs[start:stop]), self._rows(ws[start:stop]))  # the inner size)
+        # E is linear in the Gram: summed chunk by chunk (larger chunks, the Grams' inner size)
+        for start, stop in _chunks(xs.shape, max(4, self._chunk_scale(xs.dtype))):
+            E += self._skew(state, self._rows(xs[start:stop], "rows"), self._rows(ws[start:stop], "rows-w"))
         return self._skew_gradient(E).astype(np.result_type(x.dtype, w.dtype), copy=False)
 
     def _weights(self, dtype: np.dtype) -> np.ndarray:

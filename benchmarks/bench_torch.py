@@ -1,6 +1,6 @@
 """Benchmark structops.torch's backends: the torch forms and the numpy bridge against ``torch.nn.Conv2d``.
 
-Four measurements, each interleaved in one process (every round runs all contenders, in a
+Five measurements, each interleaved in one process (every round runs all contenders, in a
 rotating order, so all see the same machine load), medians over ``--repeat`` rounds and the
 median of the per-round ratios (robust on a loaded machine):
 
@@ -22,6 +22,11 @@ median of the per-round ratios (robust on a loaded machine):
   torch form 1.7–1.9× and 2.1–2.6×.
   The torch form's floor with torch's CPU FFTs is about 1.3× before any layout copy (see
   benchmarks/README.md, "CayleyConv with numba FFTs (eighth session)").
+
+* **CayleyConv without autograd** (``--only cayley-apply``, the same layer and batch): a
+  ``no_grad`` forward through the bridge beside ``nn.Conv2d``'s, and the numpy API's
+  ``kernel.apply`` and summed θ-gradient ``J(θ, X)ᵀ W`` beside the same calls on scipy's FFTs
+  and LAPACK (``structops.set_accelerator("numpy")``).
 
 ``--steady-heap`` asks glibc to keep freed memory, so that no contender pays page faults for its
 large temporaries (which contender does depends on the heap left by the others, up to 40 % in
@@ -178,6 +183,52 @@ def cayley(n: int, repeat: int) -> None:
     )
 
 
+def cayley_apply(n: int, repeat: int) -> None:
+    """CayleyConv without autograd: a ``no_grad`` forward and the numpy API, beside ``nn.Conv2d``'s ``no_grad`` one."""
+    k = structops.CayleyConv((28, 28), 3, channels=16)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+    layer = Layer(k, backend="numpy")
+    theta = layer.theta.detach().numpy().copy()
+    x = torch.randn(n, 16, 28, 28)
+    xs, ws = x.reshape(n, -1).numpy(), np.random.default_rng(0).standard_normal((n, k.shape[0]), np.float32)
+
+    def scipy_route(run: Callable[[], object]) -> Callable[[], object]:
+        def run_scipy():
+            with structops.set_accelerator("numpy"):  # scipy's FFTs and LAPACK's inverses
+                return run()
+
+        return run_scipy
+
+    def apply():
+        return k.apply(theta, xs)
+
+    def gradient():
+        return k.jac(theta, xs).H @ ws.ravel()
+
+    np.testing.assert_allclose(apply(), scipy_route(apply)(), rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        np.testing.assert_allclose(layer(x).reshape(n, -1).numpy(), apply().reshape(n, -1), rtol=1e-4, atol=1e-4)
+    contenders = {
+        "nn.Conv2d no_grad": torch.no_grad()(lambda: conv(x)),
+        "Layer numpy no_grad": torch.no_grad()(lambda: layer(x)),
+        "apply": apply,
+        "apply, scipy": scipy_route(apply),
+        "J^T w": gradient,
+        "J^T w, scipy": scipy_route(gradient),
+    }
+    times = interleaved(contenders, repeat)
+    report(
+        f"CayleyConv without autograd, {n}×16×28×28, 3×3, float32: no_grad forward and the numpy API",
+        times,
+        [
+            ("Layer numpy no_grad", "nn.Conv2d no_grad", None),
+            ("apply", "apply, scipy", None),
+            ("J^T w", "J^T w, scipy", None),
+        ],
+    )
+
+
 def _uncapped(run: Callable[[], object]) -> Callable[[], object]:
     """``run`` with the bridge's BLAS rule switched off (its numpy side keeps BLAS's threads)."""
     import structops.torch as st
@@ -234,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("case-a", "per-example", "cayley", "dense"),
+        choices=("case-a", "per-example", "cayley", "cayley-apply", "dense"),
         action="append",
         help="run only these cases (repeatable)",
     )
@@ -247,13 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.machine()}, {args.threads} threads; structops accelerator {structops.accelerator()!r}; "
         f"median of {args.repeat} interleaved rounds, {'CPU' if args.cpu_time else 'wall'} time, {heap}"
     )
-    only = set(args.only or ("case-a", "per-example", "cayley", "dense"))
+    only = set(args.only or ("case-a", "per-example", "cayley", "cayley-apply", "dense"))
     if "case-a" in only:
         case_a(args.n, args.repeat)
     if "per-example" in only:
         per_example(args.per_example, args.repeat)
     if "cayley" in only:
         cayley(args.n_cayley, args.repeat)
+    if "cayley-apply" in only:
+        cayley_apply(args.n_cayley, args.repeat)
     if "dense" in only:
         small_dense(args.n_dense, args.repeat)
     return 0

@@ -110,16 +110,18 @@ def _tap_resolvents(taps, re, im, parts, resolvent, transform):  # pragma: no co
     c, T, F = taps.shape[0], taps.shape[2], re.shape[1]
     for p in nb.prange(parts):
         lo, hi = p * F // parts, (p + 1) * F // parts
-        ar, ai = np.zeros((c, c, hi - lo)), np.zeros((c, c, hi - lo))
+        n = hi - lo
+        ar, ai = np.zeros((c, c, n)), np.zeros((c, c, n))
         for i in range(c):
             for j in range(c):
+                xr, xi = ar[i, j], ai[i, j]
                 for t in range(T):
                     d, s = taps[i, j, t] - taps[j, i, t], taps[i, j, t] + taps[j, i, t]
-                    for f in range(hi - lo):
-                        ar[i, j, f] += d * re[t, lo + f]
-                        ai[i, j, f] += s * im[t, lo + f]
-            for f in range(hi - lo):
-                ar[i, i, f] += 1.0
+                    pr, pi = re[t, lo:hi], im[t, lo:hi]
+                    for f in range(n):
+                        xr[f] += d * pr[f]
+                        xi[f] += s * pi[f]
+            ar[i, i] += 1.0
         _gauss_jordan(ar, ai)
         _store(ar, ai, lo, resolvent, transform)
 

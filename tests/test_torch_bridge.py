@@ -230,6 +230,32 @@ def test_a_family_with_transform_hooks_transforms_each_batch_once(transpose, dty
     assert np.linalg.norm(x.grad.numpy() - grad_x) <= rt * np.linalg.norm(w)
 
 
+def test_kept_transforms_survive_other_graphs_and_reused_memory(rng):
+    """Two graphs alive at once, a third dropped (its pooled transforms reused by a fourth): exact gradients.
+
+    The bridge keeps each forward's transform of x in leased memory (``structops._scratch``)
+    until its graph lets go of it; memory given back by the dropped graph must not be that of a
+    graph still alive.
+    """
+    k = structops.CayleyConv((8, 6), 3, channels=2)
+    theta = torch.tensor(k.random_theta(rng), requires_grad=True)
+    xs = [torch.from_numpy(rng.standard_normal((3, k.shape[1]))) for _ in range(4)]
+    ws = [rng.standard_normal((3, k.shape[0])) for _ in range(2)]
+    y1, y2 = (st.apply(k, theta, x, backend="numpy") for x in xs[:2])
+    y3 = st.apply(k, theta, xs[2], backend="numpy")
+    del y3  # its graph and its leases go
+    y4 = st.apply(k, theta, xs[3], backend="numpy")  # may reuse them
+    th = theta.detach().numpy()
+    rt = default_rtol(np.float64, k.shape[0])
+    for y, x, w in ((y2, xs[1], ws[1]), (y1, xs[0], ws[0])):
+        theta.grad = None
+        (y * torch.from_numpy(w).reshape(y.shape)).sum().backward()
+        want = k.jac(th, x.numpy()).H @ w.ravel()
+        assert np.linalg.norm(theta.grad.numpy() - want) <= rt * (np.linalg.norm(want) + np.linalg.norm(w))
+    y4 = y4.detach().numpy().reshape(3, -1)
+    assert np.linalg.norm(y4 - k.apply(th, xs[3].numpy()).reshape(3, -1)) <= rt * np.linalg.norm(xs[3].numpy())
+
+
 # ------------------------------------------------------------ torch's own convolutions
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 

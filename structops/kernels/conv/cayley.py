@@ -16,6 +16,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from ..._backend import blas_threads_for, have_numba, workers
+from ..._scratch import Lease, lease
 from .._base import ParametricKernel
 from ..diagonalized import FourierMultiplier
 from ._core import ConvGeometry
@@ -263,7 +264,8 @@ class CayleyConv(ConvView, ParametricKernel):
         x = x.reshape(n, c, *self.grid)  # (explicit: n may be 0)
         y = np.empty(x.shape, dtype=np.result_type(x.dtype, blocks.real.dtype))
         for start, stop in _chunks(x.shape, self._chunk_scale(x.dtype)):
-            self._from_rows(self._rows(x[start:stop], "rows"), y[start:stop], blocks, adjoint)
+            part = x[start:stop]
+            self._from_rows(self._rows(part, self._scratch(part, "rows")), y[start:stop], blocks, adjoint)
         return y.reshape(n, math.prod(x.shape[1:])).astype(x.dtype, copy=False)
 
     def _chunk_scale(self, dtype: np.dtype) -> int:
@@ -287,22 +289,33 @@ class CayleyConv(ConvView, ParametricKernel):
 
         return _numba_fft.supported(self.grid)
 
-    def _rows(self, x: np.ndarray, slot: str | None = None) -> np.ndarray:
+    def _rows(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, (re, im) interleaved.
 
-        ``slot``: with the numba kernels, the rows go to that scratch slot of the calling thread
-        (:func:`._numba_fft.workspace`), valid until its next use; None: a new array.
+        Written into ``out`` when given (C-contiguous, of that shape and the precision of ``x``), else into a new array.
         """
         if self._fast_fft(x.dtype):
             from . import _numba_fft
 
-            n, c, H, W = x.shape
-            shape = (H * (W // 2 + 1), n, 2 * c)
-            out = None if slot is None else _numba_fft.workspace(shape, x.dtype, slot)
             return _numba_fft.rfft2_rows(np.ascontiguousarray(x), out)
         spec = sfft.rfftn(x, axes=self._axes, workers=workers())
-        spec = np.ascontiguousarray(np.moveaxis(spec, (0, 1), (-2, -1)))  # (*half, n, c)
-        return spec.view(spec.real.dtype).reshape(-1, x.shape[0], 2 * self.channels)
+        if out is None:
+            out = np.empty(self._rows_shape(x.shape[0]), spec.real.dtype)
+        rows = out.view(spec.dtype).reshape(*spec.shape[2:], *spec.shape[:2])  # (*half, n, c), complex
+        np.copyto(rows, np.moveaxis(spec, (0, 1), (-2, -1)))
+        return out
+
+    def _rows_shape(self, n: int) -> tuple[int, int, int]:
+        """The shape ``(F, n, 2c)`` of the rows of ``n`` examples (:meth:`_rows`)."""
+        return (math.prod(self.grid[:-1]) * (self.grid[-1] // 2 + 1), n, 2 * self.channels)
+
+    def _scratch(self, x: np.ndarray, slot: str) -> np.ndarray | None:
+        """Room for the rows of ``x`` in the calling thread's scratch ``slot`` (numba kernels), else None (new)."""
+        if not self._fast_fft(x.dtype):
+            return None
+        from ._numba_fft import workspace
+
+        return workspace(self._rows_shape(x.shape[0]), x.dtype, slot)
 
     def _from_rows(self, rows: np.ndarray, out: np.ndarray, blocks: np.ndarray, adjoint: bool) -> None:
         """``irfftn`` of the rows ``(F, n, 2c)`` through the blocks' multiplier (its adjoint) into ``out``.
@@ -373,7 +386,8 @@ class CayleyConv(ConvView, ParametricKernel):
         E = np.zeros(state.resolvent.shape, np.result_type(state.resolvent, x.dtype, w.dtype)).reshape(-1, c, c)
         # E is linear in the Gram: summed chunk by chunk (larger chunks, the Grams' inner size)
         for start, stop in _chunks(xs.shape, max(4, self._chunk_scale(xs.dtype))):
-            E += self._skew(state, self._rows(xs[start:stop], "rows"), self._rows(ws[start:stop], "rows-w"))
+            a, b = xs[start:stop], ws[start:stop]
+            E += self._skew(state, self._rows(a, self._scratch(a, "rows")), self._rows(b, self._scratch(b, "rows-w")))
         return self._skew_gradient(E).astype(np.result_type(x.dtype, w.dtype), copy=False)
 
     def _weights(self, dtype: np.dtype) -> np.ndarray:
@@ -429,20 +443,29 @@ class CayleyConv(ConvView, ParametricKernel):
         return G.reshape(-1, c, c).transpose(2, 1, 0).reshape(-1)
 
     # ------------------------------------------- transform-domain hooks (the torch bridge)
-    def _transform(self, x: np.ndarray, transpose: bool) -> np.ndarray:
-        """The half spectrum of a flattened batch as real rows ``(F, n, 2c)`` (:meth:`_rows`)."""
-        return self._rows(x.reshape(x.shape[0], self.channels, *self.grid))
+    def _transform(self, x: np.ndarray, transpose: bool) -> Lease:
+        """The half spectrum of a flattened batch as real rows ``(F, n, 2c)`` (:meth:`_rows`), held by a lease.
 
-    def _apply_transformed(self, state, rows: np.ndarray, transpose: bool) -> np.ndarray:
+        The bridge keeps it from the forward to the backward; pooled memory
+        (:func:`structops._scratch.lease`) is not faulted in again at every step, and goes back to
+        the pool when the autograd graph lets go of it.
+        """
+        x = x.reshape(x.shape[0], self.channels, *self.grid)
+        held = lease(self._rows_shape(x.shape[0]), x.dtype)
+        self._rows(x, held.array)
+        return held
+
+    def _apply_transformed(self, state, rows: Lease, transpose: bool) -> np.ndarray:
         """:meth:`_apply` from the batch's rows (:meth:`_transform`): one product, one ``irfftn``."""
+        rows = rows.array
         y = np.empty((rows.shape[1], self.channels, *self.grid), rows.dtype)
         self._from_rows(rows, y, state.blocks.astype(np.result_type(rows.dtype, np.complex64), copy=False), transpose)
         return y.reshape(rows.shape[1], -1)
 
-    def _vjp_transformed(self, state, rows_x: np.ndarray, rows_w: np.ndarray, transpose: bool) -> np.ndarray:
+    def _vjp_transformed(self, state, rows_x: Lease, rows_w: Lease, transpose: bool) -> np.ndarray:
         r""":meth:`_vjp` summed over the examples from both batches' rows: one Gram, no transform."""
-        a, b = (rows_w, rows_x) if transpose else (rows_x, rows_w)
-        return self._skew_gradient(self._skew(state, a, b)).astype(rows_x.dtype, copy=False)
+        a, b = (rows_w.array, rows_x.array) if transpose else (rows_x.array, rows_w.array)
+        return self._skew_gradient(self._skew(state, a, b)).astype(a.dtype, copy=False)
 
     def _factors(self) -> np.ndarray:
         """:func:`tap_factors` of the geometry, built once per kernel."""

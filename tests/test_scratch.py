@@ -1,0 +1,67 @@
+"""The leased scratch memory of ``structops._scratch``: reused only after its lease is garbage.
+
+The torch bridge keeps a batch's transform from the forward to the backward in a lease; a later
+lease may reuse the memory only once nothing holds the earlier one (an autograd graph kept alive
+keeps its leases), and the pool is bounded.
+"""
+
+from __future__ import annotations
+
+import gc
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from structops import _scratch
+
+
+@pytest.fixture(autouse=True)
+def empty_pool():
+    with mock.patch.object(_scratch, "_FREE", []), mock.patch.object(_scratch, "_FREE_BYTES", [0]):
+        yield
+
+
+def test_a_lease_is_an_array_of_the_shape_and_dtype():
+    held = _scratch.lease((3, 4, 5), np.float32)
+    assert held.array.shape == (3, 4, 5) and held.array.dtype == np.float32 and held.array.flags.c_contiguous
+    held.array[...] = 1.0  # writable
+
+
+def test_memory_is_reused_only_after_its_lease_is_dropped():
+    first = _scratch.lease((100,), np.float64)
+    second = _scratch.lease((100,), np.float64)
+    assert not np.shares_memory(first.array, second.array)  # both held: distinct memory
+    first.array[...] = 7.0
+    kept = first.array.copy()
+    third = _scratch.lease((100,), np.float64)
+    assert not np.shares_memory(third.array, first.array)
+    np.testing.assert_array_equal(first.array, kept)  # untouched while held
+    address = first.array.__array_interface__["data"][0]
+    del first
+    gc.collect()
+    again = _scratch.lease((90,), np.float64)  # given back: reused (90 <= 100 <= 180)
+    assert again.array.__array_interface__["data"][0] == address
+    assert again.array.shape == (90,)
+    del second, third
+
+
+def test_a_buffer_is_taken_only_for_its_dtype_and_a_close_size():
+    held = _scratch.lease((100,), np.float64)
+    address = held.array.__array_interface__["data"][0]
+    del held
+    gc.collect()
+    for shape, dtype in (((100,), np.float32), ((40,), np.float64), ((101,), np.float64)):
+        other = _scratch.lease(shape, dtype)
+        assert other.array.__array_interface__["data"][0] != address, (shape, dtype)
+        del other
+        gc.collect()
+
+
+def test_the_pool_is_bounded():
+    with mock.patch.object(_scratch, "POOL_BYTES", 1000):
+        leases = [_scratch.lease((50,), np.float64) for _ in range(4)]  # 400 bytes each
+        del leases
+        gc.collect()
+        assert _scratch._FREE_BYTES[0] <= 1000 and len(_scratch._FREE) == 2
+        assert sum(b.nbytes for b in _scratch._FREE) == _scratch._FREE_BYTES[0]

@@ -18,9 +18,9 @@ median of the per-round ratios (robust on a loaded machine):
 * **CayleyConv** (16 channels, 28×28, 3×3, ``--n-cayley`` images, float32) forward and
   backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×. 2-core
   AVX-512 machine, tenth session: the numpy bridge (numba FFTs, ``"auto"`` on the CPU)
-  1.38–1.45× on one thread (CPU time) and 1.48–1.62× on two (wall time, ``--steady-heap``); the
-  torch form 1.7–1.8× and 2.1–3.4× (its time on two threads is bimodal from one process to the
-  next, 19 or 31 ms, with ``nn.Conv2d`` at 9 ms).
+  1.36–1.37× on one thread (CPU time) and 1.44–1.47× on two (wall time, ``--steady-heap``); the
+  torch form 1.7–1.8× and 2.1× (3.4× in processes where its two-thread time doubles, 19 or
+  31 ms with ``nn.Conv2d`` at 9 ms; benchmarks/README.md, tenth session).
   The torch form's floor with torch's CPU FFTs is about 1.3× before any layout copy (see
   benchmarks/README.md, "CayleyConv with numba FFTs (eighth session)").
 

@@ -241,8 +241,8 @@ class CayleyConv(ConvView, ParametricKernel):
         from ._numba_resolvent import tap_resolvents
 
         c = self.channels
-        re, im = self._factor_parts(np.float64)
-        resolvent, blocks = tap_resolvents(theta.reshape(c, c, -1), re, im, np.complex64)
+        re, im = self._factor_parts(np.dtype(np.float64))
+        resolvent, blocks = tap_resolvents(theta.reshape(c, c, -1), re, im, np.dtype(np.complex64))
         half = (*self.grid[:-1], self.grid[-1] // 2 + 1, c, c)
         return blocks.reshape(half), resolvent.reshape(half)
 
@@ -455,9 +455,9 @@ class CayleyConv(ConvView, ParametricKernel):
         self._rows(x, held.array)
         return held
 
-    def _apply_transformed(self, state, rows: Lease, transpose: bool) -> np.ndarray:
+    def _apply_transformed(self, state, held: Lease, transpose: bool) -> np.ndarray:
         """:meth:`_apply` from the batch's rows (:meth:`_transform`): one product, one ``irfftn``."""
-        rows = rows.array
+        rows = held.array
         y = np.empty((rows.shape[1], self.channels, *self.grid), rows.dtype)
         self._from_rows(rows, y, state.blocks.astype(np.result_type(rows.dtype, np.complex64), copy=False), transpose)
         return y.reshape(rows.shape[1], -1)

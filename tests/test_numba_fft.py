@@ -117,6 +117,27 @@ def test_workspaces_are_per_thread_slot_and_dtype():
     assert not np.shares_memory(_numba_fft.workspace(big, np.float64), _numba_fft.workspace(big, np.float64))
 
 
+def test_a_thread_keeps_at_most_twice_the_workspace_cap():
+    def body():  # in a new thread: its own, empty cache
+        a = _numba_fft.workspace((100,), np.float64, "cap-a")  # 800 bytes each: two fit
+        b = _numba_fft.workspace((100,), np.float64, "cap-b")
+        assert np.shares_memory(_numba_fft.workspace((100,), np.float64, "cap-a"), a)
+        c = _numba_fft.workspace((100,), np.float64, "cap-c")  # a third drops the others
+        assert np.shares_memory(_numba_fft.workspace((100,), np.float64, "cap-c"), c)
+        again = _numba_fft.workspace((100,), np.float64, "cap-a")
+        assert not np.shares_memory(again, a) and not np.shares_memory(again, b)
+        a[...] = 1.0  # the arrays handed out before stay valid memory
+        assert np.all(a == 1.0)
+        done.append(True)
+
+    done: list[bool] = []
+    with mock.patch.object(_numba_fft, "WORKSPACE_BYTES", 800):
+        thread = threading.Thread(target=body)
+        thread.start()
+        thread.join()
+    assert done == [True]
+
+
 @pytest.mark.parametrize("n", [1, 37])
 def test_pair_grams_are_the_weighted_complex_grams(n, dtype, rng):
     F, c = 6, 3

@@ -559,7 +559,8 @@ def irfft2_rows(
     return out
 
 
-#: Scratch arrays up to this many bytes are kept for the next call (:func:`workspace`).
+#: Scratch arrays up to this many bytes are kept for the next call (:func:`workspace`), and a
+#: thread keeps at most twice this in all.
 WORKSPACE_BYTES = 2**26
 
 _WORKSPACES = threading.local()
@@ -571,9 +572,10 @@ def workspace(shape: tuple[int, ...], dtype: np.dtype, slot: str = "products") -
     A batch-sized array made fresh on every call is fresh memory, and the page faults of
     touching it cost as much as the transform on a training step (glibc returns large freed
     blocks to the system). Each thread keeps one buffer per ``slot`` and dtype, grown to the
-    largest size asked for up to :data:`WORKSPACE_BYTES` (larger arrays are not kept); the
-    result is a view of its start, valid until the thread's next call with the same ``slot``:
-    a caller that needs two scratch arrays at once names two slots.
+    largest size asked for up to :data:`WORKSPACE_BYTES` (larger arrays are not kept), and at
+    most twice that in all (a buffer that does not fit drops the thread's others); the result
+    is a view of its start, valid until the thread's next call with the same ``slot``: a caller
+    that needs two scratch arrays at once names two slots.
     """
     cache = _WORKSPACES.__dict__.setdefault("buffers", {})
     dtype = np.dtype(dtype)
@@ -583,5 +585,8 @@ def workspace(shape: tuple[int, ...], dtype: np.dtype, slot: str = "products") -
     key = (slot, dtype.str)
     buffer = cache.get(key)
     if buffer is None or buffer.size < size:
+        others = sum(b.nbytes for k, b in cache.items() if k != key)
+        if others + size * dtype.itemsize > 2 * WORKSPACE_BYTES:
+            cache.clear()  # (the views handed out keep their memory alive)
         buffer = cache[key] = np.empty(size, dtype)
     return buffer[:size].reshape(shape)

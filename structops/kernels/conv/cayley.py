@@ -9,8 +9,8 @@ blocks, so :math:`K` is computed exactly through the FFT.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import scipy.fft as sfft
@@ -25,6 +25,8 @@ from .based import ConvView
 from .conv import deprecated_symbol, fourier_multiplier
 
 __all__ = ["CayleyConv", "tap_factors"]
+
+_T = TypeVar("_T")
 
 
 class _CayleyState(NamedTuple):
@@ -396,14 +398,14 @@ class CayleyConv(ConvView, ParametricKernel):
         With the -2 of :math:`d\hat K = -2R\,d\hat A\,R` and the :math:`1/N` folded in; built once
         per precision.
         """
-        cache = self.__dict__.setdefault("_weight_cache", {})
-        key = np.dtype(dtype)
-        if key not in cache:
+
+        def build(key: np.dtype) -> np.ndarray:
             g = self.grid[-1]
             k = np.arange(g // 2 + 1)
             weight = np.where((k == 0) | (2 * k == g), -2.0, -4.0) / math.prod(self.grid)
-            cache[key] = np.tile(weight, math.prod(self.grid[:-1])).astype(key)
-        return cache[key]
+            return np.tile(weight, math.prod(self.grid[:-1])).astype(key)
+
+        return self._per_precision("_weights_by_precision", dtype, build)
 
     def _skew(self, state, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         r"""The blocks :math:`E = Q - Q^H`, :math:`Q = RPR`, of rows ``a``, ``b`` ``(F, n, 2c)``.
@@ -467,21 +469,22 @@ class CayleyConv(ConvView, ParametricKernel):
         a, b = (rows_w.array, rows_x.array) if transpose else (rows_x.array, rows_w.array)
         return self._skew_gradient(self._skew(state, a, b)).astype(a.dtype, copy=False)
 
-    def _factors(self) -> np.ndarray:
-        """:func:`tap_factors` of the geometry, built once per kernel."""
-        factors = self.__dict__.get("_tap_factors")
-        if factors is None:
-            factors = self.__dict__["_tap_factors"] = tap_factors(self.geometry)
-        return factors
-
     def _factor_parts(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        """The real and imaginary parts of :meth:`_factors`, C-contiguous in ``dtype``, built once per precision."""
-        parts = self.__dict__.setdefault("_tap_factor_parts", {})
+        """The real and imaginary parts of :func:`tap_factors`, C-contiguous in ``dtype``, built once per precision."""
+
+        def build(key: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+            phi = tap_factors(self.geometry)
+            return np.ascontiguousarray(phi.real, key), np.ascontiguousarray(phi.imag, key)
+
+        return self._per_precision("_factor_parts_by_precision", dtype, build)
+
+    def _per_precision(self, name: str, dtype: np.dtype, build: Callable[[np.dtype], _T]) -> _T:
+        """``build(dtype)``, made once per kernel and precision (kept in the instance's ``__dict__[name]``)."""
+        cache = self.__dict__.setdefault(name, {})
         key = np.dtype(dtype)
-        if key not in parts:
-            phi = self._factors()
-            parts[key] = np.ascontiguousarray(phi.real, key), np.ascontiguousarray(phi.imag, key)
-        return parts[key]
+        if key not in cache:
+            cache[key] = build(key)
+        return cache[key]
 
     # -------------------------------------------------------------- spectra
     def symbol(self, theta) -> np.ndarray:

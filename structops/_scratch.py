@@ -1,9 +1,14 @@
-"""Batch-sized arrays that outlive a call, in memory leased from a pool and given back when dropped.
+"""Batch-sized scratch memory that is not faulted in again at every call.
+
+A fresh array of a few MB on every step is fresh memory: glibc returns large freed blocks to
+the kernel, and touching the next one faults its pages in again. Two kinds of reuse:
+
+* :func:`workspace`: scratch a call uses and drops, one buffer per thread and named slot;
+* :func:`lease`: arrays that outlive a call, leased from a pool and given back when dropped.
 
 The torch bridge keeps a batch's transform from the forward to the backward (the
-transform-domain hooks of ``docs/contract.md``). A fresh array of a few MB on every step is
-fresh memory: glibc returns large freed blocks to the kernel, and touching the next one faults
-its pages in again (on a 2-core VM about 1 ms per 6 MB; a 128-image step of a 28×28
+transform-domain hooks of ``docs/contract.md``). Made fresh, such an array faults its pages in
+at every step (on a 2-core VM about 1 ms per 6 MB; a 128-image step of a 28×28
 ``CayleyConv`` of 16 channels faulted 3,200 pages for its two kept transforms, 19–23 ms a step
 against 15 ms without them). :func:`lease` hands out such arrays from memory that earlier,
 dropped leases gave back.
@@ -22,7 +27,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["POOL_BYTES", "Lease", "lease"]
+__all__ = ["POOL_BYTES", "WORKSPACE_BYTES", "Lease", "lease", "workspace"]
 
 #: At most this many bytes of given-back memory wait in the pool; beyond it, memory is freed.
 POOL_BYTES = 2**27
@@ -71,3 +76,35 @@ def _give_back(buffer: np.ndarray) -> None:
         _FREE_BYTES[0] += buffer.nbytes
         while _FREE_BYTES[0] > POOL_BYTES:
             _FREE_BYTES[0] -= _FREE.pop(0).nbytes
+
+
+#: Scratch arrays up to this many bytes are kept for the next call (:func:`workspace`), and a
+#: thread keeps at most twice this in all.
+WORKSPACE_BYTES = 2**26
+
+_WORKSPACES = threading.local()
+
+
+def workspace(shape: tuple[int, ...], dtype: np.dtype, slot: str = "products") -> np.ndarray:
+    """A C-contiguous scratch array of ``shape`` and ``dtype`` in memory the calling thread reuses.
+
+    Each thread keeps one buffer per ``slot`` and dtype, grown to the largest size asked for up
+    to :data:`WORKSPACE_BYTES` (larger arrays are not kept), and at most twice that in all (a
+    buffer that does not fit drops the thread's others); the result is a view of its start,
+    valid until the thread's next call with the same ``slot``: a caller that needs two scratch
+    arrays at once names two slots. (The numba inverse FFT puts its per-frequency products in
+    slot ``"products"``; ``CayleyConv`` its half spectra in ``"rows"`` and ``"rows-w"``.)
+    """
+    cache = _WORKSPACES.__dict__.setdefault("buffers", {})
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    if size * dtype.itemsize > WORKSPACE_BYTES:
+        return np.empty(shape, dtype)
+    key = (slot, dtype.str)
+    buffer = cache.get(key)
+    if buffer is None or buffer.size < size:
+        others = sum(b.nbytes for k, b in cache.items() if k != key)
+        if others + size * dtype.itemsize > 2 * WORKSPACE_BYTES:
+            cache.clear()  # (the views handed out keep their memory alive)
+        buffer = cache[key] = np.empty(size, dtype)
+    return buffer[:size].reshape(shape)

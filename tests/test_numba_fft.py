@@ -9,7 +9,6 @@
 * ``irfft2_rows`` through per-frequency blocks and their adjoints (the products computed inside
   the kernel) against ``einsum`` and ``irfftn``, on one thread and on two;
 * ``pair_grams`` against an ``einsum`` of the complex rows in float64;
-* the reused scratch arrays (``workspace``): per thread, slot and dtype, large ones not kept;
 * ``resolvents`` (Gauss--Jordan without pivoting on all blocks at once) against
   ``numpy.linalg.inv`` in float64, for skew-Hermitian blocks small and large;
 * CayleyConv's products and gradient with the kernels against the scipy path (numba off).
@@ -17,7 +16,6 @@
 
 from __future__ import annotations
 
-import threading
 from unittest import mock
 
 import numpy as np
@@ -97,45 +95,6 @@ def test_products_inside_the_inverse_are_the_blocks_multiplier(grid, threads, ad
     np.testing.assert_array_equal(got, again)
     with pytest.raises(ValueError, match="`blocks` must have shape"):
         _numba_fft.irfft2_rows(rows, grid, None, K[:-1])
-
-
-def test_workspaces_are_per_thread_slot_and_dtype():
-    a = _numba_fft.workspace((3, 4), np.float32)
-    assert a.shape == (3, 4) and a.dtype == np.float32 and a.flags.c_contiguous
-    assert np.shares_memory(_numba_fft.workspace((3, 4), np.float32), a)
-    assert np.shares_memory(_numba_fft.workspace((2, 5), np.float32), a)  # a smaller one: the same buffer
-    grown = _numba_fft.workspace((5, 7), np.float32)  # a larger one grows it
-    assert grown.shape == (5, 7) and np.shares_memory(_numba_fft.workspace((3, 4), np.float32), grown)
-    assert not np.shares_memory(_numba_fft.workspace((3, 4), np.float64), grown)
-    assert not np.shares_memory(_numba_fft.workspace((3, 4), np.float32, "rows"), grown)
-    other = []
-    thread = threading.Thread(target=lambda: other.append(_numba_fft.workspace((3, 4), np.float32)))
-    thread.start()
-    thread.join()
-    assert not np.shares_memory(other[0], grown)  # another thread has its own
-    big = (_numba_fft.WORKSPACE_BYTES // 8 + 1,)
-    assert not np.shares_memory(_numba_fft.workspace(big, np.float64), _numba_fft.workspace(big, np.float64))
-
-
-def test_a_thread_keeps_at_most_twice_the_workspace_cap():
-    def body():  # in a new thread: its own, empty cache
-        a = _numba_fft.workspace((100,), np.float64, "cap-a")  # 800 bytes each: two fit
-        b = _numba_fft.workspace((100,), np.float64, "cap-b")
-        assert np.shares_memory(_numba_fft.workspace((100,), np.float64, "cap-a"), a)
-        c = _numba_fft.workspace((100,), np.float64, "cap-c")  # a third drops the others
-        assert np.shares_memory(_numba_fft.workspace((100,), np.float64, "cap-c"), c)
-        again = _numba_fft.workspace((100,), np.float64, "cap-a")
-        assert not np.shares_memory(again, a) and not np.shares_memory(again, b)
-        a[...] = 1.0  # the arrays handed out before stay valid memory
-        assert np.all(a == 1.0)
-        done.append(True)
-
-    done: list[bool] = []
-    with mock.patch.object(_numba_fft, "WORKSPACE_BYTES", 800):
-        thread = threading.Thread(target=body)
-        thread.start()
-        thread.join()
-    assert done == [True]
 
 
 @pytest.mark.parametrize("n", [1, 37])

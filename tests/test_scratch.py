@@ -1,13 +1,15 @@
-"""The leased scratch memory of ``structops._scratch``: reused only after its lease is garbage.
+"""The scratch memory of ``structops._scratch``: per-thread workspaces, and leases.
 
-The torch bridge keeps a batch's transform from the forward to the backward in a lease; a later
-lease may reuse the memory only once nothing holds the earlier one (an autograd graph kept alive
-keeps its leases), and the pool is bounded.
+A workspace is one buffer per thread, slot and dtype, bounded per thread. The torch bridge
+keeps a batch's transform from the forward to the backward in a lease; a later lease may reuse
+the memory only once nothing holds the earlier one (an autograd graph kept alive keeps its
+leases), and the pool is bounded.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 from unittest import mock
 
 import numpy as np
@@ -65,3 +67,42 @@ def test_the_pool_is_bounded():
         gc.collect()
         assert _scratch._FREE_BYTES[0] <= 1000 and len(_scratch._FREE) == 2
         assert sum(b.nbytes for b in _scratch._FREE) == _scratch._FREE_BYTES[0]
+
+
+def test_workspaces_are_per_thread_slot_and_dtype():
+    a = _scratch.workspace((3, 4), np.float32)
+    assert a.shape == (3, 4) and a.dtype == np.float32 and a.flags.c_contiguous
+    assert np.shares_memory(_scratch.workspace((3, 4), np.float32), a)
+    assert np.shares_memory(_scratch.workspace((2, 5), np.float32), a)  # a smaller one: the same buffer
+    grown = _scratch.workspace((5, 7), np.float32)  # a larger one grows it
+    assert grown.shape == (5, 7) and np.shares_memory(_scratch.workspace((3, 4), np.float32), grown)
+    assert not np.shares_memory(_scratch.workspace((3, 4), np.float64), grown)
+    assert not np.shares_memory(_scratch.workspace((3, 4), np.float32, "rows"), grown)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(_scratch.workspace((3, 4), np.float32)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], grown)  # another thread has its own
+    big = (_scratch.WORKSPACE_BYTES // 8 + 1,)
+    assert not np.shares_memory(_scratch.workspace(big, np.float64), _scratch.workspace(big, np.float64))
+
+
+def test_a_thread_keeps_at_most_twice_the_workspace_cap():
+    def body():  # in a new thread: its own, empty cache
+        a = _scratch.workspace((100,), np.float64, "cap-a")  # 800 bytes each: two fit
+        b = _scratch.workspace((100,), np.float64, "cap-b")
+        assert np.shares_memory(_scratch.workspace((100,), np.float64, "cap-a"), a)
+        c = _scratch.workspace((100,), np.float64, "cap-c")  # a third drops the others
+        assert np.shares_memory(_scratch.workspace((100,), np.float64, "cap-c"), c)
+        again = _scratch.workspace((100,), np.float64, "cap-a")
+        assert not np.shares_memory(again, a) and not np.shares_memory(again, b)
+        a[...] = 1.0  # the arrays handed out before stay valid memory
+        assert np.all(a == 1.0)
+        done.append(True)
+
+    done: list[bool] = []
+    with mock.patch.object(_scratch, "WORKSPACE_BYTES", 800):
+        thread = threading.Thread(target=body)
+        thread.start()
+        thread.join()
+    assert done == [True]

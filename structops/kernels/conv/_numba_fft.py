@@ -7,7 +7,7 @@ The Cayley product works per frequency on rows ``(F, n, 2c)``: for each frequenc
 and every product. These kernels transform one example at a time in cache and write (read) the
 rows directly, so no layout copy of the batch is made. The inverse can apply the per-frequency
 blocks first (:func:`irfft2_rows`' ``blocks``): one BLAS product per frequency inside the kernel,
-on its threads, into a scratch array that each thread reuses (:func:`workspace`).
+on its threads, into a scratch array that each thread reuses (:func:`structops._scratch.workspace`).
 
 **The transform.** For an example :math:`x` of shape ``(c, H, W)`` (``W`` even or odd):
 
@@ -44,12 +44,12 @@ by round-off (``fastmath`` lets LLVM reassociate).
 from __future__ import annotations
 
 import math
-import threading
 
 import numba as nb
 import numpy as np
 
 from ..._backend import kernel_threads
+from ..._scratch import workspace
 
 __all__ = ["irfft2_rows", "plan", "rfft2_rows", "supported"]
 
@@ -557,36 +557,3 @@ def irfft2_rows(
             blocks = np.ascontiguousarray(blocks, complex_dtype)
             _irfft2_rows(rows, blocks, bool(adjoint), prod, out, m, *_plans((H, W), True, rows.dtype))
     return out
-
-
-#: Scratch arrays up to this many bytes are kept for the next call (:func:`workspace`), and a
-#: thread keeps at most twice this in all.
-WORKSPACE_BYTES = 2**26
-
-_WORKSPACES = threading.local()
-
-
-def workspace(shape: tuple[int, ...], dtype: np.dtype, slot: str = "products") -> np.ndarray:
-    """A C-contiguous scratch array of ``shape`` and ``dtype`` in memory the calling thread reuses.
-
-    A batch-sized array made fresh on every call is fresh memory, and the page faults of
-    touching it cost as much as the transform on a training step (glibc returns large freed
-    blocks to the system). Each thread keeps one buffer per ``slot`` and dtype, grown to the
-    largest size asked for up to :data:`WORKSPACE_BYTES` (larger arrays are not kept), and at
-    most twice that in all (a buffer that does not fit drops the thread's others); the result
-    is a view of its start, valid until the thread's next call with the same ``slot``: a caller
-    that needs two scratch arrays at once names two slots.
-    """
-    cache = _WORKSPACES.__dict__.setdefault("buffers", {})
-    dtype = np.dtype(dtype)
-    size = math.prod(shape)
-    if size * dtype.itemsize > WORKSPACE_BYTES:
-        return np.empty(shape, dtype)
-    key = (slot, dtype.str)
-    buffer = cache.get(key)
-    if buffer is None or buffer.size < size:
-        others = sum(b.nbytes for k, b in cache.items() if k != key)
-        if others + size * dtype.itemsize > 2 * WORKSPACE_BYTES:
-            cache.clear()  # (the views handed out keep their memory alive)
-        buffer = cache[key] = np.empty(size, dtype)
-    return buffer[:size].reshape(shape)

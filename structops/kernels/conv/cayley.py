@@ -16,7 +16,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from ..._backend import blas_threads_for, have_numba, workers
-from ..._scratch import Lease, lease
+from ..._scratch import WORKSPACE_BYTES, Lease, lease, workspace
 from .._base import ParametricKernel
 from ..diagonalized import FourierMultiplier
 from ._core import ConvGeometry
@@ -66,7 +66,7 @@ def cayley_blocks(skew: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 #: The examples are transformed in chunks whose half spectrum takes at most this many bytes
 #: (cache-sized pieces: no large temporaries, hence no page faults; see benchmarks/README.md).
-#: The numba kernels take chunks of up to :data:`._numba_fft.WORKSPACE_BYTES` instead: their rows
+#: The numba kernels take chunks of up to :data:`structops._scratch.WORKSPACE_BYTES` instead: their rows
 #: go to scratch memory each thread reuses (no page faults either), and they split a chunk over
 #: their threads, which a cache-sized chunk is too little work for (one thread at 2 MB).
 CHUNK_BYTES = 2**21
@@ -272,11 +272,7 @@ class CayleyConv(ConvView, ParametricKernel):
 
     def _chunk_scale(self, dtype: np.dtype) -> int:
         """Chunks of this many :data:`CHUNK_BYTES`: one, or with the numba kernels up to their workspaces' size."""
-        if not self._fast_fft(dtype):
-            return 1
-        from ._numba_fft import WORKSPACE_BYTES
-
-        return WORKSPACE_BYTES // CHUNK_BYTES
+        return WORKSPACE_BYTES // CHUNK_BYTES if self._fast_fft(dtype) else 1
 
     @staticmethod
     def _right(blocks: np.ndarray, adjoint: bool) -> np.ndarray:
@@ -312,12 +308,11 @@ class CayleyConv(ConvView, ParametricKernel):
         return (math.prod(self.grid[:-1]) * (self.grid[-1] // 2 + 1), n, 2 * self.channels)
 
     def _scratch(self, x: np.ndarray, slot: str) -> np.ndarray | None:
-        """Room for the rows of ``x`` in the calling thread's scratch ``slot`` (numba kernels), else None (new)."""
-        if not self._fast_fft(x.dtype):
-            return None
-        from ._numba_fft import workspace
+        """Room for the rows of ``x`` in the calling thread's scratch ``slot`` (:func:`structops._scratch.workspace`).
 
-        return workspace(self._rows_shape(x.shape[0]), x.dtype, slot)
+        With the numba kernels; else None (a new array).
+        """
+        return workspace(self._rows_shape(x.shape[0]), x.dtype, slot) if self._fast_fft(x.dtype) else None
 
     def _from_rows(self, rows: np.ndarray, out: np.ndarray, blocks: np.ndarray, adjoint: bool) -> None:
         """``irfftn`` of the rows ``(F, n, 2c)`` through the blocks' multiplier (its adjoint) into ``out``.

@@ -17,7 +17,11 @@ import structops
 torch = pytest.importorskip("torch")
 st = pytest.importorskip("structops.torch")
 
+from structops._backend import have_numba  # noqa: E402
+
 from .test_torch_bridge import FAMILIES, Family  # noqa: E402
+
+HAVE_NUMBA = have_numba()
 
 #: Relative agreement of the two backends (the issue's figures): float64 and float32.
 AGREE = {torch.float64: 1e-12, torch.float32: 1e-5}
@@ -104,23 +108,56 @@ def test_cayley_torch_form_is_the_dense_matrix_on_every_grid(grid, channels, clo
     assert st.apply(k, theta, x[:0], backend="torch").shape == (0, *k.out_shape)  # an empty batch
 
 
+def _spy(monkeypatch, module, names, ran):
+    """Record in ``ran`` the name of every call of ``module``'s functions ``names`` (still running them)."""
+    for name in names:
+        original = getattr(module, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            ran.add(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+
+
+#: The eager CPU path of the Cayley form: torch's operations by chunks, or the numba kernels.
+EAGER_PATHS = [
+    pytest.param("chunks", id="chunks"),
+    pytest.param("kernels", id="numba-kernels", marks=pytest.mark.skipif(not HAVE_NUMBA, reason="needs numba")),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("path", EAGER_PATHS)
 @pytest.mark.parametrize("transpose", [False, True], ids=["K", "KT"])
-def test_cayley_eager_chunks_are_the_dense_product_and_jacobian(transpose, monkeypatch, close):
-    """The eager CPU path's chunks (3 examples each, a partial last one) give K x, K^T w and J^T w of the dense K."""
-    from structops.torch import _forms
+def test_cayley_eager_paths_are_the_dense_product_and_jacobian(path, transpose, dtype, monkeypatch, close):
+    """Both eager CPU paths give K x, K^T w and J^T w of the dense K, on a grid of odd width.
+
+    The chunks (3 examples each, a partial last one) run with ``set_accelerator("numpy")``; with
+    numba, the kernels of the numpy bridge (11 examples: a full block of 8 and a partial one), the
+    float32 blocks from their own inverse. The reference is float64 from the same (rounded) theta.
+    """
+    from structops.torch import _forms, _fused
 
     k = structops.CayleyConv((6, 5), 3, channels=2)
     monkeypatch.setattr(_forms, "CAYLEY_CHUNK_BYTES", 3 * 8 * 2 * 6 * 3)  # 3 examples of the half spectrum a thread
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    theta, x, w = _data(k, transpose, torch.float64, n=7)
-    y, gt, gx = _value_and_grads(k, theta, x, w, transpose, "torch")
+    ran: set[str] = set()
+    _spy(monkeypatch, _forms, ["_chunked_product", "_chunked_backward"], ran)
+    _spy(monkeypatch, _fused, ["forward", "backward", "cayley_factors"], ran)
+    theta, x, w = _data(k, transpose, dtype, n=11)
+    with structops.set_accelerator("numba" if path == "kernels" else "numpy"):
+        y, gt, gx = _value_and_grads(k, theta, x, w, transpose, "torch")
+    expected = {"forward", "backward"} | ({"cayley_factors"} if dtype == torch.float32 else set())
+    assert ran == (expected if path == "kernels" else {"_chunked_product", "_chunked_backward"})
+    theta, x, w, dtype = theta.double(), x.double(), w.double(), np.dtype(str(dtype).removeprefix("torch."))
     K, n = k.matrix(theta.numpy()), x.shape[0]
     K = K.T if transpose else K
     flat, wf = x.reshape(n, -1).numpy(), w.reshape(n, -1).numpy()
-    close(y.reshape(n, -1).numpy(), flat @ K.T, np.float64, size=K.shape[0])
-    close(gx.reshape(n, -1).numpy(), wf @ K, np.float64, size=K.shape[0])
+    close(y.reshape(n, -1).numpy(), flat @ K.T, dtype, size=K.shape[0])
+    close(gx.reshape(n, -1).numpy(), wf @ K, dtype, size=K.shape[0])
     J = np.asarray(k.jac(theta.numpy(), x.numpy(), transpose=transpose) @ np.eye(k.nparams)).reshape(-1, k.nparams)
-    close(gt.numpy(), J.T @ wf.reshape(-1), np.float64, size=J.shape[0])
+    close(gt.numpy(), J.T @ wf.reshape(-1), dtype, size=J.shape[0])
 
 
 @pytest.mark.parametrize("family", TABLE)

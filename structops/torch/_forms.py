@@ -18,6 +18,11 @@ and every device and dtype come from torch. The forms follow the families' struc
   one batched ``torch.linalg.inv`` over the frequencies (once per call, for the whole batch),
   then ``rfftn`` of the examples, one complex ``(F, n, c) @ (F, c, c)`` product and
   ``irfftn``, in a ``torch.autograd.Function`` whose backward uses the real DFTs' own adjoints.
+  The one exception to "torch's operations only": a plain eager call on CPU tensors with numba
+  as the accelerator runs the same steps on the numba kernels of the numpy bridge
+  (:mod:`structops.torch._fused`: no layout copies, measured faster), and
+  ``structops.set_accelerator("numpy")`` turns that off; every transform, trace, compile, export,
+  other device, half precision and double backward runs torch's operations.
 * The pattern families (:class:`~structops.Dense`, :class:`~structops.Diagonal`,
   :class:`~structops.Antisymmetric`, :class:`~structops.MMatrix`, :class:`~structops.Sparse`,
   :class:`~structops.Banded`, :class:`~structops.LinearKernel`): the nonzeros of :math:`K`
@@ -52,6 +57,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from .._backend import have_numba
 from ..kernels import (
     AntisymmetricConv,
     AvgPool,
@@ -68,6 +74,7 @@ from ..kernels import (
 )
 from ..kernels.conv.cayley import tap_factors
 from ..kernels.linear import PatternKernel
+from . import _fused
 
 __all__ = ["DENSE_ENTRIES", "has_torch_form", "prepare", "register_torch_form", "register_torch_map", "torch_apply"]
 
@@ -407,13 +414,16 @@ class _CayleyBlocks(torch.autograd.Function):
     (\bar B_{im}^\top + \bar B_{im})_f`, the sums over the frequencies (two real products with the
     taps' factors) taken before the transposes: two small products per frequency instead of
     autograd's second solve and complex bookkeeping. Made of torch operations (double backward
-    recomputes :math:`R` from ``theta``).
+    recomputes :math:`R` from ``theta``). A plain eager float32 call with numba
+    computes the forward on the numpy bridge's kernel (:func:`structops.torch._fused.cayley_factors`).
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if theta.dtype == torch.float32 and have_numba() and _eager(theta, re, im):
+            return _fused.cayley_factors(theta, re, im)
         return _cayley_factors(theta, re, im)
 
     @staticmethod
@@ -504,7 +514,7 @@ def _eager(*tensors: torch.Tensor) -> bool:
     """A plain eager CPU call: no transform, tracing or compile, no tensor subclass (the chunked path runs)."""
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or torch.is_grad_enabled():
         return False
-    return all(type(t) is torch.Tensor and t.device.type == "cpu" for t in tensors)
+    return all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" for t in tensors)
 
 
 def _rows_of(rows: torch.Tensor, start: int, stop: int, shape: torch.Size) -> torch.Tensor:
@@ -525,12 +535,10 @@ def _blocks_gradient(gram: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     ``X^H G`` is :math:`(P_{00} + P_{11}) + i(P_{01} - P_{10})` of the real Gram's ``(re, im)``
     parts; :math:`w_\xi` and :math:`N` as in :class:`_CayleyProduct`.
     """
-    *grid, g = shape[2:]
-    c = shape[1]
+    c, g = shape[1], shape[-1]
     p = gram.reshape(-1, c, 2, c, 2)
     k_bar = torch.complex(p[:, :, 0, :, 0] + p[:, :, 1, :, 1], p[:, :, 0, :, 1] - p[:, :, 1, :, 0])
-    k = torch.arange(g // 2 + 1, device=gram.device)
-    weight = torch.where((k == 0) | (2 * k == g), 1.0, 2.0).to(gram.dtype) / (math.prod(grid) * g)
+    weight = _fused.half_weights(shape[2:], gram.dtype, gram.device)
     return (k_bar.reshape(g // 2 + 1, -1, c, c) * weight[:, None, None, None]).reshape(-1, c, c)
 
 
@@ -594,7 +602,10 @@ class _CayleyProduct(torch.autograd.Function):
     one 2-D transposing copy back, the complex inverse over all axes but the halved one, and the
     real inverse over that one (:func:`_mixed_spectrum`, :func:`_fourier_product`).
 
-    A plain eager call on CPU tensors runs the batch in chunks (:func:`_chunked_product`,
+    A plain eager call on CPU tensors runs on the numba kernels when numba is the accelerator
+    (:func:`structops.torch._fused.forward`, :func:`~structops.torch._fused.backward`: the rows
+    are then real, in the kernels' layout, which is how the backward tells the paths apart), else
+    the batch in chunks (:func:`_chunked_product`,
     :func:`_chunked_backward`, :data:`CAYLEY_CHUNK_BYTES`): the same operations on cache-sized
     pieces up to the last inverse, which runs once on the batch's half spectrum. Besides the
     output, the kept rows (stored chunk-major: each chunk's rows ``(F, m, c)`` contiguous,
@@ -605,6 +616,8 @@ class _CayleyProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if _eager(x, blocks) and _fused.fusable(x):
+            return _fused.forward(x, blocks)
         if _eager(x, blocks):
             rows = torch.empty(x.shape[0] * x.shape[1] * blocks.shape[0], dtype=blocks.dtype)
             return _chunked_product(x, blocks, rows), rows
@@ -623,10 +636,14 @@ class _CayleyProduct(torch.autograd.Function):
             return None, None
         x, blocks, rows_x = ctx.saved_tensors
         need_x, need_m = ctx.needs_input_grad[:2]
-        if _eager(x, blocks, grad, rows_x):
+        fused = not rows_x.is_complex()  # the forward ran on the numba kernels (their real rows)
+        if fused and _eager(x, blocks, grad, rows_x) and _fused.fusable(x):
+            gx, gm = _fused.backward(grad, blocks, rows_x, (need_x, need_m))
+            return gx, gm
+        if not fused and _eager(x, blocks, grad, rows_x):
             gx, gram = _chunked_backward(grad, blocks, rows_x, (need_x, need_m))
         else:
-            if torch.is_grad_enabled():  # double backward: the spectrum of x again, as a function of x
+            if torch.is_grad_enabled() or fused:  # double backward: the spectrum of x again, as a function of x
                 rows_x = _spectrum_rows(x).reshape(-1)
             rows = _spectrum_rows(grad)
             gx = _fourier_product(rows, blocks.mH, x.shape) if need_x else None

@@ -1,0 +1,140 @@
+r"""The eager CPU path of :class:`~structops.CayleyConv`'s torch form on the numba kernels.
+
+A plain eager call on CPU tensors (no ``torch.func`` transform, no tracing, no compile, no
+double backward) of the Cayley torch form runs the same fused kernels as the numpy bridge
+(:mod:`structops.kernels.conv._numba_fft`, :mod:`structops.kernels.conv._numba_gram`): each
+transform writes (reads) the per-frequency rows ``(F, n, 2c)`` directly, and the inverse applies
+the blocks inside its kernel, so none of the layout copies that torch's separate FFT and ``bmm``
+calls need is made (benchmarks/README.md, "CayleyConv with numba FFTs (eighth session)": torch's
+operations alone cost about 1.3× ``nn.Conv2d`` before those copies). Everything else -- the
+blocks and their backward in θ, transforms, compile, export, other devices, half precision,
+second derivatives -- stays on torch's operations. ``structops.set_accelerator("numpy")`` (or no
+numba) keeps every path on torch's operations.
+
+The kernels order the half spectrum as ``rfftn`` does (C order of ``(H, W//2 + 1)``) and take
+the blocks :math:`\hat K(\xi)` themselves; the torch form orders it with the halved axis first
+and keeps right factors :math:`M = \hat K^\top` (``structops.torch._forms``). The two
+conversions here (:func:`kernel_blocks`, and the reverse in :func:`backward`) move ``F c²``
+numbers, against ``F n c`` for each of the copies they replace.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from .._backend import have_numba
+from .._scratch import workspace
+
+__all__ = ["backward", "cayley_factors", "forward", "fusable", "half_weights"]
+
+#: The real dtypes the kernels transform.
+DTYPES = (torch.float32, torch.float64)
+
+
+def fusable(x: torch.Tensor) -> bool:
+    """Whether the kernels take ``x`` ``(n, c, H, W)``: numba on, float32/float64, a grid they transform."""
+    if not have_numba() or x.ndim != 4 or x.dtype not in DTYPES:
+        return False
+    from ..kernels.conv import _numba_fft
+
+    return _numba_fft.supported(tuple(x.shape[2:]))
+
+
+def cayley_factors(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``_forms._cayley_factors`` on the kernels: the right factors :math:`\hat K^\top` and :math:`R` ``(F, c, c)``.
+
+    float32 ``theta`` only (as the numpy bridge): one parallel kernel sums the generator's
+    spectrum from the taps' factors ``re``, ``im`` ``(T, F)`` and inverts :math:`I + \hat A`
+    frequency by frequency, in float64 (:func:`~structops.kernels.conv._numba_resolvent.tap_resolvents`,
+    whose stability note covers the elimination without pivoting); the results are rounded once
+    to complex64. Transposed views of the kernel's blocks.
+    """
+    from ..kernels.conv._numba_resolvent import tap_resolvents
+
+    c = math.isqrt(theta.shape[0] // re.shape[0])
+    taps = theta.detach().reshape(c, c, -1).numpy()
+    resolvent, transform = tap_resolvents(taps, re.double().numpy(), im.double().numpy(), np.dtype(np.complex64))
+    return torch.from_numpy(transform).mT, torch.from_numpy(resolvent).mT
+
+
+def kernel_blocks(blocks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    r"""The right factors ``blocks`` ``(F, c, c)`` (halved axis first) as the kernels' blocks :math:`\hat K = M^\top`.
+
+    One copy, which also resolves a conjugate view (the transpose's ``blocks.mH``).
+    """
+    H, W = grid
+    c = blocks.shape[-1]
+    out = torch.empty(H, W // 2 + 1, c, c, dtype=blocks.dtype)
+    out.copy_(blocks.view(W // 2 + 1, H, c, c).permute(1, 0, 3, 2))
+    return out.view(-1, c, c)
+
+
+def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r""":math:`y = \mathrm{irfftn}(\mathrm{rfftn}(x) M)` and the rows of ``x`` (flat, real: the kernels' layout).
+
+    ``x`` ``(n, c, H, W)``; ``blocks`` the right factors ``(F, c, c)`` in ``x``'s precision.
+    """
+    from ..kernels.conv import _numba_fft
+
+    x = x.contiguous()
+    n, c, H, W = x.shape
+    rows = torch.empty(H * (W // 2 + 1), n, 2 * c, dtype=x.dtype)
+    y = torch.empty_like(x)
+    _numba_fft.rfft2_rows(x.numpy(), rows.numpy())
+    _numba_fft.irfft2_rows(rows.numpy(), (H, W), y.numpy(), kernel_blocks(blocks, (H, W)).numpy())
+    return y, rows.view(-1)
+
+
+def half_weights(grid: tuple[int, ...], dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+    r"""The weights :math:`w_k/N` of the real DFTs' adjoints on the halved axis, ``(W//2 + 1,)``.
+
+    :math:`N` the grid's size, :math:`w_k` the weights of ``irfftn`` on the last axis: 1 at
+    :math:`k = 0` and :math:`k = W/2`, else 2.
+    """
+    g = grid[-1]
+    k = torch.arange(g // 2 + 1, device=device)
+    n = 1
+    for size in grid:
+        n *= size
+    return torch.where((k == 0) | (2 * k == g), 1.0, 2.0).to(dtype) / n
+
+
+@functools.lru_cache(maxsize=16)
+def _kernel_weights(grid: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """:func:`half_weights` for every frequency in the kernels' order (the halved axis fastest), built once."""
+    return np.tile(half_weights(grid, torch.float64).numpy(), grid[0]).astype(dtype)
+
+
+def backward(
+    grad: torch.Tensor, blocks: torch.Tensor, rows_x: torch.Tensor, needs: tuple[bool, bool]
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    r""":math:`\bar x = \mathrm{irfftn}(G M^H)` and the blocks' gradient :math:`\bar M = (w/N) X^H G`.
+
+    Both in the torch form's order (the halved axis first). ``rows_x`` from :func:`forward`;
+    :math:`G` the rows of ``grad``, in the calling thread's scratch
+    (:func:`structops._scratch.workspace`). The kernels' Gram
+    :math:`P = (w/N)\sum_n \hat x_n \hat g_n^H`
+    (:func:`~structops.kernels.conv._numba_gram.pair_grams`) is :math:`\overline{\bar M}`
+    frequency by frequency.
+    """
+    from ..kernels.conv import _numba_fft, _numba_gram
+
+    grad = grad.contiguous()
+    n, c, H, W = grad.shape
+    g = grad.numpy()
+    rows = _numba_fft.rfft2_rows(g, workspace((H * (W // 2 + 1), n, 2 * c), g.dtype, "rows"))
+    gx = None
+    if needs[0]:
+        gx = torch.empty_like(grad)
+        _numba_fft.irfft2_rows(rows, (H, W), gx.numpy(), kernel_blocks(blocks, (H, W)).numpy(), adjoint=True)
+    if not needs[1]:
+        return gx, None
+    x_rows = rows_x.view(rows.shape).numpy()
+    weights = _kernel_weights((H, W), grad.numpy().dtype)
+    gram = _numba_gram.pair_grams(x_rows, rows, weights, np.result_type(rows.dtype, np.complex64))
+    k_bar = torch.from_numpy(np.conj(gram, out=gram)).view(H, W // 2 + 1, c, c).permute(1, 0, 2, 3)
+    return gx, k_bar.contiguous().view(-1, c, c)

@@ -167,6 +167,16 @@ def per_example(n: int, repeat: int) -> None:
     )
 
 
+def _on_scipy(run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` under ``structops.set_accelerator("numpy")``: scipy's FFTs and LAPACK, torch forms on torch ops."""
+
+    def run_scipy():
+        with structops.set_accelerator("numpy"):
+            return run()
+
+    return run_scipy
+
+
 def cayley(n: int, repeat: int) -> None:
     k = structops.CayleyConv((28, 28), 3, channels=16)
     torch.manual_seed(0)
@@ -175,12 +185,22 @@ def cayley(n: int, repeat: int) -> None:
     layers = {b: Layer(k, theta, backend=b) for b in ("torch", "numpy")}
     x, w = torch.randn(n, 16, 28, 28), torch.randn(n, 16, 28, 28)
     torch.testing.assert_close(layers["torch"](x), layers["numpy"](x), rtol=1e-4, atol=1e-4)
-    contenders = {"nn.Conv2d": _fwd_bwd(conv, x, w), **{f"Cayley {b}": _fwd_bwd(m, x, w) for b, m in layers.items()}}
+    torch.testing.assert_close(_on_scipy(lambda: layers["torch"](x))(), layers["numpy"](x), rtol=1e-4, atol=1e-4)
+    contenders = {
+        "nn.Conv2d": _fwd_bwd(conv, x, w),
+        **{f"Cayley {b}": _fwd_bwd(m, x, w) for b, m in layers.items()},
+        "Cayley torch, torch ops": _on_scipy(_fwd_bwd(layers["torch"], x, w)),
+    }
     times = interleaved(contenders, repeat)
     report(
         f"CayleyConv forward+backward, {n}×16×28×28, 3×3, float32",
         times,
-        [("Cayley torch", "nn.Conv2d", 1.5), ("Cayley numpy", "nn.Conv2d", 1.5)],
+        [
+            ("Cayley torch", "nn.Conv2d", 1.5),
+            ("Cayley numpy", "nn.Conv2d", 1.5),
+            ("Cayley torch, torch ops", "nn.Conv2d", None),
+            ("Cayley torch", "Cayley numpy", None),
+        ],
     )
 
 
@@ -190,16 +210,10 @@ def cayley_apply(n: int, repeat: int) -> None:
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(16, 16, 3, padding=1)
     layer = Layer(k, backend="numpy")
+    form = Layer(k, layer.theta.detach(), backend="torch")
     theta = layer.theta.detach().numpy().copy()
     x = torch.randn(n, 16, 28, 28)
     xs, ws = x.reshape(n, -1).numpy(), np.random.default_rng(0).standard_normal((n, k.shape[0]), np.float32)
-
-    def scipy_route(run: Callable[[], object]) -> Callable[[], object]:
-        def run_scipy():
-            with structops.set_accelerator("numpy"):  # scipy's FFTs and LAPACK's inverses
-                return run()
-
-        return run_scipy
 
     def apply():
         return k.apply(theta, xs)
@@ -207,16 +221,18 @@ def cayley_apply(n: int, repeat: int) -> None:
     def gradient():
         return k.jac(theta, xs).H @ ws.ravel()
 
-    np.testing.assert_allclose(apply(), scipy_route(apply)(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(apply(), _on_scipy(apply)(), rtol=1e-4, atol=1e-4)
     with torch.no_grad():
-        np.testing.assert_allclose(layer(x).reshape(n, -1).numpy(), apply().reshape(n, -1), rtol=1e-4, atol=1e-4)
+        for module in (layer, form):
+            np.testing.assert_allclose(module(x).reshape(n, -1).numpy(), apply().reshape(n, -1), rtol=1e-4, atol=1e-4)
     contenders = {
         "nn.Conv2d no_grad": torch.no_grad()(lambda: conv(x)),
         "Layer numpy no_grad": torch.no_grad()(lambda: layer(x)),
+        "Layer torch no_grad": torch.no_grad()(lambda: form(x)),
         "apply": apply,
-        "apply, scipy": scipy_route(apply),
+        "apply, scipy": _on_scipy(apply),
         "J^T w": gradient,
-        "J^T w, scipy": scipy_route(gradient),
+        "J^T w, scipy": _on_scipy(gradient),
     }
     times = interleaved(contenders, repeat)
     report(
@@ -224,6 +240,7 @@ def cayley_apply(n: int, repeat: int) -> None:
         times,
         [
             ("Layer numpy no_grad", "nn.Conv2d no_grad", None),
+            ("Layer torch no_grad", "nn.Conv2d no_grad", None),
             ("apply", "apply, scipy", None),
             ("J^T w", "J^T w, scipy", None),
         ],

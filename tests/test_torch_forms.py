@@ -135,7 +135,8 @@ def test_cayley_eager_paths_are_the_dense_product_and_jacobian(path, transpose, 
 
     The chunks (3 examples each, a partial last one) run with ``set_accelerator("numpy")``; with
     numba, the kernels of the numpy bridge (11 examples: a full block of 8 and a partial one), the
-    float32 blocks from their own inverse. The reference is float64 from the same (rounded) theta.
+    float32 blocks from their own inverse. A ``no_grad`` call (the rows not kept) gives the same
+    K x. The reference is float64 from the same (rounded) theta.
     """
     from structops.torch import _forms, _fused
 
@@ -148,13 +149,16 @@ def test_cayley_eager_paths_are_the_dense_product_and_jacobian(path, transpose, 
     theta, x, w = _data(k, transpose, dtype, n=11)
     with structops.set_accelerator("numba" if path == "kernels" else "numpy"):
         y, gt, gx = _value_and_grads(k, theta, x, w, transpose, "torch")
+        with torch.no_grad():  # no backward to follow: the rows go to scratch memory
+            y_inference = st.apply(k, theta, x, transpose=transpose, backend="torch")
     expected = {"forward", "backward"} | ({"cayley_factors"} if dtype == torch.float32 else set())
     assert ran == (expected if path == "kernels" else {"_chunked_product", "_chunked_backward"})
     theta, x, w, dtype = theta.double(), x.double(), w.double(), np.dtype(str(dtype).removeprefix("torch."))
     K, n = k.matrix(theta.numpy()), x.shape[0]
     K = K.T if transpose else K
     flat, wf = x.reshape(n, -1).numpy(), w.reshape(n, -1).numpy()
-    close(y.reshape(n, -1).numpy(), flat @ K.T, dtype, size=K.shape[0])
+    for value in (y, y_inference):
+        close(value.reshape(n, -1).numpy(), flat @ K.T, dtype, size=K.shape[0])
     close(gx.reshape(n, -1).numpy(), wf @ K, dtype, size=K.shape[0])
     J = np.asarray(k.jac(theta.numpy(), x.numpy(), transpose=transpose) @ np.eye(k.nparams)).reshape(-1, k.nparams)
     close(gt.numpy(), J.T @ wf.reshape(-1), dtype, size=J.shape[0])

@@ -594,8 +594,9 @@ class _CayleyProduct(torch.autograd.Function):
     (torch's convention for the gradient of a complex tensor), the weights cancel in
     :math:`\bar x` (they are scalars per frequency). The backward is made of torch operations,
     so it is differentiable again (double backward). The forward also returns the spectrum rows
-    of ``x`` (flat, not differentiable), kept for :math:`\bar M`; a double backward recomputes
-    them from ``x``.
+    of ``x`` (flat, not differentiable), kept for :math:`\bar M` (on the eager CPU paths only
+    with ``keep``: an eager call that no backward will follow writes them to scratch memory);
+    a double backward recomputes them from ``x``.
 
     Per pass (forward, or the backward's :math:`\bar x`): ``rfftn``, one copy of its ``(m c, *half)``
     spectrum to the frequency-major rows (:func:`_spectrum_rows`), one batched complex product,
@@ -615,31 +616,32 @@ class _CayleyProduct(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(x: torch.Tensor, blocks: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if _eager(x, blocks) and _fused.fusable(x):
-            return _fused.forward(x, blocks)
+            return _fused.forward(x, blocks, keep)
         if _eager(x, blocks):
-            rows = torch.empty(x.shape[0] * x.shape[1] * blocks.shape[0], dtype=blocks.dtype)
-            return _chunked_product(x, blocks, rows), rows
+            rows = torch.empty(x.shape[0] * x.shape[1] * blocks.shape[0] if keep else 0, dtype=blocks.dtype)
+            return _chunked_product(x, blocks, rows if keep else None), rows
         rows = _spectrum_rows(x)
         return _fourier_product(rows, blocks, x.shape), rows.reshape(-1)
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor], output: tuple[torch.Tensor, ...]) -> None:
+    def setup_context(
+        ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor, bool], output: tuple[torch.Tensor, ...]
+    ) -> None:
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # no zeros for the unused second output (a 7 MB fill per step)
-        ctx.save_for_backward(*inputs, output[1])
+        ctx.save_for_backward(*inputs[:2], output[1])
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor | None, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def backward(ctx: Any, grad: torch.Tensor | None, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         if grad is None:
-            return None, None
+            return None, None, None
         x, blocks, rows_x = ctx.saved_tensors
         need_x, need_m = ctx.needs_input_grad[:2]
         fused = not rows_x.is_complex()  # the forward ran on the numba kernels (their real rows)
         if fused and _eager(x, blocks, grad, rows_x) and _fused.fusable(x):
-            gx, gm = _fused.backward(grad, blocks, rows_x, (need_x, need_m))
-            return gx, gm
+            return (*_fused.backward(grad, blocks, rows_x, (need_x, need_m)), None)
         if not fused and _eager(x, blocks, grad, rows_x):
             gx, gram = _chunked_backward(grad, blocks, rows_x, (need_x, need_m))
         else:
@@ -649,7 +651,7 @@ class _CayleyProduct(torch.autograd.Function):
             gx = _fourier_product(rows, blocks.mH, x.shape) if need_x else None
             gram = torch.bmm(_real_rows(rows_x.view(rows.shape)).mT, _real_rows(rows)) if need_m else None
         gm = None if gram is None else _blocks_gradient(gram, x.shape)
-        return gx if need_x else None, gm
+        return gx if need_x else None, gm, None
 
 
 def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
@@ -666,7 +668,8 @@ def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose:
         blocks = blocks.mH  # the right factor of the conjugate transpose
     if x.shape[0] == 0:  # MKL's FFT refuses an empty batch; the result is empty, still a function of theta
         return (x.to(work) * blocks.real.sum()).to(x.dtype)
-    return _CayleyProduct.apply(x.to(work), blocks)[0].to(x.dtype)
+    keep = torch.is_grad_enabled() and (x.requires_grad or blocks.requires_grad)  # the rows, for a backward
+    return _CayleyProduct.apply(x.to(work), blocks, keep)[0].to(x.dtype)
 
 
 # ------------------------------------------------------------- pattern families

@@ -51,14 +51,15 @@ def cayley_factors(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> t
     spectrum from the taps' factors ``re``, ``im`` ``(T, F)`` and inverts :math:`I + \hat A`
     frequency by frequency, in float64 (:func:`~structops.kernels.conv._numba_resolvent.tap_resolvents`,
     whose stability note covers the elimination without pivoting); the results are rounded once
-    to complex64. Transposed views of the kernel's blocks.
+    to complex64. The first is a transposed view of the kernel's blocks.
     """
     from ..kernels.conv._numba_resolvent import tap_resolvents
 
     c = math.isqrt(theta.shape[0] // re.shape[0])
     taps = theta.detach().reshape(c, c, -1).numpy()
     resolvent, transform = tap_resolvents(taps, re.double().numpy(), im.double().numpy(), np.dtype(np.complex64))
-    return torch.from_numpy(transform).mT, torch.from_numpy(resolvent).mT
+    # R contiguous: the backward's R^H is then a conjugate transpose that BLAS reads in place
+    return torch.from_numpy(transform).mT, torch.from_numpy(resolvent).mT.contiguous()
 
 
 def kernel_blocks(blocks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -73,20 +74,23 @@ def kernel_blocks(blocks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return out.view(-1, c, c)
 
 
-def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def forward(x: torch.Tensor, blocks: torch.Tensor, keep: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     r""":math:`y = \mathrm{irfftn}(\mathrm{rfftn}(x) M)` and the rows of ``x`` (flat, real: the kernels' layout).
 
     ``x`` ``(n, c, H, W)``; ``blocks`` the right factors ``(F, c, c)`` in ``x``'s precision.
+    Without ``keep`` the rows go to the calling thread's scratch (no backward will read them) and
+    an empty tensor is returned in their place.
     """
     from ..kernels.conv import _numba_fft
 
-    x = x.contiguous()
+    x = x.detach().contiguous()
     n, c, H, W = x.shape
-    rows = torch.empty(H * (W // 2 + 1), n, 2 * c, dtype=x.dtype)
+    shape = (H * (W // 2 + 1), n, 2 * c)
+    rows = torch.empty(shape, dtype=x.dtype) if keep else torch.from_numpy(workspace(shape, x.numpy().dtype, "rows"))
     y = torch.empty_like(x)
     _numba_fft.rfft2_rows(x.numpy(), rows.numpy())
     _numba_fft.irfft2_rows(rows.numpy(), (H, W), y.numpy(), kernel_blocks(blocks, (H, W)).numpy())
-    return y, rows.view(-1)
+    return y, rows.view(-1) if keep else x.new_empty(0)
 
 
 def half_weights(grid: tuple[int, ...], dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
@@ -123,7 +127,7 @@ def backward(
     """
     from ..kernels.conv import _numba_fft, _numba_gram
 
-    grad = grad.contiguous()
+    grad = grad.detach().contiguous()
     n, c, H, W = grad.shape
     g = grad.numpy()
     rows = _numba_fft.rfft2_rows(g, workspace((H * (W // 2 + 1), n, 2 * c), g.dtype, "rows"))
@@ -136,5 +140,6 @@ def backward(
     x_rows = rows_x.view(rows.shape).numpy()
     weights = _kernel_weights((H, W), grad.numpy().dtype)
     gram = _numba_gram.pair_grams(x_rows, rows, weights, np.result_type(rows.dtype, np.complex64))
-    k_bar = torch.from_numpy(np.conj(gram, out=gram)).view(H, W // 2 + 1, c, c).permute(1, 0, 2, 3)
-    return gx, k_bar.contiguous().view(-1, c, c)
+    k_bar = torch.empty(W // 2 + 1, H, c, c, dtype=blocks.dtype)
+    k_bar.copy_(torch.from_numpy(gram).view(H, W // 2 + 1, c, c).permute(1, 0, 2, 3).conj())  # one pass
+    return gx, k_bar.view(-1, c, c)

@@ -511,8 +511,13 @@ def _chunks(shape: torch.Size, count: int) -> list[tuple[int, int]]:
 
 
 def _eager(*tensors: torch.Tensor) -> bool:
-    """A plain eager CPU call: no transform, tracing or compile, no tensor subclass (the chunked path runs)."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or torch.is_grad_enabled():
+    """A plain eager CPU call, no gradient being recorded: no transform, tracing or compile, no tensor subclass.
+
+    There the Cayley form runs the numba kernels (:mod:`structops.torch._fused`) or the chunked path.
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.is_grad_enabled():
+        return False
+    if torch._C._are_functorch_transforms_active():
         return False
     return all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" for t in tensors)
 

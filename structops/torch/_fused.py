@@ -15,7 +15,9 @@ The kernels order the half spectrum as ``rfftn`` does (C order of ``(H, W//2 + 1
 the blocks :math:`\hat K(\xi)` themselves; the torch form orders it with the halved axis first
 and keeps right factors :math:`M = \hat K^\top` (``structops.torch._forms``). The two
 conversions here (:func:`kernel_blocks`, and the reverse in :func:`backward`) move ``F c²``
-numbers, against ``F n c`` for each of the copies they replace.
+numbers, against ``F n c`` for each of the copies they replace. They are numpy copies, on the
+calling thread: a torch copy of this size runs on torch's threads, whose idle workers then spin
+and take a core from the numba kernel that follows (the thread fights of ``docs/guide.md``).
 """
 
 from __future__ import annotations
@@ -59,19 +61,24 @@ def cayley_factors(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> t
     taps = theta.detach().reshape(c, c, -1).numpy()
     resolvent, transform = tap_resolvents(taps, re.double().numpy(), im.double().numpy(), np.dtype(np.complex64))
     # R contiguous: the backward's R^H is then a conjugate transpose that BLAS reads in place
-    return torch.from_numpy(transform).mT, torch.from_numpy(resolvent).mT.contiguous()
+    return torch.from_numpy(transform).mT, torch.from_numpy(np.ascontiguousarray(resolvent.swapaxes(1, 2)))
 
 
-def kernel_blocks(blocks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+def kernel_blocks(blocks: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
     r"""The right factors ``blocks`` ``(F, c, c)`` (halved axis first) as the kernels' blocks :math:`\hat K = M^\top`.
 
-    One copy, which also resolves a conjugate view (the transpose's ``blocks.mH``).
+    One numpy copy, which also resolves a conjugate view (the transpose's ``blocks.mH``).
     """
     H, W = grid
     c = blocks.shape[-1]
-    out = torch.empty(H, W // 2 + 1, c, c, dtype=blocks.dtype)
-    out.copy_(blocks.view(W // 2 + 1, H, c, c).permute(1, 0, 3, 2))
-    return out.view(-1, c, c)
+    conj = blocks.is_conj()
+    src = (blocks.conj() if conj else blocks).detach().numpy().reshape(W // 2 + 1, H, c, c).transpose(1, 0, 3, 2)
+    out = np.empty(src.shape, src.dtype)
+    if conj:
+        np.conjugate(src, out=out)
+    else:
+        np.copyto(out, src)
+    return out.reshape(-1, c, c)
 
 
 def forward(x: torch.Tensor, blocks: torch.Tensor, keep: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +96,7 @@ def forward(x: torch.Tensor, blocks: torch.Tensor, keep: bool = True) -> tuple[t
     rows = torch.empty(shape, dtype=x.dtype) if keep else torch.from_numpy(workspace(shape, x.numpy().dtype, "rows"))
     y = torch.empty_like(x)
     _numba_fft.rfft2_rows(x.numpy(), rows.numpy())
-    _numba_fft.irfft2_rows(rows.numpy(), (H, W), y.numpy(), kernel_blocks(blocks, (H, W)).numpy())
+    _numba_fft.irfft2_rows(rows.numpy(), (H, W), y.numpy(), kernel_blocks(blocks, (H, W)))
     return y, rows.view(-1) if keep else x.new_empty(0)
 
 
@@ -134,12 +141,11 @@ def backward(
     gx = None
     if needs[0]:
         gx = torch.empty_like(grad)
-        _numba_fft.irfft2_rows(rows, (H, W), gx.numpy(), kernel_blocks(blocks, (H, W)).numpy(), adjoint=True)
+        _numba_fft.irfft2_rows(rows, (H, W), gx.numpy(), kernel_blocks(blocks, (H, W)), adjoint=True)
     if not needs[1]:
         return gx, None
     x_rows = rows_x.view(rows.shape).numpy()
     weights = _kernel_weights((H, W), grad.numpy().dtype)
     gram = _numba_gram.pair_grams(x_rows, rows, weights, np.result_type(rows.dtype, np.complex64))
-    k_bar = torch.empty(W // 2 + 1, H, c, c, dtype=blocks.dtype)
-    k_bar.copy_(torch.from_numpy(gram).view(H, W // 2 + 1, c, c).permute(1, 0, 2, 3).conj())  # one pass
-    return gx, k_bar.view(-1, c, c)
+    k_bar = np.conjugate(gram.reshape(H, W // 2 + 1, c, c).transpose(1, 0, 2, 3), order="C")  # one pass
+    return gx, torch.from_numpy(k_bar).view(-1, c, c)

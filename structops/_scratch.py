@@ -38,12 +38,20 @@ _FREE_BYTES = [0]
 
 
 class Lease:
-    """An array in pooled memory (``array``); the memory returns to the pool when the lease is garbage."""
+    """An array in pooled memory (``array``); the memory returns to the pool when the lease is garbage.
+
+    ``numpy.asarray(lease)`` is a view whose base is the lease itself, so that the memory stays
+    leased while that view (or a tensor made from it by ``torch.from_numpy``) lives.
+    """
 
     __slots__ = ("__weakref__", "array")
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
+
+    @property
+    def __array_interface__(self) -> dict:
+        return self.array.__array_interface__
 
 
 def lease(shape: tuple[int, ...], dtype: np.dtype) -> Lease:

@@ -48,6 +48,25 @@ def test_memory_is_reused_only_after_its_lease_is_dropped():
     del second, third
 
 
+def test_a_view_of_the_lease_keeps_it_and_so_does_a_tensor_made_from_the_view():
+    """``numpy.asarray(lease)`` holds the lease: its memory is not handed out again while the view lives."""
+    views = [np.asarray(_scratch.lease((100,), np.float64))]  # the lease itself is dropped at once
+    torch = pytest.importorskip("torch")
+    views.append(torch.from_numpy(np.asarray(_scratch.lease((100,), np.float64))))
+    for view in views:
+        view[:] = 3.0
+    gc.collect()
+    others = [_scratch.lease((100,), np.float64) for _ in range(2)]
+    for view in views:
+        assert not any(np.shares_memory(np.asarray(view), other.array) for other in others)
+        assert (np.asarray(view) == 3.0).all()
+    addresses = {np.asarray(view).__array_interface__["data"][0] for view in views}
+    del views, view, others
+    gc.collect()
+    again = [_scratch.lease((100,), np.float64) for _ in range(4)]  # given back once the views are gone
+    assert addresses <= {held.array.__array_interface__["data"][0] for held in again}
+
+
 def test_a_buffer_is_taken_only_for_its_dtype_and_a_close_size():
     held = _scratch.lease((100,), np.float64)
     address = held.array.__array_interface__["data"][0]

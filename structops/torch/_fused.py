@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .._backend import have_numba
-from .._scratch import workspace
+from .._scratch import lease, workspace
 
 __all__ = ["backward", "cayley_factors", "forward", "fusable", "half_weights"]
 
@@ -85,15 +85,17 @@ def forward(x: torch.Tensor, blocks: torch.Tensor, keep: bool = True) -> tuple[t
     r""":math:`y = \mathrm{irfftn}(\mathrm{rfftn}(x) M)` and the rows of ``x`` (flat, real: the kernels' layout).
 
     ``x`` ``(n, c, H, W)``; ``blocks`` the right factors ``(F, c, c)`` in ``x``'s precision.
-    Without ``keep`` the rows go to the calling thread's scratch (no backward will read them) and
-    an empty tensor is returned in their place.
+    With ``keep`` the rows are in memory leased from :func:`structops._scratch.lease` for as long
+    as the returned tensor lives; without, they go to the calling thread's scratch (no backward
+    will read them) and an empty tensor is returned in their place.
     """
     from ..kernels.conv import _numba_fft
 
     x = x.detach().contiguous()
     n, c, H, W = x.shape
-    shape = (H * (W // 2 + 1), n, 2 * c)
-    rows = torch.empty(shape, dtype=x.dtype) if keep else torch.from_numpy(workspace(shape, x.numpy().dtype, "rows"))
+    shape, dtype = (H * (W // 2 + 1), n, 2 * c), x.numpy().dtype
+    # kept rows in pooled memory, leased while the tensor (the autograd graph) lives: not faulted in at every step
+    rows = torch.from_numpy(np.asarray(lease(shape, dtype)) if keep else workspace(shape, dtype, "rows"))
     y = torch.empty_like(x)
     _numba_fft.rfft2_rows(x.numpy(), rows.numpy())
     _numba_fft.irfft2_rows(rows.numpy(), (H, W), y.numpy(), kernel_blocks(blocks, (H, W)))

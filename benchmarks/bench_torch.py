@@ -16,16 +16,17 @@ median of the per-round ratios (robust on a loaded machine):
   side keeping BLAS's threads: OpenBLAS's spinning workers then stall torch's next parallel
   operation; ninth session).
 * **CayleyConv** (16 channels, 28×28, 3×3, ``--n-cayley`` images, float32) forward and
-  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``. Target: ≤ 1.5×. 2-core
-  AVX-512 machine, tenth session: the numpy bridge (numba FFTs, ``"auto"`` on the CPU)
-  1.36–1.37× on one thread (CPU time) and 1.44–1.47× on two (wall time, ``--steady-heap``); the
-  torch form 1.7–1.8× and 2.1× (3.4× in processes where its two-thread time doubles, 19 or
-  31 ms with ``nn.Conv2d`` at 9 ms; benchmarks/README.md, tenth session).
-  The torch form's floor with torch's CPU FFTs is about 1.3× before any layout copy (see
-  benchmarks/README.md, "CayleyConv with numba FFTs (eighth session)").
+  backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``, and the torch form on
+  torch's operations alone (``set_accelerator("numpy")``; by default its plain eager CPU call
+  runs the numba kernels of the bridge). Target: ≤ 1.5×. 2-core AVX-512 machine, eleventh
+  session, ``--steady-heap``: one thread (CPU time) bridge 1.34–1.35×, torch form 1.37–1.44×,
+  torch's operations alone 1.75×; two threads (wall time, a noisy day: ``nn.Conv2d`` itself
+  10–14 ms) bridge 1.41–1.63×, torch form 1.44–1.58×, torch's operations alone 2.1× (3.4× in
+  processes where that time doubles; benchmarks/README.md, tenth and eleventh sessions). The
+  ratio of the two backends in the same rounds is the steadier figure: 1.01–1.05.
 
 * **CayleyConv without autograd** (``--only cayley-apply``, the same layer and batch): a
-  ``no_grad`` forward through the bridge beside ``nn.Conv2d``'s, and the numpy API's
+  ``no_grad`` forward through the bridge and the torch form beside ``nn.Conv2d``'s, and the numpy API's
   ``kernel.apply`` and summed θ-gradient ``J(θ, X)ᵀ W`` beside the same calls on scipy's FFTs
   and LAPACK (``structops.set_accelerator("numpy")``).
 

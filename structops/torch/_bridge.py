@@ -14,9 +14,11 @@ family's hooks (:class:`~structops.kernels.ParametricKernel`) run:
   and the backward transforms :math:`W` once for both gradients.
 
 Both gradients are themselves bridge functions, so double backward is exact for the families
-affine in :math:`\theta`; for the others, differentiating the :math:`\theta`-gradient once more
-raises a ``RuntimeError`` that says so. The computation runs in numpy on the CPU, outside
-``torch.compile``'s graph (:func:`bridge_apply` is ``torch.compiler.disable``-d).
+affine in :math:`\theta`. For the others the :math:`\theta`-gradient depends on :math:`\theta`
+and the hooks give first derivatives only: differentiating it once more runs the family's torch
+form (``structops.torch._forms``) differentiated twice, exact at any order; a family without a
+torch form raises a ``RuntimeError`` that says so. The computation runs in numpy on the CPU,
+outside ``torch.compile``'s graph (:func:`bridge_apply` is ``torch.compiler.disable``-d).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from .. import internal
 from .._backend import blas_threads_for
 from ..kernels import ParametricKernel
+from ._forms import has_torch_form, torch_apply
 
 __all__ = ["bridge_apply", "numpy_side"]
 
@@ -134,15 +137,11 @@ class _KernelVJP(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, v: torch.Tensor):
-        _, x, w = ctx.saved_tensors
+        theta, x, w = ctx.saved_tensors
         kernel, transpose = ctx.kernel, ctx.transpose
         if not kernel.linear:
-            raise RuntimeError(
-                f"structops.torch: double backward through the theta-gradient of {kernel!r} is not supported: the "
-                "family is not affine in theta and its hooks give first derivatives only (double backward "
-                "through the x-gradient, and any order for affine families, is exact; backend='torch' differentiates "
-                "every family with a torch form twice)."
-            )
+            grads = _second_derivatives(kernel, transpose, (theta, x, w), v, ctx.needs_input_grad[:3])
+            return (*grads, None, None, None, None)
         grad_x = grad_w = None
         if ctx.needs_input_grad[1]:
             grad_x = _linear_part(v, w, kernel, not transpose)
@@ -150,6 +149,49 @@ class _KernelVJP(torch.autograd.Function):
             grad_w = _linear_part(v, x, kernel, transpose)
         # an affine family's theta-gradient does not depend on theta: its derivative is zero
         return None, grad_x, grad_w, None, None, None, None
+
+
+def _second_derivatives(
+    kernel: ParametricKernel,
+    transpose: bool,
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    v: torch.Tensor,
+    needs: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, ...]:
+    r"""The gradients of :math:`\langle v, J(\theta, x)^\top w\rangle` in ``θ``, ``x`` and ``w`` (those in ``needs``).
+
+    For a family not affine in :math:`\theta`, from its torch form: :math:`J^\top w` is
+    recomputed as torch's gradient of :math:`\langle w, K(\theta)x\rangle` with a graph, and
+    differentiated once more. The result is recorded for autograd when the caller records one
+    (``create_graph``), so higher orders are exact too.
+
+    Raises
+    ------
+    RuntimeError
+        If the family has no torch form.
+    """
+    if not has_torch_form(kernel):
+        raise RuntimeError(
+            f"structops.torch: double backward through the theta-gradient of {kernel!r} is not supported: the "
+            "family is not affine in theta, its hooks give first derivatives only and it has no torch form to "
+            "differentiate twice (double backward through the x-gradient, and any order for affine families, is "
+            "exact). Give the family a torch form (a `torch_apply` method, see docs/contract.md)."
+        )
+    record = torch.is_grad_enabled()
+    with torch.enable_grad():
+        # each input through a node of its own (a view), so that the gradients are the partial
+        # derivatives in these slots: w itself may depend on theta (w = 2y for a squared loss);
+        # the inputs not asked for are detached
+        theta, x, w = (
+            t.view_as(t) if need else t.detach().requires_grad_(i == 0)
+            for i, (t, need) in enumerate(zip(inputs, needs, strict=True))
+        )
+        shape = kernel.out_shape if transpose else kernel.in_shape
+        y = torch_apply(kernel, theta, x.reshape(x.shape[0], *shape), transpose).reshape(x.shape[0], -1)
+        (grad,) = torch.autograd.grad((w * y).sum(), theta, create_graph=True)
+        wanted = [t for t, need in zip((theta, x, w), needs, strict=True) if need]
+        found = iter(torch.autograd.grad((grad * v).sum(), wanted, create_graph=record, allow_unused=True))
+    return tuple(next(found) if need else None for need in needs)
 
 
 def _linear_part(v: torch.Tensor, x: torch.Tensor, kernel: ParametricKernel, transpose: bool) -> torch.Tensor:

@@ -164,6 +164,19 @@ def test_cayley_eager_paths_are_the_dense_product_and_jacobian(path, transpose, 
     close(gt.numpy(), J.T @ wf.reshape(-1), dtype, size=J.shape[0])
 
 
+@pytest.mark.skipif(not HAVE_NUMBA, reason="needs numba")
+def test_cayley_backward_without_the_kernels_after_a_forward_with_them(close):
+    """A forward on the numba kernels, its backward on torch's operations (numba switched off in between)."""
+    k = structops.CayleyConv((6, 5), 3, channels=2)
+    theta, x, w = _data(k, False, torch.float64, n=4)
+    theta.requires_grad_()
+    y = st.apply(k, theta, x, backend="torch")
+    with structops.set_accelerator("numpy"):
+        (gt,) = torch.autograd.grad((y * w).sum(), theta)
+    J = np.asarray(k.jac(theta.detach().numpy(), x.numpy()) @ np.eye(k.nparams)).reshape(-1, k.nparams)
+    close(gt.numpy(), J.T @ w.numpy().reshape(-1), np.float64, size=J.shape[0])
+
+
 @pytest.mark.parametrize("family", TABLE)
 def test_every_family_runs_on_the_meta_device(family):
     """Nothing on the torch path reads host memory: meta tensors have none."""

@@ -650,7 +650,9 @@ class _CayleyProduct(torch.autograd.Function):
         if not fused and _eager(x, blocks, grad, rows_x):
             gx, gram = _chunked_backward(grad, blocks, rows_x, (need_x, need_m))
         else:
-            if torch.is_grad_enabled() or fused:  # double backward: the spectrum of x again, as a function of x
+            # the spectrum of x again: as a function of x (double backward), or in this layout (the
+            # forward ran on the numba kernels, the backward cannot: numba switched off, or traced)
+            if torch.is_grad_enabled() or fused:
                 rows_x = _spectrum_rows(x).reshape(-1)
             rows = _spectrum_rows(grad)
             gx = _fourier_product(rows, blocks.mH, x.shape) if need_x else None

@@ -19,11 +19,11 @@ median of the per-round ratios (robust on a loaded machine):
   backward on both backends beside ``nn.Conv2d(16, 16, 3, padding=1)``, and the torch form on
   torch's operations alone (``set_accelerator("numpy")``; by default its plain eager CPU call
   runs the numba kernels of the bridge). Target: ≤ 1.5×. 2-core AVX-512 machine, eleventh
-  session, ``--steady-heap``: one thread (CPU time) bridge 1.34–1.35×, torch form 1.37–1.44×,
-  torch's operations alone 1.75×; two threads (wall time, a noisy day: ``nn.Conv2d`` itself
-  10–14 ms) bridge 1.41–1.63×, torch form 1.44–1.58×, torch's operations alone 2.1× (3.4× in
-  processes where that time doubles; benchmarks/README.md, tenth and eleventh sessions). The
-  ratio of the two backends in the same rounds is the steadier figure: 1.01–1.05.
+  session, ``--steady-heap``: one thread (CPU time) bridge 1.35–1.39×, torch form 1.39–1.42×,
+  torch's operations alone 1.73–1.76×; two threads (wall time, a noisy day: ``nn.Conv2d`` itself
+  10–13 ms) bridge 1.33–1.62×, torch form 1.39–1.77×, torch's operations alone 2.1× (3.1–3.4×
+  in processes where that time doubles; benchmarks/README.md, tenth and eleventh sessions). The
+  ratio of the two backends in the same rounds is the steadier figure: 1.01–1.08.
 
 * **CayleyConv without autograd** (``--only cayley-apply``, the same layer and batch): a
   ``no_grad`` forward through the bridge and the torch form beside ``nn.Conv2d``'s, and the numpy API's

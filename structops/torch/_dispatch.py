@@ -30,7 +30,7 @@ BRIDGE_DTYPES = (torch.float32, torch.float64)
 #: 128×16×28×28 float32 forward+backward: bridge 1.42–1.48× ``nn.Conv2d`` against the torch
 #: form's 1.77× on one thread in CPU time, 1.8–2.0× against 2.4–2.5× on two threads in wall
 #: time). Since the eleventh session CayleyConv's torch form runs the same numba kernels on a plain
-#: eager CPU call (``structops.torch._fused``), 1-5 % slower than the bridge in the same runs, so
+#: eager CPU call (``structops.torch._fused``), 1-8 % slower than the bridge in the same runs, so
 #: the bridge stays (its θ-gradient of a non-affine family is differentiated again through the
 #: torch form, so second derivatives are exact on both).
 TORCH_ON_CPU: tuple[type, ...] = ()

@@ -135,7 +135,7 @@ def test_cayley_eager_paths_are_the_dense_product_and_jacobian(path, transpose, 
 
     The chunks (3 examples each, a partial last one) run with ``set_accelerator("numpy")``; with
     numba, the kernels of the numpy bridge (11 examples: a full block of 8 and a partial one), the
-    float32 blocks from their own inverse. A ``no_grad`` call (the rows not kept) gives the same
+    float32 blocks from their own inverse. A ``no_grad`` call (its rows dropped at once) gives the same
     K x. The reference is float64 from the same (rounded) theta.
     """
     from structops.torch import _forms, _fused
@@ -149,7 +149,7 @@ def test_cayley_eager_paths_are_the_dense_product_and_jacobian(path, transpose, 
     theta, x, w = _data(k, transpose, dtype, n=11)
     with structops.set_accelerator("numba" if path == "kernels" else "numpy"):
         y, gt, gx = _value_and_grads(k, theta, x, w, transpose, "torch")
-        with torch.no_grad():  # no backward to follow: the rows go to scratch memory
+        with torch.no_grad():  # no backward to follow: the leased rows go back at once
             y_inference = st.apply(k, theta, x, transpose=transpose, backend="torch")
     expected = {"forward", "backward"} | ({"cayley_factors"} if dtype == torch.float32 else set())
     assert ran == (expected if path == "kernels" else {"_chunked_product", "_chunked_backward"})
@@ -429,6 +429,15 @@ def test_layer_with_bias_is_nn_conv2d_with_its_weights():
         torch.testing.assert_close(layer(x), conv(x), rtol=1e-5, atol=1e-5)
     dense = st.Layer(structops.Dense(3, 5), bias=True)
     assert dense.bias.shape == (3,) and "bias=True" in repr(dense)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace is deprecated, still used
+def test_torch_jit_trace_of_a_cayley_layer_passes_its_check_and_runs_like_eager():
+    """The trace records the Cayley Functions; its check traces twice and compares the graphs."""
+    layer = st.Layer(structops.CayleyConv((6, 5), 3, channels=2), backend="torch")
+    traced = torch.jit.trace(layer, torch.randn(3, 2, 6, 5))  # check_trace=True: raises on a graph difference
+    x = torch.randn(4, 2, 6, 5)
+    torch.testing.assert_close(traced(x), layer(x))
 
 
 def test_torch_jit_script_of_a_layer_names_torch_compile_and_torch_export():

@@ -422,7 +422,7 @@ class _CayleyBlocks(torch.autograd.Function):
 
     @staticmethod
     def forward(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if theta.dtype == torch.float32 and have_numba() and _eager(theta, re, im):
+        if theta.dtype == torch.float32 and have_numba() and _eager(theta, re, im) and not torch.jit.is_tracing():
             return _fused.cayley_factors(theta, re, im)
         return _cayley_factors(theta, re, im)
 
@@ -511,13 +511,11 @@ def _chunks(shape: torch.Size, count: int) -> list[tuple[int, int]]:
 
 
 def _eager(*tensors: torch.Tensor) -> bool:
-    """A plain eager CPU call, no gradient being recorded: no transform, tracing or compile, no tensor subclass.
+    """A plain eager CPU call, no gradient being recorded: no transform or compile, no tensor subclass.
 
     There the Cayley form runs the numba kernels (:mod:`structops.torch._fused`) or the chunked path.
     """
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.is_grad_enabled():
-        return False
-    if torch._C._are_functorch_transforms_active():
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or torch.is_grad_enabled():
         return False
     return all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" for t in tensors)
 
@@ -599,9 +597,9 @@ class _CayleyProduct(torch.autograd.Function):
     (torch's convention for the gradient of a complex tensor), the weights cancel in
     :math:`\bar x` (they are scalars per frequency). The backward is made of torch operations,
     so it is differentiable again (double backward). The forward also returns the spectrum rows
-    of ``x`` (flat, not differentiable), kept for :math:`\bar M` (on the eager CPU paths only
-    with ``keep``: an eager call that no backward will follow writes them to scratch memory);
-    a double backward recomputes them from ``x``.
+    of ``x`` (flat, not differentiable), kept for :math:`\bar M`; a double backward recomputes
+    them from ``x``. (No flag says whether a backward will follow: ``torch.jit.trace`` records
+    such a flag as a constant that differs between its trace and its check.)
 
     Per pass (forward, or the backward's :math:`\bar x`): ``rfftn``, one copy of its ``(m c, *half)``
     spectrum to the frequency-major rows (:func:`_spectrum_rows`), one batched complex product,
@@ -621,32 +619,30 @@ class _CayleyProduct(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, blocks: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if _eager(x, blocks) and _fused.fusable(x):
-            return _fused.forward(x, blocks, keep)
+            return _fused.forward(x, blocks)
         if _eager(x, blocks):
-            rows = torch.empty(x.shape[0] * x.shape[1] * blocks.shape[0] if keep else 0, dtype=blocks.dtype)
-            return _chunked_product(x, blocks, rows if keep else None), rows
+            rows = torch.empty(x.shape[0] * x.shape[1] * blocks.shape[0], dtype=blocks.dtype)
+            return _chunked_product(x, blocks, rows), rows
         rows = _spectrum_rows(x)
         return _fourier_product(rows, blocks, x.shape), rows.reshape(-1)
 
     @staticmethod
-    def setup_context(
-        ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor, bool], output: tuple[torch.Tensor, ...]
-    ) -> None:
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor], output: tuple[torch.Tensor, ...]) -> None:
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # no zeros for the unused second output (a 7 MB fill per step)
-        ctx.save_for_backward(*inputs[:2], output[1])
+        ctx.save_for_backward(*inputs, output[1])
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor | None, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    def backward(ctx: Any, grad: torch.Tensor | None, _: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if grad is None:
-            return None, None, None
+            return None, None
         x, blocks, rows_x = ctx.saved_tensors
         need_x, need_m = ctx.needs_input_grad[:2]
         fused = not rows_x.is_complex()  # the forward ran on the numba kernels (their real rows)
         if fused and _eager(x, blocks, grad, rows_x) and _fused.fusable(x):
-            return (*_fused.backward(grad, blocks, rows_x, (need_x, need_m)), None)
+            return _fused.backward(grad, blocks, rows_x, (need_x, need_m))
         if not fused and _eager(x, blocks, grad, rows_x):
             gx, gram = _chunked_backward(grad, blocks, rows_x, (need_x, need_m))
         else:
@@ -658,7 +654,7 @@ class _CayleyProduct(torch.autograd.Function):
             gx = _fourier_product(rows, blocks.mH, x.shape) if need_x else None
             gram = torch.bmm(_real_rows(rows_x.view(rows.shape)).mT, _real_rows(rows)) if need_m else None
         gm = None if gram is None else _blocks_gradient(gram, x.shape)
-        return gx if need_x else None, gm, None
+        return gx if need_x else None, gm
 
 
 def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose: bool) -> torch.Tensor:
@@ -675,8 +671,7 @@ def _cayley(kernel: CayleyConv, theta: torch.Tensor, x: torch.Tensor, transpose:
         blocks = blocks.mH  # the right factor of the conjugate transpose
     if x.shape[0] == 0:  # MKL's FFT refuses an empty batch; the result is empty, still a function of theta
         return (x.to(work) * blocks.real.sum()).to(x.dtype)
-    keep = torch.is_grad_enabled() and (x.requires_grad or blocks.requires_grad)  # the rows, for a backward
-    return _CayleyProduct.apply(x.to(work), blocks, keep)[0].to(x.dtype)
+    return _CayleyProduct.apply(x.to(work), blocks)[0].to(x.dtype)
 
 
 # ------------------------------------------------------------- pattern families

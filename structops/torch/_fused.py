@@ -38,8 +38,11 @@ DTYPES = (torch.float32, torch.float64)
 
 
 def fusable(x: torch.Tensor) -> bool:
-    """Whether the kernels take ``x`` ``(n, c, H, W)``: numba on, float32/float64, a grid they transform."""
-    if not have_numba() or x.ndim != 4 or x.dtype not in DTYPES:
+    """Whether the kernels take ``x`` ``(n, c, H, W)``: numba on, float32/float64, a grid they transform.
+
+    Never while ``torch.jit.trace`` records (its check would see the kernels' outputs as constants).
+    """
+    if not have_numba() or x.ndim != 4 or x.dtype not in DTYPES or torch.jit.is_tracing():
         return False
     from ..kernels.conv import _numba_fft
 
@@ -81,25 +84,23 @@ def kernel_blocks(blocks: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
     return out.reshape(-1, c, c)
 
 
-def forward(x: torch.Tensor, blocks: torch.Tensor, keep: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r""":math:`y = \mathrm{irfftn}(\mathrm{rfftn}(x) M)` and the rows of ``x`` (flat, real: the kernels' layout).
 
-    ``x`` ``(n, c, H, W)``; ``blocks`` the right factors ``(F, c, c)`` in ``x``'s precision.
-    With ``keep`` the rows are in memory leased from :func:`structops._scratch.lease` for as long
-    as the returned tensor lives; without, they go to the calling thread's scratch (no backward
-    will read them) and an empty tensor is returned in their place.
+    ``x`` ``(n, c, H, W)``; ``blocks`` the right factors ``(F, c, c)`` in ``x``'s precision. The
+    rows are in memory leased from :func:`structops._scratch.lease` for as long as the returned
+    tensor lives (the autograd graph that keeps them, or not at all after a ``no_grad`` call), so
+    they are not faulted in at every step.
     """
     from ..kernels.conv import _numba_fft
 
     x = x.detach().contiguous()
     n, c, H, W = x.shape
-    shape, dtype = (H * (W // 2 + 1), n, 2 * c), x.numpy().dtype
-    # kept rows in pooled memory, leased while the tensor (the autograd graph) lives: not faulted in at every step
-    rows = torch.from_numpy(np.asarray(lease(shape, dtype)) if keep else workspace(shape, dtype, "rows"))
+    rows = torch.from_numpy(np.asarray(lease((H * (W // 2 + 1), n, 2 * c), x.numpy().dtype)))
     y = torch.empty_like(x)
     _numba_fft.rfft2_rows(x.numpy(), rows.numpy())
     _numba_fft.irfft2_rows(rows.numpy(), (H, W), y.numpy(), kernel_blocks(blocks, (H, W)))
-    return y, rows.view(-1) if keep else x.new_empty(0)
+    return y, rows.view(-1)
 
 
 def half_weights(grid: tuple[int, ...], dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:

@@ -6,10 +6,11 @@ double backward) of the Cayley torch form runs the same fused kernels as the num
 transform writes (reads) the per-frequency rows ``(F, n, 2c)`` directly, and the inverse applies
 the blocks inside its kernel, so none of the layout copies that torch's separate FFT and ``bmm``
 calls need is made (benchmarks/README.md, "CayleyConv with numba FFTs (eighth session)": torch's
-operations alone cost about 1.3× ``nn.Conv2d`` before those copies). Everything else -- the
-blocks and their backward in θ, transforms, compile, export, other devices, half precision,
-second derivatives -- stays on torch's operations. ``structops.set_accelerator("numpy")`` (or no
-numba) keeps every path on torch's operations.
+operations alone cost about 1.3× ``nn.Conv2d`` before those copies); float32 blocks come from
+the bridge's resolvent kernel (:func:`cayley_factors`). Everything else -- the blocks' backward
+in θ, transforms, compile, export, other devices, half precision, second derivatives -- stays on
+torch's operations. ``structops.set_accelerator("numpy")`` (or no numba) keeps every path on
+torch's operations.
 
 The kernels order the half spectrum as ``rfftn`` does (C order of ``(H, W//2 + 1)``) and take
 the blocks :math:`\hat K(\xi)` themselves; the torch form orders it with the halved axis first

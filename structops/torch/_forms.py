@@ -538,10 +538,12 @@ def _blocks_gradient(gram: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     ``X^H G`` is :math:`(P_{00} + P_{11}) + i(P_{01} - P_{10})` of the real Gram's ``(re, im)``
     parts; :math:`w_\xi` and :math:`N` as in :class:`_CayleyProduct`.
     """
-    c, g = shape[1], shape[-1]
+    *grid, g = shape[2:]
+    c = shape[1]
     p = gram.reshape(-1, c, 2, c, 2)
     k_bar = torch.complex(p[:, :, 0, :, 0] + p[:, :, 1, :, 1], p[:, :, 0, :, 1] - p[:, :, 1, :, 0])
-    weight = _fused.half_weights(shape[2:], gram.dtype, gram.device)
+    k = torch.arange(g // 2 + 1, device=gram.device)  # the torch twin of parseval_weights (any device)
+    weight = torch.where((k == 0) | (2 * k == g), 1.0, 2.0).to(gram.dtype) / (math.prod(grid) * g)
     return (k_bar.reshape(g // 2 + 1, -1, c, c) * weight[:, None, None, None]).reshape(-1, c, c)
 
 

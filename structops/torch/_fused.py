@@ -31,8 +31,9 @@ import torch
 
 from .._backend import have_numba
 from .._scratch import lease, workspace
+from ..kernels.conv.cayley import parseval_weights
 
-__all__ = ["backward", "cayley_factors", "forward", "fusable", "half_weights"]
+__all__ = ["backward", "cayley_factors", "forward", "fusable"]
 
 #: The real dtypes the kernels transform.
 DTYPES = (torch.float32, torch.float64)
@@ -104,24 +105,10 @@ def forward(x: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.
     return y, rows.view(-1)
 
 
-def half_weights(grid: tuple[int, ...], dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
-    r"""The weights :math:`w_k/N` of the real DFTs' adjoints on the halved axis, ``(W//2 + 1,)``.
-
-    :math:`N` the grid's size, :math:`w_k` the weights of ``irfftn`` on the last axis: 1 at
-    :math:`k = 0` and :math:`k = W/2`, else 2.
-    """
-    g = grid[-1]
-    k = torch.arange(g // 2 + 1, device=device)
-    n = 1
-    for size in grid:
-        n *= size
-    return torch.where((k == 0) | (2 * k == g), 1.0, 2.0).to(dtype) / n
-
-
 @functools.lru_cache(maxsize=16)
 def _kernel_weights(grid: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-    """:func:`half_weights` for every frequency in the kernels' order (the halved axis fastest), built once."""
-    return np.tile(half_weights(grid, torch.float64).numpy(), grid[0]).astype(dtype)
+    """:func:`~structops.kernels.conv.cayley.parseval_weights` in ``dtype``, built once per grid and precision."""
+    return parseval_weights(grid).astype(dtype)
 
 
 def backward(

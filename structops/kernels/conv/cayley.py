@@ -24,7 +24,7 @@ from .antisymmetric_conv import AntisymmetricConv
 from .based import ConvView
 from .conv import deprecated_symbol, fourier_multiplier
 
-__all__ = ["CayleyConv", "tap_factors"]
+__all__ = ["CayleyConv", "parseval_weights", "tap_factors"]
 
 _T = TypeVar("_T")
 
@@ -97,6 +97,18 @@ def real_right_factors(blocks: np.ndarray, adjoint: bool = False) -> np.ndarray:
         rows[:, :, 0, :, 1] = im
         np.negative(im, out=rows[:, :, 1, :, 0])
     return rows.reshape(-1, 2 * c, 2 * c)
+
+
+def parseval_weights(grid: tuple[int, ...]) -> np.ndarray:
+    r"""The weights :math:`w_\xi/N` of the real DFTs' adjoints on the ``rfftn`` half grid, ``(F,)`` float64.
+
+    C order of the half grid (the halved axis fastest); :math:`N` the grid's size and :math:`w_\xi`
+    the weight of ``irfftn`` on the halved axis: 1 at :math:`k = 0` and :math:`k = g/2`, else 2.
+    So :math:`\langle u, v\rangle = \operatorname{Re}\sum_\xi (w_\xi/N)\,\hat u_\xi^H \hat v_\xi` (Parseval).
+    """
+    g = grid[-1]
+    k = np.arange(g // 2 + 1)
+    return np.tile(np.where((k == 0) | (2 * k == g), 1.0, 2.0) / math.prod(grid), math.prod(grid[:-1]))
 
 
 def tap_factors(geometry: ConvGeometry) -> np.ndarray:
@@ -393,14 +405,9 @@ class CayleyConv(ConvView, ParametricKernel):
         With the -2 of :math:`d\hat K = -2R\,d\hat A\,R` and the :math:`1/N` folded in; built once
         per precision.
         """
-
-        def build(key: np.dtype) -> np.ndarray:
-            g = self.grid[-1]
-            k = np.arange(g // 2 + 1)
-            weight = np.where((k == 0) | (2 * k == g), -2.0, -4.0) / math.prod(self.grid)
-            return np.tile(weight, math.prod(self.grid[:-1])).astype(key)
-
-        return self._per_precision("_weights_by_precision", dtype, build)
+        return self._per_precision(
+            "_weights_by_precision", dtype, lambda key: (-2 * parseval_weights(self.grid)).astype(key)
+        )
 
     def _skew(self, state, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         r"""The blocks :math:`E = Q - Q^H`, :math:`Q = RPR`, of rows ``a``, ``b`` ``(F, n, 2c)``.

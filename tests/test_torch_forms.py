@@ -56,6 +56,12 @@ def _value_and_grads(kernel, theta, x, w, transpose, backend):
     return y.detach(), gt, gx
 
 
+def _dense_jacobian(kernel, theta, x, transpose=False):
+    """The family's Jacobian ``J(θ, x)`` as a dense ``(n·rows, p)`` array, from its numpy ``jac``."""
+    J = kernel.jac(np.asarray(theta), np.asarray(x), transpose=transpose) @ np.eye(kernel.nparams)
+    return np.asarray(J).reshape(-1, kernel.nparams)
+
+
 def _relative(a, b):
     scale = b.abs().max().clamp_min(torch.finfo(b.dtype).tiny)
     return float((a - b).abs().max() / scale) if b.numel() else 0.0
@@ -160,7 +166,7 @@ def test_cayley_eager_paths_are_the_dense_product_and_jacobian(path, transpose, 
     for value in (y, y_inference):
         close(value.reshape(n, -1).numpy(), flat @ K.T, dtype, size=K.shape[0])
     close(gx.reshape(n, -1).numpy(), wf @ K, dtype, size=K.shape[0])
-    J = np.asarray(k.jac(theta.numpy(), x.numpy(), transpose=transpose) @ np.eye(k.nparams)).reshape(-1, k.nparams)
+    J = _dense_jacobian(k, theta.numpy(), x.numpy(), transpose)
     close(gt.numpy(), J.T @ wf.reshape(-1), dtype, size=J.shape[0])
 
 
@@ -173,7 +179,7 @@ def test_cayley_backward_without_the_kernels_after_a_forward_with_them(close):
     y = st.apply(k, theta, x, backend="torch")
     with structops.set_accelerator("numpy"):
         (gt,) = torch.autograd.grad((y * w).sum(), theta)
-    J = np.asarray(k.jac(theta.detach().numpy(), x.numpy()) @ np.eye(k.nparams)).reshape(-1, k.nparams)
+    J = _dense_jacobian(k, theta.detach().numpy(), x.numpy())
     close(gt.numpy(), J.T @ w.numpy().reshape(-1), np.float64, size=J.shape[0])
 
 
@@ -207,7 +213,7 @@ def test_jacrev_in_theta_is_the_family_jacobian_and_in_x_its_matrix(family):
     k = family.build()
     theta, x, _ = _data(k, False, torch.float64, n=2)
     J = torch.func.jacrev(lambda t: st.apply(k, t, x))(theta).reshape(-1, k.nparams)
-    J_ref = np.asarray(k.jac(theta.numpy(), x.numpy()) @ np.eye(k.nparams)).reshape(-1, k.nparams)
+    J_ref = _dense_jacobian(k, theta.numpy(), x.numpy())
     np.testing.assert_allclose(J.numpy(), J_ref, rtol=1e-12, atol=1e-12 * np.abs(J_ref).max())
     Jx = torch.func.jacrev(lambda z: st.apply(k, theta, z[None])[0])(x[0]).reshape(k.shape)
     np.testing.assert_allclose(Jx.numpy(), k.matrix(theta.numpy()), rtol=1e-12, atol=1e-12)

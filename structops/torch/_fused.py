@@ -29,26 +29,22 @@ import math
 import numpy as np
 import torch
 
-from .._backend import have_numba
 from .._scratch import lease, workspace
-from ..kernels.conv.cayley import parseval_weights
+from ..kernels.conv.cayley import fast_transforms, parseval_weights
 
 __all__ = ["backward", "cayley_factors", "forward", "fusable"]
 
-#: The real dtypes the kernels transform.
-DTYPES = (torch.float32, torch.float64)
+#: The real dtypes the kernels transform, as numpy's.
+DTYPES: dict[torch.dtype, np.dtype] = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 def fusable(x: torch.Tensor) -> bool:
-    """Whether the kernels take ``x`` ``(n, c, H, W)``: numba on, float32/float64, a grid they transform.
+    """Whether the kernels take ``x`` ``(n, c, H, W)`` (:func:`~structops.kernels.conv.cayley.fast_transforms`).
 
     Never while ``torch.jit.trace`` records (its check would see the kernels' outputs as constants).
     """
-    if not have_numba() or x.ndim != 4 or x.dtype not in DTYPES or torch.jit.is_tracing():
-        return False
-    from ..kernels.conv import _numba_fft
-
-    return _numba_fft.supported(tuple(x.shape[2:]))
+    dtype = DTYPES.get(x.dtype)
+    return dtype is not None and x.ndim == 4 and not torch.jit.is_tracing() and fast_transforms(x.shape[2:], dtype)
 
 
 def cayley_factors(theta: torch.Tensor, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ from .antisymmetric_conv import AntisymmetricConv
 from .based import ConvView
 from .conv import deprecated_symbol, fourier_multiplier
 
-__all__ = ["CayleyConv", "parseval_weights", "tap_factors"]
+__all__ = ["CayleyConv", "fast_transforms", "parseval_weights", "tap_factors"]
 
 _T = TypeVar("_T")
 
@@ -97,6 +97,19 @@ def real_right_factors(blocks: np.ndarray, adjoint: bool = False) -> np.ndarray:
         rows[:, :, 0, :, 1] = im
         np.negative(im, out=rows[:, :, 1, :, 0])
     return rows.reshape(-1, 2 * c, 2 * c)
+
+
+def fast_transforms(grid: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Whether the numba kernels (:mod:`._numba_fft`) transform examples on ``grid`` in ``dtype``.
+
+    Numba is the accelerator (:func:`structops.set_accelerator`), ``dtype`` float32 or float64,
+    and the grid has two axes whose lengths factor into 2, 3, 5 and 7.
+    """
+    if not have_numba() or dtype not in (np.float32, np.float64):
+        return False
+    from . import _numba_fft
+
+    return _numba_fft.supported(tuple(grid))
 
 
 def parseval_weights(grid: tuple[int, ...]) -> np.ndarray:
@@ -292,12 +305,8 @@ class CayleyConv(ConvView, ParametricKernel):
         return real_right_factors(blocks, True) if adjoint else real_right_factors(np.swapaxes(blocks, -1, -2))
 
     def _fast_fft(self, dtype: np.dtype) -> bool:
-        """Whether the transforms run on the numba kernels (:mod:`._numba_fft`): 2-D grids, both float types."""
-        if not have_numba() or dtype not in (np.float32, np.float64):
-            return False
-        from . import _numba_fft
-
-        return _numba_fft.supported(self.grid)
+        """Whether the transforms run on the numba kernels (:func:`fast_transforms`)."""
+        return fast_transforms(self.grid, dtype)
 
     def _rows(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The ``rfftn`` half spectrum of ``x`` ``(n, c, *grid)`` as real rows ``(F, n, 2c)``, (re, im) interleaved.

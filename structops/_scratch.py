@@ -101,7 +101,8 @@ def workspace(shape: tuple[int, ...], dtype: np.dtype, slot: str = "products") -
     buffer that does not fit drops the thread's others); the result is a view of its start,
     valid until the thread's next call with the same ``slot``: a caller that needs two scratch
     arrays at once names two slots. (The numba inverse FFT puts its per-frequency products in
-    slot ``"products"``; ``CayleyConv`` its half spectra in ``"rows"`` and ``"rows-w"``.)
+    slot ``"products"``; ``CayleyConv`` its half spectra in ``"rows"`` and ``"rows-w"``, and the
+    fused path of its torch form an output gradient's in ``"rows"``.)
     """
     cache = _WORKSPACES.__dict__.setdefault("buffers", {})
     dtype = np.dtype(dtype)
